@@ -1,0 +1,52 @@
+"""The errors treadle raises. User errors carry a place and a one-line message; the CLI prints them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TreadleError(Exception):
+    """Base of every error treadle reports to a user; `exit_code` is what the CLI exits with."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a pipeline or its inputs, and where it is (file, column, key)."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class ConfigError(TreadleError):
+    """Every problem found in a pipeline file, its seed files and its references, reported at once."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class CellError(Exception):
+    """Raised by a generator for a cell that failed; `retryable` says whether another attempt may help."""
+
+    retryable = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RetryableCellError(CellError):
+    """A transient failure: timeouts, rate limits, 5xx, dropped connections, unparsable structured output."""
+
+    retryable = True
+
+
+class FatalRunError(TreadleError):
+    """A failure that dooms every cell alike (bad key, unknown model): the run stops with this one message."""
+
+    exit_code = 1
