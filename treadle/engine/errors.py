@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class TreadleError(Exception):
@@ -50,3 +51,22 @@ class FatalRunError(TreadleError):
     """A failure that dooms every cell alike (bad key, unknown model): the run stops with this one message."""
 
     exit_code = 1
+
+
+def describe_value(value: Any) -> str:
+    """A short phrase for a value in an error message: `a string 'x'`, `a list`, `nothing (null)`."""
+    kinds = {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }
+    kind = kinds.get(type(value), type(value).__name__)
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict | list):
+        return kind
+    shown = repr(value)
+    return f"{kind} {shown if len(shown) <= 40 else shown[:37] + '...'}"

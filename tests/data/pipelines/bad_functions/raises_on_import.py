@@ -1,0 +1,6 @@
+SETTINGS = {}
+TOKEN = SETTINGS["token"]
+
+
+def f(row):
+    return 1

@@ -1,0 +1,374 @@
+"""Read the seed table (csv, jsonl/json, parquet) and its optional inner join, with one-line errors.
+
+Reads block; the caller runs them in a thread. Every problem is a `Problem` whose place starts with a
+file name: the data file for what is wrong inside it (`questions.jsonl: line 7`), the pipeline's key
+for what is wrong with the reference to it (`pipeline.yaml: seed.join.on`).
+
+Column names present in both joined files (other than the key) keep the seed file's name; the join
+file's copy is renamed `<name>_<join file stem>` (`text` from `labels.jsonl` becomes `text_labels`),
+and the report lists every rename. Refusing would leave a user no way out but editing a data file.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from treadle.engine.errors import ConfigError, Problem
+from treadle.engine.pipeline import SeedConfig
+
+__all__ = ["SUFFIXES", "JoinReport", "SeedTable", "load_seed", "load_table"]
+
+SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+"""File types a seed or join table may have."""
+
+_MAGIC = {
+    b"PAR1": "a parquet file",
+    b"\x1f\x8b": "gzip-compressed",
+    b"PK\x03\x04": "a zip archive (an .xlsx workbook?)",
+    b"\x89PNG": "a PNG image",
+    b"%PDF": "a PDF document",
+}
+_EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class JoinReport:
+    """How the inner join of the seed file with the join file went."""
+
+    left: str
+    """The seed file, as the pipeline names it."""
+    right: str
+    """The join file, as the pipeline names it."""
+    key: str
+    matched: int
+    """Rows in both files: the seed's rows."""
+    left_only: int
+    """Seed file rows with no partner (dropped)."""
+    right_only: int
+    """Join file rows with no partner (unused)."""
+    left_only_examples: tuple[str, ...] = ()
+    right_only_examples: tuple[str, ...] = ()
+    renamed: tuple[tuple[str, str], ...] = ()
+    """(join file column, its name in the seed) for names both files have."""
+
+
+@dataclass
+class SeedTable:
+    """The rows a run works on: one per seed row (after the join), index 0..n-1."""
+
+    frame: pd.DataFrame
+    fields: list[str]
+    join: JoinReport | None = None
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def load_table(path: Path, *, name: str | None = None) -> pd.DataFrame:
+    """Read one table by its suffix.
+
+    Raises `ConfigError` with one problem placed at `name` (default: the file's name).
+    """
+    path = Path(path)
+    shown = name or path.name
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise _error(shown, f"unknown file type '{path.suffix or '(none)'}' (expected {', '.join(SUFFIXES)})")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _error(shown, "file not found") from None
+    except IsADirectoryError:
+        raise _error(shown, "is a directory, not a file") from None
+    except OSError as exc:
+        raise _error(shown, f"cannot read: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise _error(shown, "file is empty")
+    if suffix == ".parquet":
+        frame = _read_parquet(path, data, shown)
+    else:
+        text = _decode(data, shown, suffix)
+        frame = _read_csv(text, shown) if suffix == ".csv" else _read_json(text, shown, suffix)
+    if len(frame) == 0:
+        raise _error(shown, "has no rows" + (" (only a header line)" if suffix == ".csv" else ""))
+    frame.columns = [str(c) for c in frame.columns]
+    return frame.reset_index(drop=True)
+
+
+def _error(where: str, message: str) -> ConfigError:
+    return ConfigError([Problem(where, message)])
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _decode(data: bytes, shown: str, suffix: str) -> str:
+    kind = "CSV" if suffix == ".csv" else "JSON"
+    for magic, what in _MAGIC.items():
+        if data.startswith(magic):
+            raise _error(shown, f"is {what}, not {kind} text")
+    if b"\x00" in data[:8192]:
+        raise _error(shown, f"looks like a binary file (it contains NUL bytes), not {kind} text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        byte = data[exc.start]
+        raise _error(
+            f"{shown}: line {line}", f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8"
+        ) from None
+
+
+_EXPECTED_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_EOF_IN_STRING = re.compile(r"EOF inside string starting at row (\d+)")
+
+
+def _read_csv(text: str, shown: str) -> pd.DataFrame:
+    header = next(csv.reader(io.StringIO(text)), [])
+    seen: set[str] = set()
+    for field in header:
+        if field in seen:
+            raise _error(f"{shown}: line 1", f"duplicate column name '{field}' in the header")
+        seen.add(field)
+    try:
+        return pd.read_csv(io.StringIO(text))
+    except pd.errors.EmptyDataError:
+        raise _error(shown, "has no header line and no rows") from None
+    except pd.errors.ParserError as exc:
+        message = str(exc)
+        if m := _EXPECTED_FIELDS.search(message):
+            expected, line, saw = m.groups()
+            raise _error(
+                f"{shown}: line {line}", f"{saw} fields where the header has {expected} (an unquoted comma?)"
+            ) from None
+        if m := _EOF_IN_STRING.search(message):
+            line = int(m.group(1)) + 1
+            raise _error(f"{shown}: line {line}", "a quoted field opened here is never closed") from None
+        raise _error(shown, f"cannot read as CSV: {_one_line(message)}") from None
+    except (ValueError, OverflowError) as exc:
+        raise _error(shown, f"cannot read as CSV: {_one_line(exc)}") from None
+
+
+def _read_json(text: str, shown: str, suffix: str) -> pd.DataFrame:
+    if suffix == ".json" and text.lstrip().startswith(("[", "{")):
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if text.lstrip().startswith("["):
+                raise _error(f"{shown}: line {exc.lineno}", f"invalid JSON: {exc.msg}") from None
+            whole = None  # not one document: read it as JSON lines below
+        if isinstance(whole, dict):
+            return pd.DataFrame([whole])
+        if isinstance(whole, list):
+            for i, item in enumerate(whole):
+                if not isinstance(item, dict):
+                    raise _error(f"{shown}: item {i}", f"expected an object per row, got {_json_kind(item)}")
+            return pd.DataFrame(whole)
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _error(f"{shown}: line {number}", f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(row, dict):
+            raise _error(f"{shown}: line {number}", f"expected a JSON object per line, got {_json_kind(row)}")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def _read_parquet(path: Path, data: bytes, shown: str) -> pd.DataFrame:
+    if not data.startswith(b"PAR1"):
+        try:
+            data[:512].decode("utf-8")
+            looks = "it looks like text"
+        except UnicodeDecodeError:
+            looks = "it does not start with PAR1"
+        raise _error(shown, f"is not a parquet file ({looks})")
+    try:
+        return pd.read_parquet(io.BytesIO(data))
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others for damaged files
+        message = _one_line(exc).replace(str(path), shown)
+        message = re.sub(r"^Could not open Parquet input source '[^']*': ", "", message)
+        raise _error(shown, f"not a readable parquet file: {message}") from None
+
+
+def load_seed(seed: SeedConfig, base_dir: Path, where: str) -> SeedTable:
+    """Read the seed table (and its join) relative to `base_dir`.
+
+    `where` places the pipeline's seed key (`pipeline.yaml: seed`). Raises `ConfigError` with every
+    problem found in both files.
+    """
+    base_dir = Path(base_dir)
+    problems: list[Problem] = []
+    left = _load_one(seed.path, base_dir, f"{where}.path", problems)
+    if seed.join is None:
+        if problems or left is None:
+            raise ConfigError(problems)
+        return SeedTable(frame=left, fields=list(left.columns))
+    right = _load_one(seed.join.path, base_dir, f"{where}.join.path", problems)
+    key = seed.join.on
+    for frame, shown in ((left, seed.path), (right, seed.join.path)):
+        if frame is not None and key not in frame.columns:
+            problems.append(Problem(f"{where}.join.on", _missing_key(key, shown, list(frame.columns))))
+    if left is None or right is None or problems:
+        raise ConfigError(problems)
+    frame, report = _inner_join(left, right, seed.path, seed.join.path, key, where, problems)
+    if problems:
+        raise ConfigError(problems)
+    return SeedTable(frame=frame, fields=list(frame.columns), join=report)
+
+
+def _load_one(typed: str, base_dir: Path, where: str, problems: list[Problem]) -> pd.DataFrame | None:
+    path = base_dir / typed
+    if Path(typed).suffix.lower() not in SUFFIXES:
+        suffix = Path(typed).suffix or "(none)"
+        problems.append(
+            Problem(where, f"'{typed}' has unknown file type '{suffix}' (expected {', '.join(SUFFIXES)})")
+        )
+        return None
+    if not path.exists():
+        problems.append(Problem(where, f"file '{typed}' not found (looked in {base_dir})"))
+        return None
+    try:
+        return load_table(path, name=typed)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return None
+
+
+def _missing_key(key: str, shown: str, columns: list[str]) -> str:
+    close = [c for c in columns if c.lower() == key.lower()] or difflib.get_close_matches(key, columns, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    listed = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+    return f"join key '{key}' is not a column of {shown} (its columns: {listed}){hint}"
+
+
+def _comparable(left: pd.Series, right: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Key values that compare across files: numbers with numbers, else both as text (1 and "1" match)."""
+    numeric = pd.api.types.is_numeric_dtype
+    if numeric(left) == numeric(right):
+        return left, right
+    return left.map(_key_text, na_action="ignore"), right.map(_key_text, na_action="ignore")
+
+
+def _key_text(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _duplicates(keys: pd.Series, shown: str, key: str) -> Problem | None:
+    counts = keys.dropna().value_counts()
+    dups = counts[counts > 1]
+    if dups.empty:
+        return None
+    listed = ", ".join(f"{_show(v)} ({n} rows)" for v, n in list(dups.items())[:_EXAMPLES])
+    more = f" and {len(dups) - _EXAMPLES} more" if len(dups) > _EXAMPLES else ""
+    return Problem(shown, f"join key '{key}' is not unique: {listed}{more}")
+
+
+def _inner_join(
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    left_name: str,
+    right_name: str,
+    key: str,
+    where: str,
+    problems: list[Problem],
+) -> tuple[pd.DataFrame, JoinReport]:
+    lkeys, rkeys = _comparable(left[key], right[key])
+    for keys, shown in ((lkeys, left_name), (rkeys, right_name)):
+        if problem := _duplicates(keys, shown, key):
+            problems.append(problem)
+    rvalid = np.flatnonzero(~rkeys.isna().to_numpy())
+    index = pd.Index(rkeys.to_numpy()[rvalid])
+    found = index.get_indexer(lkeys.to_numpy()) if not problems else np.full(len(left), -1)
+    lpos = np.flatnonzero(found >= 0)
+    rpos = rvalid[found[lpos]]
+    used = np.zeros(len(right), dtype=bool)
+    used[rpos] = True
+
+    stem = re.sub(r"\W", "_", Path(right_name).name.split(".")[0]) or "join"
+    renamed: list[tuple[str, str]] = []
+    columns: dict[str, str] = {}
+    for column in right.columns:
+        if column == key:
+            continue
+        if column in left.columns:
+            new = f"{column}_{stem}"
+            if new in left.columns or new in right.columns:
+                problems.append(
+                    Problem(
+                        f"{where}.join",
+                        f"column '{column}' is in both {left_name} and {right_name}, and '{new}' "
+                        "(the join file's renamed copy) is taken too; rename one of them",
+                    )
+                )
+            renamed.append((column, new))
+            columns[column] = new
+    report = JoinReport(
+        left=left_name,
+        right=right_name,
+        key=key,
+        matched=len(lpos),
+        left_only=len(left) - len(lpos),
+        right_only=int((~used).sum()),
+        left_only_examples=_examples(left[key], np.flatnonzero(found < 0)),
+        right_only_examples=_examples(right[key], np.flatnonzero(~used)),
+        renamed=tuple(renamed),
+    )
+    if not problems and len(lpos) == 0:
+        lk = ", ".join(_examples(left[key], np.arange(len(left))))
+        rk = ", ".join(_examples(right[key], np.arange(len(right))))
+        problems.append(
+            Problem(
+                f"{where}.join.on",
+                f"no row of {left_name} matched a row of {right_name} on '{key}' "
+                f"(keys look like {lk} in {left_name} and {rk} in {right_name})",
+            )
+        )
+    if problems:
+        return left.iloc[:0], report
+    joined_right = right.iloc[rpos].drop(columns=[key]).rename(columns=columns).reset_index(drop=True)
+    frame = pd.concat([left.iloc[lpos].reset_index(drop=True), joined_right], axis=1)
+    return frame, report
+
+
+def _examples(values: pd.Series, positions: np.ndarray) -> tuple[str, ...]:
+    return tuple(_show(values.iloc[int(i)]) for i in positions[:_EXAMPLES])
+
+
+def _show(value: Any) -> str:
+    """A key as a user would write it: 'q1' for text, 7 for 7.0, null for a missing key."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and value != value):
+        return "null"
+    if isinstance(value, str):
+        return repr(value)
+    return _key_text(value)

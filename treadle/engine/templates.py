@@ -1,0 +1,71 @@
+"""The one Jinja2 environment treadle renders prompts and templates with.
+
+Sandboxed (a template cannot reach into Python objects it was not given), strict (a missing name is
+an error, never an empty string), no HTML escaping, and a trailing newline is kept as written.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jinja2
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2.sandbox import SandboxedEnvironment
+
+__all__ = [
+    "TemplateSyntaxError",
+    "compile_template",
+    "environment",
+    "implicit_names",
+    "syntax_error_message",
+    "template_references",
+]
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+# Parses for `template_references` only: no globals, so a row field called `range` is still seen as
+# read (find_undeclared_variables skips the parsing environment's globals); same filters and tests.
+_ANALYSIS = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_ANALYSIS.globals = {}
+_ANALYSIS.filters = _ENV.filters
+_ANALYSIS.tests = _ENV.tests
+
+_JINJA_NAMES = frozenset({"loop", "self", "caller", "varargs", "kwargs"})
+
+
+def implicit_names() -> frozenset[str]:
+    """Names a template may use that are not row values: the environment's globals and Jinja's own."""
+    return frozenset(_ENV.globals) | _JINJA_NAMES
+
+
+def environment() -> SandboxedEnvironment:
+    """The shared environment (add filters or globals here before compiling anything)."""
+    return _ENV
+
+
+@functools.lru_cache(maxsize=1024)
+def compile_template(source: str) -> jinja2.Template:
+    """Compile a template once; raises `TemplateSyntaxError` (also for an unknown filter or test)."""
+    return _ENV.from_string(source)
+
+
+@functools.lru_cache(maxsize=1024)
+def _undeclared(source: str) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables(_ANALYSIS.parse(source)))
+
+
+def template_references(source: str, *, include_implicit: bool = False) -> set[str]:
+    """The row values a template reads: the top-level names it uses but does not define.
+
+    Names in `implicit_names()` (`range`, `loop`, ...) are left out unless `include_implicit`: a caller
+    that knows the row's fields can then tell a field called `range` from the Jinja global.
+    Raises `TemplateSyntaxError`.
+    """
+    names = _undeclared(source)
+    return set(names) if include_implicit else set(names - implicit_names())
+
+
+def syntax_error_message(exc: TemplateSyntaxError) -> str:
+    """One line saying what is wrong and on which line of the template."""
+    text = " ".join(str(exc.message or "invalid syntax").split())
+    return f"template syntax error at line {exc.lineno}: {text}"
