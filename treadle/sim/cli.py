@@ -1,0 +1,157 @@
+"""Command line: `treadle sim ...` / `python -m treadle.sim ...` flags, and running until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .book import BookError
+from .config import LATENCY_DISTS, SimConfig
+from .runner import serve
+
+URL_LINE_PREFIX = "treadle sim listening on "
+_KEY_ENV_FOR_CHILD = "TREADLE_SIM_API_KEY"  # how SimulatorProcess hands a key over without argv
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    add("--port", metavar="N", type=int, default=8000, help="port; 0 picks a free one (default: %(default)s)")
+    add(
+        "--latency-ms",
+        metavar="MS",
+        type=float,
+        default=300.0,
+        help="mean latency per request (default: %(default)s)",
+    )
+    add(
+        "--jitter-ms", metavar="MS", type=float, default=0.0, help="uniform +- jitter around the mean latency"
+    )
+    add("--latency-dist", choices=LATENCY_DISTS, default="uniform", help="latency distribution")
+    add("--latency-sigma", metavar="S", type=float, default=0.5, help="shape of the lognormal distribution")
+    add(
+        "--tokens-per-s",
+        metavar="N",
+        type=float,
+        default=0.0,
+        help="completion tokens add time at this rate (0: off)",
+    )
+    add("--rpm", metavar="N", type=int, default=0, help="requests per minute before 429 (0: unlimited)")
+    add("--tpm", metavar="N", type=int, default=0, help="tokens per minute before 429 (0: unlimited)")
+    add("--fail-rate", metavar="P", type=float, default=0.0, help="probability of a 500 answer")
+    add("--hang-rate", metavar="P", type=float, default=0.0, help="probability of never answering")
+    add(
+        "--malformed-rate",
+        metavar="P",
+        type=float,
+        default=0.0,
+        help="probability of a 200 with a broken JSON body",
+    )
+    add(
+        "--drop-rate",
+        metavar="P",
+        type=float,
+        default=0.0,
+        help="probability of closing the connection unanswered",
+    )
+    add(
+        "--hang-max-s",
+        metavar="S",
+        type=float,
+        default=600.0,
+        help="a hung request is released after this long",
+    )
+    add("--seed", metavar="N", type=int, default=None, help="make latency and faults repeatable")
+    add("--book", metavar="FILE", default=None, help="YAML response book (regex -> templated reply)")
+    add("--models", metavar="A,B", default="", help="comma-separated model names to accept (default: any)")
+    add("--api-key-env", metavar="NAME", default=None, help="require the key held in this env variable")
+    add("--reasoning", action="store_true", help="add reasoning_content to every answer")
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """Raises ValueError with a one-line reason for bad values."""
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ValueError(f"--api-key-env: environment variable {args.api_key_env} is not set")
+    return SimConfig(
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        latency_dist=args.latency_dist,
+        latency_sigma=args.latency_sigma,
+        tokens_per_s=args.tokens_per_s,
+        rpm=args.rpm,
+        tpm=args.tpm,
+        fail_rate=args.fail_rate,
+        hang_rate=args.hang_rate,
+        malformed_rate=args.malformed_rate,
+        drop_rate=args.drop_rate,
+        hang_max_s=args.hang_max_s,
+        seed=args.seed,
+        book=args.book,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        api_key=api_key,
+        reasoning=args.reasoning,
+    )
+
+
+def config_to_argv(config: SimConfig) -> tuple[list[str], dict[str, str]]:
+    """The flags (and extra environment, for the key) that rebuild `config` in a child process."""
+    argv = [
+        *("--latency-ms", str(config.latency_ms), "--jitter-ms", str(config.jitter_ms)),
+        *("--latency-dist", config.latency_dist, "--latency-sigma", str(config.latency_sigma)),
+        *("--tokens-per-s", str(config.tokens_per_s), "--rpm", str(config.rpm), "--tpm", str(config.tpm)),
+        *("--fail-rate", str(config.fail_rate), "--hang-rate", str(config.hang_rate)),
+        *("--malformed-rate", str(config.malformed_rate), "--drop-rate", str(config.drop_rate)),
+        *("--hang-max-s", str(config.hang_max_s)),
+    ]
+    env: dict[str, str] = {}
+    if config.seed is not None:
+        argv += ["--seed", str(config.seed)]
+    if config.book:
+        argv += ["--book", str(Path(config.book).resolve())]
+    if config.models:
+        argv += ["--models", ",".join(config.models)]
+    if config.api_key:
+        argv += ["--api-key-env", _KEY_ENV_FOR_CHILD]
+        env[_KEY_ENV_FOR_CHILD] = config.api_key
+    if config.reasoning:
+        argv.append("--reasoning")
+    return argv, env
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C or SIGTERM (exit 0). Bad flags or book: one line on stderr, exit 2."""
+    try:
+        config = config_from_args(args)
+        asyncio.run(_serve_until_stopped(config, args.host, args.port))
+    except (BookError, ValueError) as exc:
+        print(f"treadle sim: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"treadle sim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _serve_until_stopped(config: SimConfig, host: str, port: int) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+    def announce(url: str) -> None:
+        print(f"{URL_LINE_PREFIX}{url}", flush=True)
+
+    # SIGTERM or Ctrl-C cancels serve(), which shuts the server down cleanly on its way out.
+    with contextlib.suppress(asyncio.CancelledError):
+        await serve(config, host=host, port=port, on_ready=announce)

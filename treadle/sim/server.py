@@ -1,0 +1,218 @@
+"""The aiohttp application: routes, auth, rate limits, faults and latency around a reply."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import time
+
+from aiohttp import web
+
+from .book import BookError, load_book
+from .config import SimConfig
+from .faults import Dice
+from .limits import RateLimiter, retry_headers
+from .replies import ChatRequest, Reply, RequestError, make_reply, parse_request
+from .stats import Stats
+from .wire import completion_body, dumps, error_body, models_body, stream_events
+
+DEFAULT_MODELS = ("treadle-sim",)  # what /v1/models lists when any name is accepted
+_JSON = "application/json"
+_MAX_BODY = 64 * 1024**2  # long prompts are normal; aiohttp's 1 MiB default is not
+
+
+class SimServer:
+    """Owns the simulator's state; make_app() wires it into an aiohttp Application."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.book = load_book(config.book) if config.book else None
+        self.stats = Stats()
+        self.dice = Dice(config)
+        self.limiter = RateLimiter(config.rpm, config.tpm)
+        self._auth = f"Bearer {config.api_key}".encode() if config.api_key else None
+        self._ids = itertools.count(1)
+        self._closing = asyncio.Event()  # set on shutdown: releases hung requests at once
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_get("/v1/models", self.list_models)
+        app.router.add_get("/v1/models/{model}", self.get_model)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/stats", self.get_stats)
+        app.router.add_post("/stats/reset", self.reset_stats)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _on_shutdown(self, _app: web.Application) -> None:
+        self._closing.set()
+
+    # --- routes -------------------------------------------------------------------------------
+
+    async def list_models(self, request: web.Request) -> web.StreamResponse:
+        return self._auth_error(request) or _json(200, models_body(self.config.models or DEFAULT_MODELS))
+
+    async def get_model(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["model"]
+        if denied := self._auth_error(request):
+            return denied
+        if self.config.models and name not in self.config.models:
+            return self._unknown_model(name)
+        return _json(200, dumps({"id": name, "object": "model", "created": 0, "owned_by": "treadle-sim"}))
+
+    async def get_stats(self, _request: web.Request) -> web.StreamResponse:
+        return _json(200, dumps(self.stats.snapshot()))
+
+    async def reset_stats(self, _request: web.Request) -> web.StreamResponse:
+        self.stats.reset()
+        return _json(200, dumps(self.stats.snapshot()))
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.stats.started()
+        outcome = "cancelled"  # what stays if the client goes away and aiohttp cancels us
+        try:
+            result = await self._chat(request)
+            if isinstance(result, str):  # no answer sent: the connection was cut
+                outcome = result
+                return web.Response()  # never written: the transport is already aborted
+            outcome = str(result.status)
+            return result
+        finally:
+            self.stats.finished(outcome)
+
+    # --- the chat completion pipeline ---------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse | str:
+        if denied := self._auth_error(request):
+            return denied
+        try:
+            chat = parse_request(await request.read())
+            self.stats.by_model[chat.model] += 1
+            if self.config.models and chat.model not in self.config.models:
+                return self._unknown_model(chat.model)
+            reply = make_reply(chat, self.book, self.config.reasoning)
+        except RequestError as exc:
+            return _error(400, str(exc), "invalid_request_error", param=exc.param)
+        except BookError as exc:
+            return _error(500, str(exc), "server_error")
+
+        limit_headers: dict[str, str] = {}
+        if self.limiter.active:
+            verdict = self.limiter.admit(reply.prompt_tokens + reply.completion_tokens)
+            limit_headers = verdict.headers
+            if not verdict.allowed:
+                message = "Rate limit reached (simulated). Please try again later."
+                headers = {**verdict.headers, **retry_headers(verdict.retry_after_s)}
+                return _error(429, message, "rate_limit_exceeded", "rate_limit_exceeded", headers=headers)
+
+        # Drawn after the rate limit so that only admitted attempts count as "seen" for the seed.
+        fate = self.dice.fate(self.dice.rng_for(chat.digest), reply.completion_tokens)
+        if fate.fault is not None:
+            self.stats.faults[fate.fault] += 1
+        if fate.fault == "hang":
+            return await self._hang(request)
+        await _sleep(fate.latency_s if chat.stream else fate.total_s)
+        if fate.fault == "fail":
+            return _error(
+                500, "The server had an error while processing your request (simulated).", "server_error"
+            )
+        if fate.fault == "drop":
+            return _abort(request, "dropped")
+        if fate.fault == "malformed":
+            return _malformed(chat.stream)
+
+        self.stats.prompt_tokens += reply.prompt_tokens
+        self.stats.completion_tokens += reply.completion_tokens
+        ident = f"chatcmpl-sim{next(self._ids)}"
+        created = int(time.time())
+        if chat.stream:
+            return await self._stream(request, chat, reply, ident, created, limit_headers)
+        body = completion_body(chat, reply, ident, created)
+        return web.Response(body=body, content_type=_JSON, headers=limit_headers)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        chat: ChatRequest,
+        reply: Reply,
+        ident: str,
+        created: int,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream"})
+        response.headers["Cache-Control"] = "no-cache"
+        await response.prepare(request)
+        tps = self.config.tokens_per_s
+        loop = asyncio.get_running_loop()
+        start, sent, pending = loop.time(), 0.0, bytearray()
+        for event, tokens in stream_events(chat, reply, ident, created):
+            if tps:
+                sent += tokens
+                wait = start + sent / tps - loop.time()
+                if wait > 0.002:  # pace to tokens_per_s; tiny waits are batched into one write
+                    await response.write(bytes(pending))
+                    pending.clear()
+                    await asyncio.sleep(wait)
+            pending += event
+        await response.write(bytes(pending))
+        await response.write_eof()
+        return response
+
+    async def _hang(self, request: web.Request) -> str:
+        # Released by the client giving up (aiohttp cancels this handler), by shutdown, or by the cap.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), self.config.hang_max_s)
+        return _abort(request, "hung")
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _auth_error(self, request: web.Request) -> web.Response | None:
+        if self._auth is None:
+            return None
+        given = request.headers.get("Authorization", "").encode()
+        if hmac.compare_digest(given, self._auth):
+            return None
+        message = "Incorrect API key provided (simulated endpoint)."
+        return _error(401, message, "invalid_request_error", "invalid_api_key")
+
+    def _unknown_model(self, name: str) -> web.Response:
+        message = f"The model `{name}` does not exist or you do not have access to it."
+        return _error(404, message, "invalid_request_error", "model_not_found", param="model")
+
+
+def _json(status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
+
+
+def _error(
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    return _json(status, error_body(message, kind, code, param), headers)
+
+
+def _malformed(stream: bool) -> web.Response:
+    """A 200 whose JSON is cut short: inside an SSE event for a stream, else the whole body."""
+    broken = b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"ind'
+    if stream:
+        return web.Response(
+            body=b"data: " + broken + b"\n\ndata: [DONE]\n\n", content_type="text/event-stream"
+        )
+    return _json(200, broken)
+
+
+def _abort(request: web.Request, outcome: str) -> str:
+    if request.transport is not None:
+        request.transport.abort()
+    return outcome
+
+
+async def _sleep(seconds: float) -> None:
+    if seconds > 0:
+        await asyncio.sleep(seconds)
