@@ -1,0 +1,101 @@
+"""The `treadle` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from treadle.engine.errors import TreadleError
+
+EXIT_USAGE = 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"treadle: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from treadle.sim import cli as sim_cli
+
+    parser = _Parser(prog="treadle", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run a pipeline")
+    run.add_argument("pipeline", type=Path, help="the pipeline YAML file")
+    run.add_argument("--no-ui", action="store_true", help="plain progress and a summary, no terminal app")
+    run.add_argument("--out", type=Path, help="run directory (default runs/<name>-<timestamp>)")
+    run.add_argument("--rows", type=_positive_int, help="run only the first N seed rows")
+    run.add_argument(
+        "--max-parallel", type=_positive_int, help="execution slots (overrides run.max_parallel)"
+    )
+    run.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
+
+    validate = commands.add_parser("validate", help="check a pipeline, its seed files and references")
+    validate.add_argument("pipeline", type=Path)
+
+    sim = commands.add_parser("sim", help="run the OpenAI-compatible simulator")
+    sim_cli.add_arguments(sim)
+    return parser
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from treadle.engine.pipeline import describe, load_pipeline
+
+    loaded = load_pipeline(args.pipeline)
+    for line in describe(loaded):
+        print(line)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from treadle.engine.controller import RunController
+    from treadle.engine.pipeline import load_pipeline
+    from treadle.engine.run import RunOptions
+    from treadle.headless import run_headless
+
+    loaded = load_pipeline(args.pipeline)
+    options = RunOptions(out=args.out, rows=args.rows, max_parallel=args.max_parallel)
+    controller = RunController(loaded, options)
+    console = Console(stderr=args.events == "-")
+    result = run_headless(controller, console, events=args.events)
+    return result.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return _cmd_validate(args)
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "sim":
+            from treadle.sim import cli as sim_cli
+
+            return sim_cli.main_from_args(args)
+    except TreadleError as exc:
+        for line in str(exc).splitlines():
+            print(f"treadle: error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

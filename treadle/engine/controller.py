@@ -1,0 +1,269 @@
+"""RunController: the one door between a user interface and a run.
+
+The run lives on its own thread with its own event loop. Commands are handed to that loop with
+`call_soon_threadsafe`, so they apply in the order given; `snapshot()` reads counters there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from treadle.engine.errors import TreadleError
+from treadle.engine.events import EventBus, RunEvent
+from treadle.engine.pipeline import LoadedPipeline
+from treadle.engine.result import RunResult
+from treadle.engine.run import Run, RunOptions, RunStatus, prepare_run_dir
+from treadle.engine.tracker import N_STATES, CellState
+
+T = TypeVar("T")
+_COMMAND_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class LimitView:
+    total: int
+    in_use: int
+    peak: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent picture of a run, cheap enough to take 15 times a second."""
+
+    status: RunStatus
+    elapsed_s: float
+    rows: int
+    columns: tuple[str, ...]
+    cells: dict[str, int]
+    """Cells by state label over all columns."""
+    by_column: dict[str, dict[str, int]]
+    row_groups: dict[str, int]
+    limits: dict[str, LimitView]
+    recent_events: list[RunEvent]
+    window: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    """States of the requested rows, column by column."""
+
+    @property
+    def finished_cells(self) -> int:
+        return sum(
+            self.cells[s.label]
+            for s in (CellState.DONE, CellState.FAILED, CellState.BLOCKED, CellState.DROPPED)
+        )
+
+    @property
+    def total_cells(self) -> int:
+        return sum(self.cells.values())
+
+
+class RunController:
+    def __init__(self, loaded: LoadedPipeline, options: RunOptions | None = None) -> None:
+        self.loaded = loaded
+        self.options = options or RunOptions()
+        self.bus = EventBus()
+        self._directory = prepare_run_dir(loaded, self.options)
+        self._run = Run(loaded, self.options, self.bus, self._directory)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._result: RunResult | None = None
+
+    @property
+    def run_dir(self):
+        return self._directory.path
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> RunController:
+        self._thread = threading.Thread(target=self._engine_thread, name="treadle-engine", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def _engine_thread(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            task = loop.create_task(self._run.execute())
+            # Commands may arrive once the run's first step (admission, workers) has been taken.
+            loop.call_soon(self._ready.set)
+            loop.run_until_complete(task)
+            self._result = RunResult.from_run(self._run)
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            self._error = exc
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            self._ready.set()
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> RunResult | None:
+        """The result once the run has finished; None if `timeout` passed first."""
+        if not self._done.wait(timeout):
+            return None
+        if self._error is not None:
+            if isinstance(self._error, TreadleError):
+                raise self._error
+            raise RuntimeError(f"the engine failed: {self._error!r}") from self._error
+        return self._result
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def subscribe(self):
+        """A thread-safe queue of every RunEvent from now on."""
+        return self.bus.subscribe()
+
+    # ---- commands ----------------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[], T]) -> T | None:
+        """Run `fn` on the engine loop and return its result; None once the run is over."""
+        loop = self._loop
+        if loop is None or self._done.is_set():
+            return None
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(call)
+        except RuntimeError:  # the loop closed between the check and the call
+            return None
+        try:
+            return future.result(_COMMAND_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            return None
+
+    def pause(self) -> None:
+        def pause() -> None:
+            self._run.scheduler.pause()
+            if self._run.status == "running":
+                self._run.status = "paused"
+
+        self._call(pause)
+
+    def resume(self) -> None:
+        def resume() -> None:
+            self._run.scheduler.resume()
+            if self._run.status == "paused":
+                self._run.status = "running"
+
+        self._call(resume)
+
+    def set_limit(self, name: str, total: int) -> None:
+        """Resize a limit (`slots`, `row_groups`, `model:<name>`) while the run goes on."""
+        if name not in self._run.limits:
+            raise ValueError(f"unknown limit {name!r}; known: {', '.join(self._run.limits)}")
+        if total < 1:
+            raise ValueError(f"limit {name!r} must be at least 1, got {total}")
+        self._call(lambda: self._run.scheduler.set_limit(name, total))
+
+    def limits(self) -> dict[str, int]:
+        return {name: limit.total for name, limit in self._run.limits.items()}
+
+    def cell_id(self, row: int, column: str) -> int:
+        return row * len(self._run.node_names) + self._run.node_names.index(column)
+
+    def retry(
+        self,
+        cells: Iterable[tuple[int, str]] = (),
+        rows: Iterable[int] = (),
+        all_failed: bool = False,
+    ) -> int:
+        """Turn failed cells back into work: given (row, column) pairs, whole rows, or every failed cell."""
+        ids = [self.cell_id(row, column) for row, column in cells]
+        n = len(self._run.node_names)
+        ids += [row * n + node for row in rows for node in range(n)]
+
+        def retry() -> int:
+            if all_failed:
+                ids.extend(self._run.tracker.cells_in(CellState.FAILED))
+            return self._run.scheduler.retry(ids)
+
+        return self._call(retry) or 0
+
+    def drop(self, rows: Iterable[int]) -> int:
+        """Exclude rows from work and output."""
+        selected = list(rows)
+        return self._call(lambda: self._run.scheduler.drop(selected)) or 0
+
+    def cancel(self) -> None:
+        """Stop new starts; running cells may finish within the grace period, then are cancelled."""
+
+        def cancel() -> None:
+            self._run.stop()
+            assert self._loop is not None
+            self._loop.call_later(self.options.grace_s, self._run.scheduler.abort)
+
+        self._call(cancel)
+
+    def close(self) -> None:
+        """End a run held open (RunOptions.hold_open): unfinished cells stay unfinished."""
+        self._call(lambda: self._run.stop("closed"))
+
+    def abort(self) -> None:
+        """Cancel running cells now; what is done is still written."""
+
+        def abort() -> None:
+            self._run.stop()
+            self._run.scheduler.abort()
+
+        self._call(abort)
+
+    # ---- snapshots ---------------------------------------------------------------------------------
+
+    def snapshot(self, rows: Iterable[int] = ()) -> Snapshot:
+        """Counts by state, limits in force and in use, recent events, and the states of `rows`."""
+        wanted = list(rows)
+        snap = self._call(lambda: self._snapshot(wanted))
+        return snap if snap is not None else self._snapshot(wanted)
+
+    def _snapshot(self, rows: list[int]) -> Snapshot:
+        run = self._run
+        tracker = run.tracker
+        counts = list(tracker.counts)
+        names = tuple(run.node_names)
+        by_column = {
+            name: {s.label: counts[i * N_STATES + s] for s in CellState} for i, name in enumerate(names)
+        }
+        totals = {s.label: sum(col[s.label] for col in by_column.values()) for s in CellState}
+        finished, in_flight, pending = run.scheduler.group_status()
+        labels = [s.label for s in CellState]
+        window = {
+            row: tuple(labels[s] for s in tracker.row_states(row))
+            for row in rows
+            if 0 <= row < tracker.n_rows
+        }
+        return Snapshot(
+            status=run.status,
+            elapsed_s=self.bus.elapsed() if not self.finished else run.wall_s,
+            rows=tracker.n_rows,
+            columns=names,
+            cells=totals,
+            by_column=by_column,
+            row_groups={"finished": finished, "in_flight": in_flight, "pending": pending},
+            limits={n: LimitView(lim.total, lim.in_use, lim.peak) for n, lim in run.limits.items()},
+            recent_events=self.bus.recent(),
+            window=window,
+        )
+
+    def failures(self) -> list[dict[str, Any]]:
+        """Failed cells now: row, column, error class, message, attempts."""
+
+        def failures() -> list[dict[str, Any]]:
+            return [vars(f).copy() for f in self._run.scheduler.failures.values()]
+
+        result = self._call(failures)
+        return result if result is not None else failures()

@@ -1,0 +1,26 @@
+"""Template columns: a Jinja2 template rendered over the row in the sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import TemplateError
+
+from treadle.engine.errors import CellError
+from treadle.engine.generators.base import Generator, RunMode
+from treadle.engine.templates import compile_template
+
+
+class TemplateGenerator(Generator):
+    mode = RunMode.INLINE
+
+    def __init__(self, name: str, source: str) -> None:
+        super().__init__(name, (name,))
+        self.template = compile_template(source)
+
+    def generate(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return {self.name: self.template.render(row)}
+        except TemplateError as exc:
+            raise CellError(f"template: {exc}") from exc

@@ -1,0 +1,34 @@
+"""Row values of the row groups in flight: seed fields plus the columns computed so far."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+
+class RowStore:
+    """Holds row dicts only for admitted row groups, so memory follows the groups in flight."""
+
+    def __init__(self, frame: pd.DataFrame, group_size: int) -> None:
+        self.frame = frame
+        self.group_size = group_size
+        self.rows: dict[int, dict[str, Any]] = {}
+
+    def load_group(self, group: int) -> None:
+        start = group * self.group_size
+        if start in self.rows:
+            return
+        records = self.frame.iloc[start : start + self.group_size].to_dict("records")
+        for offset, record in enumerate(records):
+            self.rows[start + offset] = record
+
+    def release_group(self, group: int) -> None:
+        start = group * self.group_size
+        for row in range(start, min(start + self.group_size, len(self.frame))):
+            self.rows.pop(row, None)
+
+    def group(self, group: int) -> list[tuple[int, dict[str, Any]]]:
+        start = group * self.group_size
+        end = min(start + self.group_size, len(self.frame))
+        return [(row, self.rows[row]) for row in range(start, end)]

@@ -1,0 +1,263 @@
+"""One run of a pipeline on the engine loop: builds its parts, runs the scheduler, writes the run dir."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from treadle.engine.errors import ConfigError, Problem
+from treadle.engine.events import EventBus
+from treadle.engine.generators import build_generators
+from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit, model_limit
+from treadle.engine.outputs import RunDirectory
+from treadle.engine.pipeline import LLMColumn, LoadedPipeline
+from treadle.engine.rows import RowStore
+from treadle.engine.scheduler import RetryPolicy, Scheduler
+from treadle.engine.tracker import CellState, CellTracker
+
+RunStatus = Literal["starting", "running", "paused", "stopping", "done", "failed", "interrupted"]
+PROGRESS_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path | None = None
+    """Run directory; default runs/<name>-<timestamp>."""
+    rows: int | None = None
+    """Run only the first N seed rows."""
+    max_parallel: int | None = None
+    """Override of run.max_parallel (execution slots)."""
+    grace_s: float = 30.0
+    """After a stop, how long running cells may take before they are cancelled."""
+    hold_open: bool = False
+    """Keep the run open when every cell has finished, so failed cells can still be retried;
+    `RunController.close()` ends it."""
+
+
+def default_run_dir(name: str) -> Path:
+    return Path("runs") / f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_run_dir(loaded: LoadedPipeline, options: RunOptions) -> RunDirectory:
+    path = options.out or default_run_dir(loaded.name)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError([Problem(str(path), "the output directory is not empty; choose another --out")])
+    try:
+        directory = RunDirectory(path)
+        directory.create()
+    except OSError as exc:
+        raise ConfigError(
+            [Problem(str(path), f"cannot create the output directory: {exc.strerror}")]
+        ) from exc
+    return directory
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    k = (len(sorted_values) - 1) * q
+    low, high = math.floor(k), math.ceil(k)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (k - low)
+
+
+class Run:
+    def __init__(
+        self, loaded: LoadedPipeline, options: RunOptions, bus: EventBus, directory: RunDirectory
+    ) -> None:
+        self.loaded = loaded
+        self.options = options
+        self.bus = bus
+        self.directory = directory
+        config = loaded.config
+        frame = loaded.seed.frame
+        if options.rows is not None:
+            frame = frame.head(options.rows)
+        self.frame = frame
+        graph = loaded.graph
+        self.node_names = list(graph.order)
+        index = {name: i for i, name in enumerate(self.node_names)}
+        nodes = [graph.nodes[name] for name in self.node_names]
+        self.tracker = CellTracker(
+            n_rows=len(frame),
+            upstream=[[index[u] for u in node.upstream] for node in nodes],
+            downstream=[[index[d] for d in node.downstream] for node in nodes],
+            group_size=config.run.row_group_size,
+        )
+        self.output_columns = [*loaded.seed.fields, *(c for node in nodes for c in node.outputs)]
+        max_parallel = options.max_parallel or config.run.max_parallel
+        self.limits: dict[str, Limit] = {
+            ROW_GROUPS: Limit(ROW_GROUPS, config.run.row_groups_in_flight),
+            SLOTS: Limit(SLOTS, max_parallel),
+        }
+        for name, model in config.models.items():
+            if any(isinstance(n.config, LLMColumn) and n.config.model == name for n in nodes):
+                self.limits[model_limit(name)] = Limit(model_limit(name), model.max_parallel)
+        self.store = RowStore(frame, config.run.row_group_size)
+        self.generators = build_generators(loaded)
+        self.scheduler = Scheduler(
+            tracker=self.tracker,
+            generators=self.generators,
+            critical_path=[node.critical_path for node in nodes],
+            store=self.store,
+            limits=self.limits,
+            policy=RetryPolicy(
+                retries=config.run.retries, backoff_s=config.run.backoff_s, timeout_s=config.run.timeout_s
+            ),
+            bus=bus,
+            on_group_finished=self._write_group,
+            python_threads=config.run.python_threads or max_parallel,
+            hold_open=options.hold_open,
+        )
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
+        self.status: RunStatus = "starting"
+        self.message: str | None = None
+        self.wall_s = 0.0
+        self.summary: dict[str, Any] = {}
+
+    async def _write_group(self, group: int) -> None:
+        rows = [(row, values) for row, values in self.store.group(group) if not self.tracker.row_dropped(row)]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self.directory.write_group, group, rows, self.output_columns)
+        if not self._has_failures(group):
+            self.store.release_group(group)
+
+    def _has_failures(self, group: int) -> bool:
+        state = self.tracker.state
+        n = self.tracker.n_nodes
+        rows = self.tracker.group_rows(group)
+        return any(
+            state[c] in (CellState.FAILED, CellState.BLOCKED) for c in range(rows.start * n, rows.stop * n)
+        )
+
+    async def _report_progress(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            totals = self.tracker.totals()
+            self.bus.emit("progress", cells={s.label: totals[s] for s in CellState if totals[s]})
+
+    async def execute(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self.status = "running"
+        self.bus.restart_clock()
+        self.bus.emit(
+            "run_started",
+            name=self.loaded.name,
+            rows=len(self.frame),
+            columns=self.node_names,
+            run_dir=str(self.directory.path),
+        )
+        progress = loop.create_task(self._report_progress())
+        try:
+            await self.scheduler.run()
+        finally:
+            progress.cancel()
+            for generator in self.generators:
+                await generator.aclose()
+        self.wall_s = loop.time() - started
+        self.status = self._final_status()
+        await loop.run_in_executor(self._writer, self._write_outputs)
+        self._writer.shutdown()
+        self.bus.emit("run_finished", status=self.status, wall_s=round(self.wall_s, 3), message=self.message)
+
+    def _final_status(self) -> RunStatus:
+        if self.scheduler.fatal is not None:
+            self.message = str(self.scheduler.fatal)
+            return "failed"
+        if self.tracker.unfinished:
+            return "interrupted"
+        totals = self.tracker.totals()
+        return "failed" if totals[CellState.FAILED] or totals[CellState.BLOCKED] else "done"
+
+    def stop(self, reason: str = "interrupted") -> None:
+        if self.status in ("running", "paused"):
+            self.status = "stopping"
+        self.scheduler.stop(reason)
+
+    # ---- the run directory -------------------------------------------------------------------------
+
+    def _write_outputs(self) -> None:
+        scheduler = self.scheduler
+        # Groups cut short by a stop still hold finished cells: write them so no finished work is lost.
+        for group in scheduler.active_groups():
+            rows = [(r, v) for r, v in self.store.group(group) if not self.tracker.row_dropped(r)]
+            self.directory.write_group(group, rows, self.output_columns)
+        dropped = {row for row in range(self.tracker.n_rows) if self.tracker.row_dropped(row)}
+        self.directory.assemble_output(range(self.tracker.n_groups), dropped)
+        failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
+        self.directory.write_failures(
+            {
+                "row": f.row,
+                "column": f.column,
+                "error_class": f.error_class,
+                "message": f.message,
+                "attempts": f.attempts,
+            }
+            for f in failures
+        )
+        self.summary = self.build_summary()
+        self.directory.write_summary(self.summary)
+
+    def row_counts(self) -> dict[str, int]:
+        counts = {"total": self.tracker.n_rows, "done": 0, "failed": 0, "dropped": 0, "unfinished": 0}
+        done, failed, blocked, dropped = (
+            CellState.DONE,
+            CellState.FAILED,
+            CellState.BLOCKED,
+            CellState.DROPPED,
+        )
+        for row in range(self.tracker.n_rows):
+            states = set(self.tracker.row_states(row))
+            if dropped in states:
+                counts["dropped"] += 1
+            elif states <= {done}:
+                counts["done"] += 1
+            elif failed in states or blocked in states:
+                counts["failed"] += 1
+            else:
+                counts["unfinished"] += 1
+        return counts
+
+    def build_summary(self) -> dict[str, Any]:
+        totals = self.tracker.totals()
+        columns: dict[str, Any] = {}
+        busy_s = 0.0
+        for i, name in enumerate(self.node_names):
+            latencies = sorted(self.scheduler.latencies[i])
+            busy_s += sum(latencies)
+            base = i * len(CellState)
+            columns[name] = {
+                "cells": {s.label: self.tracker.counts[base + s] for s in CellState},
+                "latency_s": {
+                    "p50": round(_percentile(latencies, 0.5), 6),
+                    "p95": round(_percentile(latencies, 0.95), 6),
+                    "p99": round(_percentile(latencies, 0.99), 6),
+                    "mean": round(sum(latencies) / len(latencies), 6) if latencies else 0.0,
+                },
+            }
+        join = self.loaded.seed.join
+        return {
+            "name": self.loaded.name,
+            "status": self.status,
+            "message": self.message,
+            "pipeline": str(self.loaded.path),
+            "pipeline_hash": self.loaded.source_hash,
+            "wall_s": round(self.wall_s, 3),
+            "rows": self.row_counts(),
+            "cells": {s.label: totals[s] for s in CellState},
+            "columns": columns,
+            "parallel_efficiency": round(busy_s / self.wall_s, 3) if self.wall_s else 0.0,
+            "limits": {name: {"total": lim.total, "peak": lim.peak} for name, lim in self.limits.items()},
+            "join": None if join is None else dataclasses.asdict(join),
+            "outputs": {
+                "output": str(self.directory.output_path),
+                "failures": str(self.directory.failures_path),
+                "summary": str(self.directory.summary_path),
+            },
+        }

@@ -1,0 +1,452 @@
+"""What runs next: a pool of worker coroutines pulling ready cells under resizable limits.
+
+Workers are as many as the execution-slot limit. A worker takes the best ready cell whose model has a
+free request slot (oldest row group first, then the longest critical path), runs it, records the
+outcome in the tracker and queues the cells that became ready. Nothing here rescans all cells.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+import time
+from array import array
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from treadle.engine.errors import CellError, FatalRunError
+from treadle.engine.events import EventBus
+from treadle.engine.generators.base import Generator, RunMode
+from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
+from treadle.engine.rows import RowStore
+from treadle.engine.tracker import CellState, CellTracker
+
+_READY = CellState.READY
+_RUNNING = CellState.RUNNING
+_FAILED = CellState.FAILED
+_ASYNC = RunMode.ASYNC
+_INLINE = RunMode.INLINE
+_MAX_MESSAGE = 500
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 3
+    """Extra attempts for a cell whose failure is retryable."""
+    backoff_s: float = 1.0
+    """First retry delay; doubles each attempt, with jitter (x0.5 to x1.5)."""
+    max_backoff_s: float = 60.0
+    timeout_s: float = 120.0
+    """Per-attempt timeout."""
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        backoff = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + rng.random())
+        return max(backoff, retry_after or 0.0)
+
+
+@dataclass
+class CellFailure:
+    row: int
+    column: str
+    error_class: str
+    message: str
+    attempts: int
+
+
+class _GroupStatus:
+    PENDING, ACTIVE, FINISHED = range(3)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        tracker: CellTracker,
+        generators: Sequence[Generator],
+        critical_path: Sequence[int],
+        store: RowStore,
+        limits: dict[str, Limit],
+        policy: RetryPolicy,
+        bus: EventBus,
+        on_group_finished: Callable[[int], Awaitable[None]],
+        python_threads: int,
+        hold_open: bool = False,
+        seed: int = 0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.tracker = tracker
+        self.generators = list(generators)
+        self.store = store
+        self.limits = limits
+        self.policy = policy
+        self.bus = bus
+        self._on_group_finished = on_group_finished
+        self._clock = clock
+        self.hold_open = hold_open
+        self._idle_reported = False
+        self._rng = random.Random(seed)
+        self._executor = ThreadPoolExecutor(python_threads, thread_name_prefix="treadle-python")
+        self._slots = limits[SLOTS]
+        self._row_groups = limits[ROW_GROUPS]
+        # Lanes: one ready heap per distinct per-model limit, plus one for cells under no model limit.
+        lane_keys = sorted({g.limit_key for g in self.generators if g.limit_key is not None})
+        self._lane_limits: list[Limit | None] = [None] + [limits[k] for k in lane_keys]
+        self._lane_of_node = [
+            0 if g.limit_key is None else 1 + lane_keys.index(g.limit_key) for g in generators
+        ]
+        self._node_limit = [self._lane_limits[lane] for lane in self._lane_of_node]
+        self._heaps: list[list[tuple[int, int, int]]] = [[] for _ in self._lane_limits]
+        self._neg_cp = [-cp for cp in critical_path]
+        self._group_status = bytearray(tracker.n_groups)
+        self._next_group = 0
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._workers: set[asyncio.Task[None]] = set()
+        self._alive = 0
+        self._retry_timers: dict[int, asyncio.TimerHandle] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+        self.attempts: dict[int, int] = {}
+        self.failures: dict[int, CellFailure] = {}
+        self.latencies = [array("d") for _ in self.generators]
+        self.paused = False
+        self.stopping = False
+        self.fatal: FatalRunError | None = None
+        self._finished: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- the run ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until every cell is finished, or until a stop lets the running cells end."""
+        self._loop = asyncio.get_running_loop()
+        self._finished = asyncio.Event()
+        try:
+            self._admit()
+            self._resize_workers()
+            self._check_finished()
+            await self._finished.wait()
+            for timer in self._retry_timers.values():
+                timer.cancel()
+            self._wake(len(self._idle))
+            await asyncio.gather(*self._workers, return_exceptions=True)
+            while self._writes:
+                await asyncio.gather(*list(self._writes))
+        finally:
+            for task in self._workers:
+                task.cancel()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def abort(self) -> None:
+        """Cancel running cells now (a second interrupt, or the grace period ran out)."""
+        self.stopping = True
+        for task in list(self._workers):
+            task.cancel()
+        if self._finished is not None:
+            self._finished.set()
+
+    def _check_finished(self) -> None:
+        # hold_open keeps a finished run waiting for a person's retry or drop until it is closed.
+        if self._slots.in_use:
+            return
+        if self.stopping or (self.tracker.unfinished == 0 and not self.hold_open):
+            assert self._finished is not None
+            self._finished.set()
+        elif self.tracker.unfinished == 0 and not self._idle_reported:
+            self._idle_reported = True
+            self.bus.emit("idle")
+
+    # ---- workers ---------------------------------------------------------------------------------
+
+    def _resize_workers(self) -> None:
+        assert self._loop is not None
+        while self._alive < self._slots.total:
+            self._alive += 1
+            task = self._loop.create_task(self._worker())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+        if self._alive > self._slots.total:
+            self._wake(len(self._idle))
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._alive > self._slots.total or self._finished_set():
+                self._alive -= 1
+                # A retiring worker may leave ready work behind that an idle one can take.
+                self._wake(1)
+                return
+            cell = self._take()
+            if cell is None:
+                idle = loop.create_future()
+                self._idle.append(idle)
+                await idle
+                continue
+            await self._run_cell(cell)
+
+    def _finished_set(self) -> bool:
+        return self._finished is not None and self._finished.is_set()
+
+    def _wake(self, n: int) -> None:
+        while n > 0 and self._idle:
+            idle = self._idle.popleft()
+            if not idle.done():
+                idle.set_result(None)
+                n -= 1
+
+    def _push(self, cells: list[int]) -> None:
+        n_nodes = self.tracker.n_nodes
+        per_group = n_nodes * self.tracker.group_size
+        for cell in cells:
+            node = cell % n_nodes
+            heapq.heappush(
+                self._heaps[self._lane_of_node[node]], (cell // per_group, self._neg_cp[node], cell)
+            )
+        self._wake(len(cells))
+
+    def _take(self) -> int | None:
+        if self.paused or self.stopping:
+            return None
+        state = self.tracker.state
+        best: tuple[int, int, int] | None = None
+        best_lane = -1
+        for lane, heap in enumerate(self._heaps):
+            while heap and state[heap[0][2]] != _READY:
+                heapq.heappop(heap)  # dropped while it waited
+            if not heap:
+                continue
+            limit = self._lane_limits[lane]
+            if (limit is None or limit.in_use < limit.total) and (best is None or heap[0] < best):
+                best = heap[0]
+                best_lane = lane
+        if best is None:
+            return None
+        heapq.heappop(self._heaps[best_lane])
+        cell = best[2]
+        limit = self._lane_limits[best_lane]
+        if limit is not None:
+            limit.acquire()
+        self._slots.acquire()
+        self.tracker.start(cell)
+        return cell
+
+    async def _run_cell(self, cell: int) -> None:
+        tracker = self.tracker
+        n_nodes = tracker.n_nodes
+        node = cell % n_nodes
+        generator = self.generators[node]
+        row = self.store.rows[cell // n_nodes]
+        error: BaseException | None = None
+        values: dict | None = None
+        started = self._clock()
+        try:
+            mode = generator.mode
+            if mode is _ASYNC:
+                async with asyncio.timeout(self.policy.timeout_s):
+                    values = await generator.agenerate(MappingProxyType(row))
+            elif mode is _INLINE:
+                values = generator.generate(row)
+            else:
+                assert self._loop is not None
+                values = await asyncio.wait_for(
+                    self._loop.run_in_executor(self._executor, generator.generate, MappingProxyType(row)),
+                    self.policy.timeout_s,
+                )
+        except Exception as exc:
+            error = exc
+        finally:
+            self._slots.release()
+            limit = self._node_limit[node]
+            if limit is not None:
+                limit.release()
+        if tracker.state[cell] == _RUNNING:
+            if error is None:
+                assert values is not None
+                row.update(values)
+                self.latencies[node].append(self._clock() - started)
+                ready = tracker.complete(cell)
+                if ready:
+                    self._push(ready)
+            else:
+                self._record_error(cell, error)
+            self._after_change(cell)
+        self._check_finished()
+
+    def _record_error(self, cell: int, error: BaseException) -> None:
+        attempt = self.attempts.get(cell, 0) + 1
+        self.attempts[cell] = attempt
+        retryable = isinstance(error, TimeoutError) or (isinstance(error, CellError) and error.retryable)
+        if retryable and attempt <= self.policy.retries and not self.stopping:
+            self.tracker.wait_retry(cell)
+            retry_after = error.retry_after if isinstance(error, CellError) else None
+            assert self._loop is not None
+            delay = self.policy.delay(attempt, retry_after, self._rng)
+            self._retry_timers[cell] = self._loop.call_later(delay, self._requeue, cell)
+            return
+        n_nodes = self.tracker.n_nodes
+        message = (
+            f"timed out after {self.policy.timeout_s:g} s"
+            if isinstance(error, TimeoutError)
+            else _one_line(error)
+        )
+        failure = CellFailure(
+            row=cell // n_nodes,
+            column=self.generators[cell % n_nodes].name,
+            error_class=type(error).__name__,
+            message=message,
+            attempts=attempt,
+        )
+        self.failures[cell] = failure
+        self.tracker.fail(cell)
+        self.bus.emit(
+            "cell_failed",
+            row=failure.row,
+            column=failure.column,
+            error_class=failure.error_class,
+            message=failure.message,
+            attempts=attempt,
+        )
+        if isinstance(error, FatalRunError) and self.fatal is None:
+            self.fatal = error
+            self.stop(f"stopped early: {error}")
+
+    def _requeue(self, cell: int) -> None:
+        self._retry_timers.pop(cell, None)
+        if not self.stopping and self.tracker.ready_again(cell):
+            self._push([cell])
+
+    # ---- row groups ------------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        tracker = self.tracker
+        while (
+            not self.stopping
+            and not self.paused
+            and self._row_groups.in_use < self._row_groups.total
+            and self._next_group < tracker.n_groups
+        ):
+            group = self._next_group
+            self._next_group += 1
+            self.store.load_group(group)
+            self._row_groups.acquire()
+            self._group_status[group] = _GroupStatus.ACTIVE
+            ready = tracker.activate_group(group)
+            if ready:
+                self._push(ready)
+            elif tracker.group_open[group] == 0:
+                self._finish_group(group)
+
+    def _after_change(self, cell: int) -> None:
+        group = self.tracker.group_of(cell)
+        if self.tracker.group_open[group] == 0 and self._group_status[group] == _GroupStatus.ACTIVE:
+            self._finish_group(group)
+            self._admit()
+
+    def _finish_group(self, group: int) -> None:
+        self._group_status[group] = _GroupStatus.FINISHED
+        self._row_groups.release()
+        assert self._loop is not None
+        write = self._loop.create_task(self._on_group_finished(group))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+
+    def _reopen_group(self, group: int) -> None:
+        if self._group_status[group] == _GroupStatus.FINISHED:
+            self._group_status[group] = _GroupStatus.ACTIVE
+            self._row_groups.acquire()
+
+    def active_groups(self) -> list[int]:
+        return [g for g, status in enumerate(self._group_status) if status == _GroupStatus.ACTIVE]
+
+    def group_status(self) -> tuple[int, int, int]:
+        """Row groups (finished, in flight, not started)."""
+        finished = self._group_status.count(_GroupStatus.FINISHED)
+        active = self._group_status.count(_GroupStatus.ACTIVE)
+        return finished, active, len(self._group_status) - finished - active
+
+    # ---- commands (called on the engine loop) ----------------------------------------------------
+
+    def pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.bus.emit("paused")
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.bus.emit("resumed")
+            self._admit()
+            self._wake(len(self._idle))
+
+    def stop(self, reason: str = "interrupted") -> None:
+        """Start no new cells; the run ends when the running ones have."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.bus.emit("stopping", reason=reason)
+        for timer in self._retry_timers.values():
+            timer.cancel()
+        self._retry_timers.clear()
+        self._wake(len(self._idle))
+        self._check_finished()
+
+    def set_limit(self, name: str, total: int) -> None:
+        limit = self.limits[name]
+        old = limit.total
+        limit.total = total
+        self.bus.emit("limit_changed", limit=name, old=old, new=total)
+        if self._loop is None:
+            return
+        if limit is self._slots:
+            self._resize_workers()
+        elif limit is self._row_groups:
+            self._admit()
+        else:
+            self._wake(len(self._idle))
+
+    def retry(self, cells: list[int]) -> int:
+        """Turn failed cells (and their blocked dependents) back into work; returns how many."""
+        retried = 0
+        for cell in cells:
+            if self.tracker.state[cell] != _FAILED:
+                continue
+            group = self.tracker.group_of(cell)
+            self.store.load_group(group)
+            self._reopen_group(group)
+            ready = self.tracker.retry(cell)
+            self.failures.pop(cell, None)
+            self.attempts.pop(cell, None)
+            retried += 1
+            self._idle_reported = False
+            self.bus.emit(
+                "cell_retried",
+                row=cell // self.tracker.n_nodes,
+                column=self.generators[cell % self.tracker.n_nodes].name,
+            )
+            if ready:
+                self._push(ready)
+        return retried
+
+    def drop(self, rows: list[int]) -> int:
+        dropped = 0
+        for row in rows:
+            if self.tracker.row_dropped(row):
+                continue
+            self.tracker.drop_row(row)
+            dropped += 1
+            self.bus.emit("row_dropped", row=row)
+            base = row * self.tracker.n_nodes
+            for cell in range(base, base + self.tracker.n_nodes):
+                self.failures.pop(cell, None)
+                timer = self._retry_timers.pop(cell, None)
+                if timer is not None:
+                    timer.cancel()
+            self._after_change(base)
+        self._check_finished()
+        return dropped

@@ -1,0 +1,197 @@
+"""What is done: the state of every cell, dependency counters, and counts by state.
+
+A cell is (row, node); its id is `row * n_nodes + node_index`. Each mutation returns the cells it
+made ready (or blocked), so the scheduler reacts to deltas and never rescans all cells.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from enum import IntEnum
+
+
+class CellState(IntEnum):
+    WAITING = 0
+    READY = 1
+    RUNNING = 2
+    RETRY_WAIT = 3
+    DONE = 4
+    FAILED = 5
+    BLOCKED = 6
+    DROPPED = 7
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
+N_STATES = len(CellState)
+TERMINAL = frozenset({CellState.DONE, CellState.FAILED, CellState.BLOCKED, CellState.DROPPED})
+_WAITING, _READY, _RUNNING, _RETRY_WAIT, _DONE, _FAILED, _BLOCKED, _DROPPED = range(N_STATES)
+_IS_TERMINAL = bytes(1 if s in TERMINAL else 0 for s in range(N_STATES))
+
+
+class CellTracker:
+    """Cell states for `n_rows` rows of a graph whose nodes are numbered in topological order.
+
+    `upstream[i]` / `downstream[i]` list node indices. Rows are grouped into row groups of
+    `group_size`; a group counts its unfinished cells so the scheduler learns when it is finished.
+    """
+
+    def __init__(
+        self,
+        n_rows: int,
+        upstream: Sequence[Sequence[int]],
+        downstream: Sequence[Sequence[int]],
+        group_size: int,
+    ) -> None:
+        self.n_rows = n_rows
+        self.n_nodes = len(upstream)
+        self.group_size = group_size
+        self.n_groups = -(-n_rows // group_size) if n_rows else 0
+        self.upstream = [tuple(u) for u in upstream]
+        self.downstream = [tuple(d) for d in downstream]
+        n_cells = n_rows * self.n_nodes
+        self.state = bytearray(n_cells)
+        self.pending = array("i", bytes(4 * n_cells))
+        # counts[node * N_STATES + state]: one flat list, so a copy of it is one consistent picture.
+        self.counts = [0] * (self.n_nodes * N_STATES)
+        for node in range(self.n_nodes):
+            self.counts[node * N_STATES + _WAITING] = n_rows
+        self.group_open = [self._group_cells(g) for g in range(self.n_groups)]
+        self.unfinished = n_cells
+
+    def _group_cells(self, group: int) -> int:
+        return len(self.group_rows(group)) * self.n_nodes
+
+    def group_rows(self, group: int) -> range:
+        start = group * self.group_size
+        return range(start, min(start + self.group_size, self.n_rows))
+
+    def group_of(self, cell: int) -> int:
+        return cell // self.n_nodes // self.group_size
+
+    def _set(self, cell: int, new: int) -> None:
+        old = self.state[cell]
+        base = (cell % self.n_nodes) * N_STATES
+        self.counts[base + old] -= 1
+        self.counts[base + new] += 1
+        self.state[cell] = new
+        became_terminal = _IS_TERMINAL[new] - _IS_TERMINAL[old]
+        if became_terminal:
+            self.unfinished -= became_terminal
+            self.group_open[cell // self.n_nodes // self.group_size] -= became_terminal
+
+    def _unfinished_upstream(self, cell: int) -> int:
+        row_base = cell - cell % self.n_nodes
+        return sum(1 for u in self.upstream[cell % self.n_nodes] if self.state[row_base + u] != _DONE)
+
+    def activate_group(self, group: int) -> list[int]:
+        """Start tracking a row group's dependencies; returns its cells that are ready at once."""
+        ready: list[int] = []
+        for row in self.group_rows(group):
+            base = row * self.n_nodes
+            for node in range(self.n_nodes):
+                cell = base + node
+                if self.state[cell] != _WAITING:
+                    continue
+                waiting_on = self._unfinished_upstream(cell)
+                self.pending[cell] = waiting_on
+                if not waiting_on:
+                    self._set(cell, _READY)
+                    ready.append(cell)
+        return ready
+
+    def start(self, cell: int) -> None:
+        self._set(cell, _RUNNING)
+
+    def wait_retry(self, cell: int) -> None:
+        self._set(cell, _RETRY_WAIT)
+
+    def ready_again(self, cell: int) -> bool:
+        """A retry-wait cell whose backoff ended becomes ready (unless it was dropped meanwhile)."""
+        if self.state[cell] != _RETRY_WAIT:
+            return False
+        self._set(cell, _READY)
+        return True
+
+    def complete(self, cell: int) -> list[int]:
+        """Mark a running cell done; returns the dependents in its row that became ready."""
+        self._set(cell, _DONE)
+        ready: list[int] = []
+        row_base = cell - cell % self.n_nodes
+        for node in self.downstream[cell % self.n_nodes]:
+            dependent = row_base + node
+            if self.state[dependent] == _WAITING:
+                self.pending[dependent] -= 1
+                if self.pending[dependent] == 0:
+                    self._set(dependent, _READY)
+                    ready.append(dependent)
+        return ready
+
+    def fail(self, cell: int) -> list[int]:
+        """Mark a running cell failed and block everything downstream of it in its row."""
+        self._set(cell, _FAILED)
+        blocked: list[int] = []
+        row_base = cell - cell % self.n_nodes
+        frontier = [cell % self.n_nodes]
+        while frontier:
+            for node in self.downstream[frontier.pop()]:
+                dependent = row_base + node
+                if self.state[dependent] in (_WAITING, _READY):
+                    self._set(dependent, _BLOCKED)
+                    blocked.append(dependent)
+                    frontier.append(node)
+        return blocked
+
+    def retry(self, cell: int) -> list[int]:
+        """Turn a failed cell and its blocked dependents back into work; returns cells now ready."""
+        if self.state[cell] != _FAILED:
+            return []
+        row_base = cell - cell % self.n_nodes
+        ready: list[int] = []
+        # Nodes are numbered topologically, so one pass in index order settles each before its dependents.
+        for node in range(cell % self.n_nodes, self.n_nodes):
+            target = row_base + node
+            if target != cell and self.state[target] != _BLOCKED:
+                continue
+            ups = [self.state[row_base + u] for u in self.upstream[node]]
+            if any(s in (_FAILED, _BLOCKED, _DROPPED) for s in ups):
+                continue
+            waiting_on = sum(1 for s in ups if s != _DONE)
+            self.pending[target] = waiting_on
+            self._set(target, _WAITING if waiting_on else _READY)
+            if not waiting_on:
+                ready.append(target)
+        return ready
+
+    def drop_row(self, row: int) -> int:
+        """Exclude a row from work and output; returns how many of its cells were dropped."""
+        base = row * self.n_nodes
+        dropped = 0
+        for cell in range(base, base + self.n_nodes):
+            if self.state[cell] != _DROPPED:
+                self._set(cell, _DROPPED)
+                dropped += 1
+        return dropped
+
+    def row_dropped(self, row: int) -> bool:
+        return self.n_nodes > 0 and self.state[row * self.n_nodes] == _DROPPED
+
+    def row_states(self, row: int) -> bytes:
+        base = row * self.n_nodes
+        return bytes(self.state[base : base + self.n_nodes])
+
+    def cells_in(self, state: CellState) -> list[int]:
+        """Every cell in a state (a scan: for commands such as 'retry all failed', not the hot path)."""
+        return [i for i, s in enumerate(self.state) if s == state]
+
+    def totals(self) -> list[int]:
+        """Cell counts per state over all columns."""
+        totals = [0] * N_STATES
+        for node in range(self.n_nodes):
+            base = node * N_STATES
+            for s in range(N_STATES):
+                totals[s] += self.counts[base + s]
+        return totals

@@ -1,0 +1,185 @@
+"""Headless runs (`treadle run --no-ui`): progress on a terminal or plain lines in CI, then a summary.
+
+Uses rich for display; never imports textual.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from treadle.engine.controller import RunController, Snapshot
+from treadle.engine.result import RunResult
+
+PLAIN_EVERY_S = 5.0
+TICK_S = 0.2
+_FINISHED = ("done", "failed", "blocked", "dropped")
+
+
+class _Interrupts:
+    """Ctrl-C / SIGTERM: the first stops new starts, a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum, frame) -> None:
+        self.count += 1
+
+    @contextmanager
+    def installed(self) -> Iterator[_Interrupts]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {sig: signal.signal(sig, self) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class _EventWriter:
+    def __init__(self, controller: RunController, target: str | None) -> None:
+        self._queue = controller.subscribe() if target else None
+        self._handle: IO[str] | None = None
+        if target == "-":
+            self._handle = sys.stdout
+        elif target:
+            self._handle = open(Path(target), "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def drain(self) -> None:
+        if self._queue is None or self._handle is None:
+            return
+        while not self._queue.empty():
+            self._handle.write(self._queue.get().to_json() + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self.drain()
+        if self._handle is not None and self._handle is not sys.stdout:
+            self._handle.close()
+
+
+def _done_cells(snapshot: Snapshot, column: str | None = None) -> int:
+    counts = snapshot.cells if column is None else snapshot.by_column[column]
+    return sum(counts[s] for s in _FINISHED)
+
+
+def _plain_line(snapshot: Snapshot, rate: float) -> str:
+    total = snapshot.total_cells
+    done = _done_cells(snapshot)
+    pct = 100.0 * done / total if total else 100.0
+    eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
+    c = snapshot.cells
+    return (
+        f"[{snapshot.elapsed_s:7.1f}s] {snapshot.status}: cells {done}/{total} ({pct:.1f}%) "
+        f"done {c['done']} failed {c['failed']} blocked {c['blocked']} running {c['running']} "
+        f"retry-wait {c['retry-wait']} | {rate:.1f} cells/s | ETA {eta}"
+    )
+
+
+def run_headless(controller: RunController, console: Console, events: str | None = None) -> RunResult:
+    """Start the run, show progress until it ends, print the summary; returns the result."""
+    writer = _EventWriter(controller, events)
+    interrupts = _Interrupts()
+    live = console.is_terminal
+    progress = Progress(
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not live,
+    )
+    handled = 0
+    try:
+        with interrupts.installed():
+            controller.start()
+            first = controller.snapshot()
+            overall = progress.add_task("all cells", total=first.total_cells, note="")
+            column_tasks = {
+                name: progress.add_task(f"  {name}", total=first.rows, note="") for name in first.columns
+            }
+            last_plain = time.monotonic()
+            started = time.monotonic()
+            with progress:
+                while (result := controller.wait(TICK_S)) is None:
+                    if interrupts.count > handled:
+                        handled = interrupts.count
+                        if handled == 1:
+                            grace = controller.options.grace_s
+                            console.print(
+                                f"[yellow]stopping: running cells may finish within {grace:g} s "
+                                "(press Ctrl-C again to stop now)[/]"
+                            )
+                            controller.cancel()
+                        else:
+                            controller.abort()
+                    writer.drain()
+                    snapshot = controller.snapshot()
+                    elapsed = max(time.monotonic() - started, 1e-9)
+                    rate = _done_cells(snapshot) / elapsed
+                    if live:
+                        c = snapshot.cells
+                        note = f"failed {c['failed']}  running {c['running']}  {rate:,.0f} cells/s"
+                        progress.update(overall, completed=_done_cells(snapshot), note=note)
+                        for name, task in column_tasks.items():
+                            failed = snapshot.by_column[name]["failed"]
+                            progress.update(
+                                task,
+                                completed=_done_cells(snapshot, name),
+                                note=f"failed {failed}" if failed else "",
+                            )
+                    elif time.monotonic() - last_plain >= PLAIN_EVERY_S:
+                        last_plain = time.monotonic()
+                        console.print(_plain_line(snapshot, rate), highlight=False)
+    finally:
+        writer.close()
+    print_summary(console, result)
+    return result
+
+
+def print_summary(console: Console, result: RunResult) -> None:
+    summary = result.summary
+    rows = summary["rows"]
+    colour = {"done": "green", "failed": "red", "interrupted": "yellow"}.get(result.status, "white")
+    console.print(
+        f"[bold {colour}]{result.status}[/] in {summary['wall_s']:.2f} s: "
+        f"{rows['done']}/{rows['total']} rows done, {rows['failed']} failed, {rows['dropped']} dropped"
+        + (f", {rows['unfinished']} unfinished" if rows["unfinished"] else ""),
+        highlight=False,
+    )
+    if result.message:
+        console.print(f"[red]{result.message}[/]", highlight=False)
+    table = Table(title=None, box=None, pad_edge=False)
+    for header in ("column", "done", "failed", "blocked", "p50 s", "p95 s"):
+        table.add_column(header, justify="left" if header == "column" else "right")
+    for name, column in summary["columns"].items():
+        cells, latency = column["cells"], column["latency_s"]
+        table.add_row(
+            name,
+            str(cells["done"]),
+            str(cells["failed"]),
+            str(cells["blocked"]),
+            f"{latency['p50']:.3f}",
+            f"{latency['p95']:.3f}",
+        )
+    console.print(table)
+    for extra in summary.get("report_lines", []):
+        console.print(extra, highlight=False)
+    outputs = summary["outputs"]
+    console.print(f"output:   {outputs['output']}", highlight=False)
+    console.print(f"failures: {outputs['failures']}", highlight=False)
+    console.print(f"summary:  {outputs['summary']}", highlight=False)
