@@ -93,7 +93,7 @@ def main() -> None:
         f"{cells / engine_total:,.0f}",
         f"{engine_total / base:.2f}x",
     )
-    Console().print(table)
+    Console(width=120).print(table)
     print(f"treadle process CPU: {engine_cpu / cells * 1e6:.1f} us per cell")
 
 

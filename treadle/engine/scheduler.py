@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from treadle.engine.deadlines import Deadlines
 from treadle.engine.errors import CellError, FatalRunError
 from treadle.engine.events import EventBus
 from treadle.engine.generators.base import Generator, RunMode
@@ -94,6 +95,7 @@ class Scheduler:
         self._idle_reported = False
         self._rng = random.Random(seed)
         self._executor = ThreadPoolExecutor(python_threads, thread_name_prefix="treadle-python")
+        self._deadlines = Deadlines(policy.timeout_s, clock)
         self._slots = limits[SLOTS]
         self._row_groups = limits[ROW_GROUPS]
         # Lanes: one ready heap per distinct per-model limit, plus one for cells under no model limit.
@@ -128,10 +130,12 @@ class Scheduler:
         self._loop = asyncio.get_running_loop()
         self._finished = asyncio.Event()
         try:
+            watchdog = self._loop.create_task(self._deadlines.watch())
             self._admit()
             self._resize_workers()
             self._check_finished()
             await self._finished.wait()
+            watchdog.cancel()
             for timer in self._retry_timers.values():
                 timer.cancel()
             self._wake(len(self._idle))
@@ -176,6 +180,8 @@ class Scheduler:
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         while True:
             if self._alive > self._slots.total or self._finished_set():
                 self._alive -= 1
@@ -188,7 +194,7 @@ class Scheduler:
                 self._idle.append(idle)
                 await idle
                 continue
-            await self._run_cell(cell)
+            await self._run_cell(cell, task)
 
     def _finished_set(self) -> bool:
         return self._finished is not None and self._finished.is_set()
@@ -236,7 +242,7 @@ class Scheduler:
         self.tracker.start(cell)
         return cell
 
-    async def _run_cell(self, cell: int) -> None:
+    async def _run_cell(self, cell: int, task: asyncio.Task) -> None:
         tracker = self.tracker
         n_nodes = tracker.n_nodes
         node = cell % n_nodes
@@ -247,17 +253,25 @@ class Scheduler:
         started = self._clock()
         try:
             mode = generator.mode
-            if mode is _ASYNC:
-                async with asyncio.timeout(self.policy.timeout_s):
-                    values = await generator.agenerate(MappingProxyType(row))
-            elif mode is _INLINE:
+            if mode is _INLINE:
                 values = generator.generate(row)
             else:
-                assert self._loop is not None
-                values = await asyncio.wait_for(
-                    self._loop.run_in_executor(self._executor, generator.generate, MappingProxyType(row)),
-                    self.policy.timeout_s,
-                )
+                running = self._deadlines.running
+                running[cell] = (started, task)
+                try:
+                    if mode is _ASYNC:
+                        values = await generator.agenerate(MappingProxyType(row))
+                    else:
+                        assert self._loop is not None
+                        values = await self._loop.run_in_executor(
+                            self._executor, generator.generate, MappingProxyType(row)
+                        )
+                finally:
+                    del running[cell]
+        except asyncio.CancelledError:
+            if not self._deadlines.expired(cell, task):
+                raise
+            error = TimeoutError()
         except Exception as exc:
             error = exc
         finally:
