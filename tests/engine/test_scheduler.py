@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import queue
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import PROBE_DIR
 
 import treadle
 from treadle.engine.controller import RunController
@@ -25,6 +25,7 @@ def pipeline(tmp_path, rows: int, columns: list[dict], **run) -> dict:
     }
 
 
+PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 GATED = {"name": "a", "kind": "python", "function": "probe_cols:gated"}
 
 
