@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
 
+    demo = commands.add_parser("demo", help="the bundled table-QA example, offline, on the simulator")
+    demo.add_argument("--no-ui", action="store_true", help="plain progress and a summary, no terminal app")
+    demo.add_argument("--out", type=Path, help="run directory (default runs/tableqa-<timestamp>)")
+    demo.add_argument("--rows", type=_positive_int, help="run only the first N questions")
+    demo.add_argument("--max-parallel", type=_positive_int, help="execution slots (overrides run.max_parallel)")
+    demo.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
+
     validate = commands.add_parser("validate", help="check a pipeline, its seed files and references")
     validate.add_argument("pipeline", type=Path)
 
@@ -61,20 +68,42 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _run_loaded(loaded, args: argparse.Namespace, after=None):
     from rich.console import Console
 
     from treadle.engine.controller import RunController
-    from treadle.engine.pipeline import load_pipeline
     from treadle.engine.run import RunOptions
     from treadle.headless import run_headless
 
-    loaded = load_pipeline(args.pipeline)
     options = RunOptions(out=args.out, rows=args.rows, max_parallel=args.max_parallel)
     controller = RunController(loaded, options)
     console = Console(stderr=args.events == "-")
     result = run_headless(controller, console, events=args.events)
-    return result.exit_code
+    if after is not None:
+        after(result, console)
+    return result
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from treadle.engine.pipeline import load_pipeline
+
+    return _run_loaded(load_pipeline(args.pipeline), args).exit_code
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from treadle import demo
+
+    def show_accuracy(result, console) -> None:
+        accuracy = demo.record_accuracy(result)
+        console.print(
+            f"accuracy: {accuracy['correct']}/{accuracy['rows']} = {accuracy['rate']:.1%} "
+            f"({accuracy['wrong']} wrong, {accuracy['not_answered']} not answered)",
+            highlight=False,
+        )
+
+    with demo.demo_endpoint() as base_url:
+        result = _run_loaded(demo.load_demo(base_url), args, after=show_accuracy)
+    return demo.exit_code(result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_validate(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "demo":
+            return _cmd_demo(args)
         if args.command == "sim":
             from treadle.sim import cli as sim_cli
 

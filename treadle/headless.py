@@ -109,11 +109,21 @@ def run_headless(controller: RunController, console: Console, events: str | None
             controller.start()
             first = controller.snapshot()
             overall = progress.add_task("all cells", total=first.total_cells, note="")
-            column_tasks = {
-                name: progress.add_task(f"  {name}", total=first.rows, note="") for name in first.columns
-            }
+            column_tasks = {name: progress.add_task(f"  {name}", total=first.rows, note="") for name in first.columns}
             last_plain = time.monotonic()
             started = time.monotonic()
+
+            def show(snapshot: Snapshot) -> float:
+                rate = _done_cells(snapshot) / max(time.monotonic() - started, 1e-9)
+                c = snapshot.cells
+                note = f"failed {c['failed']}  running {c['running']}  {rate:,.0f} cells/s"
+                progress.update(overall, completed=_done_cells(snapshot), note=note)
+                for name, task in column_tasks.items():
+                    failed = snapshot.by_column[name]["failed"]
+                    note = f"failed {failed}" if failed else ""
+                    progress.update(task, completed=_done_cells(snapshot, name), note=note)
+                return rate
+
             with progress:
                 while (result := controller.wait(TICK_S)) is None:
                     if interrupts.count > handled:
@@ -129,22 +139,11 @@ def run_headless(controller: RunController, console: Console, events: str | None
                             controller.abort()
                     writer.drain()
                     snapshot = controller.snapshot()
-                    elapsed = max(time.monotonic() - started, 1e-9)
-                    rate = _done_cells(snapshot) / elapsed
-                    if live:
-                        c = snapshot.cells
-                        note = f"failed {c['failed']}  running {c['running']}  {rate:,.0f} cells/s"
-                        progress.update(overall, completed=_done_cells(snapshot), note=note)
-                        for name, task in column_tasks.items():
-                            failed = snapshot.by_column[name]["failed"]
-                            progress.update(
-                                task,
-                                completed=_done_cells(snapshot, name),
-                                note=f"failed {failed}" if failed else "",
-                            )
-                    elif time.monotonic() - last_plain >= PLAIN_EVERY_S:
+                    rate = show(snapshot)
+                    if not live and time.monotonic() - last_plain >= PLAIN_EVERY_S:
                         last_plain = time.monotonic()
-                        console.print(_plain_line(snapshot, rate), highlight=False)
+                        console.print(_plain_line(snapshot, rate), highlight=False, soft_wrap=True)
+                show(controller.snapshot())
     finally:
         writer.close()
     print_summary(console, result)
@@ -154,13 +153,18 @@ def run_headless(controller: RunController, console: Console, events: str | None
 def print_summary(console: Console, result: RunResult) -> None:
     summary = result.summary
     rows = summary["rows"]
-    colour = {"done": "green", "failed": "red", "interrupted": "yellow"}.get(result.status, "white")
-    console.print(
-        f"[bold {colour}]{result.status}[/] in {summary['wall_s']:.2f} s: "
-        f"{rows['done']}/{rows['total']} rows done, {rows['failed']} failed, {rows['dropped']} dropped"
-        + (f", {rows['unfinished']} unfinished" if rows["unfinished"] else ""),
-        highlight=False,
+    counts = f"{rows['done']}/{rows['total']} rows done, {rows['failed']} failed, {rows['dropped']} dropped" + (
+        f", {rows['unfinished']} unfinished" if rows["unfinished"] else ""
     )
+    if result.status == "done":
+        headline = f"[bold green]done[/] in {summary['wall_s']:.2f} s: {counts}"
+    elif result.status == "interrupted":
+        headline = f"[bold yellow]interrupted[/] after {summary['wall_s']:.2f} s: {counts}"
+    elif result.message:
+        headline = f"[bold red]stopped early[/] after {summary['wall_s']:.2f} s: {counts}"
+    else:
+        headline = f"[bold]finished[/] in {summary['wall_s']:.2f} s [red]with failed rows[/]: {counts}"
+    console.print(headline, highlight=False, soft_wrap=True)
     if result.message:
         console.print(f"[red]{result.message}[/]", highlight=False)
     table = Table(title=None, box=None, pad_edge=False)
@@ -177,8 +181,6 @@ def print_summary(console: Console, result: RunResult) -> None:
             f"{latency['p95']:.3f}",
         )
     console.print(table)
-    for extra in summary.get("report_lines", []):
-        console.print(extra, highlight=False)
     outputs = summary["outputs"]
     console.print(f"output:   {outputs['output']}", highlight=False)
     console.print(f"failures: {outputs['failures']}", highlight=False)

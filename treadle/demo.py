@@ -1,0 +1,72 @@
+"""`treadle demo`: the table-QA example, offline, against the built-in simulator.
+
+The simulator answers from the example's response book (most questions right, some wrong, some with
+broken code) with realistic latency and a few injected 500s, so a run shows retries, failures and
+the accuracy the book implies. The same pipeline runs against a real endpoint with `treadle run`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from treadle.engine.errors import TreadleError
+from treadle.engine.outputs import RunDirectory
+from treadle.engine.pipeline import LoadedPipeline, load_pipeline
+from treadle.engine.result import RunResult
+from treadle.sim import SimConfig, SimulatorThread
+
+DEMO_DIR = Path(__file__).resolve().parents[1] / "examples" / "tableqa"
+DEMO_SIM = {"latency_ms": 300.0, "jitter_ms": 200.0, "fail_rate": 0.04, "seed": 7, "reasoning": True}
+
+
+def demo_dir() -> Path:
+    if not (DEMO_DIR / "pipeline.yaml").is_file():
+        raise TreadleError(
+            f"the demo's files are not at {DEMO_DIR}: run treadle demo from a source checkout (pip install -e .)"
+        )
+    return DEMO_DIR
+
+
+@contextmanager
+def demo_endpoint() -> Iterator[str]:
+    """The simulator on 127.0.0.1 with the demo's response book; yields its base URL."""
+    config = SimConfig(**DEMO_SIM, book=str(demo_dir() / "responses.yaml"))
+    with SimulatorThread(config) as base_url:
+        yield base_url
+
+
+def load_demo(base_url: str) -> LoadedPipeline:
+    env = {**os.environ, "OPENAI_BASE_URL": base_url}
+    for name in ("TREADLE_PLANNER_MODEL", "TREADLE_CODER_MODEL"):
+        env.pop(name, None)
+    return load_pipeline(demo_dir() / "pipeline.yaml", env=env)
+
+
+def record_accuracy(result: RunResult) -> dict[str, Any]:
+    """Accuracy over the joined rows (a row that failed counts as not correct); added to summary.json."""
+    correct = pq.read_table(result.output_path, columns=["correct"]).column("correct").to_pylist()
+    right = sum(1 for value in correct if value is True)
+    accuracy = {
+        "rows": len(correct),
+        "correct": right,
+        "wrong": sum(1 for value in correct if value is False),
+        "not_answered": sum(1 for value in correct if value is None),
+        "rate": round(right / len(correct), 4) if correct else 0.0,
+    }
+    result.summary["accuracy"] = accuracy
+    RunDirectory(result.run_dir).write_summary(result.summary)
+    return accuracy
+
+
+def exit_code(result: RunResult) -> int:
+    """Some questions fail on purpose (broken code, an empty table): that is the demo working, so only
+    an early stop or an interrupt is an unsuccessful exit; `treadle run` on the same pipeline exits 1."""
+    if result.status == "failed" and not result.message:
+        return 0
+    return result.exit_code
