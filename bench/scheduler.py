@@ -54,22 +54,22 @@ def main() -> None:
             ],
             "run": {"row_group_size": 1000, "row_groups_in_flight": 4, "max_parallel": args.parallel},
         }
-        loaded = treadle.load(config, base_dir=HERE)
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        result = treadle.run(loaded, out=Path(tmp) / "run")
-        engine_total = time.perf_counter() - t0
-        engine_cpu = time.process_time() - cpu0
-        assert result.status == "done", result.summary
-        engine_sched = result.summary["wall_s"]
+        runs = {}
+        for trace in (True, False):
+            config["run"]["trace"] = trace
+            loaded = treadle.load(config, base_dir=HERE)
+            t0 = time.perf_counter()
+            result = treadle.run(loaded, out=Path(tmp) / f"run-{trace}")
+            total = time.perf_counter() - t0
+            assert result.status == "done", result.summary
+            runs[trace] = (result.summary["wall_s"], total)
 
         rows = [{"id": i} for i in range(args.rows)]
         t0 = time.perf_counter()
         asyncio.run(baseline(rows, args.parallel))
         base = time.perf_counter() - t0
 
-    table = Table(
-        title=f"{cells:,} no-op async cells ({args.rows:,} rows x 2 columns), parallel {args.parallel}"
-    )
+    table = Table(title=f"{cells:,} no-op async cells ({args.rows:,} rows x 2 columns), parallel {args.parallel}")
     for header in ("runner", "wall s", "us per cell", "cells/s", "vs baseline"):
         table.add_column(header, justify="right")
     table.add_row(
@@ -79,22 +79,15 @@ def main() -> None:
         f"{cells / base:,.0f}",
         "1.00x",
     )
-    table.add_row(
-        "treadle (scheduling)",
-        f"{engine_sched:.2f}",
-        f"{engine_sched / cells * 1e6:.1f}",
-        f"{cells / engine_sched:,.0f}",
-        f"{engine_sched / base:.2f}x",
-    )
-    table.add_row(
-        "treadle (incl. parquet outputs)",
-        f"{engine_total:.2f}",
-        f"{engine_total / cells * 1e6:.1f}",
-        f"{cells / engine_total:,.0f}",
-        f"{engine_total / base:.2f}x",
-    )
+    for trace in (False, True):
+        scheduling, total = runs[trace]
+        label = "tracing on" if trace else "tracing off"
+        for name, wall in ((f"treadle, {label} (scheduling)", scheduling), (f"treadle, {label} (with outputs)", total)):
+            table.add_row(
+                name, f"{wall:.2f}", f"{wall / cells * 1e6:.1f}", f"{cells / wall:,.0f}", f"{wall / base:.2f}x"
+            )
     Console(width=120).print(table)
-    print(f"treadle process CPU: {engine_cpu / cells * 1e6:.1f} us per cell")
+    print(f"cost of tracing (scheduling wall): {runs[True][0] / runs[False][0] - 1:+.1%}")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ from typing import Any, TypeVar
 
 from treadle.engine.errors import TreadleError
 from treadle.engine.events import EventBus, RunEvent
-from treadle.engine.pipeline import LoadedPipeline
+from treadle.engine.outputs import ROW_FIELD
+from treadle.engine.pipeline import LoadedPipeline, PythonColumn
 from treadle.engine.result import RunResult
 from treadle.engine.run import Run, RunOptions, RunStatus, prepare_run_dir
+from treadle.engine.tracing import TaskTrace
 from treadle.engine.tracker import N_STATES, CellState
 
 T = TypeVar("T")
@@ -29,6 +31,23 @@ class LimitView:
     total: int
     in_use: int
     peak: int
+
+
+@dataclass(frozen=True)
+class CellDetail:
+    """One cell as a person inspects it: value or error, attempts with timings, inputs."""
+
+    row: int
+    column: str
+    state: str
+    value: Any
+    """The column's value (a dict of values for a multi-output python column); None until done."""
+    error: dict[str, Any] | None
+    """row, column, error_class, message, attempts: for a failed cell."""
+    attempts: list[TaskTrace]
+    """Recent attempts (from the trace ring buffer), oldest first."""
+    inputs: dict[str, Any]
+    """The values of the seed fields and columns this column references."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +70,7 @@ class Snapshot:
     @property
     def finished_cells(self) -> int:
         return sum(
-            self.cells[s.label]
-            for s in (CellState.DONE, CellState.FAILED, CellState.BLOCKED, CellState.DROPPED)
+            self.cells[s.label] for s in (CellState.DONE, CellState.FAILED, CellState.BLOCKED, CellState.DROPPED)
         )
 
     @property
@@ -235,17 +253,11 @@ class RunController:
         tracker = run.tracker
         counts = list(tracker.counts)
         names = tuple(run.node_names)
-        by_column = {
-            name: {s.label: counts[i * N_STATES + s] for s in CellState} for i, name in enumerate(names)
-        }
+        by_column = {name: {s.label: counts[i * N_STATES + s] for s in CellState} for i, name in enumerate(names)}
         totals = {s.label: sum(col[s.label] for col in by_column.values()) for s in CellState}
         finished, in_flight, pending = run.scheduler.group_status()
         labels = [s.label for s in CellState]
-        window = {
-            row: tuple(labels[s] for s in tracker.row_states(row))
-            for row in rows
-            if 0 <= row < tracker.n_rows
-        }
+        window = {row: tuple(labels[s] for s in tracker.row_states(row)) for row in rows if 0 <= row < tracker.n_rows}
         return Snapshot(
             status=run.status,
             elapsed_s=self.bus.elapsed() if not self.finished else run.wall_s,
@@ -258,6 +270,70 @@ class RunController:
             recent_events=self.bus.recent(),
             window=window,
         )
+
+    def traces(self, since: int = 0) -> tuple[int, list[TaskTrace]]:
+        """Traces newer than the cursor `since` (from the ring buffer), and the new cursor."""
+
+        def traces() -> tuple[int, list[TaskTrace]]:
+            return self._run.tracer.seq, self._run.tracer.since(since)
+
+        result = self._call(traces)
+        return result if result is not None else traces()
+
+    def summary(self) -> dict[str, Any]:
+        """What summary.json would hold if the run ended now."""
+        result = self._call(self._run.build_summary)
+        return result if result is not None else self._run.build_summary()
+
+    def cell_detail(self, row: int, column: str) -> CellDetail:
+        run = self._run
+        node = run.node_names.index(column)
+        graph_node = self.loaded.graph.nodes[column]
+
+        def detail() -> tuple[str, dict[str, Any] | None, dict[str, Any] | None, list[TaskTrace]]:
+            cell = row * len(run.node_names) + node
+            state = CellState(run.tracker.state[cell]).label
+            failure = run.scheduler.failures.get(cell)
+            values = run.store.rows.get(row)
+            attempts = run.tracer.recent_for(row, node)
+            return state, None if failure is None else vars(failure).copy(), dict(values) if values else None, attempts
+
+        result = self._call(detail)
+        state, error, values, attempts = result if result is not None else detail()
+        if values is None:
+            values = self._written_row(row)
+        outputs = graph_node.outputs
+        value = None
+        if state == "done":
+            value = values.get(outputs[0]) if outputs == (column,) else {c: values.get(c) for c in outputs}
+        if isinstance(graph_node.config, PythonColumn):
+            # A python function receives the row as it was: seed fields and its ancestors' columns.
+            seen = set(self.loaded.seed.fields) | self._ancestor_columns(column)
+            names = [k for k in values if k in seen or k.split("__", 1)[0] in seen]
+        else:
+            names = list(graph_node.inputs)
+        inputs = {name: values.get(name) for name in names}
+        return CellDetail(row, column, state, value, error, attempts, inputs)
+
+    def _ancestor_columns(self, column: str) -> set[str]:
+        nodes = self.loaded.graph.nodes
+        columns: set[str] = set()
+        frontier = list(nodes[column].upstream)
+        while frontier:
+            node = nodes[frontier.pop()]
+            columns.update(node.outputs)
+            frontier.extend(node.upstream)
+        return columns
+
+    def _written_row(self, row: int) -> dict[str, Any]:
+        """A row whose group was written and released, read back from its row-group file."""
+        path = self._directory.group_path(row // self.loaded.config.run.row_group_size)
+        if not path.exists():
+            return {}
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path, filters=[(ROW_FIELD, "=", row)]).to_pylist()
+        return rows[0] if rows else {}
 
     def failures(self) -> list[dict[str, Any]]:
         """Failed cells now: row, column, error class, message, attempts."""

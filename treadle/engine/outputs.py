@@ -20,9 +20,7 @@ def _arrow_column(values: list[Any]) -> pa.Array:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
         # Mixed types in one column (a function returning int here and str there): keep them as text.
-        return pa.array(
-            [v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values]
-        )
+        return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values])
 
 
 def _write_atomically(path: Path, table: pa.Table) -> None:
@@ -40,6 +38,7 @@ class RunDirectory:
         self.output_path = path / "output.parquet"
         self.failures_path = path / "failures.jsonl"
         self.summary_path = path / "summary.json"
+        self.trace_path = path / "trace.jsonl"
 
     def create(self) -> None:
         self.groups_dir.mkdir(parents=True, exist_ok=True)
@@ -47,9 +46,7 @@ class RunDirectory:
     def group_path(self, group: int) -> Path:
         return self.groups_dir / f"rg-{group:06d}.parquet"
 
-    def write_group(
-        self, group: int, rows: Sequence[tuple[int, dict[str, Any]]], columns: Sequence[str]
-    ) -> None:
+    def write_group(self, group: int, rows: Sequence[tuple[int, dict[str, Any]]], columns: Sequence[str]) -> None:
         """Write one row group's rows (blocking: call from a thread)."""
         keys = list(columns)
         known = set(keys)
@@ -130,10 +127,7 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
                 column = column.cast(schema_field.type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
                 column = pa.array(
-                    [
-                        v if v is None or isinstance(v, str) else json.dumps(v, default=str)
-                        for v in column.to_pylist()
-                    ],
+                    [v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in column.to_pylist()],
                     schema_field.type,
                 )
         arrays.append(column)

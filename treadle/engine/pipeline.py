@@ -118,6 +118,8 @@ class RunConfig(_Strict):
     """First retry delay; doubles each attempt, with jitter."""
     timeout_s: float = Field(default=120.0, gt=0)
     """Per-attempt timeout of one cell."""
+    trace: bool = True
+    """Record a TaskTrace per attempt (ring buffer for the UI, trace.jsonl in the run directory)."""
 
 
 class PipelineConfig(_Strict):
@@ -242,9 +244,7 @@ def load_pipeline_config(
 
 def source_hash(config: PipelineConfig) -> str:
     """sha256 of the config's canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(
-        config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -544,9 +544,7 @@ def _column_problems(config: PipelineConfig, base_dir: Path, where: str) -> list
                     known = "no models are defined under models:"
                 else:
                     close = difflib.get_close_matches(column.model, models, n=1)
-                    known = f"models: {', '.join(models)}" + (
-                        f"; did you mean '{close[0]}'?" if close else ""
-                    )
+                    known = f"models: {', '.join(models)}" + (f"; did you mean '{close[0]}'?" if close else "")
                 problems.append(Problem(f"{place}.model", f"undefined model '{column.model}' ({known})"))
             if column.output_schema is not None and (bad := schema_problem(column.output_schema)):
                 problems.append(Problem(f"{place}.output_schema", bad))
@@ -598,9 +596,7 @@ def describe(loaded: LoadedPipeline) -> list[str]:
         )
     widths = [max(len(r[k]) for r in rows) for k in range(5)] if rows else []
     for row in rows:
-        lines.append(
-            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5]
-        )
+        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
     return lines
 
 

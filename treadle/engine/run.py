@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import LLMColumn, LoadedPipeline
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import RetryPolicy, Scheduler
+from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
 RunStatus = Literal["starting", "running", "paused", "stopping", "done", "failed", "interrupted"]
@@ -52,9 +54,7 @@ def prepare_run_dir(loaded: LoadedPipeline, options: RunOptions) -> RunDirectory
         directory = RunDirectory(path)
         directory.create()
     except OSError as exc:
-        raise ConfigError(
-            [Problem(str(path), f"cannot create the output directory: {exc.strerror}")]
-        ) from exc
+        raise ConfigError([Problem(str(path), f"cannot create the output directory: {exc.strerror}")]) from exc
     return directory
 
 
@@ -67,9 +67,7 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 class Run:
-    def __init__(
-        self, loaded: LoadedPipeline, options: RunOptions, bus: EventBus, directory: RunDirectory
-    ) -> None:
+    def __init__(self, loaded: LoadedPipeline, options: RunOptions, bus: EventBus, directory: RunDirectory) -> None:
         self.loaded = loaded
         self.options = options
         self.bus = bus
@@ -100,6 +98,12 @@ class Run:
                 self.limits[model_limit(name)] = Limit(model_limit(name), model.max_parallel)
         self.store = RowStore(frame, config.run.row_group_size)
         self.generators = build_generators(loaded)
+        tracer_class = Tracer if config.run.trace else NullTracer
+        self.tracer = tracer_class(
+            self.node_names,
+            [g.limit_key.removeprefix("model:") if g.limit_key else None for g in self.generators],
+            t0=time.perf_counter(),
+        )
         self.scheduler = Scheduler(
             tracker=self.tracker,
             generators=self.generators,
@@ -112,6 +116,7 @@ class Run:
             bus=bus,
             on_group_finished=self._write_group,
             python_threads=config.run.python_threads or max_parallel,
+            tracer=self.tracer,
             hold_open=options.hold_open,
         )
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
@@ -131,21 +136,23 @@ class Run:
         state = self.tracker.state
         n = self.tracker.n_nodes
         rows = self.tracker.group_rows(group)
-        return any(
-            state[c] in (CellState.FAILED, CellState.BLOCKED) for c in range(rows.start * n, rows.stop * n)
-        )
+        return any(state[c] in (CellState.FAILED, CellState.BLOCKED) for c in range(rows.start * n, rows.stop * n))
 
     async def _report_progress(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
             totals = self.tracker.totals()
             self.bus.emit("progress", cells={s.label: totals[s] for s in CellState if totals[s]})
+            traces = self.tracer.take_unwritten()
+            await loop.run_in_executor(self._writer, self.tracer.write, self.directory.trace_path, traces)
 
     async def execute(self) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self.status = "running"
         self.bus.restart_clock()
+        self.tracer.t0 = time.perf_counter()
         self.bus.emit(
             "run_started",
             name=self.loaded.name,
@@ -184,6 +191,7 @@ class Run:
 
     def _write_outputs(self) -> None:
         scheduler = self.scheduler
+        self.tracer.write(self.directory.trace_path, self.tracer.take_unwritten())
         # Groups cut short by a stop still hold finished cells: write them so no finished work is lost.
         for group in scheduler.active_groups():
             rows = [(r, v) for r, v in self.store.group(group) if not self.tracker.row_dropped(r)]

@@ -24,6 +24,7 @@ from treadle.engine.events import EventBus
 from treadle.engine.generators.base import Generator, RunMode
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
 from treadle.engine.rows import RowStore
+from treadle.engine.tracing import Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
 _READY = CellState.READY
@@ -79,6 +80,7 @@ class Scheduler:
         bus: EventBus,
         on_group_finished: Callable[[int], Awaitable[None]],
         python_threads: int,
+        tracer: Tracer,
         hold_open: bool = False,
         seed: int = 0,
         clock: Callable[[], float] = time.perf_counter,
@@ -92,6 +94,9 @@ class Scheduler:
         self._on_group_finished = on_group_finished
         self._clock = clock
         self.hold_open = hold_open
+        self.tracer = tracer
+        self._free_lanes: list[int] = []
+        self._next_lane = 0
         self._idle_reported = False
         self._rng = random.Random(seed)
         self._executor = ThreadPoolExecutor(python_threads, thread_name_prefix="treadle-python")
@@ -101,11 +106,10 @@ class Scheduler:
         # Lanes: one ready heap per distinct per-model limit, plus one for cells under no model limit.
         lane_keys = sorted({g.limit_key for g in self.generators if g.limit_key is not None})
         self._lane_limits: list[Limit | None] = [None] + [limits[k] for k in lane_keys]
-        self._lane_of_node = [
-            0 if g.limit_key is None else 1 + lane_keys.index(g.limit_key) for g in generators
-        ]
+        self._lane_of_node = [0 if g.limit_key is None else 1 + lane_keys.index(g.limit_key) for g in generators]
         self._node_limit = [self._lane_limits[lane] for lane in self._lane_of_node]
-        self._heaps: list[list[tuple[int, int, int]]] = [[] for _ in self._lane_limits]
+        # Heap entries: (row group, -critical path, cell, time it became ready).
+        self._heaps: list[list[tuple[int, int, int, float]]] = [[] for _ in self._lane_limits]
         self._neg_cp = [-cp for cp in critical_path]
         self._group_status = bytearray(tracker.n_groups)
         self._next_group = 0
@@ -172,29 +176,36 @@ class Scheduler:
         assert self._loop is not None
         while self._alive < self._slots.total:
             self._alive += 1
-            task = self._loop.create_task(self._worker())
+            if self._free_lanes:
+                lane = heapq.heappop(self._free_lanes)
+            else:
+                lane = self._next_lane
+                self._next_lane += 1
+            task = self._loop.create_task(self._worker(lane))
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
         if self._alive > self._slots.total:
             self._wake(len(self._idle))
 
-    async def _worker(self) -> None:
+    async def _worker(self, lane: int) -> None:
+        """Runs cells one after another; `lane` numbers the worker for traces (timeline lanes)."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         while True:
             if self._alive > self._slots.total or self._finished_set():
                 self._alive -= 1
+                heapq.heappush(self._free_lanes, lane)
                 # A retiring worker may leave ready work behind that an idle one can take.
                 self._wake(1)
                 return
-            cell = self._take()
-            if cell is None:
+            entry = self._take()
+            if entry is None:
                 idle = loop.create_future()
                 self._idle.append(idle)
                 await idle
                 continue
-            await self._run_cell(cell, task)
+            await self._run_cell(entry[2], entry[3], task, lane)
 
     def _finished_set(self) -> bool:
         return self._finished is not None and self._finished.is_set()
@@ -209,18 +220,19 @@ class Scheduler:
     def _push(self, cells: list[int]) -> None:
         n_nodes = self.tracker.n_nodes
         per_group = n_nodes * self.tracker.group_size
+        now = self._clock()
         for cell in cells:
             node = cell % n_nodes
-            heapq.heappush(
-                self._heaps[self._lane_of_node[node]], (cell // per_group, self._neg_cp[node], cell)
-            )
+            entry = (cell // per_group, self._neg_cp[node], cell, now)
+            heapq.heappush(self._heaps[self._lane_of_node[node]], entry)
         self._wake(len(cells))
 
-    def _take(self) -> int | None:
+    def _take(self) -> tuple[int, int, int, float] | None:
+        """The best ready heap entry whose model has a free slot, with the slots taken; or None."""
         if self.paused or self.stopping:
             return None
         state = self.tracker.state
-        best: tuple[int, int, int] | None = None
+        best: tuple[int, int, int, float] | None = None
         best_lane = -1
         for lane, heap in enumerate(self._heaps):
             while heap and state[heap[0][2]] != _READY:
@@ -240,9 +252,9 @@ class Scheduler:
             limit.acquire()
         self._slots.acquire()
         self.tracker.start(cell)
-        return cell
+        return best
 
-    async def _run_cell(self, cell: int, task: asyncio.Task) -> None:
+    async def _run_cell(self, cell: int, t_ready: float, task: asyncio.Task, lane: int) -> None:
         tracker = self.tracker
         n_nodes = tracker.n_nodes
         node = cell % n_nodes
@@ -279,36 +291,42 @@ class Scheduler:
             limit = self._node_limit[node]
             if limit is not None:
                 limit.release()
+        ended = self._clock()
         if tracker.state[cell] == _RUNNING:
             if error is None:
                 assert values is not None
                 row.update(values)
-                self.latencies[node].append(self._clock() - started)
+                self.latencies[node].append(ended - started)
+                attempt = self.attempts.get(cell, 0) + 1
+                self.tracer.record(cell // n_nodes, node, attempt, lane, t_ready, started, ended, "done", values=values)
                 ready = tracker.complete(cell)
                 if ready:
                     self._push(ready)
             else:
-                self._record_error(cell, error)
+                self._record_error(cell, error, (lane, t_ready, started, ended))
             self._after_change(cell)
+        else:
+            attempt = self.attempts.get(cell, 0) + 1
+            self.tracer.record(cell // n_nodes, node, attempt, lane, t_ready, started, ended, "cancelled")
         self._check_finished()
 
-    def _record_error(self, cell: int, error: BaseException) -> None:
+    def _record_error(self, cell: int, error: BaseException, timing: tuple[int, float, float, float]) -> None:
         attempt = self.attempts.get(cell, 0) + 1
         self.attempts[cell] = attempt
-        retryable = isinstance(error, TimeoutError) or (isinstance(error, CellError) and error.retryable)
-        if retryable and attempt <= self.policy.retries and not self.stopping:
+        timed_out = isinstance(error, TimeoutError)
+        retryable = timed_out or (isinstance(error, CellError) and error.retryable)
+        n_nodes = self.tracker.n_nodes
+        message = f"timed out after {self.policy.timeout_s:g} s" if timed_out else _one_line(error)
+        will_retry = retryable and attempt <= self.policy.retries and not self.stopping
+        status = "timeout" if timed_out else "retry" if will_retry else "failed"
+        self.tracer.record(cell // n_nodes, cell % n_nodes, attempt, *timing, status, error, message)
+        if will_retry:
             self.tracker.wait_retry(cell)
             retry_after = error.retry_after if isinstance(error, CellError) else None
             assert self._loop is not None
             delay = self.policy.delay(attempt, retry_after, self._rng)
             self._retry_timers[cell] = self._loop.call_later(delay, self._requeue, cell)
             return
-        n_nodes = self.tracker.n_nodes
-        message = (
-            f"timed out after {self.policy.timeout_s:g} s"
-            if isinstance(error, TimeoutError)
-            else _one_line(error)
-        )
         failure = CellFailure(
             row=cell // n_nodes,
             column=self.generators[cell % n_nodes].name,

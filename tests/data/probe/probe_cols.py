@@ -25,6 +25,7 @@ class Probe:
             self.sync_release = threading.Semaphore(0)
             self.sync_waiting = 0
             self.failing_rows: set[int] = set()
+            self.flaky_once_rows: set[int] = set()
 
     def _enter(self, column: str, row) -> None:
         with self.cond:
@@ -43,9 +44,7 @@ class Probe:
     def wait_for(self, predicate, timeout: float = 20.0) -> None:
         with self.cond:
             if not self.cond.wait_for(lambda: predicate(self), timeout):
-                raise AssertionError(
-                    f"probe condition not met: running={self.running} finished={self.finished}"
-                )
+                raise AssertionError(f"probe condition not met: running={self.running} finished={self.finished}")
 
     def close_gate(self) -> None:
         with self.cond:
@@ -122,3 +121,17 @@ async def noop(row):
 
 async def forever(row):
     await asyncio.Event().wait()
+
+
+def flaky_once(row):
+    """Fails with a retryable error on the first attempt of each row in probe.flaky_once_rows."""
+    from treadle.engine.errors import RetryableCellError
+
+    probe._enter("flaky_once", row)
+    try:
+        if row["id"] in probe.flaky_once_rows:
+            probe.flaky_once_rows.discard(row["id"])
+            raise RetryableCellError("endpoint busy, try again", retry_after=0.01)
+        return row["id"] * 3
+    finally:
+        probe._exit()

@@ -1,0 +1,101 @@
+"""TaskTraces per attempt (ring buffer and trace.jsonl), cell details and the live summary."""
+
+from __future__ import annotations
+
+import json
+import queue
+from pathlib import Path
+
+import pandas as pd
+
+import treadle
+from treadle.engine.controller import RunController
+from treadle.engine.run import RunOptions
+
+PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
+
+
+def config(tmp_path: Path, rows: int, **run) -> dict:
+    seed = tmp_path / "seed.csv"
+    pd.DataFrame({"id": range(rows)}).to_csv(seed, index=False)
+    return {
+        "seed": {"path": str(seed)},
+        "columns": [
+            {"name": "a", "kind": "python", "function": "probe_cols:flaky_once"},
+            {"name": "b", "kind": "python", "function": "probe_cols:flaky", "depends_on": ["a"]},
+            {"name": "c", "kind": "template", "template": "{{ a }}-{{ b }}"},
+        ],
+        "run": {"row_group_size": 5, "max_parallel": 4, "backoff_s": 0, **run},
+    }
+
+
+def start(tmp_path: Path, cfg: dict, **options) -> tuple[RunController, queue.SimpleQueue]:
+    controller = RunController(treadle.load(cfg, base_dir=PROBE_DIR), RunOptions(out=tmp_path / "run", **options))
+    events = controller.subscribe()
+    return controller.start(), events
+
+
+def wait_idle(events: queue.SimpleQueue) -> None:
+    while events.get(timeout=20).type != "idle":
+        pass
+
+
+def test_every_attempt_is_traced_in_trace_jsonl(tmp_path, probe):
+    probe.flaky_once_rows = {1, 4}
+    probe.failing_rows = {6}
+    controller, _ = start(tmp_path, config(tmp_path, 10))
+    result = controller.wait(30)
+    assert result.status == "failed"
+    traces = [json.loads(line) for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
+    # 10 rows x 3 columns, minus row 6's blocked template cell, plus the two retried attempts.
+    assert len(traces) == 10 * 3 - 1 + 2
+    assert sorted(t["seq"] for t in traces) == list(range(1, len(traces) + 1))
+    retried = [t for t in traces if t["status"] == "retry"]
+    assert [(t["row"], t["column"], t["attempt"], t["error_class"]) for t in retried] == [
+        (1, "a", 1, "RetryableCellError"),
+        (4, "a", 1, "RetryableCellError"),
+    ]
+    assert {(t["row"], t["attempt"]) for t in traces if t["column"] == "a" and t["row"] in (1, 4)} == {
+        (1, 1), (1, 2), (4, 1), (4, 2),
+    }  # fmt: skip
+    [failed] = [t for t in traces if t["status"] == "failed"]
+    assert (failed["row"], failed["column"], failed["message"]) == (6, "b", "row 6 is not ready")
+    for t in traces:
+        assert 0 <= t["t_ready"] <= t["t_start"] <= t["t_end"]
+        assert 0 <= t["slot"] < 4
+
+
+def test_traces_cell_detail_and_summary_from_a_live_run(tmp_path, probe):
+    probe.flaky_once_rows = {2}
+    probe.failing_rows = {3}
+    controller, events = start(tmp_path, config(tmp_path, 6), hold_open=True)
+    wait_idle(events)
+    cursor, traces = controller.traces()
+    assert cursor == len(traces) == 6 * 3 - 1 + 1
+    assert controller.traces(cursor) == (cursor, [])
+
+    done = controller.cell_detail(2, "c")
+    assert (done.state, done.value, done.error) == ("done", "6-3", None)
+    assert done.inputs == {"a": 6, "b": 3}
+    retried = controller.cell_detail(2, "a")
+    assert [(t.attempt, t.status) for t in retried.attempts] == [(1, "retry"), (2, "done")]
+    assert retried.inputs == {"id": 2}
+
+    failed = controller.cell_detail(3, "b")
+    assert failed.state == "failed" and failed.value is None
+    assert (failed.error["error_class"], failed.error["message"]) == ("ValueError", "row 3 is not ready")
+    assert controller.cell_detail(3, "c").state == "blocked"
+
+    live = controller.summary()
+    assert live["rows"] == {"total": 6, "done": 5, "failed": 1, "dropped": 0, "unfinished": 0}
+    controller.close()
+    result = controller.wait(30)
+    assert result.summary["rows"] == live["rows"]
+    assert result.summary["cells"] == live["cells"]
+
+
+def test_tracing_can_be_turned_off(tmp_path, probe):
+    controller, _ = start(tmp_path, config(tmp_path, 4, trace=False))
+    assert controller.wait(30).status == "done"
+    assert controller.traces() == (0, [])
+    assert not (tmp_path / "run" / "trace.jsonl").exists()
