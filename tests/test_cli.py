@@ -62,9 +62,7 @@ def test_hello_runs_to_a_correct_output(tmp_path):
 
 
 def test_failed_rows_exit_1_with_failures_written(tmp_path):
-    proc = treadle(
-        "run", str(DATA / "cli" / "failing" / "pipeline.yaml"), "--no-ui", "--out", str(tmp_path / "r")
-    )
+    proc = treadle("run", str(DATA / "cli" / "failing" / "pipeline.yaml"), "--no-ui", "--out", str(tmp_path / "r"))
     assert proc.returncode == 1, proc.stderr
     failures = [json.loads(line) for line in (tmp_path / "r" / "failures.jsonl").read_text().splitlines()]
     assert failures == [
@@ -96,9 +94,7 @@ def test_every_bad_pipeline_gets_clear_lines_and_exit_2(case, tmp_path, capsys):
 @pytest.mark.parametrize("case", ["cycle", "ragged_csv"])
 def test_bad_pipeline_in_a_real_process(case, tmp_path):
     assert_clean_error(treadle("validate", str(DATA / "pipelines" / case / "pipeline.yaml")))
-    run = treadle(
-        "run", str(DATA / "pipelines" / case / "pipeline.yaml"), "--no-ui", "--out", str(tmp_path / "r")
-    )
+    run = treadle("run", str(DATA / "pipelines" / case / "pipeline.yaml"), "--no-ui", "--out", str(tmp_path / "r"))
     assert_clean_error(run)
 
 
@@ -137,9 +133,7 @@ def test_a_non_empty_output_directory_is_refused(tmp_path):
 def test_events_file_has_the_documented_lifecycle(tmp_path):
     events_path = tmp_path / "events.jsonl"
     pipeline = DATA / "cli" / "failing" / "pipeline.yaml"
-    proc = treadle(
-        "run", str(pipeline), "--no-ui", "--out", str(tmp_path / "r"), "--events", str(events_path)
-    )
+    proc = treadle("run", str(pipeline), "--no-ui", "--out", str(tmp_path / "r"), "--events", str(events_path))
     assert proc.returncode == 1
     events = [json.loads(line) for line in events_path.read_text().splitlines()]
     types = [e["type"] for e in events]
@@ -152,9 +146,7 @@ def test_events_file_has_the_documented_lifecycle(tmp_path):
 
 
 def test_events_to_stdout_keep_stdout_pure_json(tmp_path):
-    proc = treadle(
-        "run", str(HELLO), "--no-ui", "--rows", "20", "--out", str(tmp_path / "r"), "--events", "-"
-    )
+    proc = treadle("run", str(HELLO), "--no-ui", "--rows", "20", "--out", str(tmp_path / "r"), "--events", "-")
     assert proc.returncode == 0, proc.stderr
     types = [json.loads(line)["type"] for line in proc.stdout.splitlines()]
     assert types[0] == "run_started" and types[-1] == "run_finished"

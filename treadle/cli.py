@@ -39,9 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-ui", action="store_true", help="plain progress and a summary, no terminal app")
     run.add_argument("--out", type=Path, help="run directory (default runs/<name>-<timestamp>)")
     run.add_argument("--rows", type=_positive_int, help="run only the first N seed rows")
-    run.add_argument(
-        "--max-parallel", type=_positive_int, help="execution slots (overrides run.max_parallel)"
-    )
+    run.add_argument("--max-parallel", type=_positive_int, help="execution slots (overrides run.max_parallel)")
     run.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
 
     demo = commands.add_parser("demo", help="the bundled table-QA example, offline, on the simulator")

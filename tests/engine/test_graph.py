@@ -122,8 +122,7 @@ def test_jinja_names_are_not_references():
         [
             tpl(
                 "t",
-                "{% for x in range(3) %}{{ loop.index }}{{ x }}{% endfor %}"
-                "{{ dict(a=1) }}{% set y = 2 %}{{ y }}",
+                "{% for x in range(3) %}{{ loop.index }}{{ x }}{% endfor %}{{ dict(a=1) }}{% set y = 2 %}{{ y }}",
             )
         ]
     )
@@ -151,12 +150,9 @@ def test_column_templates():
 
 
 def test_unknown_reference_suggests_the_closest_name():
-    assert errors(
-        [tpl("a", "{{ questoin }}"), tpl("b", "{{ plan_usage }}"), llm("plan", "{{ question }}")]
-    ) == [
+    assert errors([tpl("a", "{{ questoin }}"), tpl("b", "{{ plan_usage }}"), llm("plan", "{{ question }}")]) == [
         "p.yaml: columns[0] 'a'.template: unknown column or seed field 'questoin' (did you mean 'question'?)",
-        "p.yaml: columns[1] 'b'.template: unknown column or seed field 'plan_usage' "
-        "(did you mean 'plan__usage'?)",
+        "p.yaml: columns[1] 'b'.template: unknown column or seed field 'plan_usage' (did you mean 'plan__usage'?)",
     ]
 
 
@@ -197,10 +193,8 @@ def test_separate_cycles_are_each_named_once():
 
 def test_self_reference():
     assert errors([llm("plan", "{{ plan__usage }}"), py("f", depends_on=["f"])]) == [
-        "p.yaml: columns[0] 'plan'.prompt: 'plan__usage' is this column's own output: "
-        "a column cannot depend on itself",
-        "p.yaml: columns[1] 'f'.depends_on[0]: 'f' is this column's own output: "
-        "a column cannot depend on itself",
+        "p.yaml: columns[0] 'plan'.prompt: 'plan__usage' is this column's own output: a column cannot depend on itself",
+        "p.yaml: columns[1] 'f'.depends_on[0]: 'f' is this column's own output: a column cannot depend on itself",
     ]
 
 
@@ -219,8 +213,7 @@ def test_duplicate_names_and_colliding_outputs():
         "p.yaml: columns[1] 'a'.name: duplicate column name 'a' (columns[0] has it too)",
         "p.yaml: columns[2] 'table': output column 'table' is also a seed field; choose another name",
         "p.yaml: columns[3] 'multi': output column 'a' is also written by columns[0] 'a'",
-        "p.yaml: columns[4] 'range': output column 'range' shadows the template name 'range'; "
-        "choose another name",
+        "p.yaml: columns[4] 'range': output column 'range' shadows the template name 'range'; choose another name",
         "p.yaml: columns[6] 'plan__usage': output column 'plan__usage' is taken by the side-effect "
         "columns of columns[5] 'plan' (plan__*)",
     ]
@@ -269,9 +262,7 @@ def test_all_problems_at_once():
 
 
 def test_template_helpers():
-    assert template_references(
-        "{{ a }}{% for x in xs %}{{ x }}{{ loop.index }}{% endfor %}{{ range(2) }}"
-    ) == {
+    assert template_references("{{ a }}{% for x in xs %}{{ x }}{{ loop.index }}{% endfor %}{{ range(2) }}") == {
         "a",
         "xs",
     }

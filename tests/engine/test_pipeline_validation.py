@@ -61,9 +61,7 @@ def test_good_pipeline_loads_with_join_dotenv_and_graph():
 
 
 def test_environment_wins_over_dotenv():
-    loaded = load_pipeline(
-        CASES / "good" / "pipeline.yaml", env={"GOOD_MODEL": "from-env", "GOOD_KEY_ENV": "K"}
-    )
+    loaded = load_pipeline(CASES / "good" / "pipeline.yaml", env={"GOOD_MODEL": "from-env", "GOOD_KEY_ENV": "K"})
     assert loaded.config.models["planner"].model == "from-env"
     assert loaded.config.models["planner"].base_url == "http://from-dotenv.invalid/v1"
     assert loaded.config.models["planner"].api_key_env == "K"
@@ -137,9 +135,7 @@ def test_unknown_kind():
 def test_unknown_field_suggests_the_closest():
     lines = problems("unknown_field")
     assert "pipeline.yaml: seed.jion: unknown field 'jion' (did you mean 'join'?)" in lines
-    assert (
-        "pipeline.yaml: columns[0] 'a'.templat: unknown field 'templat' (did you mean 'template'?)" in lines
-    )
+    assert "pipeline.yaml: columns[0] 'a'.templat: unknown field 'templat' (did you mean 'template'?)" in lines
     assert "pipeline.yaml: columns[0] 'a': missing required field 'template'" in lines
 
 
@@ -147,8 +143,7 @@ def test_duplicate_column_name_and_seed_field_collision():
     lines = problems("duplicate_column")
     assert lines == [
         "pipeline.yaml: columns[1] 'answer'.name: duplicate column name 'answer' (columns[0] has it too)",
-        "pipeline.yaml: columns[2] 'question': output column 'question' is also a seed field; "
-        "choose another name",
+        "pipeline.yaml: columns[2] 'question': output column 'question' is also a seed field; choose another name",
     ]
 
 
@@ -164,8 +159,7 @@ def test_unknown_reference_suggests_the_closest():
 def test_cycle_is_named_and_self_reference_reported():
     assert problems("cycle") == [
         "pipeline.yaml: columns[1] 'a': dependency cycle: a -> b -> c -> a (each column needs the next)",
-        "pipeline.yaml: columns[5] 'me'.template: 'me' is this column's own output: "
-        "a column cannot depend on itself",
+        "pipeline.yaml: columns[5] 'me'.template: 'me' is this column's own output: a column cannot depend on itself",
     ]
 
 
@@ -230,8 +224,7 @@ def test_each_kind_of_bad_function_is_explained():
         "columns[0] 'spec'.function: 'no colon here' is not of the form module:function",
         "columns[1] 'raises'.function: importing module 'raises_on_import' raised KeyError "
         "at raises_on_import.py line 2: 'token'",
-        "columns[2] 'missing'.function: module 'helpers_bad' has no attribute 'describ' "
-        "(did you mean 'describe'?)",
+        "columns[2] 'missing'.function: module 'helpers_bad' has no attribute 'describ' (did you mean 'describe'?)",
         "columns[3] 'notcallable'.function: 'helpers_bad:CONSTANT' is an int, not a function",
         "columns[4] 'noargs'.function: 'helpers_bad:no_args' takes no positional argument",
         "columns[5] 'deps'.function: importing module 'needs_missing_dep' raised ModuleNotFoundError "
@@ -245,8 +238,7 @@ def test_each_kind_of_bad_function_is_explained():
 def test_template_syntax_errors_name_field_and_line():
     assert problems("template_syntax") == [
         "pipeline.yaml: columns[0] 'plan'.prompt: template syntax error at line 2: unexpected '}'",
-        "pipeline.yaml: columns[0] 'plan'.system: template syntax error at line 1: "
-        "No filter named 'no_such_filter'.",
+        "pipeline.yaml: columns[0] 'plan'.system: template syntax error at line 1: No filter named 'no_such_filter'.",
         "pipeline.yaml: columns[1] 'ok'.template: template syntax error at line 1: "
         "Expected an expression, got 'end of statement block'",
     ]
@@ -254,8 +246,7 @@ def test_template_syntax_errors_name_field_and_line():
 
 def test_undefined_model():
     assert only("undefined_model") == (
-        "pipeline.yaml: columns[0] 'plan'.model: undefined model 'planer' "
-        "(models: planner; did you mean 'planner'?)"
+        "pipeline.yaml: columns[0] 'plan'.model: undefined model 'planer' (models: planner; did you mean 'planner'?)"
     )
 
 
@@ -300,8 +291,7 @@ def test_python_columns_list_empty_or_duplicated():
 
 def test_schema_problems_are_reported_together():
     assert problems("many_problems") == [
-        "pipeline.yaml: models.planner.max_paralel: unknown field 'max_paralel' "
-        "(did you mean 'max_parallel'?)",
+        "pipeline.yaml: models.planner.max_paralel: unknown field 'max_paralel' (did you mean 'max_parallel'?)",
         "pipeline.yaml: run.retries: should be greater than or equal to 0 (got a number -1)",
         "pipeline.yaml: columns[1] 'b'.kind: unknown kind 'tempalte' (expected llm, python, template); "
         "did you mean 'template'?",
@@ -376,8 +366,7 @@ def test_describe_lists_seed_join_and_columns_in_order():
     lines = describe(load_pipeline(CASES / "good" / "pipeline.yaml", env={}))
     assert lines[0] == "seed: questions.jsonl: 3 rows; fields: id, question, table, text, label, text_labels"
     assert lines[1] == (
-        "join: labels.csv on 'id': 3 matched; 1 only in questions.jsonl (e.g. 'q4'); "
-        "1 only in labels.csv (e.g. 'q9')"
+        "join: labels.csv on 'id': 3 matched; 1 only in questions.jsonl (e.g. 'q4'); 1 only in labels.csv (e.g. 'q9')"
     )
     assert lines[2] == "join: 'text' is in both files; labels.csv's copy is the field 'text_labels'"
     assert lines[3] == "columns, in run order (5):"
@@ -427,10 +416,7 @@ def test_schema_problem_accepts_valid_schemas():
     assert schema_problem({"type": "array", "items": {"type": "string"}, "minItems": -1}) == (
         "invalid JSON schema at minItems: must be a non-negative integer, got a number -1"
     )
-    assert (
-        schema_problem({"required": "a"})
-        == "invalid JSON schema at required: must be a list of property names"
-    )
+    assert schema_problem({"required": "a"}) == "invalid JSON schema at required: must be a list of property names"
 
 
 def test_module_with_a_syntax_error(tmp_path):

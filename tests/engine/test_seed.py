@@ -95,20 +95,14 @@ def test_unclosed_quote_in_csv():
 
 
 def test_duplicate_csv_header():
-    assert (
-        table_error(FILES / "dup_header.csv")
-        == "dup_header.csv: line 1: duplicate column name 'id' in the header"
-    )
+    assert table_error(FILES / "dup_header.csv") == "dup_header.csv: line 1: duplicate column name 'id' in the header"
 
 
 def test_non_utf8_and_binary():
     assert table_error(CASES / "non_utf8" / "latin1.csv") == (
         "latin1.csv: line 3: not UTF-8 text (byte 0xe9); save the file as UTF-8"
     )
-    assert (
-        table_error(FILES / "nul.csv")
-        == "nul.csv: looks like a binary file (it contains NUL bytes), not CSV text"
-    )
+    assert table_error(FILES / "nul.csv") == "nul.csv: looks like a binary file (it contains NUL bytes), not CSV text"
     assert table_error(CASES / "binary_seed" / "image.jsonl") == "image.jsonl: is a PNG image, not JSON text"
 
 
@@ -156,9 +150,7 @@ def test_join_matches_numbers_with_text_keys():
 def test_join_with_no_match_is_a_problem():
     seed = SeedConfig(path="left.jsonl", join=JoinConfig(path="right_nomatch.jsonl", on="id"))
     [line] = seed_errors(seed)
-    assert line.startswith(
-        "pipeline.yaml: seed.join.on: no row of left.jsonl matched a row of right_nomatch.jsonl"
-    )
+    assert line.startswith("pipeline.yaml: seed.join.on: no row of left.jsonl matched a row of right_nomatch.jsonl")
     assert "'x1'" in line
 
 
@@ -187,6 +179,5 @@ def test_problems_in_both_files_are_reported_together():
 
 def test_unknown_seed_extension_is_placed_at_the_pipeline_key():
     assert seed_errors(SeedConfig(path="notes.txt")) == [
-        "pipeline.yaml: seed.path: 'notes.txt' has unknown file type '.txt' "
-        "(expected .csv, .jsonl, .json, .parquet)"
+        "pipeline.yaml: seed.path: 'notes.txt' has unknown file type '.txt' (expected .csv, .jsonl, .json, .parquet)"
     ]

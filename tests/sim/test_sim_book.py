@@ -49,9 +49,7 @@ async def test_rules_render_groups_and_reasoning(session: aiohttp.ClientSession,
     assert other["content"] == "fallback for: anything else"
 
 
-async def test_rule_matches_the_last_user_message_only(
-    session: aiohttp.ClientSession, book_path: Path
-) -> None:
+async def test_rule_matches_the_last_user_message_only(session: aiohttp.ClientSession, book_path: Path) -> None:
     messages = [
         {"role": "system", "content": "shout nothing"},
         {"role": "user", "content": "capital of France"},
@@ -66,9 +64,7 @@ async def test_rule_matches_the_last_user_message_only(
         assert (await response.json())["choices"][0]["message"]["content"] == "AGAIN!"
 
 
-async def test_book_reply_is_returned_as_is_for_json_schema(
-    session: aiohttp.ClientSession, book_path: Path
-) -> None:
+async def test_book_reply_is_returned_as_is_for_json_schema(session: aiohttp.ClientSession, book_path: Path) -> None:
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
     async with Simulator(SimConfig(book=str(book_path))) as url:
         message = await ask(session, url, "json please", response_format=fmt)

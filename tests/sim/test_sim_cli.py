@@ -83,18 +83,14 @@ def run_cli(argv: list[str]) -> int:
         (["--book", "/nonexistent/book.yaml"], "cannot read response book /nonexistent/book.yaml"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(
-    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_input_is_one_line_and_exit_2(argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["--port", "0", *argv]) == 2
     err = capsys.readouterr().err
     assert complaint in err
     assert err.count("\n") == 1 and err.startswith("treadle sim: ")
 
 
-def test_bad_flag_is_one_line_and_exit_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_flag_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys, "argv", ["python -m treadle.sim", "--rpm", "lots"])
     with pytest.raises(SystemExit) as caught:
         sim_main.main()

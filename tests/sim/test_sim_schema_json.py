@@ -56,9 +56,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "steps": {"type": "array", "items": {"$ref": "#/$defs/Step"}},
             "when": {"type": "string", "format": "date-time"},
             "either": {"oneOf": [{"type": "integer"}, {"type": "string"}]},
-            "both": {
-                "allOf": [{"properties": {"a": {"type": "integer"}}, "required": ["a"]}, {"required": ["b"]}]
-            },
+            "both": {"allOf": [{"properties": {"a": {"type": "integer"}}, "required": ["a"]}, {"required": ["b"]}]},
         },
         "required": ["steps", "when", "either", "both"],
     },
@@ -77,9 +75,7 @@ def test_synthesis_is_deterministic_per_seed() -> None:
     assert synthesize(schema, random.Random("a")) == synthesize(schema, random.Random("a"))
 
 
-async def test_json_schema_request_gets_valid_json(
-    session: aiohttp.ClientSession, validate_json: Validate
-) -> None:
+async def test_json_schema_request_gets_valid_json(session: aiohttp.ClientSession, validate_json: Validate) -> None:
     schema = SCHEMAS["pydantic_style_refs"]
     fmt = {"type": "json_schema", "json_schema": {"name": "plan", "strict": True, "schema": schema}}
     request = {"model": "m", "messages": [{"role": "user", "content": "plan"}], "response_format": fmt}

@@ -171,9 +171,7 @@ def signature_problem(fn: Callable[..., Any]) -> str | None:
     required = [p for p in positional if p.default is inspect.Parameter.empty]
     if len(required) > 2:
         names = ", ".join(p.name for p in required)
-        return (
-            f"needs {len(required)} arguments ({names}); it is called with the row and, optionally, a context"
-        )
+        return f"needs {len(required)} arguments ({names}); it is called with the row and, optionally, a context"
     try:
         required_kw = [
             p.name

@@ -105,9 +105,7 @@ class ColumnGraph:
         return None if owner is None else self._producers[owner]
 
     @classmethod
-    def build(
-        cls, columns: list[ColumnConfig], seed_fields: Collection[str] | None, where: str
-    ) -> ColumnGraph:
+    def build(cls, columns: list[ColumnConfig], seed_fields: Collection[str] | None, where: str) -> ColumnGraph:
         """Check the columns and order them; raises `ConfigError` with every problem found.
 
         `where` starts each problem's place (the pipeline file's name). `seed_fields=None` means the
@@ -158,9 +156,7 @@ class _Builder:
                 self.problem(self.place(i, ".name"), "column name is empty")
             if column.name in self.first:
                 j = self.first[column.name]
-                self.problem(
-                    self.place(i, ".name"), f"duplicate column name '{column.name}' (columns[{j}] has it too)"
-                )
+                self.problem(self.place(i, ".name"), f"duplicate column name '{column.name}' (columns[{j}] has it too)")
                 continue
             self.first[column.name] = i
             outs = output_columns(column)
@@ -168,8 +164,7 @@ class _Builder:
                 if not column.columns:
                     self.problem(
                         self.place(i, ".columns"),
-                        "is empty; list the output columns, or leave it out to write one column "
-                        f"'{column.name}'",
+                        f"is empty; list the output columns, or leave it out to write one column '{column.name}'",
                     )
                 for twice in sorted({c for c in column.columns if column.columns.count(c) > 1}):
                     self.problem(self.place(i, ".columns"), f"lists '{twice}' more than once")
@@ -199,9 +194,7 @@ class _Builder:
                 if out in self.field_set:
                     self.problem(at, f"output column '{out}' is also a seed field; choose another name")
                 if out in jinja:
-                    self.problem(
-                        at, f"output column '{out}' shadows the template name '{out}'; choose another name"
-                    )
+                    self.problem(at, f"output column '{out}' shadows the template name '{out}'; choose another name")
                 owner = side_effect_owner(out, self.producers)
                 if owner is not None and self.producers[owner] != i:
                     j = self.producers[owner]
@@ -211,9 +204,7 @@ class _Builder:
                         f"'{self.columns[j].name}' ({owner}__*)",
                     )
             if name not in outs and (name in self.field_set or self.producers.get(name, i) != i):
-                self.problem(
-                    self.place(i, ".name"), f"column name '{name}' is also a seed field or another column"
-                )
+                self.problem(self.place(i, ".name"), f"column name '{name}' is also a seed field or another column")
         for seed_field in self.fields:
             owner = side_effect_owner(seed_field, self.producers)
             if owner is not None:
@@ -235,9 +226,7 @@ class _Builder:
                 self.problem(self.place(i, f".{attr}"), syntax_error_message(exc))
                 continue
             refs.extend((name, self.place(i, f".{attr}"), True) for name in sorted(names))
-        refs.extend(
-            (dep, self.place(i, f".depends_on[{k}]"), False) for k, dep in enumerate(column.depends_on)
-        )
+        refs.extend((dep, self.place(i, f".depends_on[{k}]"), False) for k, dep in enumerate(column.depends_on))
         upstream = self.upstream.setdefault(i, set())
         inputs = self.inputs.setdefault(i, set())
         jinja = implicit_names()
@@ -379,6 +368,4 @@ class _Builder:
             for position, i in enumerate(order)
         }
         producers = {out: self.columns[i].name for out, i in self.producers.items()}
-        return ColumnGraph(
-            nodes=nodes, order=tuple(names), seed_fields=tuple(self.fields), _producers=producers
-        )
+        return ColumnGraph(nodes=nodes, order=tuple(names), seed_fields=tuple(self.fields), _producers=producers)

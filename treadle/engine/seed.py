@@ -125,9 +125,7 @@ def _decode(data: bytes, shown: str, suffix: str) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         byte = data[exc.start]
-        raise _error(
-            f"{shown}: line {line}", f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8"
-        ) from None
+        raise _error(f"{shown}: line {line}", f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8") from None
 
 
 _EXPECTED_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
@@ -247,9 +245,7 @@ def _load_one(typed: str, base_dir: Path, where: str, problems: list[Problem]) -
     path = base_dir / typed
     if Path(typed).suffix.lower() not in SUFFIXES:
         suffix = Path(typed).suffix or "(none)"
-        problems.append(
-            Problem(where, f"'{typed}' has unknown file type '{suffix}' (expected {', '.join(SUFFIXES)})")
-        )
+        problems.append(Problem(where, f"'{typed}' has unknown file type '{suffix}' (expected {', '.join(SUFFIXES)})"))
         return None
     if not path.exists():
         problems.append(Problem(where, f"file '{typed}' not found (looked in {base_dir})"))

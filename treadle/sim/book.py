@@ -117,8 +117,7 @@ def _template(source: str, known: set[str], where: str) -> jinja2.Template:
         raise BookError(f"{where}: bad template: {exc.message} (line {exc.lineno})") from None
     if unknown:
         raise BookError(
-            f"{where}: unknown variable(s) {', '.join(sorted(unknown))};"
-            f" available: {', '.join(sorted(known))}"
+            f"{where}: unknown variable(s) {', '.join(sorted(unknown))}; available: {', '.join(sorted(known))}"
         )
     return template
 

@@ -29,9 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=300.0,
         help="mean latency per request (default: %(default)s)",
     )
-    add(
-        "--jitter-ms", metavar="MS", type=float, default=0.0, help="uniform +- jitter around the mean latency"
-    )
+    add("--jitter-ms", metavar="MS", type=float, default=0.0, help="uniform +- jitter around the mean latency")
     add("--latency-dist", choices=LATENCY_DISTS, default="uniform", help="latency distribution")
     add("--latency-sigma", metavar="S", type=float, default=0.5, help="shape of the lognormal distribution")
     add(
@@ -135,9 +133,7 @@ def main_from_args(args: argparse.Namespace) -> int:
         print(f"treadle sim: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(
-            f"treadle sim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr
-        )
+        print(f"treadle sim: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

@@ -44,9 +44,7 @@ class SimConfig:
         if self.hang_max_s <= 0:
             raise ValueError(f"hang_max_s must be > 0, got {self.hang_max_s!r}")
         if self.latency_dist not in LATENCY_DISTS:
-            raise ValueError(
-                f"latency_dist must be one of {', '.join(LATENCY_DISTS)}, got {self.latency_dist!r}"
-            )
+            raise ValueError(f"latency_dist must be one of {', '.join(LATENCY_DISTS)}, got {self.latency_dist!r}")
         rates = self.fault_rates()
         for name, rate in rates.items():
             if not 0.0 <= rate <= 1.0:

@@ -135,9 +135,7 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts: keep the text ones
-        return "\n".join(
-            p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-        )
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
     return ""
 
 
@@ -169,9 +167,7 @@ def _synth_json(schema: dict[str, Any], request: ChatRequest, param: str) -> str
 
 def _forced_tool(tools: Any, choice: Any) -> dict[str, Any] | None:
     """The function the client insists on ("required" or a named function), else None."""
-    functions = [
-        t.get("function") for t in tools or [] if isinstance(t, dict) and t.get("type") == "function"
-    ]
+    functions = [t.get("function") for t in tools or [] if isinstance(t, dict) and t.get("type") == "function"]
     functions = [f for f in functions if isinstance(f, dict) and isinstance(f.get("name"), str)]
     if not functions:
         return None

@@ -115,9 +115,7 @@ class SimServer:
             return await self._hang(request)
         await _sleep(fate.latency_s if chat.stream else fate.total_s)
         if fate.fault == "fail":
-            return _error(
-                500, "The server had an error while processing your request (simulated).", "server_error"
-            )
+            return _error(500, "The server had an error while processing your request (simulated).", "server_error")
         if fate.fault == "drop":
             return _abort(request, "dropped")
         if fate.fault == "malformed":
@@ -201,9 +199,7 @@ def _malformed(stream: bool) -> web.Response:
     """A 200 whose JSON is cut short: inside an SSE event for a stream, else the whole body."""
     broken = b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"ind'
     if stream:
-        return web.Response(
-            body=b"data: " + broken + b"\n\ndata: [DONE]\n\n", content_type="text/event-stream"
-        )
+        return web.Response(body=b"data: " + broken + b"\n\ndata: [DONE]\n\n", content_type="text/event-stream")
     return _json(200, broken)
 
 

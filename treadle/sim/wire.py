@@ -49,9 +49,7 @@ def completion_body(request: ChatRequest, reply: Reply, ident: str, created: int
     )
 
 
-def stream_events(
-    request: ChatRequest, reply: Reply, ident: str, created: int
-) -> Iterator[tuple[bytes, float]]:
+def stream_events(request: ChatRequest, reply: Reply, ident: str, created: int) -> Iterator[tuple[bytes, float]]:
     """SSE events for a streamed answer, each with the tokens it carries (for pacing)."""
     head = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": request.model}
     extra = {"usage": None} if request.include_usage else {}

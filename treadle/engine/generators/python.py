@@ -21,9 +21,7 @@ class PythonGenerator(Generator):
         if self._single is not None:
             return {self._single: result}
         if not isinstance(result, Mapping):
-            raise CellError(
-                f"returned {type(result).__name__}, expected a dict with keys {', '.join(self.outputs)}"
-            )
+            raise CellError(f"returned {type(result).__name__}, expected a dict with keys {', '.join(self.outputs)}")
         missing = [c for c in self.outputs if c not in result]
         if missing:
             raise CellError(f"returned a dict without {', '.join(missing)}")
