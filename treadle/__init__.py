@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from treadle.api import arun, load, run, start
+    from treadle.api import arun, load, resume, run, start
     from treadle.engine.controller import RunController, Snapshot
     from treadle.engine.errors import ConfigError, TreadleError
     from treadle.engine.pipeline import PipelineConfig
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "arun": "treadle.api",
     "load": "treadle.api",
+    "resume": "treadle.api",
     "run": "treadle.api",
     "start": "treadle.api",
     "RunController": "treadle.engine.controller",
@@ -38,6 +39,7 @@ __all__ = [
     "TreadleError",
     "arun",
     "load",
+    "resume",
     "run",
     "start",
 ]

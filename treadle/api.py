@@ -64,6 +64,21 @@ def run(
     return result
 
 
+def resume(
+    run_dir: str | Path,
+    *,
+    pipeline: PipelineLike | None = None,
+    recompute: tuple[str, ...] | list[str] = (),
+    base_dir: str | Path | None = None,
+) -> RunResult:
+    """Finish an interrupted or failed run in its directory; finished cells are never run again."""
+    loaded = None if pipeline is None else load(pipeline, base_dir)
+    controller = RunController.from_run_dir(run_dir, pipeline=loaded, recompute=recompute).start()
+    result = controller.wait()
+    assert result is not None
+    return result
+
+
 async def arun(
     pipeline: PipelineLike,
     *,

@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-parallel", type=_positive_int, help="execution slots (overrides run.max_parallel)")
     demo.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
 
+    resume = commands.add_parser("resume", help="finish an interrupted or failed run in its directory")
+    resume.add_argument("run_dir", type=Path, help="the run directory (holds run.json)")
+    resume.add_argument("--no-ui", action="store_true", help="plain progress and a summary, no terminal app")
+    resume.add_argument(
+        "--recompute", metavar="COLS", default="", help="comma-separated columns to redo (and their dependents)"
+    )
+    resume.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
+
     validate = commands.add_parser("validate", help="check a pipeline, its seed files and references")
     validate.add_argument("pipeline", type=Path)
 
@@ -67,14 +75,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _run_loaded(loaded, args: argparse.Namespace, after=None):
-    from rich.console import Console
-
     from treadle.engine.controller import RunController
     from treadle.engine.run import RunOptions
-    from treadle.headless import run_headless
 
     options = RunOptions(out=args.out, rows=args.rows, max_parallel=args.max_parallel)
-    controller = RunController(loaded, options)
+    return _drive(RunController(loaded, options), args, after)
+
+
+def _drive(controller, args: argparse.Namespace, after=None):
+    from rich.console import Console
+
+    from treadle.headless import run_headless
+
     console = Console(stderr=args.events == "-")
     result = run_headless(controller, console, events=args.events)
     if after is not None:
@@ -86,6 +98,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from treadle.engine.pipeline import load_pipeline
 
     return _run_loaded(load_pipeline(args.pipeline), args).exit_code
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from treadle.engine.controller import RunController
+
+    recompute = [name.strip() for name in args.recompute.split(",") if name.strip()]
+    return _drive(RunController.from_run_dir(args.run_dir, recompute=recompute), args).exit_code
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -111,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_validate(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "resume":
+            return _cmd_resume(args)
         if args.command == "demo":
             return _cmd_demo(args)
         if args.command == "sim":

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
-from treadle.engine.errors import TreadleError
+from treadle.engine.errors import ConfigError, Problem, TreadleError
 from treadle.engine.events import EventBus, RunEvent
-from treadle.engine.outputs import ROW_FIELD
-from treadle.engine.pipeline import LoadedPipeline, PythonColumn
+from treadle.engine.outputs import ROW_FIELD, RunDirectory
+from treadle.engine.pipeline import LoadedPipeline, PythonColumn, load_pipeline
 from treadle.engine.result import RunResult
+from treadle.engine.resume import Recovery, RunRecord, descendants, recover
 from treadle.engine.run import Run, RunOptions, RunStatus, prepare_run_dir
 from treadle.engine.tracing import TaskTrace
 from treadle.engine.tracker import N_STATES, CellState
@@ -79,18 +81,81 @@ class Snapshot:
 
 
 class RunController:
-    def __init__(self, loaded: LoadedPipeline, options: RunOptions | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedPipeline, options: RunOptions | None = None, *, recovery: Recovery | None = None
+    ) -> None:
+        """A new run of `loaded`; with `recovery` (see `resume`), the rest of an earlier one."""
         self.loaded = loaded
         self.options = options or RunOptions()
         self.bus = EventBus()
-        self._directory = prepare_run_dir(loaded, self.options)
-        self._run = Run(loaded, self.options, self.bus, self._directory)
+        if recovery is None:
+            self._directory = prepare_run_dir(loaded, self.options)
+        else:
+            assert self.options.out is not None
+            self._directory = RunDirectory(self.options.out)
+        self._run = Run(loaded, self.options, self.bus, self._directory, recovery)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._done = threading.Event()
         self._error: BaseException | None = None
         self._result: RunResult | None = None
+
+    @classmethod
+    def from_run_dir(
+        cls,
+        run_dir: str | Path,
+        *,
+        pipeline: LoadedPipeline | None = None,
+        recompute: Collection[str] = (),
+        hold_open: bool = False,
+    ) -> RunController:
+        """Continue an interrupted or failed run in its directory: finished cells are never run again.
+
+        The pipeline is loaded again from where the run found it (or given); if it changed, resume is
+        refused unless `recompute` names the columns to redo (their dependents are redone too).
+        """
+        path = Path(run_dir)
+        record = RunRecord.read(path)
+        where = str(path / "run.json")
+        if pipeline is None:
+            if record.pipeline is None:
+                raise ConfigError([Problem(where, "this run's pipeline was built in Python: pass it to resume")])
+            pipeline = load_pipeline(record.pipeline)
+        unknown = [name for name in recompute if name not in pipeline.graph.nodes]
+        if unknown:
+            known = ", ".join(pipeline.graph.order)
+            raise ConfigError([Problem("--recompute", f"no column named {', '.join(unknown)} (columns: {known})")])
+        if pipeline.source_hash != record.source_hash and not recompute:
+            raise ConfigError(
+                [
+                    Problem(
+                        where,
+                        f"the pipeline {record.pipeline or ''} changed since this run started; pass --recompute "
+                        "with the columns to redo (their dependents are redone too)",
+                    )
+                ]
+            )
+        if len(pipeline.seed.frame) != record.seed_rows:
+            raise ConfigError(
+                [
+                    Problem(
+                        where,
+                        f"the seed changed: it has {len(pipeline.seed.frame)} rows, the run had {record.seed_rows}",
+                    )
+                ]
+            )
+        rows = min(record.rows or record.seed_rows, record.seed_rows)
+        size = pipeline.config.run.row_group_size
+        recovery = recover(
+            RunDirectory(path),
+            list(pipeline.graph.order),
+            {name: node.outputs for name, node in pipeline.graph.nodes.items()},
+            n_groups=-(-rows // size),
+            recompute=descendants(pipeline.graph.nodes, recompute),
+        )
+        options = RunOptions(out=path, rows=record.rows, max_parallel=record.max_parallel, hold_open=hold_open)
+        return cls(pipeline, options, recovery=recovery)
 
     @property
     def run_dir(self):

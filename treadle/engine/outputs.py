@@ -13,6 +13,10 @@ import pyarrow.parquet as pq
 
 ROW_FIELD = "__row"
 """Seed row index, kept in row-group files so output assembly can leave dropped rows out."""
+STATES_FIELD = "__states"
+"""Each row's cell states (one byte per column, in the order of the `treadle.columns` metadata)."""
+COLUMNS_KEY = b"treadle.columns"
+INTERNAL_FIELDS = (ROW_FIELD, STATES_FIELD)
 
 
 def _arrow_column(values: list[Any]) -> pa.Array:
@@ -39,6 +43,8 @@ class RunDirectory:
         self.failures_path = path / "failures.jsonl"
         self.summary_path = path / "summary.json"
         self.trace_path = path / "trace.jsonl"
+        self.journal_path = path / "journal.jsonl"
+        self.record_path = path / "run.json"
 
     def create(self) -> None:
         self.groups_dir.mkdir(parents=True, exist_ok=True)
@@ -46,8 +52,15 @@ class RunDirectory:
     def group_path(self, group: int) -> Path:
         return self.groups_dir / f"rg-{group:06d}.parquet"
 
-    def write_group(self, group: int, rows: Sequence[tuple[int, dict[str, Any]]], columns: Sequence[str]) -> None:
-        """Write one row group's rows (blocking: call from a thread)."""
+    def write_group(
+        self,
+        group: int,
+        rows: Sequence[tuple[int, dict[str, Any]]],
+        columns: Sequence[str],
+        states: Sequence[bytes],
+        nodes: Sequence[str],
+    ) -> None:
+        """Write one row group's rows with their cell states (blocking: call from a thread)."""
         keys = list(columns)
         known = set(keys)
         for _, values in rows:
@@ -55,9 +68,11 @@ class RunDirectory:
                 if key not in known:
                     known.add(key)
                     keys.append(key)
-        arrays = [pa.array([row for row, _ in rows], pa.int64())]
+        arrays = [pa.array([row for row, _ in rows], pa.int64()), pa.array(list(states), pa.binary())]
         arrays += [_arrow_column([values.get(key) for _, values in rows]) for key in keys]
-        _write_atomically(self.group_path(group), pa.Table.from_arrays(arrays, names=[ROW_FIELD, *keys]))
+        table = pa.Table.from_arrays(arrays, names=[*INTERNAL_FIELDS, *keys])
+        table = table.replace_schema_metadata({COLUMNS_KEY: json.dumps(list(nodes)).encode()})
+        _write_atomically(self.group_path(group), table)
 
     def assemble_output(self, groups: Iterable[int], dropped_rows: set[int]) -> int:
         """Join the row-group files into output.parquet, leaving dropped rows out; returns the row count."""
@@ -71,11 +86,25 @@ class RunDirectory:
                 if dropped_rows:
                     keep = [row not in dropped_rows for row in table.column(ROW_FIELD).to_pylist()]
                     table = table.filter(pa.array(keep))
-                table = _conform(table.drop_columns([ROW_FIELD]), schema)
+                table = _conform(table.drop_columns(list(INTERNAL_FIELDS)), schema)
                 writer.write_table(table)
                 written += table.num_rows
         os.replace(tmp, self.output_path)
         return written
+
+    def read_group_states(self, group: int) -> tuple[list[str], list[int], list[bytes]] | None:
+        """A written group's column order, rows and cell states; None if it was not written."""
+        path = self.group_path(group)
+        if not path.exists():
+            return None
+        table = pq.read_table(path, columns=list(INTERNAL_FIELDS))
+        nodes = json.loads((table.schema.metadata or {}).get(COLUMNS_KEY, b"[]"))
+        return nodes, table.column(ROW_FIELD).to_pylist(), table.column(STATES_FIELD).to_pylist()
+
+    def read_group_rows(self, group: int) -> dict[int, dict[str, Any]]:
+        """A written group's rows by seed row index (values only)."""
+        table = pq.read_table(self.group_path(group))
+        return {row.pop(ROW_FIELD): row for row in table.drop_columns([STATES_FIELD]).to_pylist()}
 
     def write_failures(self, failures: Iterable[dict[str, Any]]) -> None:
         with open(self.failures_path, "w", encoding="utf-8") as handle:
@@ -92,7 +121,7 @@ def _unified_schema(schemas: list[pa.Schema]) -> pa.Schema:
     fields: dict[str, pa.DataType] = {}
     for schema in schemas:
         for schema_field in schema:
-            if schema_field.name == ROW_FIELD:
+            if schema_field.name in INTERNAL_FIELDS:
                 continue
             seen = fields.get(schema_field.name)
             if seen is None or pa.types.is_null(seen):

@@ -14,6 +14,8 @@ class RowStore:
         self.frame = frame
         self.group_size = group_size
         self.rows: dict[int, dict[str, Any]] = {}
+        self.restored: dict[int, dict[str, Any]] = {}
+        """Values of cells finished before a resume, merged into their rows when the group loads."""
 
     def load_group(self, group: int) -> None:
         start = group * self.group_size
@@ -21,6 +23,9 @@ class RowStore:
             return
         records = self.frame.iloc[start : start + self.group_size].to_dict("records")
         for offset, record in enumerate(records):
+            restored = self.restored.pop(start + offset, None)
+            if restored:
+                record.update(restored)
             self.rows[start + offset] = record
 
     def release_group(self, group: int) -> None:

@@ -15,9 +15,11 @@ from typing import Any, Literal
 from treadle.engine.errors import ConfigError, Problem
 from treadle.engine.events import EventBus
 from treadle.engine.generators import build_generators
+from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import LLMColumn, LoadedPipeline
+from treadle.engine.resume import Recovery, RunRecord
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import RetryPolicy, Scheduler
 from treadle.engine.tracing import NullTracer, Tracer
@@ -47,14 +49,28 @@ def default_run_dir(name: str) -> Path:
 
 
 def prepare_run_dir(loaded: LoadedPipeline, options: RunOptions) -> RunDirectory:
+    """A new run directory with its run record (run.json)."""
     path = options.out or default_run_dir(loaded.name)
+    if (path / "run.json").exists():
+        raise ConfigError(
+            [Problem(str(path), f"already holds a run: finish it with 'treadle resume {path}' or choose another --out")]
+        )
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ConfigError([Problem(str(path), "the output directory is not empty; choose another --out")])
+    directory = RunDirectory(path)
     try:
-        directory = RunDirectory(path)
         directory.create()
+        RunRecord(
+            name=loaded.name,
+            pipeline=None if loaded.path is None else str(loaded.path),
+            source_hash=loaded.source_hash,
+            columns=list(loaded.graph.order),
+            seed_rows=len(loaded.seed.frame),
+            rows=options.rows,
+            max_parallel=options.max_parallel,
+        ).write(directory)
     except OSError as exc:
-        raise ConfigError([Problem(str(path), f"cannot create the output directory: {exc.strerror}")]) from exc
+        raise ConfigError([Problem(str(path), f"cannot write the run directory: {exc.strerror}")]) from exc
     return directory
 
 
@@ -67,7 +83,14 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 class Run:
-    def __init__(self, loaded: LoadedPipeline, options: RunOptions, bus: EventBus, directory: RunDirectory) -> None:
+    def __init__(
+        self,
+        loaded: LoadedPipeline,
+        options: RunOptions,
+        bus: EventBus,
+        directory: RunDirectory,
+        recovery: Recovery | None = None,
+    ) -> None:
         self.loaded = loaded
         self.options = options
         self.bus = bus
@@ -97,6 +120,8 @@ class Run:
             if any(isinstance(n.config, LLMColumn) and n.config.model == name for n in nodes):
                 self.limits[model_limit(name)] = Limit(model_limit(name), model.max_parallel)
         self.store = RowStore(frame, config.run.row_group_size)
+        self.journal = Journal(directory.journal_path, self.node_names)
+        finished_groups = self._restore(recovery) if recovery is not None else set()
         self.generators = build_generators(loaded)
         tracer_class = Tracer if config.run.trace else NullTracer
         self.tracer = tracer_class(
@@ -117,6 +142,8 @@ class Run:
             on_group_finished=self._write_group,
             python_threads=config.run.python_threads or max_parallel,
             tracer=self.tracer,
+            journal=self.journal,
+            finished_groups=finished_groups,
             hold_open=options.hold_open,
         )
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
@@ -125,10 +152,40 @@ class Run:
         self.wall_s = 0.0
         self.summary: dict[str, Any] = {}
 
-    async def _write_group(self, group: int) -> None:
+    def _restore(self, recovery: Recovery) -> set[int]:
+        """Mark the cells a previous attempt finished as done; returns the groups needing no work."""
+        tracker = self.tracker
+        n = tracker.n_nodes
+        index = {name: i for i, name in enumerate(self.node_names)}
+        finished = {g for g in recovery.finished_groups if g < tracker.n_groups}
+        for group in finished:
+            rows = tracker.group_rows(group)
+            for cell in range(rows.start * n, rows.stop * n):
+                tracker.restore_done(cell)
+        for row, columns in recovery.done.items():
+            if row >= tracker.n_rows or tracker.group_of(row * n) in finished:
+                continue
+            for name, values in columns.items():
+                tracker.restore_done(row * n + index[name])
+                self.store.restored.setdefault(row, {}).update(values)
+        for row in recovery.dropped:
+            if row < tracker.n_rows:
+                tracker.drop_row(row)
+        return finished
+
+    def _group_contents(self, group: int) -> tuple[list[tuple[int, dict[str, Any]]], list[bytes]]:
         rows = [(row, values) for row, values in self.store.group(group) if not self.tracker.row_dropped(row)]
+        return rows, [self.tracker.row_states(row) for row, _ in rows]
+
+    def _write_group_now(self, group: int, rows: list[tuple[int, dict[str, Any]]], states: list[bytes]) -> None:
+        self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
+        # The group file now holds what the journal said about it: make both durable together.
+        self.journal.sync()
+
+    async def _write_group(self, group: int) -> None:
+        rows, states = self._group_contents(group)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self.directory.write_group, group, rows, self.output_columns)
+        await loop.run_in_executor(self._writer, self._write_group_now, group, rows, states)
         if not self._has_failures(group):
             self.store.release_group(group)
 
@@ -139,6 +196,7 @@ class Run:
         return any(state[c] in (CellState.FAILED, CellState.BLOCKED) for c in range(rows.start * n, rows.stop * n))
 
     async def _report_progress(self) -> None:
+        """Every second: a progress event, and the traces so far to trace.jsonl."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(PROGRESS_EVERY_S)
@@ -160,6 +218,7 @@ class Run:
             columns=self.node_names,
             run_dir=str(self.directory.path),
         )
+        self.journal.open(loop)
         progress = loop.create_task(self._report_progress())
         try:
             await self.scheduler.run()
@@ -191,11 +250,12 @@ class Run:
 
     def _write_outputs(self) -> None:
         scheduler = self.scheduler
+        self.journal.close()
         self.tracer.write(self.directory.trace_path, self.tracer.take_unwritten())
         # Groups cut short by a stop still hold finished cells: write them so no finished work is lost.
         for group in scheduler.active_groups():
-            rows = [(r, v) for r, v in self.store.group(group) if not self.tracker.row_dropped(r)]
-            self.directory.write_group(group, rows, self.output_columns)
+            rows, states = self._group_contents(group)
+            self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
         dropped = {row for row in range(self.tracker.n_rows) if self.tracker.row_dropped(row)}
         self.directory.assemble_output(range(self.tracker.n_groups), dropped)
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))

@@ -13,7 +13,7 @@ import random
 import time
 from array import array
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -22,6 +22,7 @@ from treadle.engine.deadlines import Deadlines
 from treadle.engine.errors import CellError, FatalRunError
 from treadle.engine.events import EventBus
 from treadle.engine.generators.base import Generator, RunMode
+from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
 from treadle.engine.rows import RowStore
 from treadle.engine.tracing import Tracer
@@ -33,6 +34,7 @@ _FAILED = CellState.FAILED
 _ASYNC = RunMode.ASYNC
 _INLINE = RunMode.INLINE
 _MAX_MESSAGE = 500
+_YIELD_EVERY = 32
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class Scheduler:
         on_group_finished: Callable[[int], Awaitable[None]],
         python_threads: int,
         tracer: Tracer,
+        journal: Journal,
+        finished_groups: Collection[int] = (),
         hold_open: bool = False,
         seed: int = 0,
         clock: Callable[[], float] = time.perf_counter,
@@ -95,6 +99,7 @@ class Scheduler:
         self._clock = clock
         self.hold_open = hold_open
         self.tracer = tracer
+        self.journal = journal
         self._free_lanes: list[int] = []
         self._next_lane = 0
         self._idle_reported = False
@@ -112,6 +117,8 @@ class Scheduler:
         self._heaps: list[list[tuple[int, int, int, float]]] = [[] for _ in self._lane_limits]
         self._neg_cp = [-cp for cp in critical_path]
         self._group_status = bytearray(tracker.n_groups)
+        for group in finished_groups:
+            self._group_status[group] = _GroupStatus.FINISHED
         self._next_group = 0
         self._idle: deque[asyncio.Future[None]] = deque()
         self._workers: set[asyncio.Task[None]] = set()
@@ -192,6 +199,7 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
+        ran = 0
         while True:
             if self._alive > self._slots.total or self._finished_set():
                 self._alive -= 1
@@ -206,6 +214,11 @@ class Scheduler:
                 await idle
                 continue
             await self._run_cell(entry[2], entry[3], task, lane)
+            ran += 1
+            if ran % _YIELD_EVERY == 0:
+                # Cells that never suspend (templates, cheap async functions) would otherwise keep this
+                # worker on the loop for the whole run, starving commands, snapshots and the journal.
+                await asyncio.sleep(0)
 
     def _finished_set(self) -> bool:
         return self._finished is not None and self._finished.is_set()
@@ -299,6 +312,7 @@ class Scheduler:
                 self.latencies[node].append(ended - started)
                 attempt = self.attempts.get(cell, 0) + 1
                 self.tracer.record(cell // n_nodes, node, attempt, lane, t_ready, started, ended, "done", values=values)
+                self.journal.done(cell // n_nodes, node, values)
                 ready = tracker.complete(cell)
                 if ready:
                     self._push(ready)
@@ -365,6 +379,8 @@ class Scheduler:
         ):
             group = self._next_group
             self._next_group += 1
+            if self._group_status[group] == _GroupStatus.FINISHED:  # finished before a resume
+                continue
             self.store.load_group(group)
             self._row_groups.acquire()
             self._group_status[group] = _GroupStatus.ACTIVE
@@ -471,6 +487,7 @@ class Scheduler:
             if self.tracker.row_dropped(row):
                 continue
             self.tracker.drop_row(row)
+            self.journal.dropped(row)
             dropped += 1
             self.bus.emit("row_dropped", row=row)
             base = row * self.tracker.n_nodes

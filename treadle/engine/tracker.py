@@ -103,6 +103,11 @@ class CellTracker:
                     ready.append(cell)
         return ready
 
+    def restore_done(self, cell: int) -> None:
+        """A cell a previous attempt at this run finished (resume), set before its group is admitted."""
+        if self.state[cell] == _WAITING:
+            self._set(cell, _DONE)
+
     def start(self, cell: int) -> None:
         self._set(cell, _RUNNING)
 

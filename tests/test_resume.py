@@ -1,0 +1,147 @@
+"""Durability: a killed run resumes without requesting a finished cell again; resume's refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import treadle
+from treadle.engine.journal import replay
+
+DATA = Path(__file__).parent / "data"
+COUNTED = DATA / "cli" / "counted"
+
+
+def treadle_cli(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "treadle.cli", *args], capture_output=True, text=True, timeout=120, env=env, **kwargs
+    )
+
+
+def calls(path: Path) -> Counter:
+    return Counter(path.read_text().splitlines()) if path.exists() else Counter()
+
+
+@pytest.fixture
+def counted(tmp_path) -> tuple[Path, dict[str, str]]:
+    """A copy of the counted pipeline and an environment whose calls log is in tmp_path."""
+    folder = tmp_path / "pipeline"
+    shutil.copytree(COUNTED, folder)
+    return folder / "pipeline.yaml", {**os.environ, "TREADLE_TEST_CALLS": str(tmp_path / "calls.log")}
+
+
+def journal_cells(run_dir: Path) -> set[str]:
+    done = replay(run_dir / "journal.jsonl").done
+    return {f"{column},{row}" for row, columns in done.items() for column in columns}
+
+
+def test_sigkill_then_resume_finishes_without_requesting_finished_cells_again(tmp_path, counted):
+    pipeline, env = counted
+    run_dir = tmp_path / "run"
+    calls_log = Path(env["TREADLE_TEST_CALLS"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "treadle.cli", "run", str(pipeline), "--no-ui", "--out", str(run_dir), "--events", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    progress = 0
+    for line in proc.stdout:
+        if json.loads(line)["type"] == "progress":
+            progress += 1
+            if progress == 1:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    before = calls(calls_log)
+    journaled = journal_cells(run_dir)
+    assert 0 < len(journaled) < 1800, "the kill should land mid-run (600 rows x 3 columns)"
+
+    resumed = treadle_cli("resume", str(run_dir), "--no-ui", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+
+    after = calls(calls_log)
+    # A cell the journal recorded as finished was never requested again.
+    for cell in journaled:
+        if not cell.startswith("label,"):  # the template column logs no calls
+            assert after[cell] == 1, cell
+    # Only cells in flight at the kill ran twice: at most the 8 execution slots.
+    assert sum(after.values()) <= 1200 + 8
+    assert sum(after.values()) - sum(before.values()) == 1200 - sum(1 for c in before if c in journaled)
+    assert max(after.values()) <= 2
+
+    output = pd.read_parquet(run_dir / "output.parquet")
+    expected = pd.DataFrame({"id": range(600)})
+    expected["double"] = expected["id"] * 2
+    expected["square"] = expected["double"] ** 2
+    expected["label"] = expected["id"].astype(str) + ":" + expected["square"].astype(str)
+    pd.testing.assert_frame_equal(output, expected, check_dtype=False)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["rows"]["done"] == 600
+
+
+def test_resume_reruns_only_failed_cells(tmp_path, probe):
+    seed = tmp_path / "seed.csv"
+    pd.DataFrame({"id": range(20)}).to_csv(seed, index=False)
+    config = {
+        "seed": {"path": str(seed)},
+        "columns": [
+            {"name": "a", "kind": "python", "function": "probe_cols:flaky"},
+            {"name": "b", "kind": "template", "template": "{{ a }}!"},
+        ],
+        "run": {"row_group_size": 5},
+    }
+    probe_dir = DATA / "probe"
+    probe.failing_rows = {4, 11}
+    first = treadle.run(config, base_dir=probe_dir, out=tmp_path / "run")
+    assert first.status == "failed" and len(first.failures) == 2
+    probe.failing_rows = set()
+    probe.starts.clear()
+    second = treadle.resume(tmp_path / "run", pipeline=config, base_dir=probe_dir)
+    assert second.status == "done"
+    assert set(probe.starts) == {("flaky", 4), ("flaky", 11)}
+    assert second.output["b"].tolist() == [f"{i + 1}!" for i in range(20)]
+    assert second.failures == []
+
+
+def test_resume_refuses_a_changed_pipeline_unless_told_what_to_recompute(tmp_path, counted):
+    pipeline, env = counted
+    run_dir = tmp_path / "run"
+    assert treadle_cli("run", str(pipeline), "--no-ui", "--rows", "40", "--out", str(run_dir), env=env).returncode == 0
+    pipeline.write_text(pipeline.read_text().replace('"{{ id }}:{{ square }}"', '"{{ id }}={{ square }}"'))
+    refused = treadle_cli("resume", str(run_dir), "--no-ui", env=env)
+    assert refused.returncode == 2
+    assert "changed since this run started" in refused.stderr and "Traceback" not in refused.stderr
+    unknown = treadle_cli("resume", str(run_dir), "--no-ui", "--recompute", "nope", env=env)
+    assert unknown.returncode == 2 and "no column named nope" in unknown.stderr
+
+    before = calls(Path(env["TREADLE_TEST_CALLS"]))
+    redone = treadle_cli("resume", str(run_dir), "--no-ui", "--recompute", "label", env=env)
+    assert redone.returncode == 0, redone.stderr
+    assert calls(Path(env["TREADLE_TEST_CALLS"])) == before, "only the template column was redone"
+    output = pd.read_parquet(run_dir / "output.parquet")
+    assert output["label"].tolist() == [f"{i}={(2 * i) ** 2}" for i in range(40)]
+
+
+def test_a_run_directory_is_never_overwritten_and_resume_needs_one(tmp_path, counted):
+    pipeline, env = counted
+    run_dir = tmp_path / "run"
+    assert treadle_cli("run", str(pipeline), "--no-ui", "--rows", "10", "--out", str(run_dir), env=env).returncode == 0
+    again = treadle_cli("run", str(pipeline), "--no-ui", "--rows", "10", "--out", str(run_dir), env=env)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    missing = treadle_cli("resume", str(tmp_path / "nowhere"), "--no-ui", env=env)
+    assert missing.returncode == 2 and "no such run directory" in missing.stderr
+    (tmp_path / "plain").mkdir()
+    plain = treadle_cli("resume", str(tmp_path / "plain"), "--no-ui", env=env)
+    assert plain.returncode == 2 and "not a treadle run directory" in plain.stderr

@@ -1,0 +1,114 @@
+"""Resuming a run: the run record (run.json) and what a run directory says is already finished.
+
+Finished cells come from the row-group files (their `__states` column) and the journal; a finished
+cell is never run again. A group whose every cell is done keeps its file as it is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from treadle.engine.errors import ConfigError, Problem
+from treadle.engine.journal import replay
+from treadle.engine.outputs import RunDirectory
+from treadle.engine.tracker import CellState
+
+_DONE = CellState.DONE
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What run.json holds: enough to find the pipeline again and to tell whether it changed."""
+
+    name: str
+    pipeline: str | None
+    source_hash: str
+    columns: list[str]
+    seed_rows: int
+    rows: int | None
+    max_parallel: int | None
+    started_at: str = field(default_factory=lambda: dt.datetime.now().isoformat(timespec="seconds"))
+
+    def write(self, directory: RunDirectory) -> None:
+        directory.record_path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunRecord:
+        path = run_dir / "run.json"
+        if not run_dir.is_dir():
+            raise ConfigError([Problem(str(run_dir), "no such run directory")])
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise ConfigError([Problem(str(run_dir), "not a treadle run directory (no run.json)")]) from None
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise ConfigError([Problem(str(path), f"unreadable run record: {exc}")]) from None
+
+
+@dataclass
+class Recovery:
+    finished_groups: set[int] = field(default_factory=set)
+    """Groups whose file already holds every cell done: not run, not rewritten."""
+    done: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """For the other groups: row -> column -> that column's values."""
+    dropped: set[int] = field(default_factory=set)
+
+
+def descendants(graph_nodes: dict[str, Any], names: Collection[str]) -> set[str]:
+    """The named columns and every column downstream of them."""
+    result: set[str] = set()
+    frontier = list(names)
+    while frontier:
+        name = frontier.pop()
+        if name not in result:
+            result.add(name)
+            frontier.extend(graph_nodes[name].downstream)
+    return result
+
+
+def recover(
+    directory: RunDirectory,
+    node_names: Sequence[str],
+    outputs: dict[str, tuple[str, ...]],
+    n_groups: int,
+    recompute: Collection[str] = (),
+) -> Recovery:
+    """Read what is finished; cells of `recompute` columns count as not done."""
+    recovery = Recovery()
+    keep = [name for name in node_names if name not in recompute]
+    for group in range(n_groups):
+        written = directory.read_group_states(group)
+        if written is None:
+            continue
+        nodes, rows, states = written
+        position = {name: i for i, name in enumerate(nodes)}
+        complete = nodes == list(node_names) and not recompute and all(set(s) == {_DONE} for s in states)
+        if complete:
+            recovery.finished_groups.add(group)
+            continue
+        values = directory.read_group_rows(group)
+        for row, row_states in zip(rows, states, strict=True):
+            finished = {
+                name: _values_of(values[row], outputs[name])
+                for name in keep
+                if name in position and row_states[position[name]] == _DONE
+            }
+            if finished:
+                recovery.done[row] = finished
+    journal = replay(directory.journal_path)
+    recovery.dropped = journal.dropped
+    for row, columns in journal.done.items():
+        for name, column_values in columns.items():
+            if name in outputs and name not in recompute:
+                recovery.done.setdefault(row, {})[name] = column_values
+    return recovery
+
+
+def _values_of(row: dict[str, Any], outputs: tuple[str, ...]) -> dict[str, Any]:
+    own = set(outputs)
+    return {key: value for key, value in row.items() if key in own or key.split("__", 1)[0] in own}
