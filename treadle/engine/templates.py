@@ -1,12 +1,16 @@
 """The one Jinja2 environment treadle renders prompts and templates with.
 
 Sandboxed (a template cannot reach into Python objects it was not given), strict (a missing name is
-an error, never an empty string), no HTML escaping, and a trailing newline is kept as written.
+an error, never an empty string), no HTML escaping, and a trailing newline is kept as written. A dict
+or list printed with `{{ value }}` (a structured column, a nested seed field) renders as JSON, not as
+Python's repr, so prompts show models the format they are asked to produce.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+from typing import Any
 
 import jinja2
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
@@ -21,7 +25,23 @@ __all__ = [
     "template_references",
 ]
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+def _json_default(value: Any) -> Any:
+    # numpy arrays and scalars (list columns read from parquet) have tolist(); anything else as text.
+    tolist = getattr(value, "tolist", None)
+    return tolist() if callable(tolist) else str(value)
+
+
+def _finalize(value: Any) -> Any:
+    """What `{{ value }}` prints: JSON for containers, the value itself for everything else."""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, ensure_ascii=False, default=_json_default)
+    if type(value).__name__ == "ndarray":
+        return json.dumps(value.tolist(), ensure_ascii=False, default=_json_default)
+    return value
+
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, finalize=_finalize)
 
 # Parses for `template_references` only: no globals, so a row field called `range` is still seen as
 # read (find_undeclared_variables skips the parsing environment's globals); same filters and tests.

@@ -1,0 +1,345 @@
+"""One client per model config of a run: ChatOpenAI on openai's aiohttp transport, and its failures.
+
+`ModelClient` holds what never changes for a model (URL, key, request parameters) and is shared by
+every llm column of a run using that model. The `ChatOpenAI` itself is built lazily on the loop that
+calls it (the engine loop: an aiohttp session belongs to the loop it was made on), one per loop, and
+`aclose()` closes it there. It also classifies what went wrong with a call into treadle's errors:
+retryable (429, 5xx, timeouts, dropped connections, malformed bodies), not retryable (400), or fatal
+for the run (a refused key, an unknown model, an endpoint that cannot be reached at all).
+
+The API key never appears in a message: every text that leaves this module goes through `redact`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import re
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from treadle.engine.errors import CellError, ConfigError, FatalRunError, Problem, RetryableCellError
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
+
+    from treadle.engine.pipeline import LoadedPipeline, ModelConfig
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+LOCAL_PLACEHOLDER_KEY = "not-needed"
+"""Sent to a local endpoint (simulator, vLLM, Ollama) when no key is set: they do not check it."""
+REFUSED_BEFORE_STOP = 5
+"""This many calls in a row refused at connect, before any call succeeded, stop the run."""
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
+_KEY_SHAPED = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-]{6,}")
+_MAX_ENDPOINT_MESSAGE = 300
+
+
+def is_local(base_url: str) -> bool:
+    host = (urlsplit(base_url).hostname or "").lower()
+    return host in _LOCAL_HOSTS or host.endswith(".localhost") or host.startswith("127.")
+
+
+def _one_line(text: str, limit: int = _MAX_ENDPOINT_MESSAGE) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass
+class _LoopState:
+    """What belongs to one event loop (one run): its ChatOpenAI and the tally of refused connects."""
+
+    llm: ChatOpenAI
+    succeeded: bool = False
+    refused_in_a_row: int = 0
+    fatal: FatalRunError | None = None
+
+
+@dataclass
+class ModelClient:
+    """A model config of a run, resolved: endpoint, key, request parameters, per-loop clients."""
+
+    name: str
+    """The key under `models:` (`planner`)."""
+    config: ModelConfig
+    base_url: str
+    api_key: str
+    api_key_env: str
+    timeout_s: float
+    _states: dict[asyncio.AbstractEventLoop, _LoopState] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:  # the key stays out of any repr
+        return self.redact(f"ModelClient({self.name!r}, {self.config.model!r} at {self.base_url})")
+
+    # ---- the client ------------------------------------------------------------------------------
+
+    def state(self) -> _LoopState:
+        """The running loop's client, built on first use."""
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = self._states[loop] = _LoopState(self._build())
+        return state
+
+    def _build(self) -> ChatOpenAI:
+        import openai
+        from langchain_openai import ChatOpenAI
+
+        try:  # recent openai releases are built on httpx2, older ones on httpx
+            import httpx2 as httpx
+        except ImportError:  # pragma: no cover - depends on the installed openai
+            import httpx  # type: ignore[no-redef]
+
+        pool = self.config.max_parallel
+        # The pool matches the model's request limit, so the scheduler never has more calls in flight
+        # (raising `model:<name>` above max_parallel during a run queues the extra calls here).
+        # openai's aiohttp transport turns `max_connections` into the TCPConnector's `limit`.
+        http = openai.DefaultAioHttpClient(
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            timeout=self.timeout_s,
+        )
+        config = self.config
+        params: dict[str, Any] = {}
+        if config.temperature is not None:
+            params["temperature"] = config.temperature
+        if config.max_tokens is not None:
+            params["max_tokens"] = config.max_tokens
+        if config.extra_body:
+            params["extra_body"] = dict(config.extra_body)
+        return ChatOpenAI(
+            model=config.model,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            max_retries=0,  # treadle retries, with backoff and Retry-After, per cell
+            timeout=self.timeout_s,
+            http_async_client=http,
+            **params,
+        )
+
+    async def aclose(self) -> None:
+        """Close the running loop's client and its aiohttp session (nothing if none was built)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        state = self._states.pop(loop, None)
+        if state is not None and state.llm.root_async_client is not None:
+            await state.llm.root_async_client.close()
+
+    # ---- outcomes --------------------------------------------------------------------------------
+
+    def succeeded(self, state: _LoopState) -> None:
+        state.succeeded = True
+        state.refused_in_a_row = 0
+
+    def failure(self, state: _LoopState, exc: BaseException) -> Exception | None:
+        """The treadle error a failed call becomes; None for an exception that is not the endpoint's."""
+        error = self._classify(exc)
+        if error is None:
+            return None
+        if getattr(error, "refused", False):
+            state.refused_in_a_row += 1
+            if state.fatal is None and not state.succeeded and state.refused_in_a_row >= REFUSED_BEFORE_STOP:
+                state.fatal = FatalRunError(
+                    self.redact(f"cannot reach {self.base_url} for model '{self.name}': connection refused")
+                )
+            if state.fatal is not None:
+                return state.fatal
+        else:
+            state.refused_in_a_row = 0
+        return error
+
+    def _where(self) -> str:
+        return self.redact(f"model '{self.name}' at {self.base_url}")
+
+    def _classify(self, exc: BaseException) -> Exception | None:
+        import openai
+
+        if isinstance(exc, openai.APIStatusError):
+            return self._status_error(exc)
+        if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
+            return self._connection_error(exc)
+        if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError):
+            return RetryableCellError(
+                self.redact(f"the endpoint sent a malformed response (not valid JSON): {_one_line(str(exc))}")
+            )
+        if isinstance(exc, TimeoutError):
+            return RetryableCellError(f"the request timed out after {self.timeout_s:g} s")
+        try:
+            import aiohttp
+        except ImportError:  # pragma: no cover
+            return None
+        if isinstance(exc, aiohttp.ClientError):
+            return self._connection_error(exc)
+        return None
+
+    def _status_error(self, exc: Any) -> Exception:
+        status = exc.status_code
+        message, code = _endpoint_message(exc)
+        said = self.redact(message)
+        if status == 429:
+            return RetryableCellError(
+                f"rate limited by the endpoint (429): {said}", retry_after=retry_after(exc.response.headers)
+            )
+        if status in (401, 403):
+            return FatalRunError(
+                f"{self._where()}: the endpoint refused the API key from {self.api_key_env} ({status})"
+            )
+        if status == 404:
+            if code == "model_not_found" or "model" in message.lower():
+                return FatalRunError(f"{self._where()}: the endpoint does not know model '{self.config.model}' (404)")
+            return FatalRunError(f"{self._where()}: the endpoint answered 404 Not Found: {said}")
+        if status >= 500 or status in (408, 409, 425):
+            return RetryableCellError(f"endpoint error ({status}): {said}")
+        return CellError(f"the endpoint rejected the request ({status}): {said}")
+
+    def _connection_error(self, exc: BaseException) -> RetryableCellError:
+        refused = _find_cause(exc, ConnectionRefusedError) is not None
+        if refused:
+            error = RetryableCellError(self.redact(f"cannot connect to {self.base_url}: connection refused"))
+            error.refused = True  # type: ignore[attr-defined]
+            return error
+        try:
+            import aiohttp
+
+            dropped = _find_cause(exc, aiohttp.ServerDisconnectedError)
+            connector = _find_cause(exc, aiohttp.ClientConnectorError)
+            timed_out = _find_cause(exc, aiohttp.ServerTimeoutError, TimeoutError)
+        except ImportError:  # pragma: no cover
+            dropped = connector = timed_out = None
+        if dropped is not None:
+            text = "the server closed the connection without an answer"
+        elif connector is not None:
+            text = f"cannot connect to {self.base_url}: {_one_line(str(connector.os_error or connector))}"
+        elif timed_out is not None or type(exc).__name__ == "APITimeoutError":
+            text = f"the request timed out after {self.timeout_s:g} s"
+        else:
+            cause = exc.__cause__ or exc
+            text = f"connection error: {_one_line(str(cause) or type(cause).__name__)}"
+        return RetryableCellError(self.redact(text))
+
+    def redact(self, text: str) -> str:
+        """`text` without the API key or anything shaped like a key."""
+        key = self.api_key
+        if key and key != LOCAL_PLACEHOLDER_KEY and len(key) >= 4:
+            text = text.replace(key, "***")
+        return _KEY_SHAPED.sub(lambda m: m.group(1) + "-***", text)
+
+
+def _find_cause(exc: BaseException, *types: type[BaseException]) -> Any:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, types):
+            return current
+        seen.add(id(current))
+        if types and hasattr(current, "os_error") and isinstance(current.os_error, types):
+            return current.os_error
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _endpoint_message(exc: Any) -> tuple[str, str | None]:
+    """The endpoint's own error message and code, from an OpenAI-style error body if there is one."""
+    body = exc.body
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        message = error.get("message")
+        code = error.get("code")
+        if isinstance(message, str) and message:
+            return _one_line(message), code if isinstance(code, str) else None
+    message = getattr(exc, "message", None) or str(exc)
+    return _one_line(re.sub(r"^Error code: \d+ - ", "", message)), None
+
+
+def retry_after(headers: Any) -> float | None:
+    """Seconds to wait from `retry-after-ms` (precise, OpenAI's) or `Retry-After` (seconds or a date)."""
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+# ---- building: one ModelClient per model config of a loaded pipeline -----------------------------
+
+_CLIENTS: dict[int, dict[str, ModelClient]] = {}
+
+
+def model_client(name: str, loaded: LoadedPipeline) -> ModelClient:
+    """The shared client of model `name` for this pipeline (built once; raises ConfigError for a missing key)."""
+    clients = _CLIENTS.get(id(loaded))
+    if clients is None:
+        clients = _CLIENTS[id(loaded)] = {}
+        weakref.finalize(loaded, _CLIENTS.pop, id(loaded), None)
+    client = clients.get(name)
+    if client is None:
+        client = clients[name] = _resolve(name, loaded)
+    return client
+
+
+def _resolve(name: str, loaded: LoadedPipeline) -> ModelClient:
+    # Imported here, on the thread that builds the run: importing langchain takes ~1.3 s, which on
+    # the engine loop would stall the first cells (and count against their timeouts).
+    import langchain_openai  # noqa: F401
+
+    config = loaded.config.models[name]
+    base_url = (config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    key = read_api_key(config.api_key_env, loaded.base_dir)
+    if key is None:
+        if not is_local(base_url):
+            where = loaded.path.name if loaded.path is not None else "PipelineConfig"
+            raise ConfigError(
+                [
+                    Problem(
+                        f"{where}: models.{name}.api_key_env",
+                        f"environment variable {config.api_key_env} is not set "
+                        "(put it in the environment or in .env beside the pipeline)",
+                    )
+                ]
+            )
+        key = LOCAL_PLACEHOLDER_KEY
+    return ModelClient(
+        name=name,
+        config=config,
+        base_url=base_url,
+        api_key=key,
+        api_key_env=config.api_key_env,
+        timeout_s=config.timeout_s or loaded.config.run.timeout_s,
+    )
+
+
+def read_api_key(variable: str, base_dir: Path) -> str | None:
+    """The key from the environment, else from `.env` beside the pipeline (os.environ is not changed)."""
+    value = os.environ.get(variable)
+    if value:
+        return value
+    dotenv = base_dir / ".env"
+    if dotenv.is_file():
+        value = dotenv_values(dotenv, interpolate=False).get(variable)
+        if value:
+            return value
+    return None
