@@ -166,7 +166,7 @@ def print_summary(console: Console, result: RunResult) -> None:
         headline = f"[bold]finished[/] in {summary['wall_s']:.2f} s [red]with failed rows[/]: {counts}"
     console.print(headline, highlight=False, soft_wrap=True)
     if result.message:
-        console.print(f"[red]{result.message}[/]", highlight=False)
+        Console(stderr=True).print(f"[red]{result.message}[/]", highlight=False, soft_wrap=True)
     table = Table(title=None, box=None, pad_edge=False)
     for header in ("column", "done", "failed", "blocked", "p50 s", "p95 s"):
         table.add_column(header, justify="left" if header == "column" else "right")

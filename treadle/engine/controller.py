@@ -20,7 +20,7 @@ from treadle.engine.outputs import ROW_FIELD, RunDirectory
 from treadle.engine.pipeline import LoadedPipeline, PythonColumn, load_pipeline
 from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, recover
-from treadle.engine.run import Run, RunOptions, RunStatus, prepare_run_dir
+from treadle.engine.run import Run, RunOptions, RunStatus, create_run_dir, new_run_dir
 from treadle.engine.tracing import TaskTrace
 from treadle.engine.tracker import N_STATES, CellState
 
@@ -89,11 +89,14 @@ class RunController:
         self.options = options or RunOptions()
         self.bus = EventBus()
         if recovery is None:
-            self._directory = prepare_run_dir(loaded, self.options)
+            self._directory = new_run_dir(loaded, self.options)
         else:
             assert self.options.out is not None
             self._directory = RunDirectory(self.options.out)
+        # Building the run checks what only a run can (API keys): nothing is written before it passes.
         self._run = Run(loaded, self.options, self.bus, self._directory, recovery)
+        if recovery is None:
+            create_run_dir(self._directory, loaded, self.options)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()

@@ -48,8 +48,8 @@ def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_run_dir(loaded: LoadedPipeline, options: RunOptions) -> RunDirectory:
-    """A new run directory with its run record (run.json)."""
+def new_run_dir(loaded: LoadedPipeline, options: RunOptions) -> RunDirectory:
+    """Where a new run goes; refuses a directory that holds anything. Creates nothing yet."""
     path = options.out or default_run_dir(loaded.name)
     if (path / "run.json").exists():
         raise ConfigError(
@@ -57,7 +57,12 @@ def prepare_run_dir(loaded: LoadedPipeline, options: RunOptions) -> RunDirectory
         )
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ConfigError([Problem(str(path), "the output directory is not empty; choose another --out")])
-    directory = RunDirectory(path)
+    return RunDirectory(path)
+
+
+def create_run_dir(directory: RunDirectory, loaded: LoadedPipeline, options: RunOptions) -> None:
+    """Create the run directory and its run record (run.json)."""
+    path = directory.path
     try:
         directory.create()
         RunRecord(
@@ -71,7 +76,6 @@ def prepare_run_dir(loaded: LoadedPipeline, options: RunOptions) -> RunDirectory
         ).write(directory)
     except OSError as exc:
         raise ConfigError([Problem(str(path), f"cannot write the run directory: {exc.strerror}")]) from exc
-    return directory
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
