@@ -72,6 +72,7 @@ def test_failed_rows_exit_1_with_failures_written(tmp_path):
             "error_class": "ValueError",
             "message": "no words starting with g, got 'gamma'",
             "attempts": 1,
+            "action": "fail",
         }
     ]
     output = pd.read_parquet(tmp_path / "r" / "output.parquet")

@@ -104,6 +104,7 @@ def run_headless(controller: RunController, console: Console, events: str | None
         disable=not live,
     )
     handled = 0
+    stopped_early = False
     try:
         with interrupts.installed():
             controller.start()
@@ -139,6 +140,11 @@ def run_headless(controller: RunController, console: Console, events: str | None
                             controller.abort()
                     writer.drain()
                     snapshot = controller.snapshot()
+                    if snapshot.status == "paused" and snapshot.message and not stopped_early:
+                        # Early stop paused the run: headless, nobody can look into it, so end it here.
+                        stopped_early = True
+                        Console(stderr=True).print(f"[red]{snapshot.message}[/]", highlight=False, soft_wrap=True)
+                        controller.cancel()
                     rate = show(snapshot)
                     if not live and time.monotonic() - last_plain >= PLAIN_EVERY_S:
                         last_plain = time.monotonic()
@@ -182,6 +188,6 @@ def print_summary(console: Console, result: RunResult) -> None:
         )
     console.print(table)
     outputs = summary["outputs"]
-    console.print(f"output:   {outputs['output']}", highlight=False)
-    console.print(f"failures: {outputs['failures']}", highlight=False)
-    console.print(f"summary:  {outputs['summary']}", highlight=False)
+    console.print(f"output:   {outputs['output']}", highlight=False, soft_wrap=True)
+    console.print(f"failures: {outputs['failures']}", highlight=False, soft_wrap=True)
+    console.print(f"summary:  {outputs['summary']}", highlight=False, soft_wrap=True)

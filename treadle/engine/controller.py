@@ -66,6 +66,8 @@ class Snapshot:
     row_groups: dict[str, int]
     limits: dict[str, LimitView]
     recent_events: list[RunEvent]
+    message: str | None = None
+    """Why the run paused or stopped on its own (early stop, a fatal endpoint error)."""
     window: dict[int, tuple[str, ...]] = field(default_factory=dict)
     """States of the requested rows, column by column."""
 
@@ -233,20 +235,10 @@ class RunController:
             return None
 
     def pause(self) -> None:
-        def pause() -> None:
-            self._run.scheduler.pause()
-            if self._run.status == "running":
-                self._run.status = "paused"
-
-        self._call(pause)
+        self._call(self._run.scheduler.pause)
 
     def resume(self) -> None:
-        def resume() -> None:
-            self._run.scheduler.resume()
-            if self._run.status == "paused":
-                self._run.status = "running"
-
-        self._call(resume)
+        self._call(self._run.scheduler.resume)
 
     def set_limit(self, name: str, total: int) -> None:
         """Resize a limit (`slots`, `row_groups`, `model:<name>`) while the run goes on."""
@@ -327,7 +319,8 @@ class RunController:
         labels = [s.label for s in CellState]
         window = {row: tuple(labels[s] for s in tracker.row_states(row)) for row in rows if 0 <= row < tracker.n_rows}
         return Snapshot(
-            status=run.status,
+            status=run.live_status(),
+            message=run.message or run.scheduler.pause_reason,
             elapsed_s=self.bus.elapsed() if not self.finished else run.wall_s,
             rows=tracker.n_rows,
             columns=names,
@@ -407,7 +400,7 @@ class RunController:
         """Failed cells now: row, column, error class, message, attempts."""
 
         def failures() -> list[dict[str, Any]]:
-            return [vars(f).copy() for f in self._run.scheduler.failures.values()]
+            return [f.record() for f in self._run.scheduler.failures.values()]
 
         result = self._call(failures)
         return result if result is not None else failures()

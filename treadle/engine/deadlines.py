@@ -12,12 +12,11 @@ from collections.abc import Callable
 
 
 class Deadlines:
-    def __init__(self, timeout_s: float, clock: Callable[[], float]) -> None:
-        self.timeout_s = timeout_s
-        self.tick_s = max(0.005, min(0.25, timeout_s / 20))
+    def __init__(self, shortest_timeout_s: float, clock: Callable[[], float]) -> None:
+        self.tick_s = max(0.005, min(0.25, shortest_timeout_s / 20))
         self._clock = clock
         self.running: dict[int, tuple[float, asyncio.Task]] = {}
-        """cell -> (start time, the worker task awaiting it)."""
+        """cell -> (deadline, the worker task awaiting it)."""
         self._expired: set[int] = set()
 
     def expired(self, cell: int, task: asyncio.Task) -> bool:
@@ -31,8 +30,8 @@ class Deadlines:
     async def watch(self) -> None:
         while True:
             await asyncio.sleep(self.tick_s)
-            limit = self._clock() - self.timeout_s
-            for cell, (started, task) in list(self.running.items()):
-                if started < limit and cell not in self._expired:
+            now = self._clock()
+            for cell, (deadline, task) in list(self.running.items()):
+                if deadline < now and cell not in self._expired:
                     self._expired.add(cell)
                     task.cancel()

@@ -63,6 +63,16 @@ class ModelConfig(_Strict):
     max_tokens: int | None = Field(default=None, ge=1)
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Passed through to the endpoint with every request."""
+    retries: int | None = Field(default=None, ge=0)
+    """Extra attempts for a retryable failure of this model's cells; defaults to the run's retries."""
+
+
+class DefaultOnFailure(_Strict):
+    default: Any
+    """The value a failed cell takes (marked degraded); its dependents run on it."""
+
+
+OnFailure = Literal["fail", "skip_row"] | DefaultOnFailure
 
 
 class _ColumnBase(_Strict):
@@ -70,6 +80,13 @@ class _ColumnBase(_Strict):
     """The column's name; later columns refer to it in templates and depends_on."""
     depends_on: list[str] = Field(default_factory=list)
     """Columns this one needs besides those its templates mention."""
+    retries: int | None = Field(default=None, ge=0)
+    """Extra attempts for a retryable failure; defaults to the model's, then the run's."""
+    timeout_s: float | None = Field(default=None, gt=0)
+    """Per-attempt timeout; defaults to the model's, then the run's."""
+    on_failure: OnFailure = "fail"
+    """When the cell fails for good: `fail` (dependents are blocked), `skip_row` (the row is left out of
+    the output, the reason recorded) or `{default: VALUE}` (the cell takes VALUE, marked degraded)."""
 
 
 class LLMColumn(_ColumnBase):
@@ -101,6 +118,13 @@ class TemplateColumn(_ColumnBase):
 ColumnConfig = Annotated[LLMColumn | PythonColumn | TemplateColumn, Field(discriminator="kind")]
 
 
+class EarlyStopConfig(_Strict):
+    window: int = Field(default=50, ge=1)
+    """How many of the most recent attempts are looked at."""
+    error_rate: float = Field(default=0.8, gt=0, le=1)
+    """The share of failed attempts in the window that pauses the run (rate limits do not count)."""
+
+
 class RunConfig(_Strict):
     name: str | None = None
     """Run name; defaults to the pipeline file's stem."""
@@ -120,6 +144,10 @@ class RunConfig(_Strict):
     """Per-attempt timeout of one cell."""
     trace: bool = True
     """Record a TaskTrace per attempt (ring buffer for the UI, trace.jsonl in the run directory)."""
+    salvage_rounds: int = Field(default=1, ge=0)
+    """Extra rounds, at the end of the run, for cells that spent their attempts on retryable errors."""
+    early_stop: EarlyStopConfig | None = Field(default_factory=lambda: EarlyStopConfig())
+    """Pause the run when most recent attempts fail (endpoint down, key revoked); null turns it off."""
 
 
 class PipelineConfig(_Strict):

@@ -18,14 +18,17 @@ from treadle.engine.generators import build_generators
 from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.outputs import RunDirectory
-from treadle.engine.pipeline import LLMColumn, LoadedPipeline
+from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn, LoadedPipeline
+from treadle.engine.policy import ErrorWindow, NodePolicy, NoWindow, RetryPolicy
 from treadle.engine.resume import Recovery, RunRecord
 from treadle.engine.rows import RowStore
-from treadle.engine.scheduler import RetryPolicy, Scheduler
+from treadle.engine.scheduler import Scheduler
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
-RunStatus = Literal["starting", "running", "paused", "stopping", "done", "failed", "interrupted"]
+RunStatus = Literal["starting", "running", "paused", "stopping", "idle", "done", "failed", "interrupted"]
+"""idle: every cell finished, the run held open for retries (RunOptions.hold_open)."""
+_FINAL = ("done", "failed", "interrupted")
 PROGRESS_EVERY_S = 1.0
 
 
@@ -76,6 +79,20 @@ def create_run_dir(directory: RunDirectory, loaded: LoadedPipeline, options: Run
         ).write(directory)
     except OSError as exc:
         raise ConfigError([Problem(str(path), f"cannot write the run directory: {exc.strerror}")]) from exc
+
+
+def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:
+    """A column's retries, timeout and fallback: its own settings, else its model's, else the run's."""
+    run = loaded.config.run
+    model = loaded.config.models.get(column.model) if isinstance(column, LLMColumn) else None
+    retries = column.retries if column.retries is not None else None
+    if retries is None and model is not None:
+        retries = model.retries
+    timeout = column.timeout_s or (model.timeout_s if model is not None else None) or run.timeout_s
+    on_failure = column.on_failure
+    if isinstance(on_failure, DefaultOnFailure):
+        return NodePolicy(retries if retries is not None else run.retries, timeout, "default", on_failure.default)
+    return NodePolicy(retries if retries is not None else run.retries, timeout, on_failure)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -139,9 +156,14 @@ class Run:
             critical_path=[node.critical_path for node in nodes],
             store=self.store,
             limits=self.limits,
-            policy=RetryPolicy(
-                retries=config.run.retries, backoff_s=config.run.backoff_s, timeout_s=config.run.timeout_s
+            policy=RetryPolicy(backoff_s=config.run.backoff_s),
+            node_policies=[node_policy(loaded, node.config) for node in nodes],
+            error_window=(
+                ErrorWindow(config.run.early_stop.window, config.run.early_stop.error_rate)
+                if config.run.early_stop is not None
+                else NoWindow()
             ),
+            salvage_rounds=config.run.salvage_rounds,
             bus=bus,
             on_group_finished=self._write_group,
             python_threads=config.run.python_threads or max_parallel,
@@ -190,7 +212,8 @@ class Run:
         rows, states = self._group_contents(group)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, self._write_group_now, group, rows, states)
-        if not self._has_failures(group):
+        # A retry may have reopened the group while it was being written: then its rows are in use.
+        if self.scheduler.is_finished(group) and not self._has_failures(group):
             self.store.release_group(group)
 
     def _has_failures(self, group: int) -> bool:
@@ -236,9 +259,21 @@ class Run:
         self._writer.shutdown()
         self.bus.emit("run_finished", status=self.status, wall_s=round(self.wall_s, 3), message=self.message)
 
+    def live_status(self) -> RunStatus:
+        if self.status in _FINAL or self.status == "starting":
+            return self.status
+        if self.scheduler.stopping:
+            return "stopping"
+        if self.scheduler.paused:
+            return "paused"
+        return "idle" if self.tracker.unfinished == 0 else "running"
+
     def _final_status(self) -> RunStatus:
         if self.scheduler.fatal is not None:
             self.message = str(self.scheduler.fatal)
+            return "failed"
+        if self.tracker.unfinished and self.scheduler.pause_reason:
+            self.message = self.scheduler.pause_reason
             return "failed"
         if self.tracker.unfinished:
             return "interrupted"
@@ -246,8 +281,6 @@ class Run:
         return "failed" if totals[CellState.FAILED] or totals[CellState.BLOCKED] else "done"
 
     def stop(self, reason: str = "interrupted") -> None:
-        if self.status in ("running", "paused"):
-            self.status = "stopping"
         self.scheduler.stop(reason)
 
     # ---- the run directory -------------------------------------------------------------------------
@@ -263,16 +296,7 @@ class Run:
         dropped = {row for row in range(self.tracker.n_rows) if self.tracker.row_dropped(row)}
         self.directory.assemble_output(range(self.tracker.n_groups), dropped)
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
-        self.directory.write_failures(
-            {
-                "row": f.row,
-                "column": f.column,
-                "error_class": f.error_class,
-                "message": f.message,
-                "attempts": f.attempts,
-            }
-            for f in failures
-        )
+        self.directory.write_failures(f.record() for f in failures)
         self.summary = self.build_summary()
         self.directory.write_summary(self.summary)
 

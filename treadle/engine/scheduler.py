@@ -15,7 +15,6 @@ from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from treadle.engine.deadlines import Deadlines
@@ -24,6 +23,7 @@ from treadle.engine.events import EventBus
 from treadle.engine.generators.base import Generator, RunMode
 from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
+from treadle.engine.policy import CellFailure, ErrorWindow, NodePolicy, RetryPolicy, is_rate_limit, is_retryable
 from treadle.engine.rows import RowStore
 from treadle.engine.tracing import Tracer
 from treadle.engine.tracker import CellState, CellTracker
@@ -31,34 +31,12 @@ from treadle.engine.tracker import CellState, CellTracker
 _READY = CellState.READY
 _RUNNING = CellState.RUNNING
 _FAILED = CellState.FAILED
+_DEGRADED = CellState.DEGRADED
 _ASYNC = RunMode.ASYNC
 _INLINE = RunMode.INLINE
 _MAX_MESSAGE = 500
 _YIELD_EVERY = 32
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    retries: int = 3
-    """Extra attempts for a cell whose failure is retryable."""
-    backoff_s: float = 1.0
-    """First retry delay; doubles each attempt, with jitter (x0.5 to x1.5)."""
-    max_backoff_s: float = 60.0
-    timeout_s: float = 120.0
-    """Per-attempt timeout."""
-
-    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        backoff = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + rng.random())
-        return max(backoff, retry_after or 0.0)
-
-
-@dataclass
-class CellFailure:
-    row: int
-    column: str
-    error_class: str
-    message: str
-    attempts: int
+_RATE_LIMIT_EXTRA_ATTEMPTS = 20
 
 
 class _GroupStatus:
@@ -79,6 +57,9 @@ class Scheduler:
         store: RowStore,
         limits: dict[str, Limit],
         policy: RetryPolicy,
+        node_policies: Sequence[NodePolicy],
+        error_window: ErrorWindow,
+        salvage_rounds: int,
         bus: EventBus,
         on_group_finished: Callable[[int], Awaitable[None]],
         python_threads: int,
@@ -94,6 +75,12 @@ class Scheduler:
         self.store = store
         self.limits = limits
         self.policy = policy
+        self.node_policies = list(node_policies)
+        self._timeouts = [p.timeout_s for p in node_policies]
+        self._error_window = error_window
+        self._salvage_left = salvage_rounds
+        self._salvageable: set[int] = set()
+        self.pause_reason: str | None = None
         self.bus = bus
         self._on_group_finished = on_group_finished
         self._clock = clock
@@ -105,7 +92,7 @@ class Scheduler:
         self._idle_reported = False
         self._rng = random.Random(seed)
         self._executor = ThreadPoolExecutor(python_threads, thread_name_prefix="treadle-python")
-        self._deadlines = Deadlines(policy.timeout_s, clock)
+        self._deadlines = Deadlines(min(self._timeouts, default=1.0), clock)
         self._slots = limits[SLOTS]
         self._row_groups = limits[ROW_GROUPS]
         # Lanes: one ready heap per distinct per-model limit, plus one for cells under no model limit.
@@ -170,6 +157,9 @@ class Scheduler:
         # hold_open keeps a finished run waiting for a person's retry or drop until it is closed.
         if self._slots.in_use:
             return
+        if self.tracker.unfinished == 0 and self._salvageable and self._salvage_left and not self.stopping:
+            self._salvage()
+            return
         if self.stopping or (self.tracker.unfinished == 0 and not self.hold_open):
             assert self._finished is not None
             self._finished.set()
@@ -213,7 +203,12 @@ class Scheduler:
                 self._idle.append(idle)
                 await idle
                 continue
-            await self._run_cell(entry[2], entry[3], task, lane)
+            try:
+                await self._run_cell(entry[2], entry[3], task, lane)
+            except Exception as exc:  # a bug in the engine: end the run with what is done, never hang
+                self.fatal = FatalRunError(f"treadle engine error: {type(exc).__name__}: {exc}")
+                self.abort()
+                raise
             ran += 1
             if ran % _YIELD_EVERY == 0:
                 # Cells that never suspend (templates, cheap async functions) would otherwise keep this
@@ -282,7 +277,7 @@ class Scheduler:
                 values = generator.generate(row)
             else:
                 running = self._deadlines.running
-                running[cell] = (started, task)
+                running[cell] = (started + self._timeouts[node], task)
                 try:
                     if mode is _ASYNC:
                         values = await generator.agenerate(MappingProxyType(row))
@@ -313,6 +308,7 @@ class Scheduler:
                 attempt = self.attempts.get(cell, 0) + 1
                 self.tracer.record(cell // n_nodes, node, attempt, lane, t_ready, started, ended, "done", values=values)
                 self.journal.done(cell // n_nodes, node, values)
+                self._error_window.record(False)
                 ready = tracker.complete(cell)
                 if ready:
                     self._push(ready)
@@ -327,13 +323,19 @@ class Scheduler:
     def _record_error(self, cell: int, error: BaseException, timing: tuple[int, float, float, float]) -> None:
         attempt = self.attempts.get(cell, 0) + 1
         self.attempts[cell] = attempt
-        timed_out = isinstance(error, TimeoutError)
-        retryable = timed_out or (isinstance(error, CellError) and error.retryable)
         n_nodes = self.tracker.n_nodes
-        message = f"timed out after {self.policy.timeout_s:g} s" if timed_out else _one_line(error)
-        will_retry = retryable and attempt <= self.policy.retries and not self.stopping
+        node = cell % n_nodes
+        policy = self.node_policies[node]
+        timed_out = isinstance(error, TimeoutError)
+        retryable = is_retryable(error)
+        message = f"timed out after {policy.timeout_s:g} s" if timed_out else _one_line(error)
+        # A rate-limit answer says the endpoint works but is busy: waiting it out does not spend the budget.
+        budget = policy.retries + (_RATE_LIMIT_EXTRA_ATTEMPTS if is_rate_limit(error) else 0)
+        will_retry = retryable and attempt <= budget and not self.stopping
         status = "timeout" if timed_out else "retry" if will_retry else "failed"
-        self.tracer.record(cell // n_nodes, cell % n_nodes, attempt, *timing, status, error, message)
+        self.tracer.record(cell // n_nodes, node, attempt, *timing, status, error, message)
+        if not is_rate_limit(error) and self._error_window.record(True):
+            self._early_stop(message)
         if will_retry:
             self.tracker.wait_retry(cell)
             retry_after = error.retry_after if isinstance(error, CellError) else None
@@ -341,15 +343,33 @@ class Scheduler:
             delay = self.policy.delay(attempt, retry_after, self._rng)
             self._retry_timers[cell] = self._loop.call_later(delay, self._requeue, cell)
             return
+        row = cell // n_nodes
         failure = CellFailure(
-            row=cell // n_nodes,
-            column=self.generators[cell % n_nodes].name,
+            row=row,
+            column=self.generators[node].name,
             error_class=type(error).__name__,
             message=message,
             attempts=attempt,
+            action=policy.on_failure,
+            retryable=retryable,
         )
         self.failures[cell] = failure
-        self.tracker.fail(cell)
+        if isinstance(error, FatalRunError):
+            failure.action = "fail"
+            self.tracker.fail(cell)
+        elif policy.on_failure == "default":
+            values = {column: policy.default for column in self.generators[node].outputs}
+            self.store.rows[row].update(values)
+            ready = self.tracker.complete(cell, _DEGRADED)
+            if ready:
+                self._push(ready)
+        elif policy.on_failure == "skip_row":
+            self.tracker.drop_row(row)
+            self.journal.dropped(row)
+        else:
+            self.tracker.fail(cell)
+            if retryable:
+                self._salvageable.add(cell)
         self.bus.emit(
             "cell_failed",
             row=failure.row,
@@ -357,10 +377,28 @@ class Scheduler:
             error_class=failure.error_class,
             message=failure.message,
             attempts=attempt,
+            action=failure.action,
         )
         if isinstance(error, FatalRunError) and self.fatal is None:
             self.fatal = error
             self.stop(f"stopped early: {error}")
+
+    def _early_stop(self, last_error: str) -> None:
+        if self.paused or self.stopping:
+            return
+        window = self._error_window
+        self.pause_reason = (
+            f"stopped early: {window.failed} of the last {window.size} attempts failed (last error: {last_error})"
+        )
+        self.pause(self.pause_reason)
+
+    def _salvage(self) -> None:
+        """One more round for cells that spent their attempts on retryable errors (a flaky patch)."""
+        self._salvage_left -= 1
+        cells = sorted(self._salvageable)
+        self._salvageable.clear()
+        self.bus.emit("salvage", cells=len(cells), rounds_left=self._salvage_left)
+        self.retry(cells)
 
     def _requeue(self, cell: int) -> None:
         self._retry_timers.pop(cell, None)
@@ -409,6 +447,9 @@ class Scheduler:
             self._group_status[group] = _GroupStatus.ACTIVE
             self._row_groups.acquire()
 
+    def is_finished(self, group: int) -> bool:
+        return self._group_status[group] == _GroupStatus.FINISHED
+
     def active_groups(self) -> list[int]:
         return [g for g, status in enumerate(self._group_status) if status == _GroupStatus.ACTIVE]
 
@@ -420,14 +461,16 @@ class Scheduler:
 
     # ---- commands (called on the engine loop) ----------------------------------------------------
 
-    def pause(self) -> None:
+    def pause(self, reason: str | None = None) -> None:
         if not self.paused:
             self.paused = True
-            self.bus.emit("paused")
+            self.bus.emit("paused", reason=reason)
 
     def resume(self) -> None:
         if self.paused:
             self.paused = False
+            self.pause_reason = None
+            self._error_window.clear()
             self.bus.emit("resumed")
             self._admit()
             self._wake(len(self._idle))
@@ -470,6 +513,7 @@ class Scheduler:
             ready = self.tracker.retry(cell)
             self.failures.pop(cell, None)
             self.attempts.pop(cell, None)
+            self._salvageable.discard(cell)
             retried += 1
             self._idle_reported = False
             self.bus.emit(
@@ -493,6 +537,7 @@ class Scheduler:
             base = row * self.tracker.n_nodes
             for cell in range(base, base + self.tracker.n_nodes):
                 self.failures.pop(cell, None)
+                self._salvageable.discard(cell)
                 timer = self._retry_timers.pop(cell, None)
                 if timer is not None:
                     timer.cancel()

@@ -20,6 +20,8 @@ class CellState(IntEnum):
     FAILED = 5
     BLOCKED = 6
     DROPPED = 7
+    DEGRADED = 8
+    """Failed, but took its column's `on_failure: {default: ...}` value; dependents run on it."""
 
     @property
     def label(self) -> str:
@@ -27,8 +29,9 @@ class CellState(IntEnum):
 
 
 N_STATES = len(CellState)
-TERMINAL = frozenset({CellState.DONE, CellState.FAILED, CellState.BLOCKED, CellState.DROPPED})
-_WAITING, _READY, _RUNNING, _RETRY_WAIT, _DONE, _FAILED, _BLOCKED, _DROPPED = range(N_STATES)
+TERMINAL = frozenset({CellState.DONE, CellState.FAILED, CellState.BLOCKED, CellState.DROPPED, CellState.DEGRADED})
+_WAITING, _READY, _RUNNING, _RETRY_WAIT, _DONE, _FAILED, _BLOCKED, _DROPPED, _DEGRADED = range(N_STATES)
+_SETTLED = (_DONE, _DEGRADED)  # states a dependent can use
 _IS_TERMINAL = bytes(1 if s in TERMINAL else 0 for s in range(N_STATES))
 
 
@@ -85,7 +88,7 @@ class CellTracker:
 
     def _unfinished_upstream(self, cell: int) -> int:
         row_base = cell - cell % self.n_nodes
-        return sum(1 for u in self.upstream[cell % self.n_nodes] if self.state[row_base + u] != _DONE)
+        return sum(1 for u in self.upstream[cell % self.n_nodes] if self.state[row_base + u] not in _SETTLED)
 
     def activate_group(self, group: int) -> list[int]:
         """Start tracking a row group's dependencies; returns its cells that are ready at once."""
@@ -121,9 +124,9 @@ class CellTracker:
         self._set(cell, _READY)
         return True
 
-    def complete(self, cell: int) -> list[int]:
-        """Mark a running cell done; returns the dependents in its row that became ready."""
-        self._set(cell, _DONE)
+    def complete(self, cell: int, state: int = _DONE) -> list[int]:
+        """Mark a running cell done (or degraded); returns the dependents in its row that became ready."""
+        self._set(cell, state)
         ready: list[int] = []
         row_base = cell - cell % self.n_nodes
         for node in self.downstream[cell % self.n_nodes]:
@@ -164,7 +167,7 @@ class CellTracker:
             ups = [self.state[row_base + u] for u in self.upstream[node]]
             if any(s in (_FAILED, _BLOCKED, _DROPPED) for s in ups):
                 continue
-            waiting_on = sum(1 for s in ups if s != _DONE)
+            waiting_on = sum(1 for s in ups if s not in _SETTLED)
             self.pending[target] = waiting_on
             self._set(target, _WAITING if waiting_on else _READY)
             if not waiting_on:

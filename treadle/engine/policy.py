@@ -1,0 +1,99 @@
+"""Failure policy: retries and backoff, per-column timeouts and fallbacks, early stop, failure records."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from treadle.engine.errors import CellError
+
+FailureAction = Literal["fail", "skip_row", "default"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    backoff_s: float = 1.0
+    """First retry delay; doubles each attempt, with jitter (x0.5 to x1.5)."""
+    max_backoff_s: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        backoff = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * (0.5 + rng.random())
+        return max(backoff, retry_after or 0.0)
+
+
+@dataclass(frozen=True)
+class NodePolicy:
+    """How one column's cells are retried, timed out and settled when they fail for good."""
+
+    retries: int = 3
+    timeout_s: float = 120.0
+    on_failure: FailureAction = "fail"
+    default: Any = None
+    """The value of a cell settled by `on_failure: {default: ...}`."""
+
+
+@dataclass
+class CellFailure:
+    row: int
+    column: str
+    error_class: str
+    message: str
+    attempts: int
+    action: FailureAction = "fail"
+    """What became of the cell: failed (dependents blocked), its row skipped, or a default value."""
+    retryable: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """The failures.jsonl line: row, column, error_class, message, attempts, action."""
+        return {
+            "row": self.row,
+            "column": self.column,
+            "error_class": self.error_class,
+            "message": self.message,
+            "attempts": self.attempts,
+            "action": self.action,
+        }
+
+
+def is_retryable(error: BaseException) -> bool:
+    return isinstance(error, TimeoutError) or (isinstance(error, CellError) and error.retryable)
+
+
+def is_rate_limit(error: BaseException) -> bool:
+    """An answer that asks to wait (429 with Retry-After): the endpoint works, it is just busy."""
+    return isinstance(error, CellError) and error.retry_after is not None
+
+
+class ErrorWindow:
+    """The share of failed attempts among the most recent ones, kept with a running count."""
+
+    def __init__(self, size: int, threshold: float) -> None:
+        self.size = size
+        self.threshold = threshold
+        self._outcomes: deque[int] = deque(maxlen=size)
+        self.failed = 0
+
+    def record(self, failed: bool) -> bool:
+        """Add one attempt's outcome; True when the window is full and its error rate is over the threshold."""
+        outcomes = self._outcomes
+        if len(outcomes) == self.size:
+            self.failed -= outcomes[0]
+        outcomes.append(1 if failed else 0)
+        self.failed += failed
+        return len(outcomes) == self.size and self.failed >= self.threshold * self.size
+
+    def clear(self) -> None:
+        self._outcomes.clear()
+        self.failed = 0
+
+
+class NoWindow(ErrorWindow):
+    """Early stop turned off."""
+
+    def __init__(self) -> None:
+        super().__init__(1, 1.0)
+
+    def record(self, failed: bool) -> bool:
+        return False
