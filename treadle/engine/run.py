@@ -23,6 +23,7 @@ from treadle.engine.policy import ErrorWindow, NodePolicy, NoWindow, RetryPolicy
 from treadle.engine.resume import Recovery, RunRecord
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Scheduler
+from treadle.engine.secrets import Redactor, read_api_key
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
@@ -164,6 +165,7 @@ class Run:
                 else NoWindow()
             ),
             salvage_rounds=config.run.salvage_rounds,
+            redact=Redactor(read_api_key(m.api_key_env, loaded.base_dir) or "" for m in config.models.values()),
             bus=bus,
             on_group_finished=self._write_group,
             python_threads=config.run.python_threads or max_parallel,

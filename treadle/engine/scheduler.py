@@ -60,6 +60,7 @@ class Scheduler:
         node_policies: Sequence[NodePolicy],
         error_window: ErrorWindow,
         salvage_rounds: int,
+        redact: Callable[[str], str],
         bus: EventBus,
         on_group_finished: Callable[[int], Awaitable[None]],
         python_threads: int,
@@ -79,6 +80,7 @@ class Scheduler:
         self._timeouts = [p.timeout_s for p in node_policies]
         self._error_window = error_window
         self._salvage_left = salvage_rounds
+        self._redact = redact
         self._salvageable: set[int] = set()
         self.pause_reason: str | None = None
         self.bus = bus
@@ -328,7 +330,7 @@ class Scheduler:
         policy = self.node_policies[node]
         timed_out = isinstance(error, TimeoutError)
         retryable = is_retryable(error)
-        message = f"timed out after {policy.timeout_s:g} s" if timed_out else _one_line(error)
+        message = f"timed out after {policy.timeout_s:g} s" if timed_out else self._redact(_one_line(error))
         # A rate-limit answer says the endpoint works but is busy: waiting it out does not spend the budget.
         budget = policy.retries + (_RATE_LIMIT_EXTRA_ATTEMPTS if is_rate_limit(error) else 0)
         will_retry = retryable and attempt <= budget and not self.stopping
@@ -380,8 +382,8 @@ class Scheduler:
             action=failure.action,
         )
         if isinstance(error, FatalRunError) and self.fatal is None:
-            self.fatal = error
-            self.stop(f"stopped early: {error}")
+            self.fatal = FatalRunError(self._redact(str(error)))
+            self.stop(f"stopped early: {self.fatal}")
 
     def _early_stop(self, last_error: str) -> None:
         if self.paused or self.stopping:

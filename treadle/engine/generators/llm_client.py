@@ -20,13 +20,11 @@ import re
 import time
 import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
-
 from treadle.engine.errors import CellError, ConfigError, FatalRunError, Problem, RetryableCellError
+from treadle.engine.secrets import read_api_key, redact
 
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
@@ -39,7 +37,6 @@ LOCAL_PLACEHOLDER_KEY = "not-needed"
 REFUSED_BEFORE_STOP = 5
 """This many calls in a row refused at connect, before any call succeeded, stop the run."""
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
-_KEY_SHAPED = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-]{6,}")
 _MAX_ENDPOINT_MESSAGE = 300
 
 
@@ -229,9 +226,7 @@ class ModelClient:
     def redact(self, text: str) -> str:
         """`text` without the API key or anything shaped like a key."""
         key = self.api_key
-        if key and key != LOCAL_PLACEHOLDER_KEY and len(key) >= 4:
-            text = text.replace(key, "***")
-        return _KEY_SHAPED.sub(lambda m: m.group(1) + "-***", text)
+        return redact(text, [key] if key and key != LOCAL_PLACEHOLDER_KEY else [])
 
 
 def _find_cause(exc: BaseException, *types: type[BaseException]) -> Any:
@@ -330,16 +325,3 @@ def _resolve(name: str, loaded: LoadedPipeline) -> ModelClient:
         api_key_env=config.api_key_env,
         timeout_s=config.timeout_s or loaded.config.run.timeout_s,
     )
-
-
-def read_api_key(variable: str, base_dir: Path) -> str | None:
-    """The key from the environment, else from `.env` beside the pipeline (os.environ is not changed)."""
-    value = os.environ.get(variable)
-    if value:
-        return value
-    dotenv = base_dir / ".env"
-    if dotenv.is_file():
-        value = dotenv_values(dotenv, interpolate=False).get(variable)
-        if value:
-            return value
-    return None
