@@ -68,6 +68,8 @@ class Snapshot:
     recent_events: list[RunEvent]
     message: str | None = None
     """Why the run paused or stopped on its own (early stop, a fatal endpoint error)."""
+    loop_lag_ms: dict[str, float] = field(default_factory=dict)
+    """How late the engine loop wakes (p50, p99, max): high values mean blocking work on the loop."""
     window: dict[int, tuple[str, ...]] = field(default_factory=dict)
     """States of the requested rows, column by column."""
 
@@ -321,6 +323,7 @@ class RunController:
         return Snapshot(
             status=run.live_status(),
             message=run.message or run.scheduler.pause_reason,
+            loop_lag_ms=run.loop_lag.summary_ms(),
             elapsed_s=self.bus.elapsed() if not self.finished else run.wall_s,
             rows=tracker.n_rows,
             columns=names,

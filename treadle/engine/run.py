@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import dataclasses
 import datetime as dt
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from treadle.engine.context import ContextServices
 from treadle.engine.errors import ConfigError, Problem
 from treadle.engine.events import EventBus
 from treadle.engine.generators import build_generators
 from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit, model_limit
+from treadle.engine.loop_health import LoopLag
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn, LoadedPipeline
 from treadle.engine.policy import ErrorWindow, NodePolicy, NoWindow, RetryPolicy
@@ -24,6 +26,7 @@ from treadle.engine.resume import Recovery, RunRecord
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
+from treadle.engine.stats import percentile
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
@@ -96,14 +99,6 @@ def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:
     return NodePolicy(retries if retries is not None else run.retries, timeout, on_failure)
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    k = (len(sorted_values) - 1) * q
-    low, high = math.floor(k), math.ceil(k)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (k - low)
-
-
 class Run:
     def __init__(
         self,
@@ -138,9 +133,8 @@ class Run:
             ROW_GROUPS: Limit(ROW_GROUPS, config.run.row_groups_in_flight),
             SLOTS: Limit(SLOTS, max_parallel),
         }
-        for name, model in config.models.items():
-            if any(isinstance(n.config, LLMColumn) and n.config.model == name for n in nodes):
-                self.limits[model_limit(name)] = Limit(model_limit(name), model.max_parallel)
+        for name, model in config.models.items():  # every model: python columns may call any through ctx
+            self.limits[model_limit(name)] = Limit(model_limit(name), model.max_parallel)
         self.store = RowStore(frame, config.run.row_group_size)
         self.journal = Journal(directory.journal_path, self.node_names)
         finished_groups = self._restore(recovery) if recovery is not None else set()
@@ -174,7 +168,10 @@ class Run:
             finished_groups=finished_groups,
             hold_open=options.hold_open,
         )
+        self.context_services = ContextServices(loaded, self.scheduler, self.scheduler.policy)
+        self.scheduler.context_services = self.context_services
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
+        self.loop_lag = LoopLag()
         self.status: RunStatus = "starting"
         self.message: str | None = None
         self.wall_s = 0.0
@@ -248,13 +245,23 @@ class Run:
             run_dir=str(self.directory.path),
         )
         self.journal.open(loop)
+        self.context_services.attach(loop)
+        for generator in self.generators:
+            await generator.astart()
+        # Everything loaded so far (pandas, pyarrow, langchain, the seed) lives for the whole run: out of
+        # the collector's sight, a full collection no longer walks it, which stalled the loop ~100 ms.
+        gc.freeze()
         progress = loop.create_task(self._report_progress())
+        lag = loop.create_task(self.loop_lag.watch())
         try:
             await self.scheduler.run()
         finally:
             progress.cancel()
+            lag.cancel()
+            gc.unfreeze()
             for generator in self.generators:
                 await generator.aclose()
+            await self.context_services.aclose()
         self.wall_s = loop.time() - started
         self.status = self._final_status()
         await loop.run_in_executor(self._writer, self._write_outputs)
@@ -333,9 +340,9 @@ class Run:
             columns[name] = {
                 "cells": {s.label: self.tracker.counts[base + s] for s in CellState},
                 "latency_s": {
-                    "p50": round(_percentile(latencies, 0.5), 6),
-                    "p95": round(_percentile(latencies, 0.95), 6),
-                    "p99": round(_percentile(latencies, 0.99), 6),
+                    "p50": round(percentile(latencies, 0.5), 6),
+                    "p95": round(percentile(latencies, 0.95), 6),
+                    "p99": round(percentile(latencies, 0.99), 6),
                     "mean": round(sum(latencies) / len(latencies), 6) if latencies else 0.0,
                 },
             }
@@ -351,6 +358,7 @@ class Run:
             "cells": {s.label: totals[s] for s in CellState},
             "columns": columns,
             "parallel_efficiency": round(busy_s / self.wall_s, 3) if self.wall_s else 0.0,
+            "loop_lag_ms": self.loop_lag.summary_ms(),
             "limits": {name: {"total": lim.total, "peak": lim.peak} for name, lim in self.limits.items()},
             "join": None if join is None else dataclasses.asdict(join),
             "outputs": {

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
 
+from treadle.engine.context import ColumnContext, ContextServices
 from treadle.engine.deadlines import Deadlines
 from treadle.engine.errors import CellError, FatalRunError
 from treadle.engine.events import EventBus
@@ -25,7 +26,7 @@ from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
 from treadle.engine.policy import CellFailure, ErrorWindow, NodePolicy, RetryPolicy, is_rate_limit, is_retryable
 from treadle.engine.rows import RowStore
-from treadle.engine.tracing import Tracer
+from treadle.engine.tracing import Tracer, TraceStatus
 from treadle.engine.tracker import CellState, CellTracker
 
 _READY = CellState.READY
@@ -35,7 +36,8 @@ _DEGRADED = CellState.DEGRADED
 _ASYNC = RunMode.ASYNC
 _INLINE = RunMode.INLINE
 _MAX_MESSAGE = 500
-_YIELD_EVERY = 32
+_SLICE_S = 0.005
+_STARTS_PER_SLICE = 64
 _RATE_LIMIT_EXTRA_ATTEMPTS = 20
 
 
@@ -94,6 +96,10 @@ class Scheduler:
         self._idle_reported = False
         self._rng = random.Random(seed)
         self._executor = ThreadPoolExecutor(python_threads, thread_name_prefix="treadle-python")
+        self._model_waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._slice_start: float | None = None
+        self._slice_starts = 0
+        self.context_services: ContextServices | None = None
         self._deadlines = Deadlines(min(self._timeouts, default=1.0), clock)
         self._slots = limits[SLOTS]
         self._row_groups = limits[ROW_GROUPS]
@@ -191,7 +197,6 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        ran = 0
         while True:
             if self._alive > self._slots.total or self._finished_set():
                 self._alive -= 1
@@ -199,6 +204,11 @@ class Scheduler:
                 # A retiring worker may leave ready work behind that an idle one can take.
                 self._wake(1)
                 return
+            if self._slice_spent():
+                # Many workers waking at once (1,000 LLM calls starting) would otherwise run all their
+                # starts in one loop iteration; yielding keeps timers, commands and I/O flowing.
+                await asyncio.sleep(0)
+                continue
             entry = self._take()
             if entry is None:
                 idle = loop.create_future()
@@ -211,11 +221,23 @@ class Scheduler:
                 self.fatal = FatalRunError(f"treadle engine error: {type(exc).__name__}: {exc}")
                 self.abort()
                 raise
-            ran += 1
-            if ran % _YIELD_EVERY == 0:
-                # Cells that never suspend (templates, cheap async functions) would otherwise keep this
-                # worker on the loop for the whole run, starving commands, snapshots and the journal.
-                await asyncio.sleep(0)
+
+
+    def _slice_spent(self) -> bool:
+        """Whether workers have had their share of this loop iteration: a time slice, and a number of
+        starts (a started LLM call comes back for more CPU when its connection opens, all at once)."""
+        now = self._clock()
+        if self._slice_start is None:
+            self._slice_start = now
+            self._slice_starts = 0
+            assert self._loop is not None
+            self._loop.call_soon(self._end_slice)
+            return False
+        self._slice_starts += 1
+        return self._slice_starts > _STARTS_PER_SLICE or now - self._slice_start > _SLICE_S
+
+    def _end_slice(self) -> None:
+        self._slice_start = None
 
     def _finished_set(self) -> bool:
         return self._finished is not None and self._finished.is_set()
@@ -281,7 +303,9 @@ class Scheduler:
                 running = self._deadlines.running
                 running[cell] = (started + self._timeouts[node], task)
                 try:
-                    if mode is _ASYNC:
+                    if generator.wants_context:
+                        values = await self._call_with_context(cell, lane, generator, row)
+                    elif mode is _ASYNC:
                         values = await generator.agenerate(MappingProxyType(row))
                     else:
                         assert self._loop is not None
@@ -301,6 +325,8 @@ class Scheduler:
             limit = self._node_limit[node]
             if limit is not None:
                 limit.release()
+                if self._model_waiters:
+                    self._wake_model(limit.name)
         ended = self._clock()
         if tracker.state[cell] == _RUNNING:
             if error is None:
@@ -321,6 +347,79 @@ class Scheduler:
             attempt = self.attempts.get(cell, 0) + 1
             self.tracer.record(cell // n_nodes, node, attempt, lane, t_ready, started, ended, "cancelled")
         self._check_finished()
+
+    async def _call_with_context(self, cell: int, lane: int, generator: Generator, row: dict) -> dict:
+        """Run a python function that takes `ctx`; its LLM calls end with the cell."""
+        assert self.context_services is not None and self._loop is not None
+        n_nodes = self.tracker.n_nodes
+        ctx = ColumnContext(self.context_services, cell // n_nodes, cell % n_nodes, lane)
+        try:
+            if generator.mode is _ASYNC:
+                values = await generator.agenerate(MappingProxyType(row), ctx)
+            else:
+                values = await self._loop.run_in_executor(
+                    self._executor, generator.generate, MappingProxyType(row), ctx
+                )
+        finally:
+            ctx.cancel()
+        usage_key = f"{generator.outputs[0]}__usage"
+        if ctx.calls and usage_key not in values:
+            values[usage_key] = ctx.usage
+        return values
+
+    # ---- for calls made from inside cells (treadle.engine.context) -------------------------------------
+
+    def clock(self) -> float:
+        return self._clock()
+
+    @property
+    def rng(self) -> random.Random:
+        return self._rng
+
+    async def acquire_model(self, key: str) -> None:
+        """Wait for a request slot of a model (and for the run to be unpaused), then take it."""
+        limit = self.limits[key]
+        while self.paused or limit.in_use >= limit.total:
+            assert self._loop is not None
+            waiter = self._loop.create_future()
+            self._model_waiters.setdefault(key, deque()).append(waiter)
+            await waiter
+        limit.acquire()
+
+    def release_model(self, key: str) -> None:
+        self.limits[key].release()
+        self._wake_model(key)
+        self._wake(1)  # an idle worker may be waiting for this model's slot too
+
+    def _wake_model(self, key: str) -> None:
+        waiters = self._model_waiters.get(key)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _wake_all_models(self) -> None:
+        for waiters in self._model_waiters.values():
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def trace_child(
+        self,
+        row: int,
+        node: int,
+        lane: int,
+        model: str,
+        attempt: int,
+        times: tuple[float, float, float],
+        status: TraceStatus,
+        error: BaseException | None,
+        usage: dict | None = None,
+    ) -> None:
+        message = None if error is None else self._redact(_one_line(error))
+        self.tracer.record(row, node, attempt, lane, *times, status, error, message, None, (model, usage))
 
     def _record_error(self, cell: int, error: BaseException, timing: tuple[int, float, float, float]) -> None:
         attempt = self.attempts.get(cell, 0) + 1
@@ -473,6 +572,7 @@ class Scheduler:
             self.paused = False
             self.pause_reason = None
             self._error_window.clear()
+            self._wake_all_models()
             self.bus.emit("resumed")
             self._admit()
             self._wake(len(self._idle))
@@ -496,6 +596,7 @@ class Scheduler:
         self.bus.emit("limit_changed", limit=name, old=old, new=total)
         if self._loop is None:
             return
+        self._wake_all_models()
         if limit is self._slots:
             self._resize_workers()
         elif limit is self._row_groups:

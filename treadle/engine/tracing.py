@@ -33,6 +33,8 @@ class TaskTrace(NamedTuple):
     message: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    parent: str | None = None
+    """For a call made from inside a cell (ctx.llm), the column of that cell; `column` is `<parent>:llm`."""
 
     @property
     def queue_wait_s(self) -> float:
@@ -45,9 +47,10 @@ class TaskTrace(NamedTuple):
 
 _LINE = (
     '{"seq":%d,"row":%d,%s,"attempt":%d,"slot":%d,"t_ready":%.6f,"t_start":%.6f,"t_end":%.6f,'
-    '"status":"%s","error_class":%s,"message":%s,"tokens_in":%s,"tokens_out":%s}'
+    '"status":"%s","error_class":%s,"message":%s,"tokens_in":%s,"tokens_out":%s,"parent":%s}'
 )
-_Raw = tuple  # (seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values)
+_Raw = tuple  # (seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values, child)
+# `child` is None for a cell's own attempt, or (model, usage) for a call made from inside the cell.
 
 
 class Tracer:
@@ -78,46 +81,55 @@ class Tracer:
         error: BaseException | None = None,
         message: str | None = None,
         values: dict | None = None,
+        child: tuple[str, dict | None] | None = None,
     ) -> None:
         self.seq += 1
-        raw = (self.seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values)
+        raw = (self.seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values, child)
         self.ring.append(raw)
         self._unwritten.append(raw)
 
-    def _tokens(self, node: int, values: dict | None) -> tuple[int | None, int | None]:
-        usage = values.get(self._usage_keys[node]) if values else None
+    def _tokens(self, node: int, values: dict | None, child: tuple | None = None) -> tuple[int | None, int | None]:
+        usage = child[1] if child is not None else values.get(self._usage_keys[node]) if values else None
         if not usage:
             return None, None
         return usage.get("prompt_tokens"), usage.get("completion_tokens")
 
     def trace(self, raw: _Raw) -> TaskTrace:
-        seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values = raw
+        seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values, child = raw
         t0 = self.t0
+        column = self.columns[node]
         return TaskTrace(
             seq,
             row,
-            self.columns[node],
+            column if child is None else f"{column}:llm",
             attempt,
             slot,
-            self.models[node],
+            self.models[node] if child is None else child[0],
             t_ready - t0,
             t_start - t0,
             t_end - t0,
             status,
             None if error is None else type(error).__name__,
             message,
-            *self._tokens(node, values),
+            *self._tokens(node, values, child),
+            None if child is None else column,
         )
 
     def json_line(self, raw: _Raw) -> str:
         """One trace.jsonl line, formatted without building a dict (this runs for every attempt)."""
-        seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values = raw
+        seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values, child = raw
         t0 = self.t0
-        tokens_in, tokens_out = self._tokens(node, values)
+        tokens_in, tokens_out = self._tokens(node, values, child)
+        if child is None:
+            node_json, parent = self._json_node[node], "null"
+        else:
+            column = self.columns[node]
+            node_json = f'"column":{json.dumps(column + ":llm")},"model":{json.dumps(child[0])}'
+            parent = json.dumps(column)
         return _LINE % (
             seq,
             row,
-            self._json_node[node],
+            node_json,
             attempt,
             slot,
             t_ready - t0,
@@ -128,6 +140,7 @@ class Tracer:
             "null" if message is None else json.dumps(message),
             "null" if tokens_in is None else int(tokens_in),
             "null" if tokens_out is None else int(tokens_out),
+            parent,
         )
 
     def since(self, seq: int) -> list[TaskTrace]:

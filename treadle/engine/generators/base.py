@@ -26,6 +26,8 @@ class Generator:
     mode: RunMode
     limit_key: str | None = None
     """The per-model limit this generator's cells count against, if any."""
+    wants_context: bool = False
+    """Whether `generate`/`agenerate` take a second argument, the cell's ColumnContext."""
 
     def __init__(self, name: str, outputs: tuple[str, ...]) -> None:
         self.name = name
@@ -36,6 +38,9 @@ class Generator:
 
     async def agenerate(self, row: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    async def astart(self) -> None:
+        """Build clients on the engine loop before the first cell, so no cell pays for it."""
 
     async def aclose(self) -> None:
         """Release clients and connections at the end of a run."""

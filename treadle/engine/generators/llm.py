@@ -92,6 +92,9 @@ class LLMGenerator(Generator):
         self._params_llm: Any = None
         self._body: dict[str, Any] = {}
 
+    async def astart(self) -> None:
+        self._request_params(self.client.state().llm)
+
     # ---- one cell --------------------------------------------------------------------------------
 
     async def agenerate(self, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -95,10 +95,10 @@ class ModelClient:
         except ImportError:  # pragma: no cover - depends on the installed openai
             import httpx  # type: ignore[no-redef]
 
-        pool = self.config.max_parallel
-        # The pool matches the model's request limit, so the scheduler never has more calls in flight
-        # (raising `model:<name>` above max_parallel during a run queues the extra calls here).
+        # The scheduler's per-model limit decides how many calls are in flight; the pool only has to
+        # stay out of its way when a person raises that limit during the run (idle room costs nothing).
         # openai's aiohttp transport turns `max_connections` into the TCPConnector's `limit`.
+        pool = max(4 * self.config.max_parallel, 256)
         http = openai.DefaultAioHttpClient(
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             timeout=self.timeout_s,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from treadle.engine.errors import CellError
-from treadle.engine.functions import is_async_function
+from treadle.engine.functions import accepts_context, is_async_function
 from treadle.engine.generators.base import Generator, RunMode
 
 
@@ -15,6 +15,7 @@ class PythonGenerator(Generator):
         super().__init__(name, outputs)
         self.function = function
         self.mode = RunMode.ASYNC if is_async_function(function) else RunMode.THREAD
+        self.wants_context = accepts_context(function)
         self._single = outputs[0] if len(outputs) == 1 and outputs[0] == name else None
 
     def _values(self, result: Any) -> dict[str, Any]:
@@ -34,8 +35,8 @@ class PythonGenerator(Generator):
             )
         return dict(result)
 
-    def generate(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        return self._values(self.function(row))
+    def generate(self, row: Mapping[str, Any], ctx: Any = None) -> dict[str, Any]:
+        return self._values(self.function(row) if ctx is None else self.function(row, ctx))
 
-    async def agenerate(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        return self._values(await self.function(row))
+    async def agenerate(self, row: Mapping[str, Any], ctx: Any = None) -> dict[str, Any]:
+        return self._values(await (self.function(row) if ctx is None else self.function(row, ctx)))

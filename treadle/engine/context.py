@@ -1,0 +1,183 @@
+"""The column context: LLM calls from inside a python column, through the run's own models.
+
+A python function that takes a second argument gets a `ColumnContext`. Sync functions (in a worker
+thread) call `ctx.llm(...)` / `ctx.llm_batch(...)`: the call is handed to the engine's loop with
+`run_coroutine_threadsafe` and the thread waits for it; no new event loop is ever made. Async
+functions `await ctx.allm(...)` / `ctx.allm_batch(...)`. Either way a call waits for a request slot
+of its model (so per-model limits hold, and a paused run pauses it), is retried like an llm column,
+is traced as a child span of its cell, and adds its tokens to the cell's `<column>__usage`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from treadle.engine.errors import CellError
+from treadle.engine.limits import model_limit
+from treadle.engine.pipeline import LLMColumn, LoadedPipeline
+from treadle.engine.policy import RetryPolicy, is_retryable
+
+if TYPE_CHECKING:
+    from treadle.engine.generators.llm import LLMGenerator
+    from treadle.engine.scheduler import Scheduler
+
+
+class ContextServices:
+    """What every column context of a run shares: the models, their limits, retries and tracing."""
+
+    def __init__(self, loaded: LoadedPipeline, scheduler: Scheduler, policy: RetryPolicy) -> None:
+        self.loaded = loaded
+        self.scheduler = scheduler
+        self.policy = policy
+        self._callers: dict[tuple[str, str | None, str | None], LLMGenerator] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop_thread: int | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called on the engine loop when the run starts."""
+        self.loop = loop
+        self.loop_thread = threading.get_ident()
+
+    def caller(self, model: str, system: str | None, schema: dict[str, Any] | None) -> LLMGenerator:
+        """An LLM call path for (model, system, schema), built once: the same client, parsing and checks
+        as an llm column, with the prompt given as text."""
+        import json
+
+        from treadle.engine.generators.llm import LLMGenerator
+        from treadle.engine.generators.llm_client import model_client
+
+        key = (model, system, None if schema is None else json.dumps(schema, sort_keys=True))
+        caller = self._callers.get(key)
+        if caller is None:
+            config = LLMColumn(
+                name="ctx", kind="llm", model=model, prompt="{{ prompt }}", system=system, output_schema=schema
+            )
+            caller = self._callers[key] = LLMGenerator("ctx", config, model_client(model, self.loaded))
+        return caller
+
+    def default_model(self) -> str:
+        models = list(self.loaded.config.models)
+        if len(models) != 1:
+            raise CellError(f"ctx.llm needs model=... (the pipeline has {len(models)} models: {', '.join(models)})")
+        return models[0]
+
+    def retries(self, model: str) -> int:
+        config = self.loaded.config.models[model]
+        return config.retries if config.retries is not None else self.loaded.config.run.retries
+
+    async def aclose(self) -> None:
+        for caller in self._callers.values():
+            await caller.aclose()
+
+
+class ColumnContext:
+    """`ctx` of one cell. Its calls end with the cell: a cancelled cell cancels them."""
+
+    def __init__(self, services: ContextServices, row: int, node: int, lane: int) -> None:
+        self._services = services
+        self._row = row
+        self._node = node
+        self._lane = lane
+        self._pending: set[concurrent.futures.Future] = set()
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        self.calls = 0
+
+    # ---- for sync functions (worker threads) ---------------------------------------------------------
+
+    def llm(
+        self, prompt: str, *, model: str | None = None, system: str | None = None, output_schema: dict | None = None
+    ) -> Any:
+        """The model's answer to `prompt` (text, or the parsed JSON with `output_schema`)."""
+        return self._wait(self.allm(prompt, model=model, system=system, output_schema=output_schema))
+
+    def llm_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        output_schema: dict | None = None,
+    ) -> list[Any]:
+        """Answers to several prompts, run concurrently under the model's limit, in order."""
+        return self._wait(self.allm_batch(prompts, model=model, system=system, output_schema=output_schema))
+
+    def _wait(self, coroutine: Any) -> Any:
+        loop = self._services.loop
+        assert loop is not None
+        if threading.get_ident() == self._services.loop_thread:
+            coroutine.close()
+            raise RuntimeError("ctx.llm blocks: in an async column function use `await ctx.allm(...)`")
+        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        self._pending.add(future)
+        try:
+            return future.result()
+        finally:
+            self._pending.discard(future)
+
+    def cancel(self) -> None:
+        """Cancel the calls a worker thread is still waiting on (the cell ended without it)."""
+        for future in list(self._pending):
+            future.cancel()
+
+    # ---- for async functions (the engine loop) -----------------------------------------------------------
+
+    async def allm(
+        self, prompt: str, *, model: str | None = None, system: str | None = None, output_schema: dict | None = None
+    ) -> Any:
+        services = self._services
+        name = model or services.default_model()
+        if name not in services.loaded.config.models:
+            raise CellError(f"ctx.llm: no model named {name!r} in the pipeline")
+        caller = services.caller(name, system, output_schema)
+        scheduler = services.scheduler
+        key = model_limit(name)
+        attempt = 0
+        while True:
+            attempt += 1
+            ready = scheduler.clock()
+            await scheduler.acquire_model(key)
+            started = scheduler.clock()
+            error: Exception | None = None
+            try:
+                values = await caller.agenerate({"prompt": prompt})
+            except Exception as exc:
+                error = exc
+            finally:
+                scheduler.release_model(key)
+            ended = scheduler.clock()
+            if error is not None:
+                retry = is_retryable(error) and attempt <= services.retries(name)
+                status = "retry" if retry else "failed"
+                scheduler.trace_child(
+                    self._row, self._node, self._lane, name, attempt, (ready, started, ended), status, error
+                )
+                if not retry:
+                    raise error
+                await asyncio.sleep(services.policy.delay(attempt, getattr(error, "retry_after", None), scheduler.rng))
+                continue
+            usage = values.get("ctx__usage") or {}
+            for field in self.usage:
+                self.usage[field] += int(usage.get(field) or 0)
+            self.calls += 1
+            scheduler.trace_child(
+                self._row, self._node, self._lane, name, attempt, (ready, started, ended), "done", None, usage
+            )
+            return values["ctx"]
+
+    async def allm_batch(
+        self,
+        prompts: Sequence[str],
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        output_schema: dict | None = None,
+    ) -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(self.allm(p, model=model, system=system, output_schema=output_schema) for p in prompts)
+            )
+        )
