@@ -37,7 +37,7 @@ _ASYNC = RunMode.ASYNC
 _INLINE = RunMode.INLINE
 _MAX_MESSAGE = 500
 _SLICE_S = 0.005
-_STARTS_PER_SLICE = 64
+_CALLS_PER_SLICE = 64
 _RATE_LIMIT_EXTRA_ATTEMPTS = 20
 
 
@@ -98,7 +98,7 @@ class Scheduler:
         self._executor = ThreadPoolExecutor(python_threads, thread_name_prefix="treadle-python")
         self._model_waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._slice_start: float | None = None
-        self._slice_starts = 0
+        self._slice_calls = 0
         self.context_services: ContextServices | None = None
         self._deadlines = Deadlines(min(self._timeouts, default=1.0), clock)
         self._slots = limits[SLOTS]
@@ -224,17 +224,16 @@ class Scheduler:
 
 
     def _slice_spent(self) -> bool:
-        """Whether workers have had their share of this loop iteration: a time slice, and a number of
-        starts (a started LLM call comes back for more CPU when its connection opens, all at once)."""
+        """Whether workers have had their share of this loop iteration: a time slice, or a number of
+        model calls started (each comes back for more CPU when its connection opens, all at once)."""
         now = self._clock()
         if self._slice_start is None:
             self._slice_start = now
-            self._slice_starts = 0
+            self._slice_calls = 0
             assert self._loop is not None
             self._loop.call_soon(self._end_slice)
             return False
-        self._slice_starts += 1
-        return self._slice_starts > _STARTS_PER_SLICE or now - self._slice_start > _SLICE_S
+        return self._slice_calls >= _CALLS_PER_SLICE or now - self._slice_start > _SLICE_S
 
     def _end_slice(self) -> None:
         self._slice_start = None
@@ -282,6 +281,7 @@ class Scheduler:
         limit = self._lane_limits[best_lane]
         if limit is not None:
             limit.acquire()
+            self._slice_calls += 1
         self._slots.acquire()
         self.tracker.start(cell)
         return best
