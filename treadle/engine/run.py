@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import dataclasses
 import datetime as dt
+import gc
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
