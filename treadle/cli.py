@@ -74,15 +74,28 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wants_ui(args: argparse.Namespace) -> bool:
+    """The terminal app, unless --no-ui, events go to stdout, or there is no terminal to draw on (CI)."""
+    return not args.no_ui and args.events != "-" and sys.stdin.isatty() and sys.stdout.isatty()
+
+
 def _run_loaded(loaded, args: argparse.Namespace, after=None):
     from treadle.engine.controller import RunController
     from treadle.engine.run import RunOptions
 
-    options = RunOptions(out=args.out, rows=args.rows, max_parallel=args.max_parallel)
+    options = RunOptions(out=args.out, rows=args.rows, max_parallel=args.max_parallel, hold_open=_wants_ui(args))
     return _drive(RunController(loaded, options), args, after)
 
 
 def _drive(controller, args: argparse.Namespace, after=None):
+    """Run with the terminal app or headless; `after(result)` returns lines to print at the end."""
+    if _wants_ui(args):
+        from treadle.headless import write_events_in_background
+        from treadle.tui import run_tui
+
+        write_events_in_background(controller, args.events)
+        return run_tui(controller, after=after)
+
     from rich.console import Console
 
     from treadle.headless import run_headless
@@ -90,7 +103,8 @@ def _drive(controller, args: argparse.Namespace, after=None):
     console = Console(stderr=args.events == "-")
     result = run_headless(controller, console, events=args.events)
     if after is not None:
-        after(result, console)
+        for line in after(result):
+            console.print(line, highlight=False, soft_wrap=True)
     return result
 
 
@@ -104,22 +118,22 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from treadle.engine.controller import RunController
 
     recompute = [name.strip() for name in args.recompute.split(",") if name.strip()]
-    return _drive(RunController.from_run_dir(args.run_dir, recompute=recompute), args).exit_code
+    controller = RunController.from_run_dir(args.run_dir, recompute=recompute, hold_open=_wants_ui(args))
+    return _drive(controller, args).exit_code
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from treadle import demo
 
-    def show_accuracy(result, console) -> None:
+    def accuracy_line(result) -> list[str]:
         accuracy = demo.record_accuracy(result)
-        console.print(
+        return [
             f"accuracy: {accuracy['correct']}/{accuracy['rows']} = {accuracy['rate']:.1%} "
-            f"({accuracy['wrong']} wrong, {accuracy['not_answered']} not answered)",
-            highlight=False,
-        )
+            f"({accuracy['wrong']} wrong, {accuracy['not_answered']} not answered)"
+        ]
 
     with demo.demo_endpoint() as base_url:
-        result = _run_loaded(demo.load_demo(base_url), args, after=show_accuracy)
+        result = _run_loaded(demo.load_demo(base_url), args, after=accuracy_line)
     return demo.exit_code(result)
 
 

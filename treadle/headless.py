@@ -70,6 +70,24 @@ class _EventWriter:
             self._handle.close()
 
 
+def write_events_in_background(controller: RunController, target: str | None) -> None:
+    """`--events FILE` while another display (the terminal app) owns the main thread."""
+    if not target:
+        return
+    queue = controller.subscribe()
+
+    def drain() -> None:
+        with open(Path(target), "w", encoding="utf-8") as handle:
+            while True:
+                event = queue.get()
+                handle.write(event.to_json() + "\n")
+                handle.flush()
+                if event.type == "run_finished":
+                    return
+
+    threading.Thread(target=drain, name="treadle-events", daemon=True).start()
+
+
 def _done_cells(snapshot: Snapshot, column: str | None = None) -> int:
     counts = snapshot.cells if column is None else snapshot.by_column[column]
     return sum(counts[s] for s in _FINISHED)
