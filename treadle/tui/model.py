@@ -1,0 +1,152 @@
+"""What the app derives from snapshots: its status words, rate and ETA, the grid's follow target.
+
+Plain Python (no textual): the tests check it directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
+
+from treadle.engine.controller import Snapshot
+from treadle.engine.events import RunEvent
+from treadle.tui.theme import FINISHED_STATES
+
+ViewStatus = Literal["starting", "running", "paused", "stopping", "idle", "closing", "done", "failed", "interrupted"]
+FINAL = frozenset({"done", "failed", "interrupted"})
+
+
+def finished_cells(snapshot: Snapshot) -> int:
+    """Cells in a state they do not leave by themselves (every terminal state the engine has)."""
+    cells = snapshot.cells
+    return sum(cells.get(state, 0) for state in FINISHED_STATES)
+
+
+def view_status(snapshot: Snapshot, closing: bool = False) -> ViewStatus:
+    """The run's state in the words the header shows.
+
+    `idle`: every cell has finished but the run is held open, so failed cells can still be retried;
+    `closing`: the app asked the run to close and it is writing its outputs.
+    """
+    status = snapshot.status
+    if status in FINAL:
+        return status  # type: ignore[return-value]
+    if closing:
+        return "closing"
+    if status in ("starting", "stopping"):
+        return status
+    if snapshot.total_cells and finished_cells(snapshot) == snapshot.total_cells:
+        return "idle"
+    return "paused" if status == "paused" else "running"
+
+
+class RateMeter:
+    """Finished cells per second over a sliding window of samples."""
+
+    def __init__(self, window_s: float = 10.0) -> None:
+        self.window_s = window_s
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, t: float, finished: int) -> None:
+        samples = self._samples
+        if samples and finished < samples[-1][1]:
+            samples.clear()  # retried cells left the finished states: start over
+        samples.append((t, finished))
+        while len(samples) > 2 and samples[1][0] <= t - self.window_s:
+            samples.popleft()
+
+    def rate(self) -> float | None:
+        """Cells per second, or None until two samples some time apart exist."""
+        if len(self._samples) < 2:
+            return None
+        (t0, f0), (t1, f1) = self._samples[0], self._samples[-1]
+        if t1 - t0 < 0.5:
+            return None
+        return (f1 - f0) / (t1 - t0)
+
+
+def eta_s(snapshot: Snapshot, rate: float | None) -> float | None:
+    remaining = snapshot.total_cells - finished_cells(snapshot)
+    if remaining <= 0:
+        return 0.0
+    if not rate or rate <= 0:
+        return None
+    return remaining / rate
+
+
+def clock_text(seconds: float | None) -> str:
+    """12:34, or 1:02:03 past an hour; an em dash when unknown."""
+    if seconds is None or math.isinf(seconds) or math.isnan(seconds):
+        return "—"
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def compact(n: int) -> str:
+    """A count in at most 5 characters: 999, 12.3k, 123k, 1.2M."""
+    if n < 1000:
+        return str(n)
+    if n < 100_000:
+        return f"{n / 1000:.1f}k".replace(".0k", "k")
+    if n < 1_000_000:
+        return f"{n // 1000}k"
+    return f"{n / 1_000_000:.1f}M"
+
+
+def duration_text(seconds: float | None) -> str:
+    """A short duration: 850 us, 12 ms, 1.25 s, 3m 20s."""
+    if seconds is None:
+        return "—"
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f} us"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    return f"{int(seconds // 60)}m {int(seconds % 60)}s"
+
+
+def row_finished(states: Sequence[str]) -> bool:
+    return all(state in FINISHED_STATES for state in states)
+
+
+def first_unfinished(window: Mapping[int, Sequence[str]], rows: Iterable[int]) -> int | None:
+    """The first of `rows` (in order) whose cells have not all finished; None if all have."""
+    for row in rows:
+        states = window.get(row)
+        if states is not None and not row_finished(states):
+            return row
+    return None
+
+
+def event_line(event: RunEvent) -> str | None:
+    """One log line for an event; None for the ones the log leaves out (periodic progress)."""
+    d = event.data
+    kind = event.type
+    if kind == "progress":
+        return None
+    if kind == "run_started":
+        text = f"started {d.get('name')}: {d.get('rows')} rows x {len(d.get('columns', ()))} columns"
+    elif kind == "cell_failed":
+        attempts = d.get("attempts")
+        text = f"failed  row {d.get('row')} {d.get('column')}: {d.get('error_class')}: {d.get('message')}"
+        if attempts:
+            text += f" ({attempts} attempt{'s' if attempts != 1 else ''})"
+    elif kind == "cell_retried":
+        text = f"retried row {d.get('row')} {d.get('column')}"
+    elif kind == "row_dropped":
+        text = f"dropped row {d.get('row')}"
+    elif kind == "limit_changed":
+        text = f"limit   {d.get('limit')}: {d.get('old')} -> {d.get('new')}"
+    elif kind == "run_finished":
+        text = f"finished: {d.get('status')} in {d.get('wall_s')} s" + (
+            f" ({d['message']})" if d.get("message") else ""
+        )
+    else:
+        extra = ", ".join(f"{k} {v}" for k, v in d.items())
+        text = kind + (f": {extra}" if extra else "")
+    return f"{clock_text(event.t)} {text}"
