@@ -23,7 +23,7 @@ from treadle.engine.result import RunResult
 
 PLAIN_EVERY_S = 5.0
 TICK_S = 0.2
-_FINISHED = ("done", "failed", "blocked", "dropped")
+_FINISHED = ("done", "failed", "blocked", "dropped", "degraded")
 
 
 class _Interrupts:

@@ -22,7 +22,7 @@ from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, recover
 from treadle.engine.run import Run, RunOptions, RunStatus, create_run_dir, new_run_dir
 from treadle.engine.tracing import TaskTrace
-from treadle.engine.tracker import N_STATES, CellState
+from treadle.engine.tracker import N_STATES, TERMINAL, CellState
 
 T = TypeVar("T")
 _COMMAND_TIMEOUT_S = 10.0
@@ -75,9 +75,7 @@ class Snapshot:
 
     @property
     def finished_cells(self) -> int:
-        return sum(
-            self.cells[s.label] for s in (CellState.DONE, CellState.FAILED, CellState.BLOCKED, CellState.DROPPED)
-        )
+        return sum(self.cells[s.label] for s in TERMINAL)
 
     @property
     def total_cells(self) -> int:
