@@ -206,6 +206,10 @@ class RunController:
     def finished(self) -> bool:
         return self._done.is_set()
 
+    def unsubscribe(self, subscriber) -> None:
+        """Stop filling a queue `subscribe()` returned."""
+        self.bus.unsubscribe(subscriber)
+
     def subscribe(self):
         """A thread-safe queue of every RunEvent from now on."""
         return self.bus.subscribe()

@@ -21,6 +21,7 @@ EventType = Literal[
     "resumed",
     "stopping",
     "idle",
+    "salvage",
     "run_finished",
 ]
 
@@ -66,6 +67,11 @@ class EventBus:
         with self._lock:
             self._subscribers.append(subscriber)
         return subscriber
+
+    def unsubscribe(self, subscriber: queue.SimpleQueue[RunEvent]) -> None:
+        with self._lock:
+            if subscriber in self._subscribers:
+                self._subscribers.remove(subscriber)
 
     def recent(self) -> list[RunEvent]:
         with self._lock:
