@@ -202,3 +202,40 @@ def test_headless_path_never_imports_textual_and_engine_never_imports_rich(tmp_p
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_trace_and_report_commands_read_a_finished_run(tmp_path):
+    run_dir = tmp_path / "r"
+    assert treadle("run", str(HELLO), "--no-ui", "--rows", "50", "--out", str(run_dir)).returncode == 0
+    exported = treadle("trace", str(run_dir), "--chrome", str(tmp_path / "trace.json"))
+    assert exported.returncode == 0, exported.stderr
+    events = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+    assert len([e for e in events if e.get("cat") == "attempt"]) == 200
+    report = treadle("report", str(run_dir), "--html", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stderr
+    assert "Where did the time go" in report.stdout and "<svg" in (tmp_path / "report.html").read_text()
+    missing = treadle("report", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_serve_shows_live_progress_over_http(tmp_path):
+    import urllib.request
+
+    pipeline = DATA / "cli" / "slow" / "pipeline.yaml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "treadle.cli", "run", str(pipeline), "--no-ui", "--out", str(tmp_path / "r"),
+         "--serve", "0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    url = next(line.split()[-1] for line in proc.stderr if line.startswith("live progress:"))
+    with urllib.request.urlopen(f"{url}snapshot", timeout=10) as response:
+        snapshot = json.loads(response.read())
+    assert snapshot["rows"] == 3000 and snapshot["status"] in ("running", "starting")
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    refused = treadle("run", str(pipeline), "--no-ui", "--out", str(tmp_path / "x"), "--serve", "0",
+                      "--serve-host", "0.0.0.0")  # fmt: skip
+    assert refused.returncode == 2 and "needs --serve-token-env" in refused.stderr
+    assert not (tmp_path / "x").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rows", type=_positive_int, help="run only the first N seed rows")
     run.add_argument("--max-parallel", type=_positive_int, help="execution slots (overrides run.max_parallel)")
     run.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
+    _add_serve_arguments(run)
 
     demo = commands.add_parser("demo", help="the bundled table-QA example, offline, on the simulator")
     demo.add_argument("--no-ui", action="store_true", help="plain progress and a summary, no terminal app")
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rows", type=_positive_int, help="run only the first N questions")
     demo.add_argument("--max-parallel", type=_positive_int, help="execution slots (overrides run.max_parallel)")
     demo.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
+    _add_serve_arguments(demo)
 
     resume = commands.add_parser("resume", help="finish an interrupted or failed run in its directory")
     resume.add_argument("run_dir", type=Path, help="the run directory (holds run.json)")
@@ -56,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--recompute", metavar="COLS", default="", help="comma-separated columns to redo (and their dependents)"
     )
     resume.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
+    _add_serve_arguments(resume)
+
+    trace = commands.add_parser("trace", help="export a run's task traces")
+    trace.add_argument("run_dir", type=Path)
+    trace.add_argument(
+        "--chrome", type=Path, required=True, metavar="FILE", help="Chrome/Perfetto trace (.json or .gz)"
+    )
+    trace.add_argument("--no-queue", action="store_true", help="leave out the queue-wait spans")
+    trace.add_argument("--events", type=Path, metavar="FILE", help="the run's --events file, for limit changes")
+
+    report = commands.add_parser("report", help="metrics of a run: time, concurrency, cost, errors")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML report")
+    report.add_argument("--prices", type=Path, metavar="FILE", help="per-model prices (JSON/YAML) for the cost")
+    report.add_argument("--events", type=Path, metavar="FILE", help="the run's --events file, for limit changes")
 
     validate = commands.add_parser("validate", help="check a pipeline, its seed files and references")
     validate.add_argument("pipeline", type=Path)
@@ -74,6 +92,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--serve", type=int, metavar="PORT", help="serve /snapshot and /events (SSE) while it runs")
+    parser.add_argument("--serve-host", default="127.0.0.1", metavar="HOST", help="bind address (default 127.0.0.1)")
+    parser.add_argument(
+        "--serve-token-env",
+        metavar="VAR",
+        help="variable holding the token clients must send (required beyond loopback)",
+    )
+
+
 def _wants_ui(args: argparse.Namespace) -> bool:
     """The terminal app, unless --no-ui, events go to stdout, or there is no terminal to draw on (CI)."""
     return not args.no_ui and args.events != "-" and sys.stdin.isatty() and sys.stdout.isatty()
@@ -89,6 +117,32 @@ def _run_loaded(loaded, args: argparse.Namespace, after=None):
 
 def _drive(controller, args: argparse.Namespace, after=None):
     """Run with the terminal app or headless; `after(result)` returns lines to print at the end."""
+    server = None
+    if args.serve is not None:
+        from treadle.serve import ProgressServer
+
+        server = ProgressServer(controller, host=args.serve_host, port=args.serve, token=args.serve_token)
+        print(f"live progress: {server.start()}/", file=sys.stderr)
+    try:
+        return _show(controller, args, after)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _serve_token(args: argparse.Namespace) -> str | None:
+    from treadle.engine.errors import ConfigError, Problem
+    from treadle.serve import is_loopback
+
+    token = os.environ.get(args.serve_token_env) if args.serve_token_env else None
+    if args.serve_token_env and not token:
+        raise ConfigError([Problem("--serve-token-env", f"environment variable {args.serve_token_env} is not set")])
+    if not is_loopback(args.serve_host) and not token:
+        raise ConfigError([Problem("--serve-host", f"serving on {args.serve_host} needs --serve-token-env")])
+    return token
+
+
+def _show(controller, args: argparse.Namespace, after=None):
     if _wants_ui(args):
         from treadle.headless import write_events_in_background
         from treadle.tui import run_tui
@@ -122,6 +176,31 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return _drive(controller, args).exit_code
 
 
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from treadle.engine.chrome_trace import export_chrome
+
+    written = export_chrome(args.run_dir, args.chrome, queue_spans=not args.no_queue, events=args.events)
+    print(f"wrote {written} events to {args.chrome} (open it in ui.perfetto.dev or chrome://tracing)")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from treadle.engine.errors import ConfigError, Problem
+    from treadle.report import load_prices, print_report, write_html_report
+
+    try:
+        prices = load_prices(args.prices) if args.prices else None
+    except (OSError, ValueError) as exc:
+        raise ConfigError([Problem(str(args.prices), str(exc))]) from None
+    print_report(args.run_dir, Console(), prices, events=args.events)
+    if args.html:
+        write_html_report(args.run_dir, args.html, prices, events=args.events)
+        print(f"wrote {args.html}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from treadle import demo
 
@@ -140,10 +219,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "serve", None) is not None:  # checked before anything is created
+            args.serve_token = _serve_token(args)
         if args.command == "validate":
             return _cmd_validate(args)
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "trace":
+            return _cmd_trace(args)
+        if args.command == "report":
+            return _cmd_report(args)
         if args.command == "resume":
             return _cmd_resume(args)
         if args.command == "demo":
