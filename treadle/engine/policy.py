@@ -67,26 +67,35 @@ def is_rate_limit(error: BaseException) -> bool:
 
 
 class ErrorWindow:
-    """The share of failed attempts among the most recent ones, kept with a running count."""
+    """The share of failed attempts among the most recent `size` ones.
+
+    Successes only advance a counter (the scheduler bumps `attempts` inline, on the hot path); the
+    window keeps the numbers of recent failed attempts and forgets those older than `size` attempts.
+    """
 
     def __init__(self, size: int, threshold: float) -> None:
         self.size = size
         self.threshold = threshold
-        self._outcomes: deque[int] = deque(maxlen=size)
-        self.failed = 0
+        self.attempts = 0
+        self._failures: deque[int] = deque()
 
-    def record(self, failed: bool) -> bool:
-        """Add one attempt's outcome; True when the window is full and its error rate is over the threshold."""
-        outcomes = self._outcomes
-        if len(outcomes) == self.size:
-            self.failed -= outcomes[0]
-        outcomes.append(1 if failed else 0)
-        self.failed += failed
-        return len(outcomes) == self.size and self.failed >= self.threshold * self.size
+    @property
+    def failed(self) -> int:
+        return len(self._failures)
+
+    def record_failure(self) -> bool:
+        """Count one failed attempt; True when the last `size` attempts fail at the threshold rate."""
+        self.attempts += 1
+        failures = self._failures
+        failures.append(self.attempts)
+        oldest = self.attempts - self.size
+        while failures and failures[0] <= oldest:
+            failures.popleft()
+        return self.attempts >= self.size and len(failures) >= self.threshold * self.size
 
     def clear(self) -> None:
-        self._outcomes.clear()
-        self.failed = 0
+        self._failures.clear()
+        self.attempts = 0
 
 
 class NoWindow(ErrorWindow):
@@ -95,5 +104,5 @@ class NoWindow(ErrorWindow):
     def __init__(self) -> None:
         super().__init__(1, 1.0)
 
-    def record(self, failed: bool) -> bool:
+    def record_failure(self) -> bool:
         return False

@@ -336,7 +336,7 @@ class Scheduler:
                 attempt = self.attempts.get(cell, 0) + 1
                 self.tracer.record(cell // n_nodes, node, attempt, lane, t_ready, started, ended, "done", values=values)
                 self.journal.done(cell // n_nodes, node, values)
-                self._error_window.record(False)
+                self._error_window.attempts += 1
                 ready = tracker.complete(cell)
                 if ready:
                     self._push(ready)
@@ -435,7 +435,7 @@ class Scheduler:
         will_retry = retryable and attempt <= budget and not self.stopping
         status = "timeout" if timed_out else "retry" if will_retry else "failed"
         self.tracer.record(cell // n_nodes, node, attempt, *timing, status, error, message)
-        if not is_rate_limit(error) and self._error_window.record(True):
+        if not is_rate_limit(error) and self._error_window.record_failure():
             self._early_stop(message)
         if will_retry:
             self.tracker.wait_retry(cell)
