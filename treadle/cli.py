@@ -37,29 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a pipeline")
     run.add_argument("pipeline", type=Path, help="the pipeline YAML file")
-    run.add_argument("--no-ui", action="store_true", help="plain progress and a summary, no terminal app")
-    run.add_argument("--out", type=Path, help="run directory (default runs/<name>-<timestamp>)")
-    run.add_argument("--rows", type=_positive_int, help="run only the first N seed rows")
-    run.add_argument("--max-parallel", type=_positive_int, help="execution slots (overrides run.max_parallel)")
-    run.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
-    _add_serve_arguments(run)
+    _add_run_arguments(run, "runs/<name>-<timestamp>")
+    _add_display_arguments(run)
 
     demo = commands.add_parser("demo", help="the bundled table-QA example, offline, on the simulator")
-    demo.add_argument("--no-ui", action="store_true", help="plain progress and a summary, no terminal app")
-    demo.add_argument("--out", type=Path, help="run directory (default runs/tableqa-<timestamp>)")
-    demo.add_argument("--rows", type=_positive_int, help="run only the first N questions")
-    demo.add_argument("--max-parallel", type=_positive_int, help="execution slots (overrides run.max_parallel)")
-    demo.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
-    _add_serve_arguments(demo)
+    _add_run_arguments(demo, "runs/tableqa-<timestamp>")
+    _add_display_arguments(demo)
 
     resume = commands.add_parser("resume", help="finish an interrupted or failed run in its directory")
     resume.add_argument("run_dir", type=Path, help="the run directory (holds run.json)")
-    resume.add_argument("--no-ui", action="store_true", help="plain progress and a summary, no terminal app")
     resume.add_argument(
         "--recompute", metavar="COLS", default="", help="comma-separated columns to redo (and their dependents)"
     )
-    resume.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
-    _add_serve_arguments(resume)
+    _add_display_arguments(resume)
 
     trace = commands.add_parser("trace", help="export a run's task traces")
     trace.add_argument("run_dir", type=Path)
@@ -92,7 +82,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    parser.add_argument("--out", type=Path, help=f"run directory (default {default_out})")
+    parser.add_argument("--rows", type=_positive_int, help="run only the first N seed rows")
+    parser.add_argument("--max-parallel", type=_positive_int, help="execution slots (overrides run.max_parallel)")
+
+
+def _add_display_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-ui", action="store_true", help="plain progress and a summary, no terminal app")
+    parser.add_argument("--events", metavar="FILE|-", help="write run events as JSON lines to FILE or stdout")
     parser.add_argument("--serve", type=int, metavar="PORT", help="serve /snapshot and /events (SSE) while it runs")
     parser.add_argument("--serve-host", default="127.0.0.1", metavar="HOST", help="bind address (default 127.0.0.1)")
     parser.add_argument(

@@ -222,7 +222,6 @@ class Scheduler:
                 self.abort()
                 raise
 
-
     def _slice_spent(self) -> bool:
         """Whether workers have had their share of this loop iteration: a time slice, or a number of
         model calls started (each comes back for more CPU when its connection opens, all at once)."""
