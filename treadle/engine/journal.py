@@ -39,7 +39,8 @@ class Journal:
 
     def done(self, row: int, node: int, values: dict[str, Any]) -> None:
         self._pending.append((row, node, values))
-        self._schedule()
+        if not self._scheduled:  # inline: this runs for every finished cell
+            self._schedule()
 
     def dropped(self, row: int) -> None:
         self._pending.append((row, _DROP, None))
