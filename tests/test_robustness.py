@@ -1,0 +1,108 @@
+"""Interrupts, a killed run against the simulator, and values of unusual size."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+
+import treadle
+from treadle.engine.journal import replay
+from treadle.sim import SimConfig, SimulatorProcess
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_journal_consistent(tmp_path):
+    run_dir = tmp_path / "r"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "treadle.cli", "run", str(DATA / "cli" / "stuck" / "pipeline.yaml"), "--no-ui",
+         "--out", str(run_dir), "--events", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["type"] == "progress":
+            break
+    proc.send_signal(signal.SIGINT)
+    for line in proc.stdout:  # the first interrupt is taken: running cells get their grace period
+        if json.loads(line)["type"] == "stopping":
+            break
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert time.monotonic() - started < 10, "the second interrupt did not wait out the 30 s grace period"
+    assert "Traceback" not in stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    done = replay(run_dir / "journal.jsonl").done
+    output = pd.read_parquet(run_dir / "output.parquet")
+    assert summary["cells"]["done"] == sum(len(columns) for columns in done.values()) > 0
+    assert output["label"].notna().sum() == summary["columns"]["label"]["cells"]["done"]
+
+
+def test_sigkill_mid_llm_run_then_resume_requests_no_finished_cell_again(tmp_path):
+    pd.DataFrame({"id": range(300), "q": [f"question {i}" for i in range(300)]}).to_csv(tmp_path / "s.csv", index=False)
+    with SimulatorProcess(SimConfig(latency_ms=60, seed=3)) as url:
+        pipeline = tmp_path / "pipeline.yaml"
+        pipeline.write_text(
+            json.dumps(
+                {
+                    "seed": {"path": "s.csv"},
+                    "models": {"m": {"model": "sim", "base_url": url, "max_parallel": 16}},
+                    "columns": [
+                        {"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}"},
+                        {"name": "b", "kind": "llm", "model": "m", "prompt": "again {{ a }}"},
+                    ],
+                    "run": {"max_parallel": 16, "row_group_size": 20},
+                }
+            )
+        )
+        run_dir = tmp_path / "run"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "treadle.cli", "run", str(pipeline), "--no-ui", "--out", str(run_dir),
+             "--events", "-"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=dict(os.environ),
+        )  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if json.loads(line)["type"] == "progress":
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        finished_before = sum(len(c) for c in replay(run_dir / "journal.jsonl").done.values())
+        assert 0 < finished_before < 600
+        resumed = subprocess.run(
+            [sys.executable, "-m", "treadle.cli", "resume", str(run_dir), "--no-ui"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr
+        with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as response:
+            stats = json.loads(response.read())
+    # Every cell was requested once, except those in flight at the kill (at most the 16 slots).
+    assert 600 <= stats["requests_total"] <= 600 + 16
+    output = pd.read_parquet(run_dir / "output.parquet")
+    assert len(output) == 300 and output["b"].notna().all()
+
+
+def test_a_huge_cell_value_goes_through(tmp_path):
+    (tmp_path / "big.py").write_text("def big(row):\n    return 'x' * (30_000_000 if row['id'] == 1 else 10)\n")
+    pd.DataFrame({"id": range(3)}).to_csv(tmp_path / "s.csv", index=False)
+    config = {
+        "seed": {"path": "s.csv"},
+        "columns": [
+            {"name": "v", "kind": "python", "function": "big:big"},
+            {"name": "n", "kind": "template", "template": "{{ v | length }}"},
+        ],
+    }
+    result = treadle.run(config, base_dir=tmp_path, out=tmp_path / "run")
+    assert result.status == "done"
+    assert result.output["n"].tolist() == ["10", "30000000", "10"]
