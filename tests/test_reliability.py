@@ -151,3 +151,17 @@ def test_an_endpoint_that_fails_everything_stops_the_run_early(tmp_path):
     assert requests < 80, "it stopped instead of trying all 900 attempts"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["message"].startswith("stopped early")
+
+
+def test_a_cell_deadline_ends_retries_early(tmp_path):
+    with SimulatorThread(SimConfig(fail_rate=1.0)) as url:
+        config = {
+            "seed": {"path": seed(tmp_path, 2)},
+            "models": {"m": {"model": "sim", "base_url": url}},
+            "columns": [{"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}", "deadline_s": 0.5}],
+            "run": {"retries": 50, "backoff_s": 0.2, "salvage_rounds": 0, "early_stop": None},
+        }
+        result = treadle.run(config, base_dir=tmp_path, out=tmp_path / "run")
+    assert result.status == "failed"
+    assert all("cell deadline of 0.5 s reached" in f["message"] for f in result.failures)
+    assert all(f["attempts"] < 10 for f in result.failures)

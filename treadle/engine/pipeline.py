@@ -84,6 +84,8 @@ class _ColumnBase(_Strict):
     """Extra attempts for a retryable failure; defaults to the model's, then the run's."""
     timeout_s: float | None = Field(default=None, gt=0)
     """Per-attempt timeout; defaults to the model's, then the run's."""
+    deadline_s: float | None = Field(default=None, gt=0)
+    """Time a cell may take over all its attempts and waits; defaults to the run's cell_deadline_s."""
     on_failure: OnFailure = "fail"
     """When the cell fails for good: `fail` (dependents are blocked), `skip_row` (the row is left out of
     the output, the reason recorded) or `{default: VALUE}` (the cell takes VALUE, marked degraded)."""
@@ -142,6 +144,8 @@ class RunConfig(_Strict):
     """First retry delay; doubles each attempt, with jitter."""
     timeout_s: float = Field(default=120.0, gt=0)
     """Per-attempt timeout of one cell."""
+    cell_deadline_s: float | None = Field(default=None, gt=0)
+    """Time a cell may take over all its attempts and backoff waits (none by default)."""
     trace: bool = True
     """Record a TaskTrace per attempt (ring buffer for the UI, trace.jsonl in the run directory)."""
     salvage_rounds: int = Field(default=1, ge=0)

@@ -32,6 +32,8 @@ class NodePolicy:
     on_failure: FailureAction = "fail"
     default: Any = None
     """The value of a cell settled by `on_failure: {default: ...}`."""
+    deadline_s: float | None = None
+    """No retry starts later than this many seconds after the cell's first attempt started."""
 
 
 @dataclass

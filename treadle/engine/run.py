@@ -93,10 +93,12 @@ def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:
     if retries is None and model is not None:
         retries = model.retries
     timeout = column.timeout_s or (model.timeout_s if model is not None else None) or run.timeout_s
+    retries = retries if retries is not None else run.retries
+    deadline = column.deadline_s or run.cell_deadline_s
     on_failure = column.on_failure
     if isinstance(on_failure, DefaultOnFailure):
-        return NodePolicy(retries if retries is not None else run.retries, timeout, "default", on_failure.default)
-    return NodePolicy(retries if retries is not None else run.retries, timeout, on_failure)
+        return NodePolicy(retries, timeout, "default", on_failure.default, deadline)
+    return NodePolicy(retries, timeout, on_failure, deadline_s=deadline)
 
 
 class Run:

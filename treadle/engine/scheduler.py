@@ -97,6 +97,7 @@ class Scheduler:
         self._rng = random.Random(seed)
         self._executor = ThreadPoolExecutor(python_threads, thread_name_prefix="treadle-python")
         self._model_waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._first_started: dict[int, float] = {}
         self._slice_start: float | None = None
         self._slice_calls = 0
         self.context_services: ContextServices | None = None
@@ -432,15 +433,21 @@ class Scheduler:
         # A rate-limit answer says the endpoint works but is busy: waiting it out does not spend the budget.
         budget = policy.retries + (_RATE_LIMIT_EXTRA_ATTEMPTS if is_rate_limit(error) else 0)
         will_retry = retryable and attempt <= budget and not self.stopping
+        delay = 0.0
+        if will_retry:
+            delay = self.policy.delay(attempt, error.retry_after if isinstance(error, CellError) else None, self._rng)
+            if policy.deadline_s is not None:
+                first_start = self._first_started.setdefault(cell, timing[2])
+                if self._clock() + delay - first_start > policy.deadline_s:
+                    will_retry = False
+                    message = f"{message} (cell deadline of {policy.deadline_s:g} s reached)"
         status = "timeout" if timed_out else "retry" if will_retry else "failed"
         self.tracer.record(cell // n_nodes, node, attempt, *timing, status, error, message)
         if not is_rate_limit(error) and self._error_window.record_failure():
             self._early_stop(message)
         if will_retry:
             self.tracker.wait_retry(cell)
-            retry_after = error.retry_after if isinstance(error, CellError) else None
             assert self._loop is not None
-            delay = self.policy.delay(attempt, retry_after, self._rng)
             self._retry_timers[cell] = self._loop.call_later(delay, self._requeue, cell)
             return
         row = cell // n_nodes
@@ -615,6 +622,7 @@ class Scheduler:
             ready = self.tracker.retry(cell)
             self.failures.pop(cell, None)
             self.attempts.pop(cell, None)
+            self._first_started.pop(cell, None)
             self._salvageable.discard(cell)
             retried += 1
             self._idle_reported = False
