@@ -106,3 +106,25 @@ def test_a_huge_cell_value_goes_through(tmp_path):
     result = treadle.run(config, base_dir=tmp_path, out=tmp_path / "run")
     assert result.status == "done"
     assert result.output["n"].tolist() == ["10", "30000000", "10"]
+
+
+def _small_files(limit: int):
+    def apply() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_an_output_directory_that_fills_up_stops_the_run_with_one_line(tmp_path):
+    hello = Path(__file__).parents[1] / "examples" / "hello" / "pipeline.yaml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "treadle.cli", "run", str(hello), "--no-ui", "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120, preexec_fn=_small_files(150_000),
+    )  # fmt: skip
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert "cannot write" in proc.stderr and "File too large" in proc.stderr
+    assert replay(tmp_path / "r" / "journal.jsonl").done, "what was journaled before the disk filled is kept"

@@ -47,6 +47,12 @@ class RetryableCellError(CellError):
     retryable = True
 
 
+class StorageError(TreadleError):
+    """The run directory cannot be written (disk full, read-only, gone): the run stops, exit 1."""
+
+    exit_code = 1
+
+
 class FatalRunError(TreadleError):
     """A failure that dooms every cell alike (bad key, unknown model): the run stops with this one message."""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,8 +23,9 @@ _DROP = -1
 
 
 class Journal:
-    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+    def __init__(self, path: Path, columns: Sequence[str], on_error: Callable[[OSError], None]) -> None:
         self.path = path
+        self._on_error = on_error
         self.columns = list(columns)
         self._pending: list[tuple[int, int, Any]] = []
         self._scheduled = False
@@ -57,8 +58,12 @@ class Journal:
         if not self._pending or self._handle is None:
             return
         batch, self._pending = self._pending, []
-        self._handle.write(json.dumps(batch, default=str, separators=(",", ":")) + "\n")
-        self._handle.flush()
+        try:
+            self._handle.write(json.dumps(batch, default=str, separators=(",", ":")) + "\n")
+            self._handle.flush()
+        except OSError as exc:  # disk full, file too large: the run stops; what is done stays done
+            self._pending = batch + self._pending
+            self._on_error(exc)
 
     def sync(self) -> None:
         """fsync what was flushed (blocking: the writer thread calls it at row-group boundaries)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from treadle.engine.context import ContextServices
-from treadle.engine.errors import ConfigError, Problem
+from treadle.engine.errors import ConfigError, FatalRunError, Problem, StorageError
 from treadle.engine.events import EventBus
 from treadle.engine.generators import build_generators
 from treadle.engine.journal import Journal
@@ -138,7 +138,7 @@ class Run:
         for name, model in config.models.items():  # every model: python columns may call any through ctx
             self.limits[model_limit(name)] = Limit(model_limit(name), model.max_parallel)
         self.store = RowStore(frame, config.run.row_group_size)
-        self.journal = Journal(directory.journal_path, self.node_names)
+        self.journal = Journal(directory.journal_path, self.node_names, on_error=self._storage_failed)
         finished_groups = self._restore(recovery) if recovery is not None else set()
         self.generators = build_generators(loaded)
         tracer_class = Tracer if config.run.trace else NullTracer
@@ -209,10 +209,21 @@ class Run:
         # The group file now holds what the journal said about it: make both durable together.
         self.journal.sync()
 
+    def _storage_failed(self, exc: OSError) -> None:
+        """The run directory stopped taking writes: stop the run with one clear reason."""
+        if self.scheduler.fatal is None:
+            reason = exc.strerror or str(exc)
+            self.scheduler.fatal = FatalRunError(f"cannot write to the run directory {self.directory.path}: {reason}")
+            self.scheduler.stop(str(self.scheduler.fatal))
+
     async def _write_group(self, group: int) -> None:
         rows, states = self._group_contents(group)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, self._write_group_now, group, rows, states)
+        try:
+            await loop.run_in_executor(self._writer, self._write_group_now, group, rows, states)
+        except OSError as exc:
+            self._storage_failed(exc)
+            return
         # A retry may have reopened the group while it was being written: then its rows are in use.
         if self.scheduler.is_finished(group) and not self._has_failures(group):
             self.store.release_group(group)
@@ -231,7 +242,11 @@ class Run:
             totals = self.tracker.totals()
             self.bus.emit("progress", cells={s.label: totals[s] for s in CellState if totals[s]})
             traces = self.tracer.take_unwritten()
-            await loop.run_in_executor(self._writer, self.tracer.write, self.directory.trace_path, traces)
+            try:
+                await loop.run_in_executor(self._writer, self.tracer.write, self.directory.trace_path, traces)
+            except OSError as exc:
+                self._storage_failed(exc)
+                return
 
     async def execute(self) -> None:
         loop = asyncio.get_running_loop()
@@ -266,8 +281,15 @@ class Run:
             await self.context_services.aclose()
         self.wall_s = loop.time() - started
         self.status = self._final_status()
-        await loop.run_in_executor(self._writer, self._write_outputs)
-        self._writer.shutdown()
+        try:
+            await loop.run_in_executor(self._writer, self._write_outputs)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write the run directory {self.directory.path}: {exc.strerror or exc} "
+                "(what was journaled is kept; free space and run treadle resume)"
+            ) from None
+        finally:
+            self._writer.shutdown()
         self.bus.emit("run_finished", status=self.status, wall_s=round(self.wall_s, 3), message=self.message)
 
     def live_status(self) -> RunStatus:
