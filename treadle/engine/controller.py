@@ -325,7 +325,7 @@ class RunController:
         return Snapshot(
             status=run.live_status(),
             message=run.message or run.scheduler.pause_reason,
-            loop_lag_ms=run.loop_lag.summary_ms(),
+            loop_lag_ms=run.loop_lag.summary_ms(max_age_s=1.0),
             elapsed_s=self.bus.elapsed() if not self.finished else run.wall_s,
             rows=tracker.n_rows,
             columns=names,

@@ -267,7 +267,10 @@ class Run:
             await generator.astart()
         # Everything loaded so far (pandas, pyarrow, langchain, the seed) lives for the whole run: out of
         # the collector's sight, a full collection no longer walks it, which stalled the loop ~100 ms.
+        # Young collections run less often too: a run makes many short-lived objects and few cycles.
         gc.freeze()
+        thresholds = gc.get_threshold()
+        gc.set_threshold(max(thresholds[0], 20_000), max(thresholds[1], 50), max(thresholds[2], 100))
         progress = loop.create_task(self._report_progress())
         lag = loop.create_task(self.loop_lag.watch())
         try:
@@ -275,6 +278,7 @@ class Run:
         finally:
             progress.cancel()
             lag.cancel()
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
             for generator in self.generators:
                 await generator.aclose()
