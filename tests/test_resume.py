@@ -113,6 +113,8 @@ def test_resume_reruns_only_failed_cells(tmp_path, probe):
     assert set(probe.starts) == {("flaky", 4), ("flaky", 11)}
     assert second.output["b"].tolist() == [f"{i + 1}!" for i in range(20)]
     assert second.failures == []
+    reread = treadle.RunResult.load(tmp_path / "run")
+    assert reread.status == "done" and reread.output.equals(second.output)
 
 
 def test_resume_refuses_a_changed_pipeline_unless_told_what_to_recompute(tmp_path, counted):

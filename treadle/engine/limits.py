@@ -21,10 +21,6 @@ class Limit:
     in_use: int = 0
     peak: int = 0
 
-    @property
-    def free(self) -> bool:
-        return self.in_use < self.total
-
     def acquire(self) -> None:
         self.in_use += 1
         if self.in_use > self.peak:
