@@ -7,10 +7,13 @@ import queue
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import treadle
+from treadle.engine import tracing
 from treadle.engine.controller import RunController
 from treadle.engine.run import RunOptions
+from treadle.engine.trace_writer import TraceWriterProcess
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 
@@ -40,7 +43,18 @@ def wait_idle(events: queue.SimpleQueue) -> None:
         pass
 
 
-def test_every_attempt_is_traced_in_trace_jsonl(tmp_path, probe):
+@pytest.mark.parametrize("offload", [False, True], ids=["writer-thread", "writer-process"])
+def test_every_attempt_is_traced_in_trace_jsonl(tmp_path, probe, monkeypatch, offload):
+    started: list[TraceWriterProcess] = []
+
+    class CountedWriter(TraceWriterProcess):
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    if offload:  # large runs format trace.jsonl in a helper process: make this small run one of them
+        monkeypatch.setattr(tracing, "OFFLOAD_AFTER", 0)
+        monkeypatch.setattr(tracing, "TraceWriterProcess", CountedWriter)
     probe.flaky_once_rows = {1, 4}
     probe.failing_rows = {6}
     controller, _ = start(tmp_path, config(tmp_path, 10))
@@ -63,6 +77,7 @@ def test_every_attempt_is_traced_in_trace_jsonl(tmp_path, probe):
     for t in traces:
         assert 0 <= t["t_ready"] <= t["t_start"] <= t["t_end"]
         assert 0 <= t["slot"] < 4
+    assert len(started) == (1 if offload else 0)
 
 
 def test_traces_cell_detail_and_summary_from_a_live_run(tmp_path, probe):

@@ -229,10 +229,10 @@ class Run:
             self.store.release_group(group)
 
     def _has_failures(self, group: int) -> bool:
-        state = self.tracker.state
         n = self.tracker.n_nodes
         rows = self.tracker.group_rows(group)
-        return any(state[c] in (CellState.FAILED, CellState.BLOCKED) for c in range(rows.start * n, rows.stop * n))
+        states = self.tracker.state[rows.start * n : rows.stop * n]
+        return CellState.FAILED in states or CellState.BLOCKED in states
 
     async def _report_progress(self) -> None:
         """Every second: a progress event, and the traces so far to trace.jsonl."""
@@ -325,7 +325,7 @@ class Run:
     def _write_outputs(self) -> None:
         scheduler = self.scheduler
         self.journal.close()
-        self.tracer.write(self.directory.trace_path, self.tracer.take_unwritten())
+        self.tracer.finish(self.directory.trace_path)
         # Groups cut short by a stop still hold finished cells: write them so no finished work is lost.
         for group in scheduler.active_groups():
             rows, states = self._group_contents(group)

@@ -26,7 +26,7 @@ from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
 from treadle.engine.policy import CellFailure, ErrorWindow, NodePolicy, RetryPolicy, is_rate_limit, is_retryable
 from treadle.engine.rows import RowStore
-from treadle.engine.tracing import Tracer, TraceStatus
+from treadle.engine.tracing import NullTracer, Tracer, TraceStatus
 from treadle.engine.tracker import CellState, CellTracker
 
 _READY = CellState.READY
@@ -90,6 +90,8 @@ class Scheduler:
         self._clock = clock
         self.hold_open = hold_open
         self.tracer = tracer
+        self._tracing = not isinstance(tracer, NullTracer)
+        """Checked before recording a finished cell: cheaper than a call to NullTracer.record."""
         self.journal = journal
         self._free_lanes: list[int] = []
         self._next_lane = 0
@@ -128,6 +130,8 @@ class Scheduler:
         self.stopping = False
         self.fatal: FatalRunError | None = None
         self._finished: asyncio.Event | None = None
+        self._done = False
+        """`_finished` is set (a plain flag the workers can check for each cell)."""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- the run ---------------------------------------------------------------------------------
@@ -160,7 +164,7 @@ class Scheduler:
         for task in list(self._workers):
             task.cancel()
         if self._finished is not None:
-            self._finished.set()
+            self._set_finished()
 
     def _check_finished(self) -> None:
         # hold_open keeps a finished run waiting for a person's retry or drop until it is closed.
@@ -170,8 +174,7 @@ class Scheduler:
             self._salvage()
             return
         if self.stopping or (self.tracker.unfinished == 0 and not self.hold_open):
-            assert self._finished is not None
-            self._finished.set()
+            self._set_finished()
         elif self.tracker.unfinished == 0 and not self._idle_reported:
             self._idle_reported = True
             self.bus.emit("idle")
@@ -199,15 +202,19 @@ class Scheduler:
         task = asyncio.current_task()
         assert task is not None
         while True:
-            if self._alive > self._slots.total or self._finished_set():
+            if self._alive > self._slots.total or self._done:
                 self._alive -= 1
                 heapq.heappush(self._free_lanes, lane)
                 # A retiring worker may leave ready work behind that an idle one can take.
                 self._wake(1)
                 return
-            if self._slice_spent():
-                # Many workers waking at once (1,000 LLM calls starting) would otherwise run all their
-                # starts in one loop iteration; yielding keeps timers, commands and I/O flowing.
+            # Workers share a loop iteration: a time slice, or a number of model calls started (each
+            # comes back for more CPU when its connection opens, all at once). Many workers waking at
+            # once (1,000 LLM calls starting) would otherwise run all their starts in one iteration;
+            # yielding keeps timers, commands and I/O flowing. Inline: this runs for every cell.
+            if self._slice_start is None:
+                self._begin_slice()
+            elif self._slice_calls >= _CALLS_PER_SLICE or self._clock() - self._slice_start > _SLICE_S:
                 await asyncio.sleep(0)
                 continue
             entry = self._take()
@@ -223,23 +230,19 @@ class Scheduler:
                 self.abort()
                 raise
 
-    def _slice_spent(self) -> bool:
-        """Whether workers have had their share of this loop iteration: a time slice, or a number of
-        model calls started (each comes back for more CPU when its connection opens, all at once)."""
-        now = self._clock()
-        if self._slice_start is None:
-            self._slice_start = now
-            self._slice_calls = 0
-            assert self._loop is not None
-            self._loop.call_soon(self._end_slice)
-            return False
-        return self._slice_calls >= _CALLS_PER_SLICE or now - self._slice_start > _SLICE_S
+    def _begin_slice(self) -> None:
+        self._slice_start = self._clock()
+        self._slice_calls = 0
+        assert self._loop is not None
+        self._loop.call_soon(self._end_slice)
 
     def _end_slice(self) -> None:
         self._slice_start = None
 
-    def _finished_set(self) -> bool:
-        return self._finished is not None and self._finished.is_set()
+    def _set_finished(self) -> None:
+        assert self._finished is not None
+        self._done = True
+        self._finished.set()
 
     def _wake(self, n: int) -> None:
         while n > 0 and self._idle:
@@ -248,21 +251,32 @@ class Scheduler:
                 idle.set_result(None)
                 n -= 1
 
-    def _push(self, cells: list[int]) -> None:
+    def _push(self, cells: list[int], now: float | None = None) -> None:
         n_nodes = self.tracker.n_nodes
         per_group = n_nodes * self.tracker.group_size
-        now = self._clock()
+        if now is None:
+            now = self._clock()
         for cell in cells:
             node = cell % n_nodes
             entry = (cell // per_group, self._neg_cp[node], cell, now)
             heapq.heappush(self._heaps[self._lane_of_node[node]], entry)
-        self._wake(len(cells))
+        if self._idle:
+            self._wake(len(cells))
 
     def _take(self) -> tuple[int, int, int, float] | None:
         """The best ready heap entry whose model has a free slot, with the slots taken; or None."""
         if self.paused or self.stopping:
             return None
         state = self.tracker.state
+        if len(self._heaps) == 1:  # no per-model limits (python/template columns): one heap, no slot check
+            heap = self._heaps[0]
+            while heap:
+                entry = heapq.heappop(heap)
+                if state[entry[2]] == _READY:  # else dropped while it waited
+                    self._slots.acquire()
+                    self.tracker.start(entry[2])
+                    return entry
+            return None
         best: tuple[int, int, int, float] | None = None
         best_lane = -1
         for lane, heap in enumerate(self._heaps):
@@ -289,9 +303,9 @@ class Scheduler:
     async def _run_cell(self, cell: int, t_ready: float, task: asyncio.Task, lane: int) -> None:
         tracker = self.tracker
         n_nodes = tracker.n_nodes
-        node = cell % n_nodes
+        row_index, node = divmod(cell, n_nodes)
         generator = self.generators[node]
-        row = self.store.rows[cell // n_nodes]
+        row = self.store.rows[row_index]
         error: BaseException | None = None
         values: dict | None = None
         started = self._clock()
@@ -333,20 +347,27 @@ class Scheduler:
                 assert values is not None
                 row.update(values)
                 self.latencies[node].append(ended - started)
-                attempt = self.attempts.get(cell, 0) + 1
-                self.tracer.record(cell // n_nodes, node, attempt, lane, t_ready, started, ended, "done", values=values)
-                self.journal.done(cell // n_nodes, node, values)
+                if self._tracing:
+                    attempt = self.attempts.get(cell, 0) + 1
+                    self.tracer.record(
+                        row_index, node, attempt, lane, t_ready, started, ended, "done", None, None, values
+                    )
+                self.journal.done(row_index, node, values)
                 self._error_window.attempts += 1
                 ready = tracker.complete(cell)
                 if ready:
-                    self._push(ready)
+                    self._push(ready, ended)
+                # _after_change inlined for the common case: the cell's group is still open.
+                if not tracker.group_open[cell // n_nodes // tracker.group_size]:
+                    self._after_change(cell)
             else:
                 self._record_error(cell, error, (lane, t_ready, started, ended))
-            self._after_change(cell)
+                self._after_change(cell)
         else:
             attempt = self.attempts.get(cell, 0) + 1
-            self.tracer.record(cell // n_nodes, node, attempt, lane, t_ready, started, ended, "cancelled")
-        self._check_finished()
+            self.tracer.record(row_index, node, attempt, lane, t_ready, started, ended, "cancelled")
+        if not self._slots.in_use:
+            self._check_finished()
 
     async def _call_with_context(self, cell: int, lane: int, generator: Generator, row: dict) -> dict:
         """Run a python function that takes `ctx`; its LLM calls end with the cell."""

@@ -1,7 +1,8 @@
 """TaskTrace: one record per attempt of a cell, kept in a ring buffer for UIs and in trace.jsonl.
 
 The hot path stores a plain tuple per attempt; TaskTrace records and JSON lines are made only when
-read or flushed (on the writer thread). `NullTracer` keeps the hot path free of `if tracing:` checks.
+read or flushed (on the writer thread, or for large runs in a helper process: `OFFLOAD_AFTER`).
+`NullTracer` keeps the hot path free of `if tracing:` checks.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
+
+from treadle.engine.trace_writer import TraceWriterProcess
 
 TraceStatus = Literal["done", "retry", "failed", "timeout", "cancelled"]
 RING_SIZE = 20_000
@@ -49,8 +52,60 @@ _LINE = (
     '{"seq":%d,"row":%d,%s,"attempt":%d,"slot":%d,"t_ready":%.6f,"t_start":%.6f,"t_end":%.6f,'
     '"status":"%s","error_class":%s,"message":%s,"tokens_in":%s,"tokens_out":%s,"parent":%s}'
 )
-_Raw = tuple  # (seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values, child)
-# `child` is None for a cell's own attempt, or (model, usage) for a call made from inside the cell.
+_Raw = tuple
+"""(seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, tokens_in,
+tokens_out, child_model): plain values only, so a batch marshals in one C call. `child_model` is None
+for a cell's own attempt, or the model of a call made from inside the cell (ctx.llm)."""
+
+OFFLOAD_AFTER = 20_000
+"""Past this many attempts in a run, trace.jsonl lines are formatted by a helper process (see
+trace_writer.py) instead of the writer thread, whose formatting (~2 us a line) would hold the GIL
+the engine loop needs: small runs never start a process, large ones keep tracing almost free."""
+
+
+def _tokens(usage: object) -> tuple[int | None, int | None]:
+    if not usage or not isinstance(usage, dict):
+        return None, None
+    tokens_in, tokens_out = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return (
+        None if tokens_in is None else int(tokens_in),
+        None if tokens_out is None else int(tokens_out),
+    )
+
+
+def format_lines(raws: Sequence[_Raw], t0: float, columns: Sequence[str], models: Sequence[str | None]) -> str:
+    """trace.jsonl lines for records (each ends with a newline), formatted without building dicts."""
+    node_json = [f'"column":{json.dumps(c)},"model":{json.dumps(m)}' for c, m in zip(columns, models, strict=True)]
+    dumps = json.dumps
+    lines = []
+    for raw in raws:
+        seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = raw
+        if child is None:
+            node_part, parent = node_json[node], "null"
+        else:
+            node_part = f'"column":{dumps(columns[node] + ":llm")},"model":{dumps(child)}'
+            parent = dumps(columns[node])
+        lines.append(
+            _LINE
+            % (
+                seq,
+                row,
+                node_part,
+                attempt,
+                slot,
+                t_ready - t0,
+                t_start - t0,
+                t_end - t0,
+                status,
+                "null" if error_class is None else dumps(error_class),
+                "null" if message is None else dumps(message),
+                "null" if t_in is None else t_in,
+                "null" if t_out is None else t_out,
+                parent,
+            )
+        )
+    lines.append("")
+    return "\n".join(lines)
 
 
 class Tracer:
@@ -60,13 +115,12 @@ class Tracer:
         self.columns = list(columns)
         self.models = list(models)
         self._usage_keys = [f"{c}__usage" for c in columns]
-        self._json_node = [
-            f'"column":{json.dumps(c)},"model":{json.dumps(m)}' for c, m in zip(columns, models, strict=True)
-        ]
         self.t0 = t0
         self.seq = 0
         self.ring: deque[_Raw] = deque(maxlen=RING_SIZE)
         self._unwritten: list[_Raw] = []
+        self._written = 0
+        self._offload: TraceWriterProcess | None = None
 
     def record(
         self,
@@ -84,18 +138,24 @@ class Tracer:
         child: tuple[str, dict | None] | None = None,
     ) -> None:
         self.seq += 1
-        raw = (self.seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values, child)
+        if child is not None:
+            raw = (
+                self.seq, row, node, attempt, slot, t_ready, t_start, t_end, status,
+                None if error is None else type(error).__name__, message, *_tokens(child[1]), child[0],
+            )  # fmt: skip
+        elif error is None and (values is None or self._usage_keys[node] not in values):
+            raw = (self.seq, row, node, attempt, slot, t_ready, t_start, t_end, status, None, None, None, None, None)
+        else:
+            usage = None if values is None else values.get(self._usage_keys[node])
+            raw = (
+                self.seq, row, node, attempt, slot, t_ready, t_start, t_end, status,
+                None if error is None else type(error).__name__, message, *_tokens(usage), None,
+            )  # fmt: skip
         self.ring.append(raw)
         self._unwritten.append(raw)
 
-    def _tokens(self, node: int, values: dict | None, child: tuple | None = None) -> tuple[int | None, int | None]:
-        usage = child[1] if child is not None else values.get(self._usage_keys[node]) if values else None
-        if not usage:
-            return None, None
-        return usage.get("prompt_tokens"), usage.get("completion_tokens")
-
     def trace(self, raw: _Raw) -> TaskTrace:
-        seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values, child = raw
+        seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = raw
         t0 = self.t0
         column = self.columns[node]
         return TaskTrace(
@@ -104,43 +164,16 @@ class Tracer:
             column if child is None else f"{column}:llm",
             attempt,
             slot,
-            self.models[node] if child is None else child[0],
+            self.models[node] if child is None else child,
             t_ready - t0,
             t_start - t0,
             t_end - t0,
             status,
-            None if error is None else type(error).__name__,
+            error_class,
             message,
-            *self._tokens(node, values, child),
+            t_in,
+            t_out,
             None if child is None else column,
-        )
-
-    def json_line(self, raw: _Raw) -> str:
-        """One trace.jsonl line, formatted without building a dict (this runs for every attempt)."""
-        seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error, message, values, child = raw
-        t0 = self.t0
-        tokens_in, tokens_out = self._tokens(node, values, child)
-        if child is None:
-            node_json, parent = self._json_node[node], "null"
-        else:
-            column = self.columns[node]
-            node_json = f'"column":{json.dumps(column + ":llm")},"model":{json.dumps(child[0])}'
-            parent = json.dumps(column)
-        return _LINE % (
-            seq,
-            row,
-            node_json,
-            attempt,
-            slot,
-            t_ready - t0,
-            t_start - t0,
-            t_end - t0,
-            status,
-            "null" if error is None else json.dumps(type(error).__name__),
-            "null" if message is None else json.dumps(message),
-            "null" if tokens_in is None else int(tokens_in),
-            "null" if tokens_out is None else int(tokens_out),
-            parent,
         )
 
     def since(self, seq: int) -> list[TaskTrace]:
@@ -162,9 +195,23 @@ class Tracer:
 
     def write(self, path: Path, raws: Sequence[_Raw]) -> None:
         """Append records to trace.jsonl (blocking: call from the writer thread)."""
-        if raws:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write("\n".join(map(self.json_line, raws)) + "\n")
+        if not raws:
+            return
+        self._written += len(raws)
+        if self._offload is None and self._written > OFFLOAD_AFTER:
+            self._offload = TraceWriterProcess(path, self.t0, self.columns, self.models)
+        if self._offload is not None:
+            self._offload.send(raws)
+            return
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(format_lines(raws, self.t0, self.columns, self.models))
+
+    def finish(self, path: Path) -> None:
+        """Write what is left and wait until trace.jsonl is complete (writer thread, end of a run)."""
+        self.write(path, self.take_unwritten())
+        offload, self._offload = self._offload, None
+        if offload is not None:
+            offload.close()
 
 
 class NullTracer(Tracer):

@@ -92,8 +92,13 @@ class CellTracker:
 
     def activate_group(self, group: int) -> list[int]:
         """Start tracking a row group's dependencies; returns its cells that are ready at once."""
+        rows = self.group_rows(group)
+        n = self.n_nodes
+        start, stop = rows.start * n, rows.stop * n
+        if self.state.count(_WAITING, start, stop) == stop - start:
+            return self._activate_fresh(rows, start, stop)
         ready: list[int] = []
-        for row in self.group_rows(group):
+        for row in rows:
             base = row * self.n_nodes
             for node in range(self.n_nodes):
                 cell = base + node
@@ -106,13 +111,31 @@ class CellTracker:
                     ready.append(cell)
         return ready
 
+    def _activate_fresh(self, rows: range, start: int, stop: int) -> list[int]:
+        """A group none of whose cells has started (the common case): set it up with slice writes."""
+        n = self.n_nodes
+        waits = [len(u) for u in self.upstream]
+        self.pending[start:stop] = array("i", waits * len(rows))
+        self.state[start:stop] = bytes(_WAITING if w else _READY for w in waits) * len(rows)
+        roots = [node for node in range(n) if not waits[node]]
+        for node in roots:
+            self.counts[node * N_STATES + _WAITING] -= len(rows)
+            self.counts[node * N_STATES + _READY] += len(rows)
+        if len(roots) == 1:
+            return list(range(start + roots[0], stop, n))
+        return sorted(cell for node in roots for cell in range(start + node, stop, n))
+
     def restore_done(self, cell: int) -> None:
         """A cell a previous attempt at this run finished (resume), set before its group is admitted."""
         if self.state[cell] == _WAITING:
             self._set(cell, _DONE)
 
     def start(self, cell: int) -> None:
-        self._set(cell, _RUNNING)
+        # _set inlined for the hot path: a ready cell starts (neither state is terminal).
+        base = (cell % self.n_nodes) * N_STATES
+        self.counts[base + self.state[cell]] -= 1
+        self.counts[base + _RUNNING] += 1
+        self.state[cell] = _RUNNING
 
     def wait_retry(self, cell: int) -> None:
         self._set(cell, _RETRY_WAIT)
@@ -128,13 +151,20 @@ class CellTracker:
         """Mark a running cell done (or degraded); returns the dependents in its row that became ready."""
         self._set(cell, state)
         ready: list[int] = []
-        row_base = cell - cell % self.n_nodes
-        for node in self.downstream[cell % self.n_nodes]:
-            dependent = row_base + node
-            if self.state[dependent] == _WAITING:
-                self.pending[dependent] -= 1
-                if self.pending[dependent] == 0:
-                    self._set(dependent, _READY)
+        node = cell % self.n_nodes
+        row_base = cell - node
+        states, pending, counts = self.state, self.pending, self.counts
+        for down in self.downstream[node]:
+            dependent = row_base + down
+            if states[dependent] == _WAITING:
+                left = pending[dependent] - 1
+                pending[dependent] = left
+                if left == 0:
+                    # _set inlined: waiting -> ready changes only the counts of the dependent's node.
+                    base = down * N_STATES
+                    counts[base + _WAITING] -= 1
+                    counts[base + _READY] += 1
+                    states[dependent] = _READY
                     ready.append(dependent)
         return ready
 
