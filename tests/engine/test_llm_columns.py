@@ -110,7 +110,7 @@ def test_structured_output_is_a_validated_dict(tmp_path):
         assert instance_problem(SCHEMA, plain(value)) is None
 
 
-@pytest.mark.parametrize("path", ["post", "create", "ainvoke"])
+@pytest.mark.parametrize("path", ["send", "create", "ainvoke"])
 def test_every_call_path_gives_the_same_cells(tmp_path, monkeypatch, path):
     monkeypatch.setattr(llm_generator, "CALL_PATH", path)
     sim = SimulatorThread(SimConfig(fail_rate=0.2, seed=3))

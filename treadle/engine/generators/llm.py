@@ -5,15 +5,18 @@ Side-effect columns: `<column>__usage` (prompt, completion and total tokens) and
 returns reasoning text, `<column>__reasoning`.
 
 The model's `ChatOpenAI` (see llm_client.py) is its configuration: endpoint, key, model name,
-temperature, max_tokens, extra_body, timeout, and the aiohttp transport. The hot path does not go
-through `ChatOpenAI.ainvoke` but through the openai client ChatOpenAI built, with the request body
-ChatOpenAI would send (`llm._default_params`): `llm.root_async_client.post("/chat/completions", ...)`,
-the SDK's own request method (auth, timeout, error mapping), whose JSON answer is read as is. Measured
-by bench/llm_throughput.py (3,000 calls, 256 in flight, simulator in its own process, 200 ms latency;
-client CPU per call with the engine included): post 0.89 ms, `chat.completions.create` 1.22 ms (it walks
-the request's TypedDict annotations, ~0.4 ms), `ChatOpenAI.ainvoke` 2.15 ms (message conversion,
-callbacks and a thread-pool hop per answer). So post it is. It also keeps the raw message, whose
-`reasoning_content` ChatOpenAI drops. `CALL_PATH` switches paths for the bench.
+temperature, max_tokens, extra_body, timeout, and the aiohttp transport. The hot path goes neither
+through `ChatOpenAI.ainvoke` nor through the openai client's request methods: `ModelClient.complete`
+sends the body ChatOpenAI would send (`llm._default_params` and the messages) as a prebuilt request,
+with the URL, headers and timeout the openai client ChatOpenAI built would use (worked out once per
+client), through the httpx client given to ChatOpenAI (openai's aiohttp transport), and reads the
+answer's JSON as is. Client CPU per call, engine included, measured by bench/llm_throughput.py (256 in
+flight, simulator in its own process, 200 ms latency): this send ~0.5 ms; the openai client's `post`
+~0.9 ms (most of the difference is openai's `_build_request`, per call: header merging, URL parsing,
+building the request); `chat.completions.create` ~1.3 ms (it also walks the request's TypedDict
+annotations); `ChatOpenAI.ainvoke` ~1.5-2 ms (message conversion, callbacks and a thread-pool hop per
+answer). The raw message also keeps its `reasoning_content`, which ChatOpenAI drops. `CALL_PATH`
+switches paths for the bench.
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ from treadle.engine.pipeline import LLMColumn, LoadedPipeline
 from treadle.engine.schemas import instance_problem
 from treadle.engine.templates import compile_template
 
-CALL_PATH: Literal["post", "create", "ainvoke"] = "post"
-"""How a call is made (the bench switches it): `post` through the openai client ChatOpenAI built, with
-its request method (default, cheapest); `create` through that client's `chat.completions.create`;
-`ainvoke` through `ChatOpenAI.ainvoke` (no reasoning column: ChatOpenAI drops `reasoning_content`)."""
+CALL_PATH: Literal["send", "create", "ainvoke"] = "send"
+"""How a call is made (the bench switches it): `send` a prebuilt request through ChatOpenAI's httpx
+client (`ModelClient.complete`; default, cheapest); `create` through the openai client's
+`chat.completions.create`; `ainvoke` through `ChatOpenAI.ainvoke` (no reasoning column: ChatOpenAI
+drops `reasoning_content`)."""
 
 _STRICT_UNSUPPORTED = frozenset(
     {
@@ -102,8 +106,8 @@ class LLMGenerator(Generator):
         client = self.client
         state = client.state()
         try:
-            if CALL_PATH == "post":
-                answer = await self._call_post(state.llm, messages)
+            if CALL_PATH == "send":
+                answer = await self._call_send(client, state, messages)
             elif CALL_PATH == "create":
                 answer = await self._call_create(state.llm, messages)
             else:
@@ -152,13 +156,9 @@ class LLMGenerator(Generator):
             self._body = body
         return self._params
 
-    async def _call_post(self, llm: Any, messages: list[dict[str, str]]) -> tuple[Any, ...]:
-        # The SDK's own request method (its way to call any endpoint): auth, timeout, error mapping,
-        # without `create`'s walk over the request's TypedDict annotations, and with the JSON as is.
-        self._request_params(llm)
-        data = await llm.root_async_client.post(
-            "/chat/completions", body={**self._body, "messages": messages}, cast_to=object
-        )
+    async def _call_send(self, client: ModelClient, state: Any, messages: list[dict[str, str]]) -> tuple[Any, ...]:
+        self._request_params(state.llm)
+        data = await client.complete(state, {**self._body, "messages": messages})
         try:
             choice = data["choices"][0]
             message = choice["message"]

@@ -3,9 +3,12 @@
 `ModelClient` holds what never changes for a model (URL, key, request parameters) and is shared by
 every llm column of a run using that model. The `ChatOpenAI` itself is built lazily on the loop that
 calls it (the engine loop: an aiohttp session belongs to the loop it was made on), one per loop, and
-`aclose()` closes it there. It also classifies what went wrong with a call into treadle's errors:
-retryable (429, 5xx, timeouts, dropped connections, malformed bodies), not retryable (400), or fatal
-for the run (a refused key, an unknown model, an endpoint that cannot be reached at all).
+`aclose()` closes it there. With it, once per loop, the parts of a chat completion request that never
+change (`Wire`: URL, headers, timeout) as the openai client ChatOpenAI built would send them, so that
+`complete()` only encodes the body and sends it through that client's httpx client (openai's aiohttp
+transport). It also classifies what went wrong with a call into treadle's errors: retryable (429, 5xx,
+timeouts, dropped connections, malformed bodies), not retryable (400), or fatal for the run (a refused
+key, an unknown model, an endpoint that cannot be reached at all).
 
 The API key never appears in a message: every text that leaves this module goes through `redact`.
 """
@@ -27,6 +30,7 @@ from treadle.engine.errors import CellError, ConfigError, FatalRunError, Problem
 from treadle.engine.secrets import read_api_key, redact
 
 if TYPE_CHECKING:
+    import httpx2
     from langchain_openai import ChatOpenAI
 
     from treadle.engine.pipeline import LoadedPipeline, ModelConfig
@@ -50,11 +54,44 @@ def _one_line(text: str, limit: int = _MAX_ENDPOINT_MESSAGE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@dataclass(frozen=True)
+class Wire:
+    """A chat completion request as the openai client ChatOpenAI built sends it, but for the body."""
+
+    http: httpx2.AsyncClient
+    """The httpx client given to ChatOpenAI (openai's aiohttp transport)."""
+    request: type[httpx2.Request]
+    """That httpx's Request class."""
+    url: httpx2.URL
+    headers: httpx2.Headers
+    """The httpx client's defaults under the openai client's (auth, organization, project, user agent,
+    custom headers), as openai merges them; Content-Length comes with each body."""
+    extensions: dict[str, Any]
+    """The timeout, as openai passes it (connect, read, write and pool each timeout_s)."""
+
+
+class EndpointStatusError(Exception):
+    """The endpoint answered a chat completion with a status other than 2xx."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.status_code = response.status_code
+        self.headers = response.headers
+        text = response.text.strip()
+        try:  # openai's way: the body as JSON if it is, else as text
+            body: Any = json.loads(text)
+        except ValueError:
+            body = text
+        self.body = body
+        self.message = text or response.reason_phrase or f"HTTP {response.status_code}"
+
+
 @dataclass
 class _LoopState:
-    """What belongs to one event loop (one run): its ChatOpenAI and the tally of refused connects."""
+    """What belongs to one event loop (one run): its ChatOpenAI, its Wire, the tally of refused connects."""
 
     llm: ChatOpenAI
+    wire: Wire
     succeeded: bool = False
     refused_in_a_row: int = 0
     fatal: FatalRunError | None = None
@@ -83,18 +120,15 @@ class ModelClient:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
-            state = self._states[loop] = _LoopState(self._build())
+            llm = self._build()
+            state = self._states[loop] = _LoopState(llm, _wire(llm))
         return state
 
     def _build(self) -> ChatOpenAI:
         import openai
         from langchain_openai import ChatOpenAI
 
-        try:  # recent openai releases are built on httpx2, older ones on httpx
-            import httpx2 as httpx
-        except ImportError:  # pragma: no cover - depends on the installed openai
-            import httpx  # type: ignore[no-redef]
-
+        httpx = _httpx()
         # The scheduler's per-model limit decides how many calls are in flight; the pool only has to
         # stay out of its way when a person raises that limit during the run (idle room costs nothing).
         # openai's aiohttp transport turns `max_connections` into the TCPConnector's `limit`.
@@ -120,6 +154,22 @@ class ModelClient:
             http_async_client=http,
             **params,
         )
+
+    async def complete(self, state: _LoopState, body: dict[str, Any]) -> Any:
+        """POST `body` to /chat/completions and return the answer's JSON as is.
+
+        Raises EndpointStatusError for a status other than 2xx, httpx (and aiohttp) errors for the
+        connection, JSONDecodeError or UnicodeDecodeError for a body that is not JSON: `failure()`
+        classifies them all."""
+        wire = state.wire
+        # openai's encoding (openapi_dumps): compact, UTF-8, no NaN.
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        response = await wire.http.send(
+            wire.request("POST", wire.url, headers=wire.headers, content=content, extensions=wire.extensions)
+        )
+        if not 200 <= response.status_code < 300:
+            raise EndpointStatusError(response)
+        return json.loads(response.content)
 
     async def aclose(self) -> None:
         """Close the running loop's client and its aiohttp session (nothing if none was built)."""
@@ -160,14 +210,24 @@ class ModelClient:
     def _classify(self, exc: BaseException) -> Exception | None:
         import openai
 
+        httpx = _httpx()
+
+        if isinstance(exc, EndpointStatusError):
+            return self._status_error(exc.status_code, _endpoint_message(exc.body, exc.message), exc.headers)
         if isinstance(exc, openai.APIStatusError):
-            return self._status_error(exc)
-        if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-            return self._connection_error(exc)
-        if isinstance(exc, json.JSONDecodeError | openai.APIResponseValidationError):
+            fallback = re.sub(r"^Error code: \d+ - ", "", getattr(exc, "message", None) or str(exc))
+            return self._status_error(exc.status_code, _endpoint_message(exc.body, fallback), exc.response.headers)
+        # A body that is not JSON (or not UTF-8), that httpx cannot decode (Content-Encoding), or that
+        # openai's create path cannot read as a chat completion.
+        malformed = json.JSONDecodeError | UnicodeDecodeError | httpx.DecodingError | openai.APIResponseValidationError
+        if isinstance(exc, malformed):
             return RetryableCellError(
                 self.redact(f"the endpoint sent a malformed response (not valid JSON): {_one_line(str(exc))}")
             )
+        # openai's aiohttp transport raises httpx errors, with aiohttp's as the cause; openai wraps
+        # those in APIConnectionError (and APITimeoutError) on the create and ainvoke paths.
+        if isinstance(exc, httpx.RequestError | openai.APIConnectionError):
+            return self._connection_error(exc)
         if isinstance(exc, TimeoutError):
             return RetryableCellError(f"the request timed out after {self.timeout_s:g} s")
         try:
@@ -178,14 +238,11 @@ class ModelClient:
             return self._connection_error(exc)
         return None
 
-    def _status_error(self, exc: Any) -> Exception:
-        status = exc.status_code
-        message, code = _endpoint_message(exc)
+    def _status_error(self, status: int, endpoint_message: tuple[str, str | None], headers: Any) -> Exception:
+        message, code = endpoint_message
         said = self.redact(message)
         if status == 429:
-            return RetryableCellError(
-                f"rate limited by the endpoint (429): {said}", retry_after=retry_after(exc.response.headers)
-            )
+            return RetryableCellError(f"rate limited by the endpoint (429): {said}", retry_after=retry_after(headers))
         if status in (401, 403):
             return FatalRunError(
                 f"{self._where()}: the endpoint refused the API key from {self.api_key_env} ({status})"
@@ -216,7 +273,7 @@ class ModelClient:
             text = "the server closed the connection without an answer"
         elif connector is not None:
             text = f"cannot connect to {self.base_url}: {_one_line(str(connector.os_error or connector))}"
-        elif timed_out is not None or type(exc).__name__ == "APITimeoutError":
+        elif timed_out is not None:
             text = f"the request timed out after {self.timeout_s:g} s"
         else:
             cause = exc.__cause__ or exc
@@ -242,17 +299,57 @@ def _find_cause(exc: BaseException, *types: type[BaseException]) -> Any:
     return None
 
 
-def _endpoint_message(exc: Any) -> tuple[str, str | None]:
-    """The endpoint's own error message and code, from an OpenAI-style error body if there is one."""
-    body = exc.body
+def _httpx() -> Any:
+    """The httpx openai is built on: httpx2 in recent releases, httpx in older ones."""
+    try:
+        import httpx2
+    except ImportError:  # pragma: no cover - depends on the installed openai
+        import httpx
+
+        return httpx
+    return httpx2
+
+
+def _endpoint_message(body: Any, fallback: str) -> tuple[str, str | None]:
+    """The endpoint's own error message and code, from an OpenAI-style error body if there is one
+    (`{"error": {...}}`, or the inner dict, which is what openai's exceptions keep), else `fallback`."""
     error = body.get("error", body) if isinstance(body, dict) else None
     if isinstance(error, dict):
         message = error.get("message")
         code = error.get("code")
         if isinstance(message, str) and message:
             return _one_line(message), code if isinstance(code, str) else None
-    message = getattr(exc, "message", None) or str(exc)
-    return _one_line(re.sub(r"^Error code: \d+ - ", "", message)), None
+    return _one_line(fallback), None
+
+
+def _wire(llm: ChatOpenAI) -> Wire:
+    """What `llm`'s openai client puts on every chat completion request (its `_build_request`), once:
+    the httpx client's default headers overridden by openai's auth and default headers (an openai
+    `Omit` value leaves a header out), its retry-count and read-timeout headers, the URL under its
+    base_url, the timeout. treadle gives ChatOpenAI no default_query, so there is no query string."""
+    httpx = _httpx()
+    client = llm.root_async_client
+    http = llm.http_async_client
+    timeout = httpx.Timeout(client.timeout)
+    merged: dict[str, tuple[str, str]] = {}
+    for name, value in [*client.auth_headers.items(), *client.default_headers.items()]:
+        if isinstance(value, str):
+            merged[name.lower()] = (name, value)
+        else:
+            merged.pop(name.lower(), None)
+    merged["x-stainless-retry-count"] = ("x-stainless-retry-count", "0")  # treadle's retries are new requests
+    if timeout.read is not None:
+        merged["x-stainless-read-timeout"] = ("x-stainless-read-timeout", str(timeout.read))
+    headers = httpx.Headers(http.headers)
+    headers.update(dict(merged.values()))
+    base = client.base_url  # openai keeps it with a trailing slash
+    return Wire(
+        http=http,
+        request=httpx.Request,
+        url=base.copy_with(raw_path=base.raw_path + b"chat/completions"),
+        headers=headers,
+        extensions={"timeout": timeout.as_dict()},
+    )
 
 
 def retry_after(headers: Any) -> float | None:
