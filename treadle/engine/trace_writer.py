@@ -13,7 +13,6 @@ engine dies, the pipe ends and everything received is written: traces are not lo
 
 from __future__ import annotations
 
-import contextlib
 import marshal
 import os
 import struct
@@ -60,17 +59,18 @@ class TraceWriterProcess:
 
     def close(self) -> None:
         """End the input and wait until every line is written; OSError if the helper could not write."""
-        assert self._process.stdin is not None
-        with contextlib.suppress(BrokenPipeError):  # it stopped early: wait() and stderr tell why
-            self._process.stdin.close()
-        if self._process.wait() != 0:
-            raise self._failure()
+        if self._process.returncode is None:
+            _, said = self._process.communicate()  # closes its stdin, reads its stderr, waits
+            if self._process.returncode != 0:
+                raise self._error(said)
 
     def _failure(self) -> OSError:
-        self._process.wait()
-        assert self._process.stderr is not None
-        said = self._process.stderr.read().decode("utf-8", "replace").strip().splitlines()
-        return OSError(said[-1] if said else f"the trace writer stopped (exit {self._process.returncode})")
+        _, said = self._process.communicate()
+        return self._error(said)
+
+    def _error(self, said: bytes) -> OSError:
+        lines = said.decode("utf-8", "replace").strip().splitlines()
+        return OSError(lines[-1] if lines else f"the trace writer stopped (exit {self._process.returncode})")
 
 
 def _frames(stream: BinaryIO):
