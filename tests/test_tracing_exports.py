@@ -13,6 +13,7 @@ import json
 import math
 import random
 import re
+import shutil
 import subprocess
 import sys
 from array import array
@@ -24,9 +25,10 @@ import pytest
 from rich.console import Console
 
 import treadle
+from treadle.engine import metrics
 from treadle.engine.chrome_trace import MODELS_PID, QUEUE_PID, SLOT_TID_BASE, SLOTS_PID, assign_lanes, export_chrome
 from treadle.engine.errors import ConfigError
-from treadle.engine.metrics import run_metrics, step_series
+from treadle.engine.metrics import NO_TRACE_NOTE, TraceReader, read_trace, run_metrics, step_series, trace_columns
 from treadle.report import print_report, render_html, sparkline, write_html_report
 from treadle.sim import SimConfig, SimulatorThread
 
@@ -510,7 +512,11 @@ def test_a_run_without_traces_is_reported_from_its_summary(tmp_path):
         "run": {"trace": False},
     }
     run_dir = tmp_path / "run"
-    assert treadle.run(config, base_dir=tmp_path, out=run_dir).status == "done"
+    result = treadle.run(config, base_dir=tmp_path, out=run_dir)
+    assert result.status == "done"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["metrics"] == {"note": NO_TRACE_NOTE} == result.summary["metrics"]
+    assert summary["limit_history"]["slots"] == [[0.0, summary["limits"]["slots"]["total"]]]
     m = run_metrics(run_dir)
     assert not m["has_trace"] and m["status"] == "done" and m["wall_s"] > 0
     console = Console(record=True, width=160, color_system=None)
@@ -521,3 +527,50 @@ def test_a_run_without_traces_is_reported_from_its_summary(tmp_path):
     assert "Columns (from summary.json)" in (tmp_path / "r.html").read_text()
     with pytest.raises(ConfigError):
         export_chrome(run_dir, tmp_path / "t.json")
+
+
+# ---- reading trace.jsonl fast ----------------------------------------------------------------------
+
+
+def assert_same_columns(fast, slow) -> None:
+    assert fast.names == slow.names
+    for name in fast.codes:
+        assert fast.codes[name].tolist() == slow.codes[name].tolist(), name
+    for name in ("t_ready", "t_start", "t_end", "slot", "has_slot", "tokens_in", "tokens_out"):
+        assert getattr(fast, name).tolist() == getattr(slow, name).tolist(), name
+    assert (fast.lines, fast.skipped, fast.session_starts, fast.span_s) == (
+        slow.lines, slow.skipped, slow.session_starts, slow.span_s
+    )  # fmt: skip
+
+
+def line_by_line(path: Path):
+    reader = TraceReader(path)
+    records = list(reader)
+    return trace_columns(records, skipped=reader.skipped, session_starts=reader.session_starts, span_s=reader.span_s)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "block-by-block"])
+@pytest.mark.parametrize("which", ["python_run", "llm_run"])
+def test_the_fast_reader_reads_what_the_line_reader_reads(which, streamed, request, tmp_path, monkeypatch):
+    if streamed:  # as files over STREAM_ABOVE_BYTES are read
+        monkeypatch.setattr(metrics, "STREAM_ABOVE_BYTES", 0)
+    run_dir: Path = request.getfixturevalue(which)
+    assert_same_columns(read_trace(run_dir / "trace.jsonl"), line_by_line(run_dir / "trace.jsonl"))
+
+    # Resumed sessions, a line without times, blank lines and a torn last line: the fast reader takes them too.
+    text = (run_dir / "trace.jsonl").read_text()
+    odd = tmp_path / "odd" / "trace.jsonl"
+    odd.parent.mkdir()
+    odd.write_text(text + '{"seq": 2, "column": "a"}\n\n' + text + '{"seq": 9, "ro')
+    assert_same_columns(read_trace(odd), line_by_line(odd))
+    assert read_trace(odd).skipped == 2 and read_trace(odd).sessions == 2
+
+    # A line pyarrow cannot take (junk in the middle) sends the whole file through the line reader.
+    lines = text.splitlines()
+    (odd.parent / "trace.jsonl").write_text("\n".join([*lines[:3], "not json", *lines[3:]]) + "\n")
+    assert_same_columns(read_trace(odd), line_by_line(odd))
+    shutil.copy(run_dir / "summary.json", odd.parent / "summary.json")
+    junk, clean = run_metrics(odd.parent), run_metrics(run_dir)
+    assert junk["trace"]["skipped"] == 1
+    for key in ("attempts", "columns", "errors", "concurrency", "throughput", "tokens"):
+        assert junk[key] == clean[key], key

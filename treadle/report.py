@@ -149,6 +149,11 @@ def _sections(m: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], 
     limit = conc["slot_limit"]
     rows = [
         ["execution slots (limit)", _n(limit) if limit is not None else "unknown"],
+        *(
+            [["  mean limit over the run", _n(conc["mean_slot_limit"])]]
+            if conc["mean_slot_limit"] not in (None, limit)
+            else []
+        ),
         ["peak cells in flight", f"{conc['peak_in_flight']}" + (f" of {limit}" if limit else "")],
         ["mean cells in flight", _n(conc["mean_in_flight"])],
         ["slot utilisation", _pct(conc["slot_utilisation"])],

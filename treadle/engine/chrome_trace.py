@@ -38,8 +38,8 @@ from treadle.engine.errors import ConfigError, Problem
 from treadle.engine.metrics import (
     SLOTS_LIMIT,
     TraceReader,
+    limit_history,
     load_summary,
-    read_limit_history,
     step_series,
     trace_path,
 )
@@ -150,8 +150,8 @@ def export_chrome(
 
     Returns the number of events written. `queue_spans`: also draw each attempt's wait between ready
     and start (pid 3). `model_requests`: also draw llm column attempts on their model's lanes (pid 2).
-    `events`: the run's `--events` file, for limits that changed during the run (else each limit is
-    its final total from summary.json).
+    `events`: the run's `--events` file, for limits that changed during the run (else summary.json's
+    `limit_history`; for a run older than it, each limit is its final total).
 
     Two passes over trace.jsonl: the first keeps a few floats per attempt (counters, lane packing),
     the second writes the events as it reads. A run still going on is exported as far as the first
@@ -164,7 +164,6 @@ def export_chrome(
             [Problem(str(run_dir), "no trace.jsonl here (not a run directory, or the run had run.trace: false)")]
         )
     summary = load_summary(run_dir)
-    history = read_limit_history(events)
 
     # ---- pass 1: intervals for the counters and the lanes
     cell_starts, cell_ends = array("d"), array("d")
@@ -193,6 +192,7 @@ def export_chrome(
                 waited_starts.append(t_ready)
                 waited_ends.append(t_start)
     lines, sessions = reader.lines, reader.session_starts
+    history = limit_history(summary, events, sessions[-1] if sessions else 0.0)
     wall = reader.span_s
     if summary is not None:
         wall = max(wall, (sessions[-1] if sessions else 0.0) + float(summary.get("wall_s") or 0.0))

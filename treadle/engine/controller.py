@@ -16,11 +16,13 @@ from typing import Any, TypeVar
 
 from treadle.engine.errors import ConfigError, Problem, TreadleError
 from treadle.engine.events import EventBus, RunEvent
+from treadle.engine.metrics import live_metrics, prices_of
 from treadle.engine.outputs import ROW_FIELD, RunDirectory
 from treadle.engine.pipeline import LoadedPipeline, PythonColumn, load_pipeline
 from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, recover
 from treadle.engine.run import Run, RunOptions, RunStatus, create_run_dir, new_run_dir
+from treadle.engine.stats import LimitChanges
 from treadle.engine.tracing import TaskTrace
 from treadle.engine.tracker import N_STATES, TERMINAL, CellState
 
@@ -97,6 +99,8 @@ class RunController:
             self._directory = RunDirectory(self.options.out)
         # Building the run checks what only a run can (API keys): nothing is written before it passes.
         self._run = Run(loaded, self.options, self.bus, self._directory, recovery)
+        self._limit_changes = LimitChanges({name: limit.total for name, limit in self._run.limits.items()})
+        self._run.limit_changes = self._limit_changes
         if recovery is None:
             create_run_dir(self._directory, loaded, self.options)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -250,7 +254,13 @@ class RunController:
             raise ValueError(f"unknown limit {name!r}; known: {', '.join(self._run.limits)}")
         if total < 1:
             raise ValueError(f"limit {name!r} must be at least 1, got {total}")
-        self._call(lambda: self._run.scheduler.set_limit(name, total))
+
+        def set_limit() -> None:
+            self._run.scheduler.set_limit(name, total)
+            # Recorded here, on the engine loop, in the order changes apply: summary.json's limit_history.
+            self._limit_changes.record(name, self.bus.elapsed(), total)
+
+        self._call(set_limit)
 
     def limits(self) -> dict[str, int]:
         return {name: limit.total for name, limit in self._run.limits.items()}
@@ -347,9 +357,27 @@ class RunController:
         return result if result is not None else traces()
 
     def summary(self) -> dict[str, Any]:
-        """What summary.json would hold if the run ended now."""
-        result = self._call(self._run.build_summary)
-        return result if result is not None else self._run.build_summary()
+        """What summary.json would hold if the run ended now; once it has ended, what it holds.
+
+        While the run goes, `metrics` come from the attempts still in the trace ring buffer (all of them
+        for runs up to its size), computed here, in the caller's thread, not on the engine loop.
+        """
+        run = self._run
+        if run.status in ("done", "failed", "interrupted"):  # writing the run directory: summary.json next
+            self._done.wait(_COMMAND_TIMEOUT_S)
+
+        def take() -> tuple[dict[str, Any], list[Any], int]:
+            return run.build_summary(), list(run.tracer.ring), run.tracer.seq
+
+        taken = self._call(take)
+        if taken is None:  # the run has ended
+            return run.summary or run.build_summary()
+        summary, raws, attempts = taken
+        if "metrics" not in summary:
+            prices = prices_of(self.loaded.config.models)
+            records = [run.tracer.trace(raw)._asdict() for raw in raws]
+            summary["metrics"] = live_metrics(self.run_dir, summary, prices, records, attempts, self.bus.elapsed())
+        return summary
 
     def cell_detail(self, row: int, column: str) -> CellDetail:
         run = self._run

@@ -48,6 +48,15 @@ class SeedConfig(_Strict):
     """Optional inner join with a second table on a key."""
 
 
+class ModelPrices(_Strict):
+    """What a model's tokens cost, per million, in any currency (the same for every model of a run)."""
+
+    input_per_1m: float = Field(ge=0, allow_inf_nan=False)
+    """Per million prompt tokens."""
+    output_per_1m: float = Field(ge=0, allow_inf_nan=False)
+    """Per million completion tokens."""
+
+
 class ModelConfig(_Strict):
     model: str
     """The model name the endpoint knows."""
@@ -65,6 +74,8 @@ class ModelConfig(_Strict):
     """Passed through to the endpoint with every request."""
     retries: int | None = Field(default=None, ge=0)
     """Extra attempts for a retryable failure of this model's cells; defaults to the run's retries."""
+    prices: ModelPrices | None = None
+    """Optional: gives the cost of the run's tokens in summary.json and `treadle report`."""
 
 
 class DefaultOnFailure(_Strict):

@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 import gc
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +19,13 @@ from treadle.engine.generators import build_generators
 from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.loop_health import LoopLag
+from treadle.engine.metrics import (
+    NO_TRACE_NOTE,
+    TraceColumns,
+    prices_of,
+    read_trace_in_background,
+    summary_metrics,
+)
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn, LoadedPipeline
 from treadle.engine.policy import ErrorWindow, NodePolicy, NoWindow, RetryPolicy
@@ -26,7 +33,7 @@ from treadle.engine.resume import Recovery, RunRecord
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
-from treadle.engine.stats import percentile
+from treadle.engine.stats import LimitChanges, percentile
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
@@ -326,6 +333,9 @@ class Run:
         scheduler = self.scheduler
         self.journal.close()
         self.tracer.finish(self.directory.trace_path)
+        # trace.jsonl is complete: it is read back for summary.json's metrics while the files below are written.
+        if self.loaded.config.run.trace:
+            self.final_trace = read_trace_in_background(self.directory.trace_path)
         # Groups cut short by a stop still hold finished cells: write them so no finished work is lost.
         for group in scheduler.active_groups():
             rows, states = self._group_contents(group)
@@ -357,7 +367,13 @@ class Run:
                 counts["unfinished"] += 1
         return counts
 
+    limit_changes: LimitChanges | None = None
+    """Every limit's totals over the run: RunController records each change it makes."""
+    final_trace: Future[TraceColumns] | None = None
+    """trace.jsonl read back once the run has written it for good: the metrics of the final summary."""
+
     def build_summary(self) -> dict[str, Any]:
+        """summary.json; with `metrics` once the trace is final (or a note when tracing is off)."""
         totals = self.tracker.totals()
         columns: dict[str, Any] = {}
         busy_s = 0.0
@@ -375,7 +391,8 @@ class Run:
                 },
             }
         join = self.loaded.seed.join
-        return {
+        config = self.loaded.config
+        summary = {
             "name": self.loaded.name,
             "status": self.status,
             "message": self.message,
@@ -388,6 +405,11 @@ class Run:
             "parallel_efficiency": round(busy_s / self.wall_s, 3) if self.wall_s else 0.0,
             "loop_lag_ms": self.loop_lag.summary_ms(),
             "limits": {name: {"total": lim.total, "peak": lim.peak} for name, lim in self.limits.items()},
+            "limit_history": (
+                self.limit_changes.as_json()
+                if self.limit_changes is not None
+                else {name: [[0.0, lim.total]] for name, lim in self.limits.items()}
+            ),
             "join": None if join is None else dataclasses.asdict(join),
             "outputs": {
                 "output": str(self.directory.output_path),
@@ -395,3 +417,9 @@ class Run:
                 "summary": str(self.directory.summary_path),
             },
         }
+        if not config.run.trace:
+            summary["metrics"] = {"note": NO_TRACE_NOTE}
+        elif self.final_trace is not None:
+            prices = prices_of(config.models)
+            summary["metrics"] = summary_metrics(self.directory.path, summary, prices, self.final_trace.result())
+        return summary

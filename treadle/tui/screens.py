@@ -14,6 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from treadle.report import sparkline
 from treadle.tui.actions import ACTIONS
 from treadle.tui.keymap import DEFAULT_KEYS, bindings, key_text
 from treadle.tui.model import duration_text
@@ -225,7 +226,8 @@ class CellDetailScreen(ModalScreen[None]):
 
 
 def summary_table(summary: Mapping[str, Any], show_latency: bool = True) -> RenderableType:
-    """Rows, cells by state, per-column counts and latency: what summary.json holds."""
+    """Rows, cells by state, per-column counts and latency, then the run's metrics: what summary.json
+    holds. `show_latency=False` leaves out every measured time (stable screenshots)."""
     rows = summary.get("rows", {})
     cells = summary.get("cells", {})
     head = Text()
@@ -250,7 +252,118 @@ def summary_table(summary: Mapping[str, Any], show_latency: bool = True) -> Rend
         if show_latency:
             row += [duration_text(latency.get("p50")), duration_text(latency.get("p95"))]
         table.add_row(*row)
-    return Group(head, cell_line, Text(""), table)
+    parts: list[RenderableType] = [head, cell_line, Text(""), table]
+    metrics = summary.get("metrics")
+    if isinstance(metrics, Mapping):
+        parts += metrics_parts(metrics, show_latency)
+    history = summary.get("limit_history")
+    if isinstance(history, Mapping) and history:
+        parts += [Text(""), limits_text(history, show_latency)]
+    return Group(*parts)
+
+
+def _bold(label: str, text: str = "") -> Text:
+    line = Text()
+    line.append(label, style="bold")
+    line.append(text)
+    return line
+
+
+def _cost(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.4f}"
+
+
+def metrics_parts(metrics: Mapping[str, Any], show_latency: bool = True) -> list[RenderableType]:
+    """summary.json's `metrics` (or a live summary's): throughput, concurrency, queue wait vs run time
+    per column, tokens and cost, errors by class."""
+    if "note" in metrics:
+        return [Text(""), Text(str(metrics["note"]), style="dim")]
+    parts: list[RenderableType] = [Text("")]
+    window = metrics.get("window")
+    if window:
+        source = f"from the last {window['attempts']:,} of {window['of']:,} attempts"
+        parts.append(Text(f"metrics so far ({source if window['attempts'] < window['of'] else 'live'})", style="dim"))
+    attempts, errors = metrics.get("attempts", {}), metrics.get("errors", {})
+    line = _bold("attempts ", f"{attempts.get('total', 0):,}")
+    line.append(f" · {errors.get('retries', 0):,} retries · {errors.get('timeouts', 0):,} timeouts")
+    line.append(f" · {errors.get('failed_attempts', 0):,} failed")
+    parts.append(line)
+    if show_latency:
+        throughput, conc = metrics.get("throughput", {}), metrics.get("concurrency", {})
+        line = _bold("throughput ", f"{throughput.get('mean_per_s', 0):,.1f} cells/s")
+        line.append(f" · peak {throughput.get('peak_per_s', 0):,.1f}/s  ")
+        line.append(sparkline(throughput.get("done") or [], width=40), style="green")
+        parts.append(line)
+        limit = conc.get("slot_limit")
+        line = _bold("concurrency ", f"peak {conc.get('peak_in_flight', 0)}" + (f" of {limit}" if limit else ""))
+        line.append(f" in flight · mean {conc.get('mean_in_flight', 0):,.2f}")
+        if conc.get("slot_utilisation") is not None:
+            line.append(f" · slots {conc['slot_utilisation']:.0%} busy")
+        line.append(f" · parallel efficiency {conc.get('parallel_efficiency', 0):,.2f}")
+        if conc.get("efficiency_share_of_limit") is not None:
+            line.append(f" ({conc['efficiency_share_of_limit']:.0%} of the limit)")
+        parts.append(line)
+        parts += [Text(""), _time_table(metrics.get("columns", {}))]
+    tokens = _tokens_table(metrics)
+    if tokens is not None:
+        parts += [Text(""), tokens]
+    by_class = errors.get("by_class") or {}
+    if by_class:
+        line = _bold("errors by class ")
+        for i, (error_class, counts) in enumerate(by_class.items()):
+            shown = ", ".join(f"{n:,} {status}" for status, n in counts.items() if n)
+            line.append(("" if i == 0 else " · ") + f"{error_class} {shown}", style=COLOURS["failed"])
+        parts.append(line)
+    return parts
+
+
+def _time_table(columns: Mapping[str, Any]) -> Table:
+    """Queue wait (ready, but a limit was full) vs run time, per column."""
+    table = Table(box=None, pad_edge=False, title="queue wait vs run time", title_justify="left")
+    for header in ("column", "attempts", "wait mean", "wait p50", "wait p95", "run mean", "run p50", "run p95"):
+        table.add_column(header, justify="left" if header == "column" else "right")
+    for name, column in columns.items():
+        wait, run = column.get("queue_wait_s") or {}, column.get("run_s") or {}
+        table.add_row(
+            name,
+            f"{column.get('attempts', 0):,}",
+            *(duration_text(wait.get(k)) if wait else "—" for k in ("mean", "p50", "p95")),
+            *(duration_text(run.get(k)) for k in ("mean", "p50", "p95")),
+        )
+    return table
+
+
+def _tokens_table(metrics: Mapping[str, Any]) -> RenderableType | None:
+    columns = {n: c for n, c in metrics.get("columns", {}).items() if c.get("tokens_in") or c.get("tokens_out")}
+    if not columns:
+        return None
+    table = Table(box=None, pad_edge=False, title="tokens and cost", title_justify="left")
+    for header in ("column", "model", "tokens in", "tokens out", "cost"):
+        table.add_column(header, justify="left" if header in ("column", "model") else "right")
+    for name, c in columns.items():
+        counted = c.get("tokens_counted_in")
+        cost = f"(in {counted})" if counted else _cost(c.get("cost"))
+        table.add_row(name, c.get("model") or "", f"{c['tokens_in']:,}", f"{c['tokens_out']:,}", cost)
+    tokens, cost = metrics.get("tokens", {}), metrics.get("cost")
+    total = "—" if cost is None else _cost(cost.get("total"))
+    table.add_row("all", "", f"{tokens.get('in', 0):,}", f"{tokens.get('out', 0):,}", total, style="bold")
+    if cost is None:
+        note = "no prices: give a model `prices:` in the pipeline to see the cost"
+    elif cost.get("unpriced_models"):
+        note = f"no price for {', '.join(cost['unpriced_models'])}: not in the cost"
+    else:
+        return table
+    return Group(table, Text(note, style="dim"))
+
+
+def limits_text(history: Mapping[str, Any], show_times: bool = True) -> Text:
+    """Each limit's totals over the run, as a short list: `slots 64 → 128 at 3.20 s`."""
+    line = _bold("limits ")
+    for i, (name, points) in enumerate(history.items()):
+        line.append(("" if i == 0 else " · ") + f"{name} {points[0][1]}")
+        for t, total in points[1:]:
+            line.append(f" → {total}" + (f" at {duration_text(t)}" if show_times else ""))
+    return line
 
 
 class SummaryScreen(ModalScreen[str | None]):
