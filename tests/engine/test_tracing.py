@@ -114,3 +114,24 @@ def test_tracing_can_be_turned_off(tmp_path, probe):
     assert controller.wait(30).status == "done"
     assert controller.traces() == (0, [])
     assert not (tmp_path / "run" / "trace.jsonl").exists()
+
+
+def test_a_large_run_traces_every_attempt(tmp_path):
+    """Past OFFLOAD_AFTER attempts trace.jsonl is written by a helper process, in batches that may wait
+    behind row-group writes on the writer thread while the run ends: none may be lost."""
+    rows = 30_000
+    seed = tmp_path / "seed.csv"
+    pd.DataFrame({"id": range(rows)}).to_csv(seed, index=False)
+    cfg = {
+        "seed": {"path": str(seed)},
+        "columns": [
+            {"name": "a", "kind": "python", "function": "probe_cols:noop"},
+            {"name": "b", "kind": "python", "function": "probe_cols:noop", "depends_on": ["a"]},
+        ],
+        "run": {"row_group_size": 500, "max_parallel": 16},
+    }
+    result = treadle.run(treadle.load(cfg, base_dir=PROBE_DIR), out=tmp_path / "run")
+    assert result.status == "done"
+    seqs = [json.loads(line)["seq"] for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
+    assert sorted(seqs) == list(range(1, 2 * rows + 1))
+    assert tracing.OFFLOAD_AFTER < 2 * rows

@@ -241,11 +241,18 @@ class Run:
         states = self.tracker.state[rows.start * n : rows.stop * n]
         return CellState.FAILED in states or CellState.BLOCKED in states
 
-    async def _report_progress(self) -> None:
-        """Every second: a progress event, and the traces so far to trace.jsonl."""
+    async def _report_progress(self, stop: asyncio.Event) -> None:
+        """Every second until `stop`: a progress event, and the traces so far to trace.jsonl.
+
+        Stopped by the event, not cancelled: a cancel could land while a batch of traces waits for the
+        writer thread (behind a row-group write), and that batch would never be written."""
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(PROGRESS_EVERY_S)
+            try:
+                await asyncio.wait_for(stop.wait(), PROGRESS_EVERY_S)
+                return
+            except TimeoutError:
+                pass
             totals = self.tracker.totals()
             self.bus.emit("progress", cells={s.label: totals[s] for s in CellState if totals[s]})
             traces = self.tracer.take_unwritten()
@@ -278,12 +285,14 @@ class Run:
         gc.freeze()
         thresholds = gc.get_threshold()
         gc.set_threshold(max(thresholds[0], 20_000), max(thresholds[1], 50), max(thresholds[2], 100))
-        progress = loop.create_task(self._report_progress())
+        stop_progress = asyncio.Event()
+        progress = loop.create_task(self._report_progress(stop_progress))
         lag = loop.create_task(self.loop_lag.watch())
         try:
             await self.scheduler.run()
         finally:
-            progress.cancel()
+            stop_progress.set()
+            await progress
             lag.cancel()
             gc.set_threshold(*thresholds)
             gc.unfreeze()
