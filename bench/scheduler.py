@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import sys
 import tempfile
 import time
@@ -98,7 +99,13 @@ def main() -> None:
                 name, f"{wall:.2f}", f"{wall / cells * 1e6:.1f}", f"{cells / wall:,.0f}", f"{wall / base:.2f}x"
             )
     Console(width=120).print(table)
-    print(f"cost of tracing (scheduling wall): {best[True][0] / best[False][0] - 1:+.1%}")
+    for index, what in ((0, "scheduling wall"), (1, "with outputs")):
+        # Per round (the two runs next to each other share the machine's load at the time), then the median.
+        costs = sorted(on[index] / off[index] - 1 for on, off in zip(runs[True], runs[False], strict=True))
+        print(
+            f"cost of tracing ({what}): best vs best {best[True][index] / best[False][index] - 1:+.1%}, "
+            f"median of rounds {statistics.median(costs):+.1%} (rounds: {', '.join(f'{c:+.0%}' for c in costs)})"
+        )
 
 
 if __name__ == "__main__":

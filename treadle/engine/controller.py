@@ -367,7 +367,7 @@ class RunController:
             self._done.wait(_COMMAND_TIMEOUT_S)
 
         def take() -> tuple[dict[str, Any], list[Any], int]:
-            return run.build_summary(), list(run.tracer.ring), run.tracer.seq
+            return run.build_summary(), run.tracer.recent(), run.tracer.seq
 
         taken = self._call(take)
         if taken is None:  # the run has ended
@@ -375,7 +375,7 @@ class RunController:
         summary, raws, attempts = taken
         if "metrics" not in summary:
             prices = prices_of(self.loaded.config.models)
-            records = [run.tracer.trace(raw)._asdict() for raw in raws]
+            records = [run.tracer.trace(seq, raw)._asdict() for seq, raw in raws]
             summary["metrics"] = live_metrics(self.run_dir, summary, prices, records, attempts, self.bus.elapsed())
         return summary
 

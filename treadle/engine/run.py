@@ -41,6 +41,9 @@ RunStatus = Literal["starting", "running", "paused", "stopping", "idle", "done",
 """idle: every cell finished, the run held open for retries (RunOptions.hold_open)."""
 _FINAL = ("done", "failed", "interrupted")
 PROGRESS_EVERY_S = 1.0
+TRACE_FLUSH_EVERY_S = 0.25
+"""Traces go to the writer this often: in small batches the helper process that formats a large
+run's trace.jsonl keeps up with the run, so little is left to format when it ends."""
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,9 @@ class Run:
         self.context_services = ContextServices(loaded, self.scheduler, self.scheduler.policy)
         self.scheduler.context_services = self.context_services
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
+        # Trace batches have their own thread: behind row-group writes they would arrive late and in
+        # large batches, and the helper formatting them would still be busy when the run ends.
+        self._trace_writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-trace")
         self.loop_lag = LoopLag()
         self.status: RunStatus = "starting"
         self.message: str | None = None
@@ -242,22 +248,25 @@ class Run:
         return CellState.FAILED in states or CellState.BLOCKED in states
 
     async def _report_progress(self, stop: asyncio.Event) -> None:
-        """Every second until `stop`: a progress event, and the traces so far to trace.jsonl.
+        """Until `stop`: a progress event every second, the traces so far to trace.jsonl more often.
 
         Stopped by the event, not cancelled: a cancel could land while a batch of traces waits for the
         writer thread (behind a row-group write), and that batch would never be written."""
         loop = asyncio.get_running_loop()
+        last_progress = loop.time()
         while True:
             try:
-                await asyncio.wait_for(stop.wait(), PROGRESS_EVERY_S)
+                await asyncio.wait_for(stop.wait(), TRACE_FLUSH_EVERY_S)
                 return
             except TimeoutError:
                 pass
-            totals = self.tracker.totals()
-            self.bus.emit("progress", cells={s.label: totals[s] for s in CellState if totals[s]})
+            if loop.time() - last_progress >= PROGRESS_EVERY_S:
+                last_progress = loop.time()
+                totals = self.tracker.totals()
+                self.bus.emit("progress", cells={s.label: totals[s] for s in CellState if totals[s]})
             traces = self.tracer.take_unwritten()
             try:
-                await loop.run_in_executor(self._writer, self.tracer.write, self.directory.trace_path, traces)
+                await loop.run_in_executor(self._trace_writer, self.tracer.write, self.directory.trace_path, traces)
             except OSError as exc:
                 self._storage_failed(exc)
                 return
@@ -310,6 +319,7 @@ class Run:
             ) from None
         finally:
             self._writer.shutdown()
+            self._trace_writer.shutdown()
         self.bus.emit("run_finished", status=self.status, wall_s=round(self.wall_s, 3), message=self.message)
 
     def live_status(self) -> RunStatus:

@@ -349,9 +349,7 @@ class Scheduler:
                 self.latencies[node].append(ended - started)
                 if self._tracing:
                     attempt = self.attempts.get(cell, 0) + 1
-                    self.tracer.record(
-                        row_index, node, attempt, lane, t_ready, started, ended, "done", None, None, values
-                    )
+                    self.tracer.done(row_index, node, attempt, lane, t_ready, started, ended, values)
                 self.journal.done(row_index, node, values)
                 self._error_window.attempts += 1
                 ready = tracker.complete(cell)

@@ -6,13 +6,14 @@ thread instead sends batches of plain record tuples (one `marshal.dumps` each, a
 to this process, which formats them on another core and appends them to trace.jsonl.
 
 The pipe carries frames: a 4-byte little-endian length, then marshalled data. The first frame is
-`(t0, columns, models)`; every other frame is a list of records (see `tracing._Raw`). At end of input
+`(t0, columns, models)`; every other frame is `(seq of the first record, records)` (see `tracing._Raw`). At end of input
 the process flushes and exits 0; it stops with 1 and one line on stderr if it cannot write. If the
 engine dies, the pipe ends and everything received is written: traces are not lost with the engine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import struct
@@ -44,8 +45,8 @@ class TraceWriterProcess:
         )
         self._send(marshal.dumps((t0, list(columns), list(models))))
 
-    def send(self, raws: Sequence[tuple]) -> None:
-        self._send(marshal.dumps(list(raws)))
+    def send(self, first_seq: int, raws: Sequence[tuple]) -> None:
+        self._send(marshal.dumps((first_seq, list(raws))))
 
     def _send(self, data: bytes) -> None:
         stdin = self._process.stdin
@@ -88,6 +89,9 @@ def _frames(stream: BinaryIO):
 def main(path: str) -> int:
     from treadle.engine.tracing import format_lines
 
+    with contextlib.suppress(OSError, AttributeError):  # background work: the engine comes first
+        os.nice(10)
+
     frames = _frames(sys.stdin.buffer)
     header = next(frames, None)
     if header is None:
@@ -95,8 +99,8 @@ def main(path: str) -> int:
     t0, columns, models = header
     try:
         with open(path, "a", encoding="utf-8") as handle:
-            for raws in frames:
-                handle.write(format_lines(raws, t0, columns, models))
+            for first_seq, raws in frames:
+                handle.write(format_lines(first_seq, raws, t0, columns, models))
                 handle.flush()
     except OSError as exc:
         print(f"cannot write {path}: {exc.strerror or exc}", file=sys.stderr)

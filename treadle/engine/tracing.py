@@ -53,9 +53,10 @@ _LINE = (
     '"status":"%s","error_class":%s,"message":%s,"tokens_in":%s,"tokens_out":%s,"parent":%s}'
 )
 _Raw = tuple
-"""(seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, tokens_in,
+"""(row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, tokens_in,
 tokens_out, child_model): plain values only, so a batch marshals in one C call. `child_model` is None
-for a cell's own attempt, or the model of a call made from inside the cell (ctx.llm)."""
+for a cell's own attempt, or the model of a call made from inside the cell (ctx.llm). A record's `seq`
+is its position: the n-th record made has seq n."""
 
 OFFLOAD_AFTER = 20_000
 """Past this many attempts in a run, trace.jsonl lines are formatted by a helper process (see
@@ -73,13 +74,16 @@ def _tokens(usage: object) -> tuple[int | None, int | None]:
     )
 
 
-def format_lines(raws: Sequence[_Raw], t0: float, columns: Sequence[str], models: Sequence[str | None]) -> str:
-    """trace.jsonl lines for records (each ends with a newline), formatted without building dicts."""
+def format_lines(
+    first_seq: int, raws: Sequence[_Raw], t0: float, columns: Sequence[str], models: Sequence[str | None]
+) -> str:
+    """trace.jsonl lines for records numbered from `first_seq` (each line ends with a newline),
+    formatted without building dicts."""
     node_json = [f'"column":{json.dumps(c)},"model":{json.dumps(m)}' for c, m in zip(columns, models, strict=True)]
     dumps = json.dumps
     lines = []
-    for raw in raws:
-        seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = raw
+    for seq, raw in enumerate(raws, first_seq):
+        row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = raw
         if child is None:
             node_part, parent = node_json[node], "null"
         else:
@@ -109,18 +113,38 @@ def format_lines(raws: Sequence[_Raw], t0: float, columns: Sequence[str], models
 
 
 class Tracer:
-    """Records attempts as plain tuples (the hot path); TaskTraces and JSON are made when read."""
+    """Records attempts as plain tuples (the hot path); TaskTraces and JSON are made when read.
+
+    Records wait in `_unwritten` until the writer takes them (about every second), then stay in the
+    ring (the newest RING_SIZE) for UIs."""
 
     def __init__(self, columns: Sequence[str], models: Sequence[str | None], t0: float) -> None:
         self.columns = list(columns)
         self.models = list(models)
         self._usage_keys = [f"{c}__usage" for c in columns]
         self.t0 = t0
-        self.seq = 0
+        self._taken = 0
+        """Records handed to the writer so far: the ring's newest has this seq."""
         self.ring: deque[_Raw] = deque(maxlen=RING_SIZE)
         self._unwritten: list[_Raw] = []
         self._written = 0
         self._offload: TraceWriterProcess | None = None
+
+    @property
+    def seq(self) -> int:
+        """The seq of the newest record (how many there are)."""
+        return self._taken + len(self._unwritten)
+
+    def done(
+        self, row: int, node: int, attempt: int, slot: int, t_ready: float, t_start: float, t_end: float, values: dict
+    ) -> None:
+        """A cell's attempt that succeeded: the hot path, one tuple appended."""
+        if self._usage_keys[node] in values:
+            self.record(row, node, attempt, slot, t_ready, t_start, t_end, "done", values=values)
+        else:
+            self._unwritten.append(
+                (row, node, attempt, slot, t_ready, t_start, t_end, "done", None, None, None, None, None)
+            )
 
     def record(
         self,
@@ -137,25 +161,17 @@ class Tracer:
         values: dict | None = None,
         child: tuple[str, dict | None] | None = None,
     ) -> None:
-        self.seq += 1
         if child is not None:
-            raw = (
-                self.seq, row, node, attempt, slot, t_ready, t_start, t_end, status,
-                None if error is None else type(error).__name__, message, *_tokens(child[1]), child[0],
-            )  # fmt: skip
-        elif error is None and (values is None or self._usage_keys[node] not in values):
-            raw = (self.seq, row, node, attempt, slot, t_ready, t_start, t_end, status, None, None, None, None, None)
+            model, usage = child
         else:
-            usage = None if values is None else values.get(self._usage_keys[node])
-            raw = (
-                self.seq, row, node, attempt, slot, t_ready, t_start, t_end, status,
-                None if error is None else type(error).__name__, message, *_tokens(usage), None,
-            )  # fmt: skip
-        self.ring.append(raw)
-        self._unwritten.append(raw)
+            model, usage = None, None if values is None else values.get(self._usage_keys[node])
+        error_class = None if error is None else type(error).__name__
+        self._unwritten.append(
+            (row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, *_tokens(usage), model)
+        )
 
-    def trace(self, raw: _Raw) -> TaskTrace:
-        seq, row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = raw
+    def trace(self, seq: int, raw: _Raw) -> TaskTrace:
+        row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = raw
         t0 = self.t0
         column = self.columns[node]
         return TaskTrace(
@@ -176,35 +192,44 @@ class Tracer:
             None if child is None else column,
         )
 
+    def recent(self) -> list[tuple[int, _Raw]]:
+        """The records still held (the ring, then those not written yet) with their seqs, oldest first."""
+        first = self._taken - len(self.ring) + 1
+        return list(enumerate([*self.ring, *self._unwritten], first))
+
     def since(self, seq: int) -> list[TaskTrace]:
-        """Traces in the ring newer than `seq`, oldest first."""
-        newer: list[_Raw] = []
-        for raw in reversed(self.ring):
-            if raw[0] <= seq:
-                break
-            newer.append(raw)
-        return [self.trace(raw) for raw in reversed(newer)]
+        """Traces still held that are newer than `seq`, oldest first."""
+        newer = self.seq - seq
+        if newer <= 0:
+            return []
+        held = self.recent()
+        return [self.trace(s, raw) for s, raw in held[max(0, len(held) - newer) :]]
 
     def recent_for(self, row: int, node: int) -> list[TaskTrace]:
-        """The attempts of one cell still in the ring, oldest first."""
-        return [self.trace(raw) for raw in self.ring if raw[1] == row and raw[2] == node]
+        """The attempts of one cell still held, oldest first."""
+        return [self.trace(s, raw) for s, raw in self.recent() if raw[0] == row and raw[1] == node]
 
-    def take_unwritten(self) -> list[_Raw]:
+    def take_unwritten(self) -> tuple[int, list[_Raw]]:
+        """The records not handed to the writer yet, and the seq of the first of them."""
         unwritten, self._unwritten = self._unwritten, []
-        return unwritten
+        first = self._taken + 1
+        self._taken += len(unwritten)
+        self.ring.extend(unwritten)
+        return first, unwritten
 
-    def write(self, path: Path, raws: Sequence[_Raw]) -> None:
-        """Append records to trace.jsonl (blocking: call from the writer thread)."""
+    def write(self, path: Path, batch: tuple[int, Sequence[_Raw]]) -> None:
+        """Append a batch from take_unwritten to trace.jsonl (blocking: call from the writer thread)."""
+        first_seq, raws = batch
         if not raws:
             return
         self._written += len(raws)
         if self._offload is None and self._written > OFFLOAD_AFTER:
             self._offload = TraceWriterProcess(path, self.t0, self.columns, self.models)
         if self._offload is not None:
-            self._offload.send(raws)
+            self._offload.send(first_seq, raws)
             return
         with open(path, "a", encoding="utf-8") as handle:
-            handle.write(format_lines(raws, self.t0, self.columns, self.models))
+            handle.write(format_lines(first_seq, raws, self.t0, self.columns, self.models))
 
     def finish(self, path: Path) -> None:
         """Write what is left and wait until trace.jsonl is complete (writer thread, end of a run)."""
@@ -216,6 +241,9 @@ class Tracer:
 
 class NullTracer(Tracer):
     """Tracing off: records nothing."""
+
+    def done(self, *args) -> None:  # type: ignore[override]
+        return None
 
     def record(self, *args, **kwargs) -> None:  # type: ignore[override]
         return None
