@@ -4,7 +4,9 @@ plain `asyncio.gather` + `Semaphore` script over the same functions, in one run.
 Each runner runs `--repeat` times, interleaved (baseline, tracing off, tracing on, then again), and
 the table shows each one's best run: the machine's noise only ever adds time, so the best of a few
 runs is the steadiest estimate of what the code costs, and interleaving exposes every runner to the
-same background load.
+same background load. The CPU lines add up this process's and its children's CPU time per runner
+(the helper process that formats a large run's trace.jsonl is a child): the work each one costs,
+which the machine's load moves far less than wall time.
 
     python bench/scheduler.py [--rows 100000] [--parallel 64] [--repeat 3]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import statistics
 import sys
 import tempfile
@@ -29,6 +32,12 @@ sys.path.insert(0, str(HERE))
 import noop_cols  # noqa: E402
 
 import treadle  # noqa: E402
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and of its children that have ended."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 async def baseline(rows: list[dict], parallel: int) -> None:
@@ -63,17 +72,20 @@ def main() -> None:
         }
         runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
         bases: list[float] = []
+        cpu: dict[str, list[float]] = {"baseline": [], "off": [], "on": []}
         for attempt in range(args.repeat):
             rows = [{"id": i} for i in range(args.rows)]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_s()
             asyncio.run(baseline(rows, args.parallel))
             bases.append(time.perf_counter() - t0)
+            cpu["baseline"].append(cpu_s() - c0)
             for trace in (False, True):
                 config["run"]["trace"] = trace
                 loaded = treadle.load(config, base_dir=HERE)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), cpu_s()
                 result = treadle.run(loaded, out=Path(tmp) / f"run-{trace}-{attempt}")
                 total = time.perf_counter() - t0
+                cpu["on" if trace else "off"].append(cpu_s() - c0)
                 assert result.status == "done", result.summary
                 runs[trace].append((result.summary["wall_s"], total))
         base = min(bases)
@@ -106,6 +118,12 @@ def main() -> None:
             f"cost of tracing ({what}): best vs best {best[True][index] / best[False][index] - 1:+.1%}, "
             f"median of rounds {statistics.median(costs):+.1%} (rounds: {', '.join(f'{c:+.0%}' for c in costs)})"
         )
+    medians = {name: statistics.median(values) for name, values in cpu.items()}
+    print(
+        "CPU s per run incl. outputs and the trace helper (median): "
+        + ", ".join(f"{name} {value:.2f}" for name, value in medians.items())
+        + f"; tracing costs {medians['on'] / medians['off'] - 1:+.1%} CPU"
+    )
 
 
 if __name__ == "__main__":
