@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -128,3 +129,61 @@ def test_an_output_directory_that_fills_up_stops_the_run_with_one_line(tmp_path)
     assert "Traceback" not in proc.stderr
     assert "cannot write" in proc.stderr and "File too large" in proc.stderr
     assert replay(tmp_path / "r" / "journal.jsonl").done, "what was journaled before the disk filled is kept"
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes a process started, from /proc (each thread keeps its own list)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def test_sigkill_mid_large_run_the_trace_helper_still_writes_what_it_received(tmp_path):
+    """Past 20,000 attempts trace.jsonl is formatted by a helper process: it outlives a killed engine."""
+    rows = 15_000
+    (tmp_path / "cols.py").write_text(
+        "import asyncio\n\n"
+        "async def quick(row):\n    return row['id']\n\n"
+        "async def stuck_at_end(row):\n"
+        f"    if row['id'] >= {rows - 10}:\n        await asyncio.Event().wait()\n"
+        "    return row['id']\n"
+    )
+    pd.DataFrame({"id": range(rows)}).to_csv(tmp_path / "s.csv", index=False)
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(
+        json.dumps(
+            {
+                "seed": {"path": "s.csv"},
+                "columns": [
+                    {"name": "a", "kind": "python", "function": "cols:quick"},
+                    {"name": "b", "kind": "python", "function": "cols:stuck_at_end", "depends_on": ["a"]},
+                ],
+                "run": {"row_group_size": 1000},
+            }
+        )
+    )
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "treadle.cli", "run", str(pipeline), "--no-ui", "--out", str(run_dir),
+         "--events", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    settled = 2 * rows - 10
+    progress_seen = 0
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["type"] == "progress" and event["cells"].get("done", 0) >= settled:
+            progress_seen += 1
+            if progress_seen == 2:  # a second later: the trace went to the helper several times since
+                break
+    [helper] = _descendants(proc.pid)
+    helper_ended = os.pidfd_open(helper)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert select.select([helper_ended], [], [], 60)[0], "the trace helper did not finish"
+    os.close(helper_ended)
+    seqs = [json.loads(line)["seq"] for line in (run_dir / "trace.jsonl").read_text().splitlines()]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert len(seqs) >= settled

@@ -22,9 +22,7 @@ import itertools
 import json
 import math
 import os
-import threading
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -418,20 +416,6 @@ def read_trace(path: Path) -> TraceColumns:
         return _read_fast(path)
     except _Unreadable:
         return _read_slowly(path)
-
-
-def read_trace_in_background(path: Path) -> Future[TraceColumns]:
-    """read_trace in a thread of its own (a run reads its finished trace.jsonl while it writes other files)."""
-    future: Future[TraceColumns] = Future()
-
-    def read() -> None:
-        try:
-            future.set_result(read_trace(path))
-        except BaseException as exc:  # handed to whoever waits for the result
-            future.set_exception(exc)
-
-    threading.Thread(target=read, name="treadle-trace-reader", daemon=True).start()
-    return future
 
 
 # ---- series --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import dataclasses
 import datetime as dt
 import gc
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +23,7 @@ from treadle.engine.metrics import (
     NO_TRACE_NOTE,
     TraceColumns,
     prices_of,
-    read_trace_in_background,
+    read_trace,
     summary_metrics,
 )
 from treadle.engine.outputs import RunDirectory
@@ -351,10 +351,8 @@ class Run:
     def _write_outputs(self) -> None:
         scheduler = self.scheduler
         self.journal.close()
+        # The trace helper (large runs) formats the last of trace.jsonl while the files below are written.
         self.tracer.finish(self.directory.trace_path)
-        # trace.jsonl is complete: it is read back for summary.json's metrics while the files below are written.
-        if self.loaded.config.run.trace:
-            self.final_trace = read_trace_in_background(self.directory.trace_path)
         # Groups cut short by a stop still hold finished cells: write them so no finished work is lost.
         for group in scheduler.active_groups():
             rows, states = self._group_contents(group)
@@ -363,6 +361,9 @@ class Run:
         self.directory.assemble_output(range(self.tracker.n_groups), dropped)
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
         self.directory.write_failures(f.record() for f in failures)
+        self.tracer.wait_written()
+        if self.loaded.config.run.trace:  # trace.jsonl is complete: summary.json's metrics come from it
+            self.final_trace = read_trace(self.directory.trace_path)
         self.summary = self.build_summary()
         self.directory.write_summary(self.summary)
 
@@ -388,7 +389,7 @@ class Run:
 
     limit_changes: LimitChanges | None = None
     """Every limit's totals over the run: RunController records each change it makes."""
-    final_trace: Future[TraceColumns] | None = None
+    final_trace: TraceColumns | None = None
     """trace.jsonl read back once the run has written it for good: the metrics of the final summary."""
 
     def build_summary(self) -> dict[str, Any]:
@@ -440,5 +441,5 @@ class Run:
             summary["metrics"] = {"note": NO_TRACE_NOTE}
         elif self.final_trace is not None:
             prices = prices_of(config.models)
-            summary["metrics"] = summary_metrics(self.directory.path, summary, prices, self.final_trace.result())
+            summary["metrics"] = summary_metrics(self.directory.path, summary, prices, self.final_trace)
         return summary

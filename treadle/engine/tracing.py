@@ -232,11 +232,16 @@ class Tracer:
             handle.write(format_lines(first_seq, raws, self.t0, self.columns, self.models))
 
     def finish(self, path: Path) -> None:
-        """Write what is left and wait until trace.jsonl is complete (writer thread, end of a run)."""
+        """Hand over what is left (writer thread, end of a run); `wait_written` then waits for the file."""
         self.write(path, self.take_unwritten())
+        if self._offload is not None:
+            self._offload.end_input()
+
+    def wait_written(self) -> None:
+        """Wait until trace.jsonl is complete (OSError if the helper process could not write it)."""
         offload, self._offload = self._offload, None
         if offload is not None:
-            offload.close()
+            offload.wait()
 
 
 class NullTracer(Tracer):
