@@ -134,4 +134,4 @@ def test_a_large_run_traces_every_attempt(tmp_path):
     assert result.status == "done"
     seqs = [json.loads(line)["seq"] for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
     assert sorted(seqs) == list(range(1, 2 * rows + 1))
-    assert tracing.OFFLOAD_AFTER < 2 * rows
+    assert 2 * rows > tracing.OFFLOAD_AFTER  # so the helper process wrote most of it
