@@ -204,7 +204,7 @@ def test_a_dropped_connection_and_a_hung_request_are_retryable():
         return web.Response()
 
     async def hang(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(30)
+        await asyncio.sleep(30)  # sync-ok: a server that does not answer within the client timeout
         return web.json_response(COMPLETION)
 
     async def work(client: ModelClient) -> list[Any]:
