@@ -1,8 +1,9 @@
 """TaskTrace: one record per attempt of a cell, kept in a ring buffer for UIs and in trace.jsonl.
 
 The hot path stores a plain tuple per attempt; TaskTrace records and JSON lines are made only when
-read or flushed (on the writer thread, or for large runs in a helper process: `OFFLOAD_AFTER`).
-`NullTracer` keeps the hot path free of `if tracing:` checks.
+read or flushed (on a thread of the run, or for large runs in a helper process: `OFFLOAD_AFTER`).
+`NullTracer` records nothing, so the rare paths need no `if tracing:`; the scheduler checks once
+before `done`, the path of every finished cell, which is cheaper than calling a no-op.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ for a cell's own attempt, or the model of a call made from inside the cell (ctx.
 is its position: the n-th record made has seq n."""
 
 OFFLOAD_AFTER = 20_000
-"""Past this many attempts in a run, trace.jsonl lines are formatted by a helper process (see
-trace_writer.py) instead of the writer thread, whose formatting (~2 us a line) would hold the GIL
-the engine loop needs: small runs never start a process, large ones keep tracing almost free."""
+"""Past this many attempts in a run, trace.jsonl lines are formatted by a helper process when the run
+ends (see trace_writer.py) instead of on a thread as they come, where formatting (~2 us a line)
+would hold the GIL the engine loop needs: small runs never start a process, large ones pay for their
+trace after their cells."""
 
 
 def _tokens(usage: object) -> tuple[int | None, int | None]:
