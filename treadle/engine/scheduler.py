@@ -91,7 +91,7 @@ class Scheduler:
         self.hold_open = hold_open
         self.tracer = tracer
         self._tracing = not isinstance(tracer, NullTracer)
-        """Checked before recording a finished cell: cheaper than a call to NullTracer.record."""
+        """Checked before recording a finished cell: cheaper than a call to NullTracer.done."""
         self.journal = journal
         self._free_lanes: list[int] = []
         self._next_lane = 0
