@@ -8,6 +8,7 @@ before `done`, the path of every finished cell, which is cheaper than calling a 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import deque
 from collections.abc import Sequence
@@ -200,12 +201,15 @@ class Tracer:
         return list(enumerate([*self.ring, *self._unwritten], first))
 
     def since(self, seq: int) -> list[TaskTrace]:
-        """Traces still held that are newer than `seq`, oldest first."""
-        newer = self.seq - seq
-        if newer <= 0:
-            return []
-        held = self.recent()
-        return [self.trace(s, raw) for s, raw in held[max(0, len(held) - newer) :]]
+        """Traces still held that are newer than `seq`, oldest first (walks only those: UIs poll this)."""
+        wanted = self.seq - seq
+        newest_first: list[_Raw] = []
+        for raw in itertools.chain(reversed(self._unwritten), reversed(self.ring)):
+            if len(newest_first) >= wanted:
+                break
+            newest_first.append(raw)
+        first = self.seq - len(newest_first) + 1
+        return [self.trace(s, raw) for s, raw in enumerate(reversed(newest_first), first)]
 
     def recent_for(self, row: int, node: int) -> list[TaskTrace]:
         """The attempts of one cell still held, oldest first."""
