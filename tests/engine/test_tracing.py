@@ -12,6 +12,7 @@ import pytest
 import treadle
 from treadle.engine import tracing
 from treadle.engine.controller import RunController
+from treadle.engine.errors import StorageError
 from treadle.engine.run import RunOptions
 from treadle.engine.trace_writer import TraceWriterProcess
 
@@ -135,3 +136,22 @@ def test_a_large_run_traces_every_attempt(tmp_path):
     seqs = [json.loads(line)["seq"] for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
     assert sorted(seqs) == list(range(1, 2 * rows + 1))
     assert 2 * rows > tracing.OFFLOAD_AFTER  # so the helper process wrote most of it
+
+
+@pytest.mark.parametrize("offload", [False, True], ids=["writer-thread", "writer-process"])
+def test_a_trace_that_cannot_be_written_costs_no_outputs(tmp_path, monkeypatch, offload):
+    if offload:
+        monkeypatch.setattr(tracing, "OFFLOAD_AFTER", 0)
+    seed = tmp_path / "seed.csv"
+    pd.DataFrame({"id": range(50)}).to_csv(seed, index=False)
+    cfg = {
+        "seed": {"path": str(seed)},
+        "columns": [{"name": "a", "kind": "python", "function": "probe_cols:noop"}],
+        "run": {"row_group_size": 10},
+    }
+    controller = RunController(treadle.load(cfg, base_dir=PROBE_DIR), RunOptions(out=tmp_path / "run"))
+    (tmp_path / "run" / "trace.jsonl").mkdir()  # the run directory exists once the controller is built
+    with pytest.raises(StorageError, match=r"trace\.jsonl: Is a directory"):
+        controller.start().wait(30)
+    assert pd.read_parquet(tmp_path / "run" / "output.parquet")["a"].tolist() == list(range(50))
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["cells"]["done"] > 0

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import gc
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -222,10 +223,16 @@ class Run:
         # The group file now holds what the journal said about it: make both durable together.
         self.journal.sync()
 
+    def _storage_reason(self, exc: OSError) -> str:
+        """Why a write failed, naming the file in the run directory when the error says which."""
+        if exc.strerror and exc.filename:
+            return f"{os.path.relpath(exc.filename, self.directory.path)}: {exc.strerror}"
+        return exc.strerror or str(exc)
+
     def _storage_failed(self, exc: OSError) -> None:
         """The run directory stopped taking writes: stop the run with one clear reason."""
         if self.scheduler.fatal is None:
-            reason = exc.strerror or str(exc)
+            reason = self._storage_reason(exc)
             self.scheduler.fatal = FatalRunError(f"cannot write to the run directory {self.directory.path}: {reason}")
             self.scheduler.stop(str(self.scheduler.fatal))
 
@@ -314,7 +321,7 @@ class Run:
             await loop.run_in_executor(self._writer, self._write_outputs)
         except OSError as exc:
             raise StorageError(
-                f"cannot write the run directory {self.directory.path}: {exc.strerror or exc} "
+                f"cannot write the run directory {self.directory.path}: {self._storage_reason(exc)} "
                 "(what was journaled is kept; free space and run treadle resume)"
             ) from None
         finally:
@@ -352,7 +359,12 @@ class Run:
         scheduler = self.scheduler
         self.journal.close()
         # The trace helper (large runs) formats the last of trace.jsonl while the files below are written.
-        self.tracer.finish(self.directory.trace_path)
+        # A trace that cannot be written must not cost the outputs: its error is raised after them.
+        trace_error: OSError | None = None
+        try:
+            self.tracer.finish(self.directory.trace_path)
+        except OSError as exc:
+            trace_error = exc
         # Groups cut short by a stop still hold finished cells: write them so no finished work is lost.
         for group in scheduler.active_groups():
             rows, states = self._group_contents(group)
@@ -361,11 +373,16 @@ class Run:
         self.directory.assemble_output(range(self.tracker.n_groups), dropped)
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
         self.directory.write_failures(f.record() for f in failures)
-        self.tracer.wait_written()
-        if self.loaded.config.run.trace:  # trace.jsonl is complete: summary.json's metrics come from it
+        try:
+            self.tracer.wait_written()
+        except OSError as exc:
+            trace_error = trace_error or exc
+        if self.loaded.config.run.trace and trace_error is None:  # summary.json's metrics come from it
             self.final_trace = read_trace(self.directory.trace_path)
         self.summary = self.build_summary()
         self.directory.write_summary(self.summary)
+        if trace_error is not None:
+            raise trace_error
 
     def row_counts(self) -> dict[str, int]:
         counts = {"total": self.tracker.n_rows, "done": 0, "failed": 0, "dropped": 0, "unfinished": 0}
