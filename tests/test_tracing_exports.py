@@ -25,10 +25,11 @@ import pytest
 from rich.console import Console
 
 import treadle
-from treadle.engine import metrics
+from treadle.engine import trace_reader
 from treadle.engine.chrome_trace import MODELS_PID, QUEUE_PID, SLOT_TID_BASE, SLOTS_PID, assign_lanes, export_chrome
 from treadle.engine.errors import ConfigError
-from treadle.engine.metrics import NO_TRACE_NOTE, TraceReader, read_trace, run_metrics, step_series, trace_columns
+from treadle.engine.metrics import NO_TRACE_NOTE, run_metrics, step_series
+from treadle.engine.trace_reader import TraceReader, read_trace, trace_columns
 from treadle.report import print_report, render_html, sparkline, write_html_report
 from treadle.sim import SimConfig, SimulatorThread
 
@@ -553,7 +554,7 @@ def line_by_line(path: Path):
 @pytest.mark.parametrize("which", ["python_run", "llm_run"])
 def test_the_fast_reader_reads_what_the_line_reader_reads(which, streamed, request, tmp_path, monkeypatch):
     if streamed:  # as files over STREAM_ABOVE_BYTES are read
-        monkeypatch.setattr(metrics, "STREAM_ABOVE_BYTES", 0)
+        monkeypatch.setattr(trace_reader, "STREAM_ABOVE_BYTES", 0)
     run_dir: Path = request.getfixturevalue(which)
     assert_same_columns(read_trace(run_dir / "trace.jsonl"), line_by_line(run_dir / "trace.jsonl"))
 

@@ -35,14 +35,8 @@ from typing import IO, Any
 import numpy as np
 
 from treadle.engine.errors import ConfigError, Problem
-from treadle.engine.metrics import (
-    SLOTS_LIMIT,
-    TraceReader,
-    limit_history,
-    load_summary,
-    step_series,
-    trace_path,
-)
+from treadle.engine.metrics import SLOTS_LIMIT, limit_history, load_summary, step_series
+from treadle.engine.trace_reader import TraceReader, trace_path
 
 SLOTS_PID, MODELS_PID, QUEUE_PID = 1, 2, 3
 SLOT_TID_BASE = 100

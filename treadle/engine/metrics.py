@@ -5,11 +5,7 @@ Answers "where did the time go" (queue wait vs run time per column), "what was m
 column and model, cost from per-model prices), plus throughput, latency percentiles, retries and
 errors by class.
 
-Reading: trace.jsonl is parsed by pyarrow's JSON reader into columns (only the fields used here) and
-aggregated with numpy (~0.15 s per 200,000 attempts: the end of every run pays it for summary.json's
-`metrics`). A file pyarrow cannot read (an unparsable line in the middle, a field of an odd type) is
-read again line by line, with the same result. Memory: about 90 bytes per attempt (1M ~ 90 MB) plus
-one block of the file; files over STREAM_ABOVE_BYTES are read block by block. No UI imports here.
+Reading trace.jsonl: trace_reader.py. No UI imports here.
 
 Times are seconds since the run started. A resumed run appends its attempts to the same trace.jsonl
 with times starting again at 0 (and `seq` starting again at 1): each such session is laid after the
@@ -21,18 +17,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pj
 
 from treadle.engine.errors import ConfigError, Problem
+from treadle.engine.trace_reader import TraceColumns, read_trace, trace_columns, trace_path
 
 STATUSES = ("done", "retry", "failed", "timeout", "cancelled")
 SLOTS_LIMIT = "slots"
@@ -40,9 +32,6 @@ MAX_SERIES_POINTS = 2_000
 """Step series longer than this are reduced to per-bucket maxima (peaks are kept)."""
 DEFAULT_BUCKETS = 120
 PRICE_KEYS = ("input_per_1m", "output_per_1m")
-STREAM_ABOVE_BYTES = 256 * 2**20
-"""A trace.jsonl larger than this is parsed block by block (memory), smaller ones in parallel blocks."""
-_BLOCK_BYTES = 2**20
 
 Prices = Mapping[str, Mapping[str, float]]
 """model name (as in the pipeline's `models:` and trace.jsonl's `model`) -> input_per_1m, output_per_1m."""
@@ -62,76 +51,6 @@ def load_summary(run_dir: Path) -> dict[str, Any] | None:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(str(path), f"unreadable summary: {exc}")]) from None
-
-
-class TraceReader:
-    """Iterates trace.jsonl line by line as dicts, sessions (resumes) laid end to end.
-
-    After iteration: `lines` read, `skipped` unparsable lines (a torn last line after a crash),
-    `sessions` and `span_s` (the end of the last attempt, offsets included).
-    """
-
-    def __init__(self, path: Path, limit: int | None = None) -> None:
-        self.path = Path(path)
-        self.limit = limit
-        """Stop after this many lines (a second pass over a file a live run is still appending to)."""
-        self.lines = 0
-        self.skipped = 0
-        self.sessions = 0
-        self.session_starts: list[float] = []
-        """Offset of each session on the common time axis."""
-        self.span_s = 0.0
-        self._session_end = 0.0
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        offset = 0.0
-        last_seq = None
-        session_end = 0.0
-        loads = json.loads
-        limit = self.limit
-        with open(self.path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if limit is not None and self.lines >= limit:
-                    break
-                if not line.strip():
-                    continue
-                try:
-                    trace = loads(line)
-                    seq = trace["seq"]
-                    t_ready = float(trace["t_ready"])
-                    t_start = float(trace["t_start"])
-                    t_end = float(trace["t_end"])
-                except (ValueError, KeyError, TypeError):
-                    self.skipped += 1
-                    continue
-                if last_seq is None or seq <= last_seq:
-                    # The first line, or a resumed run starting again at seq 1 and time 0.
-                    if last_seq is not None:
-                        offset += session_end
-                    session_end = 0.0
-                    self.sessions += 1
-                    self.session_starts.append(offset)
-                last_seq = seq
-                if t_end > session_end:
-                    session_end = t_end
-                if offset:
-                    t_ready += offset
-                    t_start += offset
-                    t_end += offset
-                trace["t_ready"], trace["t_start"], trace["t_end"] = t_ready, t_start, t_end
-                trace["session"] = self.sessions - 1
-                self.lines += 1
-                yield trace
-        self._session_end = session_end
-        self.span_s = offset + session_end
-
-    @property
-    def last_session_span_s(self) -> float:
-        return self._session_end
-
-
-def trace_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "trace.jsonl"
 
 
 def read_limit_history(events: Path | None) -> LimitHistory:
@@ -177,245 +96,6 @@ def limit_history(
         if parsed:
             history[str(name)] = [(0.0, parsed[0][1])] + [(session_start + t, v) for t, v in parsed[1:]]
     return history
-
-
-# ---- trace.jsonl as columns ----------------------------------------------------------------------
-
-
-class _Codes:
-    """Small integer codes for the values of a field, in the order they first appear (None included)."""
-
-    def __init__(self) -> None:
-        self.values: list[Any] = []
-        self._index: dict[Any, int] = {}
-
-    def code(self, value: Any) -> int:
-        code = self._index.get(value)
-        if code is None:
-            code = self._index[value] = len(self.values)
-            self.values.append(value)
-        return code
-
-    def encode(self, array: pa.Array) -> np.ndarray:
-        encoded = array.dictionary_encode(null_encoding="encode")
-        lookup = np.array([self.code(v) for v in encoded.dictionary.to_pylist()], dtype=np.int32)
-        return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
-
-
-_STRINGS = ("column", "model", "parent", "status", "error_class")
-_SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("column", pa.string()),
-        ("model", pa.string()),
-        ("slot", pa.int64()),
-        ("t_ready", pa.float64()),
-        ("t_start", pa.float64()),
-        ("t_end", pa.float64()),
-        ("status", pa.string()),
-        ("error_class", pa.string()),
-        ("tokens_in", pa.int64()),
-        ("tokens_out", pa.int64()),
-        ("parent", pa.string()),
-    ]
-)
-_REQUIRED = ("seq", "t_ready", "t_start", "t_end")
-"""A line without one of these is skipped (as TraceReader skips it)."""
-
-
-@dataclass
-class TraceColumns:
-    """trace.jsonl as one array per field, sessions laid end to end (times offset as TraceReader does).
-
-    String fields are codes into `names[field]` (values in order of first appearance, None included).
-    """
-
-    names: dict[str, list[Any]]
-    codes: dict[str, np.ndarray]
-    t_ready: np.ndarray
-    t_start: np.ndarray
-    t_end: np.ndarray
-    slot: np.ndarray
-    """The slot, where `has_slot`; -1 elsewhere."""
-    has_slot: np.ndarray
-    tokens_in: np.ndarray
-    """0 where the line has none."""
-    tokens_out: np.ndarray
-    lines: int = 0
-    skipped: int = 0
-    session_starts: list[float] = field(default_factory=list)
-    span_s: float = 0.0
-
-    @property
-    def sessions(self) -> int:
-        return len(self.session_starts)
-
-
-class _Builder:
-    """Collects per-line values batch by batch, then lays the sessions end to end."""
-
-    def __init__(self) -> None:
-        self.codes = {name: _Codes() for name in _STRINGS}
-        fields = (*_STRINGS, "seq", "t_ready", "t_start", "t_end", "slot", "has_slot", "tokens_in", "tokens_out")
-        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in fields}
-        self.skipped = 0
-
-    def add(self, name: str, values: np.ndarray) -> None:
-        self.parts[name].append(values)
-
-    def finish(self) -> TraceColumns:
-        joined = {
-            name: np.concatenate(parts) if parts else np.zeros(0, dtype=bool if name == "has_slot" else np.float64)
-            for name, parts in self.parts.items()
-        }
-        seq, t_ready, t_start, t_end = (joined[k] for k in ("seq", "t_ready", "t_start", "t_end"))
-        n = len(seq)
-        session_starts: list[float] = []
-        span = 0.0
-        if n:
-            # A session starts at the first line and wherever seq does not grow (a resume starts at 1).
-            first = np.flatnonzero(np.append(True, seq[1:] <= seq[:-1]))
-            ends = np.maximum(np.maximum.reduceat(t_end, first), 0.0)
-            offsets = np.concatenate(([0.0], np.cumsum(ends[:-1])))
-            session_starts = offsets.tolist()
-            span = session_starts[-1] + float(ends[-1])
-            if len(first) > 1:
-                shift = np.repeat(offsets, np.diff(np.append(first, n)))
-                t_ready, t_start, t_end = t_ready + shift, t_start + shift, t_end + shift
-        return TraceColumns(
-            names={name: codes.values for name, codes in self.codes.items()},
-            codes={name: joined[name].astype(np.int32, copy=False) for name in _STRINGS},
-            t_ready=t_ready,
-            t_start=t_start,
-            t_end=t_end,
-            slot=joined["slot"].astype(np.int64, copy=False),
-            has_slot=joined["has_slot"].astype(bool, copy=False),
-            tokens_in=joined["tokens_in"].astype(np.int64, copy=False),
-            tokens_out=joined["tokens_out"].astype(np.int64, copy=False),
-            lines=n,
-            skipped=self.skipped,
-            session_starts=session_starts,
-            span_s=span,
-        )
-
-
-class _Unreadable(Exception):
-    """The fast reader cannot take this file as it is; read it line by line."""
-
-
-def _batches(path: Path) -> tuple[Iterable[pa.RecordBatch], int]:
-    """pyarrow record batches of the file's complete lines, and 1 if a torn last line was left out."""
-    size = os.path.getsize(path)
-    if size == 0:
-        raise _Unreadable
-    with open(path, "rb") as handle:
-        handle.seek(max(0, size - 65536))
-        tail = handle.read()
-    cut = tail.rfind(b"\n")
-    complete = size - len(tail) + cut + 1 if cut >= 0 else 0
-    torn = tail[cut + 1 :].strip()
-    if torn:
-        try:
-            json.loads(torn)
-        except ValueError:
-            pass  # a line cut short by a crash: skipped, as TraceReader skips it
-        else:
-            raise _Unreadable  # a complete last line without its newline: rare, read it the slow way
-    if complete == 0:
-        raise _Unreadable
-    source = pa.BufferReader(pa.memory_map(str(path)).read_buffer(complete))
-    options = {
-        "read_options": pj.ReadOptions(use_threads=True, block_size=_BLOCK_BYTES),
-        "parse_options": pj.ParseOptions(explicit_schema=_SCHEMA, unexpected_field_behavior="ignore"),
-    }
-    if complete > STREAM_ABOVE_BYTES:
-        return pj.open_json(source, **options), int(bool(torn))
-    return pj.read_json(source, **options).to_batches(), int(bool(torn))
-
-
-def _read_fast(path: Path) -> TraceColumns:
-    builder = _Builder()
-    try:
-        batches, builder.skipped = _batches(path)
-        for batch in batches:
-            if any(batch.column(name).null_count for name in _REQUIRED):
-                valid = pc.is_valid(batch.column("seq"))
-                for name in _REQUIRED[1:]:
-                    valid = pc.and_(valid, pc.is_valid(batch.column(name)))
-                builder.skipped += len(batch) - pc.sum(valid).as_py()
-                batch = batch.filter(valid)
-            for name in _STRINGS:
-                builder.add(name, builder.codes[name].encode(batch.column(name)))
-            for name in ("seq", "t_ready", "t_start", "t_end"):
-                builder.add(name, batch.column(name).to_numpy(zero_copy_only=False))
-            slot = batch.column("slot")
-            builder.add("slot", pc.fill_null(slot, -1).to_numpy(zero_copy_only=False))
-            builder.add("has_slot", pc.is_valid(slot).to_numpy(zero_copy_only=False))
-            for name in ("tokens_in", "tokens_out"):
-                builder.add(name, pc.fill_null(batch.column(name), 0).to_numpy(zero_copy_only=False))
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        raise _Unreadable from exc
-    return builder.finish()
-
-
-def trace_columns(
-    records: Iterable[Mapping[str, Any]],
-    *,
-    skipped: int = 0,
-    session_starts: list[float] | None = None,
-    span_s: float | None = None,
-) -> TraceColumns:
-    """Columns of trace records given as dicts (trace.jsonl lines, or TaskTrace._asdict()), whose times
-    are laid end to end already; by default one session, spanning to the last end."""
-    codes = {name: _Codes() for name in _STRINGS}
-    strings: dict[str, list[int]] = {name: [] for name in _STRINGS}
-    numbers: dict[str, list[Any]] = {
-        name: [] for name in ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out")
-    }
-    for t in records:
-        for name in _STRINGS:
-            strings[name].append(codes[name].code(t.get(name)))
-        for name in ("t_ready", "t_start", "t_end"):
-            numbers[name].append(t[name])
-        slot = t.get("slot")
-        numbers["slot"].append(slot if isinstance(slot, int) else None)
-        numbers["tokens_in"].append(int(t.get("tokens_in") or 0))
-        numbers["tokens_out"].append(int(t.get("tokens_out") or 0))
-    t_end = np.array(numbers["t_end"], dtype=np.float64)
-    slots = numbers["slot"]
-    return TraceColumns(
-        names={name: c.values for name, c in codes.items()},
-        codes={name: np.array(values, dtype=np.int32) for name, values in strings.items()},
-        t_ready=np.array(numbers["t_ready"], dtype=np.float64),
-        t_start=np.array(numbers["t_start"], dtype=np.float64),
-        t_end=t_end,
-        slot=np.array([-1 if s is None else s for s in slots], dtype=np.int64),
-        has_slot=np.array([s is not None for s in slots], dtype=bool),
-        tokens_in=np.array(numbers["tokens_in"], dtype=np.int64),
-        tokens_out=np.array(numbers["tokens_out"], dtype=np.int64),
-        lines=len(t_end),
-        skipped=skipped,
-        session_starts=([0.0] if len(t_end) else []) if session_starts is None else session_starts,
-        span_s=max(float(t_end.max()), 0.0) if span_s is None and len(t_end) else span_s or 0.0,
-    )
-
-
-def _read_slowly(path: Path) -> TraceColumns:
-    """The same columns through TraceReader: any line json.loads can read."""
-    reader = TraceReader(path)
-    records = list(reader)
-    return trace_columns(records, skipped=reader.skipped, session_starts=reader.session_starts, span_s=reader.span_s)
-
-
-def read_trace(path: Path) -> TraceColumns:
-    """trace.jsonl as columns: fast (pyarrow) when it can be, line by line when it cannot; none if missing."""
-    path = Path(path)
-    if not path.exists():
-        return trace_columns([])
-    try:
-        return _read_fast(path)
-    except _Unreadable:
-        return _read_slowly(path)
 
 
 # ---- series --------------------------------------------------------------------------------------

@@ -20,13 +20,7 @@ from treadle.engine.generators import build_generators
 from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.loop_health import LoopLag
-from treadle.engine.metrics import (
-    NO_TRACE_NOTE,
-    TraceColumns,
-    prices_of,
-    read_trace,
-    summary_metrics,
-)
+from treadle.engine.metrics import NO_TRACE_NOTE, prices_of, summary_metrics
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn, LoadedPipeline
 from treadle.engine.policy import ErrorWindow, NodePolicy, NoWindow, RetryPolicy
@@ -35,6 +29,7 @@ from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
 from treadle.engine.stats import LimitChanges, percentile
+from treadle.engine.trace_reader import TraceColumns, read_trace
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
