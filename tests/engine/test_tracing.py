@@ -14,6 +14,7 @@ from treadle.engine import tracing
 from treadle.engine.controller import RunController
 from treadle.engine.errors import StorageError
 from treadle.engine.run import RunOptions
+from treadle.engine.trace_reader import read_trace
 from treadle.engine.trace_writer import TraceWriterProcess
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
@@ -155,3 +156,51 @@ def test_a_trace_that_cannot_be_written_costs_no_outputs(tmp_path, monkeypatch, 
         controller.start().wait(30)
     assert pd.read_parquet(tmp_path / "run" / "output.parquet")["a"].tolist() == list(range(50))
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["cells"]["done"] > 0
+
+
+def traced_attempts(tracer: tracing.Tracer, cells: int, t: float) -> None:
+    """`cells` plain successes, then a retry, a success with token counts and a call from inside a cell."""
+    for i in range(cells):
+        tracer.done(i, i % 2, 1, i % 3, t + i, t + i + 0.5, t + i + 1.25, {})
+    tracer.record(cells, 0, 1, 0, t, t + 1, t + 2, "retry", error=TimeoutError("slow"), message="took too long")
+    tracer.record(
+        cells, 1, 1, 1, t, t + 1, t + 3, "done", values={"b__usage": {"prompt_tokens": 7, "completion_tokens": 3}}
+    )
+    tracer.record(
+        cells, 0, 1, 2, t, t + 1, t + 2, "done", child=("judge", {"prompt_tokens": 2, "completion_tokens": 1})
+    )
+
+
+@pytest.mark.parametrize("offload_after", [None, 0, 5], ids=["writer-thread", "helper-from-start", "helper-takes-over"])
+def test_a_runs_final_trace_columns_are_its_trace_read_back(tmp_path, monkeypatch, offload_after):
+    """summary.json's metrics come from `final_columns`: for a large run, the helper's own copy of the
+    records it writes, joined to the lines written before it took over (earlier sessions included)."""
+    path = tmp_path / "trace.jsonl"
+    earlier = tracing.Tracer(["a", "b"], ["m", None], t0=100.0)  # a run this one resumes
+    traced_attempts(earlier, 4, 100.0)
+    earlier.finish(path)
+    earlier.wait_written()
+    if offload_after is not None:
+        monkeypatch.setattr(tracing, "OFFLOAD_AFTER", offload_after)
+    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=50.0)
+    traced_attempts(tracer, 2, 50.0)  # 5 records: written by the thread unless the helper takes all
+    tracer.write(path, tracer.take_unwritten())
+    traced_attempts(tracer, 6, 60.0)
+    tracer.finish(path)
+    columns = tracer.final_columns(path)
+    tracer.wait_written()
+    expected = read_trace(path)
+    assert (expected.lines, expected.sessions) == (7 + 5 + 9, 2)
+    assert (columns.lines, columns.session_starts, columns.span_s) == (
+        expected.lines,
+        expected.session_starts,
+        pytest.approx(expected.span_s, abs=1e-6),
+    )
+    assert columns.names == expected.names
+    for name, codes in expected.codes.items():
+        assert columns.codes[name].tolist() == codes.tolist(), name
+    for name in ("t_ready", "t_start", "t_end"):
+        assert getattr(columns, name) == pytest.approx(getattr(expected, name), abs=1e-6), name
+    for name in ("slot", "has_slot", "tokens_in", "tokens_out"):
+        assert getattr(columns, name).tolist() == getattr(expected, name).tolist(), name
+    assert "judge" in columns.names["model"] and "a:llm" in columns.names["column"]

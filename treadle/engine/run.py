@@ -29,7 +29,7 @@ from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
 from treadle.engine.stats import LimitChanges, percentile
-from treadle.engine.trace_reader import TraceColumns, read_trace
+from treadle.engine.trace_reader import TraceColumns
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
@@ -368,13 +368,19 @@ class Run:
         self.directory.assemble_output(range(self.tracker.n_groups), dropped)
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
         self.directory.write_failures(f.record() for f in failures)
+        if self.loaded.config.run.trace and trace_error is None:  # summary.json's metrics come from it
+            try:
+                self.final_trace = self.tracer.final_columns(self.directory.trace_path)
+            except OSError as exc:
+                trace_error = exc
+        self.summary = self.build_summary()  # a large run's last trace lines are written meanwhile
         try:
             self.tracer.wait_written()
         except OSError as exc:
             trace_error = trace_error or exc
-        if self.loaded.config.run.trace and trace_error is None:  # summary.json's metrics come from it
-            self.final_trace = read_trace(self.directory.trace_path)
-        self.summary = self.build_summary()
+        if trace_error is not None and self.final_trace is not None:  # no metrics from a trace not written
+            self.final_trace = None
+            self.summary = self.build_summary()
         self.directory.write_summary(self.summary)
         if trace_error is not None:
             raise trace_error

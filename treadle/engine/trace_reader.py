@@ -2,8 +2,9 @@
 (`read_trace` -> `TraceColumns`) for metrics and exports.
 
 `read_trace` parses the file with pyarrow's JSON reader into columns (only the fields used) and turns
-them into numpy arrays (~0.15 s per 200,000 attempts: the end of every run pays it for summary.json's
-`metrics`). A file pyarrow cannot read (an unparsable line in the middle, a field of an odd type) is
+them into numpy arrays (~0.3 s per 200,000 attempts; at the end of a run summary.json's `metrics`
+read back only the lines the engine wrote itself: a large run's others come from the trace helper,
+see `Tracer.final_columns`). A file pyarrow cannot read (an unparsable line in the middle, a field of an odd type) is
 read again line by line, with the same result. Memory: about 90 bytes per attempt (1M ~ 90 MB) plus
 one block of the file; files over STREAM_ABOVE_BYTES are read block by block.
 
@@ -26,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from treadle.engine.trace_writer import STRING_FIELDS, ValueCodes
+
 STREAM_ABOVE_BYTES = 256 * 2**20
 """A trace.jsonl larger than this is parsed block by block (memory), smaller ones in parallel blocks."""
 _BLOCK_BYTES = 2**20
@@ -42,10 +45,12 @@ class TraceReader:
     `sessions` and `span_s` (the end of the last attempt, offsets included).
     """
 
-    def __init__(self, path: Path, limit: int | None = None) -> None:
+    def __init__(self, path: Path, limit: int | None = None, end: int | None = None) -> None:
         self.path = Path(path)
         self.limit = limit
         """Stop after this many lines (a second pass over a file a live run is still appending to)."""
+        self.end = end
+        """Read only the lines within the file's first `end` bytes."""
         self.lines = 0
         self.skipped = 0
         self.sessions = 0
@@ -60,10 +65,16 @@ class TraceReader:
         session_end = 0.0
         loads = json.loads
         limit = self.limit
-        with open(self.path, encoding="utf-8", errors="replace") as handle:
-            for line in handle:
+        left = self.end
+        with open(self.path, "rb") as handle:
+            for raw_line in handle:
                 if limit is not None and self.lines >= limit:
                     break
+                if left is not None:
+                    left -= len(raw_line)
+                    if left < 0:
+                        break
+                line = raw_line.decode("utf-8", "replace")
                 if not line.strip():
                     continue
                 try:
@@ -104,27 +115,13 @@ class TraceReader:
 # ---- trace.jsonl as columns ----------------------------------------------------------------------
 
 
-class _Codes:
-    """Small integer codes for the values of a field, in the order they first appear (None included)."""
-
-    def __init__(self) -> None:
-        self.values: list[Any] = []
-        self._index: dict[Any, int] = {}
-
-    def code(self, value: Any) -> int:
-        code = self._index.get(value)
-        if code is None:
-            code = self._index[value] = len(self.values)
-            self.values.append(value)
-        return code
-
-    def encode(self, array: pa.Array) -> np.ndarray:
-        encoded = array.dictionary_encode(null_encoding="encode")
-        lookup = np.array([self.code(v) for v in encoded.dictionary.to_pylist()], dtype=np.int32)
-        return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
+def _encode(codes: ValueCodes, array: pa.Array) -> np.ndarray:
+    """The codes of a column of strings (each distinct value looked up once)."""
+    encoded = array.dictionary_encode(null_encoding="encode")
+    lookup = np.array([codes.code(v) for v in encoded.dictionary.to_pylist()], dtype=np.int32)
+    return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
-_STRINGS = ("column", "model", "parent", "status", "error_class")
 _SCHEMA = pa.schema(
     [
         ("seq", pa.int64()),
@@ -172,13 +169,66 @@ class TraceColumns:
     def sessions(self) -> int:
         return len(self.session_starts)
 
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> TraceColumns:
+        """The columns of one session's records as the trace helper sends them (trace_writer.record_columns)."""
+        t_end = np.frombuffer(wire["t_end"], dtype=np.float64)
+        slot = np.frombuffer(wire["slot"], dtype=np.int64)
+        return cls(
+            names=wire["names"],
+            codes={name: np.frombuffer(wire["codes"][name], dtype=np.int32) for name in STRING_FIELDS},
+            t_ready=np.frombuffer(wire["t_ready"], dtype=np.float64),
+            t_start=np.frombuffer(wire["t_start"], dtype=np.float64),
+            t_end=t_end,
+            slot=slot,
+            has_slot=np.ones(len(slot), dtype=bool),
+            tokens_in=np.frombuffer(wire["tokens_in"], dtype=np.int64),
+            tokens_out=np.frombuffer(wire["tokens_out"], dtype=np.int64),
+            lines=len(t_end),
+            session_starts=[0.0] if len(t_end) else [],
+            span_s=max(float(t_end.max()), 0.0) if len(t_end) else 0.0,
+        )
+
+
+def joined(first: TraceColumns, then: TraceColumns, *, same_session: bool) -> TraceColumns:
+    """`then` (one session's attempts, times from its start) after `first`: continuing the last session of
+    `first` (more lines of the same run), or as a new session laid after it (a resume)."""
+    if not then.lines:
+        return first
+    continues = same_session and bool(first.session_starts)
+    offset = first.session_starts[-1] if continues else first.span_s
+    names: dict[str, list[Any]] = {}
+    codes: dict[str, np.ndarray] = {}
+    for name in STRING_FIELDS:
+        values = ValueCodes()
+        for value in first.names[name]:
+            values.code(value)
+        lookup = np.array([values.code(v) for v in then.names[name]], dtype=np.int32)
+        names[name] = values.values
+        codes[name] = np.concatenate((first.codes[name], lookup[then.codes[name]]))
+    return TraceColumns(
+        names=names,
+        codes=codes,
+        t_ready=np.concatenate((first.t_ready, then.t_ready + offset)),
+        t_start=np.concatenate((first.t_start, then.t_start + offset)),
+        t_end=np.concatenate((first.t_end, then.t_end + offset)),
+        slot=np.concatenate((first.slot, then.slot)),
+        has_slot=np.concatenate((first.has_slot, then.has_slot)),
+        tokens_in=np.concatenate((first.tokens_in, then.tokens_in)),
+        tokens_out=np.concatenate((first.tokens_out, then.tokens_out)),
+        lines=first.lines + then.lines,
+        skipped=first.skipped + then.skipped,
+        session_starts=first.session_starts if continues else [*first.session_starts, offset],
+        span_s=max(first.span_s, offset + then.span_s),
+    )
+
 
 class _Builder:
     """Collects per-line values batch by batch, then lays the sessions end to end."""
 
     def __init__(self) -> None:
-        self.codes = {name: _Codes() for name in _STRINGS}
-        fields = (*_STRINGS, "seq", "t_ready", "t_start", "t_end", "slot", "has_slot", "tokens_in", "tokens_out")
+        self.codes = {name: ValueCodes() for name in STRING_FIELDS}
+        fields = (*STRING_FIELDS, "seq", "t_ready", "t_start", "t_end", "slot", "has_slot", "tokens_in", "tokens_out")
         self.parts: dict[str, list[np.ndarray]] = {name: [] for name in fields}
         self.skipped = 0
 
@@ -206,7 +256,7 @@ class _Builder:
                 t_ready, t_start, t_end = t_ready + shift, t_start + shift, t_end + shift
         return TraceColumns(
             names={name: codes.values for name, codes in self.codes.items()},
-            codes={name: joined[name].astype(np.int32, copy=False) for name in _STRINGS},
+            codes={name: joined[name].astype(np.int32, copy=False) for name in STRING_FIELDS},
             t_ready=t_ready,
             t_start=t_start,
             t_end=t_end,
@@ -225,14 +275,15 @@ class _Unreadable(Exception):
     """The fast reader cannot take this file as it is; read it line by line."""
 
 
-def _batches(path: Path) -> tuple[Iterable[pa.RecordBatch], int]:
-    """pyarrow record batches of the file's complete lines, and 1 if a torn last line was left out."""
-    size = os.path.getsize(path)
+def _batches(path: Path, end: int | None) -> tuple[Iterable[pa.RecordBatch], int]:
+    """pyarrow record batches of the complete lines in the file (or its first `end` bytes), and 1 if a
+    torn last line was left out."""
+    size = os.path.getsize(path) if end is None else min(end, os.path.getsize(path))
     if size == 0:
         raise _Unreadable
     with open(path, "rb") as handle:
         handle.seek(max(0, size - 65536))
-        tail = handle.read()
+        tail = handle.read(min(size, 65536))
     cut = tail.rfind(b"\n")
     complete = size - len(tail) + cut + 1 if cut >= 0 else 0
     torn = tail[cut + 1 :].strip()
@@ -255,10 +306,10 @@ def _batches(path: Path) -> tuple[Iterable[pa.RecordBatch], int]:
     return pj.read_json(source, **options).to_batches(), int(bool(torn))
 
 
-def _read_fast(path: Path) -> TraceColumns:
+def _read_fast(path: Path, end: int | None) -> TraceColumns:
     builder = _Builder()
     try:
-        batches, builder.skipped = _batches(path)
+        batches, builder.skipped = _batches(path, end)
         for batch in batches:
             if any(batch.column(name).null_count for name in _REQUIRED):
                 valid = pc.is_valid(batch.column("seq"))
@@ -266,8 +317,8 @@ def _read_fast(path: Path) -> TraceColumns:
                     valid = pc.and_(valid, pc.is_valid(batch.column(name)))
                 builder.skipped += len(batch) - pc.sum(valid).as_py()
                 batch = batch.filter(valid)
-            for name in _STRINGS:
-                builder.add(name, builder.codes[name].encode(batch.column(name)))
+            for name in STRING_FIELDS:
+                builder.add(name, _encode(builder.codes[name], batch.column(name)))
             for name in ("seq", "t_ready", "t_start", "t_end"):
                 builder.add(name, batch.column(name).to_numpy(zero_copy_only=False))
             slot = batch.column("slot")
@@ -289,13 +340,13 @@ def trace_columns(
 ) -> TraceColumns:
     """Columns of trace records given as dicts (trace.jsonl lines, or TaskTrace._asdict()), whose times
     are laid end to end already; by default one session, spanning to the last end."""
-    codes = {name: _Codes() for name in _STRINGS}
-    strings: dict[str, list[int]] = {name: [] for name in _STRINGS}
+    codes = {name: ValueCodes() for name in STRING_FIELDS}
+    strings: dict[str, list[int]] = {name: [] for name in STRING_FIELDS}
     numbers: dict[str, list[Any]] = {
         name: [] for name in ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out")
     }
     for t in records:
-        for name in _STRINGS:
+        for name in STRING_FIELDS:
             strings[name].append(codes[name].code(t.get(name)))
         for name in ("t_ready", "t_start", "t_end"):
             numbers[name].append(t[name])
@@ -322,19 +373,20 @@ def trace_columns(
     )
 
 
-def _read_slowly(path: Path) -> TraceColumns:
+def _read_slowly(path: Path, end: int | None) -> TraceColumns:
     """The same columns through TraceReader: any line json.loads can read."""
-    reader = TraceReader(path)
+    reader = TraceReader(path, end=end)
     records = list(reader)
     return trace_columns(records, skipped=reader.skipped, session_starts=reader.session_starts, span_s=reader.span_s)
 
 
-def read_trace(path: Path) -> TraceColumns:
-    """trace.jsonl as columns: fast (pyarrow) when it can be, line by line when it cannot; none if missing."""
+def read_trace(path: Path, end: int | None = None) -> TraceColumns:
+    """trace.jsonl (or the lines in its first `end` bytes) as columns: fast (pyarrow) when it can be,
+    line by line when it cannot; none if missing."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() or end == 0:
         return trace_columns([])
     try:
-        return _read_fast(path)
+        return _read_fast(path, end)
     except _Unreadable:
-        return _read_slowly(path)
+        return _read_slowly(path, end)

@@ -1,39 +1,210 @@
-"""A helper process that formats trace records into trace.jsonl, off the engine's core.
+"""Writing trace.jsonl: the record a finished attempt leaves, its JSON line, and a helper process that
+formats the lines of large runs off the engine's core.
 
-Formatting a JSON line costs ~2 us in Python; on the engine's writer thread it holds the GIL the
+Formatting a JSON line costs ~1.5 us in Python; on the engine's writer thread it holds the GIL the
 engine loop needs, which made tracing cost 20-40% of a run of cheap cells. For large runs a thread of
 the engine instead sends batches of plain record tuples (one `marshal.dumps` each, a C call) down a
-pipe to this process, which holds them and formats them into trace.jsonl when the input ends, so the
-work is done after the run's cells, not against them (and beyond HOLD_BYTES as it goes).
+pipe to this process, which holds them and, when the input ends, sends back their columns (what the
+run's summary metrics are computed from, so the engine need not parse the lines again) and then
+formats them into trace.jsonl (beyond HOLD_BYTES, as it goes).
 
-The pipe carries frames: a 4-byte little-endian length, then marshalled data. The first frame is
-`(t0, columns, models)`; every other frame is `(seq of the first record, records)` (see
-`tracing._Raw`). At end of input the process writes what it holds and exits 0; it stops with 1 and
-one line on stderr if it cannot write. If the engine dies, the pipe ends and everything received is
-written: traces are not lost with the engine.
+The pipes carry frames: a 4-byte little-endian length, then marshalled data. In: first
+`(t0, columns, models)`, then `(seq of the first record, records)` per batch. Out: one frame, the
+list of `record_columns` of what it held (one part per HOLD_BYTES). At end of input the process
+writes what it holds and exits 0; it stops with 1 and one line on stderr if it cannot write. If the
+engine dies, the pipe ends and everything received is written: traces are not lost with the engine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import marshal
 import os
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import IO, Any, TextIO
+
+import numpy as np
 
 import treadle
 
+Record = tuple
+"""(row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, tokens_in,
+tokens_out, child_model): plain values only, so a batch marshals in one C call. `child_model` is None
+for a cell's own attempt, or the model of a call made from inside the cell (ctx.llm). A record's `seq`
+is its position: the n-th record made has seq n.
+
+The attempts of most cells succeed without token counts: their record stops after `t_end` (7 values,
+the rest is `DONE_REST`), which halves the cost of making, marshalling and formatting it."""
+DONE_REST = ("done", None, None, None, None, None)
+STRING_FIELDS = ("column", "model", "parent", "status", "error_class")
+"""The string fields of a record's columns (see trace_reader.TraceColumns)."""
+
+_LINE = (
+    '{"seq":%d,"row":%d,%s,"attempt":%d,"slot":%d,"t_ready":%.6f,"t_start":%.6f,"t_end":%.6f,'
+    '"status":"%s","error_class":%s,"message":%s,"tokens_in":%s,"tokens_out":%s,"parent":%s}'
+)
+_DONE_LINE = (
+    '{"seq":%d,"row":%d,%s,"attempt":%d,"slot":%d,"t_ready":%.6f,"t_start":%.6f,"t_end":%.6f,'
+    '"status":"done","error_class":null,"message":null,"tokens_in":null,"tokens_out":null,"parent":null}'
+)
 _LENGTH = struct.Struct("<I")
+_MARSHAL_VERSION = 2
 HOLD_BYTES = 64 << 20
 """Records held before formatting (~1M attempts): bounds the helper's memory on very long runs."""
 
 
+def full_record(raw: Record) -> Record:
+    """A record with all its 13 values."""
+    return raw if len(raw) > 7 else raw + DONE_REST
+
+
+def format_lines(
+    first_seq: int, raws: Sequence[Record], t0: float, columns: Sequence[str], models: Sequence[str | None]
+) -> str:
+    """trace.jsonl lines for records numbered from `first_seq` (each line ends with a newline),
+    formatted without building dicts."""
+    node_json = [f'"column":{json.dumps(c)},"model":{json.dumps(m)}' for c, m in zip(columns, models, strict=True)]
+    dumps = json.dumps
+    lines = []
+    for seq, raw in enumerate(raws, first_seq):
+        if len(raw) == 7:
+            row, node, attempt, slot, t_ready, t_start, t_end = raw
+            lines.append(
+                _DONE_LINE % (seq, row, node_json[node], attempt, slot, t_ready - t0, t_start - t0, t_end - t0)
+            )
+            continue
+        row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = raw
+        if child is None:
+            node_part, parent = node_json[node], "null"
+        else:
+            node_part = f'"column":{dumps(columns[node] + ":llm")},"model":{dumps(child)}'
+            parent = dumps(columns[node])
+        lines.append(
+            _LINE
+            % (
+                seq,
+                row,
+                node_part,
+                attempt,
+                slot,
+                t_ready - t0,
+                t_start - t0,
+                t_end - t0,
+                status,
+                "null" if error_class is None else dumps(error_class),
+                "null" if message is None else dumps(message),
+                "null" if t_in is None else t_in,
+                "null" if t_out is None else t_out,
+                parent,
+            )
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+class ValueCodes:
+    """Codes for the values of a string field, in the order they are first asked for."""
+
+    def __init__(self) -> None:
+        self.values: list[str | None] = []
+        self._index: dict[str | None, int] = {}
+
+    def code(self, value: str | None) -> int:
+        code = self._index.get(value)
+        if code is None:
+            code = self._index[value] = len(self.values)
+            self.values.append(value)
+        return code
+
+
+def _in_order_of_appearance(codes: np.ndarray, values: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
+    """Codes renumbered so values are listed in the order the records first show them (unused ones dropped),
+    as reading the lines back would list them."""
+    # A field has a handful of values: one pass per value finds where it first shows (np.unique sorts).
+    counts = np.bincount(codes, minlength=len(values))
+    used = [code for code in range(len(values)) if counts[code]]
+    order = np.array(sorted(used, key=lambda code: int(np.argmax(codes == code))), dtype=np.int32)
+    if order.tolist() == list(range(len(values))):
+        return codes, values
+    renumber = np.zeros(len(values), dtype=np.int32)
+    renumber[order] = np.arange(len(order), dtype=np.int32)
+    return renumber[codes], [values[code] for code in order]
+
+
+def record_columns(
+    batches: Iterable[tuple[int, Sequence[Record]]], t0: float, columns: Sequence[str], models: Sequence[str | None]
+) -> dict[str, Any]:
+    """The columns reading back the lines of these records would give (times rounded as written), as
+    plain values marshal carries: arrays as bytes (see trace_reader.TraceColumns.from_wire)."""
+    raws = list(itertools.chain.from_iterable(batch for _, batch in batches))
+    n = len(raws)
+    full = np.flatnonzero(np.fromiter(map(len, raws), np.int8, n) > 7).tolist()
+    heads = [raw[:7] for raw in raws] if full else raws
+    numbers = np.fromiter(itertools.chain.from_iterable(heads), np.float64, 7 * n).reshape(n, 7)
+    node = numbers[:, 1].astype(np.intp)
+    codes = {name: ValueCodes() for name in STRING_FIELDS}
+    per_node = {
+        "column": [codes["column"].code(c) for c in columns],
+        "model": [codes["model"].code(m) for m in models],
+        "parent": [codes["parent"].code(None)] * len(columns),
+        "status": [codes["status"].code("done")] * len(columns),
+        "error_class": [codes["error_class"].code(None)] * len(columns),
+    }
+    coded = {name: np.array(per_node[name], dtype=np.int32)[node] for name in STRING_FIELDS}
+    tokens = np.zeros((2, n), dtype=np.int64)
+    for i in full:
+        _, at, _, _, _, _, _, status, error_class, _, tokens_in, tokens_out, child = raws[i]
+        column = columns[at]
+        values = (
+            column if child is None else f"{column}:llm",
+            models[at] if child is None else child,
+            None if child is None else column,
+            status,
+            error_class,
+        )
+        for name, value in zip(STRING_FIELDS, values, strict=True):
+            coded[name][i] = codes[name].code(value)
+        tokens[0, i], tokens[1, i] = tokens_in or 0, tokens_out or 0
+    names: dict[str, list[str | None]] = {}
+    for name in STRING_FIELDS:
+        coded[name], names[name] = _in_order_of_appearance(coded[name], codes[name].values)
+    times = np.round(numbers[:, 4:7] - t0, 6)
+    return {
+        "names": names,
+        "codes": {name: coded[name].tobytes() for name in STRING_FIELDS},
+        "t_ready": np.ascontiguousarray(times[:, 0]).tobytes(),
+        "t_start": np.ascontiguousarray(times[:, 1]).tobytes(),
+        "t_end": np.ascontiguousarray(times[:, 2]).tobytes(),
+        "slot": numbers[:, 3].astype(np.int64).tobytes(),
+        "tokens_in": tokens[0].tobytes(),
+        "tokens_out": tokens[1].tobytes(),
+    }
+
+
+def _write_frame(stream: IO[bytes], data: bytes) -> None:
+    stream.write(_LENGTH.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def _read_frame(stream: IO[bytes]) -> bytes | None:
+    """The next frame's data; None at the end of input (or where it breaks off mid-frame)."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (length,) = _LENGTH.unpack(head)
+    data = stream.read(length)
+    return data if len(data) == length else None
+
+
 class TraceWriterProcess:
-    """The engine's side: starts the helper, sends it batches, waits for it at the end."""
+    """The engine's side: starts the helper, sends it batches, takes its columns, waits for it at the end."""
 
     def __init__(self, path: Path, t0: float, columns: Sequence[str], models: Sequence[str | None]) -> None:
         # The helper imports this package from wherever this process did (a source checkout, a venv).
@@ -43,38 +214,52 @@ class TraceWriterProcess:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "treadle.engine.trace_writer", str(path)],
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
         )
         self._send(marshal.dumps((t0, list(columns), list(models))))
 
-    def send(self, first_seq: int, raws: Sequence[tuple]) -> None:
-        self._send(marshal.dumps((first_seq, list(raws))))
+    def send(self, first_seq: int, raws: Sequence[Record]) -> None:
+        # Version 2: without the back-references of later versions, which look up every value in a
+        # table: 4x faster for these flat tuples, and this runs against the engine loop for the GIL.
+        self._send(marshal.dumps((first_seq, list(raws)), _MARSHAL_VERSION))
 
     def _send(self, data: bytes) -> None:
         stdin = self._process.stdin
         assert stdin is not None
         try:
-            stdin.write(_LENGTH.pack(len(data)))
-            stdin.write(data)
-            stdin.flush()
+            _write_frame(stdin, data)
         except BrokenPipeError:
             raise self._failure() from None
 
     def end_input(self) -> None:
-        """No more batches: the helper formats what it holds (while the engine writes its other files)."""
+        """No more batches: the helper sends its columns, then formats what it holds."""
         stdin = self._process.stdin
         if stdin is not None and not stdin.closed:
             with contextlib.suppress(BrokenPipeError):  # it stopped early: wait() tells why
                 stdin.close()
 
+    def columns(self) -> list[dict[str, Any]]:
+        """The columns of every record sent (`record_columns` of consecutive parts), once the input has
+        ended, while the helper goes on writing them. OSError if it stopped first."""
+        self.end_input()
+        stdout = self._process.stdout
+        assert stdout is not None
+        data = _read_frame(stdout)
+        if data is None:
+            self.wait()
+            raise OSError("the trace writer stopped before it sent the trace's columns")
+        return marshal.loads(data)
+
     def wait(self) -> None:
         """Wait until every line is written; OSError if the helper could not write."""
         self.end_input()
-        stderr = self._process.stderr
-        assert stderr is not None
+        stdout, stderr = self._process.stdout, self._process.stderr
+        assert stdout is not None and stderr is not None
         if not stderr.closed:
+            stdout.read()  # columns nobody asked for: the helper cannot finish while they fill the pipe
+            stdout.close()
             said = stderr.read()
             stderr.close()
             if self._process.wait() != 0:
@@ -89,22 +274,19 @@ class TraceWriterProcess:
         return OSError(lines[-1] if lines else f"the trace writer stopped (exit {self._process.returncode})")
 
 
-def _frames(stream: BinaryIO) -> Iterator[bytes]:
-    """The frames' marshalled data, in order, until the input ends (or breaks off mid-frame)."""
-    while True:
-        head = stream.read(_LENGTH.size)
-        if len(head) < _LENGTH.size:
-            return
-        (length,) = _LENGTH.unpack(head)
-        data = stream.read(length)
-        if len(data) < length:  # the engine died mid-frame: keep what came whole
-            return
+def _frames(stream: IO[bytes]) -> Iterator[bytes]:
+    while (data := _read_frame(stream)) is not None:
         yield data
 
 
-def main(path: str) -> int:
-    from treadle.engine.tracing import format_lines
+def _send_columns(columns: list[dict[str, Any]]) -> None:
+    """To the engine, if it is still there to take them (the lines are written either way)."""
+    with contextlib.suppress(OSError):
+        _write_frame(sys.stdout.buffer, marshal.dumps(columns))
+        sys.stdout.close()
 
+
+def main(path: str) -> int:
     frames = _frames(sys.stdin.buffer)
     header = next(frames, None)
     if header is None:
@@ -112,26 +294,34 @@ def main(path: str) -> int:
     t0, columns, models = marshal.loads(header)
     held: list[bytes] = []
     held_bytes = 0
+    written: list[dict[str, Any]] = []
 
-    def write_held(handle: TextIO) -> None:
-        for data in held:
-            first_seq, raws = marshal.loads(data)
+    def take_held() -> list[tuple[int, list[Record]]]:
+        batches = [marshal.loads(data) for data in held]
+        held.clear()
+        written.append(record_columns(batches, t0, columns, models))
+        return batches
+
+    def write(handle: TextIO, batches: list[tuple[int, list[Record]]]) -> None:
+        for first_seq, raws in batches:
             handle.write(format_lines(first_seq, raws, t0, columns, models))
         handle.flush()
-        held.clear()
 
     try:
         with open(path, "a", encoding="utf-8") as handle:
-            # Batches are held (as received: ~60 bytes a record) and formatted when the input ends: the
+            # Batches are held (as received: ~50 bytes a record) and formatted when the input ends: the
             # run's end, or the engine's death. Formatting as they come would take CPU from the run
             # while it goes (on 2 cores, 15-35% for cheap cells); past HOLD_BYTES they are written.
             for data in frames:
                 held.append(data)
                 held_bytes += len(data)
                 if held_bytes > HOLD_BYTES:
-                    write_held(handle)
+                    write(handle, take_held())
                     held_bytes = 0
-            write_held(handle)
+            batches = take_held()
+            # The columns first: the engine computes the run's metrics while the lines are formatted.
+            _send_columns(written)
+            write(handle, batches)
     except OSError as exc:
         print(f"cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -9,13 +9,13 @@ before `done`, the path of every finished cell, which is cheaper than calling a 
 from __future__ import annotations
 
 import itertools
-import json
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from treadle.engine.trace_writer import TraceWriterProcess
+from treadle.engine.trace_reader import TraceColumns, joined, read_trace
+from treadle.engine.trace_writer import Record, TraceWriterProcess, format_lines, full_record
 
 TraceStatus = Literal["done", "retry", "failed", "timeout", "cancelled"]
 RING_SIZE = 20_000
@@ -50,19 +50,9 @@ class TaskTrace(NamedTuple):
         return self.t_end - self.t_start
 
 
-_LINE = (
-    '{"seq":%d,"row":%d,%s,"attempt":%d,"slot":%d,"t_ready":%.6f,"t_start":%.6f,"t_end":%.6f,'
-    '"status":"%s","error_class":%s,"message":%s,"tokens_in":%s,"tokens_out":%s,"parent":%s}'
-)
-_Raw = tuple
-"""(row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, tokens_in,
-tokens_out, child_model): plain values only, so a batch marshals in one C call. `child_model` is None
-for a cell's own attempt, or the model of a call made from inside the cell (ctx.llm). A record's `seq`
-is its position: the n-th record made has seq n."""
-
 OFFLOAD_AFTER = 20_000
 """Past this many attempts in a run, trace.jsonl lines are formatted by a helper process when the run
-ends (see trace_writer.py) instead of on a thread as they come, where formatting (~2 us a line)
+ends (see trace_writer.py) instead of on a thread as they come, where formatting (~1.5 us a line)
 would hold the GIL the engine loop needs: small runs never start a process, large ones pay for their
 trace after their cells."""
 
@@ -77,48 +67,10 @@ def _tokens(usage: object) -> tuple[int | None, int | None]:
     )
 
 
-def format_lines(
-    first_seq: int, raws: Sequence[_Raw], t0: float, columns: Sequence[str], models: Sequence[str | None]
-) -> str:
-    """trace.jsonl lines for records numbered from `first_seq` (each line ends with a newline),
-    formatted without building dicts."""
-    node_json = [f'"column":{json.dumps(c)},"model":{json.dumps(m)}' for c, m in zip(columns, models, strict=True)]
-    dumps = json.dumps
-    lines = []
-    for seq, raw in enumerate(raws, first_seq):
-        row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = raw
-        if child is None:
-            node_part, parent = node_json[node], "null"
-        else:
-            node_part = f'"column":{dumps(columns[node] + ":llm")},"model":{dumps(child)}'
-            parent = dumps(columns[node])
-        lines.append(
-            _LINE
-            % (
-                seq,
-                row,
-                node_part,
-                attempt,
-                slot,
-                t_ready - t0,
-                t_start - t0,
-                t_end - t0,
-                status,
-                "null" if error_class is None else dumps(error_class),
-                "null" if message is None else dumps(message),
-                "null" if t_in is None else t_in,
-                "null" if t_out is None else t_out,
-                parent,
-            )
-        )
-    lines.append("")
-    return "\n".join(lines)
-
-
 class Tracer:
     """Records attempts as plain tuples (the hot path); TaskTraces and JSON are made when read.
 
-    Records wait in `_unwritten` until the writer takes them (about every second), then stay in the
+    Records wait in `_unwritten` until the writer takes them (every quarter second), then stay in the
     ring (the newest RING_SIZE) for UIs."""
 
     def __init__(self, columns: Sequence[str], models: Sequence[str | None], t0: float) -> None:
@@ -128,10 +80,14 @@ class Tracer:
         self.t0 = t0
         self._taken = 0
         """Records handed to the writer so far: the ring's newest has this seq."""
-        self.ring: deque[_Raw] = deque(maxlen=RING_SIZE)
-        self._unwritten: list[_Raw] = []
+        self.ring: deque[Record] = deque(maxlen=RING_SIZE)
+        self._unwritten: list[Record] = []
         self._written = 0
         self._offload: TraceWriterProcess | None = None
+        self._offload_from = 0
+        """trace.jsonl's size when the helper took over: the lines before it are this process's."""
+        self._wrote_before_offload = False
+        """Whether this run's first lines are among them (else they are earlier runs', if any)."""
 
     @property
     def seq(self) -> int:
@@ -145,9 +101,7 @@ class Tracer:
         if self._usage_keys[node] in values:
             self.record(row, node, attempt, slot, t_ready, t_start, t_end, "done", values=values)
         else:
-            self._unwritten.append(
-                (row, node, attempt, slot, t_ready, t_start, t_end, "done", None, None, None, None, None)
-            )
+            self._unwritten.append((row, node, attempt, slot, t_ready, t_start, t_end))
 
     def record(
         self,
@@ -173,8 +127,9 @@ class Tracer:
             (row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, *_tokens(usage), model)
         )
 
-    def trace(self, seq: int, raw: _Raw) -> TaskTrace:
-        row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = raw
+    def trace(self, seq: int, raw: Record) -> TaskTrace:
+        full = full_record(raw)
+        row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = full
         t0 = self.t0
         column = self.columns[node]
         return TaskTrace(
@@ -195,7 +150,7 @@ class Tracer:
             None if child is None else column,
         )
 
-    def recent(self) -> list[tuple[int, _Raw]]:
+    def recent(self) -> list[tuple[int, Record]]:
         """The records still held (the ring, then those not written yet) with their seqs, oldest first."""
         first = self._taken - len(self.ring) + 1
         return list(enumerate([*self.ring, *self._unwritten], first))
@@ -203,7 +158,7 @@ class Tracer:
     def since(self, seq: int) -> list[TaskTrace]:
         """Traces still held that are newer than `seq`, oldest first (walks only those: UIs poll this)."""
         wanted = self.seq - seq
-        newest_first: list[_Raw] = []
+        newest_first: list[Record] = []
         for raw in itertools.chain(reversed(self._unwritten), reversed(self.ring)):
             if len(newest_first) >= wanted:
                 break
@@ -215,7 +170,7 @@ class Tracer:
         """The attempts of one cell still held, oldest first."""
         return [self.trace(s, raw) for s, raw in self.recent() if raw[0] == row and raw[1] == node]
 
-    def take_unwritten(self) -> tuple[int, list[_Raw]]:
+    def take_unwritten(self) -> tuple[int, list[Record]]:
         """The records not handed to the writer yet, and the seq of the first of them."""
         unwritten, self._unwritten = self._unwritten, []
         first = self._taken + 1
@@ -223,13 +178,15 @@ class Tracer:
         self.ring.extend(unwritten)
         return first, unwritten
 
-    def write(self, path: Path, batch: tuple[int, Sequence[_Raw]]) -> None:
+    def write(self, path: Path, batch: tuple[int, Sequence[Record]]) -> None:
         """Append a batch from take_unwritten to trace.jsonl (blocking: call from the writer thread)."""
         first_seq, raws = batch
         if not raws:
             return
         self._written += len(raws)
         if self._offload is None and self._written > OFFLOAD_AFTER:
+            self._offload_from = path.stat().st_size if path.exists() else 0
+            self._wrote_before_offload = self._written > len(raws)
             self._offload = TraceWriterProcess(path, self.t0, self.columns, self.models)
         if self._offload is not None:
             self._offload.send(first_seq, raws)
@@ -242,6 +199,19 @@ class Tracer:
         self.write(path, self.take_unwritten())
         if self._offload is not None:
             self._offload.end_input()
+
+    def final_columns(self, path: Path) -> TraceColumns:
+        """trace.jsonl as columns, all of this run's records included (call after `finish`). For a large
+        run, the lines from before the helper took over are read back and the rest comes from the helper
+        (while it writes them: no need to parse them back); a small run's file is read whole."""
+        if self._offload is None:
+            return read_trace(path)
+        columns = read_trace(path, end=self._offload_from)
+        same_session = self._wrote_before_offload
+        for part in self._offload.columns():
+            columns = joined(columns, TraceColumns.from_wire(part), same_session=same_session)
+            same_session = True
+        return columns
 
     def wait_written(self) -> None:
         """Wait until trace.jsonl is complete (OSError if the helper process could not write it)."""
