@@ -79,7 +79,7 @@ def main() -> None:
             asyncio.run(baseline(rows, args.parallel))
             bases.append(time.perf_counter() - t0)
             cpu["baseline"].append(cpu_s() - c0)
-            for trace in (False, True):
+            for trace in (False, True) if attempt % 2 == 0 else (True, False):  # neither always goes second
                 config["run"]["trace"] = trace
                 loaded = treadle.load(config, base_dir=HERE)
                 t0, c0 = time.perf_counter(), cpu_s()
