@@ -14,8 +14,8 @@ from treadle.engine import tracing
 from treadle.engine.controller import RunController
 from treadle.engine.errors import StorageError
 from treadle.engine.run import RunOptions
-from treadle.engine.trace_reader import read_trace
-from treadle.engine.trace_writer import TraceWriterProcess
+from treadle.engine.trace_reader import TraceColumns, joined, read_trace
+from treadle.engine.trace_writer import TraceWriterProcess, record_columns
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 
@@ -204,3 +204,22 @@ def test_a_runs_final_trace_columns_are_its_trace_read_back(tmp_path, monkeypatc
     for name in ("slot", "has_slot", "tokens_in", "tokens_out"):
         assert getattr(columns, name).tolist() == getattr(expected, name).tolist(), name
     assert "judge" in columns.names["model"] and "a:llm" in columns.names["column"]
+
+
+def test_trace_columns_of_consecutive_parts_join_into_those_of_the_whole():
+    """The helper sends one part of columns per HOLD_BYTES it formatted; joined, they are the whole."""
+    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=10.0)
+    traced_attempts(tracer, 3, 10.0)
+    first = tracer.take_unwritten()
+    traced_attempts(tracer, 4, 20.0)
+    second = tracer.take_unwritten()
+    args = (tracer.t0, tracer.columns, tracer.models)
+    whole = TraceColumns.from_wire(record_columns([first, second], *args))
+    parts = [TraceColumns.from_wire(record_columns([batch], *args)) for batch in (first, second)]
+    glued = joined(parts[0], parts[1], same_session=True)
+    assert (glued.lines, glued.sessions, glued.span_s, glued.names) == (whole.lines, 1, whole.span_s, whole.names)
+    for name, codes in whole.codes.items():
+        assert glued.codes[name].tolist() == codes.tolist(), name
+    for name in ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out"):
+        assert getattr(glued, name).tolist() == getattr(whole, name).tolist(), name
+    assert whole.tokens_in.sum() == 2 * (7 + 2) and whole.names["status"] == ["done", "retry"]
