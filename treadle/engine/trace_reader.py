@@ -2,11 +2,11 @@
 (`read_trace` -> `TraceColumns`) for metrics and exports.
 
 `read_trace` parses the file with pyarrow's JSON reader into columns (only the fields used) and turns
-them into numpy arrays (~0.3 s per 200,000 attempts; at the end of a run summary.json's `metrics`
+them into numpy arrays (~0.3 s per 200,000 attempts; at the end of a run, summary.json's `metrics`
 read back only the lines the engine wrote itself: a large run's others come from the trace helper,
-see `Tracer.final_columns`). A file pyarrow cannot read (an unparsable line in the middle, a field of an odd type) is
-read again line by line, with the same result. Memory: about 90 bytes per attempt (1M ~ 90 MB) plus
-one block of the file; files over STREAM_ABOVE_BYTES are read block by block.
+see `Tracer.final_columns`). A file pyarrow cannot read (an unparsable line in the middle, a field of
+an odd type) is read again line by line, with the same result. Memory: about 90 bytes per attempt
+(1M ~ 90 MB) plus one block of the file; files over STREAM_ABOVE_BYTES are read block by block.
 
 Times are seconds since the run started. A resumed run appends its attempts to the same trace.jsonl
 with times starting again at 0 (and `seq` starting again at 1): each such session is laid after the

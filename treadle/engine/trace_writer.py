@@ -40,7 +40,7 @@ for a cell's own attempt, or the model of a call made from inside the cell (ctx.
 is its position: the n-th record made has seq n.
 
 The attempts of most cells succeed without token counts: their record stops after `t_end` (7 values,
-the rest is `DONE_REST`), which halves the cost of making, marshalling and formatting it."""
+the rest is `DONE_REST`): cheaper to make, marshal and format."""
 DONE_REST = ("done", None, None, None, None, None)
 STRING_FIELDS = ("column", "model", "parent", "status", "error_class")
 """The string fields of a record's columns (see trace_reader.TraceColumns)."""
