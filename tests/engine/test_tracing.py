@@ -15,7 +15,7 @@ from treadle.engine.controller import RunController
 from treadle.engine.errors import StorageError
 from treadle.engine.run import RunOptions
 from treadle.engine.trace_reader import TraceColumns, joined, read_trace
-from treadle.engine.trace_writer import TraceWriterProcess, record_columns
+from treadle.engine.trace_writer import TraceWriterProcess, record_numbers
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 
@@ -207,15 +207,15 @@ def test_a_runs_final_trace_columns_are_its_trace_read_back(tmp_path, monkeypatc
 
 
 def test_trace_columns_of_consecutive_parts_join_into_those_of_the_whole():
-    """The helper sends one part of columns per HOLD_BYTES it formatted; joined, they are the whole."""
+    """The helper sends back one part of records per HOLD_BYTES it formatted; joined, they are the whole."""
     tracer = tracing.Tracer(["a", "b"], ["m", None], t0=10.0)
     traced_attempts(tracer, 3, 10.0)
     first = tracer.take_unwritten()
     traced_attempts(tracer, 4, 20.0)
     second = tracer.take_unwritten()
     args = (tracer.t0, tracer.columns, tracer.models)
-    whole = TraceColumns.from_wire(record_columns([first, second], *args))
-    parts = [TraceColumns.from_wire(record_columns([batch], *args)) for batch in (first, second)]
+    whole = TraceColumns.from_records(record_numbers([first, second]), *args)
+    parts = [TraceColumns.from_records(record_numbers([batch]), *args) for batch in (first, second)]
     glued = joined(parts[0], parts[1], same_session=True)
     assert (glued.lines, glued.sessions, glued.span_s, glued.names) == (whole.lines, 1, whole.span_s, whole.names)
     for name, codes in whole.codes.items():
@@ -223,3 +223,4 @@ def test_trace_columns_of_consecutive_parts_join_into_those_of_the_whole():
     for name in ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out"):
         assert getattr(glued, name).tolist() == getattr(whole, name).tolist(), name
     assert whole.tokens_in.sum() == 2 * (7 + 2) and whole.names["status"] == ["done", "retry"]
+

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +26,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
-
-from treadle.engine.trace_writer import STRING_FIELDS, ValueCodes
 
 STREAM_ABOVE_BYTES = 256 * 2**20
 """A trace.jsonl larger than this is parsed block by block (memory), smaller ones in parallel blocks."""
@@ -115,6 +113,21 @@ class TraceReader:
 # ---- trace.jsonl as columns ----------------------------------------------------------------------
 
 
+class ValueCodes:
+    """Small integer codes for the values of a field, in the order they are first asked for (None included)."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self._index: dict[Any, int] = {}
+
+    def code(self, value: Any) -> int:
+        code = self._index.get(value)
+        if code is None:
+            code = self._index[value] = len(self.values)
+            self.values.append(value)
+        return code
+
+
 def _encode(codes: ValueCodes, array: pa.Array) -> np.ndarray:
     """The codes of a column of strings (each distinct value looked up once)."""
     encoded = array.dictionary_encode(null_encoding="encode")
@@ -122,6 +135,7 @@ def _encode(codes: ValueCodes, array: pa.Array) -> np.ndarray:
     return lookup[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
+STRING_FIELDS = ("column", "model", "parent", "status", "error_class")
 _SCHEMA = pa.schema(
     [
         ("seq", pa.int64()),
@@ -170,24 +184,68 @@ class TraceColumns:
         return len(self.session_starts)
 
     @classmethod
-    def from_wire(cls, wire: Mapping[str, Any]) -> TraceColumns:
-        """The columns of one session's records as the trace helper sends them (trace_writer.record_columns)."""
-        t_end = np.frombuffer(wire["t_end"], dtype=np.float64)
-        slot = np.frombuffer(wire["slot"], dtype=np.int64)
+    def from_records(
+        cls, held: Mapping[str, Any], t0: float, columns: Sequence[str], models: Sequence[str | None]
+    ) -> TraceColumns:
+        """The columns of one session's records as the trace helper sends them back
+        (`trace_writer.record_numbers`): what reading back the lines it writes would give."""
+        numbers = np.frombuffer(held["numbers"], dtype=np.float64).reshape(-1, 7)
+        node = numbers[:, 1].astype(np.intp)
+        codes = {name: ValueCodes() for name in STRING_FIELDS}
+        per_node = {
+            "column": [codes["column"].code(c) for c in columns],
+            "model": [codes["model"].code(m) for m in models],
+            "parent": [codes["parent"].code(None)] * len(columns),
+            "status": [codes["status"].code("done")] * len(columns),
+            "error_class": [codes["error_class"].code(None)] * len(columns),
+        }
+        coded = {name: np.array(per_node[name], dtype=np.int32)[node] for name in STRING_FIELDS}
+        tokens = np.zeros((2, len(numbers)), dtype=np.int64)
+        for i, (status, error_class, _, tokens_in, tokens_out, child) in held["more"]:
+            column = columns[node[i]]
+            values = (
+                column if child is None else f"{column}:llm",
+                models[node[i]] if child is None else child,
+                None if child is None else column,
+                status,
+                error_class,
+            )
+            for name, value in zip(STRING_FIELDS, values, strict=True):
+                coded[name][i] = codes[name].code(value)
+            tokens[0, i], tokens[1, i] = tokens_in or 0, tokens_out or 0
+        names: dict[str, list[Any]] = {}
+        for name in STRING_FIELDS:
+            coded[name], names[name] = _in_order_of_appearance(coded[name], codes[name].values)
+        times = np.round(numbers[:, 4:7] - t0, 6)  # as written in trace.jsonl
+        t_end = np.ascontiguousarray(times[:, 2])
         return cls(
-            names=wire["names"],
-            codes={name: np.frombuffer(wire["codes"][name], dtype=np.int32) for name in STRING_FIELDS},
-            t_ready=np.frombuffer(wire["t_ready"], dtype=np.float64),
-            t_start=np.frombuffer(wire["t_start"], dtype=np.float64),
+            names=names,
+            codes=coded,
+            t_ready=np.ascontiguousarray(times[:, 0]),
+            t_start=np.ascontiguousarray(times[:, 1]),
             t_end=t_end,
-            slot=slot,
-            has_slot=np.ones(len(slot), dtype=bool),
-            tokens_in=np.frombuffer(wire["tokens_in"], dtype=np.int64),
-            tokens_out=np.frombuffer(wire["tokens_out"], dtype=np.int64),
-            lines=len(t_end),
-            session_starts=[0.0] if len(t_end) else [],
-            span_s=max(float(t_end.max()), 0.0) if len(t_end) else 0.0,
+            slot=numbers[:, 3].astype(np.int64),
+            has_slot=np.ones(len(numbers), dtype=bool),
+            tokens_in=tokens[0],
+            tokens_out=tokens[1],
+            lines=len(numbers),
+            session_starts=[0.0] if len(numbers) else [],
+            span_s=max(float(t_end.max()), 0.0) if len(numbers) else 0.0,
         )
+
+
+def _in_order_of_appearance(codes: np.ndarray, values: list[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Codes renumbered so values are listed in the order the records first show them (unused ones
+    dropped), as reading the lines back lists them."""
+    # A field has a handful of values: one pass per value finds where it first shows (np.unique sorts).
+    counts = np.bincount(codes, minlength=len(values))
+    used = [code for code in range(len(values)) if counts[code]]
+    order = np.array(sorted(used, key=lambda code: int(np.argmax(codes == code))), dtype=np.int32)
+    if order.tolist() == list(range(len(values))):
+        return codes, values
+    renumber = np.zeros(len(values), dtype=np.int32)
+    renumber[order] = np.arange(len(order), dtype=np.int32)
+    return renumber[codes], [values[code] for code in order]
 
 
 def joined(first: TraceColumns, then: TraceColumns, *, same_session: bool) -> TraceColumns:

@@ -4,32 +4,32 @@ formats the lines of large runs off the engine's core.
 Formatting a JSON line costs ~1.5 us in Python; on the engine's writer thread it holds the GIL the
 engine loop needs, which made tracing cost 20-40% of a run of cheap cells. For large runs a thread of
 the engine instead sends batches of plain record tuples (one `marshal.dumps` each, a C call) down a
-pipe to this process, which holds them and, when the input ends, sends back their columns (what the
-run's summary metrics are computed from, so the engine need not parse the lines again) and then
-formats them into trace.jsonl (beyond HOLD_BYTES, as it goes).
+pipe to this process, which holds them and, when the input ends, sends them back as flat numbers
+(what the run's summary metrics are computed from, so the engine need not parse the lines again) and
+then formats them into trace.jsonl (beyond HOLD_BYTES, as it goes).
 
 The pipes carry frames: a 4-byte little-endian length, then marshalled data. In: first
 `(t0, columns, models)`, then `(seq of the first record, records)` per batch. Out: one frame, the
-list of `record_columns` of what it held (one part per HOLD_BYTES). At end of input the process
+list of `record_numbers` of what it held (one part per HOLD_BYTES). At end of input the process
 writes what it holds and exits 0; it stops with 1 and one line on stderr if it cannot write. If the
 engine dies, the pipe ends and everything received is written: traces are not lost with the engine.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
 import itertools
 import json
 import marshal
 import os
+import re
 import struct
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, TextIO
-
-import numpy as np
 
 import treadle
 
@@ -42,8 +42,6 @@ is its position: the n-th record made has seq n.
 The attempts of most cells succeed without token counts: their record stops after `t_end` (7 values,
 the rest is `DONE_REST`): cheaper to make, marshal and format."""
 DONE_REST = ("done", None, None, None, None, None)
-STRING_FIELDS = ("column", "model", "parent", "status", "error_class")
-"""The string fields of a record's columns (see trace_reader.TraceColumns)."""
 
 _LINE = (
     '{"seq":%d,"row":%d,%s,"attempt":%d,"slot":%d,"t_ready":%.6f,"t_start":%.6f,"t_end":%.6f,'
@@ -53,6 +51,7 @@ _DONE_LINE = (
     '{"seq":%d,"row":%d,%s,"attempt":%d,"slot":%d,"t_ready":%.6f,"t_start":%.6f,"t_end":%.6f,'
     '"status":"done","error_class":null,"message":null,"tokens_in":null,"tokens_out":null,"parent":null}'
 )
+_LONGER_THAN_7 = re.compile(b"[^\x07]")
 _LENGTH = struct.Struct("<I")
 _MARSHAL_VERSION = 2
 HOLD_BYTES = 64 << 20
@@ -108,83 +107,18 @@ def format_lines(
     return "\n".join(lines)
 
 
-class ValueCodes:
-    """Codes for the values of a string field, in the order they are first asked for."""
-
-    def __init__(self) -> None:
-        self.values: list[str | None] = []
-        self._index: dict[str | None, int] = {}
-
-    def code(self, value: str | None) -> int:
-        code = self._index.get(value)
-        if code is None:
-            code = self._index[value] = len(self.values)
-            self.values.append(value)
-        return code
-
-
-def _in_order_of_appearance(codes: np.ndarray, values: list[str | None]) -> tuple[np.ndarray, list[str | None]]:
-    """Codes renumbered so values are listed in the order the records first show them (unused ones dropped),
-    as reading the lines back would list them."""
-    # A field has a handful of values: one pass per value finds where it first shows (np.unique sorts).
-    counts = np.bincount(codes, minlength=len(values))
-    used = [code for code in range(len(values)) if counts[code]]
-    order = np.array(sorted(used, key=lambda code: int(np.argmax(codes == code))), dtype=np.int32)
-    if order.tolist() == list(range(len(values))):
-        return codes, values
-    renumber = np.zeros(len(values), dtype=np.int32)
-    renumber[order] = np.arange(len(order), dtype=np.int32)
-    return renumber[codes], [values[code] for code in order]
-
-
-def record_columns(
-    batches: Iterable[tuple[int, Sequence[Record]]], t0: float, columns: Sequence[str], models: Sequence[str | None]
-) -> dict[str, Any]:
-    """The columns reading back the lines of these records would give (times rounded as written), as
-    plain values marshal carries: arrays as bytes (see trace_reader.TraceColumns.from_wire)."""
+def record_numbers(batches: Iterable[tuple[int, Sequence[Record]]]) -> dict[str, Any]:
+    """The records of these batches as plain values marshal carries quickly: their first 7 values as
+    doubles (`numbers`: row, node, attempt, slot, t_ready, t_start, t_end of each, in order) and the
+    rest of the few that have more (`more`: index, values). `TraceColumns.from_records` makes columns
+    of them; this process needs no numpy (importing it costs 0.2 s of CPU, against the run's cells)."""
     raws = list(itertools.chain.from_iterable(batch for _, batch in batches))
-    n = len(raws)
-    full = np.flatnonzero(np.fromiter(map(len, raws), np.int8, n) > 7).tolist()
-    heads = [raw[:7] for raw in raws] if full else raws
-    numbers = np.fromiter(itertools.chain.from_iterable(heads), np.float64, 7 * n).reshape(n, 7)
-    node = numbers[:, 1].astype(np.intp)
-    codes = {name: ValueCodes() for name in STRING_FIELDS}
-    per_node = {
-        "column": [codes["column"].code(c) for c in columns],
-        "model": [codes["model"].code(m) for m in models],
-        "parent": [codes["parent"].code(None)] * len(columns),
-        "status": [codes["status"].code("done")] * len(columns),
-        "error_class": [codes["error_class"].code(None)] * len(columns),
-    }
-    coded = {name: np.array(per_node[name], dtype=np.int32)[node] for name in STRING_FIELDS}
-    tokens = np.zeros((2, n), dtype=np.int64)
-    for i in full:
-        _, at, _, _, _, _, _, status, error_class, _, tokens_in, tokens_out, child = raws[i]
-        column = columns[at]
-        values = (
-            column if child is None else f"{column}:llm",
-            models[at] if child is None else child,
-            None if child is None else column,
-            status,
-            error_class,
-        )
-        for name, value in zip(STRING_FIELDS, values, strict=True):
-            coded[name][i] = codes[name].code(value)
-        tokens[0, i], tokens[1, i] = tokens_in or 0, tokens_out or 0
-    names: dict[str, list[str | None]] = {}
-    for name in STRING_FIELDS:
-        coded[name], names[name] = _in_order_of_appearance(coded[name], codes[name].values)
-    times = np.round(numbers[:, 4:7] - t0, 6)
-    return {
-        "names": names,
-        "codes": {name: coded[name].tobytes() for name in STRING_FIELDS},
-        "t_ready": np.ascontiguousarray(times[:, 0]).tobytes(),
-        "t_start": np.ascontiguousarray(times[:, 1]).tobytes(),
-        "t_end": np.ascontiguousarray(times[:, 2]).tobytes(),
-        "slot": numbers[:, 3].astype(np.int64).tobytes(),
-        "tokens_in": tokens[0].tobytes(),
-        "tokens_out": tokens[1].tobytes(),
-    }
+    lengths = bytes(map(len, raws))
+    more = [(match.start(), raws[match.start()][7:]) for match in _LONGER_THAN_7.finditer(lengths)]
+    heads = [raw[:7] for raw in raws] if more else raws
+    numbers = array.array("d")
+    numbers.fromlist(list(itertools.chain.from_iterable(heads)))  # faster than array("d", iterable)
+    return {"numbers": numbers.tobytes(), "more": more}
 
 
 def _write_frame(stream: IO[bytes], data: bytes) -> None:
@@ -204,7 +138,7 @@ def _read_frame(stream: IO[bytes]) -> bytes | None:
 
 
 class TraceWriterProcess:
-    """The engine's side: starts the helper, sends it batches, takes its columns, waits for it at the end."""
+    """The engine's side: starts the helper, sends it batches, takes their numbers back, waits for it at the end."""
 
     def __init__(self, path: Path, t0: float, columns: Sequence[str], models: Sequence[str | None]) -> None:
         # The helper imports this package from wherever this process did (a source checkout, a venv).
@@ -234,14 +168,14 @@ class TraceWriterProcess:
             raise self._failure() from None
 
     def end_input(self) -> None:
-        """No more batches: the helper sends its columns, then formats what it holds."""
+        """No more batches: the helper sends back their numbers, then formats what it holds."""
         stdin = self._process.stdin
         if stdin is not None and not stdin.closed:
             with contextlib.suppress(BrokenPipeError):  # it stopped early: wait() tells why
                 stdin.close()
 
-    def columns(self) -> list[dict[str, Any]]:
-        """The columns of every record sent (`record_columns` of consecutive parts), once the input has
+    def held_records(self) -> list[dict[str, Any]]:
+        """The numbers of every record sent (`record_numbers` of consecutive parts), once the input has
         ended, while the helper goes on writing them. OSError if it stopped first."""
         self.end_input()
         stdout = self._process.stdout
@@ -249,7 +183,7 @@ class TraceWriterProcess:
         data = _read_frame(stdout)
         if data is None:
             self.wait()
-            raise OSError("the trace writer stopped before it sent the trace's columns")
+            raise OSError("the trace writer stopped before it sent the trace's records back")
         return marshal.loads(data)
 
     def wait(self) -> None:
@@ -258,7 +192,7 @@ class TraceWriterProcess:
         stdout, stderr = self._process.stdout, self._process.stderr
         assert stdout is not None and stderr is not None
         if not stderr.closed:
-            stdout.read()  # columns nobody asked for: the helper cannot finish while they fill the pipe
+            stdout.read()  # records nobody asked for: the helper cannot finish while they fill the pipe
             stdout.close()
             said = stderr.read()
             stderr.close()
@@ -279,10 +213,10 @@ def _frames(stream: IO[bytes]) -> Iterator[bytes]:
         yield data
 
 
-def _send_columns(columns: list[dict[str, Any]]) -> None:
+def _send_records(parts: list[dict[str, Any]]) -> None:
     """To the engine, if it is still there to take them (the lines are written either way)."""
     with contextlib.suppress(OSError):
-        _write_frame(sys.stdout.buffer, marshal.dumps(columns))
+        _write_frame(sys.stdout.buffer, marshal.dumps(parts))
         sys.stdout.close()
 
 
@@ -299,7 +233,7 @@ def main(path: str) -> int:
     def take_held() -> list[tuple[int, list[Record]]]:
         batches = [marshal.loads(data) for data in held]
         held.clear()
-        written.append(record_columns(batches, t0, columns, models))
+        written.append(record_numbers(batches))
         return batches
 
     def write(handle: TextIO, batches: list[tuple[int, list[Record]]]) -> None:
@@ -319,8 +253,8 @@ def main(path: str) -> int:
                     write(handle, take_held())
                     held_bytes = 0
             batches = take_held()
-            # The columns first: the engine computes the run's metrics while the lines are formatted.
-            _send_columns(written)
+            # The numbers first: the engine computes the run's metrics while the lines are formatted.
+            _send_records(written)
             write(handle, batches)
     except OSError as exc:
         print(f"cannot write {path}: {exc.strerror or exc}", file=sys.stderr)

@@ -208,8 +208,9 @@ class Tracer:
             return read_trace(path)
         columns = read_trace(path, end=self._offload_from)
         same_session = self._wrote_before_offload
-        for part in self._offload.columns():
-            columns = joined(columns, TraceColumns.from_wire(part), same_session=same_session)
+        for part in self._offload.held_records():
+            held = TraceColumns.from_records(part, self.t0, self.columns, self.models)
+            columns = joined(columns, held, same_session=same_session)
             same_session = True
         return columns
 
