@@ -224,3 +224,20 @@ def test_trace_columns_of_consecutive_parts_join_into_those_of_the_whole():
         assert getattr(glued, name).tolist() == getattr(whole, name).tolist(), name
     assert whole.tokens_in.sum() == 2 * (7 + 2) and whole.names["status"] == ["done", "retry"]
 
+
+def test_the_trace_helper_ignores_another_treadle_in_the_working_directory(tmp_path, monkeypatch):
+    """A run started from a source tree of another treadle version still gets this version's helper."""
+    other = tmp_path / "elsewhere" / "treadle" / "engine"
+    other.mkdir(parents=True)
+    for package in (other.parent, other):
+        (package / "__init__.py").write_text("")
+    (other / "trace_writer.py").write_text("raise SystemExit('the wrong trace writer')\n")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setattr(tracing, "OFFLOAD_AFTER", 0)
+    path = tmp_path / "trace.jsonl"
+    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=1.0)
+    traced_attempts(tracer, 3, 1.0)
+    tracer.finish(path)
+    assert tracer.final_columns(path).lines == 6
+    tracer.wait_written()
+    assert len(path.read_text().splitlines()) == 6

@@ -141,12 +141,13 @@ class TraceWriterProcess:
     """The engine's side: starts the helper, sends it batches, takes their numbers back, waits for it at the end."""
 
     def __init__(self, path: Path, t0: float, columns: Sequence[str], models: Sequence[str | None]) -> None:
-        # The helper imports this package from wherever this process did (a source checkout, a venv).
+        # The helper imports this package from wherever this process did (a source checkout, a venv);
+        # -P: not from the working directory, which may hold another treadle.
         package_root = str(Path(treadle.__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "treadle.engine.trace_writer", str(path)],
+            [sys.executable, "-P", "-m", "treadle.engine.trace_writer", str(path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
