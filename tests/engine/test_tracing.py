@@ -13,6 +13,7 @@ import treadle
 from treadle.engine import tracing
 from treadle.engine.controller import RunController
 from treadle.engine.errors import StorageError
+from treadle.engine.metrics import summary_metrics
 from treadle.engine.run import RunOptions
 from treadle.engine.trace_reader import TraceColumns, joined, read_trace
 from treadle.engine.trace_writer import TraceWriterProcess, record_numbers
@@ -137,6 +138,10 @@ def test_a_large_run_traces_every_attempt(tmp_path):
     seqs = [json.loads(line)["seq"] for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
     assert sorted(seqs) == list(range(1, 2 * rows + 1))
     assert 2 * rows > tracing.OFFLOAD_AFTER  # so the helper process wrote most of it
+    # summary.json's metrics came from the records the helper sent back: the same as from the file.
+    summary = {k: v for k, v in result.summary.items() if k != "metrics"}
+    from_file = summary_metrics(tmp_path / "run", summary, {}, read_trace(tmp_path / "run" / "trace.jsonl"))
+    assert result.summary["metrics"] == from_file
 
 
 @pytest.mark.parametrize("offload", [False, True], ids=["writer-thread", "writer-process"])
