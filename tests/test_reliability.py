@@ -120,7 +120,15 @@ def test_a_429_storm_is_waited_out(tmp_path):
         result = treadle.run(config, base_dir=tmp_path, out=tmp_path / "run")
     assert result.status == "done"
     traces = [json.loads(line) for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
-    assert sum(t["status"] == "retry" for t in traces) >= 4
+    retries = [t for t in traces if t["status"] == "retry"]
+    assert len(retries) >= 4
+    # Each 429 carried a Retry-After; the trace says what was honoured, and the next attempt waited it.
+    assert all(t["retry_after_s"] > 0 for t in retries)
+    assert all(t["retry_after_s"] is None for t in traces if t["status"] == "done")
+    attempts = {(t["row"], t["attempt"]): t for t in traces}
+    for t in retries:
+        following = attempts[(t["row"], t["attempt"] + 1)]
+        assert following["t_ready"] >= t["t_end"] + t["retry_after_s"] - 1e-3
 
 
 def test_an_endpoint_that_fails_everything_stops_the_run_early(tmp_path):

@@ -214,6 +214,9 @@ def test_chrome_export_follows_the_format_and_holds_every_attempt(which, request
             assert (e["pid"], e["tid"]) == (SLOTS_PID, SLOT_TID_BASE + t["slot"])
         else:
             assert e["pid"] == MODELS_PID and e["args"]["parent"] == t["parent"]
+        assert e["args"].get("retry_after_s") == t["retry_after_s"]
+    if which == "python_run":  # its flaky column asks for 10 ms before each retry
+        assert {t["retry_after_s"] for t in traces if t["status"] == "retry"} == {0.01}
 
     # A thread per execution slot lane, named after it; each lane ran one cell at a time.
     lanes = {t["slot"] for t in traces if t["parent"] is None}

@@ -68,9 +68,9 @@ def test_every_attempt_is_traced_in_trace_jsonl(tmp_path, probe, monkeypatch, of
     assert len(traces) == 10 * 3 - 1 + 2
     assert sorted(t["seq"] for t in traces) == list(range(1, len(traces) + 1))
     retried = [t for t in traces if t["status"] == "retry"]
-    assert [(t["row"], t["column"], t["attempt"], t["error_class"]) for t in retried] == [
-        (1, "a", 1, "RetryableCellError"),
-        (4, "a", 1, "RetryableCellError"),
+    assert [(t["row"], t["column"], t["attempt"], t["error_class"], t["retry_after_s"]) for t in retried] == [
+        (1, "a", 1, "RetryableCellError", 0.01),
+        (4, "a", 1, "RetryableCellError", 0.01),
     ]
     assert {(t["row"], t["attempt"]) for t in traces if t["column"] == "a" and t["row"] in (1, 4)} == {
         (1, 1), (1, 2), (4, 1), (4, 2),
@@ -96,7 +96,7 @@ def test_traces_cell_detail_and_summary_from_a_live_run(tmp_path, probe):
     assert (done.state, done.value, done.error) == ("done", "6-3", None)
     assert done.inputs == {"a": 6, "b": 3}
     retried = controller.cell_detail(2, "a")
-    assert [(t.attempt, t.status) for t in retried.attempts] == [(1, "retry"), (2, "done")]
+    assert [(t.attempt, t.status, t.retry_after_s) for t in retried.attempts] == [(1, "retry", 0.01), (2, "done", None)]
     assert retried.inputs == {"id": 2}
 
     failed = controller.cell_detail(3, "b")
@@ -167,7 +167,7 @@ def traced_attempts(tracer: tracing.Tracer, cells: int, t: float) -> None:
     """`cells` plain successes, then a retry, a success with token counts and a call from inside a cell."""
     for i in range(cells):
         tracer.done(i, i % 2, 1, i % 3, t + i, t + i + 0.5, t + i + 1.25, {})
-    tracer.record(cells, 0, 1, 0, t, t + 1, t + 2, "retry", error=TimeoutError("slow"), message="took too long")
+    tracer.record(cells, 0, 1, 0, t, t + 1, t + 2, "retry", TimeoutError("slow"), "took too long", retry_after=0.5)
     tracer.record(
         cells, 1, 1, 1, t, t + 1, t + 3, "done", values={"b__usage": {"prompt_tokens": 7, "completion_tokens": 3}}
     )
@@ -209,6 +209,9 @@ def test_a_runs_final_trace_columns_are_its_trace_read_back(tmp_path, monkeypatc
     for name in ("slot", "has_slot", "tokens_in", "tokens_out"):
         assert getattr(columns, name).tolist() == getattr(expected, name).tolist(), name
     assert "judge" in columns.names["model"] and "a:llm" in columns.names["column"]
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {t["retry_after_s"] for t in lines if t["status"] == "retry"} == {0.5}
+    assert {t["retry_after_s"] for t in lines if t["status"] == "done"} == {None}
 
 
 def test_trace_columns_of_consecutive_parts_join_into_those_of_the_whole():

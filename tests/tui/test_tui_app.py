@@ -141,6 +141,21 @@ async def test_detail_shows_the_error_and_retries_from_there(tmp_path, tui_cols,
         await quit_idle(pilot, app)
 
 
+async def test_detail_shows_the_retry_after_an_attempt_waited(tmp_path, probe, make_controller):
+    probe.flaky_once_rows = {1}  # its first attempt answers "busy, retry after 10 ms"
+    flaky = {"name": "a", "kind": "python", "function": "probe_cols:flaky_once"}
+    controller = make_controller(pipeline(tmp_path, 3, [flaky], backoff_s=0), base_dir=PROBE_DIR)
+    app = TreadleApp(controller, summary_on_idle=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: app.status == "idle", what="idle")
+        await pilot.press("down", "enter")
+        assert isinstance(app.screen, CellDetailScreen)
+        body = plain(app.screen.query_one("#detail-body"))
+        assert "RetryableCellError: endpoint busy, try again (waited its Retry-After: 10 ms)" in body
+        await pilot.press("escape")
+        await quit_idle(pilot, app)
+
+
 async def test_the_summary_opens_when_every_cell_has_finished_and_q_there_closes_the_run(
     tmp_path, tui_cols, make_controller
 ):

@@ -256,6 +256,9 @@ def export_chrome(
                     _int(t.get("seq")),
                     "" if parent is None else ',"parent":' + quote(parent),
                 )
+                retry_after = t.get("retry_after_s")
+                if retry_after is not None:
+                    args = f'{args[:-1]},"retry_after_s":{float(retry_after):.6f}}}'
             except (TypeError, ValueError):  # a line treadle did not write
                 continue
             ts, dur = t_start * 1e6, max((t_end - t_start) * 1e6, 0.0)

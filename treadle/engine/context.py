@@ -152,12 +152,14 @@ class ColumnContext:
             if error is not None:
                 retry = is_retryable(error) and attempt <= services.retries(name)
                 status = "retry" if retry else "failed"
+                retry_after = getattr(error, "retry_after", None) if retry else None
+                times = (ready, started, ended)
                 scheduler.trace_child(
-                    self._row, self._node, self._lane, name, attempt, (ready, started, ended), status, error
+                    self._row, self._node, self._lane, name, attempt, times, status, error, retry_after=retry_after
                 )
                 if not retry:
                     raise error
-                await asyncio.sleep(services.policy.delay(attempt, getattr(error, "retry_after", None), scheduler.rng))
+                await asyncio.sleep(services.policy.delay(attempt, retry_after, scheduler.rng))
                 continue
             usage = values.get("ctx__usage") or {}
             for field in self.usage:

@@ -436,9 +436,11 @@ class Scheduler:
         status: TraceStatus,
         error: BaseException | None,
         usage: dict | None = None,
+        retry_after: float | None = None,
     ) -> None:
         message = None if error is None else self._redact(_one_line(error))
-        self.tracer.record(row, node, attempt, lane, *times, status, error, message, None, (model, usage))
+        child = (model, usage)
+        self.tracer.record(row, node, attempt, lane, *times, status, error, message, None, child, retry_after)
 
     def _record_error(self, cell: int, error: BaseException, timing: tuple[int, float, float, float]) -> None:
         attempt = self.attempts.get(cell, 0) + 1
@@ -453,15 +455,17 @@ class Scheduler:
         budget = policy.retries + (_RATE_LIMIT_EXTRA_ATTEMPTS if is_rate_limit(error) else 0)
         will_retry = retryable and attempt <= budget and not self.stopping
         delay = 0.0
+        retry_after = error.retry_after if isinstance(error, CellError) else None
         if will_retry:
-            delay = self.policy.delay(attempt, error.retry_after if isinstance(error, CellError) else None, self._rng)
+            delay = self.policy.delay(attempt, retry_after, self._rng)
             if policy.deadline_s is not None:
                 first_start = self._first_started.setdefault(cell, timing[2])
                 if self._clock() + delay - first_start > policy.deadline_s:
                     will_retry = False
                     message = f"{message} (cell deadline of {policy.deadline_s:g} s reached)"
         status = "timeout" if timed_out else "retry" if will_retry else "failed"
-        self.tracer.record(cell // n_nodes, node, attempt, *timing, status, error, message)
+        honoured = retry_after if will_retry else None
+        self.tracer.record(cell // n_nodes, node, attempt, *timing, status, error, message, retry_after=honoured)
         if not is_rate_limit(error) and self._error_window.record_failure():
             self._early_stop(message)
         if will_retry:

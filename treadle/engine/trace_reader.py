@@ -201,7 +201,7 @@ class TraceColumns:
         }
         coded = {name: np.array(per_node[name], dtype=np.int32)[node] for name in STRING_FIELDS}
         tokens = np.zeros((2, len(numbers)), dtype=np.int64)
-        for i, (status, error_class, _, tokens_in, tokens_out, child) in held["more"]:
+        for i, (status, error_class, _, tokens_in, tokens_out, child, _) in held["more"]:
             column = columns[node[i]]
             values = (
                 column if child is None else f"{column}:llm",

@@ -35,21 +35,23 @@ import treadle
 
 Record = tuple
 """(row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, tokens_in,
-tokens_out, child_model): plain values only, so a batch marshals in one C call. `child_model` is None
-for a cell's own attempt, or the model of a call made from inside the cell (ctx.llm). A record's `seq`
-is its position: the n-th record made has seq n.
+tokens_out, child_model, retry_after): plain values only, so a batch marshals in one C call.
+`child_model` is None for a cell's own attempt, or the model of a call made from inside the cell
+(ctx.llm); `retry_after` the endpoint's Retry-After honoured before the next attempt, or None. A
+record's `seq` is its position: the n-th record made has seq n.
 
 The attempts of most cells succeed without token counts: their record stops after `t_end` (7 values,
 the rest is `DONE_REST`): cheaper to make, marshal and format."""
-DONE_REST = ("done", None, None, None, None, None)
+DONE_REST = ("done", None, None, None, None, None, None)
 
 _LINE = (
     '{"seq":%d,"row":%d,%s,"attempt":%d,"slot":%d,"t_ready":%.6f,"t_start":%.6f,"t_end":%.6f,'
-    '"status":"%s","error_class":%s,"message":%s,"tokens_in":%s,"tokens_out":%s,"parent":%s}'
+    '"status":"%s","error_class":%s,"message":%s,"tokens_in":%s,"tokens_out":%s,"parent":%s,"retry_after_s":%s}'
 )
 _DONE_LINE = (
     '{"seq":%d,"row":%d,%s,"attempt":%d,"slot":%d,"t_ready":%.6f,"t_start":%.6f,"t_end":%.6f,'
-    '"status":"done","error_class":null,"message":null,"tokens_in":null,"tokens_out":null,"parent":null}'
+    '"status":"done","error_class":null,"message":null,"tokens_in":null,"tokens_out":null,"parent":null,'
+    '"retry_after_s":null}'
 )
 _LONGER_THAN_7 = re.compile(b"[^\x07]")
 _LENGTH = struct.Struct("<I")
@@ -78,7 +80,8 @@ def format_lines(
                 _DONE_LINE % (seq, row, node_json[node], attempt, slot, t_ready - t0, t_start - t0, t_end - t0)
             )
             continue
-        row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = raw
+        row, node, attempt, slot, t_ready, t_start, t_end = raw[:7]
+        status, error_class, message, t_in, t_out, child, retry_after = raw[7:]
         if child is None:
             node_part, parent = node_json[node], "null"
         else:
@@ -101,6 +104,7 @@ def format_lines(
                 "null" if t_in is None else t_in,
                 "null" if t_out is None else t_out,
                 parent,
+                "null" if retry_after is None else f"{retry_after:.6f}",
             )
         )
     lines.append("")

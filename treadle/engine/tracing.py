@@ -40,6 +40,8 @@ class TaskTrace(NamedTuple):
     tokens_out: int | None = None
     parent: str | None = None
     """For a call made from inside a cell (ctx.llm), the column of that cell; `column` is `<parent>:llm`."""
+    retry_after_s: float | None = None
+    """On an attempt that will be retried: the wait the endpoint asked for (Retry-After), honoured."""
 
     @property
     def queue_wait_s(self) -> float:
@@ -117,19 +119,21 @@ class Tracer:
         message: str | None = None,
         values: dict | None = None,
         child: tuple[str, dict | None] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         if child is not None:
             model, usage = child
         else:
             model, usage = None, None if values is None else values.get(self._usage_keys[node])
         error_class = None if error is None else type(error).__name__
-        self._unwritten.append(
-            (row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, *_tokens(usage), model)
-        )
+        tokens_in, tokens_out = _tokens(usage)
+        times = (t_ready, t_start, t_end)
+        outcome = (status, error_class, message, tokens_in, tokens_out, model, retry_after)
+        self._unwritten.append((row, node, attempt, slot, *times, *outcome))
 
     def trace(self, seq: int, raw: Record) -> TaskTrace:
-        full = full_record(raw)
-        row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, t_in, t_out, child = full
+        row, node, attempt, slot, t_ready, t_start, t_end = raw[:7]
+        status, error_class, message, t_in, t_out, child, retry_after = full_record(raw)[7:]
         t0 = self.t0
         column = self.columns[node]
         return TaskTrace(
@@ -148,6 +152,7 @@ class Tracer:
             t_in,
             t_out,
             None if child is None else column,
+            retry_after,
         )
 
     def recent(self) -> list[tuple[int, Record]]:

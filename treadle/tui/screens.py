@@ -204,6 +204,9 @@ class CellDetailScreen(ModalScreen[None]):
             for header in ("#", "status", "slot", "model", "queued", "ran", "started at", "error"):
                 table.add_column(header, no_wrap=header != "error")
             for trace in detail.attempts:
+                error = f"{trace.error_class}: {trace.message}" if trace.error_class else ""
+                if trace.retry_after_s is not None:  # the endpoint asked to wait; the next attempt did
+                    error += f" (waited its Retry-After: {duration_text(trace.retry_after_s)})"
                 table.add_row(
                     str(trace.attempt),
                     Text(trace.status, style=COLOURS["failed"] if trace.status != "done" else COLOURS["done"]),
@@ -212,7 +215,7 @@ class CellDetailScreen(ModalScreen[None]):
                     duration_text(trace.t_start - trace.t_ready),
                     duration_text(trace.t_end - trace.t_start),
                     f"{trace.t_start:.3f} s",
-                    f"{trace.error_class}: {trace.message}" if trace.error_class else "",
+                    error,
                 )
             parts.append(table)
         parts.append(Text(""))
