@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 import treadle
 from treadle.sim import SimConfig, SimulatorThread
@@ -129,6 +130,11 @@ def test_a_429_storm_is_waited_out(tmp_path):
     for t in retries:
         following = attempts[(t["row"], t["attempt"] + 1)]
         assert following["t_ready"] >= t["t_end"] + t["retry_after_s"] - 1e-3
+    waited = result.summary["metrics"]["errors"]["retry_after"]
+    assert waited == {
+        "waits": len(retries),
+        "total_s": pytest.approx(sum(t["retry_after_s"] for t in retries), abs=1e-3),
+    }
 
 
 def test_an_endpoint_that_fails_everything_stops_the_run_early(tmp_path):

@@ -460,6 +460,7 @@ def test_print_report_answers_the_questions(python_run, llm_run):
     for heading in HEADINGS:
         assert heading in text
     assert "RetryableCellError" in text and "ValueError" in text
+    assert "the endpoint asked to wait (Retry-After) 3 times, 0.03 s in all" in text
     assert "peak cells in flight" in text and "of 4" in text
     assert "no model calls: nothing to pay for" in text
 
@@ -540,7 +541,7 @@ def assert_same_columns(fast, slow) -> None:
     assert fast.names == slow.names
     for name in fast.codes:
         assert fast.codes[name].tolist() == slow.codes[name].tolist(), name
-    for name in ("t_ready", "t_start", "t_end", "slot", "has_slot", "tokens_in", "tokens_out"):
+    for name in ("t_ready", "t_start", "t_end", "slot", "has_slot", "tokens_in", "tokens_out", "retry_after"):
         assert getattr(fast, name).tolist() == getattr(slow, name).tolist(), name
     assert (fast.lines, fast.skipped, fast.session_starts, fast.span_s) == (
         slow.lines, slow.skipped, slow.session_starts, slow.span_s

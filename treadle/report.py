@@ -210,6 +210,9 @@ def _sections(m: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], 
         if rows
         else "no retries and no errors"
     )
+    waited = errors.get("retry_after") or {}
+    if waited.get("waits"):
+        note += f"; the endpoint asked to wait (Retry-After) {waited['waits']} times, {waited['total_s']:g} s in all"
     sections.append(("Retries and errors", ["error class", "retried", "timed out", "failed", "cancelled"], rows, note))
 
     tp = m["throughput"]

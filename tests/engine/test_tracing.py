@@ -206,7 +206,7 @@ def test_a_runs_final_trace_columns_are_its_trace_read_back(tmp_path, monkeypatc
         assert columns.codes[name].tolist() == codes.tolist(), name
     for name in ("t_ready", "t_start", "t_end"):
         assert getattr(columns, name) == pytest.approx(getattr(expected, name), abs=1e-6), name
-    for name in ("slot", "has_slot", "tokens_in", "tokens_out"):
+    for name in ("slot", "has_slot", "tokens_in", "tokens_out", "retry_after"):
         assert getattr(columns, name).tolist() == getattr(expected, name).tolist(), name
     assert "judge" in columns.names["model"] and "a:llm" in columns.names["column"]
     lines = [json.loads(line) for line in path.read_text().splitlines()]
@@ -228,7 +228,7 @@ def test_trace_columns_of_consecutive_parts_join_into_those_of_the_whole():
     assert (glued.lines, glued.sessions, glued.span_s, glued.names) == (whole.lines, 1, whole.span_s, whole.names)
     for name, codes in whole.codes.items():
         assert glued.codes[name].tolist() == codes.tolist(), name
-    for name in ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out"):
+    for name in ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out", "retry_after"):
         assert getattr(glued, name).tolist() == getattr(whole, name).tolist(), name
     assert whole.tokens_in.sum() == 2 * (7 + 2) and whole.names["status"] == ["done", "retry"]
 

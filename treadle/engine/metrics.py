@@ -472,8 +472,10 @@ def _errors(tc: TraceColumns, by_status: dict[str, int], calls: dict[str, int]) 
             per_class = errors.setdefault(error_class or status or "unknown", dict.fromkeys(STATUSES[1:], 0))
             if status in per_class:
                 per_class[status] += int(counts[i])
+    waited = tc.retry_after[tc.retry_after > 0]
     return {
         "by_class": dict(sorted(errors.items(), key=lambda kv: -sum(kv[1].values()))),
+        "retry_after": {"waits": len(waited), "total_s": round(float(waited.sum()), 3)},
         "retries": by_status["retry"] + calls["retry"],
         "timeouts": by_status["timeout"] + calls["timeout"],
         "failed_attempts": by_status["failed"] + calls["failed"],

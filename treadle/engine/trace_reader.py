@@ -149,6 +149,7 @@ _SCHEMA = pa.schema(
         ("error_class", pa.string()),
         ("tokens_in", pa.int64()),
         ("tokens_out", pa.int64()),
+        ("retry_after_s", pa.float64()),
         ("parent", pa.string()),
     ]
 )
@@ -174,6 +175,8 @@ class TraceColumns:
     tokens_in: np.ndarray
     """0 where the line has none."""
     tokens_out: np.ndarray
+    retry_after: np.ndarray
+    """The Retry-After honoured after the attempt (seconds); 0 where it has none."""
     lines: int = 0
     skipped: int = 0
     session_starts: list[float] = field(default_factory=list)
@@ -201,7 +204,8 @@ class TraceColumns:
         }
         coded = {name: np.array(per_node[name], dtype=np.int32)[node] for name in STRING_FIELDS}
         tokens = np.zeros((2, len(numbers)), dtype=np.int64)
-        for i, (status, error_class, _, tokens_in, tokens_out, child, _) in held["more"]:
+        retry_after = np.zeros(len(numbers), dtype=np.float64)
+        for i, (status, error_class, _, tokens_in, tokens_out, child, waited) in held["more"]:
             column = columns[node[i]]
             values = (
                 column if child is None else f"{column}:llm",
@@ -213,6 +217,7 @@ class TraceColumns:
             for name, value in zip(STRING_FIELDS, values, strict=True):
                 coded[name][i] = codes[name].code(value)
             tokens[0, i], tokens[1, i] = tokens_in or 0, tokens_out or 0
+            retry_after[i] = round(waited or 0.0, 6)
         names: dict[str, list[Any]] = {}
         for name in STRING_FIELDS:
             coded[name], names[name] = _in_order_of_appearance(coded[name], codes[name].values)
@@ -228,6 +233,7 @@ class TraceColumns:
             has_slot=np.ones(len(numbers), dtype=bool),
             tokens_in=tokens[0],
             tokens_out=tokens[1],
+            retry_after=retry_after,
             lines=len(numbers),
             session_starts=[0.0] if len(numbers) else [],
             span_s=max(float(t_end.max()), 0.0) if len(numbers) else 0.0,
@@ -274,6 +280,7 @@ def joined(first: TraceColumns, then: TraceColumns, *, same_session: bool) -> Tr
         has_slot=np.concatenate((first.has_slot, then.has_slot)),
         tokens_in=np.concatenate((first.tokens_in, then.tokens_in)),
         tokens_out=np.concatenate((first.tokens_out, then.tokens_out)),
+        retry_after=np.concatenate((first.retry_after, then.retry_after)),
         lines=first.lines + then.lines,
         skipped=first.skipped + then.skipped,
         session_starts=first.session_starts if continues else [*first.session_starts, offset],
@@ -286,8 +293,8 @@ class _Builder:
 
     def __init__(self) -> None:
         self.codes = {name: ValueCodes() for name in STRING_FIELDS}
-        fields = (*STRING_FIELDS, "seq", "t_ready", "t_start", "t_end", "slot", "has_slot", "tokens_in", "tokens_out")
-        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in fields}
+        numbers = ("seq", "t_ready", "t_start", "t_end", "slot", "has_slot", "tokens_in", "tokens_out", "retry_after")
+        self.parts: dict[str, list[np.ndarray]] = {name: [] for name in (*STRING_FIELDS, *numbers)}
         self.skipped = 0
 
     def add(self, name: str, values: np.ndarray) -> None:
@@ -322,6 +329,7 @@ class _Builder:
             has_slot=joined["has_slot"].astype(bool, copy=False),
             tokens_in=joined["tokens_in"].astype(np.int64, copy=False),
             tokens_out=joined["tokens_out"].astype(np.int64, copy=False),
+            retry_after=joined["retry_after"].astype(np.float64, copy=False),
             lines=n,
             skipped=self.skipped,
             session_starts=session_starts,
@@ -384,6 +392,7 @@ def _read_fast(path: Path, end: int | None) -> TraceColumns:
             builder.add("has_slot", pc.is_valid(slot).to_numpy(zero_copy_only=False))
             for name in ("tokens_in", "tokens_out"):
                 builder.add(name, pc.fill_null(batch.column(name), 0).to_numpy(zero_copy_only=False))
+            builder.add("retry_after", pc.fill_null(batch.column("retry_after_s"), 0.0).to_numpy(zero_copy_only=False))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
         raise _Unreadable from exc
     return builder.finish()
@@ -401,7 +410,7 @@ def trace_columns(
     codes = {name: ValueCodes() for name in STRING_FIELDS}
     strings: dict[str, list[int]] = {name: [] for name in STRING_FIELDS}
     numbers: dict[str, list[Any]] = {
-        name: [] for name in ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out")
+        name: [] for name in ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out", "retry_after")
     }
     for t in records:
         for name in STRING_FIELDS:
@@ -412,6 +421,7 @@ def trace_columns(
         numbers["slot"].append(slot if isinstance(slot, int) else None)
         numbers["tokens_in"].append(int(t.get("tokens_in") or 0))
         numbers["tokens_out"].append(int(t.get("tokens_out") or 0))
+        numbers["retry_after"].append(float(t.get("retry_after_s") or 0.0))
     t_end = np.array(numbers["t_end"], dtype=np.float64)
     slots = numbers["slot"]
     return TraceColumns(
@@ -424,6 +434,7 @@ def trace_columns(
         has_slot=np.array([s is not None for s in slots], dtype=bool),
         tokens_in=np.array(numbers["tokens_in"], dtype=np.int64),
         tokens_out=np.array(numbers["tokens_out"], dtype=np.int64),
+        retry_after=np.array(numbers["retry_after"], dtype=np.float64),
         lines=len(t_end),
         skipped=skipped,
         session_starts=([0.0] if len(t_end) else []) if session_starts is None else session_starts,

@@ -290,6 +290,9 @@ def metrics_parts(metrics: Mapping[str, Any], show_latency: bool = True) -> list
     line = _bold("attempts ", f"{attempts.get('total', 0):,}")
     line.append(f" · {errors.get('retries', 0):,} retries · {errors.get('timeouts', 0):,} timeouts")
     line.append(f" · {errors.get('failed_attempts', 0):,} failed")
+    waited = errors.get("retry_after") or {}
+    if waited.get("waits"):
+        line.append(f" · waited out Retry-After {waited['waits']:,}x ({duration_text(waited['total_s'])})")
     parts.append(line)
     if show_latency:
         throughput, conc = metrics.get("throughput", {}), metrics.get("concurrency", {})
