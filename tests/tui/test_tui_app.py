@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 from textual_slider import Slider
 from tui_helpers import PROBE_DIR, pipeline, plain, until
 
@@ -152,6 +152,11 @@ async def test_detail_shows_the_retry_after_an_attempt_waited(tmp_path, probe, m
         assert isinstance(app.screen, CellDetailScreen)
         body = plain(app.screen.query_one("#detail-body"))
         assert "RetryableCellError: endpoint busy, try again (waited its Retry-After: 10 ms)" in body
+        await pilot.press("escape", "s")
+        assert isinstance(app.screen, SummaryScreen)
+        await pilot.pause()
+        summary = "\n".join(plain(static) for static in app.screen.query(Static))
+        assert "attempts 4 · 1 retries · 0 timeouts · 0 failed · waited out Retry-After 1x (10 ms)" in summary
         await pilot.press("escape")
         await quit_idle(pilot, app)
 
