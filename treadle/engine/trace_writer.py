@@ -277,10 +277,14 @@ def _write_on_two_cores(
     """Write the batches' lines, the second half formatted by a forked child into a temporary file
     meanwhile: the engine waits for these lines at the end of its run, with a core to spare."""
     half = len(batches) // 2
-    if half == 0 or not hasattr(os, "fork"):
+    later = None
+    if half and hasattr(os, "fork"):
+        with contextlib.suppress(OSError):  # no room for it: format them all here
+            later = tempfile.TemporaryFile("w+", encoding="utf-8", dir=os.path.dirname(handle.name))  # noqa: SIM115
+    if later is None:
         write(handle, batches)
         return
-    with tempfile.TemporaryFile("w+", encoding="utf-8", dir=os.path.dirname(handle.name)) as later:
+    with later:
         child = os.fork()
         if child == 0:  # this process holds no threads or locks: forking it is safe
             try:
