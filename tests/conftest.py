@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -7,6 +8,13 @@ import pytest
 
 DATA = Path(__file__).parent / "data"
 PROBE_DIR = DATA / "probe"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests stop child processes with SIGINT, as Ctrl-C does. A shell that starts the suite in the
+    # background ignores SIGINT, and children would inherit that; a handler here is reset in them.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

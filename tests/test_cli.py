@@ -225,7 +225,7 @@ def test_serve_shows_live_progress_over_http(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "treadle.cli", "run", str(pipeline), "--no-ui", "--out", str(tmp_path / "r"),
          "--serve", "0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stderr is not None
     url = next(line.split()[-1] for line in proc.stderr if line.startswith("live progress:"))
@@ -233,8 +233,9 @@ def test_serve_shows_live_progress_over_http(tmp_path):
         snapshot = json.loads(response.read())
     assert snapshot["rows"] == 3000 and snapshot["status"] in ("running", "starting")
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "interrupted" in stdout and "Traceback" not in stderr
     refused = treadle("run", str(pipeline), "--no-ui", "--out", str(tmp_path / "x"), "--serve", "0",
                       "--serve-host", "0.0.0.0")  # fmt: skip
     assert refused.returncode == 2 and "needs --serve-token-env" in refused.stderr

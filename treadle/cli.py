@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from treadle.engine.errors import TreadleError
@@ -115,17 +117,43 @@ def _run_loaded(loaded, args: argparse.Namespace, after=None):
 
 def _drive(controller, args: argparse.Namespace, after=None):
     """Run with the terminal app or headless; `after(result)` returns lines to print at the end."""
-    server = None
-    if args.serve is not None:
-        from treadle.serve import ProgressServer
+    if _wants_ui(args):
+        from treadle.headless import write_events_in_background
+        from treadle.tui import run_tui
 
-        server = ProgressServer(controller, host=args.serve_host, port=args.serve, token=args.serve_token)
-        print(f"live progress: {server.start()}/", file=sys.stderr)
+        with _serving(controller, args):
+            write_events_in_background(controller, args.events)
+            return run_tui(controller, after=after)
+
+    from rich.console import Console
+
+    from treadle.headless import Interrupts, run_headless
+
+    console = Console(stderr=args.events == "-")
+    interrupts = Interrupts()
+    # Taken before the progress server gives out its address: whoever watches may stop the run at once.
+    with interrupts.installed(), _serving(controller, args):
+        result = run_headless(controller, console, interrupts, events=args.events)
+    if after is not None:
+        for line in after(result):
+            console.print(line, highlight=False, soft_wrap=True)
+    return result
+
+
+@contextmanager
+def _serving(controller, args: argparse.Namespace) -> Iterator[None]:
+    """`--serve PORT`: /snapshot and /events while the run goes on."""
+    if args.serve is None:
+        yield
+        return
+    from treadle.serve import ProgressServer
+
+    server = ProgressServer(controller, host=args.serve_host, port=args.serve, token=args.serve_token)
+    print(f"live progress: {server.start()}/", file=sys.stderr)
     try:
-        return _show(controller, args, after)
+        yield
     finally:
-        if server is not None:
-            server.stop()
+        server.stop()
 
 
 def _serve_token(args: argparse.Namespace) -> str | None:
@@ -138,26 +166,6 @@ def _serve_token(args: argparse.Namespace) -> str | None:
     if not is_loopback(args.serve_host) and not token:
         raise ConfigError([Problem("--serve-host", f"serving on {args.serve_host} needs --serve-token-env")])
     return token
-
-
-def _show(controller, args: argparse.Namespace, after=None):
-    if _wants_ui(args):
-        from treadle.headless import write_events_in_background
-        from treadle.tui import run_tui
-
-        write_events_in_background(controller, args.events)
-        return run_tui(controller, after=after)
-
-    from rich.console import Console
-
-    from treadle.headless import run_headless
-
-    console = Console(stderr=args.events == "-")
-    result = run_headless(controller, console, events=args.events)
-    if after is not None:
-        for line in after(result):
-            console.print(line, highlight=False, soft_wrap=True)
-    return result
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

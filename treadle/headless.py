@@ -26,7 +26,7 @@ TICK_S = 0.2
 _FINISHED = ("done", "failed", "blocked", "dropped", "degraded")
 
 
-class _Interrupts:
+class Interrupts:
     """Ctrl-C / SIGTERM: the first stops new starts, a second one stops at once."""
 
     def __init__(self) -> None:
@@ -36,7 +36,7 @@ class _Interrupts:
         self.count += 1
 
     @contextmanager
-    def installed(self) -> Iterator[_Interrupts]:
+    def installed(self) -> Iterator[Interrupts]:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
@@ -106,10 +106,14 @@ def _plain_line(snapshot: Snapshot, rate: float) -> str:
     )
 
 
-def run_headless(controller: RunController, console: Console, events: str | None = None) -> RunResult:
-    """Start the run, show progress until it ends, print the summary; returns the result."""
+def run_headless(
+    controller: RunController, console: Console, interrupts: Interrupts, events: str | None = None
+) -> RunResult:
+    """Start the run, show progress until it ends, print the summary; returns the result.
+
+    `interrupts` is installed by the caller, which takes Ctrl-C from before the run starts.
+    """
     writer = _EventWriter(controller, events)
-    interrupts = _Interrupts()
     live = console.is_terminal
     progress = Progress(
         TextColumn("{task.description:<24}"),
@@ -124,50 +128,49 @@ def run_headless(controller: RunController, console: Console, events: str | None
     handled = 0
     stopped_early = False
     try:
-        with interrupts.installed():
-            controller.start()
-            first = controller.snapshot()
-            overall = progress.add_task("all cells", total=first.total_cells, note="")
-            column_tasks = {name: progress.add_task(f"  {name}", total=first.rows, note="") for name in first.columns}
-            last_plain = time.monotonic()
-            started = time.monotonic()
+        controller.start()
+        first = controller.snapshot()
+        overall = progress.add_task("all cells", total=first.total_cells, note="")
+        column_tasks = {name: progress.add_task(f"  {name}", total=first.rows, note="") for name in first.columns}
+        last_plain = time.monotonic()
+        started = time.monotonic()
 
-            def show(snapshot: Snapshot) -> float:
-                rate = _done_cells(snapshot) / max(time.monotonic() - started, 1e-9)
-                c = snapshot.cells
-                note = f"failed {c['failed']}  running {c['running']}  {rate:,.0f} cells/s"
-                progress.update(overall, completed=_done_cells(snapshot), note=note)
-                for name, task in column_tasks.items():
-                    failed = snapshot.by_column[name]["failed"]
-                    note = f"failed {failed}" if failed else ""
-                    progress.update(task, completed=_done_cells(snapshot, name), note=note)
-                return rate
+        def show(snapshot: Snapshot) -> float:
+            rate = _done_cells(snapshot) / max(time.monotonic() - started, 1e-9)
+            c = snapshot.cells
+            note = f"failed {c['failed']}  running {c['running']}  {rate:,.0f} cells/s"
+            progress.update(overall, completed=_done_cells(snapshot), note=note)
+            for name, task in column_tasks.items():
+                failed = snapshot.by_column[name]["failed"]
+                note = f"failed {failed}" if failed else ""
+                progress.update(task, completed=_done_cells(snapshot, name), note=note)
+            return rate
 
-            with progress:
-                while (result := controller.wait(TICK_S)) is None:
-                    if interrupts.count > handled:
-                        handled = interrupts.count
-                        if handled == 1:
-                            grace = controller.options.grace_s
-                            console.print(
-                                f"[yellow]stopping: running cells may finish within {grace:g} s "
-                                "(press Ctrl-C again to stop now)[/]"
-                            )
-                            controller.cancel()
-                        else:
-                            controller.abort()
-                    writer.drain()
-                    snapshot = controller.snapshot()
-                    if snapshot.status == "paused" and snapshot.message and not stopped_early:
-                        # Early stop paused the run: headless, nobody can look into it, so end it here.
-                        stopped_early = True
-                        Console(stderr=True).print(f"[red]{snapshot.message}[/]", highlight=False, soft_wrap=True)
+        with progress:
+            while (result := controller.wait(TICK_S)) is None:
+                if interrupts.count > handled:
+                    handled = interrupts.count
+                    if handled == 1:
+                        grace = controller.options.grace_s
+                        console.print(
+                            f"[yellow]stopping: running cells may finish within {grace:g} s "
+                            "(press Ctrl-C again to stop now)[/]"
+                        )
                         controller.cancel()
-                    rate = show(snapshot)
-                    if not live and time.monotonic() - last_plain >= PLAIN_EVERY_S:
-                        last_plain = time.monotonic()
-                        console.print(_plain_line(snapshot, rate), highlight=False, soft_wrap=True)
-                show(controller.snapshot())
+                    else:
+                        controller.abort()
+                writer.drain()
+                snapshot = controller.snapshot()
+                if snapshot.status == "paused" and snapshot.message and not stopped_early:
+                    # Early stop paused the run: headless, nobody can look into it, so end it here.
+                    stopped_early = True
+                    Console(stderr=True).print(f"[red]{snapshot.message}[/]", highlight=False, soft_wrap=True)
+                    controller.cancel()
+                rate = show(snapshot)
+                if not live and time.monotonic() - last_plain >= PLAIN_EVERY_S:
+                    last_plain = time.monotonic()
+                    console.print(_plain_line(snapshot, rate), highlight=False, soft_wrap=True)
+            show(controller.snapshot())
     finally:
         writer.close()
     print_summary(console, result)
