@@ -78,12 +78,16 @@ class Tracer:
     def __init__(self, columns: Sequence[str], models: Sequence[str | None], t0: float) -> None:
         self.columns = list(columns)
         self.models = list(models)
-        self._usage_keys = [f"{c}__usage" for c in columns]
+        self.usage_keys = [f"{c}__usage" for c in columns]
+        """Per node, the key of the token usage an LLM cell's values carry."""
         self.t0 = t0
         self._taken = 0
         """Records handed to the writer so far: the ring's newest has this seq."""
         self.ring: deque[Record] = deque(maxlen=RING_SIZE)
         self._unwritten: list[Record] = []
+        self.record_plain = self._unwritten.append
+        """`done`'s common case for callers on the hot path: append the 7-value record
+        (row, node, attempt, slot, t_ready, t_start, t_end) of an attempt whose values carry no usage."""
         self._written = 0
         self._offload: TraceWriterProcess | None = None
         self._offload_from = 0
@@ -100,10 +104,10 @@ class Tracer:
         self, row: int, node: int, attempt: int, slot: int, t_ready: float, t_start: float, t_end: float, values: dict
     ) -> None:
         """A cell's attempt that succeeded: the hot path, one tuple appended."""
-        if self._usage_keys[node] in values:
+        if self.usage_keys[node] in values:
             self.record(row, node, attempt, slot, t_ready, t_start, t_end, "done", values=values)
         else:
-            self._unwritten.append((row, node, attempt, slot, t_ready, t_start, t_end))
+            self.record_plain((row, node, attempt, slot, t_ready, t_start, t_end))
 
     def record(
         self,
@@ -124,7 +128,7 @@ class Tracer:
         if child is not None:
             model, usage = child
         else:
-            model, usage = None, None if values is None else values.get(self._usage_keys[node])
+            model, usage = None, None if values is None else values.get(self.usage_keys[node])
         error_class = None if error is None else type(error).__name__
         tokens_in, tokens_out = _tokens(usage)
         times = (t_ready, t_start, t_end)
@@ -177,7 +181,8 @@ class Tracer:
 
     def take_unwritten(self) -> tuple[int, list[Record]]:
         """The records not handed to the writer yet, and the seq of the first of them."""
-        unwritten, self._unwritten = self._unwritten, []
+        unwritten = self._unwritten[:]
+        self._unwritten.clear()  # the same list: record_plain is its bound append
         first = self._taken + 1
         self._taken += len(unwritten)
         self.ring.extend(unwritten)
