@@ -16,7 +16,7 @@ from treadle.engine.errors import StorageError
 from treadle.engine.metrics import summary_metrics
 from treadle.engine.run import RunOptions
 from treadle.engine.trace_reader import TraceColumns, joined, read_trace
-from treadle.engine.trace_writer import TraceWriterProcess, format_lines, record_numbers
+from treadle.engine.trace_writer import RecordNumbers, TraceWriterProcess, format_lines
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 
@@ -136,7 +136,7 @@ def test_a_large_run_traces_every_attempt(tmp_path):
     result = treadle.run(treadle.load(cfg, base_dir=PROBE_DIR), out=tmp_path / "run")
     assert result.status == "done"
     seqs = [json.loads(line)["seq"] for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
-    assert seqs == list(range(1, 2 * rows + 1))  # every one, in order (the helper formats on two cores)
+    assert seqs == list(range(1, 2 * rows + 1))  # every one, in order
     assert 2 * rows > tracing.OFFLOAD_AFTER  # so the helper process wrote most of it
     # summary.json's metrics came from the records the helper sent back: the same as from the file.
     summary = {k: v for k, v in result.summary.items() if k != "metrics"}
@@ -214,16 +214,23 @@ def test_a_runs_final_trace_columns_are_its_trace_read_back(tmp_path, monkeypatc
     assert {t["retry_after_s"] for t in lines if t["status"] == "done"} == {None}
 
 
+def numbers_of(*batches: tuple[int, list]) -> dict:
+    numbers = RecordNumbers()
+    for _, raws in batches:
+        numbers.add(raws)
+    return numbers.message()
+
+
 def test_trace_columns_of_consecutive_parts_join_into_those_of_the_whole():
-    """The helper sends back one part of records per HOLD_BYTES it formatted; joined, they are the whole."""
+    """What the helper sends back is joined to the lines written before it took over: the whole."""
     tracer = tracing.Tracer(["a", "b"], ["m", None], t0=10.0)
     traced_attempts(tracer, 3, 10.0)
     first = tracer.take_unwritten()
     traced_attempts(tracer, 4, 20.0)
     second = tracer.take_unwritten()
     args = (tracer.t0, tracer.columns, tracer.models)
-    whole = TraceColumns.from_records(record_numbers([first, second]), *args)
-    parts = [TraceColumns.from_records(record_numbers([batch]), *args) for batch in (first, second)]
+    whole = TraceColumns.from_records(numbers_of(first, second), *args)
+    parts = [TraceColumns.from_records(numbers_of(batch), *args) for batch in (first, second)]
     glued = joined(parts[0], parts[1], same_session=True)
     assert (glued.lines, glued.sessions, glued.span_s, glued.names) == (whole.lines, 1, whole.span_s, whole.names)
     for name, codes in whole.codes.items():
@@ -252,7 +259,8 @@ def test_the_trace_helper_ignores_another_treadle_in_the_working_directory(tmp_p
 
 
 def test_the_helper_writes_the_lines_the_writer_thread_would_in_order(tmp_path, monkeypatch):
-    """At the end it formats the second half of what it holds in a forked child: the file is the same."""
+    """It formats each batch when the next comes, and the last after it sends the numbers back: the file
+    is what the writer thread would have written."""
     monkeypatch.setattr(tracing, "OFFLOAD_AFTER", 0)
     path = tmp_path / "trace.jsonl"
     tracer = tracing.Tracer(["a", "b"], ["m", None], t0=1.0)

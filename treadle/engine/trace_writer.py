@@ -4,15 +4,15 @@ formats the lines of large runs off the engine's core.
 Formatting a JSON line costs ~1.5 us in Python; on the engine's writer thread it holds the GIL the
 engine loop needs, which made tracing cost 20-40% of a run of cheap cells. For large runs a thread of
 the engine instead sends batches of plain record tuples (one `marshal.dumps` each, a C call) down a
-pipe to this process, which holds them and, when the input ends, sends them back as flat numbers
-(what the run's summary metrics are computed from, so the engine need not parse the lines again) and
-then formats them into trace.jsonl, on two cores (beyond HOLD_BYTES, as it goes, on one).
+pipe to this process, which formats each as it comes (so trace.jsonl stays as current as a small
+run's) and keeps the records as flat numbers. When the input ends it sends those numbers back (what
+the run's summary metrics are computed from, so the engine need not parse the lines again).
 
 The pipes carry frames: a 4-byte little-endian length, then marshalled data. In: first
 `(t0, columns, models)`, then `(seq of the first record, records)` per batch. Out: one frame, the
-list of `record_numbers` of what it held (one part per HOLD_BYTES). At end of input the process
-writes what it holds and exits 0; it stops with 1 and one line on stderr if it cannot write. If the
-engine dies, the pipe ends and everything received is written: traces are not lost with the engine.
+`RecordNumbers.message()` of every record received. At end of input the process writes what is left
+and exits 0; it stops with 1 and one line on stderr if it cannot write. If the engine dies, the pipe
+ends and everything received is written: traces are not lost with the engine.
 """
 
 from __future__ import annotations
@@ -24,14 +24,12 @@ import json
 import marshal
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
 import treadle
 
@@ -58,8 +56,7 @@ _DONE_LINE = (
 _LONGER_THAN_7 = re.compile(b"[^\x07]")
 _LENGTH = struct.Struct("<I")
 _MARSHAL_VERSION = 2
-HOLD_BYTES = 64 << 20
-"""Records held before formatting (~1M attempts): bounds the helper's memory on very long runs."""
+_LINES_PER_WRITE = 2_000
 
 
 def full_record(raw: Record) -> Record:
@@ -113,18 +110,41 @@ def format_lines(
     return "\n".join(lines)
 
 
-def record_numbers(batches: Iterable[tuple[int, Sequence[Record]]]) -> dict[str, Any]:
-    """The records of these batches as plain values marshal carries quickly: their first 7 values as
-    doubles (`numbers`: row, node, attempt, slot, t_ready, t_start, t_end of each, in order) and the
-    rest of the few that have more (`more`: index, values). `TraceColumns.from_records` makes columns
-    of them; this process needs no numpy (importing it costs 0.2 s of CPU, against the run's cells)."""
-    raws = list(itertools.chain.from_iterable(batch for _, batch in batches))
-    lengths = bytes(map(len, raws))
-    more = [(match.start(), raws[match.start()][7:]) for match in _LONGER_THAN_7.finditer(lengths)]
-    heads = [raw[:7] for raw in raws] if more else raws
-    numbers = array.array("d")
-    numbers.fromlist(list(itertools.chain.from_iterable(heads)))  # faster than array("d", iterable)
-    return {"numbers": numbers.tobytes(), "more": more}
+def write_lines(
+    handle: IO[str],
+    first_seq: int,
+    raws: Sequence[Record],
+    t0: float,
+    columns: Sequence[str],
+    models: Sequence[str | None],
+) -> None:
+    """Append the lines of records numbered from `first_seq`, formatted a few thousand at a time: one
+    string per batch (tens of MB) costs as much again in the kernel, mapping fresh memory for it."""
+    for start in range(0, len(raws), _LINES_PER_WRITE):
+        handle.write(format_lines(first_seq + start, raws[start : start + _LINES_PER_WRITE], t0, columns, models))
+
+
+class RecordNumbers:
+    """Records kept as plain values marshal carries quickly: their first 7 values as doubles (`numbers`:
+    row, node, attempt, slot, t_ready, t_start, t_end of each, in order) and the rest of the few that
+    have more (`more`: index, values). `TraceColumns.from_records` makes columns of them; this process
+    needs no numpy (importing it costs 0.2 s of CPU, against the run's cells)."""
+
+    def __init__(self) -> None:
+        self.numbers = array.array("d")
+        self.more: list[tuple[int, Record]] = []
+        self.count = 0
+
+    def add(self, raws: Sequence[Record]) -> None:
+        lengths = bytes(map(len, raws))
+        more = [(match.start(), raws[match.start()][7:]) for match in _LONGER_THAN_7.finditer(lengths)]
+        heads = [raw[:7] for raw in raws] if more else raws
+        self.numbers.fromlist(list(itertools.chain.from_iterable(heads)))  # faster than extend(iterable)
+        self.more.extend((self.count + index, rest) for index, rest in more)
+        self.count += len(raws)
+
+    def message(self) -> dict[str, Any]:
+        return {"numbers": self.numbers.tobytes(), "more": self.more}
 
 
 def _write_frame(stream: IO[bytes], data: bytes) -> None:
@@ -175,15 +195,15 @@ class TraceWriterProcess:
             raise self._failure() from None
 
     def end_input(self) -> None:
-        """No more batches: the helper sends back their numbers, then formats what it holds."""
+        """No more batches: the helper sends back their numbers and writes the last lines."""
         stdin = self._process.stdin
         if stdin is not None and not stdin.closed:
             with contextlib.suppress(BrokenPipeError):  # it stopped early: wait() tells why
                 stdin.close()
 
-    def held_records(self) -> list[dict[str, Any]]:
-        """The numbers of every record sent (`record_numbers` of consecutive parts), once the input has
-        ended, while the helper goes on writing them. OSError if it stopped first."""
+    def held_records(self) -> dict[str, Any]:
+        """The numbers of every record sent (`RecordNumbers.message()`), once the input has ended, while
+        the helper writes the last of them. OSError if it stopped first."""
         self.end_input()
         stdout = self._process.stdout
         assert stdout is not None
@@ -220,10 +240,10 @@ def _frames(stream: IO[bytes]) -> Iterator[bytes]:
         yield data
 
 
-def _send_records(parts: list[dict[str, Any]]) -> None:
+def _send_records(numbers: RecordNumbers) -> None:
     """To the engine, if it is still there to take them (the lines are written either way)."""
     with contextlib.suppress(OSError):
-        _write_frame(sys.stdout.buffer, marshal.dumps(parts))
+        _write_frame(sys.stdout.buffer, marshal.dumps(numbers.message()))
         sys.stdout.close()
 
 
@@ -233,73 +253,26 @@ def main(path: str) -> int:
     if header is None:
         return 0
     t0, columns, models = marshal.loads(header)
-    held: list[bytes] = []
-    held_bytes = 0
-    written: list[dict[str, Any]] = []
-
-    def take_held() -> list[tuple[int, list[Record]]]:
-        batches = [marshal.loads(data) for data in held]
-        held.clear()
-        written.append(record_numbers(batches))
-        return batches
-
-    def write(handle: TextIO, batches: list[tuple[int, list[Record]]]) -> None:
-        for first_seq, raws in batches:
-            handle.write(format_lines(first_seq, raws, t0, columns, models))
-        handle.flush()
-
+    numbers = RecordNumbers()
     try:
         with open(path, "a", encoding="utf-8") as handle:
-            # Batches are held (as received: ~50 bytes a record) and formatted when the input ends: the
-            # run's end, or the engine's death. Formatting as they come would take CPU from the run
-            # while it goes (on 2 cores, 15-35% for cheap cells); past HOLD_BYTES they are written.
+            # Each batch is written when the next one comes (a quarter second later) or the input ends:
+            # then the engine gets the numbers first and computes the run's metrics while the last
+            # lines are written.
+            pending: tuple[int, list[Record]] | None = None
             for data in frames:
-                held.append(data)
-                held_bytes += len(data)
-                if held_bytes > HOLD_BYTES:
-                    write(handle, take_held())
-                    held_bytes = 0
-            batches = take_held()
-            # The numbers first: the engine computes the run's metrics while the lines are formatted.
-            _send_records(written)
-            _write_on_two_cores(handle, batches, write)
+                if pending is not None:
+                    write_lines(handle, *pending, t0, columns, models)
+                    handle.flush()
+                pending = marshal.loads(data)
+                numbers.add(pending[1])
+            _send_records(numbers)
+            if pending is not None:
+                write_lines(handle, *pending, t0, columns, models)
     except OSError as exc:
         print(f"cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _write_on_two_cores(
-    handle: TextIO,
-    batches: list[tuple[int, list[Record]]],
-    write: Callable[[TextIO, list[tuple[int, list[Record]]]], None],
-) -> None:
-    """Write the batches' lines, the second half formatted by a forked child into a temporary file
-    meanwhile: the engine waits for these lines at the end of its run, with a core to spare."""
-    half = len(batches) // 2
-    later = None
-    if half and hasattr(os, "fork"):
-        with contextlib.suppress(OSError):  # no room for it: format them all here
-            later = tempfile.TemporaryFile("w+", encoding="utf-8", dir=os.path.dirname(handle.name))  # noqa: SIM115
-    if later is None:
-        write(handle, batches)
-        return
-    with later:
-        child = os.fork()
-        if child == 0:  # this process holds no threads or locks: forking it is safe
-            try:
-                write(later, batches[half:])
-            except BaseException:
-                os._exit(1)
-            os._exit(0)
-        write(handle, batches[:half])
-        _, status = os.waitpid(child, 0)
-        if status != 0:  # the child could not: format them here
-            write(handle, batches[half:])
-            return
-        later.seek(0)
-        shutil.copyfileobj(later, handle)
-        handle.flush()
 
 
 if __name__ == "__main__":

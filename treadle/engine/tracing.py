@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from treadle.engine.trace_reader import TraceColumns, joined, read_trace
-from treadle.engine.trace_writer import Record, TraceWriterProcess, format_lines, full_record
+from treadle.engine.trace_writer import Record, TraceWriterProcess, full_record, write_lines
 
 TraceStatus = Literal["done", "retry", "failed", "timeout", "cancelled"]
 RING_SIZE = 20_000
@@ -202,7 +202,7 @@ class Tracer:
             self._offload.send(first_seq, raws)
             return
         with open(path, "a", encoding="utf-8") as handle:
-            handle.write(format_lines(first_seq, raws, self.t0, self.columns, self.models))
+            write_lines(handle, first_seq, raws, self.t0, self.columns, self.models)
 
     def finish(self, path: Path) -> None:
         """Hand over what is left (writer thread, end of a run); `wait_written` then waits for the file."""
@@ -217,12 +217,8 @@ class Tracer:
         if self._offload is None:
             return read_trace(path)
         columns = read_trace(path, end=self._offload_from)
-        same_session = self._wrote_before_offload
-        for part in self._offload.held_records():
-            held = TraceColumns.from_records(part, self.t0, self.columns, self.models)
-            columns = joined(columns, held, same_session=same_session)
-            same_session = True
-        return columns
+        held = TraceColumns.from_records(self._offload.held_records(), self.t0, self.columns, self.models)
+        return joined(columns, held, same_session=self._wrote_before_offload)
 
     def wait_written(self) -> None:
         """Wait until trace.jsonl is complete (OSError if the helper process could not write it)."""
