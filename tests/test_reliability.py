@@ -36,6 +36,7 @@ def test_on_failure_default_degrades_the_cell_and_its_dependents_run(tmp_path):
     assert result.output["b"].tolist() == ["0!", "-1!", "20!", "-1!", "40!", "-1!"]
     assert result.summary["cells"]["degraded"] == 3
     assert result.summary["columns"]["a"]["cells"]["degraded"] == 3
+    assert result.summary["rows"] == {"total": 6, "done": 6, "failed": 0, "dropped": 0, "unfinished": 0}
     assert [(f["row"], f["action"]) for f in result.failures] == [(1, "default"), (3, "default"), (5, "default")]
 
 

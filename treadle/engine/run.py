@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import ConfigError, FatalRunError, Problem, StorageError
 from treadle.engine.events import EventBus
@@ -20,7 +22,7 @@ from treadle.engine.generators import build_generators
 from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.loop_health import LoopLag
-from treadle.engine.metrics import NO_TRACE_NOTE, prices_of, summary_metrics
+from treadle.engine.metrics import NO_TRACE_NOTE, percentiles, prices_of, summary_metrics
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn, LoadedPipeline
 from treadle.engine.policy import ErrorWindow, NodePolicy, NoWindow, RetryPolicy
@@ -28,7 +30,7 @@ from treadle.engine.resume import Recovery, RunRecord
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
-from treadle.engine.stats import LimitChanges, percentile
+from treadle.engine.stats import LimitChanges
 from treadle.engine.trace_reader import TraceColumns
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
@@ -364,8 +366,7 @@ class Run:
         for group in scheduler.active_groups():
             rows, states = self._group_contents(group)
             self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
-        dropped = {row for row in range(self.tracker.n_rows) if self.tracker.row_dropped(row)}
-        self.directory.assemble_output(range(self.tracker.n_groups), dropped)
+        self.directory.assemble_output(range(self.tracker.n_groups), self.tracker.dropped_rows())
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
         self.directory.write_failures(f.record() for f in failures)
         if self.loaded.config.run.trace and trace_error is None:  # summary.json's metrics come from it
@@ -385,26 +386,6 @@ class Run:
         if trace_error is not None:
             raise trace_error
 
-    def row_counts(self) -> dict[str, int]:
-        counts = {"total": self.tracker.n_rows, "done": 0, "failed": 0, "dropped": 0, "unfinished": 0}
-        done, failed, blocked, dropped = (
-            CellState.DONE,
-            CellState.FAILED,
-            CellState.BLOCKED,
-            CellState.DROPPED,
-        )
-        for row in range(self.tracker.n_rows):
-            states = set(self.tracker.row_states(row))
-            if dropped in states:
-                counts["dropped"] += 1
-            elif states <= {done}:
-                counts["done"] += 1
-            elif failed in states or blocked in states:
-                counts["failed"] += 1
-            else:
-                counts["unfinished"] += 1
-        return counts
-
     limit_changes: LimitChanges | None = None
     """Every limit's totals over the run: RunController records each change it makes."""
     final_trace: TraceColumns | None = None
@@ -416,16 +397,14 @@ class Run:
         columns: dict[str, Any] = {}
         busy_s = 0.0
         for i, name in enumerate(self.node_names):
-            latencies = sorted(self.scheduler.latencies[i])
-            busy_s += sum(latencies)
+            latencies = np.array(self.scheduler.latencies[i], dtype=np.float64)  # a copy: the run may go on
+            busy_s += float(latencies.sum())
             base = i * len(CellState)
             columns[name] = {
                 "cells": {s.label: self.tracker.counts[base + s] for s in CellState},
                 "latency_s": {
-                    "p50": round(percentile(latencies, 0.5), 6),
-                    "p95": round(percentile(latencies, 0.95), 6),
-                    "p99": round(percentile(latencies, 0.99), 6),
-                    "mean": round(sum(latencies) / len(latencies), 6) if latencies else 0.0,
+                    **percentiles(latencies),
+                    "mean": round(float(latencies.mean()), 6) if len(latencies) else 0.0,
                 },
             }
         join = self.loaded.seed.join
@@ -437,7 +416,7 @@ class Run:
             "pipeline": str(self.loaded.path),
             "pipeline_hash": self.loaded.source_hash,
             "wall_s": round(self.wall_s, 3),
-            "rows": self.row_counts(),
+            "rows": self.tracker.row_outcomes(),
             "cells": {s.label: totals[s] for s in CellState},
             "columns": columns,
             "parallel_efficiency": round(busy_s / self.wall_s, 3) if self.wall_s else 0.0,

@@ -10,6 +10,8 @@ from array import array
 from collections.abc import Sequence
 from enum import IntEnum
 
+import numpy as np
+
 
 class CellState(IntEnum):
     WAITING = 0
@@ -216,6 +218,26 @@ class CellTracker:
 
     def row_dropped(self, row: int) -> bool:
         return self.n_nodes > 0 and self.state[row * self.n_nodes] == _DROPPED
+
+    def row_outcomes(self) -> dict[str, int]:
+        """How many rows are done (every cell done, or degraded: it took its column's default), failed (a
+        cell failed or blocked), dropped, or unfinished."""
+        states = np.frombuffer(bytes(self.state), dtype=np.uint8).reshape(self.n_rows, self.n_nodes)
+        dropped = (states == _DROPPED).any(axis=1)
+        done = ~dropped & ((states == _DONE) | (states == _DEGRADED)).all(axis=1)
+        failed = ~dropped & ~done & ((states == _FAILED) | (states == _BLOCKED)).any(axis=1)
+        n_done, n_failed, n_dropped = int(done.sum()), int(failed.sum()), int(dropped.sum())
+        return {
+            "total": self.n_rows,
+            "done": n_done,
+            "failed": n_failed,
+            "dropped": n_dropped,
+            "unfinished": self.n_rows - n_done - n_failed - n_dropped,
+        }
+
+    def dropped_rows(self) -> set[int]:
+        first_cells = np.frombuffer(bytes(self.state[:: self.n_nodes]), dtype=np.uint8) if self.n_nodes else []
+        return set(np.flatnonzero(np.equal(first_cells, _DROPPED)).tolist())
 
     def row_states(self, row: int) -> bytes:
         base = row * self.n_nodes
