@@ -218,6 +218,25 @@ def test_trace_and_report_commands_read_a_finished_run(tmp_path):
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
 
 
+def test_an_interrupt_right_after_the_serve_address_stops_the_run(tmp_path):
+    """A watcher may stop the run as soon as it has the address, even in a process that started with
+    SIGINT ignored (what a shell does to jobs it starts in the background)."""
+    pipeline = DATA / "cli" / "slow" / "pipeline.yaml"
+    command = [sys.executable, "-m", "treadle.cli", "run", str(pipeline), "--no-ui", "--out", str(tmp_path / "r"),
+               "--serve", "0"]  # fmt: skip
+    proc = subprocess.Popen(
+        ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    next(line for line in proc.stderr if line.startswith("live progress:"))
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["rows"]["done"] < 3000
+
+
 def test_serve_shows_live_progress_over_http(tmp_path):
     import urllib.request
 
