@@ -2,8 +2,9 @@
 
 The hot path stores a plain tuple per attempt; TaskTrace records and JSON lines are made only when
 read or flushed (on a thread of the run, or for large runs in a helper process: `OFFLOAD_AFTER`).
-`NullTracer` records nothing, so the rare paths need no `if tracing:`; the scheduler checks once
-before `done`, the path of every finished cell, which is cheaper than calling a no-op.
+`NullTracer` records nothing, so the rare paths need no `if tracing:`; on the path of every finished
+cell the scheduler checks once (cheaper than calling a no-op) and appends a plain success's record
+itself (`record_plain`, cheaper than calling `done`).
 """
 
 from __future__ import annotations
