@@ -6,7 +6,9 @@ the table shows each one's best run: the machine's noise only ever adds time, so
 runs is the steadiest estimate of what the code costs, and interleaving exposes every runner to the
 same background load. The CPU lines add up this process's and its children's CPU time per runner
 (the helper process that formats a large run's trace.jsonl is a child): the work each one costs,
-which the machine's load moves far less than wall time.
+which the machine's load moves far less than wall time. "engine loop thread CPU" is summary.json's
+`engine_cpu_s`: what tracing costs the thread that runs the cells, without the time it loses to the
+other threads and processes sharing the machine's cores.
 
     python bench/scheduler.py [--rows 100000] [--parallel 64] [--repeat 3]
 """
@@ -70,7 +72,7 @@ def main() -> None:
             ],
             "run": {"row_group_size": 1000, "row_groups_in_flight": 4, "max_parallel": args.parallel},
         }
-        runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        runs: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
         bases: list[float] = []
         cpu: dict[str, list[float]] = {"baseline": [], "off": [], "on": []}
         for attempt in range(args.repeat):
@@ -87,9 +89,9 @@ def main() -> None:
                 total = time.perf_counter() - t0
                 cpu["on" if trace else "off"].append(cpu_s() - c0)
                 assert result.status == "done", result.summary
-                runs[trace].append((result.summary["wall_s"], total))
+                runs[trace].append((result.summary["wall_s"], total, result.summary["engine_cpu_s"]))
         base = min(bases)
-        best = {trace: (min(r[0] for r in runs[trace]), min(r[1] for r in runs[trace])) for trace in runs}
+        best = {trace: tuple(min(column) for column in zip(*runs[trace], strict=True)) for trace in runs}
 
     title = f"{cells:,} no-op async cells ({args.rows:,} rows x 2 columns), parallel {args.parallel}"
     title += f", best of {args.repeat}"
@@ -104,14 +106,14 @@ def main() -> None:
         "1.00x",
     )
     for trace in (False, True):
-        scheduling, total = best[trace]
+        scheduling, total, _ = best[trace]
         label = "tracing on" if trace else "tracing off"
         for name, wall in ((f"treadle, {label} (scheduling)", scheduling), (f"treadle, {label} (with outputs)", total)):
             table.add_row(
                 name, f"{wall:.2f}", f"{wall / cells * 1e6:.1f}", f"{cells / wall:,.0f}", f"{wall / base:.2f}x"
             )
     Console(width=120).print(table)
-    for index, what in ((0, "scheduling wall"), (1, "with outputs")):
+    for index, what in ((0, "scheduling wall"), (1, "with outputs"), (2, "engine loop thread CPU")):
         # Per round (the two runs next to each other share the machine's load at the time), then the median.
         costs = sorted(on[index] / off[index] - 1 for on, off in zip(runs[True], runs[False], strict=True))
         print(

@@ -163,3 +163,16 @@ def test_model_prices_are_validated():
         }
         with pytest.raises(ConfigError, match=problem):
             treadle.load(config, base_dir=PROBE_DIR)
+
+
+def test_engine_cpu_is_the_loop_threads_and_small_when_the_endpoint_bounds_the_run(tmp_path):
+    with SimulatorThread(SimConfig(latency_ms=300)) as url:  # answers in this process, on its own thread
+        config = {
+            "seed": {"path": seed(tmp_path, 8)},
+            "models": {"m": {"model": "sim-model", "base_url": url, "max_parallel": 4}},
+            "columns": [{"name": "a", "kind": "llm", "model": "m", "prompt": "Answer {{ q }}"}],
+        }
+        result = treadle.run(config, base_dir=PROBE_DIR, out=tmp_path / "run")
+    summary = result.summary
+    assert result.status == "done" and summary["wall_s"] >= 0.6  # two rounds of four calls
+    assert 0 < summary["engine_cpu_s"] < 0.5 * summary["wall_s"], summary

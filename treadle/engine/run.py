@@ -188,6 +188,9 @@ class Run:
         self.status: RunStatus = "starting"
         self.message: str | None = None
         self.wall_s = 0.0
+        self.engine_cpu_s = 0.0
+        """CPU time of the engine loop's thread while the cells ran: near wall_s, the engine itself was
+        what bounded the run (cheap cells), not the endpoint."""
         self.summary: dict[str, Any] = {}
 
     def _restore(self, recovery: Recovery) -> set[int]:
@@ -277,7 +280,7 @@ class Run:
 
     async def execute(self) -> None:
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started, cpu_started = loop.time(), time.thread_time()
         self.status = "running"
         self.bus.restart_clock()
         self.tracer.t0 = time.perf_counter()
@@ -313,6 +316,7 @@ class Run:
                 await generator.aclose()
             await self.context_services.aclose()
         self.wall_s = loop.time() - started
+        self.engine_cpu_s = time.thread_time() - cpu_started
         self.status = self._final_status()
         try:
             await loop.run_in_executor(self._writer, self._write_outputs)
@@ -416,6 +420,7 @@ class Run:
             "pipeline": str(self.loaded.path),
             "pipeline_hash": self.loaded.source_hash,
             "wall_s": round(self.wall_s, 3),
+            "engine_cpu_s": round(self.engine_cpu_s, 3),
             "rows": self.tracker.row_outcomes(),
             "cells": {s.label: totals[s] for s in CellState},
             "columns": columns,
