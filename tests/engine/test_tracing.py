@@ -176,8 +176,12 @@ def traced_attempts(tracer: tracing.Tracer, cells: int, t: float) -> None:
     )
 
 
-@pytest.mark.parametrize("offload_after", [None, 0, 5], ids=["writer-thread", "helper-from-start", "helper-takes-over"])
-def test_a_runs_final_trace_columns_are_its_trace_read_back(tmp_path, monkeypatch, offload_after):
+@pytest.mark.parametrize(
+    ("offload_after", "expected_attempts"),
+    [(None, 0), (0, 0), (5, 0), (5, 6)],
+    ids=["writer-thread", "helper-from-start", "helper-takes-over", "helper-from-start-for-a-large-run"],
+)
+def test_a_runs_final_trace_columns_are_its_trace_read_back(tmp_path, monkeypatch, offload_after, expected_attempts):
     """summary.json's metrics come from `final_columns`: for a large run, the helper's own copy of the
     records it writes, joined to the lines written before it took over (earlier sessions included)."""
     path = tmp_path / "trace.jsonl"
@@ -187,9 +191,19 @@ def test_a_runs_final_trace_columns_are_its_trace_read_back(tmp_path, monkeypatc
     earlier.wait_written()
     if offload_after is not None:
         monkeypatch.setattr(tracing, "OFFLOAD_AFTER", offload_after)
-    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=50.0)
+    started: list[TraceWriterProcess] = []
+
+    class CountedWriter(TraceWriterProcess):
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            started.append(self)
+
+    monkeypatch.setattr(tracing, "TraceWriterProcess", CountedWriter)
+    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=50.0, expected_attempts=expected_attempts)
     traced_attempts(tracer, 2, 50.0)  # 5 records: written by the thread unless the helper takes all
     tracer.write(path, tracer.take_unwritten())
+    helper_from_start = tracing.OFFLOAD_AFTER < 5 or expected_attempts > tracing.OFFLOAD_AFTER
+    assert len(started) == helper_from_start
     traced_attempts(tracer, 6, 60.0)
     tracer.finish(path)
     columns = tracer.final_columns(path)

@@ -154,6 +154,7 @@ class Run:
             self.node_names,
             [g.limit_key.removeprefix("model:") if g.limit_key else None for g in self.generators],
             t0=time.perf_counter(),
+            expected_attempts=self.tracker.unfinished,
         )
         self.scheduler = Scheduler(
             tracker=self.tracker,

@@ -54,10 +54,10 @@ class TaskTrace(NamedTuple):
 
 
 OFFLOAD_AFTER = 20_000
-"""Past this many attempts in a run, trace.jsonl lines are formatted by a helper process when the run
-ends (see trace_writer.py) instead of on a thread as they come, where formatting (~1.5 us a line)
-would hold the GIL the engine loop needs: small runs never start a process, large ones pay for their
-trace after their cells."""
+"""Past this many attempts in a run (or from the start, in a run that has more cells to run),
+trace.jsonl lines are formatted by a helper process (see trace_writer.py) instead of on a thread of
+the engine, where formatting (~1.5 us a line) would hold the GIL the engine loop needs: small runs
+never start a process."""
 
 
 def _tokens(usage: object) -> tuple[int | None, int | None]:
@@ -76,8 +76,13 @@ class Tracer:
     Records wait in `_unwritten` until the writer takes them (every quarter second), then stay in the
     ring (the newest RING_SIZE) for UIs."""
 
-    def __init__(self, columns: Sequence[str], models: Sequence[str | None], t0: float) -> None:
+    def __init__(
+        self, columns: Sequence[str], models: Sequence[str | None], t0: float, expected_attempts: int = 0
+    ) -> None:
         self.columns = list(columns)
+        self._helper_from_start = expected_attempts > OFFLOAD_AFTER
+        """A run that will make more attempts than OFFLOAD_AFTER hands its first batch to the helper:
+        its lines need not be read back at the end (only an earlier session's are)."""
         self.models = list(models)
         self.usage_keys = [f"{c}__usage" for c in columns]
         """Per node, the key of the token usage an LLM cell's values carry."""
@@ -195,7 +200,7 @@ class Tracer:
         if not raws:
             return
         self._written += len(raws)
-        if self._offload is None and self._written > OFFLOAD_AFTER:
+        if self._offload is None and (self._written > OFFLOAD_AFTER or self._helper_from_start):
             self._offload_from = path.stat().st_size if path.exists() else 0
             self._wrote_before_offload = self._written > len(raws)
             self._offload = TraceWriterProcess(path, self.t0, self.columns, self.models)
