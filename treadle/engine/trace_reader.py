@@ -259,6 +259,8 @@ def joined(first: TraceColumns, then: TraceColumns, *, same_session: bool) -> Tr
     `first` (more lines of the same run), or as a new session laid after it (a resume)."""
     if not then.lines:
         return first
+    if not first.lines:
+        return then
     continues = same_session and bool(first.session_starts)
     offset = first.session_starts[-1] if continues else first.span_s
     names: dict[str, list[Any]] = {}
