@@ -33,11 +33,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-try:
-    import fcntl
-except ImportError:  # Windows has no fcntl
-    fcntl = None  # type: ignore[assignment]
-
 import treadle
 
 Record = tuple
@@ -64,7 +59,6 @@ _LONGER_THAN_7 = re.compile(b"[^\x07]")
 _LENGTH = struct.Struct("<I")
 _MARSHAL_VERSION = 2
 _LINES_PER_WRITE = 2_000
-_PIPE_BYTES = 1 << 20
 
 
 def full_record(raw: Record) -> Record:
@@ -171,15 +165,6 @@ def _read_frame(stream: IO[bytes]) -> bytes | None:
     return data if len(data) == length else None
 
 
-def _widen(pipe: IO[bytes] | None) -> None:
-    """A pipe of 1 MB where Linux allows it (64 KB by default): a batch or the numbers at the end cross
-    in a few writes instead of one per 64 KB, each a switch between the two processes."""
-    size = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
-    if pipe is not None and size is not None:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(pipe.fileno(), size, _PIPE_BYTES)
-
-
 class TraceWriterProcess:
     """The engine's side: starts the helper, sends it batches, takes their numbers back, waits for it at the end."""
 
@@ -196,8 +181,6 @@ class TraceWriterProcess:
             stderr=subprocess.PIPE,
             env=env,
         )
-        for pipe in (self._process.stdin, self._process.stdout):
-            _widen(pipe)
         self._send(marshal.dumps((t0, list(columns), list(models))))
 
     def send(self, first_seq: int, raws: Sequence[Record]) -> None:
