@@ -462,6 +462,9 @@ def test_print_report_answers_the_questions(python_run, llm_run):
     assert "RetryableCellError" in text and "ValueError" in text
     assert "the endpoint asked to wait (Retry-After) 3 times, 0.03 s in all" in text
     assert "peak cells in flight" in text and "of 4" in text
+    summary = json.loads((python_run / "summary.json").read_text())
+    busy = summary["engine_cpu_s"] / summary["wall_s"]
+    assert f"engine loop busy (its CPU / wall) {busy:.1%}" in " ".join(text.replace("│", " ").split())
     assert "no model calls: nothing to pay for" in text
 
     console = Console(record=True, width=160, color_system=None)

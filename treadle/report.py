@@ -162,6 +162,10 @@ def _sections(m: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], 
         ["peak cells queued", _n(conc["peak_queued"])],
         ["wall time", _s(m["wall_s"])],
     ]
+    summary = m["summary"] or {}
+    if summary.get("engine_cpu_s") is not None and summary.get("wall_s"):
+        # Near 100%, treadle itself bounded the run (very cheap cells), not the endpoint or the cells' waits.
+        rows.append(["engine loop busy (its CPU / wall)", _pct(summary["engine_cpu_s"] / summary["wall_s"])])
     for model, info in m["models"].items():
         model_limit = (info["limit"] or {}).get("total")
         rows.append(
