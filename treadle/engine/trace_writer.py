@@ -59,6 +59,7 @@ _LONGER_THAN_7 = re.compile(b"[^\x07]")
 _LENGTH = struct.Struct("<I")
 _MARSHAL_VERSION = 2
 _LINES_PER_WRITE = 2_000
+_BATCHES_AHEAD = 8
 
 
 def full_record(raw: Record) -> Record:
@@ -255,7 +256,8 @@ def main(path: str) -> int:
     if header is None:
         return 0
     t0, columns, models = marshal.loads(header)
-    batches: queue.SimpleQueue[tuple[int, list[Record]] | None] = queue.SimpleQueue()
+    # Bounded: if lines cannot be written as fast as batches come, the pipe holds the engine back.
+    batches: queue.Queue[tuple[int, list[Record]] | None] = queue.Queue(maxsize=_BATCHES_AHEAD)
 
     def take_input() -> None:
         # A thread of its own, so the numbers go back the moment the input ends (the engine waits for
