@@ -204,7 +204,7 @@ class TraceWriterProcess:
             with contextlib.suppress(BrokenPipeError):  # it stopped early: wait() tells why
                 stdin.close()
 
-    def held_records(self) -> dict[str, Any]:
+    def record_numbers(self) -> dict[str, Any]:
         """The numbers of every record sent (`RecordNumbers.message()`), once the input has ended, while
         the helper writes the last of them. OSError if it stopped first."""
         self.end_input()

@@ -223,7 +223,7 @@ class Tracer:
         if self._offload is None:
             return read_trace(path)
         columns = read_trace(path, end=self._offload_from)
-        held = TraceColumns.from_records(self._offload.held_records(), self.t0, self.columns, self.models)
+        held = TraceColumns.from_records(self._offload.record_numbers(), self.t0, self.columns, self.models)
         return joined(columns, held, same_session=self._wrote_before_offload)
 
     def wait_written(self) -> None:
