@@ -191,7 +191,7 @@ class TraceColumns:
         cls, held: Mapping[str, Any], t0: float, columns: Sequence[str], models: Sequence[str | None]
     ) -> TraceColumns:
         """The columns of one session's records as the trace helper sends them back
-        (`trace_writer.record_numbers`): what reading back the lines it writes would give."""
+        (`trace_writer.RecordNumbers.message()`): what reading back the lines it writes would give."""
         numbers = np.frombuffer(held["numbers"], dtype=np.float64).reshape(-1, 7)
         node = numbers[:, 1].astype(np.intp)
         codes = {name: ValueCodes() for name in STRING_FIELDS}
