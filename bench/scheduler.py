@@ -64,14 +64,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         seed = Path(tmp) / "seed.parquet"
         pd.DataFrame({"id": range(args.rows)}).to_parquet(seed)
-        config = {
-            "seed": {"path": str(seed)},
-            "columns": [
-                {"name": "first", "kind": "python", "function": "noop_cols:first"},
-                {"name": "second", "kind": "python", "function": "noop_cols:second", "depends_on": ["first"]},
-            ],
-            "run": {"row_group_size": 1000, "row_groups_in_flight": 4, "max_parallel": args.parallel},
-        }
         runs: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
         bases: list[float] = []
         cpu: dict[str, list[float]] = {"baseline": [], "off": [], "on": []}
@@ -82,8 +74,7 @@ def main() -> None:
             bases.append(time.perf_counter() - t0)
             cpu["baseline"].append(cpu_s() - c0)
             for trace in (False, True) if attempt % 2 == 0 else (True, False):  # neither always goes second
-                config["run"]["trace"] = trace
-                loaded = treadle.load(config, base_dir=HERE)
+                loaded = treadle.load(noop_cols.pipeline(str(seed), args.parallel, trace), base_dir=HERE)
                 t0, c0 = time.perf_counter(), cpu_s()
                 result = treadle.run(loaded, out=Path(tmp) / f"run-{trace}-{attempt}")
                 total = time.perf_counter() - t0

@@ -16,7 +16,7 @@ from treadle.engine.errors import StorageError
 from treadle.engine.metrics import summary_metrics
 from treadle.engine.run import RunOptions
 from treadle.engine.trace_reader import TraceColumns, joined, read_trace
-from treadle.engine.trace_writer import RecordNumbers, TraceWriterProcess, format_lines
+from treadle.engine.trace_writer import Batch, RecordNumbers, TraceWriterProcess, format_lines
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 
@@ -110,6 +110,30 @@ def test_traces_cell_detail_and_summary_from_a_live_run(tmp_path, probe):
     result = controller.wait(30)
     assert result.summary["rows"] == live["rows"]
     assert result.summary["cells"] == live["cells"]
+
+
+def test_the_ring_holds_the_newest_taken_attempts_and_all_not_taken(monkeypatch):
+    """UIs read the newest RING_SIZE attempts the writer took and every one it has not, by seq; the run
+    times of successful cells (summary.json's latencies) come from the attempts taken."""
+    monkeypatch.setattr(tracing, "RING_SIZE", 5)
+    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=0.0)
+    for batch_size in (3, 4, 6):
+        for _ in range(batch_size):
+            row = tracer.seq  # seq n is row n - 1
+            tracer.done(row, row % 2, 1, 0, row, row + 0.5, row + 1, {})
+        tracer.take_unwritten()
+    tracer.record(13, 1, 1, 0, 13, 13.5, 14, "retry", TimeoutError("slow"), "took too long")
+    tracer.record(13, 0, 1, 0, 13, 13.1, 13.2, "done", child=("judge", None))
+    tracer.done(13, 1, 2, 0, 14, 14.5, 15, {})
+    assert [t.seq for t in tracer.traces_of(tracer.held())] == list(range(9, 17))
+    assert [(t.seq, t.row, t.column) for t in tracer.since(13)] == [(14, 13, "b"), (15, 13, "a:llm"), (16, 13, "b")]
+    assert tracer.since(16) == []
+    assert [(t.attempt, t.status) for t in tracer.recent_for(13, 1)] == [(1, "retry"), (2, "done")]
+    assert [(t.seq, t.t_start, t.t_end) for t in tracer.recent_for(10, 0)] == [(11, 10.5, 11.0)]
+    assert tracer.recent_for(2, 0) == []  # no longer held
+    assert [list(latencies) for latencies in tracer.latencies] == [[0.5] * 7, [0.5] * 6]
+    tracer.take_unwritten()
+    assert [list(latencies) for latencies in tracer.latencies] == [[0.5] * 7, [0.5] * 7]
 
 
 def test_tracing_can_be_turned_off(tmp_path, probe):
@@ -228,10 +252,10 @@ def test_a_runs_final_trace_columns_are_its_trace_read_back(tmp_path, monkeypatc
     assert {t["retry_after_s"] for t in lines if t["status"] == "done"} == {None}
 
 
-def numbers_of(*batches: tuple[int, list]) -> dict:
+def numbers_of(*batches: Batch) -> dict:
     numbers = RecordNumbers()
-    for _, raws in batches:
-        numbers.add(raws)
+    for batch in batches:
+        numbers.add(batch)
     return numbers.message()
 
 
@@ -281,9 +305,9 @@ def test_the_helper_writes_the_lines_the_writer_thread_would_in_order(tmp_path, 
     expected = []
     for batch in range(5):
         traced_attempts(tracer, 3 + batch, 10.0 * batch)
-        first_seq, raws = tracer.take_unwritten()
-        expected.append(format_lines(first_seq, raws, tracer.t0, tracer.columns, tracer.models))
-        tracer.write(path, (first_seq, raws))
+        taken = tracer.take_unwritten()
+        expected.append(format_lines(taken, tracer.t0, tracer.columns, tracer.models))
+        tracer.write(path, taken)
     tracer.finish(path)
     assert tracer.final_columns(path).lines == sum(3 + b + 3 for b in range(5))
     tracer.wait_written()

@@ -23,6 +23,7 @@ from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, recover
 from treadle.engine.run import Run, RunOptions, RunStatus, create_run_dir, new_run_dir
 from treadle.engine.stats import LimitChanges
+from treadle.engine.trace_writer import Batch
 from treadle.engine.tracing import TaskTrace
 from treadle.engine.tracker import N_STATES, TERMINAL, CellState
 
@@ -366,16 +367,16 @@ class RunController:
         if run.status in ("done", "failed", "interrupted"):  # writing the run directory: summary.json next
             self._done.wait(_COMMAND_TIMEOUT_S)
 
-        def take() -> tuple[dict[str, Any], list[Any], int]:
-            return run.build_summary(), run.tracer.recent(), run.tracer.seq
+        def take() -> tuple[dict[str, Any], list[Batch], int]:
+            return run.build_summary(), run.tracer.held(), run.tracer.seq
 
         taken = self._call(take)
         if taken is None:  # the run has ended
             return run.summary or run.build_summary()
-        summary, raws, attempts = taken
+        summary, held, attempts = taken
         if "metrics" not in summary:
             prices = prices_of(self.loaded.config.models)
-            records = [run.tracer.trace(seq, raw)._asdict() for seq, raw in raws]
+            records = [trace._asdict() for trace in run.tracer.traces_of(held)]
             summary["metrics"] = live_metrics(self.run_dir, summary, prices, records, attempts, self.bus.elapsed())
         return summary
 

@@ -94,6 +94,7 @@ class Scheduler:
         """Checked before recording a finished cell: cheaper than a call to NullTracer.done."""
         self._usage_keys = tracer.usage_keys
         self._trace_plain = tracer.record_plain
+        self._pack = tracer.pack
         self.journal = journal
         self._free_lanes: list[int] = []
         self._next_lane = 0
@@ -127,7 +128,7 @@ class Scheduler:
         self._writes: set[asyncio.Task[None]] = set()
         self.attempts: dict[int, int] = {}
         self.failures: dict[int, CellFailure] = {}
-        self.latencies = [array("d") for _ in self.generators]
+        self.latencies = tracer.latencies if self._tracing else [array("d") for _ in self.generators]
         self.paused = False
         self.stopping = False
         self.fatal: FatalRunError | None = None
@@ -348,13 +349,14 @@ class Scheduler:
             if error is None:
                 assert values is not None
                 row.update(values)
-                self.latencies[node].append(ended - started)
                 if self._tracing:  # Tracer.done inlined: a method call is a third of tracing's cost per cell
-                    attempt = self.attempts.get(cell, 0) + 1
+                    attempt = self.attempts.get(cell, 0) + 1 if self.attempts else 1
                     if self._usage_keys[node] in values:
                         self.tracer.done(row_index, node, attempt, lane, t_ready, started, ended, values)
                     else:
-                        self._trace_plain((row_index, node, attempt, lane, t_ready, started, ended))
+                        self._trace_plain(self._pack(row_index, node, attempt, lane, t_ready, started, ended))
+                else:  # while tracing, the tracer takes latencies from its records
+                    self.latencies[node].append(ended - started)
                 self.journal.done(row_index, node, values)
                 self._error_window.attempts += 1
                 ready = tracker.complete(cell)

@@ -136,6 +136,11 @@ def _encode(codes: ValueCodes, array: pa.Array) -> np.ndarray:
 
 
 STRING_FIELDS = ("column", "model", "parent", "status", "error_class")
+HEAD_DTYPE = np.dtype(
+    [(name, np.int64) for name in ("row", "node", "attempt", "slot")]
+    + [(name, np.float64) for name in ("t_ready", "t_start", "t_end")]
+)
+"""A packed record head (`trace_writer.HEAD`) as numpy reads it."""
 _SCHEMA = pa.schema(
     [
         ("seq", pa.int64()),
@@ -192,8 +197,8 @@ class TraceColumns:
     ) -> TraceColumns:
         """The columns of one session's records as the trace helper sends them back
         (`trace_writer.RecordNumbers.message()`): what reading back the lines it writes would give."""
-        numbers = np.frombuffer(held["numbers"], dtype=np.float64).reshape(-1, 7)
-        node = numbers[:, 1].astype(np.intp)
+        numbers = np.frombuffer(held["heads"], dtype=HEAD_DTYPE)
+        node = numbers["node"].astype(np.intp)
         codes = {name: ValueCodes() for name in STRING_FIELDS}
         per_node = {
             "column": [codes["column"].code(c) for c in columns],
@@ -221,15 +226,14 @@ class TraceColumns:
         names: dict[str, list[Any]] = {}
         for name in STRING_FIELDS:
             coded[name], names[name] = _in_order_of_appearance(coded[name], codes[name].values)
-        times = np.round(numbers[:, 4:7] - t0, 6)  # as written in trace.jsonl
-        t_end = np.ascontiguousarray(times[:, 2])
+        t_end = np.round(numbers["t_end"] - t0, 6)  # as written in trace.jsonl
         return cls(
             names=names,
             codes=coded,
-            t_ready=np.ascontiguousarray(times[:, 0]),
-            t_start=np.ascontiguousarray(times[:, 1]),
+            t_ready=np.round(numbers["t_ready"] - t0, 6),
+            t_start=np.round(numbers["t_start"] - t0, 6),
             t_end=t_end,
-            slot=numbers[:, 3].astype(np.int64),
+            slot=numbers["slot"].copy(),
             has_slot=np.ones(len(numbers), dtype=bool),
             tokens_in=tokens[0],
             tokens_out=tokens[1],

@@ -3,48 +3,51 @@ formats the lines of large runs off the engine's core.
 
 Formatting a JSON line costs ~1.5 us in Python; on the engine's writer thread it holds the GIL the
 engine loop needs, which made tracing cost 20-40% of a run of cheap cells. For large runs a thread of
-the engine instead sends batches of plain record tuples (one `marshal.dumps` each, a C call) down a
-pipe to this process, which formats each as it comes (so trace.jsonl stays as current as a small
-run's) and keeps the records as flat numbers. When the input ends it sends those numbers back (what
-the run's summary metrics are computed from, so the engine need not parse the lines again).
+the engine instead sends each `Batch` of records (packed numbers, one `marshal.dumps`) down a pipe to
+this process, which formats it as it comes (so trace.jsonl stays as current as a small run's) and keeps
+the numbers. When the input ends it sends them all back (what the run's summary metrics are computed
+from, so the engine need not parse the lines again).
 
 The pipes carry frames: a 4-byte little-endian length, then marshalled data. In: first
-`(t0, columns, models)`, then `(seq of the first record, records)` per batch. Out: one frame, the
-`RecordNumbers.message()` of every record received. At end of input the process writes what is left
-and exits 0; it stops with 1 and one line on stderr if it cannot write. If the engine dies, the pipe
-ends and everything received is written: traces are not lost with the engine.
-"""
+`(t0, columns, models)`, then `Batch.message()` per batch. Out: one frame, the `RecordNumbers.message()`
+of every record received. At end of input the process writes what is left and exits 0; it stops with 1
+and one line on stderr if it cannot write. If the engine dies, the pipe ends and everything received is
+written: traces are not lost with the engine."""
 
 from __future__ import annotations
 
-import array
 import contextlib
-import itertools
 import json
 import marshal
 import os
 import queue
-import re
 import struct
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import treadle
 
-Record = tuple
-"""(row, node, attempt, slot, t_ready, t_start, t_end, status, error_class, message, tokens_in,
-tokens_out, child_model, retry_after): plain values only, so a batch marshals in one C call.
-`child_model` is None for a cell's own attempt, or the model of a call made from inside the cell
-(ctx.llm); `retry_after` the endpoint's Retry-After honoured before the next attempt, or None. A
-record's `seq` is its position: the n-th record made has seq n.
+Rest = tuple
+"""(status, error_class, message, tokens_in, tokens_out, child_model, retry_after) of an attempt that is
+not a plain success. `child_model` is None for a cell's own attempt, or the model of a call made from
+inside the cell (ctx.llm); `retry_after` the endpoint's Retry-After honoured before the next attempt."""
+DONE_REST: Rest = ("done", None, None, None, None, None, None)
+"""The rest of a plain success: most attempts (cells that succeed without token counts)."""
 
-The attempts of most cells succeed without token counts: their record stops after `t_end` (7 values,
-the rest is `DONE_REST`): cheaper to make, marshal and format."""
-DONE_REST = ("done", None, None, None, None, None, None)
+Record = tuple
+"""An attempt as one tuple, (row, node, attempt, slot, t_ready, t_start, t_end, *rest): 14 plain values."""
+
+HEAD = struct.Struct("@4q3d")
+"""The first 7 values of every record, packed: row, node, attempt, slot, t_ready, t_start, t_end (perf_counter
+seconds). Native byte order: records never leave this machine. Packing one costs the engine about half
+what a tuple did, counting the tuple's later marshalling, collection and freeing; a batch of them is
+one bytes object."""
+
 
 _LINE = (
     '{"seq":%d,"row":%d,%s,"attempt":%d,"slot":%d,"t_ready":%.6f,"t_start":%.6f,"t_end":%.6f,'
@@ -55,35 +58,66 @@ _DONE_LINE = (
     '"status":"done","error_class":null,"message":null,"tokens_in":null,"tokens_out":null,"parent":null,'
     '"retry_after_s":null}'
 )
-_LONGER_THAN_7 = re.compile(b"[^\x07]")
 _LENGTH = struct.Struct("<I")
-_MARSHAL_VERSION = 2
 _LINES_PER_WRITE = 2_000
 _BATCHES_AHEAD = 8
 
 
-def full_record(raw: Record) -> Record:
-    """A record with all its 13 values."""
-    return raw if len(raw) > 7 else raw + DONE_REST
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Records numbered from `first_seq` (a record's seq is its position: the n-th record made has seq
+    n): their heads one after another and, for the few that are not plain successes, their rest by
+    index in the batch."""
+
+    first_seq: int
+    heads: bytes
+    more: list[tuple[int, Rest]]
+
+    @property
+    def count(self) -> int:
+        return len(self.heads) // HEAD.size
+
+    def message(self) -> tuple[int, bytes, list[tuple[int, Rest]]]:
+        """What marshal carries to the helper (one C call: bytes and a short list)."""
+        return self.first_seq, self.heads, self.more
+
+    def slice(self, start: int, stop: int | None = None) -> Batch:
+        """The records from index `start` to `stop`, as a batch of their own."""
+        stop = self.count if stop is None else min(stop, self.count)
+        if start <= 0 and stop == self.count:
+            return self
+        more = [(index - start, rest) for index, rest in self.more if start <= index < stop]
+        return Batch(self.first_seq + start, self.heads[start * HEAD.size : stop * HEAD.size], more)
+
+    def tail(self, n: int) -> Batch:
+        """The last `n` records."""
+        return self.slice(max(self.count - n, 0))
+
+    def records(self) -> list[tuple[int, Record]]:
+        """(seq, record) of each."""
+        rest_of = dict(self.more)
+        return [
+            (self.first_seq + index, head + rest_of.get(index, DONE_REST))
+            for index, head in enumerate(HEAD.iter_unpack(self.heads))
+        ]
 
 
-def format_lines(
-    first_seq: int, raws: Sequence[Record], t0: float, columns: Sequence[str], models: Sequence[str | None]
-) -> str:
-    """trace.jsonl lines for records numbered from `first_seq` (each line ends with a newline),
-    formatted without building dicts."""
+def format_lines(batch: Batch, t0: float, columns: Sequence[str], models: Sequence[str | None]) -> str:
+    """trace.jsonl lines of the batch's records (each line ends with a newline), formatted without
+    building dicts."""
     node_json = [f'"column":{json.dumps(c)},"model":{json.dumps(m)}' for c, m in zip(columns, models, strict=True)]
     dumps = json.dumps
+    rest_of = dict(batch.more)
     lines = []
-    for seq, raw in enumerate(raws, first_seq):
-        if len(raw) == 7:
-            row, node, attempt, slot, t_ready, t_start, t_end = raw
+    for index, (row, node, attempt, slot, t_ready, t_start, t_end) in enumerate(HEAD.iter_unpack(batch.heads)):
+        rest = rest_of.get(index)
+        seq = batch.first_seq + index
+        if rest is None:
             lines.append(
                 _DONE_LINE % (seq, row, node_json[node], attempt, slot, t_ready - t0, t_start - t0, t_end - t0)
             )
             continue
-        row, node, attempt, slot, t_ready, t_start, t_end = raw[:7]
-        status, error_class, message, t_in, t_out, child, retry_after = raw[7:]
+        status, error_class, message, t_in, t_out, child, retry_after = rest
         if child is None:
             node_part, parent = node_json[node], "null"
         else:
@@ -113,41 +147,30 @@ def format_lines(
     return "\n".join(lines)
 
 
-def write_lines(
-    handle: IO[str],
-    first_seq: int,
-    raws: Sequence[Record],
-    t0: float,
-    columns: Sequence[str],
-    models: Sequence[str | None],
-) -> None:
-    """Append the lines of records numbered from `first_seq`, formatted a few thousand at a time: one
-    string per batch (tens of MB) costs as much again in the kernel, mapping fresh memory for it."""
-    for start in range(0, len(raws), _LINES_PER_WRITE):
-        handle.write(format_lines(first_seq + start, raws[start : start + _LINES_PER_WRITE], t0, columns, models))
+def write_lines(handle: IO[str], batch: Batch, t0: float, columns: Sequence[str], models: Sequence[str | None]) -> None:
+    """Append the batch's lines, formatted a few thousand at a time: one string per batch (tens of MB)
+    costs as much again in the kernel, mapping fresh memory for it."""
+    for start in range(0, batch.count, _LINES_PER_WRITE):
+        handle.write(format_lines(batch.slice(start, start + _LINES_PER_WRITE), t0, columns, models))
 
 
 class RecordNumbers:
-    """Records kept as plain values marshal carries quickly: their first 7 values as doubles (`numbers`:
-    row, node, attempt, slot, t_ready, t_start, t_end of each, in order) and the rest of the few that
-    have more (`more`: index, values). `TraceColumns.from_records` makes columns of them; this process
-    needs no numpy (importing it costs 0.2 s of CPU, against the run's cells)."""
+    """Every record received, as the engine packed them (`heads`) plus the rest of the few that have
+    more (`more`: index among all received, rest). `TraceColumns.from_records` makes columns of them;
+    this process needs no numpy (importing it costs 0.2 s of CPU, against the run's cells)."""
 
     def __init__(self) -> None:
-        self.numbers = array.array("d")
-        self.more: list[tuple[int, Record]] = []
+        self.heads = bytearray()
+        self.more: list[tuple[int, Rest]] = []
         self.count = 0
 
-    def add(self, raws: Sequence[Record]) -> None:
-        lengths = bytes(map(len, raws))
-        more = [(match.start(), raws[match.start()][7:]) for match in _LONGER_THAN_7.finditer(lengths)]
-        heads = [raw[:7] for raw in raws] if more else raws
-        self.numbers.fromlist(list(itertools.chain.from_iterable(heads)))  # faster than extend(iterable)
-        self.more.extend((self.count + index, rest) for index, rest in more)
-        self.count += len(raws)
+    def add(self, batch: Batch) -> None:
+        self.heads += batch.heads
+        self.more.extend((self.count + index, rest) for index, rest in batch.more)
+        self.count += batch.count
 
     def message(self) -> dict[str, Any]:
-        return {"numbers": self.numbers.tobytes(), "more": self.more}
+        return {"heads": bytes(self.heads), "more": self.more}
 
 
 def _write_frame(stream: IO[bytes], data: bytes) -> None:
@@ -184,10 +207,8 @@ class TraceWriterProcess:
         )
         self._send(marshal.dumps((t0, list(columns), list(models))))
 
-    def send(self, first_seq: int, raws: Sequence[Record]) -> None:
-        # Version 2: without the back-references of later versions, which look up every value in a
-        # table: 4x faster for these flat tuples, and this runs against the engine loop for the GIL.
-        self._send(marshal.dumps((first_seq, list(raws)), _MARSHAL_VERSION))
+    def send(self, batch: Batch) -> None:
+        self._send(marshal.dumps(batch.message()))
 
     def _send(self, data: bytes) -> None:
         stdin = self._process.stdin
@@ -257,15 +278,15 @@ def main(path: str) -> int:
         return 0
     t0, columns, models = marshal.loads(header)
     # Bounded: if lines cannot be written as fast as batches come, the pipe holds the engine back.
-    batches: queue.Queue[tuple[int, list[Record]] | None] = queue.Queue(maxsize=_BATCHES_AHEAD)
+    batches: queue.Queue[Batch | None] = queue.Queue(maxsize=_BATCHES_AHEAD)
 
     def take_input() -> None:
         # A thread of its own, so the numbers go back the moment the input ends (the engine waits for
         # them to write summary.json) even while lines are being written.
         numbers = RecordNumbers()
         for data in frames:
-            batch = marshal.loads(data)
-            numbers.add(batch[1])
+            batch = Batch(*marshal.loads(data))
+            numbers.add(batch)
             batches.put(batch)
         _send_records(numbers)
         batches.put(None)
@@ -274,7 +295,7 @@ def main(path: str) -> int:
     try:
         with open(path, "a", encoding="utf-8") as handle:
             while (batch := batches.get()) is not None:
-                write_lines(handle, *batch, t0, columns, models)
+                write_lines(handle, batch, t0, columns, models)
                 handle.flush()
     except OSError as exc:
         print(f"cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
