@@ -1,23 +1,27 @@
 """What tracing costs the engine per cell, counted rather than timed: instructions and simulated cache
-misses under valgrind's cachegrind, tracing off and on (needs valgrind: `apt install valgrind`).
+misses under valgrind (callgrind with its cache simulator), tracing off and on (needs valgrind:
+`apt install valgrind`).
 
 bench/scheduler.py times the same pipeline, but on a shared 2-core machine identical runs differ by
 20% and more; counts repeat to a fraction of a percent. Each number is per cell, from the difference
 between runs of `--rows` and twice as many rows, so starting the process (imports, the trace helper)
-cancels out; what the end of a run does per cell (outputs, summary metrics) stays in. "est. cycles" is
-KCachegrind's estimate: instructions + 10 x first-level misses + 100 x last-level misses.
+cancels out. As in bench/scheduler.py, "scheduling" is the run up to its last cell and "with outputs"
+adds writing the run directory (output.parquet, summary.json with its metrics, the end of
+trace.jsonl): callgrind dumps its counts at that point (`--dump-before` a call the child makes there).
+"est. cycles" is KCachegrind's estimate: instructions + 10 x first-level misses + 100 x last-level
+misses.
 
-Under cachegrind the engine runs ~50x slower, so its timers (work slices, a trace batch every quarter
+Under valgrind the engine runs ~50x slower, so its timers (work slices, a trace batch every quarter
 second, the loop-lag probe, the timeout watchdog) are stretched by `--stretch`: per cell it then does
 what it does natively (a trace batch of ~40,000 records, not ~800). The trace helper process runs
 natively and is not counted: it formats trace.jsonl on the other core.
 
-    python bench/tracing_cost.py [--rows 20000] [--stretch 50]
-"""
+    python bench/tracing_cost.py [--rows 20000] [--stretch 50]"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -48,42 +52,64 @@ def stretch_timers(factor: float) -> None:
 
 
 def run_once(rows: int, trace: bool, out: Path, stretch: float) -> None:
-    """The child: one run of the benches' pipeline (under cachegrind)."""
+    """The child: one run of the benches' pipeline (under callgrind)."""
     import pandas as pd
 
     sys.path.insert(0, str(HERE))
     import noop_cols
 
     import treadle
+    from treadle.engine.run import Run
 
     stretch_timers(stretch)
+    write_outputs = Run._write_outputs
+
+    def marked(self: Run) -> None:
+        os.getppid()  # callgrind dumps the counts so far here: the end of "scheduling"
+        write_outputs(self)
+
+    Run._write_outputs = marked
     seed = out / "seed.parquet"
     pd.DataFrame({"id": range(rows)}).to_parquet(seed)
     result = treadle.run(treadle.load(noop_cols.pipeline(str(seed), 64, trace), base_dir=HERE), out=out / "run")
     assert result.status == "done", result.summary
 
 
-def counted(rows: int, trace: bool, stretch: float, tmp: Path) -> dict[str, int]:
-    """Cachegrind's totals for one child run: instructions, L1 and last-level misses."""
-    name = f"{rows}-{'on' if trace else 'off'}"
-    out = tmp / name
-    out.mkdir()
-    counts = tmp / f"{name}.cachegrind"
-    child = [sys.executable, __file__, "--child", str(rows), "on" if trace else "off", str(out), str(stretch)]
-    subprocess.run(
-        ["valgrind", "--tool=cachegrind", "--cache-sim=yes", f"--cachegrind-out-file={counts}", *child],
-        check=True,
-        capture_output=True,
-    )
-    lines = counts.read_text().splitlines()
+def _totals(path: Path) -> dict[str, int]:
+    lines = path.read_text().splitlines()
     names = next(line for line in lines if line.startswith("events:")).split()[1:]
-    numbers = next(line for line in lines if line.startswith("summary:")).split()[1:]
+    numbers = next(line for line in lines if line.startswith("totals:")).split()[1:]
     values = dict(zip(names, map(int, numbers), strict=True))
     return {
         "Ir": values["Ir"],
-        "D1": values["D1mr"] + values["D1mw"] + values["I1mr"],
-        "LL": values["DLmr"] + values["DLmw"] + values["ILmr"],
+        "D1": values["I1mr"] + values["D1mr"] + values["D1mw"],
+        "LL": values["ILmr"] + values["DLmr"] + values["DLmw"],
     }
+
+
+def counted(rows: int, trace: bool, stretch: float, tmp: Path) -> dict[str, dict[str, int]]:
+    """Callgrind's totals for one child run, up to its last cell ("scheduling") and in all."""
+    name = f"{rows}-{'on' if trace else 'off'}"
+    out = tmp / name
+    out.mkdir()
+    counts = tmp / f"{name}.callgrind"
+    child = [sys.executable, __file__, "--child", str(rows), "on" if trace else "off", str(out), str(stretch)]
+    subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--cache-sim=yes",
+            "--dump-before=os_getppid",
+            f"--callgrind-out-file={counts}",
+            *child,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    parts = sorted(tmp.glob(f"{name}.callgrind*"))
+    assert len(parts) == 2, f"expected the counts in two parts, got {[p.name for p in parts]}"
+    scheduling, rest = _totals(Path(f"{counts}.1")), _totals(counts)
+    return {"scheduling": scheduling, "with outputs": {e: scheduling[e] + rest[e] for e in EVENTS}}
 
 
 def main() -> None:
@@ -101,19 +127,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:  # one child per core
         totals = dict(zip(runs, pool.map(lambda run: counted(*run, args.stretch, Path(tmp)), runs), strict=True))
     cells = 2 * args.rows  # the extra rows' cells: 2 columns each
-    per_cell = {
-        trace: {e: (totals[2 * args.rows, trace][e] - totals[args.rows, trace][e]) / cells for e in EVENTS}
-        for trace in (False, True)
-    }
-    for counts in per_cell.values():
-        counts["cycles"] = counts["Ir"] + 10 * counts["D1"] + 100 * counts["LL"]
 
-    table = Table(title=f"Per no-op cell under cachegrind ({args.rows:,} vs {2 * args.rows:,} rows x 2 columns)")
-    for header in ("count", "tracing off", "tracing on", "cost of tracing"):
+    def per_cell(phase: str, trace: bool) -> dict[str, float]:
+        more, fewer = totals[2 * args.rows, trace][phase], totals[args.rows, trace][phase]
+        counts = {e: (more[e] - fewer[e]) / cells for e in EVENTS}
+        counts["cycles"] = counts["Ir"] + 10 * counts["D1"] + 100 * counts["LL"]
+        return counts
+
+    title = f"Per no-op cell, counted under valgrind ({args.rows:,} vs {2 * args.rows:,} rows x 2 columns)"
+    table = Table(title=title)
+    for header in ("phase", "count", "tracing off", "tracing on", "cost of tracing"):
         table.add_column(header, justify="right")
-    for event, label in (*EVENTS.items(), ("cycles", "est. cycles")):
-        off, on = per_cell[False][event], per_cell[True][event]
-        table.add_row(label, f"{off:,.1f}", f"{on:,.1f}", f"{on / off - 1:+.1%}")
+    for phase in ("scheduling", "with outputs"):
+        off, on = per_cell(phase, False), per_cell(phase, True)
+        for event, label in (*EVENTS.items(), ("cycles", "est. cycles")):
+            table.add_row(phase, label, f"{off[event]:,.1f}", f"{on[event]:,.1f}", f"{on[event] / off[event] - 1:+.1%}")
+        table.add_section()
     Console(width=120).print(table)
 
 
