@@ -8,7 +8,8 @@ same background load. The CPU lines add up this process's and its children's CPU
 (the helper process that formats a large run's trace.jsonl is a child): the work each one costs,
 which the machine's load moves far less than wall time. "engine loop thread CPU" is summary.json's
 `engine_cpu_s`: what tracing costs the thread that runs the cells, without the time it loses to the
-other threads and processes sharing the machine's cores.
+other threads and processes sharing the machine's cores. bench/tracing_cost.py counts the same
+pipeline's instructions and cache misses under valgrind instead: counts that repeat run to run.
 
     python bench/scheduler.py [--rows 100000] [--parallel 64] [--repeat 3]
 """

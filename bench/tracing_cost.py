@@ -3,13 +3,15 @@ misses under valgrind (callgrind with its cache simulator), tracing off and on (
 `apt install valgrind`).
 
 bench/scheduler.py times the same pipeline, but on a shared 2-core machine identical runs differ by
-20% and more; counts repeat to a fraction of a percent. Each number is per cell, from the difference
-between runs of `--rows` and twice as many rows, so starting the process (imports, the trace helper)
-cancels out. As in bench/scheduler.py, "scheduling" is the run up to its last cell and "with outputs"
-adds writing the run directory (output.parquet, summary.json with its metrics, the end of
-trace.jsonl): callgrind dumps its counts at that point (`--dump-before` a call the child makes there).
-"est. cycles" is KCachegrind's estimate: instructions + 10 x first-level misses + 100 x last-level
-misses.
+20% and more. Counts move far less: by about 1% between identical runs (the engine's timers and
+threads still see the clock), which moves the cost of tracing below by about 2 points.
+
+Each number is per cell, from the difference between runs of `--rows` and twice as many rows, so
+starting the process (imports, the trace helper) cancels out. As in bench/scheduler.py, "scheduling"
+is the run up to its last cell and "with outputs" adds writing the run directory (output.parquet,
+summary.json with its metrics, the end of trace.jsonl): callgrind dumps its counts at that point
+(`--dump-before` a call the child makes there). "est. cycles" is KCachegrind's estimate:
+instructions + 10 x first-level misses + 100 x last-level misses.
 
 Under valgrind the engine runs ~50x slower, so its timers (work slices, a trace batch every quarter
 second, the loop-lag probe, the timeout watchdog) are stretched by `--stretch`: per cell it then does
