@@ -194,6 +194,7 @@ class Tracer:
         return newest_first[::-1]
 
     def traces_of(self, batches: Sequence[Batch]) -> list[TaskTrace]:
+        """TaskTraces of the records in batches from `held` (reads nothing that changes: any thread)."""
         return [self.trace(seq, raw) for batch in batches for seq, raw in batch.records()]
 
     def since(self, seq: int) -> list[TaskTrace]:
