@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 
-EXPECTED = json.loads((Path(__file__).parents[1] / "examples" / "tableqa" / "expected.json").read_text())
+from treadle.demo import DEMO_DIR
+
+EXPECTED = json.loads((DEMO_DIR / "expected.json").read_text())
 
 
 def test_demo_runs_offline_and_its_accuracy_matches_the_response_book(tmp_path):

@@ -1,6 +1,7 @@
 """The table-QA demo's python columns, its generated data and its simulator response book.
 
-examples/ is not a package: the modules are loaded from their files with importlib.
+The files live in treadle/demo/tableqa/ (package data, not a package): the modules are loaded from their
+files with importlib, as the pipeline loads them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import pandas as pd
 import pytest
 import yaml
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tableqa"
+from treadle.demo import DEMO_DIR
+
+EXAMPLE = DEMO_DIR
 GENERATED = ["questions.jsonl", "labels.jsonl", "responses.yaml", "expected.json"]
 MODES = ["forkserver", "spawn"]
 

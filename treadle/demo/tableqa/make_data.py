@@ -1,6 +1,6 @@
 """Generate the table-QA demo's data, deterministically (random.Random(7)), next to this file or in --out DIR.
 
-    python examples/tableqa/make_data.py [--out DIR]
+    python treadle/demo/tableqa/make_data.py [--out DIR]
 
 Writes:
   tables/*.csv      ten small tables (20-200 rows: ints, floats, strings, booleans, dates, a few missing

@@ -3,6 +3,9 @@
 The simulator answers from the example's response book (most questions right, some wrong, some with
 broken code) with realistic latency and a few injected 500s, so a run shows retries, failures and
 the accuracy the book implies. The same pipeline runs against a real endpoint with `treadle run`.
+
+The demo's files (pipeline, seed, labels, tables, response book, python columns) live in `tableqa/`
+beside this module and ship in the wheel as package data, so the demo works from any install.
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ from treadle.engine.pipeline import LoadedPipeline, load_pipeline
 from treadle.engine.result import RunResult
 from treadle.sim import SimConfig, SimulatorThread
 
-DEMO_DIR = Path(__file__).resolve().parents[1] / "examples" / "tableqa"
+DEMO_DIR = Path(__file__).resolve().parent / "tableqa"
+"""The demo's folder: `treadle/demo/tableqa/` in a checkout, inside the installed package otherwise."""
 DEMO_SIM = {"latency_ms": 300.0, "jitter_ms": 200.0, "fail_rate": 0.04, "seed": 7, "reasoning": True}
 
 
 def demo_dir() -> Path:
     if not (DEMO_DIR / "pipeline.yaml").is_file():
         raise TreadleError(
-            f"the demo's files are not at {DEMO_DIR}: run treadle demo from a source checkout (pip install -e .)"
+            f"the demo's files are missing from {DEMO_DIR}: this install of treadle is incomplete, reinstall it"
         )
     return DEMO_DIR
 
