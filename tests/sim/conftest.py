@@ -1,4 +1,4 @@
-"""Shared fixtures for the simulator tests: an HTTP session and a JSON Schema checker."""
+"""Shared fixtures for the simulator tests: an HTTP session, a fake clock and a JSON Schema checker."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sim_helpers import FakeClock
 
 try:  # the real validator when present; the venv may not have it
     import jsonschema
@@ -18,6 +19,11 @@ except ImportError:  # pragma: no cover - depends on the environment
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client:
         yield client
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture

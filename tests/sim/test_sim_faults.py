@@ -10,13 +10,10 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from sim_helpers import chat, wait_from_headers
 
 from treadle.sim import SimConfig, Simulator
 from treadle.sim.faults import Dice
-
-
-def chat(content: str = "Hello") -> dict[str, Any]:
-    return {"model": "m", "messages": [{"role": "user", "content": content}]}
 
 
 async def test_fail_rate_gives_500_with_error_body(session: aiohttp.ClientSession) -> None:
@@ -27,6 +24,47 @@ async def test_fail_rate_gives_500_with_error_body(session: aiohttp.ClientSessio
         body = await response.json()
     assert response.status == 500
     assert body["error"]["type"] == "server_error"
+    assert "Retry-After" not in response.headers and "retry-after-ms" not in response.headers
+
+
+async def test_fail_retry_after_s_puts_a_retry_hint_on_500s(session: aiohttp.ClientSession) -> None:
+    config = SimConfig(fail_rate=1.0, fail_retry_after_s=0.25, retry_after_format="ms")
+    async with Simulator(config) as url, session.post(f"{url}/chat/completions", json=chat()) as response:
+        assert response.status == 500
+        assert response.headers["retry-after-ms"] == "250" and "Retry-After" not in response.headers
+
+
+@pytest.mark.parametrize(("fmt", "wait"), [("seconds", 0.5), ("date", None), ("ms", 0.5)])
+async def test_overload_rate_answers_503_with_a_retry_hint(
+    fmt: str, wait: float | None, session: aiohttp.ClientSession
+) -> None:
+    config = SimConfig(overload_rate=1.0, overload_retry_after_s=0.5, retry_after_format=fmt, latency_ms=5_000)
+    async with Simulator(config) as url:
+        started = time.perf_counter()
+        async with session.post(f"{url}/chat/completions", json=chat()) as response:
+            body = await response.json()
+        assert time.perf_counter() - started < 2.0  # shed at once: no latency first
+        told = wait_from_headers(response.headers, time.time())
+        sim_stats = await _stats(session, url)
+    assert response.status == 503
+    assert body["error"]["type"] == "server_error" and body["error"]["code"] == "overloaded"
+    assert told is not None
+    if wait is None:  # an HTTP-date: whole seconds, rounded up
+        assert 0 < told < 1.5
+    else:
+        assert told == wait
+    assert sim_stats["faults"] == {"overload": 1} and sim_stats["by_status"] == {"503": 1}
+
+
+async def test_openai_sdk_sees_overload_as_a_retryable_503() -> None:
+    async with (
+        Simulator(SimConfig(overload_rate=1.0, overload_retry_after_s=0.2)) as url,
+        openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0) as client,
+    ):
+        with pytest.raises(openai.InternalServerError) as caught:
+            await client.chat.completions.create(model="m", messages=chat()["messages"])
+    assert caught.value.status_code == 503
+    assert caught.value.response.headers["retry-after-ms"] == "200"
 
 
 async def test_malformed_rate_gives_200_that_is_not_json(session: aiohttp.ClientSession) -> None:
@@ -99,7 +137,9 @@ async def _outcome(session: aiohttp.ClientSession, url: str, prompt: str) -> str
     return str(response.status)
 
 
-FAULTY = SimConfig(seed=7, fail_rate=0.3, malformed_rate=0.2, drop_rate=0.2, latency_ms=5, jitter_ms=5)
+FAULTY = SimConfig(
+    seed=7, fail_rate=0.3, malformed_rate=0.2, drop_rate=0.2, overload_rate=0.15, latency_ms=5, jitter_ms=5
+)
 PROMPTS = [f"prompt number {i}" for i in range(12)]
 
 
@@ -126,7 +166,7 @@ async def test_seed_makes_outcomes_repeatable_whatever_the_arrival_order() -> No
     shuffled = await _run_sequence(concurrent=True)
     assert first == again == shuffled
     seen = {result for results in first.values() for result in results}
-    assert {"200", "500", "malformed", "dropped"} <= seen  # the seed exercises every fault here
+    assert {"200", "500", "503", "malformed", "dropped"} <= seen  # the seed exercises every fault here
     # Some prompt fails on its first attempt and succeeds on its retry.
     assert any(results[0] != "200" and results[1] == "200" for results in first.values())
 
@@ -144,3 +184,14 @@ def test_latency_distributions_have_the_configured_mean() -> None:
 async def _stats(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     async with session.get(f"{url.removesuffix('/v1')}/stats") as response:
         return await response.json()
+
+
+def test_overload_comes_last_so_older_faults_keep_their_seeded_outcomes() -> None:
+    before, after = (
+        Dice(SimConfig(seed=3, fail_rate=0.2, drop_rate=0.2)),
+        Dice(SimConfig(seed=3, fail_rate=0.2, drop_rate=0.2, overload_rate=0.3)),
+    )
+    old = [before.fate(before.rng_for(str(i)), 0).fault for i in range(300)]
+    new = [after.fate(after.rng_for(str(i)), 0).fault for i in range(300)]
+    assert all(n == o for o, n in zip(old, new, strict=True) if o is not None)
+    assert {n for o, n in zip(old, new, strict=True) if o is None} == {None, "overload"}

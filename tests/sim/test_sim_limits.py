@@ -1,19 +1,19 @@
-"""Rate limits: 429 with Retry-After and x-ratelimit headers, and the buckets' refill arithmetic."""
+"""Rate limits: 429 with retry hints and x-ratelimit headers, burst windows, and the buckets' arithmetic."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import email.utils
+import time
+from collections import Counter
 
 import aiohttp
 import openai
 import pytest
+from sim_helpers import FakeClock, chat, wait_from_headers
 
 from treadle.sim import SimConfig, Simulator
 from treadle.sim.limits import RateLimiter, format_duration
-
-
-def chat(content: str = "Hello") -> dict[str, Any]:
-    return {"model": "m", "messages": [{"role": "user", "content": content}]}
 
 
 async def test_rpm_limit_answers_429_with_retry_after_and_headers(session: aiohttp.ClientSession) -> None:
@@ -80,3 +80,130 @@ def test_format_duration_matches_openai_style() -> None:
     assert format_duration(0.02) == "20ms"
     assert format_duration(1.5) == "1.5s"
     assert format_duration(360) == "6m0s"
+
+
+def test_short_window_bursts_a_window_of_the_rate_then_the_steady_rate(clock: FakeClock) -> None:
+    limiter = RateLimiter(rpm=1200, tpm=0, clock=clock, window_s=2.0)  # 20/s, 40 at once
+    assert all(limiter.admit(1).allowed for _ in range(40))
+    refused = limiter.admit(1)
+    assert not refused.allowed and refused.retry_after_s == pytest.approx(0.05)
+    assert refused.headers["x-ratelimit-limit-requests"] == "1200"  # the per-minute limit, as OpenAI's
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert not limiter.admit(1).allowed  # refusals took nothing: still 0.05 s to go
+    clock.advance(0.05)
+    assert limiter.admit(1).allowed
+    clock.advance(1.0)  # a second refills 20, not more
+    assert sum(limiter.admit(1).allowed for _ in range(25)) == 20
+    clock.advance(60.0)  # a long pause refills one window's worth, never a minute's
+    assert sum(limiter.admit(1).allowed for _ in range(100)) == 40
+
+
+def test_a_request_bigger_than_the_bucket_passes_on_a_full_one_and_leaves_debt(clock: FakeClock) -> None:
+    limiter = RateLimiter(rpm=6, tpm=600, clock=clock, window_s=2.0)  # buckets: 0.2 requests, 20 tokens
+    assert limiter.admit(50).allowed  # both buckets were full
+    refused = limiter.admit(1)
+    # The request bucket refills 0.1/s from -0.8 to 0.2: 10 s, so 6 a minute still holds.
+    assert refused.retry_after_s == pytest.approx(10.0)
+    clock.advance(10.0)
+    assert limiter.admit(1).allowed  # the token bucket (10/s) was back from -30 to 20 after 5 s
+
+
+def test_headers_report_without_taking(clock: FakeClock) -> None:
+    limiter = RateLimiter(rpm=60, tpm=0, clock=clock, window_s=2.0)
+    assert limiter.headers()["x-ratelimit-remaining-requests"] == "2"
+    assert limiter.headers()["x-ratelimit-remaining-requests"] == "2"
+    limiter.admit(1)
+    assert limiter.headers() == {
+        "x-ratelimit-limit-requests": "60",
+        "x-ratelimit-remaining-requests": "1",
+        "x-ratelimit-reset-requests": "1s",
+    }
+
+
+async def test_burst_over_http_with_a_two_second_window(session: aiohttp.ClientSession, clock: FakeClock) -> None:
+    async with Simulator(SimConfig(rpm=600, limit_window_s=2), clock=clock) as url:
+        endpoint = f"{url}/chat/completions"
+
+        async def status(i: int) -> int:
+            async with session.post(endpoint, json=chat(f"burst {i}")) as response:
+                return response.status
+
+        statuses = await asyncio.gather(*(status(i) for i in range(25)))
+        assert Counter(statuses) == {200: 20, 429: 5}
+        async with session.post(endpoint, json=chat()) as response:
+            assert response.status == 429
+            assert response.headers["retry-after-ms"] == "100"  # 600 rpm: one every 0.1 s
+        clock.advance(0.1)
+        async with session.post(endpoint, json=chat()) as response:
+            assert response.status == 200
+            assert response.headers["x-ratelimit-remaining-requests"] == "0"
+            assert response.headers["x-ratelimit-limit-requests"] == "600"
+
+
+async def test_every_chat_answer_carries_ratelimit_headers(session: aiohttp.ClientSession) -> None:
+    async with Simulator(SimConfig(rpm=100, tpm=100_000, models=["m"])) as url:
+        endpoint = f"{url}/chat/completions"
+        answers = []
+        for request in (chat(), chat(stream=True), chat(model="unknown"), {"model": "m", "messages": []}):
+            async with session.post(endpoint, json=request) as response:
+                await response.read()
+                answers.append((response.status, response.headers))
+        async with session.post(endpoint, data=b"{not json") as response:
+            answers.append((response.status, response.headers))
+    assert [status for status, _ in answers] == [200, 200, 404, 400, 400]
+    for _, headers in answers:
+        assert {name for name in headers if name.startswith("x-ratelimit-")} == {
+            f"x-ratelimit-{kind}-{unit}" for kind in ("limit", "remaining", "reset") for unit in ("requests", "tokens")
+        }
+    remaining = [int(headers["x-ratelimit-remaining-requests"]) for _, headers in answers]
+    assert remaining == [99, 98, 98, 98, 98]  # only admitted requests take from the bucket
+
+
+async def test_faulty_answers_carry_ratelimit_headers_too(session: aiohttp.ClientSession) -> None:
+    async with (
+        Simulator(SimConfig(rpm=100, fail_rate=1.0)) as url,
+        session.post(f"{url}/chat/completions", json=chat()) as response,
+    ):
+        assert response.status == 500
+        assert response.headers["x-ratelimit-remaining-requests"] == "99"
+        assert "Retry-After" not in response.headers  # no fail_retry_after_s, no hint
+
+
+async def test_no_ratelimit_headers_when_off_but_the_retry_hint_stays(session: aiohttp.ClientSession) -> None:
+    async with Simulator(SimConfig(rpm=1, tpm=1000, ratelimit_headers=False)) as url:
+        headers = []
+        for _ in range(2):
+            async with session.post(f"{url}/chat/completions", json=chat()) as response:
+                headers.append((response.status, response.headers))
+    assert [status for status, _ in headers] == [200, 429]
+    assert not [name for _, h in headers for name in h if name.lower().startswith("x-ratelimit")]
+    assert int(headers[1][1]["Retry-After"]) == 60 and headers[1][1]["retry-after-ms"] == "60000"
+
+
+@pytest.mark.parametrize("fmt", ["seconds", "date", "ms"])
+async def test_each_retry_after_format_reads_back_as_the_wait(
+    fmt: str, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    config = SimConfig(rpm=120, limit_window_s=0.5, retry_after_format=fmt)  # 1 at once, then one per 0.5 s
+    async with Simulator(config, clock=clock) as url:
+        async with session.post(f"{url}/chat/completions", json=chat()) as response:
+            assert response.status == 200
+        before = time.time()
+        async with session.post(f"{url}/chat/completions", json=chat()) as response:
+            after = time.time()
+            assert response.status == 429
+            headers = response.headers
+        async with session.get(f"{url.removesuffix('/v1')}/requests?since=1") as response:
+            (logged,) = (await response.json())["requests"]
+    if fmt == "seconds":
+        assert (headers["Retry-After"], headers["retry-after-ms"]) == ("1", "500")
+        assert wait_from_headers(headers, after) == logged["retry_after_s"] == 0.5
+    elif fmt == "ms":
+        assert "Retry-After" not in headers and headers["retry-after-ms"] == "500"
+        assert wait_from_headers(headers, after) == logged["retry_after_s"] == 0.5
+    else:
+        assert "retry-after-ms" not in headers and headers["Retry-After"].endswith(" GMT")
+        at = email.utils.parsedate_to_datetime(headers["Retry-After"]).timestamp()
+        assert at == int(at) and before + 0.5 <= at < after + 1.5  # rounded up to a whole second
+        assert 0.5 <= logged["retry_after_s"] < 1.5
+        assert wait_from_headers(headers, after) <= logged["retry_after_s"] <= wait_from_headers(headers, before)

@@ -11,14 +11,22 @@ import sys
 from pathlib import Path
 
 from .book import BookError
-from .config import LATENCY_DISTS, SimConfig
+from .config import LATENCY_DISTS, RETRY_AFTER_FORMATS, SimConfig
 from .runner import serve
 
 URL_LINE_PREFIX = "treadle sim listening on "
 _KEY_ENV_FOR_CHILD = "TREADLE_SIM_API_KEY"  # how SimulatorProcess hands a key over without argv
 
 
+ENDPOINTS_HELP = (
+    "Besides /v1/models and /v1/chat/completions it serves GET /stats (counters), GET /requests[?since=N]"
+    " (each chat request: arrival time, model, status, retry hint sent) and POST /stats/reset (clears both)."
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    if parser.epilog is None:
+        parser.epilog = ENDPOINTS_HELP
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     add("--port", metavar="N", type=int, default=8000, help="port; 0 picks a free one (default: %(default)s)")
@@ -40,8 +48,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="completion tokens add time at this rate (0: off)",
     )
     add("--rpm", metavar="N", type=int, default=0, help="requests per minute before 429 (0: unlimited)")
-    add("--tpm", metavar="N", type=int, default=0, help="tokens per minute before 429 (0: unlimited)")
+    add(
+        "--tpm",
+        metavar="N",
+        type=int,
+        default=0,
+        help="prompt + completion tokens per minute before 429 (0: unlimited)",
+    )
+    add(
+        "--limit-window-s",
+        metavar="S",
+        type=float,
+        default=60.0,
+        help="burst size of --rpm/--tpm in seconds of their rate: 60 lets a minute's allowance through at once"
+        " (as OpenAI), 2 is a short sliding window (--rpm 1200: 40 at once, then 20/s) (default: %(default)s)",
+    )
+    add(
+        "--no-ratelimit-headers",
+        dest="ratelimit_headers",
+        action="store_false",
+        help="send no x-ratelimit-* headers (by default every chat answer has them while --rpm/--tpm is set)",
+    )
+    add(
+        "--retry-after-format",
+        choices=RETRY_AFTER_FORMATS,
+        default="seconds",
+        help="how 429s, 503s and retryable 500s tell the wait: 'seconds' = Retry-After: <int> plus retry-after-ms,"
+        " 'date' = Retry-After: <HTTP-date>, 'ms' = retry-after-ms only (default: %(default)s)",
+    )
     add("--fail-rate", metavar="P", type=float, default=0.0, help="probability of a 500 answer")
+    add(
+        "--fail-retry-after-s",
+        metavar="S",
+        type=float,
+        default=None,
+        help="500 answers ask the client to wait this long (default: no retry hint)",
+    )
+    add(
+        "--overload-rate",
+        metavar="P",
+        type=float,
+        default=0.0,
+        help="probability of an immediate 503 'overloaded' answer with a retry hint",
+    )
+    add(
+        "--overload-retry-after-s",
+        metavar="S",
+        type=float,
+        default=1.0,
+        help="the wait an overload 503 asks for (default: %(default)s)",
+    )
     add("--hang-rate", metavar="P", type=float, default=0.0, help="probability of never answering")
     add(
         "--malformed-rate",
@@ -86,10 +142,16 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         tokens_per_s=args.tokens_per_s,
         rpm=args.rpm,
         tpm=args.tpm,
+        limit_window_s=args.limit_window_s,
+        ratelimit_headers=args.ratelimit_headers,
+        retry_after_format=args.retry_after_format,
         fail_rate=args.fail_rate,
         hang_rate=args.hang_rate,
         malformed_rate=args.malformed_rate,
         drop_rate=args.drop_rate,
+        overload_rate=args.overload_rate,
+        overload_retry_after_s=args.overload_retry_after_s,
+        fail_retry_after_s=args.fail_retry_after_s,
         hang_max_s=args.hang_max_s,
         seed=args.seed,
         book=args.book,
@@ -107,9 +169,15 @@ def config_to_argv(config: SimConfig) -> tuple[list[str], dict[str, str]]:
         *("--tokens-per-s", str(config.tokens_per_s), "--rpm", str(config.rpm), "--tpm", str(config.tpm)),
         *("--fail-rate", str(config.fail_rate), "--hang-rate", str(config.hang_rate)),
         *("--malformed-rate", str(config.malformed_rate), "--drop-rate", str(config.drop_rate)),
-        *("--hang-max-s", str(config.hang_max_s)),
+        *("--hang-max-s", str(config.hang_max_s), "--limit-window-s", str(config.limit_window_s)),
+        *("--retry-after-format", config.retry_after_format, "--overload-rate", str(config.overload_rate)),
+        *("--overload-retry-after-s", str(config.overload_retry_after_s)),
     ]
     env: dict[str, str] = {}
+    if not config.ratelimit_headers:
+        argv.append("--no-ratelimit-headers")
+    if config.fail_retry_after_s is not None:
+        argv += ["--fail-retry-after-s", str(config.fail_retry_after_s)]
     if config.seed is not None:
         argv += ["--seed", str(config.seed)]
     if config.book:

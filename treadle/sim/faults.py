@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .config import SimConfig
 
-FAULTS = ("fail", "hang", "malformed", "drop")
+FAULTS = ("fail", "hang", "malformed", "drop", "overload")  # the order of SimConfig.fault_rates()
 
 
 @dataclass(frozen=True)

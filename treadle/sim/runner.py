@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import SimConfig
+from .request_log import REQUEST_LOG_MAX
 from .server import SimServer
 
 _SHUTDOWN_GRACE_S = 1.0  # in-flight requests get this long on shutdown before being cancelled
@@ -20,13 +22,25 @@ _SHUTDOWN_GRACE_S = 1.0  # in-flight requests get this long on shutdown before b
 class Simulator:
     """`async with Simulator(SimConfig(...)) as base_url:` serves on the current event loop.
 
-    port=0 lets the OS pick a free port; base_url is like "http://127.0.0.1:PORT/v1".
+    port=0 lets the OS pick a free port; base_url is like "http://127.0.0.1:PORT/v1". `clock`
+    (monotonic seconds) drives the rate limits and the request log's times: a test can inject a fake
+    one to refill the buckets without sleeping. `request_log_max` bounds GET /requests.
     """
 
-    def __init__(self, config: SimConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        request_log_max: int = REQUEST_LOG_MAX,
+    ) -> None:
         self.config = config or SimConfig()
         self.host = host
         self.port = port
+        self.clock = clock
+        self.request_log_max = request_log_max
         self.base_url: str | None = None
         self._server: SimServer | None = None
         self._runner: web.AppRunner | None = None
@@ -34,7 +48,7 @@ class Simulator:
     async def start(self) -> str:
         if self._runner is not None:
             raise RuntimeError("simulator already started")
-        self._server = SimServer(self.config)
+        self._server = SimServer(self.config, clock=self.clock, request_log_max=self.request_log_max)
         runner = web.AppRunner(
             self._server.make_app(),
             access_log=None,  # a log line per request would cost more than the request itself
@@ -66,8 +80,16 @@ class Simulator:
         return self._server.stats.snapshot()
 
     def reset_stats(self) -> None:
+        """Zero the /stats counters and empty the request log (as POST /stats/reset does)."""
         if self._server is not None:
             self._server.stats.reset()
+            self._server.requests.clear()
+
+    def requests(self, since: int = 0) -> list[dict[str, Any]]:
+        """The GET /requests entries from arrival index `since` on (call from the simulator's loop)."""
+        if self._server is None:
+            raise RuntimeError("simulator not started")
+        return [entry.to_json() for entry in self._server.requests.since(since)]
 
     def in_thread(self) -> SimulatorThread:
         return SimulatorThread(self)
@@ -116,6 +138,9 @@ class SimulatorThread:
 
     def reset_stats(self) -> None:
         self._call(self.sim.reset_stats)
+
+    def requests(self, since: int = 0) -> list[dict[str, Any]]:
+        return self._call(lambda: self.sim.requests(since))
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         # The counters live on the server's loop: read them there, not racing it from here.

@@ -1,4 +1,4 @@
-"""The aiohttp application: routes, auth, rate limits, faults and latency around a reply."""
+"""The aiohttp application: routes, auth, rate limits, faults and latency around a reply, and a log."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import contextlib
 import hmac
 import itertools
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from .book import BookError, load_book
 from .config import SimConfig
 from .faults import Dice
-from .limits import RateLimiter, retry_headers
+from .limits import RateLimiter, retry_hint
 from .replies import ChatRequest, Reply, RequestError, make_reply, parse_request
+from .request_log import REQUEST_LOG_MAX, LoggedRequest, RequestLog, Status
 from .stats import Stats
 from .wire import completion_body, dumps, error_body, models_body, stream_events
 
@@ -23,15 +26,36 @@ _JSON = "application/json"
 _MAX_BODY = 64 * 1024**2  # long prompts are normal; aiohttp's 1 MiB default is not
 
 
-class SimServer:
-    """Owns the simulator's state; make_app() wires it into an aiohttp Application."""
+@dataclass(slots=True)
+class _Visit:
+    """One chat request on its way through the pipeline."""
 
-    def __init__(self, config: SimConfig) -> None:
+    entry: LoggedRequest
+    limits: dict[str, str] | None = None  # x-ratelimit-* from admission; None: not admitted or refused yet
+
+
+class SimServer:
+    """Owns the simulator's state; make_app() wires it into an aiohttp Application.
+
+    `clock` (monotonic seconds) drives the rate limits and the request log's times; tests inject a
+    fake one to step the buckets without sleeping. `request_log_max` bounds GET /requests.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        request_log_max: int = REQUEST_LOG_MAX,
+    ) -> None:
         self.config = config
         self.book = load_book(config.book) if config.book else None
         self.stats = Stats()
+        self.requests = RequestLog(request_log_max)
         self.dice = Dice(config)
-        self.limiter = RateLimiter(config.rpm, config.tpm)
+        self.clock = clock
+        self.started_at = clock()
+        self.limiter = RateLimiter(config.rpm, config.tpm, clock=clock, window_s=config.limit_window_s)
         self._auth = f"Bearer {config.api_key}".encode() if config.api_key else None
         self._ids = itertools.count(1)
         self._closing = asyncio.Event()  # set on shutdown: releases hung requests at once
@@ -43,6 +67,7 @@ class SimServer:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/stats", self.get_stats)
         app.router.add_post("/stats/reset", self.reset_stats)
+        app.router.add_get("/requests", self.get_requests)
         app.on_shutdown.append(self._on_shutdown)
         return app
 
@@ -67,55 +92,80 @@ class SimServer:
 
     async def reset_stats(self, _request: web.Request) -> web.StreamResponse:
         self.stats.reset()
+        self.requests.clear()
         return _json(200, dumps(self.stats.snapshot()))
+
+    async def get_requests(self, request: web.Request) -> web.StreamResponse:
+        """`{"requests": [entry, ...], "next": N}`: the log from arrival index `?since=` on (default 0)."""
+        text = request.query.get("since", "0")
+        since = int(text) if text.isdecimal() else -1
+        if since < 0:
+            message = f"since must be an arrival index (an integer >= 0), got {text!r}"
+            return _error(400, message, "invalid_request_error", param="since")
+        entries = [entry.to_json() for entry in self.requests.since(since)]
+        return _json(200, dumps({"requests": entries, "next": self.requests.next_index}))
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.stats.started()
-        outcome = "cancelled"  # what stays if the client goes away and aiohttp cancels us
+        visit = _Visit(self.requests.arrived(self._elapsed()))
+        outcome: Status = "cancelled"  # what stays if the client goes away and aiohttp cancels us
         try:
-            result = await self._chat(request)
+            result = await self._chat(request, visit)
             if isinstance(result, str):  # no answer sent: the connection was cut
                 outcome = result
                 return web.Response()  # never written: the transport is already aborted
-            outcome = str(result.status)
+            outcome = result.status
+            if not result.prepared:  # a stream was sent with its headers already
+                result.headers.update(self._limit_headers(visit))
             return result
         finally:
-            self.stats.finished(outcome)
+            visit.entry.status = outcome
+            visit.entry.t_end = self._elapsed()
+            self.stats.finished(str(outcome))
 
     # --- the chat completion pipeline ---------------------------------------------------------
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse | str:
+    async def _chat(self, request: web.Request, visit: _Visit) -> web.StreamResponse | str:
+        """The answer, or the outcome when none is sent; x-ratelimit-* headers are added by chat()."""
         if denied := self._auth_error(request):
             return denied
         try:
             chat = parse_request(await request.read())
+            visit.entry.model = chat.model
             self.stats.by_model[chat.model] += 1
             if self.config.models and chat.model not in self.config.models:
                 return self._unknown_model(chat.model)
             reply = make_reply(chat, self.book, self.config.reasoning)
+            visit.entry.prompt_tokens = reply.prompt_tokens
         except RequestError as exc:
             return _error(400, str(exc), "invalid_request_error", param=exc.param)
         except BookError as exc:
             return _error(500, str(exc), "server_error")
 
-        limit_headers: dict[str, str] = {}
         if self.limiter.active:
             verdict = self.limiter.admit(reply.prompt_tokens + reply.completion_tokens)
-            limit_headers = verdict.headers
+            visit.limits = verdict.headers
             if not verdict.allowed:
                 message = "Rate limit reached (simulated). Please try again later."
-                headers = {**verdict.headers, **retry_headers(verdict.retry_after_s)}
+                headers = self._retry_headers(visit, verdict.retry_after_s)
                 return _error(429, message, "rate_limit_exceeded", "rate_limit_exceeded", headers=headers)
 
         # Drawn after the rate limit so that only admitted attempts count as "seen" for the seed.
         fate = self.dice.fate(self.dice.rng_for(chat.digest), reply.completion_tokens)
         if fate.fault is not None:
             self.stats.faults[fate.fault] += 1
+        if fate.fault == "overload":  # shed at once, as an overloaded server does: no latency
+            message = "The server is overloaded or not ready yet (simulated)."
+            headers = self._retry_headers(visit, self.config.overload_retry_after_s)
+            return _error(503, message, "server_error", "overloaded", headers=headers)
         if fate.fault == "hang":
             return await self._hang(request)
         await _sleep(fate.latency_s if chat.stream else fate.total_s)
         if fate.fault == "fail":
-            return _error(500, "The server had an error while processing your request (simulated).", "server_error")
+            wait = self.config.fail_retry_after_s
+            headers = self._retry_headers(visit, wait) if wait is not None else None
+            message = "The server had an error while processing your request (simulated)."
+            return _error(500, message, "server_error", headers=headers)
         if fate.fault == "drop":
             return _abort(request, "dropped")
         if fate.fault == "malformed":
@@ -126,9 +176,8 @@ class SimServer:
         ident = f"chatcmpl-sim{next(self._ids)}"
         created = int(time.time())
         if chat.stream:
-            return await self._stream(request, chat, reply, ident, created, limit_headers)
-        body = completion_body(chat, reply, ident, created)
-        return web.Response(body=body, content_type=_JSON, headers=limit_headers)
+            return await self._stream(request, chat, reply, ident, created, self._limit_headers(visit))
+        return web.Response(body=completion_body(chat, reply, ident, created), content_type=_JSON)
 
     async def _stream(
         self,
@@ -165,6 +214,20 @@ class SimServer:
         return _abort(request, "hung")
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _elapsed(self) -> float:
+        return self.clock() - self.started_at
+
+    def _limit_headers(self, visit: _Visit) -> dict[str, str]:
+        """x-ratelimit-* for this answer: as admission left them, or as they stand if it never got there."""
+        if not self.config.ratelimit_headers or not self.limiter.active:
+            return {}
+        return visit.limits if visit.limits is not None else self.limiter.headers()
+
+    def _retry_headers(self, visit: _Visit, wait_s: float) -> dict[str, str]:
+        hint = retry_hint(wait_s, self.config.retry_after_format, time.time())
+        visit.entry.retry_after_s = hint.wait_s
+        return hint.headers
 
     def _auth_error(self, request: web.Request) -> web.Response | None:
         if self._auth is None:
