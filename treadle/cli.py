@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from treadle.engine.errors import TreadleError
+from treadle.engine.limits import LIMIT_MAX
 
 EXIT_USAGE = 2
+T = TypeVar("T")
 
 
 def _positive_int(text: str) -> int:
@@ -21,6 +26,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _limit(text: str) -> int:
+    value = _positive_int(text)
+    if value > LIMIT_MAX:
+        raise argparse.ArgumentTypeError(f"expected a number of at most {LIMIT_MAX:,}, got {value:,}")
     return value
 
 
@@ -87,7 +99,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     parser.add_argument("--out", type=Path, help=f"run directory (default {default_out})")
     parser.add_argument("--rows", type=_positive_int, help="run only the first N seed rows")
-    parser.add_argument("--max-parallel", type=_positive_int, help="execution slots (overrides run.max_parallel)")
+    parser.add_argument("--max-parallel", type=_limit, help="execution slots (overrides run.max_parallel)")
 
 
 def _add_display_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,12 +119,54 @@ def _wants_ui(args: argparse.Namespace) -> bool:
     return not args.no_ui and args.events != "-" and sys.stdin.isatty() and sys.stdout.isatty()
 
 
-def _run_loaded(loaded, args: argparse.Namespace, after=None):
+def _start_up(build: Callable[[], T]) -> T:
+    """`build()` (load a pipeline and its seed, build the run) on a thread while the main thread waits,
+    so Ctrl-C or SIGTERM end the start-up at once (exit 130), however long a seed read blocks in C."""
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome.append((True, build()))
+        except BaseException as exc:
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    with _signals_interrupt():
+        threading.Thread(target=target, name="treadle-start-up", daemon=True).start()
+        done.wait()  # a signal's KeyboardInterrupt interrupts this wait
+    built, value = outcome[0]
+    if not built:
+        raise value
+    return value
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread (even when SIGINT was inherited as ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _new_run(load: Callable[[], Any], args: argparse.Namespace, after=None):
+    """Start-up (`load()` gives the pipeline), then the run with the app or headless."""
     from treadle.engine.controller import RunController
     from treadle.engine.run import RunOptions
 
     options = RunOptions(out=args.out, rows=args.rows, max_parallel=args.max_parallel, hold_open=_wants_ui(args))
-    return _drive(RunController(loaded, options), args, after)
+    return _drive(_start_up(lambda: RunController(load(), options)), args, after)
 
 
 def _drive(controller, args: argparse.Namespace, after=None):
@@ -171,14 +225,16 @@ def _serve_token(args: argparse.Namespace) -> str | None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from treadle.engine.pipeline import load_pipeline
 
-    return _run_loaded(load_pipeline(args.pipeline), args).exit_code
+    return _new_run(lambda: load_pipeline(args.pipeline), args).exit_code
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from treadle.engine.controller import RunController
 
     recompute = [name.strip() for name in args.recompute.split(",") if name.strip()]
-    controller = RunController.from_run_dir(args.run_dir, recompute=recompute, hold_open=_wants_ui(args))
+    controller = _start_up(
+        lambda: RunController.from_run_dir(args.run_dir, recompute=recompute, hold_open=_wants_ui(args))
+    )
     return _drive(controller, args).exit_code
 
 
@@ -218,7 +274,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         ]
 
     with demo.demo_endpoint() as base_url:
-        result = _run_loaded(demo.load_demo(base_url), args, after=accuracy_line)
+        result = _new_run(lambda: demo.load_demo(base_url), args, after=accuracy_line)
     return demo.exit_code(result)
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from treadle.engine.errors import ConfigError, Problem, TreadleError
 from treadle.engine.events import EventBus, RunEvent
+from treadle.engine.limits import check_limit
 from treadle.engine.metrics import live_metrics, prices_of
 from treadle.engine.outputs import ROW_FIELD, RunDirectory
 from treadle.engine.pipeline import LoadedPipeline, PythonColumn, load_pipeline
@@ -99,7 +100,11 @@ class RunController:
             assert self.options.out is not None
             self._directory = RunDirectory(self.options.out)
         # Building the run checks what only a run can (API keys): nothing is written before it passes.
-        self._run = Run(loaded, self.options, self.bus, self._directory, recovery)
+        try:
+            self._run = Run(loaded, self.options, self.bus, self._directory, recovery)
+        except BaseException:
+            self._directory.release()
+            raise
         self._limit_changes = LimitChanges({name: limit.total for name, limit in self._run.limits.items()})
         self._run.limit_changes = self._limit_changes
         if recovery is None:
@@ -253,8 +258,7 @@ class RunController:
         """Resize a limit (`slots`, `row_groups`, `model:<name>`) while the run goes on."""
         if name not in self._run.limits:
             raise ValueError(f"unknown limit {name!r}; known: {', '.join(self._run.limits)}")
-        if total < 1:
-            raise ValueError(f"limit {name!r} must be at least 1, got {total}")
+        check_limit(name, total)
 
         def set_limit() -> None:
             self._run.scheduler.set_limit(name, total)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -36,8 +37,10 @@ def _write_atomically(path: Path, table: pa.Table) -> None:
 
 
 class RunDirectory:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, claimed: bool = False) -> None:
         self.path = path
+        self.claimed = claimed
+        """Made empty by treadle for this run (a default directory), so `release` may remove it."""
         self.groups_dir = path / "groups"
         self.output_path = path / "output.parquet"
         self.failures_path = path / "failures.jsonl"
@@ -48,6 +51,12 @@ class RunDirectory:
 
     def create(self) -> None:
         self.groups_dir.mkdir(parents=True, exist_ok=True)
+
+    def release(self) -> None:
+        """Remove a claimed directory that the run never used (it failed to start)."""
+        if self.claimed:
+            with contextlib.suppress(OSError):  # not empty after all, or gone: leave it as it is
+                self.path.rmdir()
 
     def group_path(self, group: int) -> Path:
         return self.groups_dir / f"rg-{group:06d}.parquet"

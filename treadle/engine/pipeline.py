@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from treadle.engine.errors import ConfigError, Problem, describe_value
+from treadle.engine.limits import LIMIT_MAX, PYTHON_THREADS_MAX
 from treadle.engine.schemas import schema_problem
 
 if TYPE_CHECKING:
@@ -32,6 +34,33 @@ if TYPE_CHECKING:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would read `true` as 1
+        raise ValueError(f"should be a whole number (got {describe_value(value)})")
+    return value
+
+
+LimitValue = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=1, le=LIMIT_MAX)]
+"""A concurrency or size limit: a whole number from 1 to LIMIT_MAX."""
+
+
+def check_base_url(url: str) -> str | None:
+    """Why `url` cannot be an endpoint's base URL (None when it can): it must be http(s) with a host.
+    A `${VAR}` left in it is reported as unset where it is expanded."""
+    if "${" in url:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"must be an http:// or https:// URL, got {url!r}"
+    if not parts.hostname:
+        return f"must name a host, got {url!r}"
+    return None
 
 
 class JoinConfig(_Strict):
@@ -64,7 +93,7 @@ class ModelConfig(_Strict):
     """Any OpenAI-compatible endpoint; None means the client's default."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the key; keys never live in files."""
-    max_parallel: int = Field(default=32, ge=1)
+    max_parallel: LimitValue = 32
     """Most requests in flight to this model at once."""
     timeout_s: float | None = Field(default=None, gt=0)
     """Per-request timeout; defaults to the run's timeout_s."""
@@ -76,6 +105,13 @@ class ModelConfig(_Strict):
     """Extra attempts for a retryable failure of this model's cells; defaults to the run's retries."""
     prices: ModelPrices | None = None
     """Optional: gives the cost of the run's tokens in summary.json and `treadle report`."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and (reason := check_base_url(url)):
+            raise ValueError(reason)
+        return url
 
 
 class DefaultOnFailure(_Strict):
@@ -141,14 +177,14 @@ class EarlyStopConfig(_Strict):
 class RunConfig(_Strict):
     name: str | None = None
     """Run name; defaults to the pipeline file's stem."""
-    row_group_size: int = Field(default=100, ge=1)
+    row_group_size: LimitValue = 100
     """Rows per row group: the unit of admission, checkpoint and output file."""
-    row_groups_in_flight: int = Field(default=4, ge=1)
+    row_groups_in_flight: LimitValue = 4
     """Row groups admitted at once; bounds memory."""
-    max_parallel: int = Field(default=64, ge=1)
+    max_parallel: LimitValue = 64
     """Execution slots: cells running at once across all columns."""
-    python_threads: int | None = Field(default=None, ge=1)
-    """Threads for sync python functions; defaults to max_parallel."""
+    python_threads: Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=1, le=PYTHON_THREADS_MAX)] | None = None
+    """Threads for sync python functions; defaults to max_parallel, at most 1024."""
     retries: int = Field(default=3, ge=0)
     """Extra attempts for a cell whose failure is retryable."""
     backoff_s: float = Field(default=1.0, ge=0)
@@ -547,6 +583,10 @@ def _validation_problems(exc: ValidationError, data: Any, where: str) -> list[Pr
             problems.append(Problem(at, f"expected a mapping, got {describe_value(value)}"))
         elif kind == "list_type":
             problems.append(Problem(at, f"expected a list, got {describe_value(value)}"))
+        elif kind == "value_error":  # a validator's own message names the value
+            problems.append(Problem(at, str(error.get("ctx", {}).get("error", error["msg"]))))
+        elif kind in ("int_type", "int_from_float", "int_parsing"):
+            problems.append(Problem(at, f"should be a whole number (got {describe_value(value)})"))
         else:
             message = " ".join(str(error["msg"]).split())
             message = re.sub(r"^Input should", "should", message)

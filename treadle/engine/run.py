@@ -20,7 +20,7 @@ from treadle.engine.errors import ConfigError, FatalRunError, Problem, StorageEr
 from treadle.engine.events import EventBus
 from treadle.engine.generators import build_generators
 from treadle.engine.journal import Journal
-from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit, model_limit
+from treadle.engine.limits import PYTHON_THREADS_DEFAULT_MAX, ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.loop_health import LoopLag
 from treadle.engine.metrics import NO_TRACE_NOTE, percentiles, prices_of, summary_metrics
 from treadle.engine.outputs import RunDirectory
@@ -59,13 +59,31 @@ class RunOptions:
     `RunController.close()` ends it."""
 
 
-def default_run_dir(name: str) -> Path:
-    return Path("runs") / f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+_MAX_SAME_SECOND_RUNS = 10_000
+
+
+def claim_default_run_dir(name: str) -> RunDirectory:
+    """A new, empty `runs/<name>-<timestamp>[-N]`, made here: mkdir is atomic, so runs started at the
+    same second (threads, processes, a notebook cell run twice) each get their own."""
+    base = Path("runs") / f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    for n in range(1, _MAX_SAME_SECOND_RUNS + 1):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ConfigError([Problem(str(path), f"cannot create the run directory: {exc.strerror}")]) from exc
+        return RunDirectory(path, claimed=True)
+    raise ConfigError([Problem(str(base), f"{_MAX_SAME_SECOND_RUNS:,} runs already started this second")])
 
 
 def new_run_dir(loaded: LoadedPipeline, options: RunOptions) -> RunDirectory:
-    """Where a new run goes; refuses a directory that holds anything. Creates nothing yet."""
-    path = options.out or default_run_dir(loaded.name)
+    """Where a new run goes: `options.out` if it holds nothing (created later, by `create_run_dir`),
+    else a fresh default directory, claimed now (`RunDirectory.release` gives it back)."""
+    path = options.out
+    if path is None:
+        return claim_default_run_dir(loaded.name)
     if (path / "run.json").exists():
         raise ConfigError(
             [Problem(str(path), f"already holds a run: finish it with 'treadle resume {path}' or choose another --out")]
@@ -173,7 +191,7 @@ class Run:
             redact=Redactor(read_api_key(m.api_key_env, loaded.base_dir) or "" for m in config.models.values()),
             bus=bus,
             on_group_finished=self._write_group,
-            python_threads=config.run.python_threads or max_parallel,
+            python_threads=config.run.python_threads or min(max_parallel, PYTHON_THREADS_DEFAULT_MAX),
             tracer=self.tracer,
             journal=self.journal,
             finished_groups=finished_groups,

@@ -1,6 +1,7 @@
 """What runs next: a pool of worker coroutines pulling ready cells under resizable limits.
 
-Workers are as many as the execution-slot limit. A worker takes the best ready cell whose model has a
+Workers are made for work that exists: never more than the execution-slot limit, nor than the cells that
+were ready or running at once, so a huge limit costs nothing. A worker takes the best ready cell whose model has a
 free request slot (oldest row group first, then the longest critical path), runs it, records the
 outcome in the tracker and queues the cells that became ready. Nothing here rescans all cells.
 """
@@ -146,7 +147,6 @@ class Scheduler:
         try:
             watchdog = self._loop.create_task(self._deadlines.watch())
             self._admit()
-            self._resize_workers()
             self._check_finished()
             await self._finished.wait()
             watchdog.cancel()
@@ -184,9 +184,15 @@ class Scheduler:
 
     # ---- workers ---------------------------------------------------------------------------------
 
-    def _resize_workers(self) -> None:
+    def _provide_workers(self, wanted: int) -> None:
+        """Wake idle workers for `wanted` new ready cells; start new ones (up to the slot limit) for the rest."""
+        missing = wanted - self._wake(wanted)
+        if missing > 0 and self._alive < self._slots.total:
+            self._spawn(min(missing, self._slots.total - self._alive))
+
+    def _spawn(self, n: int) -> None:
         assert self._loop is not None
-        while self._alive < self._slots.total:
+        for _ in range(n):
             self._alive += 1
             if self._free_lanes:
                 lane = heapq.heappop(self._free_lanes)
@@ -196,8 +202,16 @@ class Scheduler:
             task = self._loop.create_task(self._worker(lane))
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
+
+    def _resize_workers(self) -> None:
         if self._alive > self._slots.total:
             self._wake(len(self._idle))
+        else:
+            self._provide_workers(self._ready_count())
+
+    def _ready_count(self) -> int:
+        """Ready heap entries (an upper bound: entries of dropped cells leave lazily)."""
+        return sum(len(heap) for heap in self._heaps)
 
     async def _worker(self, lane: int) -> None:
         """Runs cells one after another; `lane` numbers the worker for traces (timeline lanes)."""
@@ -247,12 +261,15 @@ class Scheduler:
         self._done = True
         self._finished.set()
 
-    def _wake(self, n: int) -> None:
-        while n > 0 and self._idle:
+    def _wake(self, n: int) -> int:
+        """Wake up to `n` idle workers; returns how many."""
+        woken = 0
+        while woken < n and self._idle:
             idle = self._idle.popleft()
             if not idle.done():
                 idle.set_result(None)
-                n -= 1
+                woken += 1
+        return woken
 
     def _push(self, cells: list[int], now: float | None = None) -> None:
         n_nodes = self.tracker.n_nodes
@@ -263,8 +280,8 @@ class Scheduler:
             node = cell % n_nodes
             entry = (cell // per_group, self._neg_cp[node], cell, now)
             heapq.heappush(self._heaps[self._lane_of_node[node]], entry)
-        if self._idle:
-            self._wake(len(cells))
+        if self._idle or self._alive < self._slots.total:
+            self._provide_workers(len(cells))
 
     def _take(self) -> tuple[int, int, int, float] | None:
         """The best ready heap entry whose model has a free slot, with the slots taken; or None."""

@@ -536,8 +536,12 @@ class TreadleApp(App[None]):
         return panel.focused_limit() or panel.selected or None
 
     def _set_limit(self, name: str, total: int) -> None:
-        total = max(1, total)
-        self.controller.set_limit(name, total)
+        try:
+            self.controller.set_limit(name, total)
+        except ValueError as exc:
+            self._log_widget.write_line(f"not changed: {exc}")
+            self.notify(str(exc), severity="warning", timeout=4)
+            return
         self.limits_panel.show_total(name, total)
         self._tick()
 

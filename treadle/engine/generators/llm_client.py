@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from treadle.engine.errors import CellError, ConfigError, FatalRunError, Problem, RetryableCellError
+from treadle.engine.pipeline import check_base_url
 from treadle.engine.secrets import read_api_key, redact
 
 if TYPE_CHECKING:
@@ -399,11 +400,14 @@ def _resolve(name: str, loaded: LoadedPipeline) -> ModelClient:
     import langchain_openai  # noqa: F401
 
     config = loaded.config.models[name]
-    base_url = (config.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    where = loaded.path.name if loaded.path is not None else "PipelineConfig"
+    from_env = os.environ.get("OPENAI_BASE_URL") if config.base_url is None else None
+    if from_env and (reason := check_base_url(from_env)):
+        raise ConfigError([Problem(f"{where}: models.{name}.base_url", f"OPENAI_BASE_URL {reason}")])
+    base_url = (config.base_url or from_env or DEFAULT_BASE_URL).rstrip("/")
     key = read_api_key(config.api_key_env, loaded.base_dir)
     if key is None:
         if not is_local(base_url):
-            where = loaded.path.name if loaded.path is not None else "PipelineConfig"
             raise ConfigError(
                 [
                     Problem(
