@@ -33,7 +33,9 @@ and writing the run directory are not in it; the progress lines also give the ti
 treadle.start() + wait()). Requests, 429s and the peak in flight are counted by the simulator (GET /stats).
 
 A runner still going after --timeout-factor x bound is aborted (`RunController.abort()`) and shown as
-"> Fx". `--quick` runs a fifth of the calls at the same rates (bounds 10 / 6 / 6 s).
+"> Fx". `--quick` runs a fifth of the calls at the same rates (bounds 10 / 6 / 6 s); there the last
+answer's latency alone is 2-3% of the bound, so a told runner that paces from the first request (not
+spending the burst) lands at 1.02-1.03x and misses its 1.02x target by that much: judge told at full size.
 
     .venv/bin/python bench/rate_limits.py [--quick] [--only PATTERN ...] [--timeout-factor 4] [--list]
         [--results bench/RESULTS.md]
@@ -596,6 +598,12 @@ def main() -> None:
     wall_total = time.perf_counter() - started
     console.print(f"$ {command}", highlight=False)
     render(results, args.timeout_factor, console)
+    if args.quick:
+        console.print(
+            f"--quick: one latency ({LATENCY_MS:g} ms) is 2-3% of these bounds; told runners pacing from the first"
+            " request miss 1.02x by about that: judge them at full size",
+            highlight=False,
+        )
     console.print(f"whole bench: {wall_total:.0f} s", highlight=False)
     if args.results is not None:
         write_results(args.results, command, markdown(results, args.timeout_factor), wall_total)
