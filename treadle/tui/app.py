@@ -117,7 +117,7 @@ class TreadleApp(App[None]):
         self._header = RunHeader(id="header")
         self._grid = CellGrid(snap.columns, snap.rows, id="grid")
         self._cursor_line = Static("", id="grid-cursor")
-        self._limits = LimitsPanel(snap.limits, id="limits")
+        self._limits = LimitsPanel(snap.limits, snap.rates, id="limits")
         self._failed = FailedTable(id="failed")
         self._timeline = Timeline(id="timeline")
         self._log_widget = Log(max_lines=2000, id="log")
@@ -226,10 +226,10 @@ class TreadleApp(App[None]):
             self._show_header(snap, now, rate)
         grid.update_states(snap.window, snap.by_column, snap.row_groups.get("finished", 0) * self._group_size)
         self._show_cursor()
-        limits_key = (snap.limits, snap.row_groups)
+        limits_key = (snap.limits, snap.row_groups, snap.rates)
         if limits_key != self._limits_seen:
             self._limits_seen = limits_key
-            self.limits_panel.update_limits(snap.limits, snap.row_groups)
+            self.limits_panel.update_limits(snap.limits, snap.row_groups, snap.rates)
         self._poll_failures(snap, now)
         self._drain_events()
         if self._ticks % TIMELINE_EVERY == 1 or final:
