@@ -227,7 +227,7 @@ def _sections(m: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], 
         ["over time", sparkline(rate)],
     ]
     sections.append(("Throughput", ["measure", "value"], rows, None))
-    return sections
+    return sections + _rate_sections(m["summary"])
 
 
 def _summary_sections(m: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], str | None]]:
@@ -254,6 +254,73 @@ def _summary_sections(m: dict[str, Any]) -> list[tuple[str, list[str], list[list
     return [
         ("Columns (from summary.json)", ["column", "done", "failed", "p50", "p95", "p99"], rows, note),
         ("Limits", ["limit", "total", "peak in use"], limits, None),
+        *_rate_sections(summary),
+    ]
+
+
+PACE_SOURCES = {"learned": "learned from 429s", "headers": "from x-ratelimit headers", "rpm": "told", "tpm": "told"}
+"""How summary.json's `rate_limits.<model>.source` reads."""
+
+
+def pace_text(paced_rpm: float | None, tpm: float | None = None, source: str | None = None) -> str:
+    """`1,180/min learned from 429s`; `-` without a pace."""
+    paces = ([] if paced_rpm is None else [f"{paced_rpm:,.0f}/min"]) + (
+        [] if tpm is None else [f"{tpm:,.0f} tokens/min"]
+    )
+    if not paces:
+        return "-"
+    where = PACE_SOURCES.get(source or "", "")
+    return ", ".join(paces) + (f" {where}" if where else "")
+
+
+def rate_limit_rows(summary: dict[str, Any] | None) -> list[list[str]]:
+    """One row per model of summary.json's `rate_limits` (absent in older runs: no rows): requests,
+    answers that asked to wait (429s), the final pace and its source, the adaptive value and ceiling."""
+    rows = []
+    for model, r in ((summary or {}).get("rate_limits") or {}).items():
+        adaptive = f"{r.get('concurrency')} of {r.get('ceiling')}" if r.get("adaptive") else f"off ({r.get('ceiling')})"
+        rows.append(
+            [
+                model,
+                _n(r.get("requests")),
+                _n(r.get("rate_limited")),
+                pace_text(r.get("paced_rpm"), r.get("tpm"), r.get("source")),
+                adaptive,
+            ]
+        )
+    return rows
+
+
+def adaptive_change_rows(summary: dict[str, Any] | None, last: int | None = None) -> list[list[str]]:
+    """Every adaptive change (or each model's `last` ones): model, time from the start, value, pace, reason."""
+    rows = []
+    for model, r in ((summary or {}).get("rate_limits") or {}).items():
+        changes = r.get("changes") or []
+        for t, concurrency, paced_rpm, reason in changes[-last:] if last else changes:
+            rows.append([model, _s(t), str(concurrency), pace_text(paced_rpm), str(reason)])
+    return rows
+
+
+def first_row_text(summary: dict[str, Any] | None) -> str | None:
+    """`first complete row after 0.14 s`, or None when summary.json does not say (older runs)."""
+    first = (summary or {}).get("first_row_s")
+    return None if first is None else f"first complete row after {_s(first)}"
+
+
+def _rate_sections(summary: dict[str, Any] | None) -> list[tuple[str, list[str], list[list[str]], str | None]]:
+    """Each model's requests, 429s and pace, and every adaptive change; nothing for runs without them."""
+    rows = rate_limit_rows(summary)
+    if not rows:
+        return []
+    changes = adaptive_change_rows(summary)
+    return [
+        (
+            "Rate limits per model",
+            ["model", "requests", "asked to wait (429)", "final pace", "adaptive (of ceiling)"],
+            rows,
+            first_row_text(summary),
+        ),
+        ("Adaptive changes", ["model", "at", "adaptive", "pace", "why"], changes, None if changes else "none"),
     ]
 
 

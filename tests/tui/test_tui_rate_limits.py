@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import re
 
+from textual.widgets import Log
 from tui_helpers import pipeline, plain, until
 
+from treadle.engine.events import RunEvent
 from treadle.engine.rate_limits import RateView
 from treadle.sim import SimConfig, SimulatorThread
 from treadle.tui.app import TreadleApp
+from treadle.tui.model import event_line
 from treadle.tui.widgets.limits import rate_text
 
 LIMITED = SimConfig(rpm=600, limit_window_s=2, ratelimit_headers=False, latency_ms=20)
@@ -83,7 +86,21 @@ async def test_the_limits_panel_shows_the_adaptive_value_and_the_429s_of_a_rate_
             rates = controller.snapshot().rates["model:m"]
             assert rates.ceiling == 16 and rates.concurrency < 16 and rates.source == "learned"
             assert "pace " in shown() and "learned" in shown()
+            log = app.query_one("#log", Log)
+            await until(
+                pilot,
+                lambda: any(" m: adaptive " in line and "429 from endpoint" in line for line in log.lines),
+                what="a limit_adapted line in the log",
+            )
             await until(pilot, lambda: app.status == "idle", what="the idle run")
             controller.close()
             await until(pilot, lambda: controller.finished, what="the run to close")
     assert controller.wait(30).status == "done"
+
+
+def test_a_limit_adapted_event_is_one_log_line():
+    data = {"limit": "model:planner", "concurrency": 12, "paced_rpm": 1180.4, "reason": "429 from endpoint"}
+    line = event_line(RunEvent(t=3.5, type="limit_adapted", data=data))
+    assert line == "00:03 planner: adaptive 12, pace 1,180/min (429 from endpoint)"
+    unpaced = {"limit": "model:m", "concurrency": 4, "paced_rpm": None, "reason": "x"}
+    assert event_line(RunEvent(t=0, type="limit_adapted", data=unpaced)) == "00:00 m: adaptive 4 (x)"

@@ -123,6 +123,15 @@ def first_unfinished(window: Mapping[int, Sequence[str]], rows: Iterable[int]) -
     return None
 
 
+def limit_adapted_text(d: Mapping[str, object]) -> str:
+    """`planner: adaptive 12, pace 1,180/min (429 from endpoint: ...)` from a `limit_adapted` event's data."""
+    name = str(d.get("limit", "")).removeprefix("model:")
+    paced = d.get("paced_rpm")
+    pace = f", pace {paced:,.0f}/min" if isinstance(paced, int | float) else ""
+    reason = f" ({d['reason']})" if d.get("reason") else ""
+    return f"{name}: adaptive {d.get('concurrency')}{pace}{reason}"
+
+
 def event_line(event: RunEvent) -> str | None:
     """One log line for an event; None for the ones the log leaves out (periodic progress)."""
     d = event.data
@@ -142,6 +151,8 @@ def event_line(event: RunEvent) -> str | None:
         text = f"dropped row {d.get('row')}"
     elif kind == "limit_changed":
         text = f"limit   {d.get('limit')}: {d.get('old')} -> {d.get('new')}"
+    elif kind == "limit_adapted":
+        text = limit_adapted_text(d)
     elif kind == "run_finished":
         text = f"finished: {d.get('status')} in {d.get('wall_s')} s" + (
             f" ({d['message']})" if d.get("message") else ""

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from treadle.report import sparkline
+from treadle.report import adaptive_change_rows, first_row_text, rate_limit_rows, sparkline
 from treadle.tui.actions import ACTIONS
 from treadle.tui.keymap import DEFAULT_KEYS, bindings, key_text
 from treadle.tui.model import duration_text
@@ -262,7 +262,42 @@ def summary_table(summary: Mapping[str, Any], show_latency: bool = True) -> Rend
     history = summary.get("limit_history")
     if isinstance(history, Mapping) and history:
         parts += [Text(""), limits_text(history, show_latency)]
+    parts += rate_limit_parts(summary, show_latency)
     return Group(*parts)
+
+
+SHOWN_CHANGES = 10
+"""Adaptive changes per model the summary lists (the last ones); `treadle report` lists them all."""
+
+
+def rate_limit_parts(summary: Mapping[str, Any], show_times: bool = True) -> list[RenderableType]:
+    """Per model: requests, answers that asked to wait (429s), the final pace and its source, then its
+    last adaptive changes and why; and when the first row was complete. Nothing for older runs."""
+    summary = dict(summary)
+    parts: list[RenderableType] = []
+    first = first_row_text(summary)
+    if first and show_times:
+        parts += [Text(""), Text(first)]
+    rows = rate_limit_rows(summary)
+    if not rows:
+        return parts
+    table = Table(box=None, pad_edge=False, title="rate limits", title_justify="left")
+    for header in ("model", "requests", "asked to wait (429)", "final pace", "adaptive"):
+        table.add_column(header, justify="left" if header in ("model", "final pace") else "right")
+    for row in rows:
+        table.add_row(*row, style=COLOURS["failed"] if row[2] not in ("0", "-") else None)
+    parts += [Text(""), table]
+    changes = adaptive_change_rows(summary, last=SHOWN_CHANGES)
+    if changes:
+        listed = Table(box=None, pad_edge=False, title=f"adaptive changes (last {SHOWN_CHANGES} per model)")
+        listed.title_justify = "left"
+        headers = ["model"] + (["at"] if show_times else []) + ["adaptive", "pace", "why"]
+        for header in headers:
+            listed.add_column(header, justify="right" if header in ("at", "adaptive") else "left")
+        for model, at, adaptive, pace, why in changes:
+            listed.add_row(model, *([at] if show_times else []), adaptive, pace, why)
+        parts.append(listed)
+    return parts
 
 
 def _bold(label: str, text: str = "") -> Text:
