@@ -115,7 +115,8 @@ def test_a_429_storm_is_waited_out(tmp_path):
     with SimulatorThread(SimConfig(rpm=120, seed=2)) as url:
         config = {
             "seed": {"path": seed(tmp_path, 124)},
-            "models": {"m": {"model": "sim", "base_url": url, "max_parallel": 16}},
+            # Not adaptive: each cell waits out its own 429 (an adaptive model would pace to the headers).
+            "models": {"m": {"model": "sim", "base_url": url, "max_parallel": 16, "adaptive": False}},
             "columns": [{"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}"}],
             "run": {"retries": 1},
         }

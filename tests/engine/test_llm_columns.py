@@ -216,7 +216,9 @@ def test_rate_limit_answers_are_retried_after_retry_after(tmp_path):
     # own and few retries, a cell only succeeds if it waits as long as Retry-After says.
     sim = SimulatorThread(SimConfig(rpm=60))
     with sim as url:
-        result = run(tmp_path, config(tmp_path, url, [llm()], rows=61, retries=3, row_group_size=100))
+        # Not adaptive: each cell waits out its own 429 (an adaptive model would pace to the headers).
+        cfg = config(tmp_path, url, [llm()], rows=61, retries=3, row_group_size=100, model={"adaptive": False})
+        result = run(tmp_path, cfg)
         stats = sim.stats()
     assert result.status == "done", result.failures
     assert 1 <= stats["by_status"]["429"] <= 3

@@ -298,6 +298,24 @@ def export_chrome(
             points = [*points, (max(wall, points[-1][0]), points[-1][1])]
             counter(pid, name, key, [p[0] for p in points], [p[1] for p in points])
 
+        def adaptive_counters(model: str) -> None:
+            """The adaptive value and the pace each time they changed (summary.json's rate_limits), and an
+            instant event saying why."""
+            rates = ((summary or {}).get("rate_limits") or {}).get(model)
+            changes = rates.get("changes") if isinstance(rates, dict) else None
+            start = sessions[-1] if sessions else 0.0
+            for change in changes or []:
+                try:
+                    t, concurrency, paced_rpm, reason = change
+                    ts = _us(start + float(t))
+                except (TypeError, ValueError):
+                    continue
+                values = {"adaptive": concurrency, **({"pace_rpm": paced_rpm} if paced_rpm is not None else {})}
+                writer.event({"name": f"{model} rate", "cat": "counter", "ph": "C", "ts": ts, "pid": MODELS_PID,
+                              "args": values})  # fmt: skip
+                writer.event({"name": f"{model} limit adapted", "cat": "limits", "ph": "i", "s": "p", "ts": ts,
+                              "pid": MODELS_PID, "tid": 0, "args": {"reason": str(reason)}})  # fmt: skip
+
         times, values, _, _ = step_series(cell_starts, cell_ends, max_counter_points)
         counter(SLOTS_PID, "cells in flight", "cells", times, values)
         limit_counter(SLOTS_PID, "slot limit", "slots", SLOTS_LIMIT)
@@ -310,6 +328,7 @@ def export_chrome(
             times, values, _, _ = step_series(starts, ends, max_counter_points)
             counter(MODELS_PID, f"{model} in flight", "requests", times, values)
             limit_counter(MODELS_PID, f"{model} limit", "requests", f"model:{model}")
+            adaptive_counters(model)
 
         def metadata(name: str, pid: int, args: dict[str, Any], tid: int | None = None) -> None:
             event: dict[str, Any] = {"name": name, "ph": "M", "pid": pid, "args": args}

@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Any
 from treadle.engine.errors import CellError
 from treadle.engine.limits import model_limit
 from treadle.engine.pipeline import LLMColumn, LoadedPipeline
-from treadle.engine.policy import RetryPolicy, is_retryable
+from treadle.engine.policy import RATE_LIMIT_EXTRA_ATTEMPTS, RetryPolicy, is_rate_limit, is_retryable
 
 if TYPE_CHECKING:
     from treadle.engine.generators.llm import LLMGenerator
+    from treadle.engine.rate_limits import ModelRate
     from treadle.engine.scheduler import Scheduler
 
 
@@ -34,8 +35,13 @@ class ContextServices:
         self.scheduler = scheduler
         self.policy = policy
         self._callers: dict[tuple[str, str | None, str | None], LLMGenerator] = {}
+        self._rates: dict[str, ModelRate] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
+
+    def observe(self, rates: dict[str, ModelRate]) -> None:
+        """The models' pacing, told of every answer to `ctx.llm` calls too (called on the engine loop)."""
+        self._rates = rates
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Called on the engine loop when the run starts."""
@@ -57,6 +63,8 @@ class ContextServices:
                 name="ctx", kind="llm", model=model, prompt="{{ prompt }}", system=system, output_schema=schema
             )
             caller = self._callers[key] = LLMGenerator("ctx", config, model_client(model, self.loaded))
+            if (rate := self._rates.get(model_limit(model))) is not None:
+                caller.client.observe(rate)
         return caller
 
     def default_model(self) -> str:
@@ -150,7 +158,8 @@ class ColumnContext:
                 scheduler.release_model(key)
             ended = scheduler.clock()
             if error is not None:
-                retry = is_retryable(error) and attempt <= services.retries(name)
+                budget = services.retries(name) + (RATE_LIMIT_EXTRA_ATTEMPTS if is_rate_limit(error) else 0)
+                retry = is_retryable(error) and attempt <= budget
                 status = "retry" if retry else "failed"
                 retry_after = getattr(error, "retry_after", None) if retry else None
                 times = (ready, started, ended)
@@ -159,7 +168,10 @@ class ColumnContext:
                 )
                 if not retry:
                     raise error
-                await asyncio.sleep(services.policy.delay(attempt, retry_after, scheduler.rng))
+                if is_rate_limit(error):  # the model's pace and its hold decide when requests go again
+                    await asyncio.sleep(retry_after or 0.0)
+                else:
+                    await asyncio.sleep(services.policy.delay(attempt, retry_after, scheduler.rng))
                 continue
             usage = values.get("ctx__usage") or {}
             for field in self.usage:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from treadle.engine.limits import check_limit
 from treadle.engine.metrics import live_metrics, prices_of
 from treadle.engine.outputs import ROW_FIELD, RunDirectory
 from treadle.engine.pipeline import LoadedPipeline, PythonColumn, load_pipeline
+from treadle.engine.rate_limits import RateView
 from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, recover
 from treadle.engine.run import Run, RunOptions, RunStatus, create_run_dir, new_run_dir
@@ -76,6 +78,8 @@ class Snapshot:
     """How late the engine loop wakes (p50, p99, max): high values mean blocking work on the loop."""
     window: dict[int, tuple[str, ...]] = field(default_factory=dict)
     """States of the requested rows, column by column."""
+    rates: dict[str, RateView] = field(default_factory=dict)
+    """Per model limit (`model:<name>`): ceiling, adaptive value, pace, measured rate, 429s, hold."""
 
     @property
     def finished_cells(self) -> int:
@@ -337,6 +341,7 @@ class RunController:
         finished, in_flight, pending = run.scheduler.group_status()
         labels = [s.label for s in CellState]
         window = {row: tuple(labels[s] for s in tracker.row_states(row)) for row in rows if 0 <= row < tracker.n_rows}
+        now = time.perf_counter()
         return Snapshot(
             status=run.live_status(),
             message=run.message or run.scheduler.pause_reason,
@@ -350,6 +355,7 @@ class RunController:
             limits={n: LimitView(lim.total, lim.in_use, lim.peak) for n, lim in run.limits.items()},
             recent_events=self.bus.recent(),
             window=window,
+            rates={name: rate.view(now) for name, rate in run.rates.items()},
         )
 
     def traces(self, since: int = 0) -> tuple[int, list[TaskTrace]]:

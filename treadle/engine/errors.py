@@ -36,9 +36,17 @@ class CellError(Exception):
 
     retryable = False
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        """Seconds the endpoint asked to wait before trying again (its Retry-After), if it said."""
+        self.status = status
+        """The endpoint's HTTP status, for an error it answered."""
+
+    @property
+    def rate_limited(self) -> bool:
+        """The endpoint works but is busy (429, or 503 asking to wait): waiting does not spend the retries."""
+        return self.status == 429 or (self.status == 503 and self.retry_after is not None)
 
 
 class RetryableCellError(CellError):

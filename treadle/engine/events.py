@@ -17,6 +17,7 @@ EventType = Literal[
     "cell_retried",
     "row_dropped",
     "limit_changed",
+    "limit_adapted",
     "paused",
     "resumed",
     "stopping",

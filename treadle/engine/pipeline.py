@@ -94,7 +94,14 @@ class ModelConfig(_Strict):
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable holding the key; keys never live in files."""
     max_parallel: LimitValue = 32
-    """Most requests in flight to this model at once."""
+    """Most requests in flight to this model at once: a ceiling the adaptive limit stays under."""
+    rpm: Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=1, le=LIMIT_MAX)] | None = None
+    """Requests per minute the endpoint allows this key, if known: starts are paced to it."""
+    tpm: Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=1, le=LIMIT_MAX)] | None = None
+    """Tokens (prompt + completion) per minute the endpoint allows, if known: starts are paced to it."""
+    adaptive: bool = True
+    """Find the endpoint's sustainable rate from its answers (429/503, Retry-After, x-ratelimit headers)
+    and stay under it; false sends at the ceiling and budgets only."""
     timeout_s: float | None = Field(default=None, gt=0)
     """Per-request timeout; defaults to the run's timeout_s."""
     temperature: float | None = None

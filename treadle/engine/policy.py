@@ -10,6 +10,8 @@ from typing import Any, Literal
 from treadle.engine.errors import CellError
 
 FailureAction = Literal["fail", "skip_row", "default"]
+RATE_LIMIT_EXTRA_ATTEMPTS = 20
+"""Attempts a rate-limited cell gets beyond its retries: waiting on a busy endpoint spends no retry."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,8 @@ def is_retryable(error: BaseException) -> bool:
 
 
 def is_rate_limit(error: BaseException) -> bool:
-    """An answer that asks to wait (429 with Retry-After): the endpoint works, it is just busy."""
-    return isinstance(error, CellError) and error.retry_after is not None
+    """An answer that asks to wait (429, or 503 with Retry-After): the endpoint works, it is just busy."""
+    return isinstance(error, CellError) and error.rate_limited
 
 
 class ErrorWindow:

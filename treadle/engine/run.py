@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import gc
 import os
 import time
@@ -19,6 +20,7 @@ from treadle.engine.context import ContextServices
 from treadle.engine.errors import ConfigError, FatalRunError, Problem, StorageError
 from treadle.engine.events import EventBus
 from treadle.engine.generators import build_generators
+from treadle.engine.generators.llm import LLMGenerator
 from treadle.engine.journal import Journal
 from treadle.engine.limits import PYTHON_THREADS_DEFAULT_MAX, ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.loop_health import LoopLag
@@ -26,6 +28,7 @@ from treadle.engine.metrics import NO_TRACE_NOTE, percentiles, prices_of, summar
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn, LoadedPipeline
 from treadle.engine.policy import ErrorWindow, NodePolicy, NoWindow, RetryPolicy
+from treadle.engine.rate_limits import Change, ModelRate, rate_summary
 from treadle.engine.resume import Recovery, RunRecord
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Scheduler
@@ -161,8 +164,18 @@ class Run:
             ROW_GROUPS: Limit(ROW_GROUPS, config.run.row_groups_in_flight),
             SLOTS: Limit(SLOTS, max_parallel),
         }
+        self.rates: dict[str, ModelRate] = {}
         for name, model in config.models.items():  # every model: python columns may call any through ctx
-            self.limits[model_limit(name)] = Limit(model_limit(name), model.max_parallel)
+            key = model_limit(name)
+            self.limits[key] = Limit(key, model.max_parallel)
+            self.rates[key] = ModelRate(
+                self.limits[key],
+                rpm=model.rpm,
+                tpm=model.tpm,
+                adaptive=model.adaptive,
+                clock=time.perf_counter,
+                on_change=functools.partial(self._rate_changed, key),
+            )
         self.store = RowStore(frame, config.run.row_group_size)
         self.journal = Journal(directory.journal_path, self.node_names, on_error=self._storage_failed)
         finished_groups = self._restore(recovery) if recovery is not None else set()
@@ -180,6 +193,7 @@ class Run:
             critical_path=[node.critical_path for node in nodes],
             store=self.store,
             limits=self.limits,
+            rates=self.rates,
             policy=RetryPolicy(backoff_s=config.run.backoff_s),
             node_policies=[node_policy(loaded, node.config) for node in nodes],
             error_window=(
@@ -297,6 +311,15 @@ class Run:
                 self._storage_failed(exc)
                 return
 
+    def _rate_changed(self, key: str, change: Change) -> None:
+        self.bus.emit(
+            "limit_adapted",
+            limit=key,
+            concurrency=change.concurrency,
+            paced_rpm=change.paced_rpm,
+            reason=change.reason,
+        )
+
     async def execute(self) -> None:
         loop = asyncio.get_running_loop()
         started, cpu_started = loop.time(), time.thread_time()
@@ -314,6 +337,10 @@ class Run:
         self.context_services.attach(loop)
         for generator in self.generators:
             await generator.astart()
+        self.context_services.observe(self.rates)
+        for generator in self.generators:
+            if isinstance(generator, LLMGenerator):
+                generator.client.observe(self.rates[generator.limit_key])
         # Everything loaded so far (pandas, pyarrow, langchain, the seed) lives for the whole run: out of
         # the collector's sight, a full collection no longer walks it, which stalled the loop ~100 ms.
         # Young collections run less often too: a run makes many short-lived objects and few cycles.
@@ -446,6 +473,14 @@ class Run:
             "parallel_efficiency": round(busy_s / self.wall_s, 3) if self.wall_s else 0.0,
             "loop_lag_ms": self.loop_lag.summary_ms(),
             "limits": {name: {"total": lim.total, "peak": lim.peak} for name, lim in self.limits.items()},
+            "first_row_s": (
+                None
+                if self.scheduler.first_row_done_at is None
+                else round(self.scheduler.first_row_done_at - self.tracer.t0, 3)
+            ),
+            "rate_limits": {
+                name.removeprefix("model:"): rate_summary(rate, self.tracer.t0) for name, rate in self.rates.items()
+            },
             "limit_history": (
                 self.limit_changes.as_json()
                 if self.limit_changes is not None

@@ -9,7 +9,9 @@ outcome in the tracker and queues the cells that became ready. Nothing here resc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
+import math
 import random
 import time
 from array import array
@@ -25,7 +27,16 @@ from treadle.engine.events import EventBus
 from treadle.engine.generators.base import Generator, RunMode
 from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
-from treadle.engine.policy import CellFailure, ErrorWindow, NodePolicy, RetryPolicy, is_rate_limit, is_retryable
+from treadle.engine.policy import (
+    RATE_LIMIT_EXTRA_ATTEMPTS,
+    CellFailure,
+    ErrorWindow,
+    NodePolicy,
+    RetryPolicy,
+    is_rate_limit,
+    is_retryable,
+)
+from treadle.engine.rate_limits import ModelRate
 from treadle.engine.rows import RowStore
 from treadle.engine.tracing import NullTracer, Tracer, TraceStatus
 from treadle.engine.tracker import CellState, CellTracker
@@ -39,7 +50,6 @@ _INLINE = RunMode.INLINE
 _MAX_MESSAGE = 500
 _SLICE_S = 0.005
 _CALLS_PER_SLICE = 32
-_RATE_LIMIT_EXTRA_ATTEMPTS = 20
 
 
 class _GroupStatus:
@@ -59,6 +69,7 @@ class Scheduler:
         critical_path: Sequence[int],
         store: RowStore,
         limits: dict[str, Limit],
+        rates: dict[str, ModelRate],
         policy: RetryPolicy,
         node_policies: Sequence[NodePolicy],
         error_window: ErrorWindow,
@@ -78,6 +89,8 @@ class Scheduler:
         self.generators = list(generators)
         self.store = store
         self.limits = limits
+        self.rates = rates
+        """Per model limit name: when its requests may start (ceiling, budgets, adaptive pace)."""
         self.policy = policy
         self.node_policies = list(node_policies)
         self._timeouts = [p.timeout_s for p in node_policies]
@@ -112,11 +125,14 @@ class Scheduler:
         self._row_groups = limits[ROW_GROUPS]
         # Lanes: one ready heap per distinct per-model limit, plus one for cells under no model limit.
         lane_keys = sorted({g.limit_key for g in self.generators if g.limit_key is not None})
-        self._lane_limits: list[Limit | None] = [None] + [limits[k] for k in lane_keys]
+        self._lane_rates: list[ModelRate | None] = [None] + [rates[k] for k in lane_keys]
         self._lane_of_node = [0 if g.limit_key is None else 1 + lane_keys.index(g.limit_key) for g in generators]
-        self._node_limit = [self._lane_limits[lane] for lane in self._lane_of_node]
-        # Heap entries: (row group, -critical path, cell, time it became ready).
-        self._heaps: list[list[tuple[int, int, int, float]]] = [[] for _ in self._lane_limits]
+        self._node_limit = [None if lane == 0 else limits[lane_keys[lane - 1]] for lane in self._lane_of_node]
+        self._rate_timer: asyncio.TimerHandle | None = None
+        self._rate_timer_at = math.inf
+        # Heap entries: (row, -critical path, cell, time it became ready): the oldest row first, so rows
+        # (and row groups) finish early instead of every row waiting for the group's first column.
+        self._heaps: list[list[tuple[int, int, int, float]]] = [[] for _ in self._lane_rates]
         self._neg_cp = [-cp for cp in critical_path]
         self._group_status = bytearray(tracker.n_groups)
         for group in finished_groups:
@@ -127,6 +143,8 @@ class Scheduler:
         self._alive = 0
         self._retry_timers: dict[int, asyncio.TimerHandle] = {}
         self._writes: set[asyncio.Task[None]] = set()
+        self.first_row_done_at: float | None = None
+        """When the first row had every cell done (the clock's time): how soon results show."""
         self.attempts: dict[int, int] = {}
         self.failures: dict[int, CellFailure] = {}
         self.latencies = tracer.latencies if self._tracing else [array("d") for _ in self.generators]
@@ -273,12 +291,11 @@ class Scheduler:
 
     def _push(self, cells: list[int], now: float | None = None) -> None:
         n_nodes = self.tracker.n_nodes
-        per_group = n_nodes * self.tracker.group_size
         if now is None:
             now = self._clock()
         for cell in cells:
             node = cell % n_nodes
-            entry = (cell // per_group, self._neg_cp[node], cell, now)
+            entry = (cell // n_nodes, self._neg_cp[node], cell, now)
             heapq.heappush(self._heaps[self._lane_of_node[node]], entry)
         if self._idle or self._alive < self._slots.total:
             self._provide_workers(len(cells))
@@ -299,26 +316,56 @@ class Scheduler:
             return None
         best: tuple[int, int, int, float] | None = None
         best_lane = -1
+        now = self._clock()
+        soonest = math.inf
         for lane, heap in enumerate(self._heaps):
             while heap and state[heap[0][2]] != _READY:
                 heapq.heappop(heap)  # dropped while it waited
-            if not heap:
+            if not heap or (best is not None and heap[0] >= best):
                 continue
-            limit = self._lane_limits[lane]
-            if (limit is None or limit.in_use < limit.total) and (best is None or heap[0] < best):
-                best = heap[0]
-                best_lane = lane
+            rate = self._lane_rates[lane]
+            if rate is not None and (delay := rate.start_delay(now)) > 0:
+                soonest = min(soonest, delay)
+                continue
+            best = heap[0]
+            best_lane = lane
         if best is None:
+            self._arm_rate_timer(now, soonest)
             return None
-        heapq.heappop(self._heaps[best_lane])
+        heap = self._heaps[best_lane]
+        heapq.heappop(heap)
         cell = best[2]
-        limit = self._lane_limits[best_lane]
-        if limit is not None:
-            limit.acquire()
+        rate = self._lane_rates[best_lane]
+        if rate is not None:
+            rate.started(now)
             self._slice_calls += 1
+            if heap:  # the next start of this model: another worker now, or be woken when the pace allows
+                delay = rate.start_delay(now)
+                if delay == 0:
+                    self._provide_workers(1)
+                else:
+                    self._arm_rate_timer(now, delay)
         self._slots.acquire()
         self.tracker.start(cell)
         return best
+
+    def _arm_rate_timer(self, now: float, delay: float) -> None:
+        """Wake a worker when a model's pace or Retry-After lets a waiting request start."""
+        if delay == math.inf or delay <= 0:
+            return
+        at = now + delay
+        if at >= self._rate_timer_at:
+            return
+        assert self._loop is not None
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+        self._rate_timer_at = at
+        self._rate_timer = self._loop.call_later(delay, self._rate_timer_fired)
+
+    def _rate_timer_fired(self) -> None:
+        self._rate_timer = None
+        self._rate_timer_at = math.inf
+        self._provide_workers(1)
 
     async def _run_cell(self, cell: int, t_ready: float, task: asyncio.Task, lane: int) -> None:
         tracker = self.tracker
@@ -379,6 +426,8 @@ class Scheduler:
                 ready = tracker.complete(cell)
                 if ready:
                     self._push(ready, ended)
+                elif self.first_row_done_at is None and tracker.row_settled(row_index):
+                    self.first_row_done_at = ended
                 # _after_change inlined for the common case: the cell's group is still open.
                 if not tracker.group_open[cell // n_nodes // tracker.group_size]:
                     self._after_change(cell)
@@ -420,17 +469,26 @@ class Scheduler:
         return self._rng
 
     async def acquire_model(self, key: str) -> None:
-        """Wait for a request slot of a model (and for the run to be unpaused), then take it."""
-        limit = self.limits[key]
-        while self.paused or limit.in_use >= limit.total:
-            assert self._loop is not None
+        """Wait until a request to a model may start (the run unpaused, its slot, pace and Retry-After),
+        then take its slot."""
+        rate = self.rates[key]
+        assert self._loop is not None
+        while True:
+            delay = math.inf if self.paused else rate.start_delay(self._clock())
+            if delay == 0:
+                break
             waiter = self._loop.create_future()
             self._model_waiters.setdefault(key, deque()).append(waiter)
-            await waiter
-        limit.acquire()
+            if delay == math.inf:
+                await waiter
+            else:  # the pace or a Retry-After: back when it allows, or sooner when a slot frees
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(waiter), delay)
+                waiter.cancel()  # a waiter left behind would take the wake-up meant for another
+        rate.started(self._clock())
 
     def release_model(self, key: str) -> None:
-        self.limits[key].release()
+        self.rates[key].finished()
         self._wake_model(key)
         self._wake(1)  # an idle worker may be waiting for this model's slot too
 
@@ -476,12 +534,16 @@ class Scheduler:
         retryable = is_retryable(error)
         message = f"timed out after {policy.timeout_s:g} s" if timed_out else self._redact(_one_line(error))
         # A rate-limit answer says the endpoint works but is busy: waiting it out does not spend the budget.
-        budget = policy.retries + (_RATE_LIMIT_EXTRA_ATTEMPTS if is_rate_limit(error) else 0)
+        budget = policy.retries + (RATE_LIMIT_EXTRA_ATTEMPTS if is_rate_limit(error) else 0)
         will_retry = retryable and attempt <= budget and not self.stopping
         delay = 0.0
         retry_after = error.retry_after if isinstance(error, CellError) else None
         if will_retry:
-            delay = self.policy.delay(attempt, retry_after, self._rng)
+            rate = self._lane_rates[self._lane_of_node[node]]
+            if is_rate_limit(error) and rate is not None and rate.adaptive:
+                delay = retry_after or 0.0  # the model's pace and its hold decide when requests go again
+            else:
+                delay = self.policy.delay(attempt, retry_after, self._rng)
             if policy.deadline_s is not None:
                 first_start = self._first_started.setdefault(cell, timing[2])
                 if self._clock() + delay - first_start > policy.deadline_s:
@@ -646,6 +708,8 @@ class Scheduler:
         limit = self.limits[name]
         old = limit.total
         limit.total = total
+        if name in self.rates:
+            self.rates[name].set_ceiling(total)
         self.bus.emit("limit_changed", limit=name, old=old, new=total)
         if self._loop is None:
             return

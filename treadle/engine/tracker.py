@@ -243,6 +243,11 @@ class CellTracker:
         base = row * self.n_nodes
         return bytes(self.state[base : base + self.n_nodes])
 
+    def row_settled(self, row: int) -> bool:
+        """Every cell of `row` done (or settled by its column's default)."""
+        base = row * self.n_nodes
+        return all(s in _SETTLED for s in self.state[base : base + self.n_nodes])
+
     def cells_in(self, state: CellState) -> list[int]:
         """Every cell in a state (a scan: for commands such as 'retry all failed', not the hot path)."""
         return [i for i, s in enumerate(self.state) if s == state]

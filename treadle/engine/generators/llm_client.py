@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from treadle.engine.errors import CellError, ConfigError, FatalRunError, Problem, RetryableCellError
 from treadle.engine.pipeline import check_base_url
+from treadle.engine.rate_limits import LimitHeaders, ModelRate
 from treadle.engine.secrets import read_api_key, redact
 
 if TYPE_CHECKING:
@@ -93,6 +94,8 @@ class _LoopState:
 
     llm: ChatOpenAI
     wire: Wire
+    observer: ModelRate | None = None
+    """Told of every answer (status, Retry-After, x-ratelimit headers, tokens used): the run's pacing."""
     succeeded: bool = False
     refused_in_a_row: int = 0
     fatal: FatalRunError | None = None
@@ -165,12 +168,32 @@ class ModelClient:
         wire = state.wire
         # openai's encoding (openapi_dumps): compact, UTF-8, no NaN.
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        observer = state.observer
+        if observer is not None:
+            # A request's tokens before it is sent: ~4 bytes of prompt a token, plus what it may answer.
+            observer.estimate_tokens(
+                len(content) / 4 + (body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+            )
+            sent = observer.now()
         response = await wire.http.send(
             wire.request("POST", wire.url, headers=wire.headers, content=content, extensions=wire.extensions)
         )
-        if not 200 <= response.status_code < 300:
+        status = response.status_code
+        if not 200 <= status < 300:
+            if observer is not None:
+                observer.answered(sent, status, retry_after(response.headers), LimitHeaders.read(response.headers))
             raise EndpointStatusError(response)
-        return json.loads(response.content)
+        data = json.loads(response.content)
+        if observer is not None:
+            usage = data.get("usage") if isinstance(data, dict) else None
+            used = usage.get("total_tokens") if isinstance(usage, dict) else None
+            tokens = float(used) if isinstance(used, int | float) and not isinstance(used, bool) else None
+            observer.answered(sent, status, None, LimitHeaders.read(response.headers), tokens)
+        return data
+
+    def observe(self, rate: ModelRate) -> None:
+        """Tell `rate` of every answer this model gives on the running loop (the run's loop)."""
+        self.state().observer = rate
 
     async def aclose(self) -> None:
         """Close the running loop's client and its aiohttp session (nothing if none was built)."""
@@ -242,8 +265,9 @@ class ModelClient:
     def _status_error(self, status: int, endpoint_message: tuple[str, str | None], headers: Any) -> Exception:
         message, code = endpoint_message
         said = self.redact(message)
+        wait = retry_after(headers)
         if status == 429:
-            return RetryableCellError(f"rate limited by the endpoint (429): {said}", retry_after=retry_after(headers))
+            return RetryableCellError(f"rate limited by the endpoint (429): {said}", retry_after=wait, status=status)
         if status in (401, 403):
             return FatalRunError(
                 f"{self._where()}: the endpoint refused the API key from {self.api_key_env} ({status})"
@@ -253,8 +277,8 @@ class ModelClient:
                 return FatalRunError(f"{self._where()}: the endpoint does not know model '{self.config.model}' (404)")
             return FatalRunError(f"{self._where()}: the endpoint answered 404 Not Found: {said}")
         if status >= 500 or status in (408, 409, 425):
-            return RetryableCellError(f"endpoint error ({status}): {said}")
-        return CellError(f"the endpoint rejected the request ({status}): {said}")
+            return RetryableCellError(f"endpoint error ({status}): {said}", retry_after=wait, status=status)
+        return CellError(f"the endpoint rejected the request ({status}): {said}", status=status)
 
     def _connection_error(self, exc: BaseException) -> RetryableCellError:
         refused = _find_cause(exc, ConnectionRefusedError) is not None
