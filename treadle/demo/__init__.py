@@ -26,7 +26,18 @@ from treadle.sim import SimConfig, SimulatorThread
 
 DEMO_DIR = Path(__file__).resolve().parent / "tableqa"
 """The demo's folder: `treadle/demo/tableqa/` in a checkout, inside the installed package otherwise."""
-DEMO_SIM = {"latency_ms": 300.0, "jitter_ms": 200.0, "fail_rate": 0.04, "seed": 7, "reasoning": True}
+DEMO_SIM = {
+    "latency_ms": 300.0,
+    "jitter_ms": 200.0,
+    "fail_rate": 0.04,
+    "seed": 7,
+    "reasoning": True,
+    # A provider's limit, as every real endpoint has: 600 requests a minute, 20 at once, no headers to
+    # say so. The run lasts about 40 s, long enough to watch each model's pace settle and to steer it.
+    "rpm": 600,
+    "limit_window_s": 2.0,
+    "ratelimit_headers": False,
+}
 
 
 def demo_dir() -> Path:
