@@ -177,6 +177,7 @@ def test_defaults_of_the_new_flags() -> None:
             tpm=5000,
             limit_window_s=2.5,
             ratelimit_headers=False,
+            limit_per_model=True,
             retry_after_format="ms",
             overload_rate=0.2,
             overload_retry_after_s=0.75,

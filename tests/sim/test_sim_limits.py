@@ -207,3 +207,15 @@ async def test_each_retry_after_format_reads_back_as_the_wait(
         assert at == int(at) and before + 0.5 <= at < after + 1.5  # rounded up to a whole second
         assert 0.5 <= logged["retry_after_s"] < 1.5
         assert wait_from_headers(headers, after) <= logged["retry_after_s"] <= wait_from_headers(headers, before)
+
+
+async def test_limits_per_model_give_each_model_its_own_buckets(session: aiohttp.ClientSession) -> None:
+    for per_model, expected in ((False, [200, 429, 429]), (True, [200, 429, 200])):
+        config = SimConfig(rpm=60, limit_window_s=1, limit_per_model=per_model)  # one at once, then one a second
+        async with Simulator(config) as url:
+            statuses = []
+            for model in ("a", "a", "b"):
+                async with session.post(f"{url}/chat/completions", json=chat(model=model)) as response:
+                    await response.read()
+                    statuses.append(response.status)
+        assert statuses == expected, per_model

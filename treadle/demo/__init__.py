@@ -32,10 +32,11 @@ DEMO_SIM = {
     "fail_rate": 0.04,
     "seed": 7,
     "reasoning": True,
-    # A provider's limit, as every real endpoint has: 600 requests a minute, 20 at once, no headers to
-    # say so. The run lasts about 40 s, long enough to watch each model's pace settle and to steer it.
-    "rpm": 600,
+    # A provider's limits, as every real endpoint has: 300 requests a minute per model, 10 at once, no
+    # headers to say so. The run lasts about 40 s, long enough to watch each model's pace settle and steer it.
+    "rpm": 300,
     "limit_window_s": 2.0,
+    "limit_per_model": True,
     "ratelimit_headers": False,
 }
 
@@ -57,9 +58,13 @@ def demo_endpoint() -> Iterator[str]:
 
 
 def load_demo(base_url: str) -> LoadedPipeline:
-    env = {**os.environ, "OPENAI_BASE_URL": base_url}
-    for name in ("TREADLE_PLANNER_MODEL", "TREADLE_CODER_MODEL"):
-        env.pop(name, None)
+    # Two model names, so the simulator's per-model limits give each its own, as a provider would.
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": base_url,
+        "TREADLE_PLANNER_MODEL": "sim-planner",
+        "TREADLE_CODER_MODEL": "sim-coder",
+    }
     return load_pipeline(demo_dir() / "pipeline.yaml", env=env)
 
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 from treadle.engine.limits import Limit
 
-PROBE_START = (16, 256.0)
-"""An adaptive model's first starts: 16 at once, then at most 256 a second, a rate that doubles every
+PROBE_START = (4, 64.0)
+"""An adaptive model's first starts: 4 at once, then at most 64 a second, a rate that doubles every
 PROBE_STEP_S until PROBE_END_RATE or the first rate limit. A refusal comes back at once, long before
 an answer, so starts spaced even a millisecond apart stop within a few refused requests when a
 limit is reached; an unlimited endpoint is past any ceiling in well under a second."""
@@ -192,6 +192,7 @@ class ModelRate:
         self._token_use: deque[tuple[float, float]] = deque()
         self._last_creep = now
         self._measured = False
+        self._creep_cap = math.inf
         self._starts = 0
         self._refused_count = 0
         self.changes: list[Change] = []
@@ -221,7 +222,7 @@ class ModelRate:
         """The learned pace holds starts back: let it rise slowly, to find the limit again if it was raised."""
         assert self.requests is not None
         dt = min(1.0, now - self._last_creep)
-        if dt > 0:
+        if dt > 0 and self.requests.rate < self._creep_cap:
             self.requests.rate *= 1.0 + (CREEP_PER_S if self._measured else CREEP_UNMEASURED_PER_S) * dt
         self._last_creep = now
 
@@ -386,6 +387,7 @@ class ModelRate:
             bucket.rate = rate
             bucket.capacity = 1.0
         self.source = "learned"
+        self._creep_cap = 2 * rate  # a guess rises to find the rate, not past what was ever refused
         self._lower_concurrency(now, None, reason)
 
     def _lower_concurrency(self, now: float, factor: float | None, reason: str) -> None:

@@ -70,6 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="send no x-ratelimit-* headers (by default every chat answer has them while --rpm/--tpm is set)",
     )
     add(
+        "--limit-per-model",
+        action="store_true",
+        help="apply --rpm/--tpm to each model apart, as providers do (default: to all requests together)",
+    )
+    add(
         "--retry-after-format",
         choices=RETRY_AFTER_FORMATS,
         default="seconds",
@@ -144,6 +149,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         tpm=args.tpm,
         limit_window_s=args.limit_window_s,
         ratelimit_headers=args.ratelimit_headers,
+        limit_per_model=args.limit_per_model,
         retry_after_format=args.retry_after_format,
         fail_rate=args.fail_rate,
         hang_rate=args.hang_rate,
@@ -176,6 +182,8 @@ def config_to_argv(config: SimConfig) -> tuple[list[str], dict[str, str]]:
     env: dict[str, str] = {}
     if not config.ratelimit_headers:
         argv.append("--no-ratelimit-headers")
+    if config.limit_per_model:
+        argv.append("--limit-per-model")
     if config.fail_retry_after_s is not None:
         argv += ["--fail-retry-after-s", str(config.fail_retry_after_s)]
     if config.seed is not None:

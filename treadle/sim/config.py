@@ -26,6 +26,7 @@ class SimConfig:
     tokens_per_s: float = 0.0  # completion tokens add time at this rate
     rpm: int = 0  # requests per minute (token bucket); over it -> 429
     tpm: int = 0  # prompt + completion tokens per minute; over it -> 429
+    limit_per_model: bool = False  # rpm and tpm for each model apart (as providers do) instead of for all
     # A bucket holds `limit_window_s` worth of its rate: 60 lets a full minute's allowance burst (OpenAI);
     # 2 is a short sliding window (many gateways). The long-run rate is rpm/tpm either way.
     limit_window_s: float = 60.0

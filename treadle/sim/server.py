@@ -55,7 +55,7 @@ class SimServer:
         self.dice = Dice(config)
         self.clock = clock
         self.started_at = clock()
-        self.limiter = RateLimiter(config.rpm, config.tpm, clock=clock, window_s=config.limit_window_s)
+        self._limiters: dict[str | None, RateLimiter] = {}
         self._auth = f"Bearer {config.api_key}".encode() if config.api_key else None
         self._ids = itertools.count(1)
         self._closing = asyncio.Event()  # set on shutdown: releases hung requests at once
@@ -142,8 +142,9 @@ class SimServer:
         except BookError as exc:
             return _error(500, str(exc), "server_error")
 
-        if self.limiter.active:
-            verdict = self.limiter.admit(reply.prompt_tokens + reply.completion_tokens)
+        limiter = self.limiter(chat.model)
+        if limiter.active:
+            verdict = limiter.admit(reply.prompt_tokens + reply.completion_tokens)
             visit.limits = verdict.headers
             if not verdict.allowed:
                 message = "Rate limit reached (simulated). Please try again later."
@@ -220,9 +221,23 @@ class SimServer:
 
     def _limit_headers(self, visit: _Visit) -> dict[str, str]:
         """x-ratelimit-* for this answer: as admission left them, or as they stand if it never got there."""
-        if not self.config.ratelimit_headers or not self.limiter.active:
+        limiter = self.limiter(visit.entry.model)
+        if not self.config.ratelimit_headers or not limiter.active:
             return {}
-        return visit.limits if visit.limits is not None else self.limiter.headers()
+        return visit.limits if visit.limits is not None else limiter.headers()
+
+    def limiter(self, model: str | None) -> RateLimiter:
+        """The limits a request to `model` counts against: one set for the server, or with
+        `limit_per_model` each model's own (as providers set them; rpm and tpm then apply to each)."""
+        if not self.config.limit_per_model:
+            model = None
+        limiter = self._limiters.get(model)
+        if limiter is None:
+            config = self.config
+            limiter = self._limiters[model] = RateLimiter(
+                config.rpm, config.tpm, clock=self.clock, window_s=config.limit_window_s
+            )
+        return limiter
 
     def _retry_headers(self, visit: _Visit, wait_s: float) -> dict[str, str]:
         hint = retry_hint(wait_s, self.config.retry_after_format, time.time())
