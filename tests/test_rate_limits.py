@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import treadle
+from treadle.engine.run import RunOptions
 from treadle.sim import SimConfig, SimulatorThread
 
 sys.path.insert(0, str(Path(__file__).parent / "sim"))
 from sim_helpers import early_arrivals
+from test_tracing_exports import load_trace, validate_trace
+
+from treadle.engine.chrome_trace import export_chrome
 
 
 def pipeline(tmp_path: Path, rows: int, models: dict[str, dict], columns: list[dict] | None = None) -> dict:
@@ -44,6 +49,11 @@ def test_untold_the_pace_settles_at_the_endpoints_rate_and_waits_are_honoured(tm
     assert rates["source"] == ("headers" if headers else "learned")
     assert 0.8 * 1200 <= rates["paced_rpm"] <= 1.2 * 1200
     assert all(len(change) == 4 and change[3] for change in rates["changes"])
+    # The Chrome trace shows each change: a counter of the adaptive value and pace, and why.
+    events = validate_trace(load_trace(Path(export_to(result.run_dir, tmp_path / "trace.json"))))
+    adapted = [e for e in events if e["name"] == "m limit adapted"]
+    assert [e["args"]["reason"] for e in adapted] == [change[3] for change in rates["changes"]]
+    assert len([e for e in events if e["name"] == "m rate" and e["ph"] == "C"]) == len(rates["changes"])
 
 
 def test_a_503_that_asks_to_wait_holds_every_request_to_that_model(tmp_path):
@@ -89,6 +99,11 @@ def test_two_models_with_different_limits_both_progress_and_the_unlimited_one_is
     assert sum(1 for e in slow_log if e["status"] == 200) == 40
 
 
+def export_to(run_dir: Path, out: Path) -> Path:
+    export_chrome(run_dir, out)
+    return out
+
+
 def in_flight_grace(log: list[dict], grace_s: float = 0.05) -> list[dict]:
     """The log as if each answer reached treadle `grace_s` after it left the simulator (requests sent
     before treadle read a refusal may still arrive after it left), with the same end of each wait."""
@@ -107,3 +122,41 @@ def _requests(url: str) -> list[dict]:
     base = url.removesuffix("/v1")
     with urllib.request.urlopen(f"{base}/requests") as response:
         return json.loads(response.read())["requests"]
+
+
+def test_rows_finish_early_the_oldest_row_first(tmp_path):
+    # Two dependent columns, 4 in flight: a row's second cell goes before a newer row's first, so the
+    # first complete row comes after about two latencies, not after every row's first column.
+    with SimulatorThread(SimConfig(latency_ms=50, seed=1)) as url:
+        config = pipeline(
+            tmp_path,
+            40,
+            {"m": {"base_url": url, "max_parallel": 4}},
+            columns=[
+                {"name": "plan", "kind": "llm", "model": "m", "prompt": "{{ q }}"},
+                {"name": "code", "kind": "llm", "model": "m", "prompt": "{{ plan }}"},
+            ],
+        )
+        result = treadle.run(config, out=tmp_path / "run")
+    assert result.status == "done"
+    assert result.summary["first_row_s"] < 0.3 * result.summary["wall_s"], result.summary["first_row_s"]
+
+
+def test_a_pause_during_a_rate_limit_wait_holds(tmp_path):
+    sim = SimConfig(latency_ms=20, rpm=60, limit_window_s=1, ratelimit_headers=False, seed=4)
+    with SimulatorThread(sim) as url:
+        loaded = treadle.load(pipeline(tmp_path, 6, {"m": {"base_url": url, "max_parallel": 8}}))
+        controller = treadle.RunController(loaded, RunOptions(out=tmp_path / "run"))
+        events = controller.subscribe()
+        controller.start()
+        while events.get(timeout=30).type != "limit_adapted":  # a 429 came: the model waits
+            pass
+        controller.pause()
+        before = _requests(url)
+        held_until = max(e["t_end"] + e["retry_after_s"] for e in before if e["retry_after_s"] is not None)
+        time.sleep(max(0.0, held_until - before[-1]["t"]) + 1.0)  # sync-ok: the wait runs out while paused
+        during = _requests(url)
+        controller.resume()
+        result = controller.wait()
+    assert len(during) == len(before), "a request started while the run was paused"
+    assert result is not None and result.status == "done"

@@ -253,3 +253,18 @@ async def test_the_grid_follows_the_frontier_until_the_person_scrolls(tmp_path, 
         tui_cols.release()
         await quit_idle(pilot, app)
     assert controller.wait(30).status == "done"
+
+
+async def test_a_limit_the_engine_refuses_is_said_in_the_log_and_the_limit_stays(tmp_path, probe, make_controller):
+    probe.close_gate()
+    controller = make_controller(pipeline(tmp_path, 10, [GATED], max_parallel=1), base_dir=PROBE_DIR)
+    app = TreadleApp(controller, summary_on_idle=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await asyncio.to_thread(probe.wait_for, lambda p: p.running == 1)
+        await pilot.press("minus")
+        log = app.query_one("#log")
+        await until(pilot, lambda: "not changed: limit 'slots' must be from 1" in "\n".join(log.lines), what="the log")
+        assert controller.limits()["slots"] == 1
+        probe.open_gate()
+        await quit_idle(pilot, app)
+    assert controller.wait(30).status == "done"
