@@ -50,8 +50,15 @@ HISTORY_S = 60.0
 NO_HINT_HOLD_S = 0.5
 """Starts stop this long after a rate-limit answer without Retry-After (doubling while they repeat)."""
 _MAX_HOLD_S = 60.0
+PACE_SLACK_S = 0.02
 _HEADROOM = 0.98
 """A learned pace sits this far under the measured rate."""
+
+
+def pace_capacity(rate: float) -> float:
+    """A pace's bucket holds 20 ms of its rate (at least one request): a timer that fires a little late
+    loses no start, and no window of the endpoint's sees more than its rate and two requests."""
+    return max(1.0, min(2.0, rate * PACE_SLACK_S))
 
 
 @dataclass(frozen=True)
@@ -173,7 +180,7 @@ class ModelRate:
         self.tokens: Bucket | None = None
         self.source: str | None = None
         if rpm:
-            self.requests = Bucket(rpm / 60.0, 1.0, now)
+            self.requests = Bucket(rpm / 60.0, pace_capacity(rpm / 60.0), now)
             self.source = "rpm"
         if tpm:
             self.tokens = Bucket(tpm / 60.0, tpm / 60.0, now)
@@ -381,11 +388,11 @@ class ModelRate:
         if self.told_rpm:
             rate = min(rate, self.told_rpm / 60.0)
         if bucket is None:
-            self.requests = Bucket(rate, 1.0, now)
+            self.requests = Bucket(rate, pace_capacity(rate), now)
             self.requests.level = 0.0
         else:
             bucket.rate = rate
-            bucket.capacity = 1.0
+            bucket.capacity = pace_capacity(rate)
         self.source = "learned"
         self._creep_cap = 2 * rate  # a guess rises to find the rate, not past what was ever refused
         self._lower_concurrency(now, None, reason)
