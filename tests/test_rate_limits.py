@@ -160,3 +160,24 @@ def test_a_pause_during_a_rate_limit_wait_holds(tmp_path):
         result = controller.wait()
     assert len(during) == len(before), "a request started while the run was paused"
     assert result is not None and result.status == "done"
+
+
+def test_budgets_set_on_the_controller_pace_a_running_model(tmp_path):
+    with SimulatorThread(SimConfig(latency_ms=20, seed=1)) as url:
+        loaded = treadle.load(pipeline(tmp_path, 12, {"m": {"base_url": url, "max_parallel": 8}}))
+        controller = treadle.RunController(loaded, RunOptions(out=tmp_path / "run", hold_open=True))
+        events = controller.subscribe()
+        controller.start()
+        with pytest.raises(ValueError, match="unknown model"):
+            controller.set_budgets("nope", rpm=60)
+        with pytest.raises(ValueError, match=r"'m\.rpm' must be from 1"):
+            controller.set_budgets("m", rpm=0)
+        controller.set_budgets("m", rpm=600, tpm=100_000)
+        view = controller.snapshot().rates["model:m"]
+        while events.get(timeout=30).type != "idle":  # every cell finished; the run waits to be closed
+            pass
+        controller.close()
+        result = controller.wait()
+    assert (view.paced_rpm, view.tpm, view.source) == (600.0, 100_000.0, "rpm")
+    assert result is not None and result.status == "done"
+    assert result.summary["rate_limits"]["m"]["changes"][-1][3] == "budgets set: rpm 600, tpm 100000"

@@ -155,3 +155,24 @@ def test_a_told_tpm_paces_by_the_tokens_requests_use():
         rate.answered(clock.now, 200, None, None, tokens_used=100)
         sent += 1
     assert 30 <= sent <= 31 + 60  # the first minute's bucket, then one a second
+
+
+def test_budgets_set_while_the_run_goes_pace_starts_from_then_on():
+    clock = Clock()
+    rate = ModelRate(Limit("model:m", 256), rpm=None, tpm=None, adaptive=False, clock=clock)
+    assert rate.start_delay(clock.now) == 0 and rate.view(clock.now).paced_rpm is None
+    rate.set_budgets(rpm=120, tpm=None)
+    starts = 0
+    while clock.now < 110:  # 2 a second from now on
+        delay = rate.start_delay(clock.now)
+        if delay:
+            clock.now += delay
+            continue
+        rate.started(clock.now)
+        rate.finished()
+        starts += 1
+    assert 20 <= starts <= 22
+    assert (rate.view(clock.now).source, rate.view(clock.now).paced_rpm) == ("rpm", 120.0)
+    rate.set_budgets(rpm=None, tpm=None)
+    assert rate.view(clock.now).paced_rpm is None and rate.start_delay(clock.now) == 0
+    assert rate.changes[-1].reason == "budgets set: rpm -, tpm -"

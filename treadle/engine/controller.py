@@ -271,6 +271,21 @@ class RunController:
 
         self._call(set_limit)
 
+    def set_budgets(self, model: str, rpm: int | None = None, tpm: int | None = None) -> None:
+        """Set a model's requests and tokens per minute while the run goes on (None: no budget)."""
+        key = f"model:{model}"
+        if key not in self._run.rates:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(k[6:] for k in self._run.rates)}")
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None:
+                check_limit(f"{model}.{name}", value)
+
+        def set_budgets() -> None:
+            self._run.rates[key].set_budgets(rpm, tpm)
+            self._run.scheduler.pace_changed()
+
+        self._call(set_budgets)
+
     def limits(self) -> dict[str, int]:
         return {name: limit.total for name, limit in self._run.limits.items()}
 

@@ -449,6 +449,29 @@ class ModelRate:
         if not self.adaptive or self.concurrency > total:
             self.concurrency = float(total)
 
+    def set_budgets(self, rpm: int | None, tpm: int | None) -> None:
+        """A person (or the API) says what the endpoint allows: requests and tokens per minute, None
+        for no budget. Starts are paced to them from now on; what was learned stays below them."""
+        now = self._clock()
+        self.told_rpm, self.told_tpm = rpm, tpm
+        if rpm:
+            rate = rpm / 60.0
+            if self.requests is None or self.source in ("rpm", "tpm", None):
+                self.requests = Bucket(rate, pace_capacity(rate), now)
+            else:
+                self.requests.rate = min(self.requests.rate, rate)
+            self.source = "rpm" if self.source in ("rpm", "tpm", None) else self.source
+        elif self.source == "rpm":
+            self.requests, self.source = None, None
+        if tpm:
+            self.tokens = Bucket(tpm / 60.0, tpm / 60.0, now)
+            self.source = self.source or "tpm"
+        else:
+            self.tokens = None
+            if self.source == "tpm":
+                self.source = None
+        self._record(now, f"budgets set: rpm {rpm or '-'}, tpm {tpm or '-'}")
+
     def view(self, now: float) -> RateView:
         while self._refusals and self._refusals[0] < now - HISTORY_S:
             self._refusals.popleft()

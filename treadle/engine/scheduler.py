@@ -704,6 +704,12 @@ class Scheduler:
         self._wake(len(self._idle))
         self._check_finished()
 
+    def pace_changed(self) -> None:
+        """A model's budgets changed: waiting requests look again at when they may start."""
+        if self._loop is not None:
+            self._wake_all_models()
+            self._provide_workers(1)
+
     def set_limit(self, name: str, total: int) -> None:
         limit = self.limits[name]
         old = limit.total
