@@ -67,6 +67,12 @@ class FatalRunError(TreadleError):
     exit_code = 1
 
 
+def one_line(text: object, limit: int | None = None) -> str:
+    """`text` on one line (runs of whitespace become one space), cut to `limit` characters with an ellipsis."""
+    flat = " ".join(str(text).split())
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def describe_value(value: Any) -> str:
     """A short phrase for a value in an error message: `a string 'x'`, `a list`, `nothing (null)`."""
     kinds = {

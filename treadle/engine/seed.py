@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from treadle.engine.errors import ConfigError, Problem
+from treadle.engine.errors import ConfigError, Problem, one_line
 from treadle.engine.pipeline import SeedConfig
 
 __all__ = ["SUFFIXES", "JoinReport", "SeedTable", "load_seed", "load_table"]
@@ -109,10 +109,6 @@ def _error(where: str, message: str) -> ConfigError:
     return ConfigError([Problem(where, message)])
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def _decode(data: bytes, shown: str, suffix: str) -> str:
     kind = "CSV" if suffix == ".csv" else "JSON"
     for magic, what in _MAGIC.items():
@@ -153,9 +149,9 @@ def _read_csv(text: str, shown: str) -> pd.DataFrame:
         if m := _EOF_IN_STRING.search(message):
             line = int(m.group(1)) + 1
             raise _error(f"{shown}: line {line}", "a quoted field opened here is never closed") from None
-        raise _error(shown, f"cannot read as CSV: {_one_line(message)}") from None
+        raise _error(shown, f"cannot read as CSV: {one_line(message)}") from None
     except (ValueError, OverflowError) as exc:
-        raise _error(shown, f"cannot read as CSV: {_one_line(exc)}") from None
+        raise _error(shown, f"cannot read as CSV: {one_line(exc)}") from None
 
 
 def _read_json(text: str, shown: str, suffix: str) -> pd.DataFrame:
@@ -210,7 +206,7 @@ def _read_parquet(path: Path, data: bytes, shown: str) -> pd.DataFrame:
     try:
         return pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others for damaged files
-        message = _one_line(exc).replace(str(path), shown)
+        message = one_line(exc).replace(str(path), shown)
         message = re.sub(r"^Could not open Parquet input source '[^']*': ", "", message)
         raise _error(shown, f"not a readable parquet file: {message}") from None
 

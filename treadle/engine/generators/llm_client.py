@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from treadle.engine.errors import CellError, ConfigError, FatalRunError, Problem, RetryableCellError
+from treadle.engine.errors import CellError, ConfigError, FatalRunError, Problem, RetryableCellError, one_line
 from treadle.engine.pipeline import check_base_url
 from treadle.engine.rate_limits import LimitHeaders, ModelRate
 from treadle.engine.secrets import read_api_key, redact
@@ -49,11 +49,6 @@ _MAX_ENDPOINT_MESSAGE = 300
 def is_local(base_url: str) -> bool:
     host = (urlsplit(base_url).hostname or "").lower()
     return host in _LOCAL_HOSTS or host.endswith(".localhost") or host.startswith("127.")
-
-
-def _one_line(text: str, limit: int = _MAX_ENDPOINT_MESSAGE) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -245,9 +240,8 @@ class ModelClient:
         # openai's create path cannot read as a chat completion.
         malformed = json.JSONDecodeError | UnicodeDecodeError | httpx.DecodingError | openai.APIResponseValidationError
         if isinstance(exc, malformed):
-            return RetryableCellError(
-                self.redact(f"the endpoint sent a malformed response (not valid JSON): {_one_line(str(exc))}")
-            )
+            detail = one_line(str(exc), _MAX_ENDPOINT_MESSAGE)
+            return RetryableCellError(self.redact(f"the endpoint sent a malformed response (not valid JSON): {detail}"))
         # openai's aiohttp transport raises httpx errors, with aiohttp's as the cause; openai wraps
         # those in APIConnectionError (and APITimeoutError) on the create and ainvoke paths.
         if isinstance(exc, httpx.RequestError | openai.APIConnectionError):
@@ -297,12 +291,13 @@ class ModelClient:
         if dropped is not None:
             text = "the server closed the connection without an answer"
         elif connector is not None:
-            text = f"cannot connect to {self.base_url}: {_one_line(str(connector.os_error or connector))}"
+            detail = one_line(str(connector.os_error or connector), _MAX_ENDPOINT_MESSAGE)
+            text = f"cannot connect to {self.base_url}: {detail}"
         elif timed_out is not None:
             text = f"the request timed out after {self.timeout_s:g} s"
         else:
             cause = exc.__cause__ or exc
-            text = f"connection error: {_one_line(str(cause) or type(cause).__name__)}"
+            text = f"connection error: {one_line(str(cause) or type(cause).__name__, _MAX_ENDPOINT_MESSAGE)}"
         return RetryableCellError(self.redact(text))
 
     def redact(self, text: str) -> str:
@@ -343,8 +338,8 @@ def _endpoint_message(body: Any, fallback: str) -> tuple[str, str | None]:
         message = error.get("message")
         code = error.get("code")
         if isinstance(message, str) and message:
-            return _one_line(message), code if isinstance(code, str) else None
-    return _one_line(fallback), None
+            return one_line(message, _MAX_ENDPOINT_MESSAGE), code if isinstance(code, str) else None
+    return one_line(fallback, _MAX_ENDPOINT_MESSAGE), None
 
 
 def _wire(llm: ChatOpenAI) -> Wire:
