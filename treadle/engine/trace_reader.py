@@ -55,7 +55,6 @@ class TraceReader:
         self.session_starts: list[float] = []
         """Offset of each session on the common time axis."""
         self.span_s = 0.0
-        self._session_end = 0.0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         offset = 0.0
@@ -102,12 +101,7 @@ class TraceReader:
                 trace["session"] = self.sessions - 1
                 self.lines += 1
                 yield trace
-        self._session_end = session_end
         self.span_s = offset + session_end
-
-    @property
-    def last_session_span_s(self) -> float:
-        return self._session_end
 
 
 # ---- trace.jsonl as columns ----------------------------------------------------------------------
