@@ -170,6 +170,8 @@ class Scheduler:
             watchdog.cancel()
             for timer in self._retry_timers.values():
                 timer.cancel()
+            if self._rate_timer is not None:
+                self._rate_timer.cancel()
             self._wake(len(self._idle))
             await asyncio.gather(*self._workers, return_exceptions=True)
             while self._writes:
