@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from importlib.metadata import version
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from treadle.engine.errors import CellError, FatalRunError, RetryableCellError
-from treadle.engine.generators.llm_client import REFUSED_BEFORE_STOP, ModelClient
+from treadle.engine.generators.llm_client import REFUSED_BEFORE_STOP, ModelClient, _httpx
 from treadle.engine.pipeline import ModelConfig
 
 KEY = "sk-wiretest0123456789abcdef"
@@ -94,6 +95,55 @@ def test_the_request_is_what_the_openai_client_sends(monkeypatch):
     assert names["authorization"] == f"Bearer {KEY}"
     assert names["openai-organization"] == "org-wiretest"
     assert names["x-stainless-read-timeout"] == "7.0"
+
+
+def _internals_problems(llm: Any) -> list[str]:
+    """What `llm_client._wire` reads from ChatOpenAI and its openai client that is missing or changed."""
+    httpx = _httpx()
+    problems = []
+    client = getattr(llm, "root_async_client", None)
+    if client is None:
+        problems.append("ChatOpenAI has no root_async_client (the openai AsyncOpenAI client)")
+    else:
+        for name in ("auth_headers", "default_headers"):
+            if not isinstance(getattr(client, name, None), Mapping):
+                problems.append(f"root_async_client.{name} is missing or not a mapping of header names to values")
+        base = getattr(client, "base_url", None)
+        if not (hasattr(base, "copy_with") and isinstance(getattr(base, "raw_path", None), bytes)):
+            problems.append("root_async_client.base_url is missing or not an httpx URL (copy_with, raw_path)")
+        elif not base.raw_path.endswith(b"/"):
+            problems.append(f"root_async_client.base_url no longer ends with '/': {base}")
+        try:
+            httpx.Timeout(client.timeout)
+        except (AttributeError, TypeError, ValueError) as exc:
+            problems.append(f"root_async_client.timeout is missing or not an httpx timeout: {exc!r}")
+    http = getattr(llm, "http_async_client", None)
+    if not isinstance(getattr(http, "headers", None), Mapping):
+        problems.append("ChatOpenAI.http_async_client.headers is missing or not a mapping")
+    if not hasattr(httpx, "Request"):
+        problems.append(f"{httpx.__name__} has no Request class")
+    return problems
+
+
+def test_the_openai_internals_the_prebuilt_request_copies_are_still_there():
+    # llm_client._wire rebuilds what openai's _build_request puts on a chat completion request from
+    # these attributes; pyproject.toml bounds openai and langchain-openai to the majors it was checked with.
+    async def main() -> list[str]:
+        client = ModelClient("m", ModelConfig(model="wire-model"), "http://127.0.0.1:9/v1", KEY, "WIRE_KEY", 5)
+        llm = client._build()
+        try:
+            return _internals_problems(llm)
+        finally:
+            if getattr(llm, "root_async_client", None) is not None:
+                await llm.root_async_client.close()
+
+    problems = asyncio.run(main())
+    installed = f"openai {version('openai')}, langchain-openai {version('langchain-openai')}"
+    assert not problems, (
+        f"with {installed}, the internals llm_client._wire copies to prebuild the request changed: "
+        + "; ".join(problems)
+        + ". Update _wire (and the upper bounds in pyproject.toml) to match."
+    )
 
 
 def respond(
