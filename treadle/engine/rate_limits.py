@@ -47,6 +47,8 @@ pace measured on fewer rises fast (CREEP_UNMEASURED_PER_S) until the next refusa
 MEASURE_MAX_S = 30.0
 """Rate-limit answers older than this no longer count: the endpoint's limit may have changed."""
 HISTORY_S = 60.0
+SENT_HISTORY_S = 10.0
+"""Send times are kept this long: enough for the requests still in flight and the last second's rate."""
 NO_HINT_HOLD_S = 0.5
 """Starts stop this long after a rate-limit answer without Retry-After (doubling while they repeat)."""
 _MAX_HOLD_S = 60.0
@@ -95,6 +97,27 @@ class Change:
     concurrency: int
     paced_rpm: float | None
     reason: str
+
+
+class PerSecond:
+    """Amounts added per whole second over the last minute: sums for a person's view that cost a few
+    dozen additions however many requests a second go out."""
+
+    def __init__(self) -> None:
+        self._seconds: deque[list[float]] = deque()
+
+    def add(self, now: float, amount: float) -> None:
+        second = math.floor(now)
+        if self._seconds and self._seconds[-1][0] == second:
+            self._seconds[-1][1] += amount
+        else:
+            self._seconds.append([second, amount])
+            while self._seconds[0][0] < second - HISTORY_S:
+                self._seconds.popleft()
+
+    def total(self, now: float, window_s: float) -> float:
+        since = math.floor(now - window_s)
+        return sum(amount for second, amount in self._seconds if second > since)
 
 
 class Bucket:
@@ -196,7 +219,8 @@ class ModelRate:
         was empty then, so what it admitted between two of them is its rate times the time between."""
         self._sent: deque[float] = deque()
         self._refusals: deque[float] = deque()
-        self._token_use: deque[tuple[float, float]] = deque()
+        self._start_counts = PerSecond()
+        self._token_use = PerSecond()
         self._last_creep = now
         self._measured = False
         self._creep_cap = math.inf
@@ -264,7 +288,8 @@ class ModelRate:
             self.tokens.level -= self.tokens_per_request
         self._sent.append(now)
         self._starts += 1
-        while self._sent[0] < now - HISTORY_S:
+        self._start_counts.add(now, 1.0)
+        while self._sent[0] < now - SENT_HISTORY_S:
             self._sent.popleft()
 
     def finished(self) -> None:
@@ -312,7 +337,7 @@ class ModelRate:
         if self.tokens is not None and self.tokens_per_request:
             self.tokens.level -= used - self.tokens_per_request  # what the start took was an estimate
         self.tokens_per_request = used if not self.tokens_per_request else 0.8 * self.tokens_per_request + 0.2 * used
-        self._token_use.append((now, used))
+        self._token_use.add(now, used)
 
     def _succeeded(self, now: float) -> None:
         self._no_hint_hold = NO_HINT_HOLD_S
@@ -475,9 +500,6 @@ class ModelRate:
     def view(self, now: float) -> RateView:
         while self._refusals and self._refusals[0] < now - HISTORY_S:
             self._refusals.popleft()
-        while self._token_use and self._token_use[0][0] < now - HISTORY_S:
-            self._token_use.popleft()
-        recent = sum(1 for s in self._sent if s >= now - 10.0)
         return RateView(
             ceiling=self.limit.total,
             concurrency=min(self.limit.total, int(self.concurrency)),
@@ -485,8 +507,8 @@ class ModelRate:
             paced_rpm=None if self.requests is None else round(self.requests.rate * 60.0, 1),
             tpm=None if self.tokens is None else round(self.tokens.rate * 60.0, 1),
             source=self.source,
-            requests_per_s=recent / 10.0,
-            tokens_per_min=sum(used for _, used in self._token_use),
+            requests_per_s=self._start_counts.total(now, 10.0) / 10.0,
+            tokens_per_min=self._token_use.total(now, HISTORY_S),
             rate_limited_last_min=len(self._refusals),
             held_s=max(0.0, self.hold_until - now),
             adaptive=self.adaptive,
