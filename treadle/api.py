@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from treadle.engine.controller import RunController
-from treadle.engine.pipeline import LoadedPipeline, PipelineConfig, load_pipeline, load_pipeline_config
+from treadle.engine.pipeline import PipelineConfig
+from treadle.engine.pipeline_loading import load_pipeline
+from treadle.engine.pipeline_validation import LoadedPipeline, load_pipeline_config
 from treadle.engine.result import RunResult
 from treadle.engine.run import RunOptions
 

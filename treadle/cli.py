@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from treadle.engine.pipeline import describe, load_pipeline
+    from treadle.engine.pipeline_loading import load_pipeline
+    from treadle.engine.pipeline_validation import describe
 
     loaded = load_pipeline(args.pipeline)
     for line in describe(loaded):
@@ -223,7 +224,7 @@ def _serve_token(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from treadle.engine.pipeline import load_pipeline
+    from treadle.engine.pipeline_loading import load_pipeline
 
     return _new_run(lambda: load_pipeline(args.pipeline), args).exit_code
 

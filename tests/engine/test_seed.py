@@ -23,7 +23,7 @@ def table_error(path: Path, name: str | None = None) -> str:
 
 def seed_errors(seed: SeedConfig, base: Path = FILES) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        load_seed(seed, base, "pipeline.yaml: seed")
+        load_seed(seed, base, "pipeline.yaml")
     return [str(p) for p in info.value.problems]
 
 
@@ -119,13 +119,13 @@ def test_damaged_parquet(tmp_path):
 
 
 def test_seed_without_join():
-    table = load_seed(SeedConfig(path="ok.csv"), FILES, "pipeline.yaml: seed")
+    table = load_seed(SeedConfig(path="ok.csv"), FILES, "pipeline.yaml")
     assert table.fields == ["id", "question", "score"] and table.join is None and len(table) == 3
 
 
 def test_inner_join_keeps_seed_order_and_reports_unmatched_rows():
     seed = SeedConfig(path="left.jsonl", join=JoinConfig(path="right.csv", on="id"))
-    table = load_seed(seed, FILES, "pipeline.yaml: seed")
+    table = load_seed(seed, FILES, "pipeline.yaml")
     assert table.frame["id"].tolist() == [1, 3]
     assert table.frame["label"].tolist() == ["a", "c"]
     assert table.frame["text"].tolist() == ["L1", "L3"]  # the seed file keeps the shared name
@@ -143,7 +143,7 @@ def test_inner_join_keeps_seed_order_and_reports_unmatched_rows():
 
 def test_join_matches_numbers_with_text_keys():
     seed = SeedConfig(path="left.jsonl", join=JoinConfig(path="right_str.jsonl", on="id"))
-    table = load_seed(seed, FILES, "pipeline.yaml: seed")
+    table = load_seed(seed, FILES, "pipeline.yaml")
     assert table.frame["label"].tolist() == ["a", "b"]
 
 

@@ -290,7 +290,7 @@ def test_the_data_has_the_promised_shape() -> None:
 
 def test_the_pipeline_loads_with_its_seed_join_and_functions() -> None:
     """treadle's own loader: ${VAR} expansion, the seed join, the column graph and `tableqa:` functions."""
-    from treadle.engine.pipeline import load_pipeline
+    from treadle.engine.pipeline_loading import load_pipeline
 
     expected = json.loads((EXAMPLE / "expected.json").read_text())
     env = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-test"}

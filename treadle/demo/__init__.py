@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from treadle.engine.errors import TreadleError
 from treadle.engine.outputs import RunDirectory
-from treadle.engine.pipeline import LoadedPipeline, load_pipeline
+from treadle.engine.pipeline_loading import load_pipeline
+from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.result import RunResult
 from treadle.sim import SimConfig, SimulatorThread
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from treadle.engine.errors import CellError
 from treadle.engine.limits import model_limit
-from treadle.engine.pipeline import LLMColumn, LoadedPipeline
+from treadle.engine.pipeline import LLMColumn
+from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import RATE_LIMIT_EXTRA_ATTEMPTS, RetryPolicy, is_rate_limit, is_retryable
 
 if TYPE_CHECKING:

@@ -20,7 +20,9 @@ from treadle.engine.events import EventBus, RunEvent
 from treadle.engine.limits import check_limit
 from treadle.engine.metrics import live_metrics, prices_of
 from treadle.engine.outputs import ROW_FIELD, RunDirectory
-from treadle.engine.pipeline import LoadedPipeline, PythonColumn, load_pipeline
+from treadle.engine.pipeline import PythonColumn
+from treadle.engine.pipeline_loading import load_pipeline
+from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.rate_limits import RateView
 from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, recover

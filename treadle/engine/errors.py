@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,13 +15,36 @@ class TreadleError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a pipeline or its inputs, and where it is (file, column, key)."""
+    """One thing wrong with a pipeline or its inputs, and where: the file, the key path in it, the line.
 
-    where: str
+    Printed as one line, the place first: `pipeline.yaml: columns[3] 'plan'.prompt: <message>`,
+    `questions.jsonl: line 7: <message>`, `pipeline.yaml: <message>`.
+    """
+
+    file: str
+    """The file as the user named it (`pipeline.yaml`, `questions.jsonl`, a run directory), or what stands
+    in for one: a flag (`--recompute`), `PipelineConfig` for a config built in Python."""
     message: str
+    key: str = ""
+    """Key path inside the file (`columns[3] 'plan'.prompt`, `seed.join.on`, `item 4`); empty when none."""
+    line: int | None = None
+    """Line in the file, when known (YAML syntax, a data file's bad row)."""
+    column_index: int | None = None
+    """Index of the pipeline column the key lies under (`columns[3]...`), for listing problems in file order."""
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
+        place = [self.file]
+        if self.line is not None:
+            place.append(f"line {self.line}")
+        if self.key:
+            place.append(self.key)
+        return ": ".join([*place, self.message])
+
+
+def in_file_order(problems: Iterable[Problem]) -> list[Problem]:
+    """Problems about the file as a whole and its other sections first, then those about columns by
+    column index; the sort is stable, so each group keeps the order the checks found them in."""
+    return sorted(problems, key=lambda p: -1 if p.column_index is None else p.column_index)
 
 
 class ConfigError(TreadleError):

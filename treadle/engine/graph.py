@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import difflib
 import heapq
-import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
-from treadle.engine.errors import ConfigError, Problem
+from treadle.engine.errors import ConfigError, Problem, in_file_order
 from treadle.engine.pipeline import ColumnConfig, LLMColumn, PythonColumn, TemplateColumn, output_columns
 from treadle.engine.templates import (
     TemplateSyntaxError,
@@ -105,28 +104,23 @@ class ColumnGraph:
         return None if owner is None else self._producers[owner]
 
     @classmethod
-    def build(cls, columns: list[ColumnConfig], seed_fields: Collection[str] | None, where: str) -> ColumnGraph:
+    def build(cls, columns: list[ColumnConfig], seed_fields: Collection[str] | None, file: str) -> ColumnGraph:
         """Check the columns and order them; raises `ConfigError` with every problem found.
 
-        `where` starts each problem's place (the pipeline file's name). `seed_fields=None` means the
+        `file` names where the problems are (the pipeline file's name). `seed_fields=None` means the
         seed could not be read: names no column writes are then taken to be seed fields, so that one
         bad data file does not bury the pipeline's other problems under unknown references.
         """
-        return _Builder(list(columns), seed_fields, where).build()
-
-
-def _column_index(problem: Problem) -> int:
-    m = re.search(r": columns\[(\d+)\]", problem.where)
-    return int(m.group(1)) if m else -1
+        return _Builder(list(columns), seed_fields, file).build()
 
 
 class _Builder:
-    def __init__(self, columns: list[ColumnConfig], seed_fields: Collection[str] | None, where: str) -> None:
+    def __init__(self, columns: list[ColumnConfig], seed_fields: Collection[str] | None, file: str) -> None:
         self.columns = columns
         self.fields_known = seed_fields is not None
         self.fields: list[str] = list(seed_fields or ())
         self.field_set = set(self.fields)
-        self.where = where
+        self.file = file
         self.problems: list[Problem] = []
         self.first: dict[str, int] = {}  # column name -> index of its first definition
         self.outputs: dict[int, list[str]] = {}
@@ -134,11 +128,10 @@ class _Builder:
         self.upstream: dict[int, set[int]] = {}
         self.inputs: dict[int, set[str]] = {}
 
-    def place(self, i: int, attr: str = "") -> str:
-        return f"{self.where}: columns[{i}] '{self.columns[i].name}'{attr}"
-
-    def problem(self, place: str, message: str) -> None:
-        self.problems.append(Problem(place, message))
+    def problem(self, i: int, attr: str, message: str) -> None:
+        """A problem with column `i`, at its key `attr` (`.name`, `.depends_on[0]`; "" for the column)."""
+        key = f"columns[{i}] '{self.columns[i].name}'{attr}"
+        self.problems.append(Problem(self.file, message, key=key, column_index=i))
 
     def build(self) -> ColumnGraph:
         self.register()
@@ -147,107 +140,123 @@ class _Builder:
             self.link(i)
         order = self.sort()
         if self.problems:
-            raise ConfigError(sorted(self.problems, key=_column_index))
+            raise ConfigError(in_file_order(self.problems))
         return self.assemble(order)
 
     def register(self) -> None:
+        """Record each column's outputs and who writes what; a duplicate name is reported, not registered."""
         for i, column in enumerate(self.columns):
             if not column.name.strip():
-                self.problem(self.place(i, ".name"), "column name is empty")
+                self.problem(i, ".name", "column name is empty")
             if column.name in self.first:
                 j = self.first[column.name]
-                self.problem(self.place(i, ".name"), f"duplicate column name '{column.name}' (columns[{j}] has it too)")
+                self.problem(i, ".name", f"duplicate column name '{column.name}' (columns[{j}] has it too)")
                 continue
             self.first[column.name] = i
-            outs = output_columns(column)
             if isinstance(column, PythonColumn) and column.columns is not None:
-                if not column.columns:
-                    self.problem(
-                        self.place(i, ".columns"),
-                        f"is empty; list the output columns, or leave it out to write one column '{column.name}'",
-                    )
-                for twice in sorted({c for c in column.columns if column.columns.count(c) > 1}):
-                    self.problem(self.place(i, ".columns"), f"lists '{twice}' more than once")
-            outs = list(dict.fromkeys(outs))
-            self.outputs[i] = outs
-            for out in outs:
-                j = self.producers.get(out)
-                if j is None:
-                    self.producers[out] = i
-                elif out != column.name:  # a clash of names is reported once, as a duplicate name
-                    self.problem(
-                        self.place(i),
-                        f"output column '{out}' is also written by columns[{j}] '{self.columns[j].name}'",
-                    )
-                else:
-                    self.problem(
-                        self.place(i, ".name"),
-                        f"column '{out}' is also written by columns[{j}] '{self.columns[j].name}'",
-                    )
+                self.check_columns_list(i, column.columns)
+            self.outputs[i] = list(dict.fromkeys(output_columns(column)))
+            for out in self.outputs[i]:
+                self.claim(i, out)
+
+    def check_columns_list(self, i: int, columns: list[str]) -> None:
+        """A python column's `columns:` must list some names, each once."""
+        if not columns:
+            self.problem(
+                i,
+                ".columns",
+                f"is empty; list the output columns, or leave it out to write one column '{self.columns[i].name}'",
+            )
+        for twice in sorted({c for c in columns if columns.count(c) > 1}):
+            self.problem(i, ".columns", f"lists '{twice}' more than once")
+
+    def claim(self, i: int, out: str) -> None:
+        """Column `i` writes `out`, unless an earlier column does."""
+        j = self.producers.get(out)
+        if j is None:
+            self.producers[out] = i
+        elif out != self.columns[i].name:  # a clash of names is reported once, as a duplicate name
+            self.problem(i, "", f"output column '{out}' is also written by columns[{j}] '{self.columns[j].name}'")
+        else:
+            self.problem(i, ".name", f"column '{out}' is also written by columns[{j}] '{self.columns[j].name}'")
 
     def check_names(self) -> None:
         jinja = implicit_names()
         for i, outs in self.outputs.items():
             name = self.columns[i].name
-            at = self.place(i, ".columns" if outs != [name] else "")
+            attr = ".columns" if outs != [name] else ""
             for out in outs:
                 if out in self.field_set:
-                    self.problem(at, f"output column '{out}' is also a seed field; choose another name")
+                    self.problem(i, attr, f"output column '{out}' is also a seed field; choose another name")
                 if out in jinja:
-                    self.problem(at, f"output column '{out}' shadows the template name '{out}'; choose another name")
+                    self.problem(
+                        i, attr, f"output column '{out}' shadows the template name '{out}'; choose another name"
+                    )
                 owner = side_effect_owner(out, self.producers)
                 if owner is not None and self.producers[owner] != i:
                     j = self.producers[owner]
                     self.problem(
-                        at,
+                        i,
+                        attr,
                         f"output column '{out}' is taken by the side-effect columns of columns[{j}] "
                         f"'{self.columns[j].name}' ({owner}__*)",
                     )
             if name not in outs and (name in self.field_set or self.producers.get(name, i) != i):
-                self.problem(self.place(i, ".name"), f"column name '{name}' is also a seed field or another column")
+                self.problem(i, ".name", f"column name '{name}' is also a seed field or another column")
         for seed_field in self.fields:
             owner = side_effect_owner(seed_field, self.producers)
             if owner is not None:
-                i = self.producers[owner]
                 self.problem(
-                    self.place(i),
+                    self.producers[owner],
+                    "",
                     f"seed field '{seed_field}' collides with this column's side-effect columns "
                     f"({owner}__*); rename the column",
                 )
 
     def link(self, i: int) -> None:
+        """Resolve column `i`'s references to seed fields (its inputs) and columns (its upstream)."""
+        upstream = self.upstream.setdefault(i, set())
+        inputs = self.inputs.setdefault(i, set())
+        jinja = implicit_names()
+        for ref, attr, in_template in self.references(i):
+            j = self.writer(ref, in_template)
+            if j is None:
+                if ref in self.field_set or (not self.fields_known and ref not in jinja):
+                    inputs.add(ref)
+                elif not (in_template and ref in jinja):
+                    self.problem(i, attr, self.unknown(ref, in_template, i))
+                continue
+            if j == i:
+                self.problem(i, attr, f"'{ref}' is this column's own output: a column cannot depend on itself")
+                continue
+            inputs.add(ref)
+            upstream.add(j)
+
+    def references(self, i: int) -> list[tuple[str, str, bool]]:
+        """(name, key, from a template) for every name column `i`'s templates and depends_on mention;
+        a template that does not compile is reported instead."""
         column = self.columns[i]
-        refs: list[tuple[str, str, bool]] = []  # (name, place, from a template)
+        refs: list[tuple[str, str, bool]] = []
         for attr, source in column_templates(column).items():
             try:
                 compile_template(source)
                 names = template_references(source, include_implicit=True)
             except TemplateSyntaxError as exc:
-                self.problem(self.place(i, f".{attr}"), syntax_error_message(exc))
+                self.problem(i, f".{attr}", syntax_error_message(exc))
                 continue
-            refs.extend((name, self.place(i, f".{attr}"), True) for name in sorted(names))
-        refs.extend((dep, self.place(i, f".depends_on[{k}]"), False) for k, dep in enumerate(column.depends_on))
-        upstream = self.upstream.setdefault(i, set())
-        inputs = self.inputs.setdefault(i, set())
-        jinja = implicit_names()
-        for ref, place, in_template in refs:
-            j = self.producers.get(ref)
-            if j is None:
-                owner = side_effect_owner(ref, self.producers)
-                j = None if owner is None else self.producers[owner]
-            if j is None and not in_template and ref in self.first and ref not in self.field_set:
-                j = self.first[ref]  # depends_on may name a multi-output python column itself
-            if j is None:
-                if ref in self.field_set or (not self.fields_known and ref not in jinja):
-                    inputs.add(ref)
-                elif not (in_template and ref in jinja):
-                    self.problem(place, self.unknown(ref, in_template, i))
-                continue
-            if j == i:
-                self.problem(place, f"'{ref}' is this column's own output: a column cannot depend on itself")
-                continue
-            inputs.add(ref)
-            upstream.add(j)
+            refs.extend((name, f".{attr}", True) for name in sorted(names))
+        refs.extend((dep, f".depends_on[{k}]", False) for k, dep in enumerate(column.depends_on))
+        return refs
+
+    def writer(self, ref: str, in_template: bool) -> int | None:
+        """The column writing `ref` (an output or one of its side effects), or None for anything else."""
+        j = self.producers.get(ref)
+        if j is None:
+            owner = side_effect_owner(ref, self.producers)
+            j = None if owner is None else self.producers[owner]
+        if j is None and not in_template and ref in self.first and ref not in self.field_set:
+            j = self.first[ref]  # depends_on may name a multi-output python column itself
+        return j
 
     def unknown(self, ref: str, in_template: bool, i: int) -> str:
         if in_template and ref in self.first and ref not in self.producers:
@@ -301,7 +310,7 @@ class _Builder:
                 continue
             seen.update(self.reachable(start, stuck) & self.reaching(start, stuck))
             names = " -> ".join(self.columns[k].name for k in [*path, path[0]])
-            self.problem(self.place(path[0]), f"dependency cycle: {names} (each column needs the next)")
+            self.problem(path[0], "", f"dependency cycle: {names} (each column needs the next)")
 
     def cycle_from(self, start: int, stuck: set[int]) -> list[int] | None:
         """The shortest path start -> ... -> start along 'needs' edges, or None if start is on no cycle."""
@@ -310,7 +319,7 @@ class _Builder:
         while frontier:
             nxt: list[int] = []
             for node in frontier:
-                for up in sorted(self.upstream.get(node, ()) & stuck):
+                for up in sorted(self.upstream.get(node, set()) & stuck):
                     if up == start:
                         path = [node]
                         while path[-1] != start:

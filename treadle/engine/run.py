@@ -26,7 +26,8 @@ from treadle.engine.limits import PYTHON_THREADS_DEFAULT_MAX, ROW_GROUPS, SLOTS,
 from treadle.engine.loop_health import LoopLag
 from treadle.engine.metrics import NO_TRACE_NOTE, percentiles, prices_of, summary_metrics
 from treadle.engine.outputs import RunDirectory
-from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn, LoadedPipeline
+from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn
+from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import ErrorWindow, NodePolicy, NoWindow, RetryPolicy
 from treadle.engine.rate_limits import Change, ModelRate, rate_summary
 from treadle.engine.resume import Recovery, RunRecord

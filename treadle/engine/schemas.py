@@ -65,69 +65,102 @@ def instance_problem(schema: Any, value: Any) -> str | None:
     return f"at {path}: {' '.join(error.message.split())}"
 
 
-def _check_schema(schema: Any, at: str) -> tuple[str, str] | None:
-    def join(*parts: object) -> str:
-        return ".".join(p for p in (at, *map(str, parts)) if p)
+_SchemaProblem = tuple[str, str]
+"""(where in the schema, what is wrong there)."""
 
+
+def _check_schema(schema: Any, at: str) -> _SchemaProblem | None:
+    """The first common mistake in `schema` (found at the path `at`), or None."""
     if isinstance(schema, bool):
         return None
     if not isinstance(schema, dict):
         return at, f"a schema must be an object or a boolean, got {describe_value(schema)}"
-    if "type" in schema:
-        types = schema["type"]
-        listed = types if isinstance(types, list) else [types]
-        for t in listed:
-            if t not in _JSON_TYPES:
-                close = difflib.get_close_matches(str(t), _JSON_TYPES, n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                return join("type"), f"unknown type {t!r} (expected one of {', '.join(_JSON_TYPES)}){hint}"
-        if isinstance(types, list) and (not types or len(set(types)) != len(types)):
-            return join("type"), "a list of types must be non-empty and without repeats"
-    if "required" in schema:
-        req = schema["required"]
-        if not isinstance(req, list) or not all(isinstance(r, str) for r in req):
-            return join("required"), "must be a list of property names"
-        if len(set(req)) != len(req):
-            return join("required"), "lists a property more than once"
+    for check in (_check_type, _check_required, _check_values, _check_subschemas):
+        if problem := check(schema, at):
+            return problem
+    return None
+
+
+def _join(at: str, *parts: object) -> str:
+    """A path inside the schema: `properties.answer.type`."""
+    return ".".join(p for p in (at, *map(str, parts)) if p)
+
+
+def _check_type(schema: dict[str, Any], at: str) -> _SchemaProblem | None:
+    if "type" not in schema:
+        return None
+    types = schema["type"]
+    for t in types if isinstance(types, list) else [types]:
+        if t not in _JSON_TYPES:
+            close = difflib.get_close_matches(str(t), _JSON_TYPES, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            return _join(at, "type"), f"unknown type {t!r} (expected one of {', '.join(_JSON_TYPES)}){hint}"
+    if isinstance(types, list) and (not types or len(set(types)) != len(types)):
+        return _join(at, "type"), "a list of types must be non-empty and without repeats"
+    return None
+
+
+def _check_required(schema: dict[str, Any], at: str) -> _SchemaProblem | None:
+    if "required" not in schema:
+        return None
+    required = schema["required"]
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        return _join(at, "required"), "must be a list of property names"
+    if len(set(required)) != len(required):
+        return _join(at, "required"), "lists a property more than once"
+    return None
+
+
+def _check_values(schema: dict[str, Any], at: str) -> _SchemaProblem | None:
+    """Keywords taking a plain value: `enum` a list, counts and bounds numbers, `pattern` a regex."""
     if "enum" in schema and not isinstance(schema["enum"], list):
-        return join("enum"), f"must be a list, got {describe_value(schema['enum'])}"
+        return _join(at, "enum"), f"must be a list, got {describe_value(schema['enum'])}"
     for key in _COUNTS:
-        if key in schema and not (
-            isinstance(schema[key], int) and not isinstance(schema[key], bool) and schema[key] >= 0
-        ):
-            return join(key), f"must be a non-negative integer, got {describe_value(schema[key])}"
+        value = schema.get(key)
+        if key in schema and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return _join(at, key), f"must be a non-negative integer, got {describe_value(value)}"
     for key in _NUMBERS:
         value = schema.get(key)
         if key in schema and (isinstance(value, bool) or not isinstance(value, int | float)):
-            return join(key), f"must be a number, got {describe_value(value)}"
+            return _join(at, key), f"must be a number, got {describe_value(value)}"
     if "pattern" in schema:
         try:
             re.compile(schema["pattern"])
         except (re.error, TypeError) as exc:
-            return join("pattern"), f"is not a valid regular expression: {exc}"
-    for key in _SUBSCHEMA:
-        if key in schema and (bad := _check_schema(schema[key], join(key))):
-            return bad
-    if "items" in schema:
-        items = schema["items"]
-        for k, sub in enumerate(items) if isinstance(items, list) else [(None, items)]:
-            if bad := _check_schema(sub, join("items") if k is None else join("items", k)):
-                return bad
-    for key in _SCHEMA_LISTS:
-        if key in schema:
-            if not isinstance(schema[key], list) or not schema[key]:
-                return join(key), "must be a non-empty list of schemas"
-            for k, sub in enumerate(schema[key]):
-                if bad := _check_schema(sub, join(key, k)):
-                    return bad
-    for key in _SCHEMA_MAPS:
-        if key in schema:
-            if not isinstance(schema[key], dict):
-                return join(key), f"must be a mapping of names to schemas, got {describe_value(schema[key])}"
-            for name, sub in schema[key].items():
-                if bad := _check_schema(sub, join(key, name)):
-                    return bad
+            return _join(at, "pattern"), f"is not a valid regular expression: {exc}"
     return None
 
 
-# --- what `treadle validate` prints
+def _check_subschemas(schema: dict[str, Any], at: str) -> _SchemaProblem | None:
+    """Every schema nested in this one, in keyword order: single ones, `items`, lists, then maps."""
+    for key in _SUBSCHEMA:
+        if key in schema and (bad := _check_schema(schema[key], _join(at, key))):
+            return bad
+    if "items" in schema and (bad := _check_items(schema["items"], _join(at, "items"))):
+        return bad
+    for key in _SCHEMA_LISTS:
+        if key in schema and (bad := _check_schema_list(schema[key], _join(at, key))):
+            return bad
+    for key in _SCHEMA_MAPS:
+        if key in schema and (bad := _check_schema_map(schema[key], _join(at, key))):
+            return bad
+    return None
+
+
+def _check_items(items: Any, at: str) -> _SchemaProblem | None:
+    """`items`: one schema, or (older drafts) a list of them, one per position."""
+    if not isinstance(items, list):
+        return _check_schema(items, at)
+    return next((bad for k, sub in enumerate(items) if (bad := _check_schema(sub, _join(at, k)))), None)
+
+
+def _check_schema_list(schemas: Any, at: str) -> _SchemaProblem | None:
+    if not isinstance(schemas, list) or not schemas:
+        return at, "must be a non-empty list of schemas"
+    return next((bad for k, sub in enumerate(schemas) if (bad := _check_schema(sub, _join(at, k)))), None)
+
+
+def _check_schema_map(schemas: Any, at: str) -> _SchemaProblem | None:
+    if not isinstance(schemas, dict):
+        return at, f"must be a mapping of names to schemas, got {describe_value(schemas)}"
+    return next((bad for name, sub in schemas.items() if (bad := _check_schema(sub, _join(at, name)))), None)

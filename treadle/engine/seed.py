@@ -105,8 +105,8 @@ def load_table(path: Path, *, name: str | None = None) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def _error(where: str, message: str) -> ConfigError:
-    return ConfigError([Problem(where, message)])
+def _error(shown: str, message: str, *, line: int | None = None, key: str = "") -> ConfigError:
+    return ConfigError([Problem(shown, message, key=key, line=line)])
 
 
 def _decode(data: bytes, shown: str, suffix: str) -> str:
@@ -121,7 +121,7 @@ def _decode(data: bytes, shown: str, suffix: str) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         byte = data[exc.start]
-        raise _error(f"{shown}: line {line}", f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8") from None
+        raise _error(shown, f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8", line=line) from None
 
 
 _EXPECTED_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
@@ -133,7 +133,7 @@ def _read_csv(text: str, shown: str) -> pd.DataFrame:
     seen: set[str] = set()
     for field in header:
         if field in seen:
-            raise _error(f"{shown}: line 1", f"duplicate column name '{field}' in the header")
+            raise _error(shown, f"duplicate column name '{field}' in the header", line=1)
         seen.add(field)
     try:
         return pd.read_csv(io.StringIO(text))
@@ -144,11 +144,10 @@ def _read_csv(text: str, shown: str) -> pd.DataFrame:
         if m := _EXPECTED_FIELDS.search(message):
             expected, line, saw = m.groups()
             raise _error(
-                f"{shown}: line {line}", f"{saw} fields where the header has {expected} (an unquoted comma?)"
+                shown, f"{saw} fields where the header has {expected} (an unquoted comma?)", line=int(line)
             ) from None
         if m := _EOF_IN_STRING.search(message):
-            line = int(m.group(1)) + 1
-            raise _error(f"{shown}: line {line}", "a quoted field opened here is never closed") from None
+            raise _error(shown, "a quoted field opened here is never closed", line=int(m.group(1)) + 1) from None
         raise _error(shown, f"cannot read as CSV: {one_line(message)}") from None
     except (ValueError, OverflowError) as exc:
         raise _error(shown, f"cannot read as CSV: {one_line(exc)}") from None
@@ -160,14 +159,14 @@ def _read_json(text: str, shown: str, suffix: str) -> pd.DataFrame:
             whole = json.loads(text)
         except json.JSONDecodeError as exc:
             if text.lstrip().startswith("["):
-                raise _error(f"{shown}: line {exc.lineno}", f"invalid JSON: {exc.msg}") from None
+                raise _error(shown, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
             whole = None  # not one document: read it as JSON lines below
         if isinstance(whole, dict):
             return pd.DataFrame([whole])
         if isinstance(whole, list):
             for i, item in enumerate(whole):
                 if not isinstance(item, dict):
-                    raise _error(f"{shown}: item {i}", f"expected an object per row, got {_json_kind(item)}")
+                    raise _error(shown, f"expected an object per row, got {_json_kind(item)}", key=f"item {i}")
             return pd.DataFrame(whole)
     rows: list[dict[str, Any]] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -176,9 +175,9 @@ def _read_json(text: str, shown: str, suffix: str) -> pd.DataFrame:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise _error(f"{shown}: line {number}", f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+            raise _error(shown, f"invalid JSON: {exc.msg} (column {exc.colno})", line=number) from None
         if not isinstance(row, dict):
-            raise _error(f"{shown}: line {number}", f"expected a JSON object per line, got {_json_kind(row)}")
+            raise _error(shown, f"expected a JSON object per line, got {_json_kind(row)}", line=number)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -211,40 +210,42 @@ def _read_parquet(path: Path, data: bytes, shown: str) -> pd.DataFrame:
         raise _error(shown, f"not a readable parquet file: {message}") from None
 
 
-def load_seed(seed: SeedConfig, base_dir: Path, where: str) -> SeedTable:
+def load_seed(seed: SeedConfig, base_dir: Path, file: str) -> SeedTable:
     """Read the seed table (and its join) relative to `base_dir`.
 
-    `where` places the pipeline's seed key (`pipeline.yaml: seed`). Raises `ConfigError` with every
-    problem found in both files.
+    `file` names the pipeline file, whose `seed.*` keys are where a bad reference is reported. Raises
+    `ConfigError` with every problem found in both files.
     """
     base_dir = Path(base_dir)
     problems: list[Problem] = []
-    left = _load_one(seed.path, base_dir, f"{where}.path", problems)
+    left = _load_one(seed.path, base_dir, file, "seed.path", problems)
     if seed.join is None:
         if problems or left is None:
             raise ConfigError(problems)
         return SeedTable(frame=left, fields=list(left.columns))
-    right = _load_one(seed.join.path, base_dir, f"{where}.join.path", problems)
+    right = _load_one(seed.join.path, base_dir, file, "seed.join.path", problems)
     key = seed.join.on
     for frame, shown in ((left, seed.path), (right, seed.join.path)):
         if frame is not None and key not in frame.columns:
-            problems.append(Problem(f"{where}.join.on", _missing_key(key, shown, list(frame.columns))))
+            problems.append(Problem(file, _missing_key(key, shown, list(frame.columns)), key="seed.join.on"))
     if left is None or right is None or problems:
         raise ConfigError(problems)
-    frame, report = _inner_join(left, right, seed.path, seed.join.path, key, where, problems)
+    frame, report = _inner_join(left, right, seed.path, seed.join.path, key, file, problems)
     if problems:
         raise ConfigError(problems)
     return SeedTable(frame=frame, fields=list(frame.columns), join=report)
 
 
-def _load_one(typed: str, base_dir: Path, where: str, problems: list[Problem]) -> pd.DataFrame | None:
+def _load_one(typed: str, base_dir: Path, file: str, key: str, problems: list[Problem]) -> pd.DataFrame | None:
+    """The table the pipeline's `key` names `typed`, or None with its problems added."""
     path = base_dir / typed
     if Path(typed).suffix.lower() not in SUFFIXES:
         suffix = Path(typed).suffix or "(none)"
-        problems.append(Problem(where, f"'{typed}' has unknown file type '{suffix}' (expected {', '.join(SUFFIXES)})"))
+        message = f"'{typed}' has unknown file type '{suffix}' (expected {', '.join(SUFFIXES)})"
+        problems.append(Problem(file, message, key=key))
         return None
     if not path.exists():
-        problems.append(Problem(where, f"file '{typed}' not found (looked in {base_dir})"))
+        problems.append(Problem(file, f"file '{typed}' not found (looked in {base_dir})", key=key))
         return None
     try:
         return load_table(path, name=typed)
@@ -290,39 +291,19 @@ def _inner_join(
     left_name: str,
     right_name: str,
     key: str,
-    where: str,
+    file: str,
     problems: list[Problem],
 ) -> tuple[pd.DataFrame, JoinReport]:
     lkeys, rkeys = _comparable(left[key], right[key])
     for keys, shown in ((lkeys, left_name), (rkeys, right_name)):
         if problem := _duplicates(keys, shown, key):
             problems.append(problem)
-    rvalid = np.flatnonzero(~rkeys.isna().to_numpy())
-    index = pd.Index(rkeys.to_numpy()[rvalid])
-    found = index.get_indexer(lkeys.to_numpy()) if not problems else np.full(len(left), -1)
-    lpos = np.flatnonzero(found >= 0)
-    rpos = rvalid[found[lpos]]
+    partner = _partners(lkeys, rkeys) if not problems else np.full(len(left), -1)
+    lpos = np.flatnonzero(partner >= 0)
+    rpos = partner[lpos]
     used = np.zeros(len(right), dtype=bool)
     used[rpos] = True
-
-    stem = re.sub(r"\W", "_", Path(right_name).name.split(".")[0]) or "join"
-    renamed: list[tuple[str, str]] = []
-    columns: dict[str, str] = {}
-    for column in right.columns:
-        if column == key:
-            continue
-        if column in left.columns:
-            new = f"{column}_{stem}"
-            if new in left.columns or new in right.columns:
-                problems.append(
-                    Problem(
-                        f"{where}.join",
-                        f"column '{column}' is in both {left_name} and {right_name}, and '{new}' "
-                        "(the join file's renamed copy) is taken too; rename one of them",
-                    )
-                )
-            renamed.append((column, new))
-            columns[column] = new
+    renames = _renames(left, right, left_name, right_name, key, file, problems)
     report = JoinReport(
         left=left_name,
         right=right_name,
@@ -330,25 +311,66 @@ def _inner_join(
         matched=len(lpos),
         left_only=len(left) - len(lpos),
         right_only=int((~used).sum()),
-        left_only_examples=_examples(left[key], np.flatnonzero(found < 0)),
+        left_only_examples=_examples(left[key], np.flatnonzero(partner < 0)),
         right_only_examples=_examples(right[key], np.flatnonzero(~used)),
-        renamed=tuple(renamed),
+        renamed=tuple(renames.items()),
     )
     if not problems and len(lpos) == 0:
-        lk = ", ".join(_examples(left[key], np.arange(len(left))))
-        rk = ", ".join(_examples(right[key], np.arange(len(right))))
-        problems.append(
-            Problem(
-                f"{where}.join.on",
-                f"no row of {left_name} matched a row of {right_name} on '{key}' "
-                f"(keys look like {lk} in {left_name} and {rk} in {right_name})",
-            )
-        )
+        problems.append(_no_match(left[key], right[key], left_name, right_name, key, file))
     if problems:
         return left.iloc[:0], report
-    joined_right = right.iloc[rpos].drop(columns=[key]).rename(columns=columns).reset_index(drop=True)
+    joined_right = right.iloc[rpos].drop(columns=[key]).rename(columns=renames).reset_index(drop=True)
     frame = pd.concat([left.iloc[lpos].reset_index(drop=True), joined_right], axis=1)
     return frame, report
+
+
+def _partners(lkeys: pd.Series, rkeys: pd.Series) -> np.ndarray:
+    """For each left row, the position of the right row with its key, or -1 (missing keys match nothing)."""
+    rvalid = np.flatnonzero(~rkeys.isna().to_numpy())
+    found = pd.Index(rkeys.to_numpy()[rvalid]).get_indexer(lkeys.to_numpy())
+    partner = np.full(len(found), -1)
+    hit = found >= 0
+    partner[hit] = rvalid[found[hit]]
+    return partner
+
+
+def _renames(
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    left_name: str,
+    right_name: str,
+    key: str,
+    file: str,
+    problems: list[Problem],
+) -> dict[str, str]:
+    """The join file's columns that the seed file has too, renamed `<name>_<join file stem>`."""
+    stem = re.sub(r"\W", "_", Path(right_name).name.split(".")[0]) or "join"
+    renames: dict[str, str] = {}
+    for column in right.columns:
+        if column == key or column not in left.columns:
+            continue
+        new = renames[column] = f"{column}_{stem}"
+        if new in left.columns or new in right.columns:
+            problems.append(
+                Problem(
+                    file,
+                    f"column '{column}' is in both {left_name} and {right_name}, and '{new}' "
+                    "(the join file's renamed copy) is taken too; rename one of them",
+                    key="seed.join",
+                )
+            )
+    return renames
+
+
+def _no_match(left: pd.Series, right: pd.Series, left_name: str, right_name: str, key: str, file: str) -> Problem:
+    lk = ", ".join(_examples(left, np.arange(len(left))))
+    rk = ", ".join(_examples(right, np.arange(len(right))))
+    return Problem(
+        file,
+        f"no row of {left_name} matched a row of {right_name} on '{key}' "
+        f"(keys look like {lk} in {left_name} and {rk} in {right_name})",
+        key="seed.join.on",
+    )
 
 
 def _examples(values: pd.Series, positions: np.ndarray) -> tuple[str, ...]:

@@ -6,7 +6,8 @@ from treadle.engine.functions import resolve_function
 from treadle.engine.generators.base import Generator, RunMode
 from treadle.engine.generators.python import PythonGenerator
 from treadle.engine.generators.template import TemplateGenerator
-from treadle.engine.pipeline import LoadedPipeline, PythonColumn, TemplateColumn
+from treadle.engine.pipeline import PythonColumn, TemplateColumn
+from treadle.engine.pipeline_validation import LoadedPipeline
 
 __all__ = ["Generator", "PythonGenerator", "RunMode", "TemplateGenerator", "build_generators"]
 

@@ -32,7 +32,8 @@ from treadle.engine.errors import CellError, RetryableCellError
 from treadle.engine.generators.base import Generator, RunMode
 from treadle.engine.generators.llm_client import ModelClient, model_client
 from treadle.engine.limits import model_limit
-from treadle.engine.pipeline import LLMColumn, LoadedPipeline
+from treadle.engine.pipeline import LLMColumn
+from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.schemas import instance_problem
 from treadle.engine.templates import compile_template
 

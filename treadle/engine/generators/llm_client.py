@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     import httpx2
     from langchain_openai import ChatOpenAI
 
-    from treadle.engine.pipeline import LoadedPipeline, ModelConfig
+    from treadle.engine.pipeline import ModelConfig
+    from treadle.engine.pipeline_validation import LoadedPipeline
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 LOCAL_PLACEHOLDER_KEY = "not-needed"
@@ -422,7 +423,7 @@ def _resolve(name: str, loaded: LoadedPipeline) -> ModelClient:
     where = loaded.path.name if loaded.path is not None else "PipelineConfig"
     from_env = os.environ.get("OPENAI_BASE_URL") if config.base_url is None else None
     if from_env and (reason := check_base_url(from_env)):
-        raise ConfigError([Problem(f"{where}: models.{name}.base_url", f"OPENAI_BASE_URL {reason}")])
+        raise ConfigError([Problem(where, f"OPENAI_BASE_URL {reason}", key=f"models.{name}.base_url")])
     base_url = (config.base_url or from_env or DEFAULT_BASE_URL).rstrip("/")
     key = read_api_key(config.api_key_env, loaded.base_dir)
     if key is None:
@@ -430,9 +431,10 @@ def _resolve(name: str, loaded: LoadedPipeline) -> ModelClient:
             raise ConfigError(
                 [
                     Problem(
-                        f"{where}: models.{name}.api_key_env",
+                        where,
                         f"environment variable {config.api_key_env} is not set "
                         "(put it in the environment or in .env beside the pipeline)",
+                        key=f"models.{name}.api_key_env",
                     )
                 ]
             )
