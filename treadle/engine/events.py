@@ -6,14 +6,13 @@ and its fields, in order, are the line's other keys (docs/EVENTS.md is the contr
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from treadle.engine.policy import FailureAction
 
@@ -179,8 +178,10 @@ class RunEvent:
 
     def to_json(self) -> str:
         payload = self.payload
-        fields = {field.name: getattr(payload, field.name) for field in dataclasses.fields(payload)}
-        return json.dumps({"type": payload.type, "t": round(self.t, 4), **fields}, default=str)
+        line: dict[str, Any] = {"type": payload.type, "t": round(self.t, 4)}
+        for name in payload.__slots__:  # a slots dataclass's fields, in order (dataclasses.fields is slower)
+            line[name] = getattr(payload, name)
+        return json.dumps(line, default=str)
 
 
 class EventBus:
