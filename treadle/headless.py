@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from treadle.engine.controller import RunController, Snapshot
+from treadle.engine.events import RunFinished
 from treadle.engine.result import RunResult
 
 PLAIN_EVERY_S = 5.0
@@ -82,7 +83,7 @@ def write_events_in_background(controller: RunController, target: str | None) ->
                 event = queue.get()
                 handle.write(event.to_json() + "\n")
                 handle.flush()
-                if event.type == "run_finished":
+                if isinstance(event.payload, RunFinished):
                     return
 
     threading.Thread(target=drain, name="treadle-events", daemon=True).start()

@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from treadle.engine.events import RunEvent, RunFinished
+
 if TYPE_CHECKING:
     from treadle.engine.controller import RunController, Snapshot
-    from treadle.engine.events import RunEvent
     from treadle.engine.metrics import Prices
 
 KEEPALIVE_S = 15.0
@@ -217,7 +218,7 @@ class ProgressServer:
                 continue
 
     def _fan_out(self, event: RunEvent) -> None:
-        if event.type == "run_finished":
+        if isinstance(event.payload, RunFinished):
             self._ended = True
         for client in self._clients:
             if client.overflowed:
@@ -267,10 +268,9 @@ class ProgressServer:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
-    async def _take_snapshot(self, rows: list[int] | None = None) -> dict[str, Any]:
+    async def _take_snapshot(self, rows: list[int] | None = None) -> Snapshot:
         loop = asyncio.get_running_loop()
-        snapshot = await loop.run_in_executor(None, self.controller.snapshot, rows or ())
-        return snapshot_dict(snapshot)
+        return await loop.run_in_executor(None, self.controller.snapshot, rows or ())
 
     async def _snapshot(self, request: web.Request) -> web.Response:
         rows = None
@@ -279,7 +279,7 @@ class ProgressServer:
                 rows = _parse_rows(request.query["rows"])
             except ValueError as exc:
                 return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(await self._take_snapshot(rows), dumps=_dumps)
+        return web.json_response(snapshot_dict(await self._take_snapshot(rows)), dumps=_dumps)
 
     async def _event_stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
@@ -290,9 +290,9 @@ class ProgressServer:
         self._clients.add(client)  # before the snapshot, so no event falls between the two
         try:
             snapshot = await self._take_snapshot()
-            await response.write(b"retry: 2000\n" + _sse(_dumps(snapshot), "snapshot"))
+            await response.write(b"retry: 2000\n" + _sse(_dumps(snapshot_dict(snapshot)), "snapshot"))
             ended = self._ended or self.controller.finished
-            ended = ended or any(e["type"] == "run_finished" for e in snapshot["recent_events"])
+            ended = ended or any(isinstance(e.payload, RunFinished) for e in snapshot.recent_events)
             while not ended:
                 try:
                     event = await asyncio.wait_for(client.queue.get(), self.keepalive_s)
@@ -302,7 +302,7 @@ class ProgressServer:
                 if event is _CLOSE:
                     return response
                 await response.write(_sse(event.to_json()))
-                ended = event.type == "run_finished"
+                ended = isinstance(event.payload, RunFinished)
             await response.write(_sse("{}", "end"))
         except (ConnectionResetError, ConnectionError):
             pass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from treadle.engine.controller import LimitView, Snapshot
-from treadle.engine.events import RunEvent
+from treadle.engine.events import CellFailed, Idle, LimitChanged, Progress, RunEvent, Stopping
 from treadle.tui.actions import ACTIONS
 from treadle.tui.keymap import DEFAULT_KEYS, bindings, key_text
 from treadle.tui.model import (
@@ -74,12 +74,12 @@ def test_first_unfinished_row_in_order():
 
 
 def test_event_lines():
-    failed = RunEvent(
-        "cell_failed", 62.0, {"row": 3, "column": "a", "error_class": "ValueError", "message": "no", "attempts": 2}
-    )
-    assert event_line(failed) == "01:02 failed  row 3 a: ValueError: no (2 attempts)"
-    assert event_line(RunEvent("progress", 1.0, {"cells": {}})) is None
-    assert event_line(RunEvent("limit_changed", 0.0, {"limit": "slots", "old": 4, "new": 6})).endswith("4 -> 6")
+    failed = CellFailed(row=3, column="a", error_class="ValueError", message="no", attempts=2, action="fail")
+    assert event_line(RunEvent(62.0, failed)) == "01:02 failed  row 3 a: ValueError: no (2 attempts)"
+    assert event_line(RunEvent(1.0, Progress(cells={}))) is None
+    assert event_line(RunEvent(0.0, LimitChanged(limit="slots", old=4, new=6))).endswith("4 -> 6")
+    assert event_line(RunEvent(5.0, Stopping(reason="closed"))) == "00:05 stopping: reason closed"
+    assert event_line(RunEvent(6.0, Idle())) == "00:06 idle"
 
 
 def test_every_action_has_keys_and_every_state_a_glyph():

@@ -8,7 +8,7 @@ import re
 from textual.widgets import Log
 from tui_helpers import pipeline, plain, until
 
-from treadle.engine.events import RunEvent
+from treadle.engine.events import LimitAdapted, RunEvent
 from treadle.engine.rate_limits import RateView
 from treadle.sim import SimConfig, SimulatorThread
 from treadle.tui.app import TreadleApp
@@ -99,8 +99,8 @@ async def test_the_limits_panel_shows_the_adaptive_value_and_the_429s_of_a_rate_
 
 
 def test_a_limit_adapted_event_is_one_log_line():
-    data = {"limit": "model:planner", "concurrency": 12, "paced_rpm": 1180.4, "reason": "429 from endpoint"}
-    line = event_line(RunEvent(t=3.5, type="limit_adapted", data=data))
+    paced = LimitAdapted(limit="model:planner", concurrency=12, paced_rpm=1180.4, reason="429 from endpoint")
+    line = event_line(RunEvent(t=3.5, payload=paced))
     assert line == "00:03 planner: adaptive 12, pace 1,180/min (429 from endpoint)"
-    unpaced = {"limit": "model:m", "concurrency": 4, "paced_rpm": None, "reason": "x"}
-    assert event_line(RunEvent(t=0, type="limit_adapted", data=unpaced)) == "00:00 m: adaptive 4 (x)"
+    unpaced = LimitAdapted(limit="model:m", concurrency=4, paced_rpm=None, reason="x")
+    assert event_line(RunEvent(t=0, payload=unpaced)) == "00:00 m: adaptive 4 (x)"

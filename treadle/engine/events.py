@@ -1,4 +1,8 @@
-"""Run events: frozen records the engine emits; displays, `--events` files and the controller read them."""
+"""Run events: frozen records the engine emits; displays, `--events` files and the controller read them.
+
+Each event type is one payload class; its `type` (a class attribute) is the name the JSON line carries,
+and its fields, in order, are the line's other keys (docs/EVENTS.md is the contract).
+"""
 
 from __future__ import annotations
 
@@ -7,35 +11,177 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
-EventType = Literal[
-    "run_started",
-    "progress",
-    "cell_failed",
-    "cell_retried",
-    "row_dropped",
-    "limit_changed",
-    "limit_adapted",
-    "paused",
-    "resumed",
-    "stopping",
-    "idle",
-    "salvage",
-    "run_finished",
-]
+from treadle.engine.policy import FailureAction
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted:
+    """The run begins (the first event of a session)."""
+
+    type: ClassVar[str] = "run_started"
+    name: str
+    rows: int
+    """Seed rows in this run."""
+    columns: tuple[str, ...]
+    """Column names in run order (the DAG's topological order)."""
+    run_dir: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Every second while running."""
+
+    type: ClassVar[str] = "progress"
+    cells: dict[str, int]
+    """Count of cells by state label, only states with a non-zero count."""
+
+
+@dataclass(frozen=True, slots=True)
+class CellFailed:
+    """A cell failed for good: its attempts are spent, or the error is not retryable."""
+
+    type: ClassVar[str] = "cell_failed"
+    row: int
+    column: str
+    error_class: str
+    """The exception's class name."""
+    message: str
+    """One line, keys redacted, at most 500 characters."""
+    attempts: int
+    action: FailureAction
+
+
+@dataclass(frozen=True, slots=True)
+class CellRetried:
+    """A failed cell was turned back into work (a person's retry, or a salvage round)."""
+
+    type: ClassVar[str] = "cell_retried"
+    row: int
+    column: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowDropped:
+    """A row was excluded from work and output."""
+
+    type: ClassVar[str] = "row_dropped"
+    row: int
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChanged:
+    """A limit (`slots`, `row_groups` or `model:<name>`) was resized."""
+
+    type: ClassVar[str] = "limit_changed"
+    limit: str
+    old: int
+    new: int
+
+
+@dataclass(frozen=True, slots=True)
+class LimitAdapted:
+    """treadle changed what it sends a model below the ceiling a person sets (concurrency or pace)."""
+
+    type: ClassVar[str] = "limit_adapted"
+    limit: str
+    """`model:<name>`."""
+    concurrency: int
+    paced_rpm: float | None
+    """Requests per minute starts are paced to; None when not paced."""
+    reason: str
+    """Why, in words (for people; the wording may change)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Paused:
+    """New starts stopped."""
+
+    type: ClassVar[str] = "paused"
+    reason: str | None
+    """None for a person's pause, else why (early stop)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """Starts again after a pause."""
+
+    type: ClassVar[str] = "resumed"
+
+
+@dataclass(frozen=True, slots=True)
+class Stopping:
+    """The run stops starting cells; running ones may finish."""
+
+    type: ClassVar[str] = "stopping"
+    reason: str
+    """`interrupted`, `closed`, or `stopped early: <message>`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """Every cell has finished but the run is held open for retries or drops."""
+
+    type: ClassVar[str] = "idle"
+
+
+@dataclass(frozen=True, slots=True)
+class Salvage:
+    """A salvage round starts: cells that spent their attempts on retryable errors get one more round."""
+
+    type: ClassVar[str] = "salvage"
+    cells: int
+    rounds_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished:
+    """The run has ended and written its directory (the last event)."""
+
+    type: ClassVar[str] = "run_finished"
+    status: str
+    """`done`, `failed` or `interrupted`."""
+    wall_s: float
+    message: str | None
+    """None, or why the run stopped early."""
+
+
+EventPayload = (
+    RunStarted
+    | Progress
+    | CellFailed
+    | CellRetried
+    | RowDropped
+    | LimitChanged
+    | LimitAdapted
+    | Paused
+    | Resumed
+    | Stopping
+    | Idle
+    | Salvage
+    | RunFinished
+)
 
 
 @dataclass(frozen=True, slots=True)
 class RunEvent:
-    type: EventType
     t: float
     """Seconds since the run started."""
-    data: dict[str, Any] = field(default_factory=dict)
+    payload: EventPayload
+
+    @property
+    def type(self) -> str:
+        """The event type's name, as its JSON line spells it."""
+        return self.payload.type
 
     def to_json(self) -> str:
-        return json.dumps({"type": self.type, "t": round(self.t, 4), **self.data}, default=str)
+        payload = self.payload
+        line: dict[str, Any] = {"type": payload.type, "t": round(self.t, 4)}
+        for name in payload.__slots__:  # a slots dataclass's fields, in order (dataclasses.fields is slower)
+            line[name] = getattr(payload, name)
+        return json.dumps(line, default=str)
 
 
 class EventBus:
@@ -54,8 +200,8 @@ class EventBus:
     def elapsed(self) -> float:
         return self._clock() - self._start
 
-    def emit(self, type: EventType, **data: Any) -> RunEvent:
-        event = RunEvent(type, self._clock() - self._start, data)
+    def emit(self, payload: EventPayload) -> RunEvent:
+        event = RunEvent(self._clock() - self._start, payload)
         with self._lock:
             self._recent.append(event)
             for subscriber in self._subscribers:

@@ -18,7 +18,7 @@ import numpy as np
 
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import ConfigError, FatalRunError, Problem, StorageError
-from treadle.engine.events import EventBus
+from treadle.engine.events import EventBus, LimitAdapted, Progress, RunFinished, RunStarted
 from treadle.engine.generators import build_generators
 from treadle.engine.generators.llm import LLMGenerator
 from treadle.engine.journal import Journal
@@ -304,7 +304,7 @@ class Run:
             if loop.time() - last_progress >= PROGRESS_EVERY_S:
                 last_progress = loop.time()
                 totals = self.tracker.totals()
-                self.bus.emit("progress", cells={s.label: totals[s] for s in CellState if totals[s]})
+                self.bus.emit(Progress(cells={s.label: totals[s] for s in CellState if totals[s]}))
             traces = self.tracer.take_unwritten()
             try:
                 await loop.run_in_executor(self._trace_writer, self.tracer.write, self.directory.trace_path, traces)
@@ -314,11 +314,12 @@ class Run:
 
     def _rate_changed(self, key: str, change: Change) -> None:
         self.bus.emit(
-            "limit_adapted",
-            limit=key,
-            concurrency=change.concurrency,
-            paced_rpm=change.paced_rpm,
-            reason=change.reason,
+            LimitAdapted(
+                limit=key,
+                concurrency=change.concurrency,
+                paced_rpm=change.paced_rpm,
+                reason=change.reason,
+            )
         )
 
     async def execute(self) -> None:
@@ -328,11 +329,12 @@ class Run:
         self.bus.restart_clock()
         self.tracer.t0 = time.perf_counter()
         self.bus.emit(
-            "run_started",
-            name=self.loaded.name,
-            rows=len(self.frame),
-            columns=self.node_names,
-            run_dir=str(self.directory.path),
+            RunStarted(
+                name=self.loaded.name,
+                rows=len(self.frame),
+                columns=tuple(self.node_names),
+                run_dir=str(self.directory.path),
+            )
         )
         self.journal.open(loop)
         self.context_services.attach(loop)
@@ -375,7 +377,7 @@ class Run:
         finally:
             self._writer.shutdown()
             self._trace_writer.shutdown()
-        self.bus.emit("run_finished", status=self.status, wall_s=round(self.wall_s, 3), message=self.message)
+        self.bus.emit(RunFinished(status=self.status, wall_s=round(self.wall_s, 3), message=self.message))
 
     def live_status(self) -> RunStatus:
         if self.status in _FINAL or self.status == "starting":

@@ -23,7 +23,18 @@ from types import MappingProxyType
 from treadle.engine.context import ColumnContext, ContextServices
 from treadle.engine.deadlines import Deadlines
 from treadle.engine.errors import CellError, FatalRunError
-from treadle.engine.events import EventBus
+from treadle.engine.events import (
+    CellFailed,
+    CellRetried,
+    EventBus,
+    Idle,
+    LimitChanged,
+    Paused,
+    Resumed,
+    RowDropped,
+    Salvage,
+    Stopping,
+)
 from treadle.engine.generators.base import Generator, RunMode
 from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
@@ -200,7 +211,7 @@ class Scheduler:
             self._set_finished()
         elif self.tracker.unfinished == 0 and not self._idle_reported:
             self._idle_reported = True
-            self.bus.emit("idle")
+            self.bus.emit(Idle())
 
     # ---- workers ---------------------------------------------------------------------------------
 
@@ -589,13 +600,14 @@ class Scheduler:
             if retryable:
                 self._salvageable.add(cell)
         self.bus.emit(
-            "cell_failed",
-            row=failure.row,
-            column=failure.column,
-            error_class=failure.error_class,
-            message=failure.message,
-            attempts=attempt,
-            action=failure.action,
+            CellFailed(
+                row=failure.row,
+                column=failure.column,
+                error_class=failure.error_class,
+                message=failure.message,
+                attempts=attempt,
+                action=failure.action,
+            )
         )
         if isinstance(error, FatalRunError) and self.fatal is None:
             self.fatal = FatalRunError(self._redact(str(error)))
@@ -615,7 +627,7 @@ class Scheduler:
         self._salvage_left -= 1
         cells = sorted(self._salvageable)
         self._salvageable.clear()
-        self.bus.emit("salvage", cells=len(cells), rounds_left=self._salvage_left)
+        self.bus.emit(Salvage(cells=len(cells), rounds_left=self._salvage_left))
         self.retry(cells)
 
     def _requeue(self, cell: int) -> None:
@@ -682,7 +694,7 @@ class Scheduler:
     def pause(self, reason: str | None = None) -> None:
         if not self.paused:
             self.paused = True
-            self.bus.emit("paused", reason=reason)
+            self.bus.emit(Paused(reason=reason))
 
     def resume(self) -> None:
         if self.paused:
@@ -690,7 +702,7 @@ class Scheduler:
             self.pause_reason = None
             self._error_window.clear()
             self._wake_all_models()
-            self.bus.emit("resumed")
+            self.bus.emit(Resumed())
             self._admit()
             self._wake(len(self._idle))
 
@@ -699,7 +711,7 @@ class Scheduler:
         if self.stopping:
             return
         self.stopping = True
-        self.bus.emit("stopping", reason=reason)
+        self.bus.emit(Stopping(reason=reason))
         for timer in self._retry_timers.values():
             timer.cancel()
         self._retry_timers.clear()
@@ -718,7 +730,7 @@ class Scheduler:
         limit.total = total
         if name in self.rates:
             self.rates[name].set_ceiling(total)
-        self.bus.emit("limit_changed", limit=name, old=old, new=total)
+        self.bus.emit(LimitChanged(limit=name, old=old, new=total))
         if self._loop is None:
             return
         self._wake_all_models()
@@ -746,9 +758,10 @@ class Scheduler:
             retried += 1
             self._idle_reported = False
             self.bus.emit(
-                "cell_retried",
-                row=cell // self.tracker.n_nodes,
-                column=self.generators[cell % self.tracker.n_nodes].name,
+                CellRetried(
+                    row=cell // self.tracker.n_nodes,
+                    column=self.generators[cell % self.tracker.n_nodes].name,
+                )
             )
             if ready:
                 self._push(ready)
@@ -762,7 +775,7 @@ class Scheduler:
             self.tracker.drop_row(row)
             self.journal.dropped(row)
             dropped += 1
-            self.bus.emit("row_dropped", row=row)
+            self.bus.emit(RowDropped(row=row))
             base = row * self.tracker.n_nodes
             for cell in range(base, base + self.tracker.n_nodes):
                 self.failures.pop(cell, None)

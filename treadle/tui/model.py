@@ -5,13 +5,24 @@ Plain Python (no textual): the tests check it directly.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from treadle.engine.controller import Snapshot
-from treadle.engine.events import RunEvent
+from treadle.engine.events import (
+    CellFailed,
+    CellRetried,
+    LimitAdapted,
+    LimitChanged,
+    Progress,
+    RowDropped,
+    RunEvent,
+    RunFinished,
+    RunStarted,
+)
 from treadle.tui.theme import FINISHED_STATES
 
 ViewStatus = Literal["starting", "running", "paused", "stopping", "idle", "closing", "done", "failed", "interrupted"]
@@ -123,41 +134,36 @@ def first_unfinished(window: Mapping[int, Sequence[str]], rows: Iterable[int]) -
     return None
 
 
-def limit_adapted_text(d: Mapping[str, object]) -> str:
-    """`planner: adaptive 12, pace 1,180/min (429 from endpoint: ...)` from a `limit_adapted` event's data."""
-    name = str(d.get("limit", "")).removeprefix("model:")
-    paced = d.get("paced_rpm")
-    pace = f", pace {paced:,.0f}/min" if isinstance(paced, int | float) else ""
-    reason = f" ({d['reason']})" if d.get("reason") else ""
-    return f"{name}: adaptive {d.get('concurrency')}{pace}{reason}"
+def limit_adapted_text(event: LimitAdapted) -> str:
+    """`planner: adaptive 12, pace 1,180/min (429 from endpoint: ...)` for a `limit_adapted` event."""
+    name = event.limit.removeprefix("model:")
+    pace = f", pace {event.paced_rpm:,.0f}/min" if event.paced_rpm is not None else ""
+    reason = f" ({event.reason})" if event.reason else ""
+    return f"{name}: adaptive {event.concurrency}{pace}{reason}"
 
 
 def event_line(event: RunEvent) -> str | None:
     """One log line for an event; None for the ones the log leaves out (periodic progress)."""
-    d = event.data
-    kind = event.type
-    if kind == "progress":
-        return None
-    if kind == "run_started":
-        text = f"started {d.get('name')}: {d.get('rows')} rows x {len(d.get('columns', ()))} columns"
-    elif kind == "cell_failed":
-        attempts = d.get("attempts")
-        text = f"failed  row {d.get('row')} {d.get('column')}: {d.get('error_class')}: {d.get('message')}"
-        if attempts:
-            text += f" ({attempts} attempt{'s' if attempts != 1 else ''})"
-    elif kind == "cell_retried":
-        text = f"retried row {d.get('row')} {d.get('column')}"
-    elif kind == "row_dropped":
-        text = f"dropped row {d.get('row')}"
-    elif kind == "limit_changed":
-        text = f"limit   {d.get('limit')}: {d.get('old')} -> {d.get('new')}"
-    elif kind == "limit_adapted":
-        text = limit_adapted_text(d)
-    elif kind == "run_finished":
-        text = f"finished: {d.get('status')} in {d.get('wall_s')} s" + (
-            f" ({d['message']})" if d.get("message") else ""
-        )
-    else:
-        extra = ", ".join(f"{k} {v}" for k, v in d.items())
-        text = kind + (f": {extra}" if extra else "")
+    match event.payload:
+        case Progress():
+            return None
+        case RunStarted(name=name, rows=rows, columns=columns):
+            text = f"started {name}: {rows} rows x {len(columns)} columns"
+        case CellFailed(row=row, column=column, error_class=error_class, message=message, attempts=attempts):
+            text = f"failed  row {row} {column}: {error_class}: {message}"
+            if attempts:
+                text += f" ({attempts} attempt{'s' if attempts != 1 else ''})"
+        case CellRetried(row=row, column=column):
+            text = f"retried row {row} {column}"
+        case RowDropped(row=row):
+            text = f"dropped row {row}"
+        case LimitChanged(limit=limit, old=old, new=new):
+            text = f"limit   {limit}: {old} -> {new}"
+        case LimitAdapted() as adapted:
+            text = limit_adapted_text(adapted)
+        case RunFinished(status=status, wall_s=wall_s, message=message):
+            text = f"finished: {status} in {wall_s} s" + (f" ({message})" if message else "")
+        case payload:
+            extra = ", ".join(f"{field.name} {getattr(payload, field.name)}" for field in dataclasses.fields(payload))
+            text = payload.type + (f": {extra}" if extra else "")
     return f"{clock_text(event.t)} {text}"
