@@ -11,12 +11,14 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from treadle.engine.errors import ConfigError, Problem, TreadleError
 from treadle.engine.events import EventBus, RunEvent
+from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.limits import check_limit
 from treadle.engine.metrics import live_metrics, prices_of
 from treadle.engine.outputs import ROW_FIELD, RunDirectory
@@ -227,6 +229,11 @@ class RunController:
     def subscribe(self):
         """A thread-safe queue of every RunEvent from now on."""
         return self.bus.subscribe()
+
+    def tuned_gc(self) -> AbstractContextManager[None]:
+        """The engine's gc settings (engine/gc_tuning.py) for a UI in this process to hold while it runs;
+        they go back when the last holder, UI or run, leaves."""
+        return GC_TUNING.held()
 
     # ---- commands ----------------------------------------------------------------------------------
 

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import functools
-import gc
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import numpy as np
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import ConfigError, FatalRunError, Problem, StorageError
 from treadle.engine.events import EventBus
+from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.generators import build_generators
 from treadle.engine.generators.llm import LLMGenerator
 from treadle.engine.journal import Journal
@@ -341,23 +341,16 @@ class Run:
         for generator in self.generators:
             if isinstance(generator, LLMGenerator):
                 generator.client.observe(self.rates[generator.limit_key])
-        # Everything loaded so far (pandas, pyarrow, langchain, the seed) lives for the whole run: out of
-        # the collector's sight, a full collection no longer walks it, which stalled the loop ~100 ms.
-        # Young collections run less often too: a run makes many short-lived objects and few cycles.
-        gc.freeze()
-        thresholds = gc.get_threshold()
-        gc.set_threshold(max(thresholds[0], 20_000), max(thresholds[1], 50), max(thresholds[2], 100))
         stop_progress = asyncio.Event()
         progress = loop.create_task(self._report_progress(stop_progress))
         lag = loop.create_task(self.loop_lag.watch())
         try:
-            await self.scheduler.run()
+            with GC_TUNING.held():  # everything loaded so far lives for the whole run: frozen
+                await self.scheduler.run()
         finally:
             stop_progress.set()
             await progress
             lag.cancel()
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()
             for generator in self.generators:
                 await generator.aclose()
             await self.context_services.aclose()

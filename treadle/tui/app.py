@@ -8,10 +8,10 @@ message per cell change, and it stops the engine before it exits.
 
 from __future__ import annotations
 
-import gc
 import queue
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from typing import Any
 
 from rich.text import Text
@@ -42,8 +42,6 @@ HEADER_EVERY = 3
 TIMELINE_EVERY = 3
 """Ticks between timeline updates (about 4 Hz: one character is ~0.3 s of the 30 s window)."""
 FAILURES_EVERY_S = 0.5
-GC_FULL_EVERY = 100
-"""Second-generation collections between full ones while the app runs (Python's default is 10)."""
 EVENTS_PER_TICK = 200
 EVENT_BACKLOG = 5000
 
@@ -98,7 +96,7 @@ class TreadleApp(App[None]):
         self._exit_when_finished = False
         self._exit_called = False
         self._cursor_text: Text | None = None
-        self._gc_threshold = gc.get_threshold()
+        self._gc_hold = ExitStack()
         self._idle_summary_shown = False
         self._final_summary_shown = False
         self._failed_count = -1
@@ -160,12 +158,9 @@ class TreadleApp(App[None]):
         return self._failed
 
     def on_mount(self) -> None:
-        # Full garbage collections stall a frame for 20-50 ms (bench/tui.py): while the app runs, leave
-        # what exists now (seed rows, graph, widgets) out of them and make them 10x rarer. Undone on unmount.
-        self._gc_threshold = gc.get_threshold()
-        gen0, gen1, gen2 = self._gc_threshold
-        gc.set_threshold(gen0, gen1, max(gen2, GC_FULL_EVERY))
-        gc.freeze()
+        # Full garbage collections stall a frame for 20-50 ms (bench/tui.py): while the app runs, what
+        # exists now (seed rows, graph, widgets) is left out of them and they are rarer. Undone on unmount.
+        self._gc_hold.enter_context(self.controller.tuned_gc())
         if self._user_keymap:
             self.set_keymap(self._user_keymap)
         self._apply_layout(self.size.width, self.size.height)
@@ -174,8 +169,7 @@ class TreadleApp(App[None]):
         self.set_interval(1 / self._tick_hz, self._tick)
 
     def on_unmount(self) -> None:
-        gc.unfreeze()
-        gc.set_threshold(*self._gc_threshold)
+        self._gc_hold.close()
 
     def on_resize(self, event: Resize) -> None:
         self._apply_layout(event.size.width, event.size.height)
