@@ -26,7 +26,8 @@ from treadle.engine.pipeline import LoadedPipeline, PythonColumn, load_pipeline
 from treadle.engine.rate_limits import RateView
 from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, recover
-from treadle.engine.run import Run, RunOptions, RunStatus, create_run_dir, new_run_dir
+from treadle.engine.run import Run, RunOptions, RunStatus
+from treadle.engine.run_dir import create_run_dir, new_run_dir
 from treadle.engine.stats import LimitChanges
 from treadle.engine.trace_writer import Batch
 from treadle.engine.tracing import TaskTrace
