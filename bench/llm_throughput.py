@@ -8,8 +8,8 @@ after LATENCY ms. Each runner does the same calls at each parallelism:
                        URL, headers and timeout of the openai client ChatOpenAI built worked out once,
                        sent through the httpx client given to ChatOpenAI: openai's aiohttp transport)
 - treadle (create)     the same, hot path `llm.root_async_client.chat.completions.create` (largest
-                       parallelism only)
-- treadle (ainvoke)    the same, hot path `ChatOpenAI.ainvoke` (largest parallelism only)
+                       parallelism only; the generator is in bench/llm_call_paths.py)
+- treadle (ainvoke)    the same, hot path `ChatOpenAI.ainvoke` (largest parallelism only; ditto)
 - abatch per column    `ChatOpenAI.abatch(prompts, config={"max_concurrency": parallel})`, column by column
 - hand-written         `asyncio.gather` over rows, `asyncio.Semaphore(parallel)`, and
                        `await asyncio.to_thread(llm.invoke, prompt)` with a sync ChatOpenAI
@@ -52,9 +52,9 @@ if str(ROOT) not in sys.path:
 
 import langchain_openai  # noqa: E402
 import openai  # noqa: E402
+from llm_call_paths import call_path  # noqa: E402  (bench/, beside this script)
 
 import treadle  # noqa: E402
-import treadle.engine.generators.llm as llm_generator  # noqa: E402
 from treadle.engine.generators.llm_client import ModelClient  # noqa: E402
 from treadle.engine.pipeline import ModelConfig  # noqa: E402
 from treadle.sim import SimConfig, SimulatorProcess  # noqa: E402
@@ -124,13 +124,8 @@ def run_treadle(url: str, rows: int, parallel: int, workdir: Path, path: str) ->
         ],
         "run": {"max_parallel": parallel, "row_group_size": 200, "row_groups_in_flight": 8},
     }
-    default = llm_generator.CALL_PATH
-    llm_generator.CALL_PATH = path  # type: ignore[assignment]
-    try:
-        out = workdir / f"run-{path}-{parallel}"
-        result = treadle.run(config, base_dir=workdir, out=out)
-    finally:
-        llm_generator.CALL_PATH = default
+    with call_path(path):
+        result = treadle.run(config, base_dir=workdir, out=workdir / f"run-{path}-{parallel}")
     return result.summary["cells"]["failed"] + result.summary["cells"]["blocked"]
 
 

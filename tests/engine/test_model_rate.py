@@ -7,7 +7,8 @@ import math
 import pytest
 
 from treadle.engine.limits import Limit
-from treadle.engine.rate_limits import LimitHeaders, ModelRate
+from treadle.engine.rate_headers import LimitHeaders
+from treadle.engine.rate_limits import ModelRate
 
 
 class Clock:

@@ -11,12 +11,14 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from treadle.engine.errors import ConfigError, Problem, TreadleError
 from treadle.engine.events import EventBus, RunEvent
+from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.limits import check_limit
 from treadle.engine.metrics import live_metrics, prices_of
 from treadle.engine.outputs import ROW_FIELD, RunDirectory
@@ -26,7 +28,8 @@ from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.rate_limits import RateView
 from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, recover
-from treadle.engine.run import Run, RunOptions, RunStatus, create_run_dir, new_run_dir
+from treadle.engine.run import Run, RunOptions, RunStatus
+from treadle.engine.run_dir import create_run_dir, new_run_dir
 from treadle.engine.stats import LimitChanges
 from treadle.engine.trace_writer import Batch
 from treadle.engine.tracing import TaskTrace
@@ -229,6 +232,11 @@ class RunController:
     def subscribe(self):
         """A thread-safe queue of every RunEvent from now on."""
         return self.bus.subscribe()
+
+    def tuned_gc(self) -> AbstractContextManager[None]:
+        """The engine's gc settings (engine/gc_tuning.py) for a UI in this process to hold while it runs;
+        they go back when the last holder, UI or run, leaves."""
+        return GC_TUNING.held()
 
     # ---- commands ----------------------------------------------------------------------------------
 

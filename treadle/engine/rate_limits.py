@@ -14,17 +14,20 @@ not, when? Three layers decide, the lowest wins:
   starts back, the pace creeps up to find a raised limit.
 
 Every answer of the endpoint reaches `answered` (from the HTTP layer, for llm columns and `ctx.llm`
-alike); the scheduler calls `may_start`/`started`/`finished` around each request. All on the engine loop.
+alike); the scheduler calls `start_delay`/`started`/`finished` around each request. All on the engine loop.
+Its parts: token buckets and per-second sums in rate_counters.py, what the headers say in rate_headers.py.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from treadle.engine.limits import Limit
+from treadle.engine.rate_counters import HISTORY_S, Bucket, PerSecond
+from treadle.engine.rate_headers import LimitHeaders
 
 PROBE_START = (4, 64.0)
 """An adaptive model's first starts: 4 at once, then at most 64 a second, a rate that doubles every
@@ -46,7 +49,6 @@ PRECISE_COUNT = 20
 pace measured on fewer rises fast (CREEP_UNMEASURED_PER_S) until the next refusal measures it better."""
 MEASURE_MAX_S = 30.0
 """Rate-limit answers older than this no longer count: the endpoint's limit may have changed."""
-HISTORY_S = 60.0
 SENT_HISTORY_S = 10.0
 """Send times are kept this long: enough for the requests still in flight and the last second's rate."""
 NO_HINT_HOLD_S = 0.5
@@ -97,79 +99,6 @@ class Change:
     concurrency: int
     paced_rpm: float | None
     reason: str
-
-
-class PerSecond:
-    """Amounts added per whole second over the last minute: sums for a person's view that cost a few
-    dozen additions however many requests a second go out."""
-
-    def __init__(self) -> None:
-        self._seconds: deque[list[float]] = deque()
-
-    def add(self, now: float, amount: float) -> None:
-        second = math.floor(now)
-        if self._seconds and self._seconds[-1][0] == second:
-            self._seconds[-1][1] += amount
-        else:
-            self._seconds.append([second, amount])
-            while self._seconds[0][0] < second - HISTORY_S:
-                self._seconds.popleft()
-
-    def total(self, now: float, window_s: float) -> float:
-        since = math.floor(now - window_s)
-        return sum(amount for second, amount in self._seconds if second > since)
-
-
-class Bucket:
-    """A token bucket: `rate` per second up to `capacity`; the level may go below 0 (a debt to wait out)."""
-
-    def __init__(self, rate: float, capacity: float, now: float) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self.level = capacity
-        self.updated = now
-
-    def refill(self, now: float) -> None:
-        if now > self.updated:
-            if self.level < self.capacity:  # a level above the capacity (a first burst) is spent first
-                self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-            self.updated = now
-
-    def wait_for(self, amount: float, now: float) -> float:
-        """Seconds until `amount` (at most the capacity) is there."""
-        self.refill(now)
-        missing = min(amount, self.capacity) - self.level
-        return 0.0 if missing <= 1e-9 else missing / self.rate  # no waits too short for a clock to tell
-
-
-@dataclass(frozen=True)
-class LimitHeaders:
-    """What `x-ratelimit-*` headers of one answer say (each None when absent or unreadable)."""
-
-    limit_requests: float | None = None
-    remaining_requests: float | None = None
-    limit_tokens: float | None = None
-    remaining_tokens: float | None = None
-
-    @classmethod
-    def read(cls, headers: Mapping[str, str]) -> LimitHeaders | None:
-        def number(name: str) -> float | None:
-            value = headers.get(name)
-            if not value:
-                return None
-            try:
-                parsed = float(value)
-            except ValueError:
-                return None
-            return parsed if math.isfinite(parsed) and parsed >= 0 else None
-
-        found = cls(
-            number("x-ratelimit-limit-requests"),
-            number("x-ratelimit-remaining-requests"),
-            number("x-ratelimit-limit-tokens"),
-            number("x-ratelimit-remaining-tokens"),
-        )
-        return None if found == cls() else found
 
 
 class ModelRate:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import functools
-import gc
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,10 +15,12 @@ from typing import Any, Literal
 import numpy as np
 
 from treadle.engine.context import ContextServices
-from treadle.engine.errors import ConfigError, FatalRunError, Problem, StorageError
+from treadle.engine.errors import FatalRunError, StorageError
 from treadle.engine.events import EventBus, LimitAdapted, Progress, RunFinished, RunStarted
+from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.generators import build_generators
 from treadle.engine.generators.llm import LLMGenerator
+from treadle.engine.graph import Node
 from treadle.engine.journal import Journal
 from treadle.engine.limits import PYTHON_THREADS_DEFAULT_MAX, ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.loop_health import LoopLag
@@ -30,7 +30,7 @@ from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import ErrorWindow, NodePolicy, NoWindow, RetryPolicy
 from treadle.engine.rate_limits import Change, ModelRate, rate_summary
-from treadle.engine.resume import Recovery, RunRecord
+from treadle.engine.resume import Recovery
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
@@ -63,58 +63,6 @@ class RunOptions:
     `RunController.close()` ends it."""
 
 
-_MAX_SAME_SECOND_RUNS = 10_000
-
-
-def claim_default_run_dir(name: str) -> RunDirectory:
-    """A new, empty `runs/<name>-<timestamp>[-N]`, made here: mkdir is atomic, so runs started at the
-    same second (threads, processes, a notebook cell run twice) each get their own."""
-    base = Path("runs") / f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    for n in range(1, _MAX_SAME_SECOND_RUNS + 1):
-        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
-        try:
-            path.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise ConfigError([Problem(str(path), f"cannot create the run directory: {exc.strerror}")]) from exc
-        return RunDirectory(path, claimed=True)
-    raise ConfigError([Problem(str(base), f"{_MAX_SAME_SECOND_RUNS:,} runs already started this second")])
-
-
-def new_run_dir(loaded: LoadedPipeline, options: RunOptions) -> RunDirectory:
-    """Where a new run goes: `options.out` if it holds nothing (created later, by `create_run_dir`),
-    else a fresh default directory, claimed now (`RunDirectory.release` gives it back)."""
-    path = options.out
-    if path is None:
-        return claim_default_run_dir(loaded.name)
-    if (path / "run.json").exists():
-        raise ConfigError(
-            [Problem(str(path), f"already holds a run: finish it with 'treadle resume {path}' or choose another --out")]
-        )
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ConfigError([Problem(str(path), "the output directory is not empty; choose another --out")])
-    return RunDirectory(path)
-
-
-def create_run_dir(directory: RunDirectory, loaded: LoadedPipeline, options: RunOptions) -> None:
-    """Create the run directory and its run record (run.json)."""
-    path = directory.path
-    try:
-        directory.create()
-        RunRecord(
-            name=loaded.name,
-            pipeline=None if loaded.path is None else str(loaded.path),
-            source_hash=loaded.source_hash,
-            columns=list(loaded.graph.order),
-            seed_rows=len(loaded.seed.frame),
-            rows=options.rows,
-            max_parallel=options.max_parallel,
-        ).write(directory)
-    except OSError as exc:
-        raise ConfigError([Problem(str(path), f"cannot write the run directory: {exc.strerror}")]) from exc
-
-
 def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:
     """A column's retries, timeout and fallback: its own settings, else its model's, else the run's."""
     run = loaded.config.run
@@ -145,39 +93,14 @@ class Run:
         self.bus = bus
         self.directory = directory
         config = loaded.config
-        frame = loaded.seed.frame
-        if options.rows is not None:
-            frame = frame.head(options.rows)
-        self.frame = frame
-        graph = loaded.graph
-        self.node_names = list(graph.order)
-        index = {name: i for i, name in enumerate(self.node_names)}
-        nodes = [graph.nodes[name] for name in self.node_names]
-        self.tracker = CellTracker(
-            n_rows=len(frame),
-            upstream=[[index[u] for u in node.upstream] for node in nodes],
-            downstream=[[index[d] for d in node.downstream] for node in nodes],
-            group_size=config.run.row_group_size,
-        )
+        self.frame = loaded.seed.frame if options.rows is None else loaded.seed.frame.head(options.rows)
+        self.node_names = list(loaded.graph.order)
+        nodes = [loaded.graph.nodes[name] for name in self.node_names]
+        self.tracker = self._build_tracker(nodes)
         self.output_columns = [*loaded.seed.fields, *(c for node in nodes for c in node.outputs)]
         max_parallel = options.max_parallel or config.run.max_parallel
-        self.limits: dict[str, Limit] = {
-            ROW_GROUPS: Limit(ROW_GROUPS, config.run.row_groups_in_flight),
-            SLOTS: Limit(SLOTS, max_parallel),
-        }
-        self.rates: dict[str, ModelRate] = {}
-        for name, model in config.models.items():  # every model: python columns may call any through ctx
-            key = model_limit(name)
-            self.limits[key] = Limit(key, model.max_parallel)
-            self.rates[key] = ModelRate(
-                self.limits[key],
-                rpm=model.rpm,
-                tpm=model.tpm,
-                adaptive=model.adaptive,
-                clock=time.perf_counter,
-                on_change=functools.partial(self._rate_changed, key),
-            )
-        self.store = RowStore(frame, config.run.row_group_size)
+        self.limits, self.rates = self._build_limits(max_parallel)
+        self.store = RowStore(self.frame, config.run.row_group_size)
         self.journal = Journal(directory.journal_path, self.node_names, on_error=self._storage_failed)
         finished_groups = self._restore(recovery) if recovery is not None else set()
         self.generators = build_generators(loaded)
@@ -226,6 +149,37 @@ class Run:
         """CPU time of the engine loop's thread while the cells ran: near wall_s, the engine itself was
         what bounded the run (cheap cells), not the endpoint."""
         self.summary: dict[str, Any] = {}
+
+    def _build_tracker(self, nodes: list[Node]) -> CellTracker:
+        """Cell states over the rows to run, nodes numbered in topological order."""
+        index = {name: i for i, name in enumerate(self.node_names)}
+        return CellTracker(
+            n_rows=len(self.frame),
+            upstream=[[index[u] for u in node.upstream] for node in nodes],
+            downstream=[[index[d] for d in node.downstream] for node in nodes],
+            group_size=self.loaded.config.run.row_group_size,
+        )
+
+    def _build_limits(self, max_parallel: int) -> tuple[dict[str, Limit], dict[str, ModelRate]]:
+        """The run's limits (row groups, execution slots, one per model) and each model's request rate."""
+        config = self.loaded.config
+        limits: dict[str, Limit] = {
+            ROW_GROUPS: Limit(ROW_GROUPS, config.run.row_groups_in_flight),
+            SLOTS: Limit(SLOTS, max_parallel),
+        }
+        rates: dict[str, ModelRate] = {}
+        for name, model in config.models.items():  # every model: python columns may call any through ctx
+            key = model_limit(name)
+            limits[key] = Limit(key, model.max_parallel)
+            rates[key] = ModelRate(
+                limits[key],
+                rpm=model.rpm,
+                tpm=model.tpm,
+                adaptive=model.adaptive,
+                clock=time.perf_counter,
+                on_change=functools.partial(self._rate_changed, key),
+            )
+        return limits, rates
 
     def _restore(self, recovery: Recovery) -> set[int]:
         """Mark the cells a previous attempt finished as done; returns the groups needing no work."""
@@ -344,23 +298,16 @@ class Run:
         for generator in self.generators:
             if isinstance(generator, LLMGenerator):
                 generator.client.observe(self.rates[generator.limit_key])
-        # Everything loaded so far (pandas, pyarrow, langchain, the seed) lives for the whole run: out of
-        # the collector's sight, a full collection no longer walks it, which stalled the loop ~100 ms.
-        # Young collections run less often too: a run makes many short-lived objects and few cycles.
-        gc.freeze()
-        thresholds = gc.get_threshold()
-        gc.set_threshold(max(thresholds[0], 20_000), max(thresholds[1], 50), max(thresholds[2], 100))
         stop_progress = asyncio.Event()
         progress = loop.create_task(self._report_progress(stop_progress))
         lag = loop.create_task(self.loop_lag.watch())
         try:
-            await self.scheduler.run()
+            with GC_TUNING.held():  # everything loaded so far lives for the whole run: frozen
+                await self.scheduler.run()
         finally:
             stop_progress.set()
             await progress
             lag.cancel()
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()
             for generator in self.generators:
                 await generator.aclose()
             await self.context_services.aclose()

@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .book import BookError
@@ -18,6 +19,9 @@ URL_LINE_PREFIX = "treadle sim listening on "
 _KEY_ENV_FOR_CHILD = "TREADLE_SIM_API_KEY"  # how SimulatorProcess hands a key over without argv
 
 
+AddArgument = Callable[..., argparse.Action]
+"""An argument group's `add_argument`."""
+
 ENDPOINTS_HELP = (
     "Besides /v1/models and /v1/chat/completions it serves GET /stats (counters), GET /requests[?since=N]"
     " (each chat request: arrival time, model, status, retry hint sent) and POST /stats/reset (clears both)."
@@ -25,11 +29,24 @@ ENDPOINTS_HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The simulator's flags, in groups (--help shows each under its title)."""
     if parser.epilog is None:
         parser.epilog = ENDPOINTS_HELP
-    add = parser.add_argument
+    _add_server_arguments(parser.add_argument_group("server").add_argument)
+    _add_latency_arguments(parser.add_argument_group("latency").add_argument)
+    _add_rate_limit_arguments(parser.add_argument_group("rate limits").add_argument)
+    _add_fault_arguments(parser.add_argument_group("faults").add_argument)
+    _add_answer_arguments(parser.add_argument_group("answers").add_argument)
+
+
+def _add_server_arguments(add: AddArgument) -> None:
     add("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     add("--port", metavar="N", type=int, default=8000, help="port; 0 picks a free one (default: %(default)s)")
+    add("--models", metavar="A,B", default="", help="comma-separated model names to accept (default: any)")
+    add("--api-key-env", metavar="NAME", default=None, help="require the key held in this env variable")
+
+
+def _add_latency_arguments(add: AddArgument) -> None:
     add(
         "--latency-ms",
         metavar="MS",
@@ -47,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="completion tokens add time at this rate (0: off)",
     )
+
+
+def _add_rate_limit_arguments(add: AddArgument) -> None:
     add("--rpm", metavar="N", type=int, default=0, help="requests per minute before 429 (0: unlimited)")
     add(
         "--tpm",
@@ -81,6 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how 429s, 503s and retryable 500s tell the wait: 'seconds' = Retry-After: <int> plus retry-after-ms,"
         " 'date' = Retry-After: <HTTP-date>, 'ms' = retry-after-ms only (default: %(default)s)",
     )
+
+
+def _add_fault_arguments(add: AddArgument) -> None:
     add("--fail-rate", metavar="P", type=float, default=0.0, help="probability of a 500 answer")
     add(
         "--fail-retry-after-s",
@@ -126,9 +149,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a hung request is released after this long",
     )
     add("--seed", metavar="N", type=int, default=None, help="make latency and faults repeatable")
+
+
+def _add_answer_arguments(add: AddArgument) -> None:
     add("--book", metavar="FILE", default=None, help="YAML response book (regex -> templated reply)")
-    add("--models", metavar="A,B", default="", help="comma-separated model names to accept (default: any)")
-    add("--api-key-env", metavar="NAME", default=None, help="require the key held in this env variable")
     add("--reasoning", action="store_true", help="add reasoning_content to every answer")
 
 

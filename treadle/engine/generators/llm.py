@@ -15,8 +15,8 @@ flight, simulator in its own process, 200 ms latency): this send ~0.5 ms; the op
 ~0.9 ms (most of the difference is openai's `_build_request`, per call: header merging, URL parsing,
 building the request); `chat.completions.create` ~1.3 ms (it also walks the request's TypedDict
 annotations); `ChatOpenAI.ainvoke` ~1.5-2 ms (message conversion, callbacks and a thread-pool hop per
-answer). The raw message also keeps its `reasoning_content`, which ChatOpenAI drops. `CALL_PATH`
-switches paths for the bench.
+answer). The raw message also keeps its `reasoning_content`, which ChatOpenAI drops. The other call
+paths live in bench/llm_call_paths.py, as generators overriding `LLMGenerator.call`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, NamedTuple
 
 from jinja2 import TemplateError
 
@@ -36,12 +36,6 @@ from treadle.engine.pipeline import LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.schemas import instance_problem
 from treadle.engine.templates import compile_template
-
-CALL_PATH: Literal["send", "create", "ainvoke"] = "send"
-"""How a call is made (the bench switches it): `send` a prebuilt request through ChatOpenAI's httpx
-client (`ModelClient.complete`; default, cheapest); `create` through the openai client's
-`chat.completions.create`; `ainvoke` through `ChatOpenAI.ainvoke` (no reasoning column: ChatOpenAI
-drops `reasoning_content`)."""
 
 _STRICT_UNSUPPORTED = frozenset(
     {
@@ -65,6 +59,18 @@ _STRICT_UNSUPPORTED = frozenset(
         "uniqueItems",
     }
 )
+
+
+class Answer(NamedTuple):
+    """What one chat completion answered, as a cell's values are made from it."""
+
+    content: Any
+    usage: dict[str, Any] | None
+    """prompt, completion and total tokens; None when the endpoint sent no usage."""
+    reasoning: str | None
+    refusal: Any
+    finish: Any
+    """The choice's finish_reason ("length": cut off at max_tokens)."""
 
 
 def build_llm_generator(name: str, config: LLMColumn, loaded: LoadedPipeline) -> Generator:
@@ -107,24 +113,18 @@ class LLMGenerator(Generator):
         client = self.client
         state = client.state()
         try:
-            if CALL_PATH == "send":
-                answer = await self._call_send(client, state, messages)
-            elif CALL_PATH == "create":
-                answer = await self._call_create(state.llm, messages)
-            else:
-                answer = await self._call_ainvoke(state.llm, messages)
+            answer = await self.call(state, messages)
         except Exception as exc:
             error = client.failure(state, exc)
             if error is None:
                 raise
             raise error from None
         client.succeeded(state)
-        content, usage, reasoning, refusal, finish = answer
-        values: dict[str, Any] = {self.name: self._value(content, refusal, finish)}
-        if usage is not None:
-            values[self._usage_key] = usage
-        if reasoning:
-            values[self._reasoning_key] = reasoning
+        values: dict[str, Any] = {self.name: self._value(answer.content, answer.refusal, answer.finish)}
+        if answer.usage is not None:
+            values[self._usage_key] = answer.usage
+        if answer.reasoning:
+            values[self._reasoning_key] = answer.reasoning
         return values
 
     def _messages(self, row: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -157,9 +157,11 @@ class LLMGenerator(Generator):
             self._body = body
         return self._params
 
-    async def _call_send(self, client: ModelClient, state: Any, messages: list[dict[str, str]]) -> tuple[Any, ...]:
+    async def call(self, state: Any, messages: list[dict[str, str]]) -> Answer:
+        """One chat completion, sent as a prebuilt request (see the module docstring) with the client's
+        `state`; a failure raises whatever the transport raised, for `ModelClient.failure` to read."""
         self._request_params(state.llm)
-        data = await client.complete(state, {**self._body, "messages": messages})
+        data = await self.client.complete(state, {**self._body, "messages": messages})
         try:
             choice = data["choices"][0]
             message = choice["message"]
@@ -177,51 +179,13 @@ class LLMGenerator(Generator):
             else None
         )
         reasoning = message.get("reasoning_content") or message.get("reasoning")
-        return (
+        return Answer(
             message.get("content"),
             usage,
             reasoning if isinstance(reasoning, str) else None,
             message.get("refusal"),
             choice.get("finish_reason"),
         )
-
-    async def _call_create(self, llm: Any, messages: list[dict[str, str]]) -> tuple[Any, ...]:
-        completion = await llm.async_client.create(messages=messages, **self._request_params(llm))
-        if not completion.choices:
-            raise RetryableCellError("the endpoint sent a malformed response (an empty choice list)")
-        choice = completion.choices[0]
-        message = choice.message
-        extra = message.model_extra or {}
-        reasoning = extra.get("reasoning_content") or extra.get("reasoning")
-        u = completion.usage
-        usage = (
-            None
-            if u is None
-            else {
-                "prompt_tokens": u.prompt_tokens,
-                "completion_tokens": u.completion_tokens,
-                "total_tokens": u.total_tokens,
-            }
-        )
-        reasoning = reasoning if isinstance(reasoning, str) else None
-        return message.content, usage, reasoning, message.refusal, choice.finish_reason
-
-    async def _call_ainvoke(self, llm: Any, messages: list[dict[str, str]]) -> tuple[Any, ...]:
-        kwargs = {"response_format": self._response_format} if self._response_format is not None else {}
-        answer = await llm.ainvoke([(m["role"], m["content"]) for m in messages], **kwargs)
-        meta = answer.usage_metadata
-        usage = (
-            None
-            if meta is None
-            else {
-                "prompt_tokens": meta["input_tokens"],
-                "completion_tokens": meta["output_tokens"],
-                "total_tokens": meta["total_tokens"],
-            }
-        )
-        refusal = answer.additional_kwargs.get("refusal")
-        finish = answer.response_metadata.get("finish_reason")
-        return answer.content, usage, None, refusal, finish
 
     def _value(self, content: Any, refusal: Any, finish: Any) -> Any:
         if refusal:

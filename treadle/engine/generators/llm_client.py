@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 
 from treadle.engine.errors import CellError, ConfigError, FatalRunError, Problem, RetryableCellError, one_line
 from treadle.engine.pipeline import check_base_url
-from treadle.engine.rate_limits import LimitHeaders, ModelRate
+from treadle.engine.rate_headers import LimitHeaders
+from treadle.engine.rate_limits import ModelRate
 from treadle.engine.secrets import read_api_key, redact
 
 if TYPE_CHECKING:
