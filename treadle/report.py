@@ -2,7 +2,7 @@
 
 `print_report` prints rich tables to a console; `write_html_report` writes one self-contained HTML
 file (inline CSS and SVG charts drawn here: no script, no network). Both read the run directory
-through `treadle.engine.metrics.run_metrics`. PNG charts are not offered: no installed library draws
+through `treadle.engine.analysis.metrics.run_metrics`. PNG charts are not offered: no installed library draws
 them (matplotlib and Pillow are not dependencies).
 """
 
@@ -18,7 +18,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from treadle.engine.metrics import Prices, run_metrics
+from treadle.engine.analysis.metrics import Prices, run_metrics
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -375,7 +375,7 @@ _W, _H, _PAD_L, _PAD_R, _PAD_T, _PAD_B = 1000, 210, 48, 12, 22, 24
 def _ticks(top: float, n: int = 4) -> list[float]:
     if top <= 0:
         return [0.0]
-    from treadle.engine.metrics import nice_width
+    from treadle.engine.analysis.metrics import nice_width
 
     step = nice_width(top, n)
     ticks, value = [], 0.0

@@ -1,5 +1,5 @@
 """Live progress over HTTP: `GET /snapshot` (JSON), `GET /events` (Server-Sent Events), `GET /` (a page),
-`GET /metrics` (treadle.engine.metrics of the run so far, JSON) and `GET /report` (the HTML report).
+`GET /metrics` (the run's metrics so far, treadle.engine.analysis, JSON) and `GET /report` (the HTML report).
 
 `ProgressServer` runs an aiohttp server on its own thread and event loop, so it never blocks the
 engine: it reads the run only through the controller's thread-safe API (`snapshot()` runs in an
@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from treadle.engine.analysis.metrics import Prices
     from treadle.engine.controller import RunController, Snapshot
     from treadle.engine.events import RunEvent
-    from treadle.engine.metrics import Prices
 
 KEEPALIVE_S = 15.0
 """A comment line this often keeps proxies and browsers from closing an idle event stream."""
@@ -312,7 +312,7 @@ class ProgressServer:
 
     async def _run_metrics(self) -> dict[str, Any]:
         """Metrics of the run so far, recomputed at most every METRICS_EVERY_S (off the server's loop)."""
-        from treadle.engine.metrics import run_metrics
+        from treadle.engine.analysis.metrics import run_metrics
 
         assert self._metrics_lock is not None
         loop = asyncio.get_running_loop()

@@ -11,9 +11,9 @@ import pytest
 
 import treadle
 from treadle.engine import tracing
+from treadle.engine.analysis.metrics import summary_metrics
 from treadle.engine.controller import RunController
 from treadle.engine.errors import StorageError
-from treadle.engine.metrics import summary_metrics
 from treadle.engine.run import RunOptions
 from treadle.engine.trace_reader import TraceColumns, joined, read_trace
 from treadle.engine.trace_writer import Batch, RecordNumbers, TraceWriterProcess, format_lines

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from treadle.engine.analysis.metrics import live_metrics, prices_of
 from treadle.engine.errors import ConfigError, Problem, TreadleError
 from treadle.engine.events import EventBus, RunEvent
 from treadle.engine.limits import check_limit
-from treadle.engine.metrics import live_metrics, prices_of
 from treadle.engine.outputs import ROW_FIELD, RunDirectory
 from treadle.engine.pipeline import LoadedPipeline, PythonColumn, load_pipeline
 from treadle.engine.rate_limits import RateView

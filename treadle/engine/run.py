@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from treadle.engine.analysis.metrics import NO_TRACE_NOTE, percentiles, prices_of, summary_metrics
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import ConfigError, FatalRunError, Problem, StorageError
 from treadle.engine.events import EventBus
@@ -24,7 +25,6 @@ from treadle.engine.generators.llm import LLMGenerator
 from treadle.engine.journal import Journal
 from treadle.engine.limits import PYTHON_THREADS_DEFAULT_MAX, ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.loop_health import LoopLag
-from treadle.engine.metrics import NO_TRACE_NOTE, percentiles, prices_of, summary_metrics
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn, LoadedPipeline
 from treadle.engine.policy import ErrorWindow, NodePolicy, NoWindow, RetryPolicy

@@ -16,7 +16,7 @@ Processes (pids) group tracks:
 So every trace.jsonl line gives exactly one event with cat `attempt`. Times are microseconds since
 the run started; sessions of a resumed run are laid one after another, marked by a `resumed` instant.
 trace.jsonl is streamed (twice): events are written as lines are read; only a few numbers per attempt
-are kept, for the counters and the lanes (see treadle.engine.metrics).
+are kept, for the counters and the lanes (see treadle.engine.analysis.metrics).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from treadle.engine.analysis.metrics import SLOTS_LIMIT, limit_history, load_summary, step_series
 from treadle.engine.errors import ConfigError, Problem
-from treadle.engine.metrics import SLOTS_LIMIT, limit_history, load_summary, step_series
 from treadle.engine.trace_reader import TraceReader, trace_path
 
 SLOTS_PID, MODELS_PID, QUEUE_PID = 1, 2, 3
