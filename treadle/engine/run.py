@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from treadle.engine.analysis.metrics import NO_TRACE_NOTE, percentiles, prices_of, summary_metrics
+from treadle.engine.analysis.cost import prices_of
+from treadle.engine.analysis.series import percentiles
+from treadle.engine.analysis.summary import NO_TRACE, summary_metrics
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import ConfigError, FatalRunError, Problem, StorageError
 from treadle.engine.events import EventBus
@@ -494,8 +496,8 @@ class Run:
             },
         }
         if not config.run.trace:
-            summary["metrics"] = {"note": NO_TRACE_NOTE}
+            summary["metrics"] = NO_TRACE.to_json()
         elif self.final_trace is not None:
             prices = prices_of(config.models)
-            summary["metrics"] = summary_metrics(self.directory.path, summary, prices, self.final_trace)
+            summary["metrics"] = summary_metrics(self.directory.path, summary, prices, self.final_trace).to_json()
         return summary

@@ -16,12 +16,11 @@ Processes (pids) group tracks:
 So every trace.jsonl line gives exactly one event with cat `attempt`. Times are microseconds since
 the run started; sessions of a resumed run are laid one after another, marked by a `resumed` instant.
 trace.jsonl is streamed (twice): events are written as lines are read; only a few numbers per attempt
-are kept, for the counters and the lanes (see treadle.engine.analysis.metrics).
+are kept, for the counters and the lanes (see treadle.engine.analysis.series).
 """
 
 from __future__ import annotations
 
-import functools
 import gzip
 import heapq
 import json
@@ -29,12 +28,15 @@ import os
 from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from treadle.engine.analysis.metrics import SLOTS_LIMIT, limit_history, load_summary, step_series
+from treadle.engine.analysis.limits import SLOTS_LIMIT, LimitHistory, limit_history
+from treadle.engine.analysis.run_dir import load_summary
+from treadle.engine.analysis.series import step_series
 from treadle.engine.errors import ConfigError, Problem
 from treadle.engine.trace_reader import TraceReader, trace_path
 
@@ -44,7 +46,7 @@ SLOT_TID_BASE = 100
 MODEL_TID_BASE = 1_000_000
 QUEUE_TID_BASE = 2_000_000
 MAX_COUNTER_POINTS = 20_000
-_COLOURS = {
+_COLOURS: dict[Any, str] = {
     status: f',"cname":"{colour}"'
     for status, colour in {"failed": "terrible", "timeout": "bad", "retry": "bad", "cancelled": "grey"}.items()
 }
@@ -117,10 +119,11 @@ class _Writer:
 @contextmanager
 def _open_out(tmp: Path, gzipped: bool) -> Iterator[IO[str]]:
     """The file being written (gzip for a `.gz` name: Perfetto opens those too); removed on error."""
-    # gzip level 5: three times faster than the default 9, for a file ~10% larger.
-    opener = functools.partial(gzip.open, compresslevel=5) if gzipped else open
     try:
-        with opener(tmp, "wt", encoding="utf-8") as handle:
+        # gzip level 5: three times faster than the default 9, for a file ~10% larger.
+        with (
+            gzip.open(tmp, "wt", encoding="utf-8", compresslevel=5) if gzipped else open(tmp, "w", encoding="utf-8")
+        ) as handle:
             yield handle
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -158,23 +161,64 @@ def export_chrome(
             [Problem(str(run_dir), "no trace.jsonl here (not a run directory, or the run had run.trace: false)")]
         )
     summary = load_summary(run_dir)
+    first = _first_pass(path, queue_spans, model_requests)
+    session_start = first.sessions[-1] if first.sessions else 0.0
+    wall = first.span_s
+    if summary is not None:
+        wall = max(wall, session_start + float(summary.get("wall_s") or 0.0))
+    limits = (summary or {}).get("limits") or {}
+    models = sorted(set(first.requests) | {k[6:] for k in limits if k[:6] == "model:"})
+    lanes = _Lanes.packed(first, models)
+    tmp = out.with_name(out.name + ".tmp")
+    with _open_out(tmp, gzipped=out.suffix == ".gz") as handle:
+        writer = _start(handle, summary, first)
+        slots = _write_attempts(writer, path, first.lines, lanes, queue_spans, model_requests)
+        history = limit_history(summary, events, session_start)
+        counters = _Counters(writer, summary, history, wall, session_start, max_counter_points)
+        counters.write(first, models)
+        _write_metadata(writer, slots, lanes)
+        handle.write("\n]}\n")
+        count = writer.count
+    os.replace(tmp, out)
+    return count
 
-    # ---- pass 1: intervals for the counters and the lanes
-    cell_starts, cell_ends = array("d"), array("d")
-    queue_starts, queue_ends = array("d"), array("d")
-    waited_starts, waited_ends = array("d"), array("d")
-    model_times: dict[str, tuple[array, array]] = {}  # every request, for the counters
-    laned_times: dict[str, tuple[array, array]] = {}  # the requests drawn on the model's lanes
+
+_Spans = tuple[array, array]
+"""Starts and ends."""
+
+
+@dataclass
+class _FirstPass:
+    """Pass 1 over trace.jsonl: a few floats per attempt, for the counters and the lanes."""
+
+    cells: _Spans = field(default_factory=lambda: (array("d"), array("d")))
+    queued: _Spans = field(default_factory=lambda: (array("d"), array("d")))
+    """Each cell attempt's ready and start."""
+    waited: _Spans = field(default_factory=lambda: (array("d"), array("d")))
+    """The waits drawn on the queue's lanes (those that waited at all)."""
+    requests: dict[str, _Spans] = field(default_factory=dict)
+    """Every request, per model (for its counter)."""
+    laned: dict[str, _Spans] = field(default_factory=dict)
+    """The requests drawn on the model's lanes."""
+    lines: int = 0
+    sessions: list[float] = field(default_factory=list)
+    span_s: float = 0.0
+
+
+def _first_pass(path: Path, queue_spans: bool, model_requests: bool) -> _FirstPass:
+    kept = _FirstPass()
+    (cell_starts, cell_ends), (queue_starts, queue_ends) = kept.cells, kept.queued
+    waited_starts, waited_ends = kept.waited
     reader = TraceReader(path)
     for t in reader:
         t_ready, t_start, t_end = t["t_ready"], t["t_start"], t["t_end"]
         model = t.get("model")
         child = t.get("parent") is not None
         if model is not None:
-            for kept in (model_times, laned_times) if child or model_requests else (model_times,):
-                times = kept.get(str(model))
+            for per_model in (kept.requests, kept.laned) if child or model_requests else (kept.requests,):
+                times = per_model.get(str(model))
                 if times is None:
-                    times = kept[str(model)] = (array("d"), array("d"))
+                    times = per_model[str(model)] = (array("d"), array("d"))
                 times[0].append(t_start)
                 times[1].append(t_end)
         if not child:
@@ -185,177 +229,216 @@ def export_chrome(
             if queue_spans and t_start > t_ready:
                 waited_starts.append(t_ready)
                 waited_ends.append(t_start)
-    lines, sessions = reader.lines, reader.session_starts
-    history = limit_history(summary, events, sessions[-1] if sessions else 0.0)
-    wall = reader.span_s
-    if summary is not None:
-        wall = max(wall, (sessions[-1] if sessions else 0.0) + float(summary.get("wall_s") or 0.0))
-    queue_lanes, n_queue_lanes = assign_lanes(waited_starts, waited_ends)
-    del waited_starts, waited_ends
-    models = sorted(set(model_times) | {k[6:] for k in ((summary or {}).get("limits") or {}) if k[:6] == "model:"})
-    model_lanes: dict[str, array] = {}
-    model_tid_base: dict[str, int] = {}
-    next_tid = MODEL_TID_BASE
-    for model in models:
-        starts, ends = laned_times.pop(model, (array("d"), array("d")))
-        model_lanes[model], count = assign_lanes(starts, ends)
-        model_tid_base[model] = next_tid
-        next_tid += count
+    kept.lines, kept.sessions, kept.span_s = reader.lines, reader.session_starts, reader.span_s
+    return kept
 
-    tmp = out.with_name(out.name + ".tmp")
-    with _open_out(tmp, gzipped=out.suffix == ".gz") as handle:
-        other = {
-            "source": "treadle",
-            "run": (summary or {}).get("name"),
-            "status": (summary or {}).get("status"),
-            "wall_s": (summary or {}).get("wall_s"),
-            "trace_lines": lines,
-            "sessions": len(sessions),
-        }
-        handle.write('{"displayTimeUnit":"ms","otherData":' + json.dumps(other, default=str) + ',"traceEvents":[')
-        writer = _Writer(handle)
-        for i, start in enumerate(sessions[1:], start=1):
-            writer.event(
-                {"name": "resumed", "cat": "run", "ph": "i", "s": "g", "ts": _us(start), "pid": SLOTS_PID,
-                 "args": {"session": i}}
-            )  # fmt: skip
 
-        # ---- pass 2: the spans, written as they are read
-        quote = _Quoted().__getitem__
-        slots: set[int] = set()
-        waited = 0
-        model_index = dict.fromkeys(models, 0)
-        for t in TraceReader(path, limit=lines):
-            t_ready, t_start, t_end = t["t_ready"], t["t_start"], t["t_end"]
-            model = t.get("model")
-            parent = t.get("parent")
-            model_tid = None
-            if model is not None and (parent is not None or model_requests):
-                key = str(model)
-                model_tid = model_tid_base[key] + model_lanes[key][model_index[key]]
-                model_index[key] += 1
-            queue_tid = None
-            if parent is None and queue_spans and t_start > t_ready:
-                queue_tid = QUEUE_TID_BASE + queue_lanes[waited]
-                waited += 1
-            try:
-                column = quote(t.get("column"))
-                status = t.get("status")
-                message = t.get("message")
-                args = _ARGS % (
-                    _int(t.get("row")),
-                    column,
-                    _int(t.get("attempt")),
-                    quote(status),
-                    quote(t.get("error_class")),
-                    "null" if message is None else json.dumps(message, ensure_ascii=False),
-                    _int(t.get("tokens_in")),
-                    _int(t.get("tokens_out")),
-                    (t_start - t_ready) * 1e3,
-                    quote(model),
-                    _int(t.get("seq")),
-                    "" if parent is None else ',"parent":' + quote(parent),
-                )
-                retry_after = t.get("retry_after_s")
-                if retry_after is not None:
-                    args = f'{args[:-1]},"retry_after_s":{float(retry_after):.6f}}}'
-            except (TypeError, ValueError):  # a line treadle did not write
-                continue
-            ts, dur = t_start * 1e6, max((t_end - t_start) * 1e6, 0.0)
-            colour = _COLOURS.get(status, "")
-            if parent is not None:
-                assert model_tid is not None
-                writer.raw(_X % (column, "attempt", ts, dur, MODELS_PID, model_tid, colour, args))
-                continue
-            slot = t.get("slot")
-            slot = slot if isinstance(slot, int) and slot >= 0 else 0
-            slots.add(slot)
-            writer.raw(_X % (column, "attempt", ts, dur, SLOTS_PID, SLOT_TID_BASE + slot, colour, args))
-            if model_tid is not None:
-                writer.raw(_X % (column, "request", ts, dur, MODELS_PID, model_tid, colour, args))
-            if queue_tid is not None:
-                writer.raw(
-                    _QUEUED
-                    % (column, t_ready * 1e6, (t_start - t_ready) * 1e6, queue_tid, _int(t.get("row")), column,
-                       _int(t.get("attempt")), slot)
-                )  # fmt: skip
+@dataclass
+class _Lanes:
+    """Threads of the queue and of each model, and which lane each of their spans goes to."""
 
-        # ---- counters and names
-        def counter(pid: int, name: str, key: str, times: list[float], values: list[int]) -> None:
-            for ts, value in zip(times, values, strict=True):
-                writer.event(
-                    {"name": name, "cat": "counter", "ph": "C", "ts": _us(ts), "pid": pid, "args": {key: value}}
-                )
+    queue: array
+    """The lane of each drawn wait, in file order."""
+    n_queue: int
+    models: list[str]
+    model: dict[str, array]
+    """Per model: the lane of each request drawn, in file order."""
+    model_tid_base: dict[str, int]
 
-        def limit_counter(pid: int, name: str, key: str, limit: str) -> None:
-            if limit in history:
-                points = history[limit]
-            else:
-                info = ((summary or {}).get("limits") or {}).get(limit)
-                if not isinstance(info, dict) or info.get("total") is None:
-                    return
-                points = [(0.0, int(info["total"]))]
-            points = [*points, (max(wall, points[-1][0]), points[-1][1])]
-            counter(pid, name, key, [p[0] for p in points], [p[1] for p in points])
-
-        def adaptive_counters(model: str) -> None:
-            """The adaptive value and the pace each time they changed (summary.json's rate_limits), and an
-            instant event saying why."""
-            rates = ((summary or {}).get("rate_limits") or {}).get(model)
-            changes = rates.get("changes") if isinstance(rates, dict) else None
-            start = sessions[-1] if sessions else 0.0
-            for change in changes or []:
-                try:
-                    t, concurrency, paced_rpm, reason = change
-                    ts = _us(start + float(t))
-                except (TypeError, ValueError):
-                    continue
-                values = {"adaptive": concurrency, **({"pace_rpm": paced_rpm} if paced_rpm is not None else {})}
-                writer.event({"name": f"{model} rate", "cat": "counter", "ph": "C", "ts": ts, "pid": MODELS_PID,
-                              "args": values})  # fmt: skip
-                writer.event({"name": f"{model} limit adapted", "cat": "limits", "ph": "i", "s": "p", "ts": ts,
-                              "pid": MODELS_PID, "tid": 0, "args": {"reason": str(reason)}})  # fmt: skip
-
-        times, values, _, _ = step_series(cell_starts, cell_ends, max_counter_points)
-        counter(SLOTS_PID, "cells in flight", "cells", times, values)
-        limit_counter(SLOTS_PID, "slot limit", "slots", SLOTS_LIMIT)
-        del cell_starts, cell_ends
-        times, values, _, _ = step_series(queue_starts, queue_ends, max_counter_points)
-        counter(QUEUE_PID, "cells queued", "cells", times, values)
-        del queue_starts, queue_ends
+    @classmethod
+    def packed(cls, first: _FirstPass, models: list[str]) -> _Lanes:
+        queue, n_queue = assign_lanes(*first.waited)
+        model_lanes: dict[str, array] = {}
+        tid_base: dict[str, int] = {}
+        next_tid = MODEL_TID_BASE
         for model in models:
-            starts, ends = model_times.get(model, (array("d"), array("d")))
-            times, values, _, _ = step_series(starts, ends, max_counter_points)
-            counter(MODELS_PID, f"{model} in flight", "requests", times, values)
-            limit_counter(MODELS_PID, f"{model} limit", "requests", f"model:{model}")
-            adaptive_counters(model)
+            model_lanes[model], count = assign_lanes(*first.laned.get(model, (array("d"), array("d"))))
+            tid_base[model] = next_tid
+            next_tid += count
+        return cls(queue, n_queue, models, model_lanes, tid_base)
 
-        def metadata(name: str, pid: int, args: dict[str, Any], tid: int | None = None) -> None:
-            event: dict[str, Any] = {"name": name, "ph": "M", "pid": pid, "args": args}
-            if tid is not None:
-                event["tid"] = tid
-            writer.event(event)
 
-        metadata("process_name", SLOTS_PID, {"name": "slots"})
-        metadata("process_sort_index", SLOTS_PID, {"sort_index": 1})
-        for slot in sorted(slots):
-            metadata("thread_name", SLOTS_PID, {"name": f"slot {slot}"}, SLOT_TID_BASE + slot)
-            metadata("thread_sort_index", SLOTS_PID, {"sort_index": slot}, SLOT_TID_BASE + slot)
-        if models:
-            metadata("process_name", MODELS_PID, {"name": "models"})
-            metadata("process_sort_index", MODELS_PID, {"sort_index": 2})
-            for model in models:
-                base = model_tid_base[model]
-                n_lanes = max(model_lanes[model], default=-1) + 1
-                for lane in range(n_lanes):
-                    metadata("thread_name", MODELS_PID, {"name": f"{model} #{lane}"}, base + lane)
-                    metadata("thread_sort_index", MODELS_PID, {"sort_index": base - MODEL_TID_BASE + lane}, base + lane)
-        metadata("process_name", QUEUE_PID, {"name": "queue"})
-        metadata("process_sort_index", QUEUE_PID, {"sort_index": 3})
-        for lane in range(n_queue_lanes):
-            metadata("thread_name", QUEUE_PID, {"name": f"queued #{lane}"}, QUEUE_TID_BASE + lane)
-            metadata("thread_sort_index", QUEUE_PID, {"sort_index": lane}, QUEUE_TID_BASE + lane)
-        handle.write("\n]}\n")
-        count = writer.count
-    os.replace(tmp, out)
-    return count
+def _start(handle: IO[str], summary: dict[str, Any] | None, first: _FirstPass) -> _Writer:
+    """The file's head (`otherData`), then a `resumed` instant where each later session starts."""
+    other = {
+        "source": "treadle",
+        "run": (summary or {}).get("name"),
+        "status": (summary or {}).get("status"),
+        "wall_s": (summary or {}).get("wall_s"),
+        "trace_lines": first.lines,
+        "sessions": len(first.sessions),
+    }
+    handle.write('{"displayTimeUnit":"ms","otherData":' + json.dumps(other, default=str) + ',"traceEvents":[')
+    writer = _Writer(handle)
+    for i, start in enumerate(first.sessions[1:], start=1):
+        writer.event(
+            {"name": "resumed", "cat": "run", "ph": "i", "s": "g", "ts": _us(start), "pid": SLOTS_PID,
+             "args": {"session": i}}
+        )  # fmt: skip
+    return writer
+
+
+def _write_attempts(
+    writer: _Writer, path: Path, lines: int, lanes: _Lanes, queue_spans: bool, model_requests: bool
+) -> set[int]:
+    """Pass 2: every attempt's span (and its request and queue copies), written as it is read.
+    Returns the slots seen."""
+    quote = _Quoted().__getitem__
+    slots: set[int] = set()
+    waited = 0
+    model_index = dict.fromkeys(lanes.models, 0)
+    model_tid_base, model_lanes, queue_lanes = lanes.model_tid_base, lanes.model, lanes.queue
+    for t in TraceReader(path, limit=lines):
+        t_ready, t_start, t_end = t["t_ready"], t["t_start"], t["t_end"]
+        model = t.get("model")
+        parent = t.get("parent")
+        model_tid = None
+        if model is not None and (parent is not None or model_requests):
+            key = str(model)
+            model_tid = model_tid_base[key] + model_lanes[key][model_index[key]]
+            model_index[key] += 1
+        queue_tid = None
+        if parent is None and queue_spans and t_start > t_ready:
+            queue_tid = QUEUE_TID_BASE + queue_lanes[waited]
+            waited += 1
+        try:
+            column = quote(t.get("column"))
+            status = t.get("status")
+            message = t.get("message")
+            args = _ARGS % (
+                _int(t.get("row")),
+                column,
+                _int(t.get("attempt")),
+                quote(status),
+                quote(t.get("error_class")),
+                "null" if message is None else json.dumps(message, ensure_ascii=False),
+                _int(t.get("tokens_in")),
+                _int(t.get("tokens_out")),
+                (t_start - t_ready) * 1e3,
+                quote(model),
+                _int(t.get("seq")),
+                "" if parent is None else ',"parent":' + quote(parent),
+            )
+            retry_after = t.get("retry_after_s")
+            if retry_after is not None:
+                args = f'{args[:-1]},"retry_after_s":{float(retry_after):.6f}}}'
+        except (TypeError, ValueError):  # a line treadle did not write
+            continue
+        ts, dur = t_start * 1e6, max((t_end - t_start) * 1e6, 0.0)
+        colour = _COLOURS.get(status, "")
+        if parent is not None:
+            assert model_tid is not None
+            writer.raw(_X % (column, "attempt", ts, dur, MODELS_PID, model_tid, colour, args))
+            continue
+        slot = t.get("slot")
+        slot = slot if isinstance(slot, int) and slot >= 0 else 0
+        slots.add(slot)
+        writer.raw(_X % (column, "attempt", ts, dur, SLOTS_PID, SLOT_TID_BASE + slot, colour, args))
+        if model_tid is not None:
+            writer.raw(_X % (column, "request", ts, dur, MODELS_PID, model_tid, colour, args))
+        if queue_tid is not None:
+            writer.raw(
+                _QUEUED
+                % (column, t_ready * 1e6, (t_start - t_ready) * 1e6, queue_tid, _int(t.get("row")), column,
+                   _int(t.get("attempt")), slot)
+            )  # fmt: skip
+    return slots
+
+
+class _Counters:
+    """Counter events (`ph: "C"`): step series of what was in flight, queued, and the limits."""
+
+    def __init__(
+        self,
+        writer: _Writer,
+        summary: dict[str, Any] | None,
+        history: LimitHistory,
+        wall: float,
+        session_start: float,
+        max_points: int,
+    ) -> None:
+        self.writer = writer
+        self.summary = summary or {}
+        self.history = history
+        self.wall = wall
+        self.session_start = session_start
+        """Where the last session starts: summary.json's times (its rate limits) count from there."""
+        self.max_points = max_points
+
+    def write(self, first: _FirstPass, models: list[str]) -> None:
+        self.in_flight(SLOTS_PID, "cells in flight", "cells", first.cells)
+        self.limit(SLOTS_PID, "slot limit", "slots", SLOTS_LIMIT)
+        self.in_flight(QUEUE_PID, "cells queued", "cells", first.queued)
+        for model in models:
+            requests = first.requests.get(model, (array("d"), array("d")))
+            self.in_flight(MODELS_PID, f"{model} in flight", "requests", requests)
+            self.limit(MODELS_PID, f"{model} limit", "requests", f"model:{model}")
+            self.adaptive(model)
+
+    def steps(self, pid: int, name: str, key: str, times: list[float], values: list[int]) -> None:
+        for ts, value in zip(times, values, strict=True):
+            self.writer.event(
+                {"name": name, "cat": "counter", "ph": "C", "ts": _us(ts), "pid": pid, "args": {key: value}}
+            )
+
+    def in_flight(self, pid: int, name: str, key: str, spans: _Spans) -> None:
+        times, values, _, _ = step_series(*spans, self.max_points)
+        self.steps(pid, name, key, times, values)
+
+    def limit(self, pid: int, name: str, key: str, limit: str) -> None:
+        """A limit's totals over the run (its history, else its final total from 0), to the wall time."""
+        if limit in self.history:
+            points = self.history[limit]
+        else:
+            info = (self.summary.get("limits") or {}).get(limit)
+            if not isinstance(info, dict) or info.get("total") is None:
+                return
+            points = [(0.0, int(info["total"]))]
+        points = [*points, (max(self.wall, points[-1][0]), points[-1][1])]
+        self.steps(pid, name, key, [p[0] for p in points], [p[1] for p in points])
+
+    def adaptive(self, model: str) -> None:
+        """The adaptive value and the pace each time they changed (summary.json's rate_limits), and an
+        instant event saying why."""
+        rates = (self.summary.get("rate_limits") or {}).get(model)
+        changes = rates.get("changes") if isinstance(rates, dict) else None
+        for change in changes or []:
+            try:
+                t, concurrency, paced_rpm, reason = change
+                ts = _us(self.session_start + float(t))
+            except (TypeError, ValueError):
+                continue
+            values = {"adaptive": concurrency, **({"pace_rpm": paced_rpm} if paced_rpm is not None else {})}
+            self.writer.event({"name": f"{model} rate", "cat": "counter", "ph": "C", "ts": ts, "pid": MODELS_PID,
+                               "args": values})  # fmt: skip
+            self.writer.event({"name": f"{model} limit adapted", "cat": "limits", "ph": "i", "s": "p", "ts": ts,
+                               "pid": MODELS_PID, "tid": 0, "args": {"reason": str(reason)}})  # fmt: skip
+
+
+def _write_metadata(writer: _Writer, slots: set[int], lanes: _Lanes) -> None:
+    """Names and order of the processes and threads (`ph: "M"`)."""
+
+    def metadata(name: str, pid: int, args: dict[str, Any], tid: int | None = None) -> None:
+        event: dict[str, Any] = {"name": name, "ph": "M", "pid": pid, "args": args}
+        if tid is not None:
+            event["tid"] = tid
+        writer.event(event)
+
+    metadata("process_name", SLOTS_PID, {"name": "slots"})
+    metadata("process_sort_index", SLOTS_PID, {"sort_index": 1})
+    for slot in sorted(slots):
+        metadata("thread_name", SLOTS_PID, {"name": f"slot {slot}"}, SLOT_TID_BASE + slot)
+        metadata("thread_sort_index", SLOTS_PID, {"sort_index": slot}, SLOT_TID_BASE + slot)
+    if lanes.models:
+        metadata("process_name", MODELS_PID, {"name": "models"})
+        metadata("process_sort_index", MODELS_PID, {"sort_index": 2})
+        for model in lanes.models:
+            base = lanes.model_tid_base[model]
+            for lane in range(max(lanes.model[model], default=-1) + 1):
+                metadata("thread_name", MODELS_PID, {"name": f"{model} #{lane}"}, base + lane)
+                metadata("thread_sort_index", MODELS_PID, {"sort_index": base - MODEL_TID_BASE + lane}, base + lane)
+    metadata("process_name", QUEUE_PID, {"name": "queue"})
+    metadata("process_sort_index", QUEUE_PID, {"sort_index": 3})
+    for lane in range(lanes.n_queue):
+        metadata("thread_name", QUEUE_PID, {"name": f"queued #{lane}"}, QUEUE_TID_BASE + lane)
+        metadata("thread_sort_index", QUEUE_PID, {"sort_index": lane}, QUEUE_TID_BASE + lane)
