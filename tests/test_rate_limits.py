@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent / "sim"))
 from sim_helpers import early_arrivals
 from test_tracing_exports import load_trace, validate_trace
 
-from treadle.engine.chrome_trace import export_chrome
+from treadle.engine.analysis.chrome_trace import export_chrome
 
 
 def pipeline(tmp_path: Path, rows: int, models: dict[str, dict], columns: list[dict] | None = None) -> dict:

@@ -13,10 +13,11 @@ import pytest
 from rich.console import Console
 
 import treadle
-from treadle.engine.chrome_trace import SLOTS_PID, export_chrome
+from treadle.engine.analysis.chrome_trace import SLOTS_PID, export_chrome
+from treadle.engine.analysis.cost import PRICE_KEYS
+from treadle.engine.analysis.metrics import run_metrics
 from treadle.engine.controller import RunController
 from treadle.engine.errors import ConfigError
-from treadle.engine.metrics import PRICE_KEYS, run_metrics
 from treadle.engine.pipeline import ModelPrices
 from treadle.engine.run import RunOptions
 from treadle.report import print_report

@@ -26,9 +26,18 @@ from rich.console import Console
 
 import treadle
 from treadle.engine import trace_reader
-from treadle.engine.chrome_trace import MODELS_PID, QUEUE_PID, SLOT_TID_BASE, SLOTS_PID, assign_lanes, export_chrome
+from treadle.engine.analysis.chrome_trace import (
+    MODELS_PID,
+    QUEUE_PID,
+    SLOT_TID_BASE,
+    SLOTS_PID,
+    assign_lanes,
+    export_chrome,
+)
+from treadle.engine.analysis.metrics import run_metrics
+from treadle.engine.analysis.series import step_series
+from treadle.engine.analysis.summary import NO_TRACE_NOTE
 from treadle.engine.errors import ConfigError
-from treadle.engine.metrics import NO_TRACE_NOTE, run_metrics, step_series
 from treadle.engine.trace_reader import TraceReader, read_trace, trace_columns
 from treadle.report import print_report, render_html, sparkline, write_html_report
 from treadle.sim import SimConfig, SimulatorThread
@@ -436,7 +445,7 @@ def test_metrics_need_a_run_directory(tmp_path):
 
 def test_engine_exports_import_no_ui():
     code = (
-        "import sys, treadle.engine.chrome_trace, treadle.engine.metrics; "
+        "import sys, treadle.engine.analysis.chrome_trace, treadle.engine.analysis.summary; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('rich', 'textual')]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -240,7 +240,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
-    from treadle.engine.chrome_trace import export_chrome
+    from treadle.engine.analysis.chrome_trace import export_chrome
 
     written = export_chrome(args.run_dir, args.chrome, queue_spans=not args.no_queue, events=args.events)
     print(f"wrote {written} events to {args.chrome} (open it in ui.perfetto.dev or chrome://tracing)")

@@ -1,5 +1,5 @@
 """Live progress over HTTP: `GET /snapshot` (JSON), `GET /events` (Server-Sent Events), `GET /` (a page),
-`GET /metrics` (treadle.engine.metrics of the run so far, JSON) and `GET /report` (the HTML report).
+`GET /metrics` (the run's metrics so far, treadle.engine.analysis, JSON) and `GET /report` (the HTML report).
 
 `ProgressServer` runs an aiohttp server on its own thread and event loop, so it never blocks the
 engine: it reads the run only through the controller's thread-safe API (`snapshot()` runs in an
@@ -29,8 +29,9 @@ from aiohttp import web
 from treadle.engine.events import RunEvent, RunFinished
 
 if TYPE_CHECKING:
+    from treadle.engine.analysis.cost import Prices
+    from treadle.engine.analysis.records import RunMetrics
     from treadle.engine.controller import RunController, Snapshot
-    from treadle.engine.metrics import Prices
 
 KEEPALIVE_S = 15.0
 """A comment line this often keeps proxies and browsers from closing an idle event stream."""
@@ -116,7 +117,7 @@ class ProgressServer:
         self.token = token
         self.keepalive_s = keepalive_s
         self.prices = prices
-        self._metrics: tuple[float, dict[str, Any]] | None = None
+        self._metrics: tuple[float, RunMetrics] | None = None
         self._metrics_lock: asyncio.Lock | None = None
         self.base_url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -310,19 +311,19 @@ class ProgressServer:
             self._clients.discard(client)
         return response
 
-    async def _run_metrics(self) -> dict[str, Any]:
+    async def _run_metrics(self) -> RunMetrics:
         """Metrics of the run so far, recomputed at most every METRICS_EVERY_S (off the server's loop)."""
-        from treadle.engine.metrics import run_metrics
+        from treadle.engine.analysis.metrics import measure_run
 
         assert self._metrics_lock is not None
         loop = asyncio.get_running_loop()
         async with self._metrics_lock:
             if self._metrics is None or loop.time() - self._metrics[0] >= METRICS_EVERY_S:
-                metrics = await loop.run_in_executor(None, run_metrics, self.controller.run_dir, self.prices)
+                metrics = await loop.run_in_executor(None, measure_run, self.controller.run_dir, self.prices)
                 self._metrics = (loop.time(), metrics)
             return self._metrics[1]
 
-    async def _metrics_or_error(self) -> dict[str, Any] | web.Response:
+    async def _metrics_or_error(self) -> RunMetrics | web.Response:
         from treadle.engine.errors import TreadleError
 
         try:
@@ -332,7 +333,7 @@ class ProgressServer:
 
     async def _metrics_json(self, request: web.Request) -> web.Response:
         metrics = await self._metrics_or_error()
-        return metrics if isinstance(metrics, web.Response) else web.json_response(metrics, dumps=_dumps)
+        return metrics if isinstance(metrics, web.Response) else web.json_response(metrics.to_json(), dumps=_dumps)
 
     async def _report(self, request: web.Request) -> web.Response:
         from treadle.report import render_html

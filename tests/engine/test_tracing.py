@@ -11,9 +11,9 @@ import pytest
 
 import treadle
 from treadle.engine import tracing
+from treadle.engine.analysis.summary import summary_metrics
 from treadle.engine.controller import RunController
 from treadle.engine.errors import StorageError
-from treadle.engine.metrics import summary_metrics
 from treadle.engine.run import RunOptions
 from treadle.engine.trace_reader import TraceColumns, joined, read_trace
 from treadle.engine.trace_writer import Batch, RecordNumbers, TraceWriterProcess, format_lines
@@ -165,7 +165,7 @@ def test_a_large_run_traces_every_attempt(tmp_path):
     # summary.json's metrics came from the records the helper sent back: the same as from the file.
     summary = {k: v for k, v in result.summary.items() if k != "metrics"}
     from_file = summary_metrics(tmp_path / "run", summary, {}, read_trace(tmp_path / "run" / "trace.jsonl"))
-    assert result.summary["metrics"] == from_file
+    assert result.summary["metrics"] == from_file.to_json()
 
 
 @pytest.mark.parametrize("offload", [False, True], ids=["writer-thread", "writer-process"])

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from treadle.engine.analysis.cost import prices_of
+from treadle.engine.analysis.summary import live_metrics
 from treadle.engine.errors import ConfigError, Problem, TreadleError
 from treadle.engine.events import EventBus, RunEvent
 from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.limits import check_limit
-from treadle.engine.metrics import live_metrics, prices_of
 from treadle.engine.outputs import ROW_FIELD, RunDirectory
 from treadle.engine.pipeline import PythonColumn
 from treadle.engine.pipeline_loading import load_pipeline
@@ -412,7 +413,8 @@ class RunController:
         if "metrics" not in summary:
             prices = prices_of(self.loaded.config.models)
             records = [trace._asdict() for trace in run.tracer.traces_of(held)]
-            summary["metrics"] = live_metrics(self.run_dir, summary, prices, records, attempts, self.bus.elapsed())
+            metrics = live_metrics(self.run_dir, summary, prices, records, attempts, self.bus.elapsed())
+            summary["metrics"] = metrics.to_json()
         return summary
 
     def cell_detail(self, row: int, column: str) -> CellDetail:

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from treadle.engine.analysis.cost import prices_of
+from treadle.engine.analysis.series import percentiles
+from treadle.engine.analysis.summary import NO_TRACE, summary_metrics
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import FatalRunError, StorageError
 from treadle.engine.events import EventBus, LimitAdapted, Progress, RunFinished, RunStarted
@@ -24,7 +27,6 @@ from treadle.engine.graph import Node
 from treadle.engine.journal import Journal
 from treadle.engine.limits import PYTHON_THREADS_DEFAULT_MAX, ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.loop_health import LoopLag
-from treadle.engine.metrics import NO_TRACE_NOTE, percentiles, prices_of, summary_metrics
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
@@ -444,8 +446,8 @@ class Run:
             },
         }
         if not config.run.trace:
-            summary["metrics"] = {"note": NO_TRACE_NOTE}
+            summary["metrics"] = NO_TRACE.to_json()
         elif self.final_trace is not None:
             prices = prices_of(config.models)
-            summary["metrics"] = summary_metrics(self.directory.path, summary, prices, self.final_trace)
+            summary["metrics"] = summary_metrics(self.directory.path, summary, prices, self.final_trace).to_json()
         return summary

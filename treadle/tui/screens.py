@@ -14,6 +14,14 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from treadle.engine.analysis.records import (
+    ColumnSummary,
+    ConcurrencySummary,
+    MetricsNote,
+    SummaryMetrics,
+    ThroughputSummary,
+    parse_summary_metrics,
+)
 from treadle.report import adaptive_change_rows, first_row_text, rate_limit_rows, sparkline
 from treadle.tui.actions import ACTIONS
 from treadle.tui.keymap import DEFAULT_KEYS, bindings, key_text
@@ -314,84 +322,91 @@ def _cost(value: float | None) -> str:
 def metrics_parts(metrics: Mapping[str, Any], show_latency: bool = True) -> list[RenderableType]:
     """summary.json's `metrics` (or a live summary's): throughput, concurrency, queue wait vs run time
     per column, tokens and cost, errors by class."""
-    if "note" in metrics:
-        return [Text(""), Text(str(metrics["note"]), style="dim")]
+    parsed = parse_summary_metrics(metrics)
+    if isinstance(parsed, MetricsNote):
+        return [Text(""), Text(parsed.note, style="dim")]
     parts: list[RenderableType] = [Text("")]
-    window = metrics.get("window")
+    window = parsed.window
     if window:
-        source = f"from the last {window['attempts']:,} of {window['of']:,} attempts"
-        parts.append(Text(f"metrics so far ({source if window['attempts'] < window['of'] else 'live'})", style="dim"))
-    attempts, errors = metrics.get("attempts", {}), metrics.get("errors", {})
-    line = _bold("attempts ", f"{attempts.get('total', 0):,}")
-    line.append(f" · {errors.get('retries', 0):,} retries · {errors.get('timeouts', 0):,} timeouts")
-    line.append(f" · {errors.get('failed_attempts', 0):,} failed")
-    waited = errors.get("retry_after") or {}
-    if waited.get("waits"):
-        line.append(f" · waited out Retry-After {waited['waits']:,}x ({duration_text(waited['total_s'])})")
+        source = f"from the last {window.attempts:,} of {window.of:,} attempts"
+        parts.append(Text(f"metrics so far ({source if window.attempts < window.of else 'live'})", style="dim"))
+    errors = parsed.errors
+    line = _bold("attempts ", f"{parsed.attempts.total:,}")
+    line.append(f" · {errors.retries:,} retries · {errors.timeouts:,} timeouts")
+    line.append(f" · {errors.failed_attempts:,} failed")
+    if errors.retry_after.waits:
+        waited = errors.retry_after
+        line.append(f" · waited out Retry-After {waited.waits:,}x ({duration_text(waited.total_s)})")
     parts.append(line)
     if show_latency:
-        throughput, conc = metrics.get("throughput", {}), metrics.get("concurrency", {})
-        line = _bold("throughput ", f"{throughput.get('mean_per_s', 0):,.1f} cells/s")
-        line.append(f" · peak {throughput.get('peak_per_s', 0):,.1f}/s  ")
-        line.append(sparkline(throughput.get("done") or [], width=40), style="green")
-        parts.append(line)
-        limit = conc.get("slot_limit")
-        line = _bold("concurrency ", f"peak {conc.get('peak_in_flight', 0)}" + (f" of {limit}" if limit else ""))
-        line.append(f" in flight · mean {conc.get('mean_in_flight', 0):,.2f}")
-        if conc.get("slot_utilisation") is not None:
-            line.append(f" · slots {conc['slot_utilisation']:.0%} busy")
-        line.append(f" · parallel efficiency {conc.get('parallel_efficiency', 0):,.2f}")
-        if conc.get("efficiency_share_of_limit") is not None:
-            line.append(f" ({conc['efficiency_share_of_limit']:.0%} of the limit)")
-        parts.append(line)
-        parts += [Text(""), _time_table(metrics.get("columns", {}))]
-    tokens = _tokens_table(metrics)
+        parts += [_throughput_line(parsed.throughput), _concurrency_line(parsed.concurrency)]
+        parts += [Text(""), _time_table(parsed.columns)]
+    tokens = _tokens_table(parsed)
     if tokens is not None:
         parts += [Text(""), tokens]
-    by_class = errors.get("by_class") or {}
-    if by_class:
+    if errors.by_class:
         line = _bold("errors by class ")
-        for i, (error_class, counts) in enumerate(by_class.items()):
-            shown = ", ".join(f"{n:,} {status}" for status, n in counts.items() if n)
+        for i, (error_class, counts) in enumerate(errors.by_class.items()):
+            shown = ", ".join(f"{n:,} {status}" for status, n in counts.model_dump().items() if n)
             line.append(("" if i == 0 else " · ") + f"{error_class} {shown}", style=COLOURS["failed"])
         parts.append(line)
     return parts
 
 
-def _time_table(columns: Mapping[str, Any]) -> Table:
+def _throughput_line(throughput: ThroughputSummary) -> Text:
+    line = _bold("throughput ", f"{throughput.mean_per_s:,.1f} cells/s")
+    line.append(f" · peak {throughput.peak_per_s:,.1f}/s  ")
+    line.append(sparkline(throughput.done, width=40), style="green")
+    return line
+
+
+def _concurrency_line(conc: ConcurrencySummary) -> Text:
+    limit = conc.slot_limit
+    line = _bold("concurrency ", f"peak {conc.peak_in_flight}" + (f" of {limit}" if limit else ""))
+    line.append(f" in flight · mean {conc.mean_in_flight:,.2f}")
+    if conc.slot_utilisation is not None:
+        line.append(f" · slots {conc.slot_utilisation:.0%} busy")
+    line.append(f" · parallel efficiency {conc.parallel_efficiency:,.2f}")
+    if conc.efficiency_share_of_limit is not None:
+        line.append(f" ({conc.efficiency_share_of_limit:.0%} of the limit)")
+    return line
+
+
+def _time_table(columns: Mapping[str, ColumnSummary]) -> Table:
     """Queue wait (ready, but a limit was full) vs run time, per column."""
     table = Table(box=None, pad_edge=False, title="queue wait vs run time", title_justify="left")
     for header in ("column", "attempts", "wait mean", "wait p50", "wait p95", "run mean", "run p50", "run p95"):
         table.add_column(header, justify="left" if header == "column" else "right")
     for name, column in columns.items():
-        wait, run = column.get("queue_wait_s") or {}, column.get("run_s") or {}
+        wait, run = column.queue_wait_s, column.run_s
         table.add_row(
             name,
-            f"{column.get('attempts', 0):,}",
-            *(duration_text(wait.get(k)) if wait else "—" for k in ("mean", "p50", "p95")),
-            *(duration_text(run.get(k)) for k in ("mean", "p50", "p95")),
+            f"{column.attempts:,}",
+            *((duration_text(wait.mean), duration_text(wait.p50), duration_text(wait.p95)) if wait else ["—"] * 3),
+            duration_text(run.mean),
+            duration_text(run.p50),
+            duration_text(run.p95),
         )
     return table
 
 
-def _tokens_table(metrics: Mapping[str, Any]) -> RenderableType | None:
-    columns = {n: c for n, c in metrics.get("columns", {}).items() if c.get("tokens_in") or c.get("tokens_out")}
+def _tokens_table(metrics: SummaryMetrics) -> RenderableType | None:
+    columns = {n: c for n, c in metrics.columns.items() if c.tokens_in or c.tokens_out}
     if not columns:
         return None
     table = Table(box=None, pad_edge=False, title="tokens and cost", title_justify="left")
     for header in ("column", "model", "tokens in", "tokens out", "cost"):
         table.add_column(header, justify="left" if header in ("column", "model") else "right")
     for name, c in columns.items():
-        counted = c.get("tokens_counted_in")
-        cost = f"(in {counted})" if counted else _cost(c.get("cost"))
-        table.add_row(name, c.get("model") or "", f"{c['tokens_in']:,}", f"{c['tokens_out']:,}", cost)
-    tokens, cost = metrics.get("tokens", {}), metrics.get("cost")
-    total = "—" if cost is None else _cost(cost.get("total"))
-    table.add_row("all", "", f"{tokens.get('in', 0):,}", f"{tokens.get('out', 0):,}", total, style="bold")
+        shown_cost = f"(in {c.tokens_counted_in})" if c.tokens_counted_in else _cost(c.cost)
+        table.add_row(name, c.model or "", f"{c.tokens_in:,}", f"{c.tokens_out:,}", shown_cost)
+    tokens, cost = metrics.tokens, metrics.cost
+    total = "—" if cost is None else _cost(cost.total)
+    table.add_row("all", "", f"{tokens.tokens_in:,}", f"{tokens.tokens_out:,}", total, style="bold")
     if cost is None:
         note = "no prices: give a model `prices:` in the pipeline to see the cost"
-    elif cost.get("unpriced_models"):
-        note = f"no price for {', '.join(cost['unpriced_models'])}: not in the cost"
+    elif cost.unpriced_models:
+        note = f"no price for {', '.join(cost.unpriced_models)}: not in the cost"
     else:
         return table
     return Group(table, Text(note, style="dim"))

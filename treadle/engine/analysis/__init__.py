@@ -1,0 +1,7 @@
+"""Offline analysis of a run directory, apart from the runtime engine: metrics from trace.jsonl and
+summary.json (`metrics.measure_run`, typed as `records.RunMetrics`; summary.json's part in `summary`),
+and the Chrome/Perfetto export (`chrome_trace.export_chrome`).
+
+It reads the engine's trace format (treadle.engine.trace_reader) and imports nothing of the running
+engine (scheduler, run, controller, tracker, context): the runtime imports it, never the reverse.
+"""
