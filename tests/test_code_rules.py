@@ -3,7 +3,8 @@
 - the import contracts in pyproject.toml's [tool.importlinter] (the engine knows no UI, the simulator stands
   alone, the TUI reaches the engine only through the controller and its types), checked by `lint-imports`;
 - `ruff check` and `ruff format --check` (the [tool.ruff] settings in pyproject.toml);
-- sizes: no module in treadle/ over 500 lines, no function (or method) over 80, read with `ast`.
+- sizes: no module in treadle/ over 500 lines, no function (or method) over 80, read with `ast`;
+- `mypy` over treadle/ with zero errors (the [tool.mypy] settings in pyproject.toml).
 
 The tools come from the test extras, in the same venv as the interpreter running the tests, and run from the
 repository root, where pyproject.toml holds their settings.
@@ -46,6 +47,11 @@ def test_ruff_check_is_clean() -> None:
 
 def test_ruff_format_is_clean() -> None:
     _run_tool("ruff", "format", "--check", "--no-cache", ".")
+
+
+def test_mypy_finds_no_type_errors() -> None:
+    # the files and settings are pyproject.toml's [tool.mypy]; no cache written into the checkout
+    _run_tool("mypy", "--cache-dir", "/dev/null")
 
 
 # ---- sizes ---------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from treadle.sim import SimConfig, SimulatorThread
 
 DEMO_DIR = Path(__file__).resolve().parent / "tableqa"
 """The demo's folder: `treadle/demo/tableqa/` in a checkout, inside the installed package otherwise."""
-DEMO_SIM = {
+DEMO_SIM: dict[str, Any] = {
     "latency_ms": 300.0,
     "jitter_ms": 200.0,
     "fail_rate": 0.04,

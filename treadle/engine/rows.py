@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -21,7 +21,7 @@ class RowStore:
         start = group * self.group_size
         if start in self.rows:
             return
-        records = self.frame.iloc[start : start + self.group_size].to_dict("records")
+        records = cast(list[dict[str, Any]], self.frame.iloc[start : start + self.group_size].to_dict("records"))
         for offset, record in enumerate(records):
             restored = self.restored.pop(start + offset, None)
             if restored:

@@ -236,7 +236,9 @@ class CellTracker:
         }
 
     def dropped_rows(self) -> set[int]:
-        first_cells = np.frombuffer(bytes(self.state[:: self.n_nodes]), dtype=np.uint8) if self.n_nodes else []
+        if not self.n_nodes:
+            return set()
+        first_cells = np.frombuffer(bytes(self.state[:: self.n_nodes]), dtype=np.uint8)
         return set(np.flatnonzero(np.equal(first_cells, _DROPPED)).tolist())
 
     def row_states(self, row: int) -> bytes:

@@ -109,7 +109,7 @@ def _parse_rule(raw: object, where: str) -> Rule:
     )
 
 
-def _template(source: str, known: set[str], where: str) -> jinja2.Template:
+def _template(source: str, known: frozenset[str], where: str) -> jinja2.Template:
     try:
         unknown = meta.find_undeclared_variables(_ENV.parse(source)) - known
         template = _ENV.from_string(source)

@@ -167,8 +167,8 @@ def _synth_json(schema: dict[str, Any], request: ChatRequest, param: str) -> str
 
 def _forced_tool(tools: Any, choice: Any) -> dict[str, Any] | None:
     """The function the client insists on ("required" or a named function), else None."""
-    functions = [t.get("function") for t in tools or [] if isinstance(t, dict) and t.get("type") == "function"]
-    functions = [f for f in functions if isinstance(f, dict) and isinstance(f.get("name"), str)]
+    declared = [t.get("function") for t in tools or [] if isinstance(t, dict) and t.get("type") == "function"]
+    functions: list[dict[str, Any]] = [f for f in declared if isinstance(f, dict) and isinstance(f.get("name"), str)]
     if not functions:
         return None
     if choice == "required":

@@ -164,9 +164,9 @@ class SimServer:
         await _sleep(fate.latency_s if chat.stream else fate.total_s)
         if fate.fault == "fail":
             wait = self.config.fail_retry_after_s
-            headers = self._retry_headers(visit, wait) if wait is not None else None
             message = "The server had an error while processing your request (simulated)."
-            return _error(500, message, "server_error", headers=headers)
+            hint = self._retry_headers(visit, wait) if wait is not None else None
+            return _error(500, message, "server_error", headers=hint)
         if fate.fault == "drop":
             return _abort(request, "dropped")
         if fate.fault == "malformed":

@@ -5,7 +5,7 @@ Users remap by id: `TreadleApp(controller, keymap={"pause": "p"})` (Textual's `A
 
 from __future__ import annotations
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 from treadle.tui.actions import ACTIONS, Scope
 
@@ -71,9 +71,9 @@ def key_text(keys: str) -> str:
     return " ".join(KEY_DISPLAY.get(k, k) for k in keys.split(","))
 
 
-def bindings(scope: Scope) -> list[Binding]:
+def bindings(scope: Scope) -> list[BindingType]:
     """The Bindings of one scope, each with the action's stable id."""
-    result = []
+    result: list[BindingType] = []
     for spec in ACTIONS:
         if spec.scope != scope:
             continue

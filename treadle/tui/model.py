@@ -43,7 +43,7 @@ def view_status(snapshot: Snapshot, closing: bool = False) -> ViewStatus:
     """
     status = snapshot.status
     if status in FINAL:
-        return status  # type: ignore[return-value]
+        return status
     if closing:
         return "closing"
     if status in ("starting", "stopping"):

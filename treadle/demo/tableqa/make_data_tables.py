@@ -119,7 +119,7 @@ def table_sales(rng: random.Random) -> tuple[list[dict[str, Any]], TableSpec]:
                 "returned": rng.random() < 0.08,
             }
         )
-    rows.sort(key=lambda r: r["order_date"])
+    rows.sort(key=lambda r: str(r["order_date"]))
     rows = [{"order_id": f"SO-{1001 + i}", **row} for i, row in enumerate(rows)]
     spec = TableSpec(
         "sales.csv",

@@ -350,8 +350,10 @@ def check_answer(row: Mapping[str, Any]) -> bool:
         a, b = _as_bool(_unwrap(got)), _as_bool(_unwrap(expected))
         return a is not None and a == b
     if kind == "list":
-        a, b = _as_list(got), _as_list(expected)
-        return a is not None and b is not None and {_norm_item(x) for x in a} == {_norm_item(x) for x in b}
+        got_items, expected_items = _as_list(got), _as_list(expected)
+        if got_items is None or expected_items is None:
+            return False
+        return {_norm_item(x) for x in got_items} == {_norm_item(x) for x in expected_items}
     raise ValueError(f"unknown answer type {kind!r}: expected number, string, boolean or list")
 
 

@@ -79,6 +79,7 @@ def build_llm_generator(name: str, config: LLMColumn, loaded: LoadedPipeline) ->
 
 class LLMGenerator(Generator):
     mode = RunMode.ASYNC
+    limit_key: str
 
     def __init__(self, name: str, config: LLMColumn, client: ModelClient) -> None:
         super().__init__(name, (name,))

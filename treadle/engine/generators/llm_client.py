@@ -128,6 +128,7 @@ class ModelClient:
     def _build(self) -> ChatOpenAI:
         import openai
         from langchain_openai import ChatOpenAI
+        from pydantic import SecretStr
 
         httpx = _httpx()
         # The scheduler's per-model limit decides how many calls are in flight; the pool only has to
@@ -149,7 +150,7 @@ class ModelClient:
         return ChatOpenAI(
             model=config.model,
             base_url=self.base_url,
-            api_key=self.api_key,
+            api_key=SecretStr(self.api_key),
             max_retries=0,  # treadle retries, with backoff and Retry-After, per cell
             timeout=self.timeout_s,
             http_async_client=http,
@@ -352,6 +353,8 @@ def _wire(llm: ChatOpenAI) -> Wire:
     httpx = _httpx()
     client = llm.root_async_client
     http = llm.http_async_client
+    if http is None:
+        raise RuntimeError("ChatOpenAI built no async httpx client: langchain-openai changed, see test_llm_wire.py")
     timeout = httpx.Timeout(client.timeout)
     merged: dict[str, tuple[str, str]] = {}
     for name, value in [*client.auth_headers.items(), *client.default_headers.items()]:
