@@ -59,7 +59,9 @@ def test_untold_the_pace_settles_at_the_endpoints_rate_and_waits_are_honoured(tm
 def test_a_503_that_asks_to_wait_holds_every_request_to_that_model(tmp_path):
     sim = SimConfig(latency_ms=20, overload_rate=0.1, overload_retry_after_s=0.3, seed=5)
     with SimulatorThread(sim) as url:
-        config = pipeline(tmp_path, 60, {"m": {"base_url": url, "max_parallel": 8}})
+        # Not adaptive: only the hold is tested (an adaptive model would also slow its pace after each
+        # 503, which takes this run from ~4 s to ~20 s).
+        config = pipeline(tmp_path, 60, {"m": {"base_url": url, "max_parallel": 8, "adaptive": False}})
         result = treadle.run(config, out=tmp_path / "run")
         log = _requests(url)
     assert result.status == "done"
