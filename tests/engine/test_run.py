@@ -128,8 +128,8 @@ def test_a_run_without_a_directory_claims_runs_name_timestamp_and_the_next_free_
     alone = claim_default_run_dir("solo")
     assert re.fullmatch(r"solo-\d{8}-\d{6}", alone.path.name) and alone.path.parent == Path("runs")
     now = dt.datetime.now()
-    # The plain names of this second and the next two are taken: a claim gets a numbered one.
-    for seconds in range(3):
+    # The plain names of this second and the next nine are taken: a claim gets a numbered one.
+    for seconds in range(10):
         stamp = (now + dt.timedelta(seconds=seconds)).strftime("%Y%m%d-%H%M%S")
         (tmp_path / "runs" / f"unit-{stamp}").mkdir(parents=True)
     claims = []
