@@ -1,9 +1,11 @@
-"""Durability: a killed run resumes without requesting a finished cell again; resume's refusals."""
+"""Durability: a killed run resumes without requesting a finished cell again; resume's refusals.
+
+Only the killed run needs a process of its own; the other commands go through the same entry point
+in this process (`treadle.cli.main`), which saves a start-up of ~1 s each."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -15,16 +17,18 @@ import pandas as pd
 import pytest
 
 import treadle
+from treadle.cli import main
 from treadle.engine.journal import replay
 
 DATA = Path(__file__).parent / "data"
 COUNTED = DATA / "cli" / "counted"
 
 
-def treadle_cli(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "treadle.cli", *args], capture_output=True, text=True, timeout=120, env=env, **kwargs
-    )
+def treadle_main(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess:
+    """`treadle <args>` in this process: its exit code and what it printed."""
+    code = main(list(args))
+    printed = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, printed.out, printed.err)
 
 
 def calls(path: Path) -> Counter:
@@ -32,11 +36,13 @@ def calls(path: Path) -> Counter:
 
 
 @pytest.fixture
-def counted(tmp_path) -> tuple[Path, dict[str, str]]:
-    """A copy of the counted pipeline and an environment whose calls log is in tmp_path."""
+def counted(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """A copy of the counted pipeline, and its calls log (in tmp_path, named in the environment of
+    this process and of the processes it starts)."""
     folder = tmp_path / "pipeline"
     shutil.copytree(COUNTED, folder)
-    return folder / "pipeline.yaml", {**os.environ, "TREADLE_TEST_CALLS": str(tmp_path / "calls.log")}
+    monkeypatch.setenv("TREADLE_TEST_CALLS", str(tmp_path / "calls.log"))
+    return folder / "pipeline.yaml", tmp_path / "calls.log"
 
 
 def journal_cells(run_dir: Path) -> set[str]:
@@ -44,16 +50,14 @@ def journal_cells(run_dir: Path) -> set[str]:
     return {f"{column},{row}" for row, columns in done.items() for column in columns}
 
 
-def test_sigkill_then_resume_finishes_without_requesting_finished_cells_again(tmp_path, counted):
-    pipeline, env = counted
+def test_sigkill_then_resume_finishes_without_requesting_finished_cells_again(tmp_path, counted, capsys):
+    pipeline, calls_log = counted
     run_dir = tmp_path / "run"
-    calls_log = Path(env["TREADLE_TEST_CALLS"])
     proc = subprocess.Popen(
         [sys.executable, "-m", "treadle.cli", "run", str(pipeline), "--no-ui", "--out", str(run_dir), "--events", "-"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env=env,
     )
     assert proc.stdout is not None
     progress = 0
@@ -68,7 +72,7 @@ def test_sigkill_then_resume_finishes_without_requesting_finished_cells_again(tm
     journaled = journal_cells(run_dir)
     assert 0 < len(journaled) < 1800, "the kill should land mid-run (600 rows x 3 columns)"
 
-    resumed = treadle_cli("resume", str(run_dir), "--no-ui", env=env)
+    resumed = treadle_main(capsys, "resume", str(run_dir), "--no-ui")
     assert resumed.returncode == 0, resumed.stderr
 
     after = calls(calls_log)
@@ -117,33 +121,33 @@ def test_resume_reruns_only_failed_cells(tmp_path, probe):
     assert reread.status == "done" and reread.output.equals(second.output)
 
 
-def test_resume_refuses_a_changed_pipeline_unless_told_what_to_recompute(tmp_path, counted):
-    pipeline, env = counted
+def test_resume_refuses_a_changed_pipeline_unless_told_what_to_recompute(tmp_path, counted, capsys):
+    pipeline, calls_log = counted
     run_dir = tmp_path / "run"
-    assert treadle_cli("run", str(pipeline), "--no-ui", "--rows", "40", "--out", str(run_dir), env=env).returncode == 0
+    assert treadle_main(capsys, "run", str(pipeline), "--no-ui", "--rows", "40", "--out", str(run_dir)).returncode == 0
     pipeline.write_text(pipeline.read_text().replace('"{{ id }}:{{ square }}"', '"{{ id }}={{ square }}"'))
-    refused = treadle_cli("resume", str(run_dir), "--no-ui", env=env)
+    refused = treadle_main(capsys, "resume", str(run_dir), "--no-ui")
     assert refused.returncode == 2
     assert "changed since this run started" in refused.stderr and "Traceback" not in refused.stderr
-    unknown = treadle_cli("resume", str(run_dir), "--no-ui", "--recompute", "nope", env=env)
+    unknown = treadle_main(capsys, "resume", str(run_dir), "--no-ui", "--recompute", "nope")
     assert unknown.returncode == 2 and "no column named nope" in unknown.stderr
 
-    before = calls(Path(env["TREADLE_TEST_CALLS"]))
-    redone = treadle_cli("resume", str(run_dir), "--no-ui", "--recompute", "label", env=env)
+    before = calls(calls_log)
+    redone = treadle_main(capsys, "resume", str(run_dir), "--no-ui", "--recompute", "label")
     assert redone.returncode == 0, redone.stderr
-    assert calls(Path(env["TREADLE_TEST_CALLS"])) == before, "only the template column was redone"
+    assert calls(calls_log) == before, "only the template column was redone"
     output = pd.read_parquet(run_dir / "output.parquet")
     assert output["label"].tolist() == [f"{i}={(2 * i) ** 2}" for i in range(40)]
 
 
-def test_a_run_directory_is_never_overwritten_and_resume_needs_one(tmp_path, counted):
-    pipeline, env = counted
+def test_a_run_directory_is_never_overwritten_and_resume_needs_one(tmp_path, counted, capsys):
+    pipeline, _ = counted
     run_dir = tmp_path / "run"
-    assert treadle_cli("run", str(pipeline), "--no-ui", "--rows", "10", "--out", str(run_dir), env=env).returncode == 0
-    again = treadle_cli("run", str(pipeline), "--no-ui", "--rows", "10", "--out", str(run_dir), env=env)
+    assert treadle_main(capsys, "run", str(pipeline), "--no-ui", "--rows", "10", "--out", str(run_dir)).returncode == 0
+    again = treadle_main(capsys, "run", str(pipeline), "--no-ui", "--rows", "10", "--out", str(run_dir))
     assert again.returncode == 2 and "already holds a run" in again.stderr
-    missing = treadle_cli("resume", str(tmp_path / "nowhere"), "--no-ui", env=env)
+    missing = treadle_main(capsys, "resume", str(tmp_path / "nowhere"), "--no-ui")
     assert missing.returncode == 2 and "no such run directory" in missing.stderr
     (tmp_path / "plain").mkdir()
-    plain = treadle_cli("resume", str(tmp_path / "plain"), "--no-ui", env=env)
+    plain = treadle_main(capsys, "resume", str(tmp_path / "plain"), "--no-ui")
     assert plain.returncode == 2 and "not a treadle run directory" in plain.stderr

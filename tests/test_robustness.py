@@ -9,15 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import treadle
+from treadle.cli import main
 from treadle.engine.journal import replay
-from treadle.sim import SimConfig, SimulatorProcess
+from treadle.sim import SimConfig, SimulatorThread
 
 DATA = Path(__file__).parent / "data"
 
@@ -51,9 +51,12 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_journal_consistent(tmp_path
     assert output["label"].notna().sum() == summary["columns"]["label"]["cells"]["done"]
 
 
-def test_sigkill_mid_llm_run_then_resume_requests_no_finished_cell_again(tmp_path):
+def test_sigkill_mid_llm_run_then_resume_requests_no_finished_cell_again(tmp_path, capsys):
     pd.DataFrame({"id": range(300), "q": [f"question {i}" for i in range(300)]}).to_csv(tmp_path / "s.csv", index=False)
-    with SimulatorProcess(SimConfig(latency_ms=60, seed=3)) as url:
+    # The simulator on a thread of this process, the run in a process of its own (to be killed), the
+    # resume through the CLI's entry point here: one process start-up, not three.
+    sim = SimulatorThread(SimConfig(latency_ms=60, seed=3))
+    with sim as url:
         pipeline = tmp_path / "pipeline.yaml"
         pipeline.write_text(
             json.dumps(
@@ -82,13 +85,8 @@ def test_sigkill_mid_llm_run_then_resume_requests_no_finished_cell_again(tmp_pat
         proc.wait(30)
         finished_before = sum(len(c) for c in replay(run_dir / "journal.jsonl").done.values())
         assert 0 < finished_before < 600
-        resumed = subprocess.run(
-            [sys.executable, "-m", "treadle.cli", "resume", str(run_dir), "--no-ui"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert resumed.returncode == 0, resumed.stderr
-        with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as response:
-            stats = json.loads(response.read())
+        assert main(["resume", str(run_dir), "--no-ui"]) == 0, capsys.readouterr().err
+        stats = sim.stats()
     # Every cell was requested once, except those in flight at the kill (at most the 16 slots).
     assert 600 <= stats["requests_total"] <= 600 + 16
     output = pd.read_parquet(run_dir / "output.parquet")
