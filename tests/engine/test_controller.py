@@ -14,6 +14,7 @@ import pytest
 import treadle
 from treadle.engine.controller import RunController
 from treadle.engine.errors import ConfigError
+from treadle.engine.events import LimitChanged, Stopping
 from treadle.engine.run import RunOptions
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
@@ -59,7 +60,7 @@ def test_cancel_lets_running_cells_finish_within_the_grace_period_and_starts_no_
     controller, events = started(tmp_path, pipeline(tmp_path, 20, [GATED, BANG]))
     probe.wait_for(lambda p: p.running == 4)
     controller.cancel()
-    assert next_event(events, "stopping").data == {"reason": "interrupted"}
+    assert next_event(events, "stopping").payload == Stopping(reason="interrupted")
     assert controller.snapshot().status == "stopping"
     assert probe.release_waiting() == 4
     result = controller.wait(30)
@@ -112,7 +113,7 @@ def test_limits_are_checked_before_they_reach_the_run(tmp_path, probe):
     assert controller.limits() == {"row_groups": 100, "slots": 4}
     controller.set_limit("row_groups", 2)
     changed = next_event(events, "limit_changed")
-    assert changed.data == {"limit": "row_groups", "old": 100, "new": 2}
+    assert changed.payload == LimitChanged(limit="row_groups", old=100, new=2)
     controller.close()
     result = controller.wait(30)
     assert result is not None and result.status == "done"

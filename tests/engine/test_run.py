@@ -15,10 +15,11 @@ import pytest
 
 import treadle
 from treadle.engine.errors import ConfigError
-from treadle.engine.pipeline import load_pipeline
+from treadle.engine.pipeline_loading import load_pipeline
 from treadle.engine.policy import NodePolicy
 from treadle.engine.resume import RunRecord
-from treadle.engine.run import RunOptions, claim_default_run_dir, new_run_dir, node_policy
+from treadle.engine.run import RunOptions, node_policy
+from treadle.engine.run_dir import claim_default_run_dir, new_run_dir
 
 COLUMNS = """\
 def flaky(row):
