@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from treadle.engine.errors import ConfigError
 from treadle.engine.pipeline import JoinConfig, SeedConfig
 from treadle.engine.seed import load_seed, load_table
+from treadle.engine.seed_readers import BLOCK_BYTES
 
 FILES = Path(__file__).parents[1] / "data" / "pipelines" / "seed_files"
 CASES = FILES.parent
@@ -113,6 +120,105 @@ def test_damaged_parquet(tmp_path):
     (tmp_path / "cut.parquet").write_bytes((FILES / "ok.parquet").read_bytes()[:64])
     line = table_error(tmp_path / "cut.parquet")
     assert line.startswith("cut.parquet: not a readable parquet file: ") and str(tmp_path) not in line
+
+
+def test_bom_and_non_utf8_places_the_bad_byte(tmp_path):
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfid,name\n1,ok\n2,caf\xe9\n")
+    assert table_error(tmp_path / "bom.csv") == "bom.csv: line 3: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+
+
+def test_blank_parquet_file_is_empty(tmp_path):
+    (tmp_path / "blank.parquet").write_bytes(b"  \n\t\n")
+    assert table_error(tmp_path / "blank.parquet") == "blank.parquet: file is empty"
+
+
+# --- large files, read in blocks: the frame pandas builds from the whole file
+
+
+def assert_same_frame(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Equal frames, and in object columns the same values as written (1 is not 1.0, None is not NaN)."""
+    pd.testing.assert_frame_equal(actual, expected, check_exact=True)
+    for name in expected.columns:
+        if pd.api.types.is_object_dtype(expected[name]):
+            assert list(map(as_written, actual[name])) == list(map(as_written, expected[name])), name
+
+
+def as_written(value: object) -> object:
+    if isinstance(value, np.ndarray):  # a list in parquet
+        return value.dtype, value.tolist()
+    return repr(value)
+
+
+def several_blocks(rows: int, row: object) -> tuple[list[dict], str]:
+    """`rows` records made by `row(i, part)`, part 0, 1 or 2 by thirds, as JSON lines of more than three blocks."""
+    records = [row(i, 3 * i // rows) for i in range(rows)]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    assert len(text.encode()) > 3 * BLOCK_BYTES  # each third spans a whole block at least
+    return records, text
+
+
+def test_json_lines_in_blocks_are_typed_as_the_whole_file(tmp_path):
+    def row(i: int, part: int) -> dict:
+        record = {
+            "id": i,
+            "score": i if part == 0 else i / 4,  # ints, then floats: float64
+            "text": "x" * 600 if i % 5 else None,  # text with nulls
+            "flag": i % 2 == 0,
+            "mixed": i if part < 2 else f"s{i}",  # numbers, then text: object, ints stay ints
+            "nested": {"k": [i]} if i % 3 else None,
+            "big": [2**63 + i if i % 2 else 0.5, 0.5, -1][part],  # float64, float64, int64 blocks; object whole
+            "sparse_text": None if part == 1 else "t",  # a block of nulls only, text elsewhere
+        }
+        if part == 2:
+            record["late"] = i  # absent until the last third: float64 with NaN
+            del record["flag"]  # absent from the last third: object (booleans and NaN)
+        return record
+
+    records, text = several_blocks(7_000, row)
+    (tmp_path / "rows.jsonl").write_text(text, encoding="utf-8")
+    frame = load_table(tmp_path / "rows.jsonl")
+    assert_same_frame(frame, pd.DataFrame(records))
+    assert pd.api.types.is_object_dtype(frame["mixed"]) and type(frame["mixed"].iloc[0]) is int
+
+
+def test_json_lines_error_comes_after_a_decoding_error_further_on(tmp_path):
+    _, text = several_blocks(7_000, lambda i, part: {"id": i, "text": "y" * 600})
+    lines = text.splitlines(keepends=True)
+    lines[2] = '{"id": 2 "text": "z"}\n'
+    data = "".join(lines).encode() + b'{"id": "caf\xe9"}\n'
+    (tmp_path / "rows.jsonl").write_bytes(data)
+    assert table_error(tmp_path / "rows.jsonl") == (
+        f"rows.jsonl: line {len(lines) + 1}: not UTF-8 text (byte 0xe9); save the file as UTF-8"
+    )
+
+
+def test_csv_is_read_as_pandas_reads_its_text(tmp_path):
+    note = '"line one\nline two"'  # a quoted field over two lines
+    text = "id,name,note,score\r\n" + "".join(
+        f'{i},"Ada, {i}",{"" if i % 4 else note},{i / 3 if i % 2 else i}\r\n' for i in range(2_000)
+    )
+    (tmp_path / "rows.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    frame = load_table(tmp_path / "rows.csv")
+    assert_same_frame(frame, pd.read_csv(io.StringIO(text)))
+    assert list(frame.columns) == ["id", "name", "note", "score"]
+
+
+def test_parquet_in_batches_is_what_read_parquet_returns(tmp_path):
+    rows = 70_000  # two batches (at most 65,536 rows each), two row groups
+    cities = [["Quito", "Osaka"][i % 2] if i < 50_000 else ["Lima", "Osaka"][i % 2] for i in range(rows)]
+    table = pa.table(
+        {
+            "id": pa.array(range(rows)),
+            "name": pa.array([f"n{i}" if i % 7 else None for i in range(rows)]),
+            "city": pa.array(cities).dictionary_encode(),  # categories in the order read_parquet has them
+            "when": pa.array(np.arange(rows).astype("datetime64[s]")).cast(pa.timestamp("s", tz="Europe/Lisbon")),
+            # pandas gets ints in chunks without a null, floats in the chunk with one (the last)
+            "meta": pa.array([{"k": i if i < rows - 5 else None} for i in range(rows)]),
+            "tags": pa.array([[i, i + 1] for i in range(rows)]),
+        }
+    )
+    pq.write_table(table, tmp_path / "rows.parquet", row_group_size=50_000)
+    assert_same_frame(load_table(tmp_path / "rows.parquet"), pd.read_parquet(tmp_path / "rows.parquet"))
 
 
 # --- the seed and its join

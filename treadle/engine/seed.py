@@ -1,4 +1,4 @@
-"""Read the seed table (csv, jsonl/json, parquet) and its optional inner join, with one-line errors.
+"""Read the seed table (csv, jsonl/json, parquet; `seed_readers`) and its optional inner join, with one-line errors.
 
 Reads block; the caller runs them in a thread. Every problem is a `Problem` whose place starts with a
 file name: the data file for what is wrong inside it (`questions.jsonl: line 7`), the pipeline's key
@@ -11,10 +11,7 @@ and the report lists every rename. Refusing would leave a user no way out but ed
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,21 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from treadle.engine.errors import ConfigError, Problem, one_line
+from treadle.engine.errors import ConfigError, Problem
 from treadle.engine.pipeline import SeedConfig
+from treadle.engine.seed_readers import SUFFIXES, load_table
 
 __all__ = ["SUFFIXES", "JoinReport", "SeedTable", "load_seed", "load_table"]
 
-SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
-"""File types a seed or join table may have."""
-
-_MAGIC = {
-    b"PAR1": "a parquet file",
-    b"\x1f\x8b": "gzip-compressed",
-    b"PK\x03\x04": "a zip archive (an .xlsx workbook?)",
-    b"\x89PNG": "a PNG image",
-    b"%PDF": "a PDF document",
-}
 _EXAMPLES = 3
 
 
@@ -72,142 +60,6 @@ class SeedTable:
 
     def __len__(self) -> int:
         return len(self.frame)
-
-
-def load_table(path: Path, *, name: str | None = None) -> pd.DataFrame:
-    """Read one table by its suffix.
-
-    Raises `ConfigError` with one problem placed at `name` (default: the file's name).
-    """
-    path = Path(path)
-    shown = name or path.name
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise _error(shown, f"unknown file type '{path.suffix or '(none)'}' (expected {', '.join(SUFFIXES)})")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise _error(shown, "file not found") from None
-    except IsADirectoryError:
-        raise _error(shown, "is a directory, not a file") from None
-    except OSError as exc:
-        raise _error(shown, f"cannot read: {exc.strerror or exc}") from None
-    if not data.strip():
-        raise _error(shown, "file is empty")
-    if suffix == ".parquet":
-        frame = _read_parquet(path, data, shown)
-    else:
-        text = _decode(data, shown, suffix)
-        frame = _read_csv(text, shown) if suffix == ".csv" else _read_json(text, shown, suffix)
-    if len(frame) == 0:
-        raise _error(shown, "has no rows" + (" (only a header line)" if suffix == ".csv" else ""))
-    frame.columns = [str(c) for c in frame.columns]
-    return frame.reset_index(drop=True)
-
-
-def _error(shown: str, message: str, *, line: int | None = None, key: str = "") -> ConfigError:
-    return ConfigError([Problem(shown, message, key=key, line=line)])
-
-
-def _decode(data: bytes, shown: str, suffix: str) -> str:
-    kind = "CSV" if suffix == ".csv" else "JSON"
-    for magic, what in _MAGIC.items():
-        if data.startswith(magic):
-            raise _error(shown, f"is {what}, not {kind} text")
-    if b"\x00" in data[:8192]:
-        raise _error(shown, f"looks like a binary file (it contains NUL bytes), not {kind} text")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        byte = data[exc.start]
-        raise _error(shown, f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8", line=line) from None
-
-
-_EXPECTED_FIELDS = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
-_EOF_IN_STRING = re.compile(r"EOF inside string starting at row (\d+)")
-
-
-def _read_csv(text: str, shown: str) -> pd.DataFrame:
-    header = next(csv.reader(io.StringIO(text)), [])
-    seen: set[str] = set()
-    for field in header:
-        if field in seen:
-            raise _error(shown, f"duplicate column name '{field}' in the header", line=1)
-        seen.add(field)
-    try:
-        return pd.read_csv(io.StringIO(text))
-    except pd.errors.EmptyDataError:
-        raise _error(shown, "has no header line and no rows") from None
-    except pd.errors.ParserError as exc:
-        message = str(exc)
-        if m := _EXPECTED_FIELDS.search(message):
-            expected, line, saw = m.groups()
-            raise _error(
-                shown, f"{saw} fields where the header has {expected} (an unquoted comma?)", line=int(line)
-            ) from None
-        if m := _EOF_IN_STRING.search(message):
-            raise _error(shown, "a quoted field opened here is never closed", line=int(m.group(1)) + 1) from None
-        raise _error(shown, f"cannot read as CSV: {one_line(message)}") from None
-    except (ValueError, OverflowError) as exc:
-        raise _error(shown, f"cannot read as CSV: {one_line(exc)}") from None
-
-
-def _read_json(text: str, shown: str, suffix: str) -> pd.DataFrame:
-    if suffix == ".json" and text.lstrip().startswith(("[", "{")):
-        try:
-            whole = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if text.lstrip().startswith("["):
-                raise _error(shown, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
-            whole = None  # not one document: read it as JSON lines below
-        if isinstance(whole, dict):
-            return pd.DataFrame([whole])
-        if isinstance(whole, list):
-            for i, item in enumerate(whole):
-                if not isinstance(item, dict):
-                    raise _error(shown, f"expected an object per row, got {_json_kind(item)}", key=f"item {i}")
-            return pd.DataFrame(whole)
-    rows: list[dict[str, Any]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise _error(shown, f"invalid JSON: {exc.msg} (column {exc.colno})", line=number) from None
-        if not isinstance(row, dict):
-            raise _error(shown, f"expected a JSON object per line, got {_json_kind(row)}", line=number)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return "a number"
-
-
-def _read_parquet(path: Path, data: bytes, shown: str) -> pd.DataFrame:
-    if not data.startswith(b"PAR1"):
-        try:
-            data[:512].decode("utf-8")
-            looks = "it looks like text"
-        except UnicodeDecodeError:
-            looks = "it does not start with PAR1"
-        raise _error(shown, f"is not a parquet file ({looks})")
-    try:
-        return pd.read_parquet(io.BytesIO(data))
-    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others for damaged files
-        message = one_line(exc).replace(str(path), shown)
-        message = re.sub(r"^Could not open Parquet input source '[^']*': ", "", message)
-        raise _error(shown, f"not a readable parquet file: {message}") from None
 
 
 def load_seed(seed: SeedConfig, base_dir: Path, file: str) -> SeedTable:
