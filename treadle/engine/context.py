@@ -112,7 +112,7 @@ class ContextServices:
         for caller in self._callers.values():
             await caller.aclose()
 
-    async def call(
+    async def run(
         self, generator: Generator, row: dict[str, Any], row_index: int, node: int, slot: int, threads: Executor
     ) -> dict[str, Any]:
         """Run one cell of a python function that takes `ctx` (a sync one on `threads`); the cell's LLM

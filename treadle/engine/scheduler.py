@@ -294,7 +294,7 @@ class Scheduler:
                 try:
                     if generator.wants_context:
                         assert self.context_services is not None
-                        values = await self.context_services.call(generator, row, row_index, node, slot, self._executor)
+                        values = await self.context_services.run(generator, row, row_index, node, slot, self._executor)
                     elif mode is _ASYNC:
                         values = await generator.agenerate(MappingProxyType(row))
                     else:
