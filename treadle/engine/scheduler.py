@@ -31,6 +31,7 @@ from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
 from treadle.engine.policy import FailurePolicies
 from treadle.engine.rate_limits import ModelRate
 from treadle.engine.ready import ReadyHeaps
+from treadle.engine.row_groups import RowGroups
 from treadle.engine.rows import RowStore
 from treadle.engine.services import CellServices
 from treadle.engine.tracing import NullTracer, Tracer
@@ -41,10 +42,6 @@ _ASYNC = RunMode.ASYNC
 _INLINE = RunMode.INLINE
 _SLICE_S = 0.005
 _CALLS_PER_SLICE = 32
-
-
-class _GroupStatus:
-    PENDING, ACTIVE, FINISHED = range(3)
 
 
 @dataclass(frozen=True)
@@ -98,11 +95,7 @@ class Scheduler:
         """`_finished` is set (a plain flag the workers can check for each cell)."""
         self._idle_reported = False
         self._slots = self.limits[SLOTS]
-        self._row_groups = self.limits[ROW_GROUPS]
-        self._group_status = bytearray(tracker.n_groups)
-        for group in finished_groups:
-            self._group_status[group] = _GroupStatus.FINISHED
-        self._next_group = 0
+        self._groups = RowGroups(tracker.n_groups, self.limits[ROW_GROUPS], finished_groups)
         self._writes: set[asyncio.Task[None]] = set()
         self._init_workers(capacity.python_threads)
         self._ready = ReadyHeaps(
@@ -355,19 +348,8 @@ class Scheduler:
 
     def _admit(self) -> None:
         tracker = self.tracker
-        while (
-            not self.stopping
-            and not self.paused
-            and self._row_groups.in_use < self._row_groups.total
-            and self._next_group < tracker.n_groups
-        ):
-            group = self._next_group
-            self._next_group += 1
-            if self._group_status[group] == _GroupStatus.FINISHED:  # finished before a resume
-                continue
+        while not self.stopping and not self.paused and (group := self._groups.admit_next()) is not None:
             self.store.load_group(group)
-            self._row_groups.acquire()
-            self._group_status[group] = _GroupStatus.ACTIVE
             ready = tracker.activate_group(group)
             if ready:
                 self.push(ready)
@@ -376,34 +358,28 @@ class Scheduler:
 
     def _after_change(self, cell: int) -> None:
         group = self.tracker.group_of(cell)
-        if self.tracker.group_open[group] == 0 and self._group_status[group] == _GroupStatus.ACTIVE:
-            self._finish_group(group)
+        if self.tracker.group_open[group] == 0 and self._finish_group(group):
             self._admit()
 
-    def _finish_group(self, group: int) -> None:
-        self._group_status[group] = _GroupStatus.FINISHED
-        self._row_groups.release()
+    def _finish_group(self, group: int) -> bool:
+        """Finish a group in flight and write its file; False if it was not in flight."""
+        if not self._groups.finish(group):
+            return False
         assert self._loop is not None
         write = self._loop.create_task(self._on_group_finished(group))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
-
-    def _reopen_group(self, group: int) -> None:
-        if self._group_status[group] == _GroupStatus.FINISHED:
-            self._group_status[group] = _GroupStatus.ACTIVE
-            self._row_groups.acquire()
+        return True
 
     def is_finished(self, group: int) -> bool:
-        return self._group_status[group] == _GroupStatus.FINISHED
+        return self._groups.is_finished(group)
 
     def active_groups(self) -> list[int]:
-        return [g for g, status in enumerate(self._group_status) if status == _GroupStatus.ACTIVE]
+        return self._groups.in_flight()
 
     def group_status(self) -> tuple[int, int, int]:
         """Row groups (finished, in flight, not started)."""
-        finished = self._group_status.count(_GroupStatus.FINISHED)
-        active = self._group_status.count(_GroupStatus.ACTIVE)
-        return finished, active, len(self._group_status) - finished - active
+        return self._groups.counts()
 
     # ---- commands (called on the engine loop) ----------------------------------------------------
 
@@ -456,7 +432,7 @@ class Scheduler:
         self.cell_services.wake_all_models()
         if limit is self._slots:
             self._resize_workers()
-        elif limit is self._row_groups:
+        elif limit is self._groups.limit:
             self._admit()
         else:
             self._wake(len(self._idle))
@@ -469,7 +445,7 @@ class Scheduler:
                 continue
             group = self.tracker.group_of(cell)
             self.store.load_group(group)
-            self._reopen_group(group)
+            self._groups.reopen(group)
             ready = self.tracker.retry(cell)
             self._failure_handler.retried(cell)
             retried += 1
