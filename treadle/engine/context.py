@@ -14,27 +14,58 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Executor
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from treadle.engine.errors import CellError
+from treadle.engine.generators.base import Generator, RunMode
 from treadle.engine.limits import model_limit
 from treadle.engine.pipeline import LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
-from treadle.engine.policy import RATE_LIMIT_EXTRA_ATTEMPTS, RetryPolicy, is_rate_limit, is_retryable
+from treadle.engine.policy import RATE_LIMIT_EXTRA_ATTEMPTS, is_rate_limit, is_retryable
 
 if TYPE_CHECKING:
     from treadle.engine.generators.llm import LLMGenerator
     from treadle.engine.rate_limits import ModelRate
-    from treadle.engine.scheduler import Scheduler
+    from treadle.engine.tracing import TraceStatus
+
+
+class CallServices(Protocol):
+    """What calls made inside cells need of the run (treadle.engine.services.CellServices)."""
+
+    def clock(self) -> float: ...
+
+    async def acquire_model(self, key: str) -> None:
+        """Wait for a request slot of the model limit `key`, and take it."""
+
+    def release_model(self, key: str) -> None: ...
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before the next attempt of a call that failed."""
+
+    def trace_child(
+        self,
+        row: int,
+        node: int,
+        slot: int,
+        model: str,
+        attempt: int,
+        times: tuple[float, float, float],
+        status: TraceStatus,
+        error: BaseException | None,
+        usage: dict | None = None,
+        retry_after: float | None = None,
+    ) -> None: ...
 
 
 class ContextServices:
-    """What every column context of a run shares: the models, their limits, retries and tracing."""
+    """What every column context of a run shares: the models and their call paths, and the run's
+    services for the calls (request slots under the models' limits, backoff, tracing)."""
 
-    def __init__(self, loaded: LoadedPipeline, scheduler: Scheduler, policy: RetryPolicy) -> None:
+    def __init__(self, loaded: LoadedPipeline, calls: CallServices) -> None:
         self.loaded = loaded
-        self.scheduler = scheduler
-        self.policy = policy
+        self.calls = calls
         self._callers: dict[tuple[str, str | None, str | None], LLMGenerator] = {}
         self._rates: dict[str, ModelRate] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -82,15 +113,37 @@ class ContextServices:
         for caller in self._callers.values():
             await caller.aclose()
 
+    async def run(
+        self, generator: Generator, row: dict[str, Any], row_index: int, node: int, slot: int, threads: Executor
+    ) -> dict[str, Any]:
+        """Run one cell of a python function that takes `ctx` (a sync one on `threads`); the cell's LLM
+        calls end with it, and their tokens go to `<column>__usage` unless the function set it."""
+        ctx = ColumnContext(self, row_index, node, slot)
+        view = MappingProxyType(row)
+        # The base Generator's signatures leave out `ctx`: wants_context says this one takes it.
+        function: Any = generator.agenerate if generator.mode is RunMode.ASYNC else generator.generate
+        try:
+            if generator.mode is RunMode.ASYNC:
+                values = await function(view, ctx)
+            else:
+                values = await asyncio.get_running_loop().run_in_executor(threads, function, view, ctx)
+        finally:
+            ctx.cancel()
+        usage_key = f"{generator.outputs[0]}__usage"
+        if ctx.calls and usage_key not in values:
+            values[usage_key] = ctx.usage
+        return values
+
 
 class ColumnContext:
     """`ctx` of one cell. Its calls end with the cell: a cancelled cell cancels them."""
 
-    def __init__(self, services: ContextServices, row: int, node: int, lane: int) -> None:
+    def __init__(self, services: ContextServices, row: int, node: int, slot: int) -> None:
         self._services = services
         self._row = row
         self._node = node
-        self._lane = lane
+        self._slot = slot
+        """The execution slot the cell runs on (its calls' traces show it there)."""
         self._pending: set[concurrent.futures.Future] = set()
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         self.calls = 0
@@ -142,44 +195,44 @@ class ColumnContext:
         if name not in services.loaded.config.models:
             raise CellError(f"ctx.llm: no model named {name!r} in the pipeline")
         caller = services.caller(name, system, output_schema)
-        scheduler = services.scheduler
+        calls = services.calls
         key = model_limit(name)
         attempt = 0
         while True:
             attempt += 1
-            ready = scheduler.clock()
-            await scheduler.acquire_model(key)
-            started = scheduler.clock()
+            ready = calls.clock()
+            await calls.acquire_model(key)
+            started = calls.clock()
             error: Exception | None = None
             try:
                 values = await caller.agenerate({"prompt": prompt})
             except Exception as exc:
                 error = exc
             finally:
-                scheduler.release_model(key)
-            ended = scheduler.clock()
+                calls.release_model(key)
+            ended = calls.clock()
             if error is not None:
                 budget = services.retries(name) + (RATE_LIMIT_EXTRA_ATTEMPTS if is_rate_limit(error) else 0)
                 retry = is_retryable(error) and attempt <= budget
-                status = "retry" if retry else "failed"
+                status: TraceStatus = "retry" if retry else "failed"
                 retry_after = getattr(error, "retry_after", None) if retry else None
                 times = (ready, started, ended)
-                scheduler.trace_child(
-                    self._row, self._node, self._lane, name, attempt, times, status, error, retry_after=retry_after
+                calls.trace_child(
+                    self._row, self._node, self._slot, name, attempt, times, status, error, retry_after=retry_after
                 )
                 if not retry:
                     raise error
                 if is_rate_limit(error):  # the model's pace and its hold decide when requests go again
                     await asyncio.sleep(retry_after or 0.0)
                 else:
-                    await asyncio.sleep(services.policy.delay(attempt, retry_after, scheduler.rng))
+                    await asyncio.sleep(calls.backoff(attempt, retry_after))
                 continue
             usage = values.get("ctx__usage") or {}
             for field in self.usage:
                 self.usage[field] += int(usage.get(field) or 0)
             self.calls += 1
-            scheduler.trace_child(
-                self._row, self._node, self._lane, name, attempt, (ready, started, ended), "done", None, usage
+            calls.trace_child(
+                self._row, self._node, self._slot, name, attempt, (ready, started, ended), "done", None, usage
             )
             return values["ctx"]
 

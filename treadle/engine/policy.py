@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from treadle.engine.errors import CellError
+from treadle.engine.errors import CellError, one_line
 
 FailureAction = Literal["fail", "skip_row", "default"]
 RATE_LIMIT_EXTRA_ATTEMPTS = 20
 """Attempts a rate-limited cell gets beyond its retries: waiting on a busy endpoint spends no retry."""
+MAX_MESSAGE = 500
+"""The longest error message kept in a failure record or a trace."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,11 @@ class CellFailure:
             "attempts": self.attempts,
             "action": self.action,
         }
+
+
+def error_message(error: BaseException) -> str:
+    """An error as a failure record's message: one line, at most MAX_MESSAGE characters, or its class name."""
+    return one_line(error, MAX_MESSAGE) or type(error).__name__
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -110,3 +118,20 @@ class NoWindow(ErrorWindow):
 
     def record_failure(self) -> bool:
         return False
+
+
+@dataclass(frozen=True)
+class FailurePolicies:
+    """How a run treats failed attempts: backoff, each column's policy, early stop and salvage rounds."""
+
+    retry: RetryPolicy
+    nodes: Sequence[NodePolicy]
+    """Per node (in topological order): retries, timeout, deadline, on_failure."""
+    error_window: ErrorWindow
+    """Early stop: pauses the run when too many of the recent attempts failed (NoWindow: never)."""
+    salvage_rounds: int
+    """Extra rounds, once nothing else is left, for cells that spent their attempts on retryable errors."""
+    redact: Callable[[str], str]
+    """Takes API keys out of error messages before they are kept or shown."""
+    jitter_seed: int = 0
+    """Seeds the backoff jitter (of cells and of `ctx.llm` calls)."""

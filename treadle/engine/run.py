@@ -30,11 +30,11 @@ from treadle.engine.loop_health import LoopLag
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
-from treadle.engine.policy import ErrorWindow, NodePolicy, NoWindow, RetryPolicy
+from treadle.engine.policy import ErrorWindow, FailurePolicies, NodePolicy, NoWindow, RetryPolicy
 from treadle.engine.rate_limits import Change, ModelRate, rate_summary
 from treadle.engine.resume import Recovery
 from treadle.engine.rows import RowStore
-from treadle.engine.scheduler import Scheduler
+from treadle.engine.scheduler import Capacity, Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
 from treadle.engine.stats import LimitChanges
 from treadle.engine.trace_reader import TraceColumns
@@ -118,26 +118,30 @@ class Run:
             generators=self.generators,
             critical_path=[node.critical_path for node in nodes],
             store=self.store,
-            limits=self.limits,
-            rates=self.rates,
-            policy=RetryPolicy(backoff_s=config.run.backoff_s),
-            node_policies=[node_policy(loaded, node.config) for node in nodes],
-            error_window=(
-                ErrorWindow(config.run.early_stop.window, config.run.early_stop.error_rate)
-                if config.run.early_stop is not None
-                else NoWindow()
+            capacity=Capacity(
+                limits=self.limits,
+                rates=self.rates,
+                python_threads=config.run.python_threads or min(max_parallel, PYTHON_THREADS_DEFAULT_MAX),
             ),
-            salvage_rounds=config.run.salvage_rounds,
-            redact=Redactor(read_api_key(m.api_key_env, loaded.base_dir) or "" for m in config.models.values()),
+            policies=FailurePolicies(
+                retry=RetryPolicy(backoff_s=config.run.backoff_s),
+                nodes=[node_policy(loaded, node.config) for node in nodes],
+                error_window=(
+                    ErrorWindow(config.run.early_stop.window, config.run.early_stop.error_rate)
+                    if config.run.early_stop is not None
+                    else NoWindow()
+                ),
+                salvage_rounds=config.run.salvage_rounds,
+                redact=Redactor(read_api_key(m.api_key_env, loaded.base_dir) or "" for m in config.models.values()),
+            ),
             bus=bus,
             on_group_finished=self._write_group,
-            python_threads=config.run.python_threads or min(max_parallel, PYTHON_THREADS_DEFAULT_MAX),
             tracer=self.tracer,
             journal=self.journal,
             finished_groups=finished_groups,
             hold_open=options.hold_open,
         )
-        self.context_services = ContextServices(loaded, self.scheduler, self.scheduler.policy)
+        self.context_services = ContextServices(loaded, self.scheduler.cell_services)
         self.scheduler.context_services = self.context_services
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
         # Trace batches have their own thread: behind row-group writes they would arrive late and in

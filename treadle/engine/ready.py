@@ -1,0 +1,136 @@
+"""The ready heaps: cells ready to run, best first, and which of them may start now.
+
+One heap per distinct per-model limit, plus one (index 0) for cells under no model limit. A heap
+entry is (row, -critical path, cell, time it became ready): the oldest row first, so rows (and row
+groups) finish early instead of every row waiting for the group's first column, then the longest
+critical path. Entries of dropped cells stay until they reach the top (their state is checked then).
+A cell whose model may not start a request yet (its limit, pace or Retry-After) waits in its heap;
+a timer asks for a worker when the soonest of them may start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+from collections.abc import Callable, Sequence
+
+from treadle.engine.generators.base import Generator
+from treadle.engine.limits import SLOTS, Limit
+from treadle.engine.rate_limits import ModelRate
+from treadle.engine.tracker import CellState, CellTracker
+
+_READY = CellState.READY
+
+Entry = tuple[int, int, int, float]
+"""(row, -critical path, cell, time it became ready)."""
+
+
+class ReadyHeaps:
+    def __init__(
+        self,
+        tracker: CellTracker,
+        generators: Sequence[Generator],
+        critical_path: Sequence[int],
+        limits: dict[str, Limit],
+        rates: dict[str, ModelRate],
+        clock: Callable[[], float],
+        start_due: Callable[[], None],
+    ) -> None:
+        self._tracker = tracker
+        self._slots = limits[SLOTS]
+        self._clock = clock
+        self._start_due = start_due
+        """Asks for a worker: a waiting cell's model may start a request now."""
+        limited = sorted({g.limit_key for g in generators if g.limit_key is not None})
+        self._rates: list[ModelRate | None] = [None] + [rates[key] for key in limited]
+        self._heap_of_node = [0 if g.limit_key is None else 1 + limited.index(g.limit_key) for g in generators]
+        self.node_limit = [None if heap == 0 else limits[limited[heap - 1]] for heap in self._heap_of_node]
+        """Per node: the per-model limit its cells count against, if any."""
+        self._heaps: list[list[Entry]] = [[] for _ in self._rates]
+        self._neg_cp = [-cp for cp in critical_path]
+        self.model_starts = 0
+        """Requests to models started by taking cells since the scheduler last set this to 0 (when a
+        time slice of its workers began)."""
+        self._rate_timer: asyncio.TimerHandle | None = None
+        self._rate_timer_at = math.inf
+
+    def push(self, cells: list[int], now: float) -> None:
+        n_nodes = self._tracker.n_nodes
+        for cell in cells:
+            node = cell % n_nodes
+            heapq.heappush(self._heaps[self._heap_of_node[node]], (cell // n_nodes, self._neg_cp[node], cell, now))
+
+    def count(self) -> int:
+        """Ready entries (an upper bound: entries of dropped cells leave lazily)."""
+        return sum(len(heap) for heap in self._heaps)
+
+    def take(self) -> Entry | None:
+        """The best entry whose model may start a request, with its slots taken; or None."""
+        state = self._tracker.state
+        if len(self._heaps) == 1:  # no per-model limits (python/template columns): one heap, no slot check
+            heap = self._heaps[0]
+            while heap:
+                entry = heapq.heappop(heap)
+                if state[entry[2]] == _READY:  # else dropped while it waited
+                    self._slots.acquire()
+                    self._tracker.start(entry[2])
+                    return entry
+            return None
+        return self._take_paced(self._clock())
+
+    def _take_paced(self, now: float) -> Entry | None:
+        state = self._tracker.state
+        best: Entry | None = None
+        best_heap = -1
+        soonest = math.inf
+        for index, heap in enumerate(self._heaps):
+            while heap and state[heap[0][2]] != _READY:
+                heapq.heappop(heap)  # dropped while it waited
+            if not heap or (best is not None and heap[0] >= best):
+                continue
+            rate = self._rates[index]
+            if rate is not None and (delay := rate.start_delay(now)) > 0:
+                soonest = min(soonest, delay)
+                continue
+            best = heap[0]
+            best_heap = index
+        if best is None:
+            self._arm_rate_timer(now, soonest)
+            return None
+        heap = self._heaps[best_heap]
+        heapq.heappop(heap)
+        rate = self._rates[best_heap]
+        if rate is not None:
+            rate.started(now)
+            self.model_starts += 1
+            if heap:  # the next start of this model: another worker now, or be woken when the pace allows
+                delay = rate.start_delay(now)
+                if delay == 0:
+                    self._start_due()
+                else:
+                    self._arm_rate_timer(now, delay)
+        self._slots.acquire()
+        self._tracker.start(best[2])
+        return best
+
+    def _arm_rate_timer(self, now: float, delay: float) -> None:
+        """Ask for a worker when a model's pace or Retry-After lets a waiting request start."""
+        if delay == math.inf or delay <= 0:
+            return
+        at = now + delay
+        if at >= self._rate_timer_at:
+            return
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+        self._rate_timer_at = at
+        self._rate_timer = asyncio.get_running_loop().call_later(delay, self._rate_timer_fired)
+
+    def _rate_timer_fired(self) -> None:
+        self._rate_timer = None
+        self._rate_timer_at = math.inf
+        self._start_due()
+
+    def cancel_timer(self) -> None:
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
