@@ -5,7 +5,8 @@ cell's budget (and its deadline) waits out its backoff on a timer, holding no sl
 the ready heap; any other failure settles the cell as its column's `on_failure` says (failed, its row
 skipped, or a default value). Failures also feed early stop (too many recent attempts failed: the run
 pauses) and salvage (once nothing else is left, one more round for cells that ran out of retries on
-retryable errors). Nothing here is on the path of a cell that succeeds.
+retryable errors). An attempt cut off by an abort is recorded as cancelled, its cell ready again.
+Nothing here is on the path of a cell that succeeds.
 """
 
 from __future__ import annotations
