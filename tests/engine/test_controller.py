@@ -5,6 +5,7 @@ cells a test can hold and release."""
 
 from __future__ import annotations
 
+import json
 import queue
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import treadle
 from treadle.engine.controller import RunController
 from treadle.engine.errors import ConfigError
 from treadle.engine.events import LimitChanged, Stopping
+from treadle.engine.journal import replay
 from treadle.engine.run import RunOptions
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
@@ -46,6 +48,26 @@ def held_probe(probe):
     run's loop, which is closed by then, so they are forgotten rather than released."""
     yield probe
     probe.reset()
+
+
+def attempts_by_status(run_dir: Path) -> dict[str, list[int]]:
+    """The rows of the cell attempts in trace.jsonl, by status."""
+    rows: dict[str, list[int]] = {}
+    for line in (run_dir / "trace.jsonl").read_text().splitlines():
+        attempt = json.loads(line)
+        rows.setdefault(attempt["status"], []).append(attempt["row"])
+    return {status: sorted(found) for status, found in rows.items()}
+
+
+def assert_cut_off(result, run_dir: Path, cancelled: int, done: int) -> None:
+    """`cancelled` cells were cut off by an abort: each is one cancelled attempt in the trace, ready
+    (not running) in summary.json, and never journaled as finished; `done` cells finished."""
+    cells = result.summary["cells"]
+    assert cells["running"] == 0 and cells["done"] == done and cells["ready"] == result.summary["rows"]["total"] - done
+    by_status = attempts_by_status(run_dir)
+    assert len(by_status.get("cancelled", [])) == cancelled and len(by_status.get("done", [])) == done
+    assert not set(by_status["cancelled"]) & set(by_status.get("done", []))
+    assert sorted(replay(run_dir / "journal.jsonl").done) == by_status.get("done", [])
 
 
 def next_event(events: queue.SimpleQueue, kind: str):
@@ -84,6 +106,8 @@ def test_cells_still_running_when_the_grace_period_ends_are_cancelled(tmp_path, 
     assert result is not None and result.status == "interrupted"
     assert probe.running == 0 and probe.finished == 4, "the four held cells were cancelled"
     assert result.summary["cells"]["done"] == 0 and result.summary["rows"]["unfinished"] == 8
+    assert_cut_off(result, tmp_path / "run", cancelled=4, done=0)
+    assert controller.snapshot().cells["running"] == 0
 
 
 def test_abort_cancels_running_cells_at_once_and_keeps_what_finished(tmp_path, held_probe):
@@ -98,8 +122,35 @@ def test_abort_cancels_running_cells_at_once_and_keeps_what_finished(tmp_path, h
     assert result is not None and result.status == "interrupted"
     assert probe.running == 0 and probe.finished == 8, "the four held cells were cancelled"
     assert result.summary["cells"]["done"] == 4 and result.summary["rows"]["unfinished"] == 8
+    assert_cut_off(result, tmp_path / "run", cancelled=4, done=4)
+    assert controller.snapshot().cells["running"] == 0
     done = result.output.dropna(subset=["a"])
     assert (done["a"] == done["id"] * 10).all() and len(done) == 4
+
+
+def test_a_resume_after_an_abort_runs_the_cancelled_cells_again_and_nothing_that_finished(tmp_path, held_probe):
+    probe = held_probe
+    probe.close_gate()
+    config = pipeline(tmp_path, 12, [GATED, BANG])
+    controller, _ = started(tmp_path, config)
+    probe.wait_for(lambda p: p.running == 4)
+    assert probe.release_waiting() == 4
+    probe.wait_for(lambda p: p.finished == 4 and p.running == 4)
+    controller.abort()
+    assert controller.wait(30).status == "interrupted"
+    first_run = {row: n for (_, row), n in probe.starts.items()}
+    finished = set(replay(tmp_path / "run" / "journal.jsonl").done)
+    cancelled = set(first_run) - finished
+    assert len(finished) == 4 and len(cancelled) == 4
+    probe.reset()  # forgets the cancelled cells' waits, which belonged to the first run's closed loop
+
+    resumed = RunController.from_run_dir(tmp_path / "run", pipeline=treadle.load(config, base_dir=PROBE_DIR))
+    result = resumed.start().wait(30)
+    assert result is not None and result.status == "done"
+    second_run = {row: n for (_, row), n in probe.starts.items()}
+    assert set(second_run) == set(range(12)) - finished and cancelled <= set(second_run)
+    assert set(second_run.values()) == {1}
+    assert result.output["b"].tolist() == [f"{i * 10}!" for i in range(12)]
 
 
 def test_limits_are_checked_before_they_reach_the_run(tmp_path, probe):

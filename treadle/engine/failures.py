@@ -5,7 +5,8 @@ cell's budget (and its deadline) waits out its backoff on a timer, holding no sl
 the ready heap; any other failure settles the cell as its column's `on_failure` says (failed, its row
 skipped, or a default value). Failures also feed early stop (too many recent attempts failed: the run
 pauses) and salvage (once nothing else is left, one more round for cells that ran out of retries on
-retryable errors). Nothing here is on the path of a cell that succeeds.
+retryable errors). An attempt cut off by an abort is recorded as cancelled, its cell ready again.
+Nothing here is on the path of a cell that succeeds.
 """
 
 from __future__ import annotations
@@ -108,6 +109,15 @@ class FailureHandler:
         else:
             self._dispatch.tracker.wait_retry(cell)
             self._retry_timers[cell] = asyncio.get_running_loop().call_later(delay, self._requeue, cell)
+
+    def cancelled(self, cell: int, timing: tuple[int, float, float, float]) -> None:
+        """An attempt of `cell` cut off by an abort (or a dropped row); `timing` as for `record`. A cell
+        still running goes back to ready: unfinished, never journaled, so a resume runs it again."""
+        tracker = self._dispatch.tracker
+        row, node = divmod(cell, tracker.n_nodes)
+        self._dispatch.tracer.record(row, node, self.attempts.get(cell, 0) + 1, *timing, "cancelled")
+        if tracker.state[cell] == CellState.RUNNING:
+            tracker.cancel(cell)
 
     def _retry_delay(self, node: int, error: BaseException, attempt: int, retry_after: float | None) -> float | None:
         """Seconds until the next attempt of a cell of `node` that failed with `error`; None: no retry."""

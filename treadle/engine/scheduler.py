@@ -298,7 +298,8 @@ class Scheduler:
                 finally:
                     del running[cell]
         except asyncio.CancelledError:
-            if not self._deadlines.expired(cell, task):
+            if not self._deadlines.expired(cell, task):  # an abort: the worker ends with the cell
+                self._failure_handler.cancelled(cell, (slot, t_ready, started, self._clock()))
                 raise
             error = TimeoutError()
         except Exception as exc:
@@ -338,9 +339,8 @@ class Scheduler:
             else:
                 self._failure_handler.record(cell, error, (slot, t_ready, started, ended))
                 self._after_change(cell)
-        else:
-            attempt = self.attempts.get(cell, 0) + 1
-            self.tracer.record(row_index, node, attempt, slot, t_ready, started, ended, "cancelled")
+        else:  # its row was dropped while it ran
+            self._failure_handler.cancelled(cell, (slot, t_ready, started, ended))
         if not self._slots.in_use:
             self._check_finished()
 

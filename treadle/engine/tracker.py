@@ -139,6 +139,10 @@ class CellTracker:
         self.counts[base + _RUNNING] += 1
         self.state[cell] = _RUNNING
 
+    def cancel(self, cell: int) -> None:
+        """A running cell cut off by an abort is ready again (unfinished: a resume runs it)."""
+        self._set(cell, _READY)
+
     def wait_retry(self, cell: int) -> None:
         self._set(cell, _RETRY_WAIT)
 
