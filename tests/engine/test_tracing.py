@@ -254,3 +254,26 @@ def test_sessions_continue_in_a_new_stream_and_are_folded_into_trace_parquet(tmp
     assert read_trace(tmp_path).lines == 8
     compact(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["trace.parquet"] and read_trace(tmp_path).lines == 8
+
+
+DOCS = Path(__file__).parents[2] / "docs" / "TRACING.md"
+
+
+def test_docs_describe_the_schemas_fields_and_their_pandas_query_runs(tmp_path):
+    rows = [
+        f"| `{f.name}` | {f.type}{'' if f.nullable else ', never null'} | {f.metadata[b'doc'].decode()} |"
+        for f in SCHEMA
+    ]
+    table = "\n".join(["| field | type | meaning |", "| --- | --- | --- |", *rows])
+    text = DOCS.read_text()
+    assert f"{table}\n\n" in text, "docs/TRACING.md's table of fields is not trace_schema.SCHEMA's: make it again"
+
+    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=0.0)
+    traced_attempts(tracer, 4, 100.0)
+    tracer.finish(tmp_path / "trace.parquet")
+    [query] = [block.split("```")[0] for block in text.split("```python\n")[1:]]
+    shown: list = []
+    exec(query.replace("runs/my-run/trace.parquet", str(tmp_path / "trace.parquet")), {"print": shown.append})
+    p95, per_minute = shown
+    assert p95.to_dict() == pytest.approx({"a": 0.75, "a:llm": 1.0, "b": 1.875})
+    assert per_minute.to_dict() == {1.0: 1}  # the retry that honoured a Retry-After ended at 102 s
