@@ -19,7 +19,7 @@ seed):
 - `mixed`: the rpm1200 workload (headers on) plus a second model on a second simulator with no limits
   (same latency, max_parallel UNLIMITED_PARALLEL) and an independent LLM column on it over the same rows,
   every row admitted at once, execution slots = the two max_parallels: how long the unlimited column
-  took (its last answer, from trace.jsonl) against its own bound (calls x latency / its max_parallel, in
+  took (its last answer, from the trace) against its own bound (calls x latency / its max_parallel, in
   whole waves) while the limited one was throttled.
 
 Bound: calls / (rpm / 60), or calls x tokens per call / (tpm / 60): what the targets are judged against.
@@ -281,7 +281,7 @@ def sim_stats(url: str) -> dict[str, Any]:
 
 
 def column_ends(run_dir: Path) -> tuple[dict[str, float], dict[str, int]]:
-    """Each column's last done attempt (seconds since the run started) and its done count, from trace.jsonl."""
+    """Each column's last done attempt (seconds since the run started) and its done count, from the trace."""
     ends: dict[str, float] = {}
     done: dict[str, int] = {}
     path = trace_path(run_dir)

@@ -4,12 +4,13 @@ plain `asyncio.gather` + `Semaphore` script over the same functions, in one run.
 Each runner runs `--repeat` times, interleaved (baseline, tracing off, tracing on, then again), and
 the table shows each one's best run: the machine's noise only ever adds time, so the best of a few
 runs is the steadiest estimate of what the code costs, and interleaving exposes every runner to the
-same background load. The CPU lines add up this process's and its children's CPU time per runner
-(the helper process that formats a large run's trace.jsonl is a child): the work each one costs,
-which the machine's load moves far less than wall time. "engine loop thread CPU" is summary.json's
-`engine_cpu_s`: what tracing costs the thread that runs the cells, without the time it loses to the
-other threads and processes sharing the machine's cores. bench/tracing_cost.py counts the same
-pipeline's instructions and cache misses under valgrind instead: counts that repeat run to run.
+same background load. The CPU line adds up this process's CPU time per runner (all its threads,
+the trace thread that makes and writes the trace's Arrow batches included): the work each one
+costs, which the machine's load moves far less than wall time. "engine loop thread CPU" is
+summary.json's `engine_cpu_s`: what tracing costs the thread that runs the cells, without the time
+it loses to the other threads and processes sharing the machine's cores. bench/tracing_cost.py
+counts the same pipeline's instructions and cache misses under valgrind instead: counts that repeat
+run to run.
 
     python bench/scheduler.py [--rows 100000] [--parallel 64] [--repeat 3]
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
 import statistics
 import sys
 import tempfile
@@ -38,9 +38,8 @@ import treadle  # noqa: E402
 
 
 def cpu_s() -> float:
-    """CPU seconds of this process and of its children that have ended."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
+    """CPU seconds of this process (every thread)."""
+    return time.process_time()
 
 
 async def baseline(rows: list[dict], parallel: int) -> None:
@@ -114,7 +113,7 @@ def main() -> None:
         )
     medians = {name: statistics.median(values) for name, values in cpu.items()}
     print(
-        "CPU s per run incl. outputs and the trace helper (median): "
+        "CPU s per run incl. outputs (median): "
         + ", ".join(f"{name} {value:.2f}" for name, value in medians.items())
         + f"; tracing costs {medians['on'] / medians['off'] - 1:+.1%} CPU"
     )

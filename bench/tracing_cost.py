@@ -7,16 +7,16 @@ bench/scheduler.py times the same pipeline, but on a shared 2-core machine ident
 threads still see the clock), which moves the cost of tracing below by about 2 points.
 
 Each number is per cell, from the difference between runs of `--rows` and twice as many rows, so
-starting the process (imports, the trace helper) cancels out. As in bench/scheduler.py, "scheduling"
-is the run up to its last cell and "with outputs" adds writing the run directory (output.parquet,
-summary.json with its metrics, the end of trace.jsonl): callgrind dumps its counts at that point
+starting the process (imports) cancels out. As in bench/scheduler.py, "scheduling" is the run up to
+its last cell and "with outputs" adds writing the run directory (output.parquet, summary.json with
+its metrics, trace.parquet): callgrind dumps its counts at that point
 (`--dump-before` a call the child makes there). "est. cycles" is KCachegrind's estimate:
 instructions + 10 x first-level misses + 100 x last-level misses.
 
 Under valgrind the engine runs ~50x slower, so its timers (work slices, a trace batch every quarter
 second, the loop-lag probe, the timeout watchdog) are stretched by `--stretch`: per cell it then does
-what it does natively (a trace batch of ~40,000 records, not ~800). The trace helper process runs
-natively and is not counted: it formats trace.jsonl on the other core.
+what it does natively (a trace batch of ~40,000 records, not ~800). The trace thread, which makes
+each batch into an Arrow table and appends it to the run's trace stream, is counted with the rest.
 
     python bench/tracing_cost.py [--rows 20000] [--stretch 50]"""
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 import treadle
+from treadle.engine.trace_reader import TraceReader
 from treadle.sim import SimConfig, SimulatorThread
 
 FRAGILE = Path(__file__).parent / "data" / "reliability"
@@ -107,7 +108,7 @@ def test_faults_at_20_percent_every_row_is_accounted_for(tmp_path):
     assert len(failed_rows) == rows["failed"]
     assert all(f["message"] for f in result.failures)
     assert output["b"].notna().sum() == rows["done"]
-    traces = [json.loads(line) for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
+    traces = list(TraceReader(tmp_path / "run"))
     assert {t["status"] for t in traces} >= {"done", "retry"}
 
 
@@ -122,7 +123,7 @@ def test_a_429_storm_is_waited_out(tmp_path):
         }
         result = treadle.run(config, base_dir=tmp_path, out=tmp_path / "run")
     assert result.status == "done"
-    traces = [json.loads(line) for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
+    traces = list(TraceReader(tmp_path / "run"))
     retries = [t for t in traces if t["status"] == "retry"]
     assert len(retries) >= 4
     # Each 429 carried a Retry-After; the trace says what was honoured, and the next attempt waited it.

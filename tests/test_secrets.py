@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from treadle.sim import SimConfig, SimulatorThread
 
@@ -22,6 +23,13 @@ def run_cli(pipeline: Path, run_dir: Path, env: dict[str, str]) -> subprocess.Co
          "--events", str(run_dir.parent / f"{run_dir.name}-events.jsonl")],
         capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
+
+
+def decoded(path: Path) -> str:
+    """A file's content as text: a Parquet file's values (compressed, its bytes would hide a key), others as written."""
+    if path.suffix == ".parquet":
+        return str(pq.read_table(path).to_pylist())
+    return path.read_bytes().decode("utf-8", "replace")
 
 
 def test_the_key_appears_in_no_file_event_or_output(tmp_path):
@@ -53,9 +61,15 @@ def test_the_key_appears_in_no_file_event_or_output(tmp_path):
     assert "refused the API key" in refused["message"]
     leaked = json.loads((tmp_path / "faulty" / "failures.jsonl").read_text().splitlines()[0])
     assert leaked["message"].startswith("could not call with key ***")
+    exported = subprocess.run(
+        [sys.executable, "-m", "treadle.cli", "trace", str(tmp_path / "faulty"), "--jsonl", str(tmp_path / "t.jsonl")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".py" and p.name != "seed.csv"]
-    assert any(p.name == "trace.jsonl" for p in written) and any(p.name == "journal.jsonl" for p in written)
+    names = {p.name for p in written}
+    assert {"trace.parquet", "journal.jsonl", "output.parquet", "t.jsonl"} <= names
     for path in written:
-        assert KEY.encode() not in path.read_bytes(), path
+        assert KEY not in decoded(path), path
     for text in outputs:
         assert KEY not in text

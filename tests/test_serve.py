@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import treadle
+from treadle.engine.trace_reader import TraceReader
 from treadle.serve import ProgressServer, is_loopback
 
 PROBE_DIR = Path(__file__).parent / "data" / "probe"
@@ -137,7 +138,7 @@ async def test_snapshot_and_events_over_http(held_run, probe):
             async with session.get(f"{server.base_url}/metrics") as response:
                 assert response.status == 200
                 metrics = await response.json()
-            traced = (controller.run_dir / "trace.jsonl").read_text().splitlines()
+            traced = list(TraceReader(controller.run_dir))
             assert metrics["attempts"]["total"] == metrics["attempts"]["done"] == len(traced) == 2 * ROWS
             assert metrics["concurrency"]["peak_in_flight"] == ROWS
             async with session.get(f"{server.base_url}/report") as response:

@@ -20,6 +20,7 @@ from treadle.engine.controller import RunController
 from treadle.engine.errors import ConfigError
 from treadle.engine.pipeline import ModelPrices
 from treadle.engine.run import RunOptions
+from treadle.engine.trace_reader import TraceReader
 from treadle.report import print_report
 from treadle.sim import SimConfig, SimulatorThread
 
@@ -34,7 +35,7 @@ def seed(tmp_path: Path, rows: int) -> str:
 
 
 def read_traces(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
+    return list(TraceReader(run_dir))
 
 
 def test_summary_json_holds_the_metrics_and_the_limit_history_of_a_run_whose_limit_changed(tmp_path, probe):

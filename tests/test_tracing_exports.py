@@ -2,12 +2,15 @@
 
 Real runs (python and template columns with retries and failures; LLM columns and ctx calls against
 the simulator) are exported, and the exports are checked against the trace event format's rules and
-against what the run itself recorded (trace.jsonl, summary.json, output.parquet).
+against what the run itself recorded (its trace, summary.json, output.parquet). On a fixed run
+(tests/data/fixed_run: the records and summary.json of a run and its resume), `treadle report` and the
+Chrome export give what they gave when the trace was trace.jsonl.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import itertools
 import json
 import math
@@ -21,11 +24,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
 import treadle
-from treadle.engine import trace_reader
+from treadle.cli import main as treadle_main
 from treadle.engine.analysis.chrome_trace import (
     MODELS_PID,
     QUEUE_PID,
@@ -39,6 +44,7 @@ from treadle.engine.analysis.series import step_series
 from treadle.engine.analysis.summary import NO_TRACE_NOTE
 from treadle.engine.errors import ConfigError
 from treadle.engine.trace_reader import TraceReader, read_trace, trace_columns
+from treadle.engine.trace_schema import SCHEMA
 from treadle.report import print_report, render_html, sparkline, write_html_report
 from treadle.sim import SimConfig, SimulatorThread
 
@@ -136,7 +142,7 @@ def assert_lanes_do_not_overlap(events: list[dict]) -> None:
 
 
 def read_traces(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
+    return list(TraceReader(run_dir))
 
 
 # ---- runs ------------------------------------------------------------------------------------------
@@ -293,24 +299,28 @@ def test_chrome_export_gzip_limit_changes_and_no_trace(python_run, tmp_path):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ConfigError, match=r"no trace\.jsonl"):
+    with pytest.raises(ConfigError, match=r"no trace"):
         export_chrome(empty, tmp_path / "x.json")
 
 
-def test_resumed_sessions_are_laid_end_to_end_and_torn_lines_skipped(tmp_path):
-    def line(seq: int, start: float, end: float, slot: int = 0) -> str:
-        return json.dumps(
-            {"seq": seq, "row": seq, "column": "a", "model": None, "attempt": 1, "slot": slot, "t_ready": start,
-             "t_start": start, "t_end": end, "status": "done", "error_class": None, "message": None,
-             "tokens_in": None, "tokens_out": None, "parent": None}
-        )  # fmt: skip
+def test_resumed_sessions_are_laid_end_to_end_and_a_torn_batch_skipped(tmp_path):
+    def attempt(seq: int, start: float, end: float) -> dict:
+        return {"seq": seq, "row": seq, "column": "a", "attempt": 1, "slot": 0, "t_ready": start, "t_start": start,
+                "t_end": end, "status": "done"}  # fmt: skip
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    # A first session of 2 s, then a resume whose times start again at 0, then a torn last line.
-    (run_dir / "trace.jsonl").write_text(
-        "\n".join([line(1, 0.0, 1.0), line(2, 1.0, 2.0), line(1, 0.0, 0.5), line(2, 0.5, 1.5)]) + '\n{"seq": 3, "ro'
+    # A first session of 2 s in trace.parquet, then a resume whose times start again at 0, killed while
+    # its stream's third batch was being written.
+    pq.write_table(
+        pa.Table.from_pylist([attempt(1, 0.0, 1.0), attempt(2, 1.0, 2.0)], SCHEMA), run_dir / "trace.parquet"
     )
+    with pa.OSFile(str(run_dir / "trace.arrows"), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as stream:
+        for record in (attempt(1, 0.0, 0.5), attempt(2, 0.5, 1.5), attempt(3, 1.5, 9.0)):
+            stream.write_table(pa.Table.from_pylist([record], SCHEMA))
+            whole = sink.tell()
+    with open(run_dir / "trace.arrows", "r+b") as handle:
+        handle.truncate(whole - 8)
     (run_dir / "summary.json").write_text(json.dumps({"name": "r", "status": "done", "wall_s": 1.6}))
     m = run_metrics(run_dir)
     assert m["trace"] == {"lines": 4, "skipped": 1, "sessions": 2}
@@ -539,55 +549,73 @@ def test_a_run_without_traces_is_reported_from_its_summary(tmp_path):
     console = Console(record=True, width=160, color_system=None)
     print_report(run_dir, console)
     text = console.export_text()
-    assert "no trace.jsonl" in text and "Columns (from summary.json)" in text and "hi" in text
+    assert "no trace" in text and "Columns (from summary.json)" in text and "hi" in text
     write_html_report(run_dir, tmp_path / "r.html")
     assert "Columns (from summary.json)" in (tmp_path / "r.html").read_text()
     with pytest.raises(ConfigError):
         export_chrome(run_dir, tmp_path / "t.json")
 
 
-# ---- reading trace.jsonl fast ----------------------------------------------------------------------
+# ---- the fixed run, JSON lines, and the two readers ----------------------------------------------
+
+FIXED_RUN = Path(__file__).parent / "data" / "fixed_run"
+"""trace.jsonl and summary.json of a run (python columns with retries and failures, an llm column, ctx
+calls) and its resume, and in expected/ what `treadle report` (text and HTML) and `treadle trace --chrome`
+made of them when the trace was trace.jsonl (commit 75f4db8; the run directory's path as RUN_DIR)."""
 
 
-def assert_same_columns(fast, slow) -> None:
-    assert fast.names == slow.names
-    for name in fast.codes:
-        assert fast.codes[name].tolist() == slow.codes[name].tolist(), name
+@pytest.fixture
+def fixed_run(tmp_path) -> Path:
+    """The fixed run's directory, its records in trace.parquet."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copy(FIXED_RUN / "summary.json", run_dir)
+    records = [json.loads(line) for line in (FIXED_RUN / "trace.jsonl").read_text().splitlines()]
+    pq.write_table(pa.Table.from_pylist(records, SCHEMA), run_dir / "trace.parquet")
+    return run_dir
+
+
+def test_report_and_chrome_export_of_a_fixed_run_are_unchanged(fixed_run, tmp_path):
+    expected = FIXED_RUN / "expected"
+    console = Console(record=True, width=160, color_system=None, file=io.StringIO())
+    print_report(fixed_run, console)
+    assert console.export_text().replace(str(fixed_run), "RUN_DIR") == (expected / "report.txt").read_text()
+    write_html_report(fixed_run, tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text().replace(str(fixed_run), "RUN_DIR")
+    assert html == (expected / "report.html").read_text()
+    export_chrome(fixed_run, tmp_path / "c.json")
+    assert (tmp_path / "c.json").read_text() == (expected / "chrome.json").read_text()
+
+
+def assert_same_columns(one, other) -> None:
+    assert one.names == other.names
+    for name in one.codes:
+        assert one.codes[name].tolist() == other.codes[name].tolist(), name
     for name in ("t_ready", "t_start", "t_end", "slot", "has_slot", "tokens_in", "tokens_out", "retry_after"):
-        assert getattr(fast, name).tolist() == getattr(slow, name).tolist(), name
-    assert (fast.lines, fast.skipped, fast.session_starts, fast.span_s) == (
-        slow.lines, slow.skipped, slow.session_starts, slow.span_s
+        assert getattr(one, name).tolist() == getattr(other, name).tolist(), name
+    assert (one.lines, one.skipped, one.session_starts, one.span_s) == (
+        other.lines, other.skipped, other.session_starts, other.span_s
     )  # fmt: skip
 
 
-def line_by_line(path: Path):
-    reader = TraceReader(path)
+def test_columns_of_the_records_read_one_by_one_are_those_read_at_once(fixed_run):
+    reader = TraceReader(fixed_run)
     records = list(reader)
-    return trace_columns(records, skipped=reader.skipped, session_starts=reader.session_starts, span_s=reader.span_s)
+    assert reader.sessions == 2 and {r["session"] for r in records} == {0, 1}
+    one_by_one = trace_columns(
+        records, skipped=reader.skipped, session_starts=reader.session_starts, span_s=reader.span_s
+    )
+    assert_same_columns(read_trace(fixed_run), one_by_one)
 
 
-@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "block-by-block"])
 @pytest.mark.parametrize("which", ["python_run", "llm_run"])
-def test_the_fast_reader_reads_what_the_line_reader_reads(which, streamed, request, tmp_path, monkeypatch):
-    if streamed:  # as files over STREAM_ABOVE_BYTES are read
-        monkeypatch.setattr(trace_reader, "STREAM_ABOVE_BYTES", 0)
+def test_the_jsonl_export_round_trips_the_records(which, request, tmp_path):
     run_dir: Path = request.getfixturevalue(which)
-    assert_same_columns(read_trace(run_dir / "trace.jsonl"), line_by_line(run_dir / "trace.jsonl"))
-
-    # Resumed sessions, a line without times, blank lines and a torn last line: the fast reader takes them too.
-    text = (run_dir / "trace.jsonl").read_text()
-    odd = tmp_path / "odd" / "trace.jsonl"
-    odd.parent.mkdir()
-    odd.write_text(text + '{"seq": 2, "column": "a"}\n\n' + text + '{"seq": 9, "ro')
-    assert_same_columns(read_trace(odd), line_by_line(odd))
-    assert read_trace(odd).skipped == 2 and read_trace(odd).sessions == 2
-
-    # A line pyarrow cannot take (junk in the middle) sends the whole file through the line reader.
-    lines = text.splitlines()
-    (odd.parent / "trace.jsonl").write_text("\n".join([*lines[:3], "not json", *lines[3:]]) + "\n")
-    assert_same_columns(read_trace(odd), line_by_line(odd))
-    shutil.copy(run_dir / "summary.json", odd.parent / "summary.json")
-    junk, clean = run_metrics(odd.parent), run_metrics(run_dir)
-    assert junk["trace"]["skipped"] == 1
-    for key in ("attempts", "columns", "errors", "concurrency", "throughput", "tokens"):
-        assert junk[key] == clean[key], key
+    assert treadle_main(["trace", str(run_dir), "--jsonl", str(tmp_path / "t.jsonl")]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert lines == pq.read_table(run_dir / "trace.parquet").to_pylist()
+    assert list(lines[0]) == list(SCHEMA.names)
+    # Made a trace again, the lines give the same trace.
+    (tmp_path / "back").mkdir()
+    pq.write_table(pa.Table.from_pylist(lines, SCHEMA), tmp_path / "back" / "trace.parquet")
+    assert_same_columns(read_trace(tmp_path / "back"), read_trace(run_dir))

@@ -67,9 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     trace = commands.add_parser("trace", help="export a run's task traces")
     trace.add_argument("run_dir", type=Path)
-    trace.add_argument(
-        "--chrome", type=Path, required=True, metavar="FILE", help="Chrome/Perfetto trace (.json or .gz)"
-    )
+    export = trace.add_mutually_exclusive_group(required=True)
+    export.add_argument("--chrome", type=Path, metavar="FILE", help="Chrome/Perfetto trace (.json or .gz)")
+    export.add_argument("--jsonl", type=Path, metavar="FILE", help="JSON lines, one object per attempt")
     trace.add_argument("--no-queue", action="store_true", help="leave out the queue-wait spans")
     trace.add_argument("--events", type=Path, metavar="FILE", help="the run's --events file, for limit changes")
 
@@ -239,9 +239,30 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return _drive(controller, args).exit_code
 
 
+def _write_jsonl(run_dir: Path, out: Path) -> int:
+    """A run's trace as JSON lines, one object per attempt with the trace's fields (times from its
+    session's start, as recorded); returns the number of lines."""
+    import json
+
+    from treadle.engine.errors import ConfigError, Problem
+    from treadle.engine.trace_reader import read_table, trace_path
+
+    if not trace_path(run_dir).exists():
+        raise ConfigError([Problem(str(run_dir), "no trace here (not a run directory, or run.trace was false)")])
+    table, _, _ = read_table(run_dir)
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    with open(out, "w", encoding="utf-8") as handle:
+        for batch in table.to_batches(50_000):
+            handle.writelines(dumps(record) + "\n" for record in batch.to_pylist())
+    return table.num_rows
+
+
 def _cmd_trace(args: argparse.Namespace) -> int:
     from treadle.engine.analysis.chrome_trace import export_chrome
 
+    if args.jsonl is not None:
+        print(f"wrote {_write_jsonl(args.run_dir, args.jsonl)} attempts to {args.jsonl}")
+        return 0
     written = export_chrome(args.run_dir, args.chrome, queue_spans=not args.no_queue, events=args.events)
     print(f"wrote {written} events to {args.chrome} (open it in ui.perfetto.dev or chrome://tracing)")
     return 0

@@ -39,7 +39,7 @@ CLIENT_BACKLOG = 10_000
 """Events a slow client may fall behind by before its stream is closed (it reconnects, fresh)."""
 MAX_WINDOW_ROWS = 1_000
 METRICS_EVERY_S = 2.0
-"""/metrics and /report compute from trace.jsonl at most this often (requests meanwhile share the result)."""
+"""/metrics and /report compute from the run's trace at most this often (requests meanwhile share the result)."""
 _CLOSE = object()
 _LOOPBACK_NAMES = ("localhost",)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 import treadle
+from treadle.engine.trace_reader import TraceReader
 from treadle.sim import SimConfig, SimulatorProcess, SimulatorThread
 
 ROOT = Path(__file__).parents[2]
@@ -52,7 +53,7 @@ def test_sync_and_async_columns_call_the_model_through_the_run(tmp_path):
     assert stats["requests_total"] > 80, "failed calls were retried"
     usage = result.output["three__usage"]
     assert usage.map(lambda u: u["total_tokens"] > 0).all()
-    traces = [json.loads(line) for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
+    traces = list(TraceReader(tmp_path / "run"))
     children = [t for t in traces if t["parent"] == "three"]
     assert len([t for t in children if t["status"] == "done"]) == 60
     assert {t["column"] for t in children} == {"three:llm"} and {t["model"] for t in children} == {"m"}

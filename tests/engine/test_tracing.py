@@ -1,12 +1,15 @@
-"""TaskTraces per attempt (ring buffer and trace.jsonl), cell details and the live summary."""
+"""TaskTraces per attempt (ring buffer and the run's trace file), cell details and the live summary."""
 
 from __future__ import annotations
 
 import json
 import queue
+import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import treadle
@@ -15,8 +18,9 @@ from treadle.engine.analysis.summary import summary_metrics
 from treadle.engine.controller import RunController
 from treadle.engine.errors import StorageError
 from treadle.engine.run import RunOptions
-from treadle.engine.trace_reader import TraceColumns, joined, read_trace
-from treadle.engine.trace_writer import Batch, RecordNumbers, TraceWriterProcess, format_lines
+from treadle.engine.trace_reader import TraceReader, read_trace, trace_path
+from treadle.engine.trace_schema import SCHEMA
+from treadle.engine.trace_writer import compact
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 
@@ -46,27 +50,18 @@ def wait_idle(events: queue.SimpleQueue) -> None:
         pass
 
 
-@pytest.mark.parametrize("offload", [False, True], ids=["writer-thread", "writer-process"])
-def test_every_attempt_is_traced_in_trace_jsonl(tmp_path, probe, monkeypatch, offload):
-    started: list[TraceWriterProcess] = []
-
-    class CountedWriter(TraceWriterProcess):
-        def __init__(self, *args) -> None:
-            super().__init__(*args)
-            started.append(self)
-
-    if offload:  # large runs format trace.jsonl in a helper process: make this small run one of them
-        monkeypatch.setattr(tracing, "OFFLOAD_AFTER", 0)
-        monkeypatch.setattr(tracing, "TraceWriterProcess", CountedWriter)
+def test_every_attempt_is_traced_in_trace_parquet(tmp_path, probe):
     probe.flaky_once_rows = {1, 4}
     probe.failing_rows = {6}
     controller, _ = start(tmp_path, config(tmp_path, 10))
     result = controller.wait(30)
     assert result.status == "failed"
-    traces = [json.loads(line) for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
+    run_dir = tmp_path / "run"
+    assert trace_path(run_dir) == run_dir / "trace.parquet" and not (run_dir / "trace.arrows").exists()
+    traces = pq.read_table(run_dir / "trace.parquet").to_pylist()
     # 10 rows x 3 columns, minus row 6's blocked template cell, plus the two retried attempts.
     assert len(traces) == 10 * 3 - 1 + 2
-    assert sorted(t["seq"] for t in traces) == list(range(1, len(traces) + 1))
+    assert [t["seq"] for t in traces] == list(range(1, len(traces) + 1))
     retried = [t for t in traces if t["status"] == "retry"]
     assert [(t["row"], t["column"], t["attempt"], t["error_class"], t["retry_after_s"]) for t in retried] == [
         (1, "a", 1, "RetryableCellError", 0.01),
@@ -80,7 +75,6 @@ def test_every_attempt_is_traced_in_trace_jsonl(tmp_path, probe, monkeypatch, of
     for t in traces:
         assert 0 <= t["t_ready"] <= t["t_start"] <= t["t_end"]
         assert 0 <= t["slot"] < 4
-    assert len(started) == (1 if offload else 0)
 
 
 def test_traces_cell_detail_and_summary_from_a_live_run(tmp_path, probe):
@@ -140,13 +134,13 @@ def test_tracing_can_be_turned_off(tmp_path, probe):
     controller, _ = start(tmp_path, config(tmp_path, 4, trace=False))
     assert controller.wait(30).status == "done"
     assert controller.traces() == (0, [])
-    assert not (tmp_path / "run" / "trace.jsonl").exists()
+    assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("trace")]
 
 
-def test_a_large_run_traces_every_attempt(tmp_path):
-    """Past OFFLOAD_AFTER attempts trace.jsonl is written by a helper process, in batches that may wait
-    behind row-group writes on the writer thread while the run ends: none may be lost."""
-    rows = 30_000
+def test_a_runs_summary_metrics_are_those_of_its_trace_read_back(tmp_path):
+    """Batches reach the trace file while row groups are written on another thread: none may be lost,
+    and summary.json's metrics are those of the file."""
+    rows = 5_000
     seed = tmp_path / "seed.csv"
     pd.DataFrame({"id": range(rows)}).to_csv(seed, index=False)
     cfg = {
@@ -159,19 +153,16 @@ def test_a_large_run_traces_every_attempt(tmp_path):
     }
     result = treadle.run(treadle.load(cfg, base_dir=PROBE_DIR), out=tmp_path / "run")
     assert result.status == "done"
-    seqs = [json.loads(line)["seq"] for line in (tmp_path / "run" / "trace.jsonl").read_text().splitlines()]
+    seqs = pq.read_table(tmp_path / "run" / "trace.parquet", columns=["seq"])["seq"].to_pylist()
     assert seqs == list(range(1, 2 * rows + 1))  # every one, in order
-    assert 2 * rows > tracing.OFFLOAD_AFTER  # so the helper process wrote most of it
-    # summary.json's metrics came from the records the helper sent back: the same as from the file.
     summary = {k: v for k, v in result.summary.items() if k != "metrics"}
-    from_file = summary_metrics(tmp_path / "run", summary, {}, read_trace(tmp_path / "run" / "trace.jsonl"))
-    assert result.summary["metrics"] == from_file.to_json()
+    assert (
+        result.summary["metrics"]
+        == summary_metrics(tmp_path / "run", summary, {}, read_trace(tmp_path / "run")).to_json()
+    )
 
 
-@pytest.mark.parametrize("offload", [False, True], ids=["writer-thread", "writer-process"])
-def test_a_trace_that_cannot_be_written_costs_no_outputs(tmp_path, monkeypatch, offload):
-    if offload:
-        monkeypatch.setattr(tracing, "OFFLOAD_AFTER", 0)
+def test_a_trace_that_cannot_be_written_costs_no_outputs(tmp_path):
     seed = tmp_path / "seed.csv"
     pd.DataFrame({"id": range(50)}).to_csv(seed, index=False)
     cfg = {
@@ -180,8 +171,8 @@ def test_a_trace_that_cannot_be_written_costs_no_outputs(tmp_path, monkeypatch, 
         "run": {"row_group_size": 10},
     }
     controller = RunController(treadle.load(cfg, base_dir=PROBE_DIR), RunOptions(out=tmp_path / "run"))
-    (tmp_path / "run" / "trace.jsonl").mkdir()  # the run directory exists once the controller is built
-    with pytest.raises(StorageError, match=r"trace\.jsonl: Is a directory"):
+    (tmp_path / "run" / "trace.arrows").mkdir()  # the run directory exists once the controller is built
+    with pytest.raises(StorageError, match=r"trace\.arrows: Is a directory"):
         controller.start().wait(30)
     assert pd.read_parquet(tmp_path / "run" / "output.parquet")["a"].tolist() == list(range(50))
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["cells"]["done"] > 0
@@ -200,115 +191,92 @@ def traced_attempts(tracer: tracing.Tracer, cells: int, t: float) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("offload_after", "expected_attempts"),
-    [(None, 0), (0, 0), (5, 0), (5, 6)],
-    ids=["writer-thread", "helper-from-start", "helper-takes-over", "helper-from-start-for-a-large-run"],
-)
-def test_a_runs_final_trace_columns_are_its_trace_read_back(tmp_path, monkeypatch, offload_after, expected_attempts):
-    """summary.json's metrics come from `final_columns`: for a large run, the helper's own copy of the
-    records it writes, joined to the lines written before it took over (earlier sessions included)."""
-    path = tmp_path / "trace.jsonl"
-    earlier = tracing.Tracer(["a", "b"], ["m", None], t0=100.0)  # a run this one resumes
-    traced_attempts(earlier, 4, 100.0)
-    earlier.finish(path)
-    earlier.wait_written()
-    if offload_after is not None:
-        monkeypatch.setattr(tracing, "OFFLOAD_AFTER", offload_after)
-    started: list[TraceWriterProcess] = []
-
-    class CountedWriter(TraceWriterProcess):
-        def __init__(self, *args) -> None:
-            super().__init__(*args)
-            started.append(self)
-
-    monkeypatch.setattr(tracing, "TraceWriterProcess", CountedWriter)
-    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=50.0, expected_attempts=expected_attempts)
-    traced_attempts(tracer, 2, 50.0)  # 5 records: written by the thread unless the helper takes all
-    tracer.write(path, tracer.take_unwritten())
-    helper_from_start = tracing.OFFLOAD_AFTER < 5 or expected_attempts > tracing.OFFLOAD_AFTER
-    assert len(started) == helper_from_start
-    traced_attempts(tracer, 6, 60.0)
-    tracer.finish(path)
-    columns = tracer.final_columns(path)
-    tracer.wait_written()
-    expected = read_trace(path)
-    assert (expected.lines, expected.sessions) == (7 + 5 + 9, 2)
-    assert (columns.lines, columns.session_starts, columns.span_s) == (
-        expected.lines,
-        expected.session_starts,
-        pytest.approx(expected.span_s, abs=1e-6),
-    )
-    assert columns.names == expected.names
-    for name, codes in expected.codes.items():
-        assert columns.codes[name].tolist() == codes.tolist(), name
-    for name in ("t_ready", "t_start", "t_end"):
-        assert getattr(columns, name) == pytest.approx(getattr(expected, name), abs=1e-6), name
-    for name in ("slot", "has_slot", "tokens_in", "tokens_out", "retry_after"):
-        assert getattr(columns, name).tolist() == getattr(expected, name).tolist(), name
-    assert "judge" in columns.names["model"] and "a:llm" in columns.names["column"]
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert {t["retry_after_s"] for t in lines if t["status"] == "retry"} == {0.5}
-    assert {t["retry_after_s"] for t in lines if t["status"] == "done"} == {None}
-
-
-def numbers_of(*batches: Batch) -> dict:
-    numbers = RecordNumbers()
-    for batch in batches:
-        numbers.add(batch)
-    return numbers.message()
-
-
-def test_trace_columns_of_consecutive_parts_join_into_those_of_the_whole():
-    """What the helper sends back is joined to the lines written before it took over: the whole."""
+def test_the_file_holds_the_records_the_ring_shows(tmp_path):
+    """Records made into record batches on the writer thread are the TaskTraces UIs read from the ring."""
     tracer = tracing.Tracer(["a", "b"], ["m", None], t0=10.0)
-    traced_attempts(tracer, 3, 10.0)
-    first = tracer.take_unwritten()
-    traced_attempts(tracer, 4, 20.0)
-    second = tracer.take_unwritten()
-    args = (tracer.t0, tracer.columns, tracer.models)
-    whole = TraceColumns.from_records(numbers_of(first, second), *args)
-    parts = [TraceColumns.from_records(numbers_of(batch), *args) for batch in (first, second)]
-    glued = joined(parts[0], parts[1], same_session=True)
-    assert (glued.lines, glued.sessions, glued.span_s, glued.names) == (whole.lines, 1, whole.span_s, whole.names)
-    for name, codes in whole.codes.items():
-        assert glued.codes[name].tolist() == codes.tolist(), name
-    for name in ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out", "retry_after"):
-        assert getattr(glued, name).tolist() == getattr(whole, name).tolist(), name
-    assert whole.tokens_in.sum() == 2 * (7 + 2) and whole.names["status"] == ["done", "retry"]
-
-
-def test_the_trace_helper_ignores_another_treadle_in_the_working_directory(tmp_path, monkeypatch):
-    """A run started from a source tree of another treadle version still gets this version's helper."""
-    other = tmp_path / "elsewhere" / "treadle" / "engine"
-    other.mkdir(parents=True)
-    for package in (other.parent, other):
-        (package / "__init__.py").write_text("")
-    (other / "trace_writer.py").write_text("raise SystemExit('the wrong trace writer')\n")
-    monkeypatch.chdir(tmp_path / "elsewhere")
-    monkeypatch.setattr(tracing, "OFFLOAD_AFTER", 0)
-    path = tmp_path / "trace.jsonl"
-    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=1.0)
-    traced_attempts(tracer, 3, 1.0)
+    path = tmp_path / "trace.parquet"
+    for batch in range(3):
+        traced_attempts(tracer, 2 + batch, 10.0 + 10 * batch)
+        tracer.write(path, tracer.take_unwritten())
+    shown = [trace._asdict() for trace in tracer.since(0)]
+    assert {t["column"] for t in shown} == {"a", "b", "a:llm"} and {t["tokens_in"] for t in shown} == {None, 7, 2}
+    live = list(TraceReader(tmp_path))  # the stream, while the session goes
     tracer.finish(path)
-    assert tracer.final_columns(path).lines == 6
-    tracer.wait_written()
-    assert len(path.read_text().splitlines()) == 6
+    assert [p.name for p in tmp_path.iterdir()] == ["trace.parquet"]
+    assert pq.read_table(path).to_pylist() == shown
+    assert [{k: v for k, v in t.items() if k != "session"} for t in live] == shown
+    assert pq.read_schema(path).field("t_end").metadata == {b"doc": b"when it ended"}
 
 
-def test_the_helper_writes_the_lines_the_writer_thread_would_in_order(tmp_path, monkeypatch):
-    """It formats each batch when the next comes, and the last after it sends the numbers back: the file
-    is what the writer thread would have written."""
-    monkeypatch.setattr(tracing, "OFFLOAD_AFTER", 0)
-    path = tmp_path / "trace.jsonl"
-    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=1.0)
-    expected = []
-    for batch in range(5):
-        traced_attempts(tracer, 3 + batch, 10.0 * batch)
-        taken = tracer.take_unwritten()
-        expected.append(format_lines(taken, tracer.t0, tracer.columns, tracer.models))
-        tracer.write(path, taken)
-    tracer.finish(path)
-    assert tracer.final_columns(path).lines == sum(3 + b + 3 for b in range(5))
-    tracer.wait_written()
-    assert path.read_text() == "".join(expected)
+def write_stream(path: Path, tables: list[pa.Table]) -> list[int]:
+    """A stream of one record batch per table; returns the file's size after each."""
+    sizes = []
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as stream:
+        for table in tables:
+            stream.write_table(table)
+            sizes.append(sink.tell())
+    return sizes
+
+
+def attempts(first_seq: int, count: int, t: float = 0.0) -> pa.Table:
+    records = [
+        {"seq": first_seq + i, "row": i, "column": "a", "attempt": 1, "slot": 0, "t_ready": t + i,
+         "t_start": t + i, "t_end": t + i + 1, "status": "done"}
+        for i in range(count)
+    ]  # fmt: skip
+    return pa.Table.from_pylist(records, schema=SCHEMA)
+
+
+def test_a_torn_last_batch_is_ignored(tmp_path):
+    """A killed run's stream reads up to its last whole batch; the torn one counts as skipped."""
+    sizes = write_stream(tmp_path / "trace.arrows", [attempts(1, 3), attempts(4, 2), attempts(6, 4)])
+    whole = read_trace(tmp_path)
+    assert (whole.lines, whole.skipped, whole.sessions) == (9, 0, 1)
+    for cut, lines in ((sizes[2] - 1, 5), ((sizes[1] + sizes[2]) // 2, 5), (sizes[1] + 3, 5), (sizes[0] + 5, 3)):
+        with open(tmp_path / "trace.arrows", "r+b") as handle:
+            handle.truncate(cut)
+        columns = read_trace(tmp_path)
+        assert (columns.lines, columns.skipped) == (lines, 1), cut
+    (tmp_path / "trace.arrows").write_bytes(b"")  # a stream opened, nothing in it yet
+    assert (read_trace(tmp_path).lines, read_trace(tmp_path).skipped) == (0, 0)
+
+
+def test_sessions_continue_in_a_new_stream_and_are_folded_into_trace_parquet(tmp_path):
+    """A resumed run's writer folds the killed session's stream into trace.parquet before its own;
+    a stream trace.parquet already holds (the run stopped before removing it) is not read twice."""
+    write_stream(tmp_path / "trace.arrows", [attempts(1, 3)])
+    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=0.0)
+    traced_attempts(tracer, 2, 1.0)
+    tracer.write(tmp_path / "trace.parquet", tracer.take_unwritten())
+    assert read_trace(tmp_path).sessions == 2 and pq.read_table(tmp_path / "trace.parquet").num_rows == 3
+    shutil.copy(tmp_path / "trace.arrows", tmp_path / "kept")
+    tracer.finish(tmp_path / "trace.parquet")
+    columns = read_trace(tmp_path)
+    assert (columns.lines, columns.sessions, columns.session_starts) == (3 + 5, 2, [0.0, 3.0])
+    (tmp_path / "kept").rename(tmp_path / "trace.arrows")
+    assert read_trace(tmp_path).lines == 8
+    compact(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["trace.parquet"] and read_trace(tmp_path).lines == 8
+
+
+DOCS = Path(__file__).parents[2] / "docs" / "TRACING.md"
+
+
+def test_docs_describe_the_schemas_fields_and_their_pandas_query_runs(tmp_path):
+    rows = [
+        f"| `{f.name}` | {f.type}{'' if f.nullable else ', never null'} | {f.metadata[b'doc'].decode()} |"
+        for f in SCHEMA
+    ]
+    table = "\n".join(["| field | type | meaning |", "| --- | --- | --- |", *rows])
+    text = DOCS.read_text()
+    assert f"{table}\n\n" in text, "docs/TRACING.md's table of fields is not trace_schema.SCHEMA's: make it again"
+
+    tracer = tracing.Tracer(["a", "b"], ["m", None], t0=0.0)
+    traced_attempts(tracer, 4, 100.0)
+    tracer.finish(tmp_path / "trace.parquet")
+    [query] = [block.split("```")[0] for block in text.split("```python\n")[1:]]
+    shown: list = []
+    exec(query.replace("runs/my-run/trace.parquet", str(tmp_path / "trace.parquet")), {"print": shown.append})
+    p95, per_minute = shown
+    assert p95.to_dict() == pytest.approx({"a": 0.75, "a:llm": 1.0, "b": 1.875})
+    assert per_minute.to_dict() == {1.0: 1}  # the retry that honoured a Retry-After ended at 102 s

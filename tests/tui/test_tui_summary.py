@@ -69,7 +69,7 @@ async def test_the_summary_of_a_run_without_tracing_says_why_it_has_no_metrics(t
         await pilot.press("s")
         await pilot.pause()
         text = summary_text(app)
-        assert "no metrics: they are computed from trace.jsonl, and this run had run.trace: false" in text
+        assert "no metrics: they are computed from the trace, and this run had run.trace: false" in text
         assert "queue wait vs run time" not in text
         await pilot.press("escape")
         controller.close()

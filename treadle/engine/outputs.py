@@ -45,7 +45,7 @@ class RunDirectory:
         self.output_path = path / "output.parquet"
         self.failures_path = path / "failures.jsonl"
         self.summary_path = path / "summary.json"
-        self.trace_path = path / "trace.jsonl"
+        self.trace_path = path / "trace.parquet"
         self.journal_path = path / "journal.jsonl"
         self.record_path = path / "run.json"
 

@@ -185,7 +185,7 @@ class RunConfig(_Strict):
     cell_deadline_s: float | None = Field(default=None, gt=0)
     """Time a cell may take over all its attempts and backoff waits (none by default)."""
     trace: bool = True
-    """Record a TaskTrace per attempt (ring buffer for the UI, trace.jsonl in the run directory)."""
+    """Record a TaskTrace per attempt (ring buffer for the UI, trace.parquet in the run directory)."""
     salvage_rounds: int = Field(default=1, ge=0)
     """Extra rounds, at the end of the run, for cells that spent their attempts on retryable errors."""
     early_stop: EarlyStopConfig | None = Field(default_factory=lambda: EarlyStopConfig())

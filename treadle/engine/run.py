@@ -37,7 +37,7 @@ from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Capacity, Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
 from treadle.engine.stats import LimitChanges
-from treadle.engine.trace_reader import TraceColumns
+from treadle.engine.trace_reader import TraceColumns, read_trace
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
@@ -46,8 +46,7 @@ RunStatus = Literal["starting", "running", "paused", "stopping", "idle", "done",
 _FINAL = ("done", "failed", "interrupted")
 PROGRESS_EVERY_S = 1.0
 TRACE_FLUSH_EVERY_S = 0.25
-"""Traces go to the writer this often: in small batches the helper process that formats a large
-run's trace.jsonl keeps up with the run, so little is left to format when it ends."""
+"""Traces go to the run's trace file this often: a killed run loses at most this much of its trace."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,6 @@ class Run:
             self.node_names,
             [g.limit_key.removeprefix("model:") if g.limit_key else None for g in self.generators],
             t0=time.perf_counter(),
-            expected_attempts=self.tracker.unfinished,
         )
         self.scheduler = Scheduler(
             tracker=self.tracker,
@@ -145,7 +143,7 @@ class Run:
         self.scheduler.context_services = self.context_services
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
         # Trace batches have their own thread: behind row-group writes they would arrive late and in
-        # large batches, and the helper formatting them would still be busy when the run ends.
+        # large batches; at the end, the trace is folded into trace.parquet there while outputs are written.
         self._trace_writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-trace")
         self.loop_lag = LoopLag()
         self.status: RunStatus = "starting"
@@ -249,7 +247,7 @@ class Run:
         return CellState.FAILED in states or CellState.BLOCKED in states
 
     async def _report_progress(self, stop: asyncio.Event) -> None:
-        """Until `stop`: a progress event every second, the traces so far to trace.jsonl more often.
+        """Until `stop`: a progress event every second, the traces so far to the trace file more often.
 
         Stopped by the event, not cancelled: a cancel could land while a batch of traces waits for the
         writer thread (behind a row-group write), and that batch would never be written."""
@@ -361,13 +359,9 @@ class Run:
     def _write_outputs(self) -> None:
         scheduler = self.scheduler
         self.journal.close()
-        # The trace helper (large runs) formats the last of trace.jsonl while the files below are written.
+        # The trace is folded into trace.parquet on its own thread while the files below are written.
         # A trace that cannot be written must not cost the outputs: its error is raised after them.
-        trace_error: OSError | None = None
-        try:
-            self.tracer.finish(self.directory.trace_path)
-        except OSError as exc:
-            trace_error = exc
+        trace_written = self._trace_writer.submit(self.tracer.finish, self.directory.trace_path)
         # Groups cut short by a stop still hold finished cells: write them so no finished work is lost.
         for group in scheduler.active_groups():
             rows, states = self._group_contents(group)
@@ -375,19 +369,14 @@ class Run:
         self.directory.assemble_output(range(self.tracker.n_groups), self.tracker.dropped_rows())
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
         self.directory.write_failures(f.record() for f in failures)
-        if self.loaded.config.run.trace and trace_error is None:  # summary.json's metrics come from it
-            try:
-                self.final_trace = self.tracer.final_columns(self.directory.trace_path)
-            except OSError as exc:
-                trace_error = exc
-        self.summary = self.build_summary()  # a large run's last trace lines are written meanwhile
+        trace_error: OSError | None = None
         try:
-            self.tracer.wait_written()
+            trace_written.result()
+            if self.loaded.config.run.trace:  # summary.json's metrics come from it
+                self.final_trace = read_trace(self.directory.trace_path)
         except OSError as exc:
-            trace_error = trace_error or exc
-        if trace_error is not None and self.final_trace is not None:  # no metrics from a trace not written
-            self.final_trace = None
-            self.summary = self.build_summary()
+            trace_error = exc
+        self.summary = self.build_summary()
         self.directory.write_summary(self.summary)
         if trace_error is not None:
             raise trace_error
@@ -395,7 +384,7 @@ class Run:
     limit_changes: LimitChanges | None = None
     """Every limit's totals over the run: RunController records each change it makes."""
     final_trace: TraceColumns | None = None
-    """trace.jsonl read back once the run has written it for good: the metrics of the final summary."""
+    """The trace read back once the run has written it for good: the metrics of the final summary."""
 
     def build_summary(self) -> dict[str, Any]:
         """summary.json; with `metrics` once the trace is final (or a note when tracing is off)."""

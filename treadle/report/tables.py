@@ -38,7 +38,7 @@ def headline(m: RunMetrics) -> str:
     name = m.name or Path(m.run_dir).name
     sessions = m.trace.sessions
     resumed = f", {sessions} sessions (resumed)" if sessions > 1 else ""
-    trace = "" if m.has_trace else " (no trace.jsonl: the run had run.trace: false)"
+    trace = "" if m.has_trace else " (no trace: the run had run.trace: false)"
     return f"{name}: {m.status} in {seconds_text(m.wall_s)}, {done}{resumed}{trace}"
 
 
@@ -159,14 +159,14 @@ def _throughput_section(m: RunMetrics) -> Section:
 
 
 def _summary_sections(summary: dict[str, Any]) -> list[Section]:
-    """What summary.json alone tells (a run without trace.jsonl)."""
+    """What summary.json alone tells (a run without a trace)."""
     rows = []
     for name, column in (summary.get("columns") or {}).items():
         cells, latency = column.get("cells") or {}, column.get("latency_s") or {}
         latencies = (seconds_text(latency.get(q)) for q in ("p50", "p95", "p99"))
         rows.append([name, number_text(cells.get("done")), number_text(cells.get("failed")), *latencies])
     note = (
-        f"parallel efficiency {summary.get('parallel_efficiency', 0):.2f}; without trace.jsonl (run.trace: false) "
+        f"parallel efficiency {summary.get('parallel_efficiency', 0):.2f}; without a trace (run.trace: false) "
         "there is no queue wait, concurrency over time, tokens or errors by class"
     )
     limits = [

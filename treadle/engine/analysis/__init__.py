@@ -1,4 +1,4 @@
-"""Offline analysis of a run directory, apart from the runtime engine: metrics from trace.jsonl and
+"""Offline analysis of a run directory, apart from the runtime engine: metrics from the trace and
 summary.json (`metrics.measure_run`, typed as `records.RunMetrics`; summary.json's part in `summary`),
 and the Chrome/Perfetto export (`chrome_trace.export_chrome`).
 

@@ -1,4 +1,4 @@
-"""Export a run's trace.jsonl to the Chrome trace event format (Perfetto, chrome://tracing).
+"""Export a run's trace (trace.parquet) to the Chrome trace event format (Perfetto, chrome://tracing).
 
 The file is one JSON object: `traceEvents` (a list of events) and `displayTimeUnit`, `otherData`.
 Processes (pids) group tracks:
@@ -13,9 +13,9 @@ Processes (pids) group tracks:
 - pid 3 "queue": the time each attempt waited between ready and start (cat `queue`), packed in lanes,
   and the counter `cells queued`.
 
-So every trace.jsonl line gives exactly one event with cat `attempt`. Times are microseconds since
+So every trace record gives exactly one event with cat `attempt`. Times are microseconds since
 the run started; sessions of a resumed run are laid one after another, marked by a `resumed` instant.
-trace.jsonl is streamed (twice): events are written as lines are read; only a few numbers per attempt
+The trace is read twice: events are written as records are read; only a few numbers per attempt
 are kept, for the counters and the lanes (see treadle.engine.analysis.series).
 """
 
@@ -143,14 +143,14 @@ def export_chrome(
     events: Path | None = None,
     max_counter_points: int = MAX_COUNTER_POINTS,
 ) -> int:
-    """Write `out` (Chrome trace event JSON; gzipped if it ends in .gz) from `run_dir`'s trace.jsonl.
+    """Write `out` (Chrome trace event JSON; gzipped if it ends in .gz) from `run_dir`'s trace.
 
     Returns the number of events written. `queue_spans`: also draw each attempt's wait between ready
     and start (pid 3). `model_requests`: also draw llm column attempts on their model's lanes (pid 2).
     `events`: the run's `--events` file, for limits that changed during the run (else summary.json's
     `limit_history`; for a run older than it, each limit is its final total).
 
-    Two passes over trace.jsonl: the first keeps a few floats per attempt (counters, lane packing),
+    Two passes over the trace: the first keeps a few floats per attempt (counters, lane packing),
     the second writes the events as it reads. A run still going on is exported as far as the first
     pass read.
     """
@@ -158,7 +158,7 @@ def export_chrome(
     path = trace_path(run_dir)
     if not path.exists():
         raise ConfigError(
-            [Problem(str(run_dir), "no trace.jsonl here (not a run directory, or the run had run.trace: false)")]
+            [Problem(str(run_dir), "no trace.parquet here (not a run directory, or the run had run.trace: false)")]
         )
     summary = load_summary(run_dir)
     first = _first_pass(path, queue_spans, model_requests)
@@ -189,7 +189,7 @@ _Spans = tuple[array, array]
 
 @dataclass
 class _FirstPass:
-    """Pass 1 over trace.jsonl: a few floats per attempt, for the counters and the lanes."""
+    """Pass 1 over the trace: a few floats per attempt, for the counters and the lanes."""
 
     cells: _Spans = field(default_factory=lambda: (array("d"), array("d")))
     queued: _Spans = field(default_factory=lambda: (array("d"), array("d")))

@@ -9,7 +9,7 @@ from typing import Any
 PRICE_KEYS = ("input_per_1m", "output_per_1m")
 
 Prices = Mapping[str, Mapping[str, float]]
-"""model name (as in the pipeline's `models:` and trace.jsonl's `model`) -> input_per_1m, output_per_1m."""
+"""model name (as in the pipeline's `models:` and the trace's `model`) -> input_per_1m, output_per_1m."""
 Price = tuple[float, float]
 """A checked price: per million input tokens, per million output tokens."""
 

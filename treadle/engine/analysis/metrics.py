@@ -1,4 +1,4 @@
-"""Metrics of a run, computed from its trace.jsonl and summary.json (`measure_run` -> `RunMetrics`).
+"""Metrics of a run, computed from its trace (trace.parquet) and summary.json (`measure_run` -> `RunMetrics`).
 
 Answers "where did the time go" (queue wait vs run time per column), "what was my real concurrency"
 (cells in flight over time, slot utilisation, parallel efficiency) and "what did it cost" (tokens per
@@ -6,7 +6,7 @@ column and model, cost from per-model prices), plus throughput, latency percenti
 errors by class. The steps: the trace's lines grouped by column (`_Lines`), then per column, the run's
 concurrency, per model, throughput and errors.
 
-Times are seconds since the run started. A resumed run appends its attempts to the same trace.jsonl
+Times are seconds since the run started. A resumed run appends its attempts to the same trace
 with times starting again at 0 (and `seq` starting again at 1): each such session is laid after the
 previous one (its times are offset by the previous sessions' spans), so series stay monotonic.
 """
@@ -100,7 +100,7 @@ def measure_run(
     pipeline gave (summary.json); models without a price have no cost. `events`: the run's `--events`
     file, for limit changes (else summary.json's `limit_history`; a run older than it: the final
     totals). `summary`: summary.json's content, when the caller has it (else read). `trace`: the
-    trace, when the caller has read it (else trace.jsonl is read). See docs/TRACING.md for every key.
+    trace, when the caller has read it (else the run directory's trace is read). See docs/TRACING.md for every key.
     """
     run_dir = Path(run_dir)
     if summary is None:
@@ -109,7 +109,7 @@ def measure_run(
     path = trace_path(run_dir)
     has_trace = trace is not None or path.exists()
     if summary is None and not has_trace:
-        raise ConfigError([Problem(str(run_dir), "not a run directory with results (no summary.json, no trace.jsonl)")])
+        raise ConfigError([Problem(str(run_dir), "not a run directory with results (no summary.json, no trace.parquet)")])
     tc = trace if trace is not None else read_trace(path)
     lines = _Lines.of(tc)
     columns = _column_metrics(tc, lines, price_of)

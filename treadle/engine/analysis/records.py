@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 STATUSES = ("done", "retry", "failed", "timeout", "cancelled")
-"""An attempt's status in trace.jsonl; counts by status use these keys, in this order."""
+"""An attempt's status in the trace; counts by status use these keys, in this order."""
 
 Point = tuple[float, int]
 """(t, value) of a step series: the value holds from t until the next point."""

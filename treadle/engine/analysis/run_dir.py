@@ -1,4 +1,4 @@
-"""Reading a run directory for its analysis: summary.json (trace.jsonl: treadle.engine.trace_reader)."""
+"""Reading a run directory for its analysis: summary.json (the trace: treadle.engine.trace_reader)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from treadle.engine.analysis.metrics import measure_run
 from treadle.engine.analysis.records import LiveWindow, MetricsNote, SummaryMetrics
 from treadle.engine.trace_reader import TraceColumns, trace_columns
 
-NO_TRACE_NOTE = "no metrics: they are computed from trace.jsonl, and this run had run.trace: false"
+NO_TRACE_NOTE = "no metrics: they are computed from the trace, and this run had run.trace: false"
 NO_TRACE = MetricsNote(note=NO_TRACE_NOTE)
 """summary.json's `metrics` of a run with `run.trace: false`."""
 
