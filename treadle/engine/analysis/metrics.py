@@ -109,7 +109,7 @@ def measure_run(
     path = trace_path(run_dir)
     has_trace = trace is not None or path.exists()
     if summary is None and not has_trace:
-        raise ConfigError([Problem(str(run_dir), "not a run directory with results (no summary.json, no trace.parquet)")])
+        raise ConfigError([Problem(str(run_dir), "not a run directory with results (no summary.json, no trace)")])
     tc = trace if trace is not None else read_trace(path)
     lines = _Lines.of(tc)
     columns = _column_metrics(tc, lines, price_of)
