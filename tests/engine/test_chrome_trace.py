@@ -1,4 +1,4 @@
-"""treadle.engine.analysis.chrome_trace: a tiny real run's trace.jsonl (written by the engine's own
+"""treadle.engine.analysis.chrome_trace: a tiny real run's trace (written by the engine's own
 trace writer) exported to the Chrome trace event format, checked event by event against the lines."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from treadle.engine.analysis.chrome_trace import (
     export_chrome,
 )
 from treadle.engine.analysis.series import step_series
+from treadle.engine.trace_reader import read_table
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 
@@ -65,7 +66,7 @@ def export(run_dir: Path, out: Path, **options) -> tuple[int, list[dict]]:
 
 
 def trace_lines(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
+    return read_table(run_dir)[0].to_pylist()
 
 
 def counter(events: list[dict], pid: int, name: str) -> list[tuple[float, int]]:

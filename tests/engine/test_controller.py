@@ -5,7 +5,6 @@ cells a test can hold and release."""
 
 from __future__ import annotations
 
-import json
 import queue
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from treadle.engine.errors import ConfigError
 from treadle.engine.events import LimitChanged, Stopping
 from treadle.engine.journal import replay
 from treadle.engine.run import RunOptions
+from treadle.engine.trace_reader import read_table
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 GATED = {"name": "a", "kind": "python", "function": "probe_cols:gated"}
@@ -51,10 +51,9 @@ def held_probe(probe):
 
 
 def attempts_by_status(run_dir: Path) -> dict[str, list[int]]:
-    """The rows of the cell attempts in trace.jsonl, by status."""
+    """The rows of the cell attempts in the trace, by status."""
     rows: dict[str, list[int]] = {}
-    for line in (run_dir / "trace.jsonl").read_text().splitlines():
-        attempt = json.loads(line)
+    for attempt in read_table(run_dir)[0].to_pylist():
         rows.setdefault(attempt["status"], []).append(attempt["row"])
     return {status: sorted(found) for status, found in rows.items()}
 
@@ -277,5 +276,5 @@ def test_resuming_needs_the_pipeline_of_a_run_built_in_python_and_the_same_seed(
         "output.parquet",
         "run.json",
         "summary.json",
-        "trace.jsonl",
+        "trace.parquet",
     ], "a refused resume writes nothing"

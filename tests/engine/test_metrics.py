@@ -1,7 +1,7 @@
 """treadle.engine.analysis: the metrics of a run directory and their typed records.
 
 A tiny real run (python columns with a retried and a failed cell, written by the engine's own trace
-writer) is measured, and each number is checked against trace.jsonl read line by line; the JSON of
+writer) is measured, and each number is checked against the trace read record by record; the JSON of
 the records against what summary.json holds. The helpers (series, limits, prices) get small inputs.
 """
 
@@ -29,7 +29,7 @@ from treadle.engine.analysis.records import (
 )
 from treadle.engine.analysis.series import histogram, nice_width, percentiles, step_series
 from treadle.engine.analysis.summary import NO_TRACE_NOTE, live_metrics
-from treadle.engine.trace_reader import TraceReader, trace_columns
+from treadle.engine.trace_reader import TraceReader, read_table, trace_columns
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 
@@ -71,14 +71,14 @@ def run_dir(tmp_path_factory, module_probe) -> Path:
 
 
 def trace_lines(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "trace.jsonl").read_text().splitlines()]
+    return read_table(run_dir)[0].to_pylist()
 
 
 def stored_summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text())
 
 
-# ---- measure_run against trace.jsonl --------------------------------------------------------------
+# ---- measure_run against the trace --------------------------------------------------------------
 
 
 def test_each_column_counts_what_its_trace_lines_say(run_dir):
@@ -162,7 +162,7 @@ def test_a_run_without_a_trace_has_a_note(tmp_path, module_probe):
 
 
 def test_live_metrics_come_from_the_attempts_given_and_say_which(run_dir):
-    records = list(TraceReader(run_dir / "trace.jsonl"))
+    records = list(TraceReader(run_dir))
     summary = {k: v for k, v in stored_summary(run_dir).items() if k != "metrics"}
     everything = live_metrics(run_dir, summary, None, records, len(records), summary["wall_s"])
     assert everything.source == "trace ring buffer"

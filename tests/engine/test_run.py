@@ -65,7 +65,7 @@ def test_a_run_leaves_its_record_groups_output_failures_trace_and_summary(tmp_pa
         "output.parquet",
         "run.json",
         "summary.json",
-        "trace.jsonl",
+        "trace.parquet",
     ], "no temporary files are left"
 
     record = RunRecord.read(run_dir)
