@@ -1,7 +1,8 @@
 """Resuming a run: the run record (run.json) and what a run directory says is already finished.
 
 Finished cells come from the row-group files (their `__states` column) and the journal; a finished
-cell is never run again. A group whose every cell is done keeps its file as it is.
+cell is never run again. A group whose every cell is done keeps its file as it is. A finished run's
+directory (compacted: cells.parquet and output.parquet) is expanded back to group files first.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def recover(
     recompute: Collection[str] = (),
 ) -> Recovery:
     """Read what is finished; cells of `recompute` columns count as not done."""
+    if directory.cells_path.exists():  # a finished run, compacted: its group files and journal again
+        directory.expand()
     recovery = Recovery()
     keep = [name for name in node_names if name not in recompute]
     for group in range(n_groups):

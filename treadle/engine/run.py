@@ -372,7 +372,8 @@ class Run:
         for group in scheduler.active_groups():
             rows, states = self._group_contents(group)
             self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
-        self.directory.assemble_output(range(self.tracker.n_groups), self.tracker.dropped_rows())
+        dropped = self.tracker.dropped_rows()
+        index = self.directory.assemble_output(range(self.tracker.n_groups), dropped)
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
         self.directory.write_failures(f.record() for f in failures)
         if self.loaded.config.run.trace and trace_error is None:  # summary.json's metrics come from it
@@ -389,6 +390,10 @@ class Run:
             self.final_trace = None
             self.summary = self.build_summary()
         self.directory.write_summary(self.summary)
+        # Every cell settled and every group written: output.parquet holds the values, so groups/ and
+        # the journal would only hold them twice. (After a write error a group may exist only in the journal.)
+        if self.tracker.unfinished == 0 and scheduler.fatal is None:
+            self.directory.compact(index, dropped, self.node_names, self.loaded.config.run.row_group_size)
         if trace_error is not None:
             raise trace_error
 
