@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -144,6 +145,9 @@ class Run:
         self.context_services = ContextServices(loaded, self.scheduler.cell_services)
         self.scheduler.context_services = self.context_services
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
+        self._groups_queued = 0
+        """Group writes handed to the writer thread and not yet done (both threads count: the lock)."""
+        self._queued_lock = threading.Lock()
         # Trace batches have their own thread: behind row-group writes they would arrive late and in
         # large batches, and the helper formatting them would still be busy when the run ends.
         self._trace_writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-trace")
@@ -213,9 +217,16 @@ class Run:
         return rows, [self.tracker.row_states(row) for row, _ in rows]
 
     def _write_group_now(self, group: int, rows: list[tuple[int, dict[str, Any]]], states: list[bytes]) -> None:
-        self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
-        # The group file now holds what the journal said about it: make both durable together.
-        self.journal.sync()
+        try:
+            self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
+        finally:
+            with self._queued_lock:
+                self._groups_queued -= 1
+                last = not self._groups_queued
+        # The group files hold what the journal said about them: make the journal durable with them,
+        # once for groups written back to back (an fsync costs about as much as a group's file).
+        if last:
+            self.journal.sync()
 
     def _storage_reason(self, exc: OSError) -> str:
         """Why a write failed, naming the file in the run directory when the error says which."""
@@ -233,6 +244,8 @@ class Run:
     async def _write_group(self, group: int) -> None:
         rows, states = self._group_contents(group)
         loop = asyncio.get_running_loop()
+        with self._queued_lock:
+            self._groups_queued += 1
         try:
             await loop.run_in_executor(self._writer, self._write_group_now, group, rows, states)
         except OSError as exc:
