@@ -177,6 +177,7 @@ class RunController:
             list(pipeline.graph.order),
             {name: node.outputs for name, node in pipeline.graph.nodes.items()},
             n_groups=-(-rows // size),
+            group_size=size,
             recompute=descendants(pipeline.graph.nodes, recompute),
         )
         options = RunOptions(out=path, rows=record.rows, max_parallel=record.max_parallel, hold_open=hold_open)

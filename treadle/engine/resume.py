@@ -77,6 +77,7 @@ def recover(
     node_names: Sequence[str],
     outputs: dict[str, tuple[str, ...]],
     n_groups: int,
+    group_size: int,
     recompute: Collection[str] = (),
 ) -> Recovery:
     """Read what is finished; cells of `recompute` columns count as not done."""
@@ -103,7 +104,10 @@ def recover(
             }
             if finished:
                 recovery.done[row] = finished
-    journal = replay(directory.journal_path)
+    # A complete group's file says it all: its rows' journal entries are not kept (a finished 1M-row
+    # run's journal would otherwise be held whole, ~1 KB a row).
+    finished = recovery.finished_groups
+    journal = replay(directory.journal_path, skip_row=lambda row: row // group_size in finished)
     recovery.dropped = journal.dropped
     for row, columns in journal.done.items():
         for name, column_values in columns.items():
