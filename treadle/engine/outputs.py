@@ -29,6 +29,8 @@ INTERNAL_FIELDS = (ROW_FIELD, STATES_FIELD)
 DROPPED_FIELD = "__dropped"
 """cells.parquet: a row left out of output.parquet (its states are empty)."""
 GROUP_SIZE_KEY = b"treadle.row_group_size"
+_OUTPUT_ROW_GROUP = 65_536
+"""Rows per parquet row group of output.parquet (a power of two: see bench/RESULTS.md, reading the seed)."""
 _INDEX_SCHEMA = pa.schema([(ROW_FIELD, pa.int64()), (STATES_FIELD, pa.binary())])
 
 
@@ -45,9 +47,16 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _write_atomically(path: Path, table: pa.Table) -> None:
+def _read_parquet(path: Path) -> pa.Table:
+    # Not pq.read_table: through the datasets layer, reading thousands of group files kept ~200 bytes
+    # resident per row read (measured: 43 MB more for 200k rows, 4 MB this way).
+    with pq.ParquetFile(path) as handle:
+        return handle.read()
+
+
+def _write_atomically(path: Path, table: pa.Table, **options: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
+    pq.write_table(table, tmp, **options)
     _fsync_file(tmp)
     os.replace(tmp, path)
 
@@ -106,18 +115,31 @@ class RunDirectory:
         paths = [p for p in (self.group_path(g) for g in groups) if p.exists()]
         schema = _unified_schema([pq.read_schema(p) for p in paths])
         tmp = self.output_path.with_name(self.output_path.name + ".tmp")
-        index: list[pa.Table] = []
+        rows: list[np.ndarray] = []
+        states: list[pa.Array] = []
+        pending: list[pa.Table] = []
+        pending_rows = 0
         with pq.ParquetWriter(tmp, schema) as writer:
             for path in paths:
-                table = pq.read_table(path)
+                table = _read_parquet(path)
                 if dropped_rows:
                     keep = [row not in dropped_rows for row in table.column(ROW_FIELD).to_pylist()]
                     table = table.filter(pa.array(keep))
-                index.append(table.select(list(INTERNAL_FIELDS)).cast(_INDEX_SCHEMA))
-                writer.write_table(_conform(table.drop_columns(list(INTERNAL_FIELDS)), schema))
+                # Copies: a slice of the table would keep all of its buffers, the whole output, alive.
+                rows.append(table.column(ROW_FIELD).to_numpy().copy())
+                states.append(pa.concat_arrays(table.column(STATES_FIELD).chunks or [pa.array([], pa.binary())]))
+                pending.append(_conform(table.drop_columns(list(INTERNAL_FIELDS)), schema))
+                pending_rows += table.num_rows
+                if pending_rows >= _OUTPUT_ROW_GROUP:  # parquet row groups of many files, not of one
+                    writer.write_table(pa.concat_tables(pending))
+                    pending, pending_rows = [], 0
+            if pending:
+                writer.write_table(pa.concat_tables(pending))
         _fsync_file(tmp)  # compact() deletes the group files on the strength of this file
         os.replace(tmp, self.output_path)
-        return pa.concat_tables(index) if index else _INDEX_SCHEMA.empty_table()
+        row_array = pa.array(np.concatenate(rows) if rows else np.array([], np.int64), pa.int64())
+        state_array = pa.concat_arrays(states) if states else pa.array([], pa.binary())
+        return pa.Table.from_arrays([row_array, state_array], schema=_INDEX_SCHEMA)
 
     def compact(self, index: pa.Table, dropped_rows: Iterable[int], nodes: Sequence[str], group_size: int) -> None:
         """After output.parquet is written for a finished run: the cell states to cells.parquet, then
@@ -130,11 +152,18 @@ class RunDirectory:
                 STATES_FIELD: pa.concat_arrays(
                     [index.column(STATES_FIELD).combine_chunks(), pa.array([b""] * len(dropped), pa.binary())]
                 ),
-                DROPPED_FIELD: pa.array([False] * index.num_rows + [True] * len(dropped)),
+                DROPPED_FIELD: pa.array(np.arange(index.num_rows + len(dropped)) >= index.num_rows),
             }
         )
         metadata = {COLUMNS_KEY: json.dumps(list(nodes)).encode(), GROUP_SIZE_KEY: str(group_size).encode()}
-        _write_atomically(self.cells_path, table.replace_schema_metadata(metadata))
+        # Seed rows delta-encoded rather than dictionary-encoded: a fraction of the size, and the
+        # dictionary's hash table cost ~180 bytes resident per row (measured at 200k rows).
+        _write_atomically(
+            self.cells_path,
+            table.replace_schema_metadata(metadata),
+            use_dictionary=[STATES_FIELD, DROPPED_FIELD],
+            column_encoding={ROW_FIELD: "DELTA_BINARY_PACKED"},
+        )
         # Best effort from here: the outputs are complete and the directory resumable whatever is left.
         with contextlib.suppress(OSError):
             self.journal_path.unlink(missing_ok=True)
