@@ -106,8 +106,8 @@ def recover(
                 recovery.done[row] = finished
     # A complete group's file says it all: its rows' journal entries are not kept (a finished 1M-row
     # run's journal would otherwise be held whole, ~1 KB a row).
-    finished = recovery.finished_groups
-    journal = replay(directory.journal_path, skip_row=lambda row: row // group_size in finished)
+    complete_groups = recovery.finished_groups
+    journal = replay(directory.journal_path, skip_row=lambda row: row // group_size in complete_groups)
     recovery.dropped = journal.dropped
     for row, columns in journal.done.items():
         for name, column_values in columns.items():
