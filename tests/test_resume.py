@@ -157,7 +157,7 @@ def test_a_finished_run_stopped_while_deleting_its_group_files_resumes_without_r
     tmp_path, counted, capsys
 ):
     """Once output.parquet and cells.parquet are written, groups/ and the journal are deleted; a
-    directory in groups/ makes that deletion stop after the journal, as a kill at that point would."""
+    directory in groups/ makes that deletion stop before groups/ is gone, as a kill at that point would."""
     pipeline, calls_log = counted
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
@@ -168,11 +168,11 @@ def test_a_finished_run_stopped_while_deleting_its_group_files_resumes_without_r
     )
     assert proc.stdout is not None
     proc.stdout.readline()  # run started: groups/ exists
-    (run_dir / "groups" / "rg-000000.a-directory").mkdir()  # sorts first; unlink() refuses a directory
+    (run_dir / "groups" / "rg-000000.a-directory").mkdir()  # unlink() refuses a directory
     proc.stdout.read()
     assert proc.wait(60) == 0
     assert (run_dir / "cells.parquet").exists() and not (run_dir / "journal.jsonl").exists()
-    assert (run_dir / "groups" / "rg-000000.parquet").exists(), "the deletion stopped before the group files"
+    assert (run_dir / "groups").is_dir(), "the deletion stopped before groups/ was gone"
     before = calls(calls_log)
     assert sum(before.values()) == 1200
 
