@@ -151,3 +151,37 @@ def test_a_run_directory_is_never_overwritten_and_resume_needs_one(tmp_path, cou
     (tmp_path / "plain").mkdir()
     plain = treadle_main(capsys, "resume", str(tmp_path / "plain"), "--no-ui")
     assert plain.returncode == 2 and "not a treadle run directory" in plain.stderr
+
+
+def test_a_finished_run_stopped_while_deleting_its_group_files_resumes_without_requesting_a_cell(
+    tmp_path, counted, capsys
+):
+    """Once output.parquet and cells.parquet are written, groups/ and the journal are deleted; a
+    directory in groups/ makes that deletion stop before groups/ is gone, as a kill at that point would."""
+    pipeline, calls_log = counted
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "treadle.cli", "run", str(pipeline), "--no-ui", "--out", str(run_dir), "--events", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # run started: groups/ exists
+    (run_dir / "groups" / "rg-000000.a-directory").mkdir()  # unlink() refuses a directory
+    proc.stdout.read()
+    assert proc.wait(60) == 0
+    assert (run_dir / "cells.parquet").exists() and not (run_dir / "journal.jsonl").exists()
+    assert (run_dir / "groups").is_dir(), "the deletion stopped before groups/ was gone"
+    before = calls(calls_log)
+    assert sum(before.values()) == 1200
+
+    recomputed = treadle_main(capsys, "resume", str(run_dir), "--no-ui", "--recompute", "label")
+    assert recomputed.returncode == 0, recomputed.stderr
+    again = treadle_main(capsys, "resume", str(run_dir), "--no-ui")
+    assert again.returncode == 0, again.stderr
+
+    assert calls(calls_log) == before, "no finished cell was requested again"
+    output = pd.read_parquet(run_dir / "output.parquet")
+    assert output["label"].tolist() == [f"{i}:{(2 * i) ** 2}" for i in range(600)]
+    assert (run_dir / "cells.parquet").exists() and not (run_dir / "journal.jsonl").exists()

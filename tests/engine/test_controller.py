@@ -270,9 +270,8 @@ def test_resuming_needs_the_pipeline_of_a_run_built_in_python_and_the_same_seed(
     with pytest.raises(ConfigError, match="the seed changed: it has 12 rows, the run had 10"):
         RunController.from_run_dir(run_dir, pipeline=grown)
     assert sorted(p.name for p in run_dir.iterdir()) == [
+        "cells.parquet",
         "failures.jsonl",
-        "groups",
-        "journal.jsonl",
         "output.parquet",
         "run.json",
         "summary.json",

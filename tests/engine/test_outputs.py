@@ -10,7 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from treadle.engine.outputs import COLUMNS_KEY, INTERNAL_FIELDS, RunDirectory
+from treadle.engine.journal import replay
+from treadle.engine.outputs import COLUMNS_KEY, INTERNAL_FIELDS, ROW_FIELD, STATES_FIELD, RunDirectory
 
 NODES = ["a", "b"]
 DONE, FAILED = 3, 4  # any bytes: the files keep them as given
@@ -55,10 +56,11 @@ def test_output_joins_the_groups_in_order_without_internal_fields_or_dropped_row
     write(directory, 1, {2: {"id": 2, "a": 20, "b": "c"}, 3: {"id": 3, "a": 30, "b": "d"}})
     write(directory, 0, {0: {"id": 0, "a": 0, "b": "a"}, 1: {"id": 1, "a": 10, "b": "b"}})
 
-    written = directory.assemble_output(range(3), dropped_rows={1})  # group 2 was never written
+    index = directory.assemble_output(range(3), dropped_rows={1})  # group 2 was never written
 
     output = pq.read_table(directory.output_path)
-    assert written == output.num_rows == 3
+    assert index.column(ROW_FIELD).to_pylist() == [0, 2, 3], "each output row's seed row"
+    assert index.column(STATES_FIELD).to_pylist() == [bytes([DONE, DONE])] * 3
     assert output.column_names == ["id", "a", "b"]
     assert output.to_pydict() == {"id": [0, 2, 3], "a": [0, 20, 30], "b": ["a", "c", "d"]}
     assert not directory.output_path.with_name("output.parquet.tmp").exists()
@@ -72,7 +74,7 @@ def test_output_unifies_column_types_that_differ_between_groups(tmp_path):
     # Group 2: `b` a whole number again, `extra` a whole number where the others had a float.
     write(directory, 2, {2: {"id": 2, "a": 7, "b": 2, "extra": 2}}, columns=("id", "a", "b", "extra"))
 
-    assert directory.assemble_output(range(3), set()) == 3
+    assert directory.assemble_output(range(3), set()).num_rows == 3
 
     output = pq.read_table(directory.output_path)
     assert output.schema.field("a").type == pa.int64()
@@ -84,6 +86,31 @@ def test_output_unifies_column_types_that_differ_between_groups(tmp_path):
         "b": ["1", "five", "2"],
         "extra": [None, 1.5, 2.0],
     }
+
+
+def test_compact_keeps_only_cell_states_and_expand_gives_back_the_group_files(tmp_path):
+    directory = made(tmp_path)
+    states = {0: bytes([DONE, DONE]), 2: bytes([DONE, FAILED]), 3: bytes([DONE, DONE])}
+    for group, rows in ((0, (0, 1)), (1, (2, 3))):
+        values = [(row, {"id": row, "a": row * 10, "a__usage": {"t": row}, "b": None}) for row in rows]
+        directory.write_group(group, values, ["id", "a", "a__usage", "b"], [states.get(r, b"") for r in rows], NODES)
+    before = {g: directory.read_group_rows(g) for g in (0, 1)}
+    directory.journal_path.write_text(json.dumps({"columns": NODES}) + "\n" + json.dumps([[1, -1, None]]) + "\n")
+
+    directory.compact(directory.assemble_output(range(2), {1}), {1}, NODES, group_size=2)
+
+    assert sorted(p.name for p in directory.path.iterdir()) == ["cells.parquet", "output.parquet"]
+    assert directory.read_written_row(2, 1) == {"id": 2, "a": 20, "a__usage": {"t": 2}, "b": None}
+    assert directory.read_written_row(1, 0) is None, "a dropped row is not in the output"
+
+    directory.expand()
+
+    assert sorted(p.name for p in directory.path.iterdir()) == ["groups", "journal.jsonl", "output.parquet"]
+    assert directory.read_group_states(1) == (NODES, [2, 3], [states[2], states[3]])
+    assert directory.read_group_states(0) == (NODES, [0], [states[0]]), "the dropped row stays out"
+    assert directory.read_group_rows(1) == before[1]
+    assert directory.read_group_rows(0) == {0: before[0][0]}
+    assert replay(directory.journal_path).dropped == {1}
 
 
 def test_a_column_of_mixed_types_within_a_group_is_kept_as_text(tmp_path):

@@ -1,4 +1,4 @@
-"""Row groups in flight: admitted in order under their limit, finished, reopened, counted."""
+"""Row groups in flight: admitted in order under their limit, finished, written, reopened, counted."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def test_groups_are_admitted_in_order_while_the_limit_has_room():
     assert admit_all(groups) == [0, 1]
     assert groups.limit.in_use == 2
     assert groups.finish(0)
+    assert admit_all(groups) == [], "a finished group holds its place until its file is written"
+    assert groups.written(0)
     assert admit_all(groups) == [2]
     assert groups.counts() == (1, 2, 2)
     assert groups.in_flight() == [1, 2]
@@ -29,12 +31,14 @@ def test_groups_finished_before_a_resume_are_skipped():
     assert groups.is_finished(0) and not groups.is_finished(1)
 
 
-def test_only_a_group_in_flight_finishes_and_each_finish_frees_the_limit_once():
+def test_only_a_group_in_flight_finishes_and_its_write_frees_the_limit_once():
     groups = RowGroups(3, Limit(ROW_GROUPS, 1))
     assert not groups.finish(1), "not started yet"
     assert admit_all(groups) == [0]
     assert groups.finish(0)
     assert not groups.finish(0), "already finished"
+    assert groups.limit.in_use == 1
+    assert groups.written(0)
     assert groups.limit.in_use == 0
 
 
@@ -47,3 +51,28 @@ def test_a_reopened_group_is_in_flight_again_and_holds_the_limit():
     groups.reopen(0)
     assert groups.limit.in_use == 1, "reopening a group in flight changes nothing"
     assert groups.counts() == (0, 1, 1)
+
+
+def test_a_group_reopened_while_written_keeps_one_place_until_its_last_write():
+    groups = RowGroups(2, Limit(ROW_GROUPS, 1))
+    admit_all(groups)
+    groups.finish(0)
+    groups.reopen(0)  # a retry while the first write is under way
+    assert groups.limit.in_use == 1
+    assert not groups.written(0), "the first write is done, but the group is in flight again"
+    assert groups.finish(0)
+    assert groups.limit.in_use == 1 and admit_all(groups) == []
+    assert groups.written(0)
+    assert groups.limit.in_use == 0 and admit_all(groups) == [1]
+
+
+def test_a_group_finished_twice_before_its_writes_are_done_frees_its_place_after_the_second():
+    groups = RowGroups(2, Limit(ROW_GROUPS, 1))
+    admit_all(groups)
+    groups.finish(0)
+    groups.reopen(0)
+    groups.finish(0)  # two writes pending
+    assert not groups.written(0)
+    assert groups.limit.in_use == 1
+    assert groups.written(0)
+    assert groups.limit.in_use == 0

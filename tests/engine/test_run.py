@@ -47,7 +47,7 @@ def pipeline_file(folder: Path, rows: int = 10, **run) -> Path:
     return path
 
 
-def test_a_run_leaves_its_record_groups_output_failures_trace_and_summary(tmp_path):
+def test_a_run_leaves_its_record_cell_states_output_failures_trace_and_summary(tmp_path):
     path = pipeline_file(tmp_path / "p")
     loaded = load_pipeline(path)
     run_dir = tmp_path / "run"
@@ -56,12 +56,8 @@ def test_a_run_leaves_its_record_groups_output_failures_trace_and_summary(tmp_pa
 
     files = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
     assert files == [
+        "cells.parquet",  # each row's cell states: groups/ and journal.jsonl are gone once every cell settled
         "failures.jsonl",
-        "groups",
-        "groups/rg-000000.parquet",  # rows 0-3
-        "groups/rg-000001.parquet",  # rows 4-7
-        "groups/rg-000002.parquet",  # row 8
-        "journal.jsonl",
         "output.parquet",
         "run.json",
         "summary.json",

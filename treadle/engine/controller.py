@@ -22,7 +22,7 @@ from treadle.engine.errors import ConfigError, Problem, TreadleError
 from treadle.engine.events import EventBus, RunEvent
 from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.limits import check_limit
-from treadle.engine.outputs import ROW_FIELD, RunDirectory
+from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import PythonColumn
 from treadle.engine.pipeline_loading import load_pipeline
 from treadle.engine.pipeline_validation import LoadedPipeline
@@ -177,6 +177,7 @@ class RunController:
             list(pipeline.graph.order),
             {name: node.outputs for name, node in pipeline.graph.nodes.items()},
             n_groups=-(-rows // size),
+            group_size=size,
             recompute=descendants(pipeline.graph.nodes, recompute),
         )
         options = RunOptions(out=path, rows=record.rows, max_parallel=record.max_parallel, hold_open=hold_open)
@@ -458,14 +459,8 @@ class RunController:
         return columns
 
     def _written_row(self, row: int) -> dict[str, Any]:
-        """A row whose group was written and released, read back from its row-group file."""
-        path = self._directory.group_path(row // self.loaded.config.run.row_group_size)
-        if not path.exists():
-            return {}
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path, filters=[(ROW_FIELD, "=", row)]).to_pylist()
-        return rows[0] if rows else {}
+        """A row whose group was written and released, read back from the run directory."""
+        return self._directory.read_written_row(row, row // self.loaded.config.run.row_group_size) or {}
 
     def failures(self) -> list[dict[str, Any]]:
         """Failed cells now: row, column, error class, message, attempts."""

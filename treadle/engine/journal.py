@@ -85,8 +85,9 @@ class Replayed:
     dropped: set[int] = field(default_factory=set)
 
 
-def replay(path: Path) -> Replayed:
-    """What a journal says was finished; a torn last line (a kill mid-write) is ignored."""
+def replay(path: Path, skip_row: Callable[[int], bool] = lambda row: False) -> Replayed:
+    """What a journal says was finished (done cells only of rows `skip_row` keeps) and dropped; a torn
+    last line (a kill mid-write) is ignored."""
     replayed = Replayed()
     if not path.exists():
         return replayed
@@ -103,6 +104,6 @@ def replay(path: Path) -> Replayed:
             for row, node, values in entry:
                 if node == _DROP:
                     replayed.dropped.add(row)
-                else:
+                elif not skip_row(row):
                     replayed.done.setdefault(row, {})[columns[node]] = values
     return replayed

@@ -1,4 +1,10 @@
-"""The run directory's files: row-group parquet files, output.parquet, failures.jsonl, summary.json."""
+"""The run directory's files: row-group parquet files, output.parquet, failures.jsonl, summary.json.
+
+While a run is unfinished, each finished row group has a file in groups/ (its rows with their cell
+states) and the journal has the cells finished since. Once every cell has settled and output.parquet
+is written, `compact` keeps the cell states alone in cells.parquet and deletes groups/ and the journal:
+output.parquet already holds the values. A resume of such a directory first `expand`s it back.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,13 @@ import contextlib
 import json
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROW_FIELD = "__row"
@@ -18,6 +27,14 @@ STATES_FIELD = "__states"
 """Each row's cell states (one byte per column, in the order of the `treadle.columns` metadata)."""
 COLUMNS_KEY = b"treadle.columns"
 INTERNAL_FIELDS = (ROW_FIELD, STATES_FIELD)
+DROPPED_FIELD = "__dropped"
+"""cells.parquet: a row left out of output.parquet (its states are empty)."""
+GROUP_SIZE_KEY = b"treadle.row_group_size"
+_OUTPUT_ROW_GROUP = 65_536
+"""Rows per parquet row group of output.parquet (a power of two: see bench/RESULTS.md, reading the seed)."""
+_FILE_THREADS = 8
+"""Threads writing or deleting group files at once: their fsyncs and unlinks overlap."""
+_INDEX_SCHEMA = pa.schema([(ROW_FIELD, pa.int64()), (STATES_FIELD, pa.binary())])
 
 
 def _arrow_column(values: list[Any]) -> pa.Array:
@@ -28,11 +45,22 @@ def _arrow_column(values: list[Any]) -> pa.Array:
         return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values])
 
 
-def _write_atomically(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as handle:
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+def _read_parquet(path: Path) -> pa.Table:
+    # Not pq.read_table: through the datasets layer, reading thousands of group files kept ~200 bytes
+    # resident per row read (measured: 43 MB more for 200k rows, 4 MB this way).
+    with pq.ParquetFile(path) as handle:
+        return handle.read()
+
+
+def _write_atomically(path: Path, table: pa.Table, **options: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, **options)
+    _fsync_file(tmp)
     os.replace(tmp, path)
 
 
@@ -48,6 +76,7 @@ class RunDirectory:
         self.trace_path = path / "trace.parquet"
         self.journal_path = path / "journal.jsonl"
         self.record_path = path / "run.json"
+        self.cells_path = path / "cells.parquet"
 
     def create(self) -> None:
         self.groups_dir.mkdir(parents=True, exist_ok=True)
@@ -83,23 +112,128 @@ class RunDirectory:
         table = table.replace_schema_metadata({COLUMNS_KEY: json.dumps(list(nodes)).encode()})
         _write_atomically(self.group_path(group), table)
 
-    def assemble_output(self, groups: Iterable[int], dropped_rows: set[int]) -> int:
-        """Join the row-group files into output.parquet, leaving dropped rows out; returns the row count."""
+    def assemble_output(self, groups: Iterable[int], dropped_rows: set[int]) -> pa.Table:
+        """Join the row-group files into output.parquet, leaving dropped rows out (temp name, fsync,
+        rename). Returns each output row's seed row and cell states (`ROW_FIELD`, `STATES_FIELD`)."""
         paths = [p for p in (self.group_path(g) for g in groups) if p.exists()]
         schema = _unified_schema([pq.read_schema(p) for p in paths])
         tmp = self.output_path.with_name(self.output_path.name + ".tmp")
-        written = 0
+        rows: list[np.ndarray] = []
+        states: list[pa.Array] = []
+        pending: list[pa.Table] = []
+        pending_rows = 0
         with pq.ParquetWriter(tmp, schema) as writer:
             for path in paths:
-                table = pq.read_table(path)
+                table = _read_parquet(path)
                 if dropped_rows:
                     keep = [row not in dropped_rows for row in table.column(ROW_FIELD).to_pylist()]
                     table = table.filter(pa.array(keep))
-                table = _conform(table.drop_columns(list(INTERNAL_FIELDS)), schema)
-                writer.write_table(table)
-                written += table.num_rows
+                # Copies: a slice of the table would keep all of its buffers, the whole output, alive.
+                rows.append(table.column(ROW_FIELD).to_numpy().copy())
+                states.append(pa.concat_arrays(table.column(STATES_FIELD).chunks or [pa.array([], pa.binary())]))
+                pending.append(_conform(table.drop_columns(list(INTERNAL_FIELDS)), schema))
+                pending_rows += table.num_rows
+                if pending_rows >= _OUTPUT_ROW_GROUP:  # parquet row groups of many files, not of one
+                    writer.write_table(pa.concat_tables(pending))
+                    pending, pending_rows = [], 0
+            if pending:
+                writer.write_table(pa.concat_tables(pending))
+        _fsync_file(tmp)  # compact() deletes the group files on the strength of this file
         os.replace(tmp, self.output_path)
-        return written
+        row_array = pa.array(np.concatenate(rows) if rows else np.array([], np.int64), pa.int64())
+        state_array = pa.concat_arrays(states) if states else pa.array([], pa.binary())
+        return pa.Table.from_arrays([row_array, state_array], schema=_INDEX_SCHEMA)
+
+    def compact(self, index: pa.Table, dropped_rows: Iterable[int], nodes: Sequence[str], group_size: int) -> None:
+        """After output.parquet is written for a finished run: the cell states to cells.parquet, then
+        groups/ and the journal deleted. A kill at any point leaves a directory `expand` or the usual
+        resume reads: cells.parquet is complete before anything is deleted."""
+        dropped = sorted(dropped_rows)
+        table = pa.table(
+            {
+                ROW_FIELD: pa.concat_arrays([index.column(ROW_FIELD).combine_chunks(), pa.array(dropped, pa.int64())]),
+                STATES_FIELD: pa.concat_arrays(
+                    [index.column(STATES_FIELD).combine_chunks(), pa.array([b""] * len(dropped), pa.binary())]
+                ),
+                DROPPED_FIELD: pa.array(np.arange(index.num_rows + len(dropped)) >= index.num_rows),
+            }
+        )
+        metadata = {COLUMNS_KEY: json.dumps(list(nodes)).encode(), GROUP_SIZE_KEY: str(group_size).encode()}
+        # Seed rows delta-encoded rather than dictionary-encoded: a fraction of the size, and the
+        # dictionary's hash table cost ~180 bytes resident per row (measured at 200k rows).
+        _write_atomically(
+            self.cells_path,
+            table.replace_schema_metadata(metadata),
+            use_dictionary=[STATES_FIELD, DROPPED_FIELD],
+            column_encoding={ROW_FIELD: "DELTA_BINARY_PACKED"},
+        )
+        # Best effort from here: the outputs are complete and the directory resumable whatever is left.
+        with contextlib.suppress(OSError):
+            self.journal_path.unlink(missing_ok=True)
+            # From several threads: an unlink took ~2.7 ms on a disk mounted with `discard`, one after
+            # another 27 s for a 1M-row run's 10,000 files.
+            with ThreadPoolExecutor(_FILE_THREADS, thread_name_prefix="treadle-compact") as pool:
+                list(pool.map(os.unlink, list(self.groups_dir.iterdir())))
+            self.groups_dir.rmdir()
+
+    def expand(self) -> None:
+        """Undo `compact` before a resume: the group files again from output.parquet and cells.parquet,
+        and the dropped rows in a fresh journal; cells.parquet goes last (a kill meanwhile: expand again)."""
+        cells = pq.read_table(self.cells_path)
+        metadata = cells.schema.metadata or {}
+        nodes = json.loads(metadata[COLUMNS_KEY])
+        group_size = int(metadata[GROUP_SIZE_KEY])
+        dropped = cells.column(DROPPED_FIELD).to_numpy(zero_copy_only=False)
+        kept = cells.filter(pa.array(~dropped)).select(list(INTERNAL_FIELDS))
+        output = pq.read_table(self.output_path, memory_map=True)
+        if output.num_rows != kept.num_rows:
+            raise OSError(f"{self.output_path} has {output.num_rows} rows, {self.cells_path.name} says {kept.num_rows}")
+        groups = kept.column(ROW_FIELD).to_numpy() // group_size
+        n_groups = int(pc.max(cells.column(ROW_FIELD)).as_py() or 0) // group_size + 1 if cells.num_rows else 0
+        self.groups_dir.mkdir(exist_ok=True)
+
+        def write(group: int) -> None:
+            start, stop = (int(i) for i in np.searchsorted(groups, [group, group + 1]))
+            rows = output.slice(start, stop - start)
+            table = pa.Table.from_arrays(
+                [*kept.slice(start, stop - start).columns, *rows.columns], names=[*INTERNAL_FIELDS, *rows.column_names]
+            )
+            _write_atomically(
+                self.group_path(group), table.replace_schema_metadata({COLUMNS_KEY: metadata[COLUMNS_KEY]})
+            )
+
+        # From several threads (one after another, each file's fsync waits for the disk in turn).
+        with ThreadPoolExecutor(_FILE_THREADS, thread_name_prefix="treadle-expand") as pool:
+            list(pool.map(write, range(n_groups)))
+        dropped_rows = cells.column(ROW_FIELD).filter(pa.array(dropped)).to_pylist()
+        tmp = self.journal_path.with_name(self.journal_path.name + ".tmp")
+        lines = [{"columns": nodes}, *([[[row, -1, None] for row in dropped_rows]] if dropped_rows else [])]
+        tmp.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+        _fsync_file(tmp)
+        os.replace(tmp, self.journal_path)
+        self.cells_path.unlink()
+
+    def read_written_row(self, row: int, group: int) -> dict[str, Any] | None:
+        """A row whose group was written: from its group file, or from output.parquet after `compact`."""
+        path = self.group_path(group)
+        if path.exists():
+            found = pq.read_table(path, filters=[(ROW_FIELD, "=", row)]).to_pylist()
+            return found[0] if found else None
+        if not (self.cells_path.exists() and self.output_path.exists()):
+            return None
+        cells = pq.read_table(self.cells_path, columns=[ROW_FIELD, DROPPED_FIELD])
+        kept = cells.filter(pc.invert(cells.column(DROPPED_FIELD))).column(ROW_FIELD).to_numpy()
+        positions = np.flatnonzero(kept == row)
+        if not len(positions):
+            return None
+        position = int(positions[0])
+        output = pq.ParquetFile(self.output_path)
+        for i in range(output.metadata.num_row_groups):
+            size = output.metadata.row_group(i).num_rows
+            if position < size:
+                return output.read_row_group(i).slice(position, 1).to_pylist()[0]
+            position -= size
+        return None
 
     def read_group_states(self, group: int) -> tuple[list[str], list[int], list[bytes]] | None:
         """A written group's column order, rows and cell states; None if it was not written."""

@@ -1,7 +1,8 @@
 """Resuming a run: the run record (run.json) and what a run directory says is already finished.
 
 Finished cells come from the row-group files (their `__states` column) and the journal; a finished
-cell is never run again. A group whose every cell is done keeps its file as it is.
+cell is never run again. A group whose every cell is done keeps its file as it is. A finished run's
+directory (compacted: cells.parquet and output.parquet) is expanded back to group files first.
 """
 
 from __future__ import annotations
@@ -76,9 +77,12 @@ def recover(
     node_names: Sequence[str],
     outputs: dict[str, tuple[str, ...]],
     n_groups: int,
+    group_size: int,
     recompute: Collection[str] = (),
 ) -> Recovery:
     """Read what is finished; cells of `recompute` columns count as not done."""
+    if directory.cells_path.exists():  # a finished run, compacted: its group files and journal again
+        directory.expand()
     recovery = Recovery()
     keep = [name for name in node_names if name not in recompute]
     for group in range(n_groups):
@@ -100,7 +104,10 @@ def recover(
             }
             if finished:
                 recovery.done[row] = finished
-    journal = replay(directory.journal_path)
+    # A complete group's file says it all: its rows' journal entries are not kept (a finished 1M-row
+    # run's journal would otherwise be held whole, ~1 KB a row).
+    complete_groups = recovery.finished_groups
+    journal = replay(directory.journal_path, skip_row=lambda row: row // group_size in complete_groups)
     recovery.dropped = journal.dropped
     for row, columns in journal.done.items():
         for name, column_values in columns.items():

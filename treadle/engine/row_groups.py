@@ -3,6 +3,10 @@
 The scheduler admits groups in order while the limit has room (their rows load and their first cells
 become ready), finishes a group when its last cell settles (its file is written), and reopens a
 finished group when a person retries one of its cells. Groups finished before a resume are skipped.
+
+A finished group keeps its place under the limit until its file is written (`written`): the rows of
+finished groups wait in memory for the writer, so a writer slower than the cells must slow admission
+rather than let those rows pile up.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ class RowGroups:
         for group in finished:
             self._status[group] = _FINISHED
         self._next = 0
+        self._unwritten: dict[int, int] = {}
+        """Finished groups whose writes are not all done -> how many are pending; they hold the limit."""
 
     def admit_next(self) -> int | None:
         """The next group to start, now in flight, if the limit has room and any group is left; else None."""
@@ -34,10 +40,21 @@ class RowGroups:
         return None
 
     def finish(self, group: int) -> bool:
-        """Finish a group in flight; False if it was not in flight."""
+        """Finish a group in flight (it holds the limit until `written`); False if it was not in flight."""
         if self._status[group] != _IN_FLIGHT:
             return False
         self._status[group] = _FINISHED
+        self._unwritten[group] = self._unwritten.get(group, 0) + 1
+        return True
+
+    def written(self, group: int) -> bool:
+        """A write of a finished group is done; True if that freed room under the limit."""
+        pending = self._unwritten.pop(group) - 1
+        if pending:
+            self._unwritten[group] = pending
+            return False
+        if self._status[group] != _FINISHED:  # reopened meanwhile: in flight, still holding its place
+            return False
         self.limit.release()
         return True
 
@@ -45,7 +62,8 @@ class RowGroups:
         """A finished group is in flight again (a retried cell of it)."""
         if self._status[group] == _FINISHED:
             self._status[group] = _IN_FLIGHT
-            self.limit.acquire()
+            if group not in self._unwritten:  # else it still holds its place
+                self.limit.acquire()
 
     def is_finished(self, group: int) -> bool:
         return self._status[group] == _FINISHED

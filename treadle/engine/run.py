@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -142,6 +143,9 @@ class Run:
         self.context_services = ContextServices(loaded, self.scheduler.cell_services)
         self.scheduler.context_services = self.context_services
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
+        self._groups_queued = 0
+        """Group writes handed to the writer thread and not yet done (both threads count: the lock)."""
+        self._queued_lock = threading.Lock()
         # Trace batches have their own thread: behind row-group writes they would arrive late and in
         # large batches; at the end, the trace is folded into trace.parquet there while outputs are written.
         self._trace_writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-trace")
@@ -211,9 +215,16 @@ class Run:
         return rows, [self.tracker.row_states(row) for row, _ in rows]
 
     def _write_group_now(self, group: int, rows: list[tuple[int, dict[str, Any]]], states: list[bytes]) -> None:
-        self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
-        # The group file now holds what the journal said about it: make both durable together.
-        self.journal.sync()
+        try:
+            self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
+        finally:
+            with self._queued_lock:
+                self._groups_queued -= 1
+                last = not self._groups_queued
+        # The group files hold what the journal said about them: make the journal durable with them,
+        # once for groups written back to back (an fsync costs about as much as a group's file).
+        if last:
+            self.journal.sync()
 
     def _storage_reason(self, exc: OSError) -> str:
         """Why a write failed, naming the file in the run directory when the error says which."""
@@ -231,6 +242,8 @@ class Run:
     async def _write_group(self, group: int) -> None:
         rows, states = self._group_contents(group)
         loop = asyncio.get_running_loop()
+        with self._queued_lock:
+            self._groups_queued += 1
         try:
             await loop.run_in_executor(self._writer, self._write_group_now, group, rows, states)
         except OSError as exc:
@@ -366,7 +379,8 @@ class Run:
         for group in scheduler.active_groups():
             rows, states = self._group_contents(group)
             self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
-        self.directory.assemble_output(range(self.tracker.n_groups), self.tracker.dropped_rows())
+        dropped = self.tracker.dropped_rows()
+        index = self.directory.assemble_output(range(self.tracker.n_groups), dropped)
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
         self.directory.write_failures(f.record() for f in failures)
         trace_error: OSError | None = None
@@ -378,6 +392,10 @@ class Run:
             trace_error = exc
         self.summary = self.build_summary()
         self.directory.write_summary(self.summary)
+        # Every cell settled and every group written: output.parquet holds the values, so groups/ and
+        # the journal would only hold them twice. (After a write error a group may exist only in the journal.)
+        if self.tracker.unfinished == 0 and scheduler.fatal is None:
+            self.directory.compact(index, dropped, self.node_names, self.loaded.config.run.row_group_size)
         if trace_error is not None:
             raise trace_error
 

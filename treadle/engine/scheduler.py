@@ -358,18 +358,26 @@ class Scheduler:
 
     def _after_change(self, cell: int) -> None:
         group = self.tracker.group_of(cell)
-        if self.tracker.group_open[group] == 0 and self._finish_group(group):
-            self._admit()
+        if self.tracker.group_open[group] == 0:
+            self._finish_group(group)  # its place admits the next group once its file is written
 
     def _finish_group(self, group: int) -> bool:
         """Finish a group in flight and write its file; False if it was not in flight."""
         if not self._groups.finish(group):
             return False
         assert self._loop is not None
-        write = self._loop.create_task(self._on_group_finished(group))
+        write = self._loop.create_task(self._write_group(group))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
         return True
+
+    async def _write_group(self, group: int) -> None:
+        """Write a finished group's file; only then may its place admit the next group (backpressure)."""
+        try:
+            await self._on_group_finished(group)
+        finally:
+            if self._groups.written(group):
+                self._admit()
 
     def is_finished(self, group: int) -> bool:
         return self._groups.is_finished(group)
