@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from treadle.engine.analysis.records import MetricsNote, Record, SummaryMetrics, parse_summary_metrics
 
@@ -92,7 +92,8 @@ class OutputPaths(Record):
 
 
 class RunSummary(Record):
-    """summary.json: a run's outcome, per column counts and latency, limits, rate limits and metrics."""
+    """summary.json: a run's outcome, per column counts and latency, limits, rate limits and metrics.
+    The fields with a default came later: a summary.json written before them still reads."""
 
     _omitted_when_none = ("metrics",)
 
@@ -102,19 +103,19 @@ class RunSummary(Record):
     pipeline: str
     pipeline_hash: str
     wall_s: float
-    engine_cpu_s: float
+    engine_cpu_s: float | None = None
     rows: RowOutcomes
     cells: dict[str, int]
     """Cells by state over all columns (CellState labels, in that order)."""
     columns: dict[str, ColumnCells]
     parallel_efficiency: float
     """Busy slot-seconds over wall seconds."""
-    loop_lag_ms: LoopLagMs
+    loop_lag_ms: LoopLagMs | None = None
     limits: dict[str, LimitPeak]
-    first_row_s: float | None
+    first_row_s: float | None = None
     """Seconds until the first row was done; None: none was."""
-    rate_limits: dict[str, RateLimitSummary]
-    limit_history: dict[str, list[list[Number]]]
+    rate_limits: dict[str, RateLimitSummary] = Field(default_factory=dict)
+    limit_history: dict[str, list[list[Number]]] = Field(default_factory=dict)
     """Per limit, [t, total] at each change (t in seconds from the run's start)."""
     join: JoinSummary | None
     outputs: OutputPaths
