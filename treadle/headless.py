@@ -179,37 +179,37 @@ def run_headless(
 
 
 def print_summary(console: Console, result: RunResult) -> None:
-    summary = result.summary
-    rows = summary["rows"]
-    counts = f"{rows['done']}/{rows['total']} rows done, {rows['failed']} failed, {rows['dropped']} dropped" + (
-        f", {rows['unfinished']} unfinished" if rows["unfinished"] else ""
+    summary = result.record
+    rows = summary.rows
+    counts = f"{rows.done}/{rows.total} rows done, {rows.failed} failed, {rows.dropped} dropped" + (
+        f", {rows.unfinished} unfinished" if rows.unfinished else ""
     )
     if result.status == "done":
-        headline = f"[bold green]done[/] in {summary['wall_s']:.2f} s: {counts}"
+        headline = f"[bold green]done[/] in {summary.wall_s:.2f} s: {counts}"
     elif result.status == "interrupted":
-        headline = f"[bold yellow]interrupted[/] after {summary['wall_s']:.2f} s: {counts}"
+        headline = f"[bold yellow]interrupted[/] after {summary.wall_s:.2f} s: {counts}"
     elif result.message:
-        headline = f"[bold red]stopped early[/] after {summary['wall_s']:.2f} s: {counts}"
+        headline = f"[bold red]stopped early[/] after {summary.wall_s:.2f} s: {counts}"
     else:
-        headline = f"[bold]finished[/] in {summary['wall_s']:.2f} s [red]with failed rows[/]: {counts}"
+        headline = f"[bold]finished[/] in {summary.wall_s:.2f} s [red]with failed rows[/]: {counts}"
     console.print(headline, highlight=False, soft_wrap=True)
     if result.message:
         Console(stderr=True).print(f"[red]{result.message}[/]", highlight=False, soft_wrap=True)
     table = Table(title=None, box=None, pad_edge=False)
     for header in ("column", "done", "failed", "blocked", "p50 s", "p95 s"):
         table.add_column(header, justify="left" if header == "column" else "right")
-    for name, column in summary["columns"].items():
-        cells, latency = column["cells"], column["latency_s"]
+    for name, column in summary.columns.items():
+        cells, latency = column.cells, column.latency_s
         table.add_row(
             name,
             str(cells["done"]),
             str(cells["failed"]),
             str(cells["blocked"]),
-            f"{latency['p50']:.3f}",
-            f"{latency['p95']:.3f}",
+            f"{latency.p50:.3f}",
+            f"{latency.p95:.3f}",
         )
     console.print(table)
-    outputs = summary["outputs"]
-    console.print(f"output:   {outputs['output']}", highlight=False, soft_wrap=True)
-    console.print(f"failures: {outputs['failures']}", highlight=False, soft_wrap=True)
-    console.print(f"summary:  {outputs['summary']}", highlight=False, soft_wrap=True)
+    outputs = summary.outputs
+    console.print(f"output:   {outputs.output}", highlight=False, soft_wrap=True)
+    console.print(f"failures: {outputs.failures}", highlight=False, soft_wrap=True)
+    console.print(f"summary:  {outputs.summary}", highlight=False, soft_wrap=True)

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from treadle.engine.summary_record import RunSummary
+
 if TYPE_CHECKING:
     from treadle.engine.run import Run
 
@@ -34,6 +36,11 @@ class RunResult:
         path = Path(run_dir)
         summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
         return cls(run_dir=path, status=summary["status"], summary=summary, message=summary.get("message"))
+
+    @property
+    def record(self) -> RunSummary:
+        """`summary` as its typed record (read from the dict each time: a script may have added keys)."""
+        return RunSummary.from_json(self.summary)
 
     @property
     def exit_code(self) -> int:

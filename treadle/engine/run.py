@@ -38,6 +38,17 @@ from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Capacity, Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
 from treadle.engine.stats import LimitChanges
+from treadle.engine.summary_record import (
+    CellLatency,
+    ColumnCells,
+    JoinSummary,
+    LimitPeak,
+    LoopLagMs,
+    OutputPaths,
+    RateLimitSummary,
+    RowOutcomes,
+    RunSummary,
+)
 from treadle.engine.trace_reader import TraceColumns, read_trace
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
@@ -406,59 +417,64 @@ class Run:
 
     def build_summary(self) -> dict[str, Any]:
         """summary.json; with `metrics` once the trace is final (or a note when tracing is off)."""
+        return self.summary_record().to_json()
+
+    def summary_record(self) -> RunSummary:
+        """The run's summary as its record; `metrics` once the trace is final (a note when tracing is off)."""
         totals = self.tracker.totals()
-        columns: dict[str, Any] = {}
+        columns: dict[str, ColumnCells] = {}
         busy_s = 0.0
         for i, name in enumerate(self.node_names):
             latencies = np.array(self.scheduler.latencies[i], dtype=np.float64)  # a copy: the run may go on
             busy_s += float(latencies.sum())
             base = i * len(CellState)
-            columns[name] = {
-                "cells": {s.label: self.tracker.counts[base + s] for s in CellState},
-                "latency_s": {
-                    **percentiles(latencies),
-                    "mean": round(float(latencies.mean()), 6) if len(latencies) else 0.0,
-                },
-            }
+            columns[name] = ColumnCells(
+                cells={s.label: self.tracker.counts[base + s] for s in CellState},
+                latency_s=CellLatency(
+                    **percentiles(latencies), mean=round(float(latencies.mean()), 6) if len(latencies) else 0.0
+                ),
+            )
         join = self.loaded.seed.join
         config = self.loaded.config
-        summary = {
-            "name": self.loaded.name,
-            "status": self.status,
-            "message": self.message,
-            "pipeline": str(self.loaded.path),
-            "pipeline_hash": self.loaded.source_hash,
-            "wall_s": round(self.wall_s, 3),
-            "engine_cpu_s": round(self.engine_cpu_s, 3),
-            "rows": self.tracker.row_outcomes(),
-            "cells": {s.label: totals[s] for s in CellState},
-            "columns": columns,
-            "parallel_efficiency": round(busy_s / self.wall_s, 3) if self.wall_s else 0.0,
-            "loop_lag_ms": self.loop_lag.summary_ms(),
-            "limits": {name: {"total": lim.total, "peak": lim.peak} for name, lim in self.limits.items()},
-            "first_row_s": (
+        summary = RunSummary(
+            name=self.loaded.name,
+            status=self.status,
+            message=self.message,
+            pipeline=str(self.loaded.path),
+            pipeline_hash=self.loaded.source_hash,
+            wall_s=round(self.wall_s, 3),
+            engine_cpu_s=round(self.engine_cpu_s, 3),
+            rows=RowOutcomes(**self.tracker.row_outcomes()),
+            cells={s.label: totals[s] for s in CellState},
+            columns=columns,
+            parallel_efficiency=round(busy_s / self.wall_s, 3) if self.wall_s else 0.0,
+            loop_lag_ms=LoopLagMs(**self.loop_lag.summary_ms()),
+            limits={name: LimitPeak(total=lim.total, peak=lim.peak) for name, lim in self.limits.items()},
+            first_row_s=(
                 None
                 if self.scheduler.first_row_done_at is None
                 else round(self.scheduler.first_row_done_at - self.tracer.t0, 3)
             ),
-            "rate_limits": {
-                name.removeprefix("model:"): rate_summary(rate, self.tracer.t0) for name, rate in self.rates.items()
+            rate_limits={
+                name.removeprefix("model:"): RateLimitSummary(**rate_summary(rate, self.tracer.t0))
+                for name, rate in self.rates.items()
             },
-            "limit_history": (
+            limit_history=(
                 self.limit_changes.as_json()
                 if self.limit_changes is not None
                 else {name: [[0.0, lim.total]] for name, lim in self.limits.items()}
             ),
-            "join": None if join is None else dataclasses.asdict(join),
-            "outputs": {
-                "output": str(self.directory.output_path),
-                "failures": str(self.directory.failures_path),
-                "summary": str(self.directory.summary_path),
-            },
-        }
+            join=None if join is None else JoinSummary(**dataclasses.asdict(join)),
+            outputs=OutputPaths(
+                output=str(self.directory.output_path),
+                failures=str(self.directory.failures_path),
+                summary=str(self.directory.summary_path),
+            ),
+        )
         if not config.run.trace:
-            summary["metrics"] = NO_TRACE.to_json()
-        elif self.final_trace is not None:
+            return summary.model_copy(update={"metrics": NO_TRACE})
+        if self.final_trace is not None:
             prices = prices_of(config.models)
-            summary["metrics"] = summary_metrics(self.directory.path, summary, prices, self.final_trace).to_json()
+            metrics = summary_metrics(self.directory.path, summary.to_json(), prices, self.final_trace)
+            return summary.model_copy(update={"metrics": metrics})
         return summary

@@ -20,8 +20,8 @@ from treadle.engine.analysis.records import (
     MetricsNote,
     SummaryMetrics,
     ThroughputSummary,
-    parse_summary_metrics,
 )
+from treadle.engine.summary_record import RunSummary
 from treadle.report import adaptive_change_rows, first_row_text, rate_limit_rows, sparkline
 from treadle.tui.actions import ACTIONS
 from treadle.tui.keymap import DEFAULT_KEYS, bindings, key_text
@@ -239,14 +239,13 @@ class CellDetailScreen(ModalScreen[None]):
 def summary_table(summary: Mapping[str, Any], show_latency: bool = True) -> RenderableType:
     """Rows, cells by state, per-column counts and latency, then the run's metrics: what summary.json
     holds. `show_latency=False` leaves out every measured time (stable screenshots)."""
-    rows = summary.get("rows", {})
-    cells = summary.get("cells", {})
+    record = RunSummary.from_json(summary)
+    rows, cells = record.rows, record.cells
     head = Text()
     head.append("rows ", style="bold")
     head.append(
-        f"{rows.get('total', 0):,} total · {rows.get('done', 0):,} done · {rows.get('failed', 0):,} failed · "
-        f"{rows.get('dropped', 0):,} dropped"
-        + (f" · {rows['unfinished']:,} unfinished" if rows.get("unfinished") else "")
+        f"{rows.total:,} total · {rows.done:,} done · {rows.failed:,} failed · {rows.dropped:,} dropped"
+        + (f" · {rows.unfinished:,} unfinished" if rows.unfinished else "")
     )
     cell_line = Text()
     cell_line.append("cells ", style="bold")
@@ -257,19 +256,16 @@ def summary_table(summary: Mapping[str, Any], show_latency: bool = True) -> Rend
     headers = ["column", "done", "failed", "blocked", "dropped"] + (["p50", "p95"] if show_latency else [])
     for header in headers:
         table.add_column(header, justify="left" if header == "column" else "right")
-    for name, column in summary.get("columns", {}).items():
-        counts, latency = column.get("cells", {}), column.get("latency_s", {})
-        row = [name] + [f"{counts.get(s, 0):,}" for s in ("done", "failed", "blocked", "dropped")]
+    for name, column in record.columns.items():
+        row = [name] + [f"{column.cells.get(s, 0):,}" for s in ("done", "failed", "blocked", "dropped")]
         if show_latency:
-            row += [duration_text(latency.get("p50")), duration_text(latency.get("p95"))]
+            row += [duration_text(column.latency_s.p50), duration_text(column.latency_s.p95)]
         table.add_row(*row)
     parts: list[RenderableType] = [head, cell_line, Text(""), table]
-    metrics = summary.get("metrics")
-    if isinstance(metrics, Mapping):
-        parts += metrics_parts(metrics, show_latency)
-    history = summary.get("limit_history")
-    if isinstance(history, Mapping) and history:
-        parts += [Text(""), limits_text(history, show_latency)]
+    if record.metrics is not None:
+        parts += metrics_parts(record.metrics, show_latency)
+    if record.limit_history:
+        parts += [Text(""), limits_text(record.limit_history, show_latency)]
     parts += rate_limit_parts(summary, show_latency)
     return Group(*parts)
 
@@ -319,10 +315,9 @@ def _cost(value: float | None) -> str:
     return "—" if value is None else f"{value:,.4f}"
 
 
-def metrics_parts(metrics: Mapping[str, Any], show_latency: bool = True) -> list[RenderableType]:
+def metrics_parts(parsed: SummaryMetrics | MetricsNote, show_latency: bool = True) -> list[RenderableType]:
     """summary.json's `metrics` (or a live summary's): throughput, concurrency, queue wait vs run time
     per column, tokens and cost, errors by class."""
-    parsed = parse_summary_metrics(metrics)
     if isinstance(parsed, MetricsNote):
         return [Text(""), Text(parsed.note, style="dim")]
     parts: list[RenderableType] = [Text("")]
@@ -435,12 +430,11 @@ class SummaryScreen(ModalScreen[str | None]):
         self.show_latency = show_latency
 
     def compose(self) -> ComposeResult:
-        outputs = self.summary.get("outputs", {})
+        outputs = RunSummary.from_json(self.summary).outputs.to_json()
         paths = Text()
         paths.append("files (written when the run closes)\n", style="bold")
-        for label in ("output", "failures", "summary"):
-            if label in outputs:
-                paths.append(f"  {label + ':':<10}{outputs[label]}\n")
+        for label, path in outputs.items():
+            paths.append(f"  {label + ':':<10}{path}\n")
         with Vertical():
             yield Static(self.headline, classes="title")
             with VerticalScroll():

@@ -39,6 +39,7 @@ from treadle.engine.analysis.run_dir import load_summary
 from treadle.engine.analysis.series import step_series
 from treadle.engine.errors import ConfigError, Problem
 from treadle.engine.trace_reader import TraceReader, trace_path
+from treadle.engine.trace_schema import FIELDS
 
 SLOTS_PID, MODELS_PID, QUEUE_PID = 1, 2, 3
 SLOT_TID_BASE = 100
@@ -53,9 +54,19 @@ _COLOURS: dict[Any, str] = {
 """Chrome's reserved colour names (`cname`) for attempts that did not succeed."""
 # Events are formatted without building dicts: this runs for every line of a trace of millions.
 _X = '{"name":%s,"cat":"%s","ph":"X","ts":%.3f,"dur":%.3f,"pid":%d,"tid":%d%s,"args":%s}'
+# An attempt's args are its trace fields (trace_schema.FIELDS, in that order) but for those its event shows
+# otherwise (times as ts/dur, the slot as its thread) or adds only when set (parent, retry_after_s); the
+# computed queue_wait_ms comes before model and seq, the order Chrome exports have always had.
+_SHOWN_OTHERWISE = ("slot", "t_ready", "t_start", "t_end", "parent", "retry_after_s")
+_AFTER_QUEUE_WAIT = ("model", "seq")
+_ARG_FIELDS = tuple(name for name in FIELDS if name not in _SHOWN_OTHERWISE + _AFTER_QUEUE_WAIT)
+"""The fields before queue_wait_ms; `export_chrome` gives their values in this order."""
 _ARGS = (
-    '{"row":%s,"column":%s,"attempt":%s,"status":%s,"error_class":%s,"message":%s,"tokens_in":%s,'
-    '"tokens_out":%s,"queue_wait_ms":%.3f,"model":%s,"seq":%s%s}'
+    "{"
+    + ",".join(f'"{name}":%s' for name in _ARG_FIELDS)
+    + ',"queue_wait_ms":%.3f,'
+    + ",".join(f'"{name}":%s' for name in _AFTER_QUEUE_WAIT)
+    + "%s}"
 )
 _QUEUED = (
     '{"name":%s,"cat":"queue","ph":"X","ts":%.3f,"dur":%.3f,"pid":' + str(QUEUE_PID) + ',"tid":%d,'
