@@ -27,6 +27,7 @@ from treadle.engine.pipeline import PythonColumn
 from treadle.engine.pipeline_loading import load_pipeline
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.rate_limits import RateView
+from treadle.engine.response_cache import CacheMode
 from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, recover
 from treadle.engine.run import Run, RunOptions, RunStatus
@@ -134,6 +135,7 @@ class RunController:
         pipeline: LoadedPipeline | None = None,
         recompute: Collection[str] = (),
         hold_open: bool = False,
+        cache: CacheMode = "use",
     ) -> RunController:
         """Continue an interrupted or failed run in its directory: finished cells are never run again.
 
@@ -179,7 +181,9 @@ class RunController:
             n_groups=-(-rows // size),
             recompute=descendants(pipeline.graph.nodes, recompute),
         )
-        options = RunOptions(out=path, rows=record.rows, max_parallel=record.max_parallel, hold_open=hold_open)
+        options = RunOptions(
+            out=path, rows=record.rows, max_parallel=record.max_parallel, hold_open=hold_open, cache=cache
+        )
         return cls(pipeline, options, recovery=recovery)
 
     @property

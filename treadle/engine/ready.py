@@ -54,12 +54,19 @@ class ReadyHeaps:
         time slice of its workers began)."""
         self._rate_timer: asyncio.TimerHandle | None = None
         self._rate_timer_at = math.inf
+        self._probed = [getattr(g, "cache", None) is not None for g in generators]
+        self.probe: Callable[[int], bool] | None = None
+        """Answers a ready cell from the response cache (True: it goes to heap 0, under no model limit)."""
 
     def push(self, cells: list[int], now: float) -> None:
         n_nodes = self._tracker.n_nodes
+        probe = self.probe
         for cell in cells:
             node = cell % n_nodes
-            heapq.heappush(self._heaps[self._heap_of_node[node]], (cell // n_nodes, self._neg_cp[node], cell, now))
+            heap = self._heap_of_node[node]
+            if probe is not None and self._probed[node] and probe(cell):
+                heap = 0  # a cached answer: it waits for no model slot, pace or budget
+            heapq.heappush(self._heaps[heap], (cell // n_nodes, self._neg_cp[node], cell, now))
 
     def count(self) -> int:
         """Ready entries (an upper bound: entries of dropped cells leave lazily)."""

@@ -32,6 +32,7 @@ from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import ErrorWindow, FailurePolicies, NodePolicy, NoWindow, RetryPolicy
 from treadle.engine.rate_limits import Change, ModelRate, rate_summary
+from treadle.engine.response_cache import CacheMode, attach_cache, cache_summary, open_run_cache
 from treadle.engine.resume import Recovery
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Capacity, Scheduler
@@ -63,6 +64,8 @@ class RunOptions:
     hold_open: bool = False
     """Keep the run open when every cell has finished, so failed cells can still be retried;
     `RunController.close()` ends it."""
+    cache: CacheMode = "use"
+    """The response cache: `use`, `off` (--no-cache) or `refresh` (--refresh-cache)."""
 
 
 def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:
@@ -106,6 +109,8 @@ class Run:
         self.journal = Journal(directory.journal_path, self.node_names, on_error=self._storage_failed)
         finished_groups = self._restore(recovery) if recovery is not None else set()
         self.generators = build_generators(loaded)
+        self.cache = open_run_cache(config, loaded.base_dir, options.cache)
+        attach_cache(self.generators, config, self.cache)
         tracer_class = Tracer if config.run.trace else NullTracer
         self.tracer = tracer_class(
             self.node_names,
@@ -143,6 +148,7 @@ class Run:
         )
         self.context_services = ContextServices(loaded, self.scheduler.cell_services)
         self.scheduler.context_services = self.context_services
+        self.context_services.cache = self.cache if self.cache is not None and self.cache.usable else None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
         # Trace batches have their own thread: behind row-group writes they would arrive late and in
         # large batches, and the helper formatting them would still be busy when the run ends.
@@ -361,6 +367,8 @@ class Run:
     def _write_outputs(self) -> None:
         scheduler = self.scheduler
         self.journal.close()
+        if self.cache is not None:
+            self.cache.close()
         # The trace helper (large runs) formats the last of trace.jsonl while the files below are written.
         # A trace that cannot be written must not cost the outputs: its error is raised after them.
         trace_error: OSError | None = None
@@ -443,6 +451,7 @@ class Run:
                 else {name: [[0.0, lim.total]] for name, lim in self.limits.items()}
             ),
             "join": None if join is None else dataclasses.asdict(join),
+            "cache": cache_summary(self.cache, config.models),
             "outputs": {
                 "output": str(self.directory.output_path),
                 "failures": str(self.directory.failures_path),

@@ -19,7 +19,7 @@ import numpy as np
 from treadle.engine.trace_reader import HEAD_DTYPE, TraceColumns, joined, read_trace
 from treadle.engine.trace_writer import HEAD, Batch, Record, Rest, TraceWriterProcess, write_lines
 
-TraceStatus = Literal["done", "retry", "failed", "timeout", "cancelled"]
+TraceStatus = Literal["done", "retry", "failed", "timeout", "cancelled", "cached"]
 RING_SIZE = 20_000
 
 
