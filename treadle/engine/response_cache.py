@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import sqlite3
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +39,7 @@ _BUSY_TIMEOUT_MS = 5000
 _READ_BUSY_TIMEOUT_MS = 50
 """A lookup on the engine loop waits at most this long for a lock; then it is a miss."""
 _BATCH = 2000
+WRITE_INTERVAL_S = 0.25
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
@@ -128,7 +129,10 @@ class ResponseCache:
         self.stats = CacheStats()
         self._warn = warn
         self._reader: sqlite3.Connection | None = None
-        self._writes: queue.SimpleQueue[tuple[str, str, float] | None] = queue.SimpleQueue()
+        self._writes: deque[tuple[str, str, Any]] = deque()
+        """New answers and "last used" times; appending wakes no thread (the writer looks every
+        WRITE_INTERVAL_S), so the loop pays only the append."""
+        self._closing = threading.Event()
         self._writer: threading.Thread | None = None
         self._failed = False
         try:
@@ -170,7 +174,7 @@ class ResponseCache:
             self.stats.misses += 1
             return None
         self.stats.hits += 1
-        self._writes.put(("used", key, time.time()))
+        self._writes.append(("used", key, time.time()))
         answer: dict[str, Any] = json.loads(row[0])
         return answer
 
@@ -179,24 +183,20 @@ class ResponseCache:
         if self._failed or self.mode == "off":
             return
         self.stats.stored += 1
-        self._writes.put(("put", key, json.dumps(answer, ensure_ascii=False, separators=(",", ":"))))
+        self._writes.append(("put", key, json.dumps(answer, ensure_ascii=False, separators=(",", ":"))))
 
     def _write_loop(self, connection: sqlite3.Connection) -> None:
+        writes = self._writes
         while True:
-            item = self._writes.get()
-            batch: list[tuple[str, str, Any]] = []
-            while item is not None and len(batch) < _BATCH:
-                batch.append(item)
-                try:
-                    item = self._writes.get_nowait()
-                except queue.Empty:
-                    break
-            if batch and not self._failed:
-                try:
-                    self._commit(connection, batch)
-                except (sqlite3.Error, OSError) as exc:
-                    self._fail(exc)
-            if item is None:
+            closing = self._closing.wait(WRITE_INTERVAL_S)
+            while writes:
+                batch = [writes.popleft() for _ in range(min(len(writes), _BATCH))]
+                if not self._failed:
+                    try:
+                        self._commit(connection, batch)
+                    except (sqlite3.Error, OSError) as exc:
+                        self._fail(exc)
+            if closing:
                 break
         self._finish(connection)
 
@@ -227,7 +227,7 @@ class ResponseCache:
     def close(self) -> None:
         """Write what is queued, evict past the cap, close (blocks: call it off the engine loop)."""
         if self._writer is not None:
-            self._writes.put(None)
+            self._closing.set()
             self._writer.join()
             self._writer = None
         if self._reader is not None:
