@@ -27,7 +27,7 @@ def run_cli(pipeline: Path, run_dir: Path, env: dict[str, str]) -> subprocess.Co
 def test_the_key_appears_in_no_file_event_or_output(tmp_path):
     pd.DataFrame({"id": range(30), "q": [f"q{i}" for i in range(30)]}).to_csv(tmp_path / "seed.csv", index=False)
     (tmp_path / "leaky.py").write_text((FRAGILE / "leaky.py").read_text())
-    env = {**os.environ, "TREADLE_TEST_KEY": KEY}
+    env = {**os.environ, "TREADLE_TEST_KEY": KEY, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # grepped below
     outputs = []
     faulty = SimConfig(api_key=KEY, fail_rate=0.2, malformed_rate=0.1, seed=4)
     with SimulatorThread(faulty) as url, SimulatorThread(SimConfig(api_key="another-key-entirely")) as refusing:
@@ -55,6 +55,7 @@ def test_the_key_appears_in_no_file_event_or_output(tmp_path):
     assert leaked["message"].startswith("could not call with key ***")
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".py" and p.name != "seed.csv"]
     assert any(p.name == "trace.jsonl" for p in written) and any(p.name == "journal.jsonl" for p in written)
+    assert any(p.name == "responses.sqlite" for p in written)
     for path in written:
         assert KEY.encode() not in path.read_bytes(), path
     for text in outputs:

@@ -222,3 +222,29 @@ def test_two_runs_at_once_share_the_cache(tmp_path):
         n = len(requests_sent(url))
         run(tmp_path, cfg, "three")
         assert len(requests_sent(url)) == n
+
+
+def test_hits_are_marked_in_snapshots_and_traced_as_cached(tmp_path):
+    with SimulatorThread() as url:
+        cfg = pipeline(tmp_path, url)
+        run(tmp_path, cfg, "first")
+        controller = treadle.start(cfg, base_dir=tmp_path, out=tmp_path / "second")
+        controller.wait()
+        snapshot = controller.snapshot(rows=range(ROWS))
+        _, traces = controller.traces()
+    assert snapshot.cache == {"hits": 2 * ROWS, "misses": 0}
+    assert all(states == ("cached", "cached") for states in snapshot.window.values())
+    assert {t.status for t in traces} == {"cached"}
+    assert all(t.tokens_in is None for t in traces)  # a hit spends no tokens
+
+
+def test_ctx_llm_calls_are_cached_too(tmp_path):
+    (tmp_path / "ctx_cols.py").write_text("def ask(row, ctx):\n    return ctx.llm('Say something about ' + row['q'])\n")
+    with SimulatorThread() as url:
+        cfg = pipeline(tmp_path, url)
+        cfg["columns"] = [{"name": "said", "kind": "python", "function": "ctx_cols:ask"}]
+        run(tmp_path, cfg, "first")
+        n = len(requests_sent(url))
+        run(tmp_path, cfg, "second")
+        assert len(requests_sent(url)) == n
+    pd.testing.assert_frame_equal(output(tmp_path, "first"), output(tmp_path, "second"))

@@ -205,6 +205,7 @@ class ColumnContext:
         if (values := caller.cached({"prompt": prompt})) is not None:  # from the response cache: no slot, no request
             now = calls.clock()
             calls.trace_child(self._row, self._node, self._slot, name, 1, (now, now, now), "cached", None)
+            self._count(values)  # the answer's usage, as its first run had it: the same output
             return values["ctx"]
         attempt = 0
         while True:
@@ -236,14 +237,19 @@ class ColumnContext:
                 else:
                     await asyncio.sleep(calls.backoff(attempt, retry_after))
                 continue
-            usage = values.get("ctx__usage") or {}
-            for field in self.usage:
-                self.usage[field] += int(usage.get(field) or 0)
-            self.calls += 1
+            usage = self._count(values)
             calls.trace_child(
                 self._row, self._node, self._slot, name, attempt, (ready, started, ended), "done", None, usage
             )
             return values["ctx"]
+
+    def _count(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Add a call's answer to the cell's usage and calls; returns its usage."""
+        usage = values.get("ctx__usage") or {}
+        for field in self.usage:
+            self.usage[field] += int(usage.get(field) or 0)
+        self.calls += 1
+        return usage
 
     async def allm_batch(
         self,

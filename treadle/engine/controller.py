@@ -87,6 +87,8 @@ class Snapshot:
     """States of the requested rows, column by column."""
     rates: dict[str, RateView] = field(default_factory=dict)
     """Per model limit (`model:<name>`): ceiling, adaptive value, pace, measured rate, 429s, hold."""
+    cache: dict[str, int] = field(default_factory=dict)
+    """The response cache so far (hits, misses); empty when the run uses none."""
 
     @property
     def finished_cells(self) -> int:
@@ -371,6 +373,12 @@ class RunController:
         finished, in_flight, pending = run.scheduler.group_status()
         labels = [s.label for s in CellState]
         window = {row: tuple(labels[s] for s in tracker.row_states(row)) for row in rows if 0 <= row < tracker.n_rows}
+        if hits := run.scheduler.cache_hits:  # a cell answered by the response cache shows as `cached`
+            n_nodes = tracker.n_nodes
+            for row, states in window.items():
+                marked = (s if s != "done" or not hits[row * n_nodes + i] else "cached" for i, s in enumerate(states))
+                window[row] = tuple(marked)
+        cache = run.cache.stats if run.cache is not None else None
         now = time.perf_counter()
         return Snapshot(
             status=run.live_status(),
@@ -386,6 +394,7 @@ class RunController:
             recent_events=self.bus.recent(),
             window=window,
             rates={name: rate.view(now) for name, rate in run.rates.items()},
+            cache={} if cache is None else {"hits": cache.hits, "misses": cache.misses},
         )
 
     def traces(self, since: int = 0) -> tuple[int, list[TaskTrace]]:

@@ -343,3 +343,15 @@ def cache_summary(cache: ResponseCache | None, models: Mapping[str, ModelConfig]
             cost += cost_of(prompt, completion, (prices.input_per_1m, prices.output_per_1m))
     summary["cost_saved"] = round(cost, 6) if priced else None
     return summary
+
+
+def cache_line(cache: Any) -> str | None:
+    """summary.json's `cache` in one line, for the TUI's summary and `treadle report`; None without one."""
+    if not isinstance(cache, Mapping) or not cache.get("enabled"):
+        return None
+    saved = cache.get("tokens_saved") or {}
+    tokens = sum(int(t.get("prompt", 0)) + int(t.get("completion", 0)) for t in saved.values())
+    cost = cache.get("cost_saved")
+    text = f"response cache: {cache.get('hits', 0):,} hits, {cache.get('misses', 0):,} misses"
+    text += f" ({float(cache.get('hit_rate') or 0):.0%}), {tokens:,} tokens saved"
+    return text + (f", cost saved {cost:.4f}" if cost else "")

@@ -22,11 +22,12 @@ from treadle.engine.analysis.records import (
     ThroughputSummary,
     parse_summary_metrics,
 )
+from treadle.engine.response_cache import cache_line
 from treadle.report import adaptive_change_rows, first_row_text, rate_limit_rows, sparkline
 from treadle.tui.actions import ACTIONS
 from treadle.tui.keymap import DEFAULT_KEYS, bindings, key_text
 from treadle.tui.model import duration_text
-from treadle.tui.theme import COLOURS, FINISHED_STATES, GLYPHS, STATES
+from treadle.tui.theme import CACHED, COLOURS, FINISHED_STATES, GLYPHS, MARKS, STATES
 
 _MODAL_CSS = """
 {name} {{
@@ -82,7 +83,7 @@ class HelpScreen(ModalScreen[None]):
             table.add_row(key_text(keys), spec.help)
         table.add_row("ctrl+p", "Command palette: every action by name.")
         legend = Text("cells: ")
-        for state in STATES:
+        for state in MARKS:
             legend.append(f"{GLYPHS[state]} {state}  ", style=COLOURS[state])
         with Vertical():
             yield Static("treadle: keys", classes="title")
@@ -264,6 +265,8 @@ def summary_table(summary: Mapping[str, Any], show_latency: bool = True) -> Rend
             row += [duration_text(latency.get("p50")), duration_text(latency.get("p95"))]
         table.add_row(*row)
     parts: list[RenderableType] = [head, cell_line, Text(""), table]
+    if line := cache_line(summary.get("cache")):
+        parts[2:2] = [Text(line, style=COLOURS[CACHED])]
     metrics = summary.get("metrics")
     if isinstance(metrics, Mapping):
         parts += metrics_parts(metrics, show_latency)
