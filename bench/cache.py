@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import treadle  # noqa: E402
+from treadle.engine.response_cache import ResponseCache, default_cache_path, request_key  # noqa: E402
 from treadle.sim import SimConfig, SimulatorProcess  # noqa: E402
 
 
@@ -78,6 +81,26 @@ def main() -> None:
             pd.read_parquet(workdir / "warm" / "output.parquet")
         )
         print(f"output.parquet identical: {same}")
+        print(lookup_cost())
+
+
+def lookup_cost() -> str:
+    """The lookup alone, as a hit pays it on the engine loop: the key of a request, then the SELECT."""
+    cache = ResponseCache(default_cache_path())
+    keys = [key for (key,) in sqlite3.connect(default_cache_path()).execute("SELECT key FROM responses")]
+    body = {"model": "bench-model", "temperature": 0.7, "messages": [{"role": "user", "content": "Answer question 1"}]}
+    started = time.perf_counter()
+    for i in range(len(keys)):
+        request_key("http://127.0.0.1:8000/v1", {**body, "messages": [{"role": "user", "content": f"Answer {i}"}]})
+    keyed = time.perf_counter()
+    for key in keys:
+        cache.get(key)
+    looked_up = time.perf_counter()
+    cache.close()
+    n = len(keys)
+    return (
+        f"lookup alone: key {1e6 * (keyed - started) / n:.1f} us + SELECT {1e6 * (looked_up - keyed) / n:.1f} us a hit"
+    )
 
 
 if __name__ == "__main__":

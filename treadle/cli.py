@@ -10,10 +10,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from treadle.engine.errors import TreadleError
 from treadle.engine.limits import LIMIT_MAX
+
+if TYPE_CHECKING:
+    from treadle.engine.response_cache import CacheMode
 
 EXIT_USAGE = 2
 T = TypeVar("T")
@@ -119,7 +122,7 @@ def _add_cache_arguments(parser: argparse.ArgumentParser) -> None:
     cache.add_argument("--refresh-cache", action="store_true", help="ask every request again, overwrite its answer")
 
 
-def _cache_mode(args: argparse.Namespace) -> str:
+def _cache_mode(args: argparse.Namespace) -> CacheMode:
     return "off" if args.no_cache else "refresh" if args.refresh_cache else "use"
 
 

@@ -10,9 +10,11 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 import treadle
+from treadle.engine.errors import ConfigError
 from treadle.engine.response_cache import ResponseCache, default_cache_path, request_key
 from treadle.sim import SimConfig, SimulatorThread
 
@@ -182,14 +184,18 @@ def test_the_key_covers_the_endpoint_and_the_body_and_never_the_key():
 
 def test_size_cap_evicts_the_least_recently_used(tmp_path):
     path = tmp_path / "c.sqlite"
-    cache = ResponseCache(path, max_mb=0.001)  # ~1 kB
+    cache = ResponseCache(path)
     for i in range(20):
         cache.put(f"k{i}", {"content": "x" * 100, "usage": None, "reasoning": None})
     cache.close()
-    reread = ResponseCache(path)
-    kept = [i for i in range(20) if reread.get(f"k{i}") is not None]
-    reread.close()
-    assert 0 < len(kept) < 20
+    cache = ResponseCache(path)
+    assert all(cache.get(f"k{i}") is not None for i in range(5))  # used again: the most recent
+    cache.close()
+    ResponseCache(path, max_mb=1000 / 1024 / 1024).close()  # room for about 7 answers
+    with sqlite3.connect(path) as db:
+        kept = {key for (key,) in db.execute("SELECT key FROM responses")}
+    assert {f"k{i}" for i in range(5)} <= kept
+    assert 5 <= len(kept) < 10
 
 
 FILL = """
@@ -248,3 +254,19 @@ def test_ctx_llm_calls_are_cached_too(tmp_path):
         run(tmp_path, cfg, "second")
         assert len(requests_sent(url)) == n
     pd.testing.assert_frame_equal(output(tmp_path, "first"), output(tmp_path, "second"))
+
+
+def test_run_cache_naming_a_directory_is_a_config_problem(tmp_path):
+    (tmp_path / "somedir").mkdir()
+    cfg = pipeline(tmp_path, "http://127.0.0.1:9/v1")
+    cfg["run"]["cache"] = "somedir"
+    with pytest.raises(ConfigError, match=r"run.cache.*names a directory"):
+        treadle.load(cfg, tmp_path)
+
+
+def test_cache_settings_leave_the_pipeline_hash_alone(tmp_path):
+    cfg = pipeline(tmp_path, "http://127.0.0.1:9/v1")
+    changed = pipeline(tmp_path, "http://127.0.0.1:9/v1", cache=False)
+    changed["columns"][0]["cache"] = True
+    changed["run"]["cache_max_mb"] = 10
+    assert treadle.load(cfg, tmp_path).source_hash == treadle.load(changed, tmp_path).source_hash

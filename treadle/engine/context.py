@@ -202,11 +202,11 @@ class ColumnContext:
         caller = services.caller(name, system, output_schema)
         calls = services.calls
         key = model_limit(name)
-        if (values := caller.cached({"prompt": prompt})) is not None:  # from the response cache: no slot, no request
+        if (hit := caller.cached({"prompt": prompt})) is not None:  # from the response cache: no slot, no request
             now = calls.clock()
             calls.trace_child(self._row, self._node, self._slot, name, 1, (now, now, now), "cached", None)
-            self._count(values)  # the answer's usage, as its first run had it: the same output
-            return values["ctx"]
+            self._count(hit)  # the answer's usage, as its first run had it: the same output
+            return hit["ctx"]
         attempt = 0
         while True:
             attempt += 1

@@ -241,16 +241,16 @@ def evict(connection: sqlite3.Connection, max_bytes: int) -> int:
     if total <= max_bytes:
         return 0
     excess = total - max_bytes
-    deleted = 0
+    oldest: list[tuple[str]] = []
+    for key, size in connection.execute("SELECT key, size FROM responses ORDER BY used"):  # the index, lazily
+        if excess <= 0:
+            break
+        oldest.append((key,))
+        excess -= size
     with connection:
         connection.execute("BEGIN IMMEDIATE")
-        for key, size in connection.execute("SELECT key, size FROM responses ORDER BY used").fetchall():
-            if excess <= 0:
-                break
-            connection.execute("DELETE FROM responses WHERE key = ?", (key,))
-            excess -= size
-            deleted += 1
-    return deleted
+        connection.executemany("DELETE FROM responses WHERE key = ?", oldest)
+    return len(oldest)
 
 
 # ---- `treadle cache info | clear` ---------------------------------------------------------------------
@@ -343,15 +343,3 @@ def cache_summary(cache: ResponseCache | None, models: Mapping[str, ModelConfig]
             cost += cost_of(prompt, completion, (prices.input_per_1m, prices.output_per_1m))
     summary["cost_saved"] = round(cost, 6) if priced else None
     return summary
-
-
-def cache_line(cache: Any) -> str | None:
-    """summary.json's `cache` in one line, for the TUI's summary and `treadle report`; None without one."""
-    if not isinstance(cache, Mapping) or not cache.get("enabled"):
-        return None
-    saved = cache.get("tokens_saved") or {}
-    tokens = sum(int(t.get("prompt", 0)) + int(t.get("completion", 0)) for t in saved.values())
-    cost = cache.get("cost_saved")
-    text = f"response cache: {cache.get('hits', 0):,} hits, {cache.get('misses', 0):,} misses"
-    text += f" ({float(cache.get('hit_rate') or 0):.0%}), {tokens:,} tokens saved"
-    return text + (f", cost saved {cost:.4f}" if cost else "")

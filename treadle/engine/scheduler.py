@@ -283,6 +283,11 @@ class Scheduler:
         self._cached[cell] = values
         return True
 
+    def _record_hit(self, cell: int, slot: int, t_ready: float, started: float, ended: float) -> None:
+        """A cell answered by the response cache: marked, and traced without usage (no tokens spent)."""
+        self.cache_hits[cell] = 1
+        self.tracer.record(*divmod(cell, self.tracker.n_nodes), 1, slot, t_ready, started, ended, "cached")
+
     async def _run_cell(self, cell: int, t_ready: float, task: asyncio.Task, slot: int) -> None:
         tracker = self.tracker
         n_nodes = tracker.n_nodes
@@ -333,9 +338,8 @@ class Scheduler:
             if error is None:
                 assert values is not None
                 row.update(values)
-                if cached is not None:  # traced without usage: its tokens were not spent again
-                    self.cache_hits[cell] = 1
-                    self.tracer.record(row_index, node, 1, slot, t_ready, started, ended, "cached")
+                if cached is not None:
+                    self._record_hit(cell, slot, t_ready, started, ended)
                 elif self._tracing:  # Tracer.done inlined: a method call is a third of tracing's cost per cell
                     attempt = self.attempts.get(cell, 0) + 1 if self.attempts else 1
                     if self._usage_keys[node] in values:

@@ -278,8 +278,8 @@ class Tracer:
 class NullTracer(Tracer):
     """Tracing off: records nothing."""
 
-    def done(self, *args) -> None:  # type: ignore[override]
+    def done(self, *args) -> None:
         return None
 
-    def record(self, *args, **kwargs) -> None:  # type: ignore[override]
+    def record(self, *args, **kwargs) -> None:
         return None

@@ -12,8 +12,7 @@ from rich.text import Text
 from treadle.engine.analysis.cost import Prices
 from treadle.engine.analysis.metrics import measure_run
 from treadle.engine.analysis.run_dir import load_summary
-from treadle.engine.response_cache import cache_line
-from treadle.report.tables import headline, sections
+from treadle.report.tables import cache_line, headline, sections
 
 
 def print_report(run_dir: Path, console: Console, prices: Prices | None = None, *, events: Path | None = None) -> None:

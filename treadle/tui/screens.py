@@ -22,8 +22,7 @@ from treadle.engine.analysis.records import (
     ThroughputSummary,
     parse_summary_metrics,
 )
-from treadle.engine.response_cache import cache_line
-from treadle.report import adaptive_change_rows, first_row_text, rate_limit_rows, sparkline
+from treadle.report import adaptive_change_rows, cache_line, first_row_text, rate_limit_rows, sparkline
 from treadle.tui.actions import ACTIONS
 from treadle.tui.keymap import DEFAULT_KEYS, bindings, key_text
 from treadle.tui.model import duration_text
