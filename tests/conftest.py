@@ -27,3 +27,10 @@ def probe():
     probe_cols.probe.reset()
     yield probe_cols.probe
     probe_cols.probe.open_gate()
+
+
+@pytest.fixture(autouse=True)
+def _private_response_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own response cache directory (XDG_CACHE_HOME, inherited by subprocesses):
+    no test writes to the user's ~/.cache, and no test reuses another's answers."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))

@@ -35,7 +35,7 @@ def decoded(path: Path) -> str:
 def test_the_key_appears_in_no_file_event_or_output(tmp_path):
     pd.DataFrame({"id": range(30), "q": [f"q{i}" for i in range(30)]}).to_csv(tmp_path / "seed.csv", index=False)
     (tmp_path / "leaky.py").write_text((FRAGILE / "leaky.py").read_text())
-    env = {**os.environ, "TREADLE_TEST_KEY": KEY}
+    env = {**os.environ, "TREADLE_TEST_KEY": KEY, "XDG_CACHE_HOME": str(tmp_path / "cache")}  # grepped below
     outputs = []
     faulty = SimConfig(api_key=KEY, fail_rate=0.2, malformed_rate=0.1, seed=4)
     with SimulatorThread(faulty) as url, SimulatorThread(SimConfig(api_key="another-key-entirely")) as refusing:
@@ -69,6 +69,7 @@ def test_the_key_appears_in_no_file_event_or_output(tmp_path):
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".py" and p.name != "seed.csv"]
     names = {p.name for p in written}
     assert {"trace.parquet", "journal.jsonl", "output.parquet", "t.jsonl"} <= names
+    assert "responses.sqlite" in names
     for path in written:
         assert KEY not in decoded(path), path
     for text in outputs:

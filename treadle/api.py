@@ -14,6 +14,7 @@ from treadle.engine.controller import RunController
 from treadle.engine.pipeline import PipelineConfig
 from treadle.engine.pipeline_loading import load_pipeline
 from treadle.engine.pipeline_validation import LoadedPipeline, load_pipeline_config
+from treadle.engine.response_cache import CacheMode
 from treadle.engine.result import RunResult
 from treadle.engine.run import RunOptions
 
@@ -41,13 +42,14 @@ def start(
     max_parallel: int | None = None,
     base_dir: str | Path | None = None,
     hold_open: bool = False,
+    cache: CacheMode = "use",
 ) -> RunController:
     """Start a run and return its controller (pause, resume, set_limit, retry, drop, snapshot).
 
     With `hold_open` the run waits, once every cell has finished, for retries or drops until
-    `controller.close()`.
+    `controller.close()`. `cache`: "use" the response cache, leave it "off", or "refresh" its answers.
     """
-    options = _options(out, rows=rows, max_parallel=max_parallel, hold_open=hold_open)
+    options = _options(out, rows=rows, max_parallel=max_parallel, hold_open=hold_open, cache=cache)
     return RunController(load(pipeline, base_dir), options).start()
 
 
@@ -58,9 +60,10 @@ def run(
     rows: int | None = None,
     max_parallel: int | None = None,
     base_dir: str | Path | None = None,
+    cache: CacheMode = "use",
 ) -> RunResult:
     """Run a pipeline to the end and return its result (blocks the calling thread)."""
-    controller = start(pipeline, out=out, rows=rows, max_parallel=max_parallel, base_dir=base_dir)
+    controller = start(pipeline, out=out, rows=rows, max_parallel=max_parallel, base_dir=base_dir, cache=cache)
     result = controller.wait()
     assert result is not None
     return result

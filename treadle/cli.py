@@ -10,10 +10,13 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from treadle.engine.errors import TreadleError
 from treadle.engine.limits import LIMIT_MAX
+
+if TYPE_CHECKING:
+    from treadle.engine.response_cache import CacheMode
 
 EXIT_USAGE = 2
 T = TypeVar("T")
@@ -63,7 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument(
         "--recompute", metavar="COLS", default="", help="comma-separated columns to redo (and their dependents)"
     )
+    _add_cache_arguments(resume)
     _add_display_arguments(resume)
+
+    cache = commands.add_parser("cache", help="the response cache: what it holds, or clear it")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
+    info = cache_commands.add_parser("info", help="path, entries, size and hit rate of the last runs")
+    clear = cache_commands.add_parser("clear", help="delete cached answers")
+    for sub in (info, clear):
+        sub.add_argument("--path", type=Path, metavar="FILE", help="a cache file (a pipeline's run.cache)")
+    clear.add_argument("--older-than", type=float, metavar="DAYS", help="only answers made more than DAYS ago")
 
     trace = commands.add_parser("trace", help="export a run's task traces")
     trace.add_argument("run_dir", type=Path)
@@ -101,6 +113,17 @@ def _add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> Non
     parser.add_argument("--out", type=Path, help=f"run directory (default {default_out})")
     parser.add_argument("--rows", type=_positive_int, help="run only the first N seed rows")
     parser.add_argument("--max-parallel", type=_limit, help="execution slots (overrides run.max_parallel)")
+    _add_cache_arguments(parser)
+
+
+def _add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--no-cache", action="store_true", help="neither reuse nor store answers (response cache)")
+    cache.add_argument("--refresh-cache", action="store_true", help="ask every request again, overwrite its answer")
+
+
+def _cache_mode(args: argparse.Namespace) -> CacheMode:
+    return "off" if args.no_cache else "refresh" if args.refresh_cache else "use"
 
 
 def _add_display_arguments(parser: argparse.ArgumentParser) -> None:
@@ -166,7 +189,9 @@ def _new_run(load: Callable[[], Any], args: argparse.Namespace, after=None):
     from treadle.engine.controller import RunController
     from treadle.engine.run import RunOptions
 
-    options = RunOptions(out=args.out, rows=args.rows, max_parallel=args.max_parallel, hold_open=_wants_ui(args))
+    options = RunOptions(
+        out=args.out, rows=args.rows, max_parallel=args.max_parallel, hold_open=_wants_ui(args), cache=_cache_mode(args)
+    )
     return _drive(_start_up(lambda: RunController(load(), options)), args, after)
 
 
@@ -234,7 +259,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
     recompute = [name.strip() for name in args.recompute.split(",") if name.strip()]
     controller = _start_up(
-        lambda: RunController.from_run_dir(args.run_dir, recompute=recompute, hold_open=_wants_ui(args))
+        lambda: RunController.from_run_dir(
+            args.run_dir, recompute=recompute, hold_open=_wants_ui(args), cache=_cache_mode(args)
+        )
     )
     return _drive(controller, args).exit_code
 
@@ -317,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_resume(args)
         if args.command == "demo":
             return _cmd_demo(args)
+        if args.command == "cache":
+            from treadle.cache_cli import cmd_cache
+
+            return cmd_cache(args)
         if args.command == "sim":
             from treadle.sim import cli as sim_cli
 

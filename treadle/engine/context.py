@@ -28,6 +28,7 @@ from treadle.engine.policy import RATE_LIMIT_EXTRA_ATTEMPTS, is_rate_limit, is_r
 if TYPE_CHECKING:
     from treadle.engine.generators.llm import LLMGenerator
     from treadle.engine.rate_limits import ModelRate
+    from treadle.engine.response_cache import ResponseCache
     from treadle.engine.tracing import TraceStatus
 
 
@@ -70,6 +71,8 @@ class ContextServices:
         self._rates: dict[str, ModelRate] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.loop_thread: int | None = None
+        self.cache: ResponseCache | None = None
+        """The response cache for the calls of models whose answers are reused."""
 
     def observe(self, rates: dict[str, ModelRate]) -> None:
         """The models' pacing, told of every answer to `ctx.llm` calls too (called on the engine loop)."""
@@ -97,6 +100,8 @@ class ContextServices:
             caller = self._callers[key] = LLMGenerator("ctx", config, model_client(model, self.loaded))
             if (rate := self._rates.get(model_limit(model))) is not None:
                 caller.client.observe(rate)
+            if self.loaded.config.models[model].cache:
+                caller.cache = self.cache
         return caller
 
     def default_model(self) -> str:
@@ -197,6 +202,11 @@ class ColumnContext:
         caller = services.caller(name, system, output_schema)
         calls = services.calls
         key = model_limit(name)
+        if (hit := caller.cached({"prompt": prompt})) is not None:  # from the response cache: no slot, no request
+            now = calls.clock()
+            calls.trace_child(self._row, self._node, self._slot, name, 1, (now, now, now), "cached", None)
+            self._count(hit)  # the answer's usage, as its first run had it: the same output
+            return hit["ctx"]
         attempt = 0
         while True:
             attempt += 1
@@ -227,14 +237,19 @@ class ColumnContext:
                 else:
                     await asyncio.sleep(calls.backoff(attempt, retry_after))
                 continue
-            usage = values.get("ctx__usage") or {}
-            for field in self.usage:
-                self.usage[field] += int(usage.get(field) or 0)
-            self.calls += 1
+            usage = self._count(values)
             calls.trace_child(
                 self._row, self._node, self._slot, name, attempt, (ready, started, ended), "done", None, usage
             )
             return values["ctx"]
+
+    def _count(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Add a call's answer to the cell's usage and calls; returns its usage."""
+        usage = values.get("ctx__usage") or {}
+        for field in self.usage:
+            self.usage[field] += int(usage.get(field) or 0)
+        self.calls += 1
+        return usage
 
     async def allm_batch(
         self,

@@ -27,6 +27,7 @@ from treadle.engine.pipeline import PythonColumn
 from treadle.engine.pipeline_loading import load_pipeline
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.rate_limits import RateView
+from treadle.engine.response_cache import CacheMode
 from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, recover
 from treadle.engine.run import Run, RunOptions, RunStatus
@@ -86,6 +87,8 @@ class Snapshot:
     """States of the requested rows, column by column."""
     rates: dict[str, RateView] = field(default_factory=dict)
     """Per model limit (`model:<name>`): ceiling, adaptive value, pace, measured rate, 429s, hold."""
+    cache: dict[str, int] = field(default_factory=dict)
+    """The response cache so far (hits, misses); empty when the run uses none."""
 
     @property
     def finished_cells(self) -> int:
@@ -134,6 +137,7 @@ class RunController:
         pipeline: LoadedPipeline | None = None,
         recompute: Collection[str] = (),
         hold_open: bool = False,
+        cache: CacheMode = "use",
     ) -> RunController:
         """Continue an interrupted or failed run in its directory: finished cells are never run again.
 
@@ -180,7 +184,9 @@ class RunController:
             group_size=size,
             recompute=descendants(pipeline.graph.nodes, recompute),
         )
-        options = RunOptions(out=path, rows=record.rows, max_parallel=record.max_parallel, hold_open=hold_open)
+        options = RunOptions(
+            out=path, rows=record.rows, max_parallel=record.max_parallel, hold_open=hold_open, cache=cache
+        )
         return cls(pipeline, options, recovery=recovery)
 
     @property
@@ -368,6 +374,12 @@ class RunController:
         finished, in_flight, pending = run.scheduler.group_status()
         labels = [s.label for s in CellState]
         window = {row: tuple(labels[s] for s in tracker.row_states(row)) for row in rows if 0 <= row < tracker.n_rows}
+        if hits := run.scheduler.cache_hits:  # a cell answered by the response cache shows as `cached`
+            n_nodes = tracker.n_nodes
+            for row, states in window.items():
+                marked = (s if s != "done" or not hits[row * n_nodes + i] else "cached" for i, s in enumerate(states))
+                window[row] = tuple(marked)
+        cache = run.cache.stats if run.cache is not None else None
         now = time.perf_counter()
         return Snapshot(
             status=run.live_status(),
@@ -383,6 +395,7 @@ class RunController:
             recent_events=self.bus.recent(),
             window=window,
             rates={name: rate.view(now) for name, rate in run.rates.items()},
+            cache={} if cache is None else {"hits": cache.hits, "misses": cache.misses},
         )
 
     def traces(self, since: int = 0) -> tuple[int, list[TaskTrace]]:

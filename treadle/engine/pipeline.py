@@ -96,6 +96,8 @@ class ModelConfig(_Strict):
     """Extra attempts for a retryable failure of this model's cells; defaults to the run's retries."""
     prices: ModelPrices | None = None
     """Optional: gives the cost of the run's tokens in summary.json and `treadle report`."""
+    cache: bool = True
+    """Reuse this model's answers across runs (the response cache); false asks the endpoint every time."""
 
     @field_validator("base_url")
     @classmethod
@@ -139,6 +141,8 @@ class LLMColumn(_ColumnBase):
     """Jinja2 template of the system message."""
     output_schema: dict[str, Any] | None = None
     """JSON schema; when set the output is JSON validated against it."""
+    cache: bool | None = None
+    """Reuse answers across runs (the response cache); defaults to the model's `cache`."""
 
 
 class PythonColumn(_ColumnBase):
@@ -190,6 +194,11 @@ class RunConfig(_Strict):
     """Extra rounds, at the end of the run, for cells that spent their attempts on retryable errors."""
     early_stop: EarlyStopConfig | None = Field(default_factory=lambda: EarlyStopConfig())
     """Pause the run when most recent attempts fail (endpoint down, key revoked); null turns it off."""
+    cache: str | None = None
+    """The response cache's file, relative to the pipeline file; default
+    `$XDG_CACHE_HOME/treadle/responses.sqlite` (or `~/.cache/treadle/`)."""
+    cache_max_mb: float = Field(default=2048, gt=0)
+    """The response cache's size cap: past it the least recently used answers are evicted."""
 
 
 class PipelineConfig(_Strict):

@@ -84,9 +84,25 @@ def load_pipeline_config(
 
 
 def source_hash(config: PipelineConfig) -> str:
-    """sha256 of the config's canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """sha256 of the config's canonical JSON (sorted keys, no spaces), without the response cache's
+    settings: they change no answer, so resuming after turning the cache off is resuming the same run."""
+    dump = config.model_dump(mode="json", exclude=_CACHE_SETTINGS)
+    text = json.dumps(dump, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+_CACHE_SETTINGS: Any = {
+    "run": {"cache", "cache_max_mb"},
+    "models": {"__all__": {"cache"}},
+    "columns": {"__all__": {"cache"}},
+}
+
+
+def _cache_problems(config: PipelineConfig, base_dir: Path, file: str) -> list[Problem]:
+    """run.cache must name a file (it is made if missing), not a directory."""
+    if config.run.cache and (base_dir / config.run.cache).is_dir():
+        return [Problem(file, f"names a directory ({config.run.cache}); give the cache file's path", key="run.cache")]
+    return []
 
 
 def validate_config(data: Any, base_dir: Path, file: str, earlier: Iterable[Problem] = ()) -> PipelineConfig:
@@ -120,6 +136,7 @@ def _seed_and_graph(config: PipelineConfig, base_dir: Path, file: str) -> tuple[
     except ConfigError as exc:
         problems.extend(exc.problems)
     problems.extend(_column_problems(config, base_dir, file))
+    problems.extend(_cache_problems(config, base_dir, file))
     graph = None
     try:
         graph = ColumnGraph.build(config.columns, None if seed is None else seed.fields, file)

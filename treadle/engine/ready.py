@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+from collections import deque
 from collections.abc import Callable, Sequence
 
 from treadle.engine.generators.base import Generator
@@ -21,6 +22,7 @@ from treadle.engine.rate_limits import ModelRate
 from treadle.engine.tracker import CellState, CellTracker
 
 _READY = CellState.READY
+_LOOKUPS_PER_TAKE = 32
 
 Entry = tuple[int, int, int, float]
 """(row, -critical path, cell, time it became ready)."""
@@ -54,19 +56,52 @@ class ReadyHeaps:
         time slice of its workers began)."""
         self._rate_timer: asyncio.TimerHandle | None = None
         self._rate_timer_at = math.inf
+        self._probed = [getattr(g, "cache", None) is not None for g in generators]
+        self.probe: Callable[[int], bool] | None = None
+        """Answers a ready cell from the response cache (True: it goes to heap 0, under no model limit)."""
+        self._unprobed: deque[tuple[int, float]] = deque()
+        """Ready cells of cached columns not looked up yet, with when they became ready: looked up a
+        few at a time by `take`, so a row group made ready at once does not hold the loop."""
 
     def push(self, cells: list[int], now: float) -> None:
         n_nodes = self._tracker.n_nodes
+        probing = self.probe is not None
         for cell in cells:
             node = cell % n_nodes
+            if probing and self._probed[node]:
+                self._unprobed.append((cell, now))
+                continue
             heapq.heappush(self._heaps[self._heap_of_node[node]], (cell // n_nodes, self._neg_cp[node], cell, now))
+
+    def _look_up(self) -> None:
+        """Look up to _LOOKUPS_PER_TAKE waiting cells in the response cache: a hit goes to heap 0 (it
+        waits for no model slot, pace or budget), a miss to its model's heap."""
+        unprobed, probe, state = self._unprobed, self.probe, self._tracker.state
+        assert probe is not None
+        n_nodes = self._tracker.n_nodes
+        for _ in range(min(len(unprobed), _LOOKUPS_PER_TAKE)):
+            cell, at = unprobed.popleft()
+            if state[cell] != _READY:
+                continue
+            node = cell % n_nodes
+            heap = 0 if probe(cell) else self._heap_of_node[node]
+            heapq.heappush(self._heaps[heap], (cell // n_nodes, self._neg_cp[node], cell, at))
 
     def count(self) -> int:
         """Ready entries (an upper bound: entries of dropped cells leave lazily)."""
-        return sum(len(heap) for heap in self._heaps)
+        return sum(len(heap) for heap in self._heaps) + len(self._unprobed)
 
     def take(self) -> Entry | None:
         """The best entry whose model may start a request, with its slots taken; or None."""
+        if self._unprobed:
+            self._look_up()
+            entry = self._take()
+            if entry is None and self._unprobed:  # the rest in the next loop iteration, by a worker asked then
+                asyncio.get_running_loop().call_soon(self._start_due)
+            return entry
+        return self._take()
+
+    def _take(self) -> Entry | None:
         state = self._tracker.state
         if len(self._heaps) == 1:  # no per-model limits (python/template columns): one heap, no slot check
             heap = self._heaps[0]

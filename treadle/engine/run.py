@@ -33,6 +33,7 @@ from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import ErrorWindow, FailurePolicies, NodePolicy, NoWindow, RetryPolicy
 from treadle.engine.rate_limits import Change, ModelRate, rate_summary
+from treadle.engine.response_cache import CacheMode, attach_cache, cache_summary, open_run_cache
 from treadle.engine.resume import Recovery
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Capacity, Scheduler
@@ -74,6 +75,8 @@ class RunOptions:
     hold_open: bool = False
     """Keep the run open when every cell has finished, so failed cells can still be retried;
     `RunController.close()` ends it."""
+    cache: CacheMode = "use"
+    """The response cache: `use`, `off` (--no-cache) or `refresh` (--refresh-cache)."""
 
 
 def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:
@@ -117,6 +120,8 @@ class Run:
         self.journal = Journal(directory.journal_path, self.node_names, on_error=self._storage_failed)
         finished_groups = self._restore(recovery) if recovery is not None else set()
         self.generators = build_generators(loaded)
+        self.cache = open_run_cache(config, loaded.base_dir, options.cache)
+        attach_cache(self.generators, config, self.cache)
         tracer_class = Tracer if config.run.trace else NullTracer
         self.tracer = tracer_class(
             self.node_names,
@@ -153,6 +158,7 @@ class Run:
         )
         self.context_services = ContextServices(loaded, self.scheduler.cell_services)
         self.scheduler.context_services = self.context_services
+        self.context_services.cache = self.cache if self.cache is not None and self.cache.usable else None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
         self._groups_queued = 0
         """Group writes handed to the writer thread and not yet done (both threads count: the lock)."""
@@ -383,6 +389,8 @@ class Run:
     def _write_outputs(self) -> None:
         scheduler = self.scheduler
         self.journal.close()
+        if self.cache is not None:
+            self.cache.close()
         # The trace is folded into trace.parquet on its own thread while the files below are written.
         # A trace that cannot be written must not cost the outputs: its error is raised after them.
         trace_written = self._trace_writer.submit(self.tracer.finish, self.directory.trace_path)
@@ -465,6 +473,7 @@ class Run:
                 else {name: [[0.0, lim.total]] for name, lim in self.limits.items()}
             ),
             join=None if join is None else JoinSummary(**dataclasses.asdict(join)),
+            cache=cache_summary(self.cache, config.models),
             outputs=OutputPaths(
                 output=str(self.directory.output_path),
                 failures=str(self.directory.failures_path),

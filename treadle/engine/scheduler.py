@@ -102,6 +102,13 @@ class Scheduler:
             tracker, self.generators, critical_path, self.limits, self.rates, clock, lambda: self._provide_workers(1)
         )
         self._node_limit = self._ready.node_limit
+        self._cached: dict[int, dict] = {}
+        """Values of ready cells answered by the response cache, until they run."""
+        self.cache_hits = bytearray(0)
+        """Per cell: 1 if its value came from the response cache (sized when a column uses the cache)."""
+        if any(getattr(g, "cache", None) is not None for g in self.generators):
+            self.cache_hits = bytearray(tracker.n_rows * tracker.n_nodes)
+            self._ready.probe = self._probe_cache
         self.tracer = tracer
         self._tracing = not isinstance(tracer, NullTracer)
         """Checked before recording a finished cell: cheaper than a call to NullTracer.done."""
@@ -268,6 +275,19 @@ class Scheduler:
         if self._idle or self._alive < self._slots.total:
             self._provide_workers(len(cells))
 
+    def _probe_cache(self, cell: int) -> bool:
+        row_index, node = divmod(cell, self.tracker.n_nodes)
+        values = self.generators[node].cached(self.store.rows[row_index])  # type: ignore[attr-defined]
+        if values is None:
+            return False
+        self._cached[cell] = values
+        return True
+
+    def _record_hit(self, cell: int, slot: int, t_ready: float, started: float, ended: float) -> None:
+        """A cell answered by the response cache: marked, and traced without usage (no tokens spent)."""
+        self.cache_hits[cell] = 1
+        self.tracer.record(*divmod(cell, self.tracker.n_nodes), 1, slot, t_ready, started, ended, "cached")
+
     async def _run_cell(self, cell: int, t_ready: float, task: asyncio.Task, slot: int) -> None:
         tracker = self.tracker
         n_nodes = tracker.n_nodes
@@ -276,10 +296,13 @@ class Scheduler:
         row = self.store.rows[row_index]
         error: BaseException | None = None
         values: dict | None = None
+        cached = self._cached.pop(cell, None) if self._cached else None
         started = self._clock()
         try:
             mode = generator.mode
-            if mode is _INLINE:
+            if cached is not None:
+                values = cached
+            elif mode is _INLINE:
                 values = generator.generate(row)
             else:
                 running = self._deadlines.running
@@ -307,7 +330,7 @@ class Scheduler:
         finally:
             self._slots.release()
             limit = self._node_limit[node]
-            if limit is not None:
+            if limit is not None and cached is None:
                 limit.release()
                 if self._model_waiters:
                     self.cell_services.wake_model(limit.name)
@@ -316,7 +339,9 @@ class Scheduler:
             if error is None:
                 assert values is not None
                 row.update(values)
-                if self._tracing:  # Tracer.done inlined: a method call is a third of tracing's cost per cell
+                if cached is not None:
+                    self._record_hit(cell, slot, t_ready, started, ended)
+                elif self._tracing:  # Tracer.done inlined: a method call is a third of tracing's cost per cell
                     attempt = self.attempts.get(cell, 0) + 1 if self.attempts else 1
                     if self._usage_keys[node] in values:
                         self.tracer.done(row_index, node, attempt, slot, t_ready, started, ended, values)

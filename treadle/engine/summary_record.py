@@ -95,7 +95,7 @@ class RunSummary(Record):
     """summary.json: a run's outcome, per column counts and latency, limits, rate limits and metrics.
     The fields with a default came later: a summary.json written before them still reads."""
 
-    _omitted_when_none = ("metrics",)
+    _omitted_when_none = ("metrics", "cache")
 
     name: str
     status: str
@@ -118,6 +118,9 @@ class RunSummary(Record):
     limit_history: dict[str, list[list[Number]]] = Field(default_factory=dict)
     """Per limit, [t, total] at each change (t in seconds from the run's start)."""
     join: JoinSummary | None
+    cache: dict[str, Any] | None = None
+    """The response cache: `enabled`, and when it was, its path, mode, hits, misses, hit rate, tokens and
+    cost saved (engine/response_cache.py `cache_summary`). None (left out) in summaries made before it."""
     outputs: OutputPaths
     metrics: SummaryMetrics | MetricsNote | None = None
     """None (left out) while a traced run has not read its final trace back."""

@@ -9,7 +9,7 @@ from typing import Annotated, Literal, NamedTuple, get_args, get_origin, get_typ
 
 import pyarrow as pa
 
-TraceStatus = Literal["done", "retry", "failed", "timeout", "cancelled"]
+TraceStatus = Literal["done", "retry", "failed", "timeout", "cancelled", "cached"]
 
 
 class TaskTrace(NamedTuple):
@@ -27,7 +27,8 @@ class TaskTrace(NamedTuple):
     status: Annotated[
         TraceStatus,
         "`done`; `retry` (will be retried); `failed` (for good); `timeout` (retried if attempts remain); "
-        "`cancelled` (cut off: its row was dropped, or an abort or a cancel's grace ended it)",
+        "`cancelled` (cut off: its row was dropped, or an abort or a cancel's grace ended it); "
+        "`cached` (answered by the response cache, no request made)",
     ]
     error_class: Annotated[str | None, "the exception's class name (`ValueError`, ...); null if done"] = None
     message: Annotated[str | None, "one line, keys redacted, at most 500 characters; null if done"] = None

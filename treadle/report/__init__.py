@@ -12,12 +12,20 @@ Modules: `tables` (the tables both show, as plain rows), `console` (rich), `html
 from treadle.report.console import print_report
 from treadle.report.html_page import render_html, write_html_report
 from treadle.report.prices import load_prices
-from treadle.report.tables import PACE_SOURCES, adaptive_change_rows, first_row_text, pace_text, rate_limit_rows
+from treadle.report.tables import (
+    PACE_SOURCES,
+    adaptive_change_rows,
+    cache_line,
+    first_row_text,
+    pace_text,
+    rate_limit_rows,
+)
 from treadle.report.text import sparkline
 
 __all__ = [
     "PACE_SOURCES",
     "adaptive_change_rows",
+    "cache_line",
     "first_row_text",
     "load_prices",
     "pace_text",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -237,3 +238,15 @@ def _rate_sections(summary: dict[str, Any] | None) -> list[Section]:
         ),
         Section("Adaptive changes", ["model", "at", "adaptive", "pace", "why"], changes, None if changes else "none"),
     ]
+
+
+def cache_line(cache: Any) -> str | None:
+    """summary.json's `cache` in one line, for the TUI's summary and `treadle report`; None without one."""
+    if not isinstance(cache, Mapping) or not cache.get("enabled"):
+        return None
+    saved = cache.get("tokens_saved") or {}
+    tokens = sum(int(t.get("prompt", 0)) + int(t.get("completion", 0)) for t in saved.values())
+    cost = cache.get("cost_saved")
+    text = f"response cache: {cache.get('hits', 0):,} hits, {cache.get('misses', 0):,} misses"
+    text += f" ({float(cache.get('hit_rate') or 0):.0%}), {tokens:,} tokens saved"
+    return text + (f", cost saved {cost:.4f}" if cost else "")

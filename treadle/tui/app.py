@@ -28,7 +28,7 @@ from treadle.tui.layout import CSS, NARROW_HEIGHT, NARROW_WIDTH, PANELS
 from treadle.tui.model import RateMeter, ViewStatus
 from treadle.tui.refresh import TICK_HZ
 from treadle.tui.screens import CellDetailScreen
-from treadle.tui.theme import COLOURS, GLYPHS, STATES
+from treadle.tui.theme import COLOURS, GLYPHS, MARKS
 from treadle.tui.widgets.failed import FailedTable
 from treadle.tui.widgets.grid import CellGrid
 from treadle.tui.widgets.header import RunHeader
@@ -38,7 +38,7 @@ from treadle.tui.widgets.timeline import Timeline
 
 def _legend() -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
-    for state in STATES:
+    for state in MARKS:
         text.append(f"{GLYPHS[state]} {state}  ", style=COLOURS[state])
     return text
 

@@ -22,11 +22,11 @@ from treadle.engine.analysis.records import (
     ThroughputSummary,
 )
 from treadle.engine.summary_record import RunSummary
-from treadle.report import adaptive_change_rows, first_row_text, rate_limit_rows, sparkline
+from treadle.report import adaptive_change_rows, cache_line, first_row_text, rate_limit_rows, sparkline
 from treadle.tui.actions import ACTIONS
 from treadle.tui.keymap import DEFAULT_KEYS, bindings, key_text
 from treadle.tui.model import duration_text
-from treadle.tui.theme import COLOURS, FINISHED_STATES, GLYPHS, STATES
+from treadle.tui.theme import CACHED, COLOURS, FINISHED_STATES, GLYPHS, MARKS, STATES
 
 _MODAL_CSS = """
 {name} {{
@@ -82,7 +82,7 @@ class HelpScreen(ModalScreen[None]):
             table.add_row(key_text(keys), spec.help)
         table.add_row("ctrl+p", "Command palette: every action by name.")
         legend = Text("cells: ")
-        for state in STATES:
+        for state in MARKS:
             legend.append(f"{GLYPHS[state]} {state}  ", style=COLOURS[state])
         with Vertical():
             yield Static("treadle: keys", classes="title")
@@ -262,6 +262,8 @@ def summary_table(summary: Mapping[str, Any], show_latency: bool = True) -> Rend
             row += [duration_text(column.latency_s.p50), duration_text(column.latency_s.p95)]
         table.add_row(*row)
     parts: list[RenderableType] = [head, cell_line, Text(""), table]
+    if line := cache_line(record.cache):
+        parts[2:2] = [Text(line, style=COLOURS[CACHED])]
     if record.metrics is not None:
         parts += metrics_parts(record.metrics, show_latency)
     if record.limit_history:

@@ -7,7 +7,11 @@ from rich.style import Style
 from treadle.engine.tracker import TERMINAL, CellState
 
 STATES: tuple[str, ...] = tuple(s.label for s in CellState)
-FINISHED_STATES = frozenset(s.label for s in TERMINAL)
+CACHED = "cached"
+"""A done cell whose answer came from the response cache (snapshot windows mark it so)."""
+MARKS: tuple[str, ...] = (*STATES, CACHED)
+"""What a grid cell can show: the states, and done-from-the-cache (the legends list these)."""
+FINISHED_STATES = frozenset([*(s.label for s in TERMINAL), CACHED])
 """States a cell does not leave by itself (done, failed, blocked, dropped, degraded...)."""
 
 GLYPHS: dict[str, str] = {
@@ -20,6 +24,7 @@ GLYPHS: dict[str, str] = {
     "blocked": "⊘",
     "dropped": "─",
     "degraded": "◐",
+    CACHED: "◆",
 }
 
 COLOURS: dict[str, str] = {
@@ -32,6 +37,7 @@ COLOURS: dict[str, str] = {
     "blocked": "#af5f87",
     "dropped": "#4e4e4e",
     "degraded": "#d7d75f",
+    CACHED: "#5fd7d7",
 }
 UNKNOWN_COLOUR = "#8a8a8a"
 for _state in STATES:  # a state added to the engine later still gets drawn
@@ -52,8 +58,9 @@ TRACE_COLOURS: dict[str, str] = {
     "timeout": "#d75fd7",
     "failed": COLOURS["failed"],
     "cancelled": "#8a8a8a",
+    CACHED: COLOURS[CACHED],
 }
-TRACE_STATUSES: tuple[str, ...] = ("queued", "done", "cancelled", "retry", "timeout", "failed")
+TRACE_STATUSES: tuple[str, ...] = ("queued", CACHED, "done", "cancelled", "retry", "timeout", "failed")
 """Least to most important: when several attempts share one character, the most important shows."""
 
 STATUS_COLOURS: dict[str, str] = {

@@ -34,6 +34,7 @@ from treadle.engine.generators.llm_client import ModelClient, model_client
 from treadle.engine.limits import model_limit
 from treadle.engine.pipeline import LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
+from treadle.engine.response_cache import ResponseCache, request_key
 from treadle.engine.schemas import instance_problem
 from treadle.engine.templates import compile_template
 
@@ -103,6 +104,9 @@ class LLMGenerator(Generator):
         self._params: dict[str, Any] | None = None
         self._params_llm: Any = None
         self._body: dict[str, Any] = {}
+        self.cache: ResponseCache | None = None
+        """The response cache, when this column's answers are reused (set by the run before it starts)."""
+        self._model = config.model
 
     async def astart(self) -> None:
         self._request_params(self.client.state().llm)
@@ -121,11 +125,39 @@ class LLMGenerator(Generator):
                 raise
             raise error from None
         client.succeeded(state)
-        values: dict[str, Any] = {self.name: self._value(answer.content, answer.refusal, answer.finish)}
-        if answer.usage is not None:
-            values[self._usage_key] = answer.usage
-        if answer.reasoning:
-            values[self._reasoning_key] = answer.reasoning
+        value = self._value(answer.content, answer.refusal, answer.finish)
+        values = self._values(value, answer.usage, answer.reasoning)
+        if self.cache is not None:  # only an accepted answer (complete, valid JSON for a schema) is kept
+            stored = {"content": answer.content, "usage": answer.usage, "reasoning": answer.reasoning}
+            self.cache.put(request_key(self.client.base_url, {**self._body, "messages": messages}), stored)
+        return values
+
+    def cached(self, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The cell's values from the response cache, or None (not cached, or no cache for this column).
+        Called on the engine loop when the cell becomes ready: a hit takes no model slot or budget."""
+        cache = self.cache
+        if cache is None:
+            return None
+        try:
+            messages = self._messages(row)
+        except CellError:  # the cell fails when it runs, as it would without a cache
+            return None
+        self._request_params(self.client.state().llm)  # a ctx.llm caller's body is made on its first call
+        answer = cache.get(request_key(self.client.base_url, {**self._body, "messages": messages}))
+        if answer is None:
+            return None
+        usage = answer["usage"]
+        cache.stats.saved(self._model, usage)
+        content = answer["content"]
+        # Validated when it was stored, against the schema that is part of its key.
+        return self._values(content if self.schema is None else json.loads(content), usage, answer["reasoning"])
+
+    def _values(self, value: Any, usage: dict[str, Any] | None, reasoning: str | None) -> dict[str, Any]:
+        values: dict[str, Any] = {self.name: value}
+        if usage is not None:
+            values[self._usage_key] = usage
+        if reasoning:
+            values[self._reasoning_key] = reasoning
         return values
 
     def _messages(self, row: Mapping[str, Any]) -> list[dict[str, str]]:
