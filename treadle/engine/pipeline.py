@@ -147,6 +147,12 @@ class PythonColumn(_ColumnBase):
     """`module:function`, module resolved relative to the pipeline's folder; sync or async."""
     columns: list[str] | None = None
     """Several output columns from one call: the function returns a dict with these keys."""
+    batch: bool = False
+    """Call the function once per row group with a pandas DataFrame of its ready rows (seed fields and
+    the columns it depends on); it returns one value per row (a Series or list; with `columns`, a
+    DataFrame or dict of lists)."""
+    batch_size: LimitValue | None = None
+    """With `batch`: most rows per call (a row group is split); defaults to the whole row group."""
 
 
 class TemplateColumn(_ColumnBase):

@@ -54,12 +54,21 @@ class ReadyHeaps:
         time slice of its workers began)."""
         self._rate_timer: asyncio.TimerHandle | None = None
         self._rate_timer_at = math.inf
+        self.collect_batches: Callable[[list[int]], list[int]] | None = None
+        """Takes the cells of batch columns (treadle.engine.batches) and returns the others."""
 
     def push(self, cells: list[int], now: float) -> None:
+        if self.collect_batches is not None:
+            cells = self.collect_batches(cells)
         n_nodes = self._tracker.n_nodes
         for cell in cells:
             node = cell % n_nodes
             heapq.heappush(self._heaps[self._heap_of_node[node]], (cell // n_nodes, self._neg_cp[node], cell, now))
+
+    def push_call(self, cell: int, now: float) -> None:
+        """Queue a batch call under its first cell (which stands for it; it has no per-model limit)."""
+        n_nodes = self._tracker.n_nodes
+        heapq.heappush(self._heaps[0], (cell // n_nodes, self._neg_cp[cell % n_nodes], cell, now))
 
     def count(self) -> int:
         """Ready entries (an upper bound: entries of dropped cells leave lazily)."""

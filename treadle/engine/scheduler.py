@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from treadle.engine.batches import Batches, run_call
 from treadle.engine.context import ContextServices
 from treadle.engine.deadlines import Deadlines
 from treadle.engine.errors import FatalRunError
@@ -40,6 +41,7 @@ from treadle.engine.tracker import CellState, CellTracker
 _RUNNING = CellState.RUNNING
 _ASYNC = RunMode.ASYNC
 _INLINE = RunMode.INLINE
+_BATCH = RunMode.BATCH
 _SLICE_S = 0.005
 _CALLS_PER_SLICE = 32
 
@@ -102,6 +104,10 @@ class Scheduler:
             tracker, self.generators, critical_path, self.limits, self.rates, clock, lambda: self._provide_workers(1)
         )
         self._node_limit = self._ready.node_limit
+        self.batches = Batches(tracker, self.generators, self._push_call)
+        self._has_batches = any(self.batches.nodes)
+        if self._has_batches:
+            self._ready.collect_batches = self.batches.collect
         self.tracer = tracer
         self._tracing = not isinstance(tracer, NullTracer)
         """Checked before recording a finished cell: cheaper than a call to NullTracer.done."""
@@ -268,11 +274,18 @@ class Scheduler:
         if self._idle or self._alive < self._slots.total:
             self._provide_workers(len(cells))
 
+    def _push_call(self, cell: int) -> None:
+        self._ready.push_call(cell, self._clock())
+        self._provide_workers(1)
+
     async def _run_cell(self, cell: int, t_ready: float, task: asyncio.Task, slot: int) -> None:
         tracker = self.tracker
         n_nodes = tracker.n_nodes
         row_index, node = divmod(cell, n_nodes)
         generator = self.generators[node]
+        if generator.mode is _BATCH:
+            await run_call(self, cell, t_ready, task, slot)
+            return
         row = self.store.rows[row_index]
         error: BaseException | None = None
         values: dict | None = None
@@ -358,6 +371,8 @@ class Scheduler:
 
     def _after_change(self, cell: int) -> None:
         group = self.tracker.group_of(cell)
+        if self._has_batches:
+            self.batches.recheck(group)
         if self.tracker.group_open[group] == 0 and self._finish_group(group):
             self._admit()
 
