@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from treadle.engine.filters import filter_row
 from treadle.engine.generators.base import Generator
 from treadle.engine.generators.batch import BatchGenerator
 from treadle.engine.tracker import CellState, CellTracker
@@ -125,7 +126,7 @@ async def run_call(scheduler: Scheduler, first: int, t_ready: float, task: async
     row_numbers = [cell // n_nodes for cell in cells]
     rows = [scheduler.store.rows[row] for row in row_numbers]
     error: BaseException | None = None
-    values: list[dict] = []
+    values: list[dict | None] = []
     deadlines = scheduler._deadlines
     started = scheduler._clock()
     deadlines.running[first] = (started + scheduler._timeouts[node], task)
@@ -163,7 +164,7 @@ def _done(
     scheduler: Scheduler,
     cells: list[int],
     rows: list[dict],
-    values: list[dict],
+    values: list[dict | None],
     timing: tuple[int, float, float, float],
 ) -> None:
     tracker = scheduler.tracker
@@ -172,12 +173,15 @@ def _done(
     row, node = divmod(first, n_nodes)
     slot, t_ready, started, ended = timing
     attempt = scheduler.attempts.get(first, 0) + 1
-    scheduler.tracer.done(row, node, attempt, slot, t_ready, started, ended, values[0])
+    scheduler.tracer.done(row, node, attempt, slot, t_ready, started, ended, values[0] or {})
     if not scheduler._tracing:
         scheduler.latencies[node].append(ended - started)
     ready: list[int] = []
     for cell, row_values, cell_values in zip(cells, rows, values, strict=True):
         if tracker.state[cell] != _RUNNING:  # its row was dropped while the call ran
+            continue
+        if cell_values is None:
+            filter_row(scheduler, cell)
             continue
         row_values.update(cell_values)
         scheduler.journal.done(cell // n_nodes, node, cell_values)

@@ -94,7 +94,7 @@ class RunDirectory:
                 table = pq.read_table(path)
                 if dropped_rows:
                     keep = [row not in dropped_rows for row in table.column(ROW_FIELD).to_pylist()]
-                    table = table.filter(pa.array(keep))
+                    table = table.filter(pa.array(keep, type=pa.bool_()))  # typed even when empty
                 table = _conform(table.drop_columns(list(INTERNAL_FIELDS)), schema)
                 writer.write_table(table)
                 written += table.num_rows

@@ -161,7 +161,31 @@ class TemplateColumn(_ColumnBase):
     """Jinja2 template rendered over the row."""
 
 
-ColumnConfig = Annotated[LLMColumn | PythonColumn | TemplateColumn, Field(discriminator="kind")]
+class FilterColumn(_ColumnBase):
+    """Keeps the rows for which its test is true; the others are dropped ("filtered by <name>") and the
+    columns after it in the file do not run for them. It writes no column."""
+
+    kind: Literal["filter"]
+    function: str | None = None
+    """`module:function` returning a bool per row (with `batch`, a boolean Series per row group)."""
+    expression: str | None = None
+    """A Jinja2 expression over the row, such as `{{ score >= 4 }}`."""
+    batch: bool = False
+    """With `function`: call it once per row group with a DataFrame, as a batch python column."""
+    batch_size: LimitValue | None = None
+    """With `batch`: most rows per call; defaults to the whole row group."""
+
+    def expression_body(self) -> str | None:
+        """The expression without its `{{ }}` (which may be left out in the file)."""
+        if self.expression is None:
+            return None
+        body = self.expression.strip()
+        if body.startswith("{{") and body.endswith("}}"):
+            body = body[2:-2]
+        return body.strip()
+
+
+ColumnConfig = Annotated[LLMColumn | PythonColumn | TemplateColumn | FilterColumn, Field(discriminator="kind")]
 
 
 class EarlyStopConfig(_Strict):
@@ -209,4 +233,6 @@ def output_columns(column: ColumnConfig) -> list[str]:
     """The columns a column config writes: its `columns` list or its own name."""
     if isinstance(column, PythonColumn) and column.columns:
         return list(column.columns)
+    if isinstance(column, FilterColumn):
+        return []
     return [column.name]

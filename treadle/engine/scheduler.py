@@ -26,7 +26,9 @@ from treadle.engine.deadlines import Deadlines
 from treadle.engine.errors import FatalRunError
 from treadle.engine.events import CellRetried, EventBus, Idle, LimitChanged, Paused, Resumed, RowDropped, Stopping
 from treadle.engine.failures import FailureHandler
+from treadle.engine.filters import filter_row
 from treadle.engine.generators.base import Generator, RunMode
+from treadle.engine.generators.filter import RowFiltered
 from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
 from treadle.engine.policy import FailurePolicies
@@ -106,6 +108,8 @@ class Scheduler:
         self._node_limit = self._ready.node_limit
         self.batches = Batches(tracker, self.generators, self._push_call)
         self._has_batches = any(self.batches.nodes)
+        if any(not g.outputs for g in self.generators):  # a filter: its rows are counted apart
+            tracker.filtered = set()
         if self._has_batches:
             self._ready.collect_batches = self.batches.collect
         self.tracer = tracer
@@ -348,6 +352,10 @@ class Scheduler:
                 # _after_change inlined for the common case: the cell's group is still open.
                 if not tracker.group_open[cell // n_nodes // tracker.group_size]:
                     self._after_change(cell)
+            elif type(error) is RowFiltered:
+                self.tracer.done(row_index, node, self.attempts.get(cell, 0) + 1, slot, t_ready, started, ended, {})
+                filter_row(self, cell)
+                self._after_change(cell)
             else:
                 self._failure_handler.record(cell, error, (slot, t_ready, started, ended))
                 self._after_change(cell)

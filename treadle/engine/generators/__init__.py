@@ -7,9 +7,10 @@ from collections.abc import Callable
 from treadle.engine.functions import resolve_function
 from treadle.engine.generators.base import Generator, RunMode
 from treadle.engine.generators.batch import BatchGenerator
+from treadle.engine.generators.filter import ExpressionFilter, FunctionFilter
 from treadle.engine.generators.python import PythonGenerator
 from treadle.engine.generators.template import TemplateGenerator
-from treadle.engine.pipeline import PythonColumn, TemplateColumn
+from treadle.engine.pipeline import FilterColumn, PythonColumn, TemplateColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
 
 __all__ = ["BatchGenerator", "Generator", "PythonGenerator", "RunMode", "TemplateGenerator", "build_generators"]
@@ -21,7 +22,9 @@ def build_generators(loaded: LoadedPipeline) -> list[Generator]:
     for name in loaded.graph.order:
         node = loaded.graph.nodes[name]
         config = node.config
-        if isinstance(config, PythonColumn) and config.batch:
+        if isinstance(config, FilterColumn):
+            generators.append(_filter_generator(loaded, name, config))
+        elif isinstance(config, PythonColumn) and config.batch:
             function = resolve_function(config.function, loaded.base_dir)
             wanted = _frame_keys(loaded, name)
             generators.append(BatchGenerator(name, node.outputs, function, config.function, config.batch_size, wanted))
@@ -35,6 +38,17 @@ def build_generators(loaded: LoadedPipeline) -> list[Generator]:
 
             generators.append(build_llm_generator(name, config, loaded))
     return generators
+
+
+def _filter_generator(loaded: LoadedPipeline, name: str, config: FilterColumn) -> Generator:
+    body = config.expression_body()
+    if body is not None:
+        return ExpressionFilter(name, body)
+    assert config.function is not None  # validation requires one of the two
+    function = resolve_function(config.function, loaded.base_dir)
+    if config.batch:
+        return BatchGenerator(name, (), function, config.function, config.batch_size, _frame_keys(loaded, name))
+    return FunctionFilter(name, function)
 
 
 def _frame_keys(loaded: LoadedPipeline, name: str) -> Callable[[str], bool]:

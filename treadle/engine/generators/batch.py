@@ -41,14 +41,19 @@ class BatchGenerator(Generator):
         self._wanted = wanted
         """Whether a row's key goes into the frame (a seed field or an upstream column)."""
         self._single = len(outputs) == 1 and outputs[0] == name
+        self._filter = not outputs
+        """A batch filter: one bool per row, false drops the row."""
 
     def frame(self, rows: Sequence[Mapping[str, Any]], index: Sequence[int]) -> pd.DataFrame:
         """The DataFrame the function receives for `rows` (row numbers `index`)."""
         keys = [key for key in rows[0] if self._wanted(key)]
         return pd.DataFrame({key: [row.get(key) for row in rows] for key in keys}, index=pd.Index(index))
 
-    def split(self, result: Any, n_rows: int) -> list[dict[str, Any]]:
-        """The values of each row from what the function returned; CellError if it is not `n_rows` values."""
+    def split(self, result: Any, n_rows: int) -> list[dict[str, Any] | None]:
+        """The values of each row from what the function returned (None: a filter drops the row);
+        CellError if it is not `n_rows` values."""
+        if self._filter:
+            return [{} if keep else None for keep in self._values(result, n_rows, "")]
         if self._single:
             return [{self.name: value} for value in self._values(result, n_rows, "")]
         names = ", ".join(self.outputs)

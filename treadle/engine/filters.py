@@ -1,0 +1,29 @@
+"""A row a filter column turned away: dropped with the reason "filtered by <name>", which is not a failure.
+
+It is left out of the output and of all further work like a dropped row; failures.jsonl records it
+with action `filtered`, and the row counts keep it apart from failed and dropped rows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from treadle.engine.events import RowDropped
+from treadle.engine.policy import CellFailure
+
+if TYPE_CHECKING:
+    from treadle.engine.scheduler import Scheduler
+
+
+def filter_row(scheduler: Scheduler, cell: int) -> None:
+    """The filter cell `cell` (running) turned its row away."""
+    tracker = scheduler.tracker
+    row, node = divmod(cell, tracker.n_nodes)
+    name = scheduler.generators[node].name
+    tracker.filter_row(row)
+    scheduler.journal.dropped(row)
+    scheduler._failure_handler.dropped(row)
+    scheduler.failures[cell] = CellFailure(
+        row=row, column=name, error_class="Filtered", message=f"filtered by {name}", attempts=1, action="filtered"
+    )
+    scheduler.bus.emit(RowDropped(row=row))
