@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -11,7 +12,9 @@ import pandas as pd
 import pytest
 
 import treadle
+from treadle.engine.controller import RunController
 from treadle.engine.errors import ConfigError
+from treadle.engine.run import RunOptions
 
 FUNCTIONS = """
 import asyncio
@@ -138,3 +141,27 @@ def test_validation_names_the_column_in_one_line(funcs, column, message):
         treadle.load(config(funcs, [column]), base_dir=funcs.parent)
     lines = str(raised.value).splitlines()
     assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_the_cli_exits_0_and_counts_filtered_rows_apart(funcs):
+    pipeline = funcs.parent / "pipeline.yaml"
+    columns = [{"name": "good", "kind": "filter", "expression": "{{ score >= 4 }}"}]
+    pipeline.write_text(json.dumps({"seed": {"path": "seed.csv"}, "columns": columns}))
+    out = funcs.parent / "run"
+    command = [sys.executable, "-m", "treadle.cli", "run", str(pipeline), "--no-ui", "--out", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "3/6 rows done, 0 failed, 0 dropped, 3 filtered" in proc.stdout + proc.stderr
+
+
+def test_the_failed_list_leaves_filtered_rows_out(funcs):
+    columns = [
+        {"name": "good", "kind": "filter", "expression": "{{ score >= 4 }}"},
+        {"name": "bad", "kind": "filter", "expression": "{{ x > 'a' }}"},
+    ]
+    options = RunOptions(out=funcs.parent / "run")
+    controller = RunController(treadle.load(config(funcs, columns, salvage_rounds=0), base_dir=funcs.parent), options)
+    result = controller.start().wait(30)
+    assert result is not None and result.exit_code == 1
+    assert {(f["column"], f["action"]) for f in result.failures} == {("good", "filtered"), ("bad", "fail")}
+    assert {f["column"] for f in controller.failures()} == {"bad"}

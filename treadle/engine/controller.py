@@ -468,10 +468,10 @@ class RunController:
         return rows[0] if rows else {}
 
     def failures(self) -> list[dict[str, Any]]:
-        """Failed cells now: row, column, error class, message, attempts."""
+        """Failed cells now: row, column, error class, message, attempts (rows a filter dropped are not failures)."""
 
         def failures() -> list[dict[str, Any]]:
-            return [f.record() for f in self._run.scheduler.failures.values()]
+            return [f.record() for f in self._run.scheduler.failures.values() if f.action != "filtered"]
 
         result = self._call(failures)
         return result if result is not None else failures()

@@ -246,6 +246,7 @@ def summary_table(summary: Mapping[str, Any], show_latency: bool = True) -> Rend
     head.append(
         f"{rows.get('total', 0):,} total · {rows.get('done', 0):,} done · {rows.get('failed', 0):,} failed · "
         f"{rows.get('dropped', 0):,} dropped"
+        + (f" · {rows['filtered']:,} filtered" if rows.get("filtered") else "")
         + (f" · {rows['unfinished']:,} unfinished" if rows.get("unfinished") else "")
     )
     cell_line = Text()
