@@ -216,3 +216,27 @@ def next_event(events: queue.SimpleQueue, kind: str):
         event = events.get(timeout=20)
         if event.type == kind:
             return event
+
+
+def test_resume_reruns_a_failed_batch_call_and_keeps_filtered_rows_out(funcs):
+    columns = [
+        {"name": "keep", "kind": "filter", "expression": "{{ x != 3 }}"},
+        {"name": "d", "kind": "python", "function": "M:gated", "batch": True},
+        {"name": "e", "kind": "python", "function": "M:double", "batch": True},
+    ]
+    first = run(funcs, columns, row_group_size=5, salvage_rounds=0)
+    assert first.exit_code == 1
+    assert first.summary["columns"]["d"]["cells"]["failed"] == 9
+    assert module(funcs).CALLS == [[0, 1, 2, 4], [5, 6, 7, 8, 9]], "e does not wait for d"
+    module(funcs).GATE["open"] = True
+    config = {
+        "seed": {"path": str(funcs.parent / "seed.csv")},
+        "columns": columns,
+        "run": {"row_group_size": 5, "salvage_rounds": 0},
+    }
+    second = treadle.resume(funcs.parent / "run", pipeline=config, base_dir=funcs.parent)
+    assert second.exit_code == 0
+    assert second.output["x"].tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+    assert second.output["d"].tolist() == [x + 100 for x in (0, 1, 2, 4, 5, 6, 7, 8, 9)]
+    assert second.output["e"].tolist() == [2 * x for x in (0, 1, 2, 4, 5, 6, 7, 8, 9)]
+    assert len(module(funcs).CALLS) == 2, "the finished batch column is not run again"
