@@ -15,10 +15,13 @@ if TYPE_CHECKING:
     from treadle.engine.scheduler import Scheduler
 
 
-def filter_row(scheduler: Scheduler, cell: int) -> None:
-    """The filter cell `cell` (running) turned its row away."""
+def filter_row(scheduler: Scheduler, cell: int, timing: tuple[int, float, float, float] | None = None) -> None:
+    """The filter cell `cell` (running) turned its row away; with `timing` (slot, t_ready, t_started,
+    t_ended) its attempt is traced (a batch filter's call is traced once, by the batch)."""
     tracker = scheduler.tracker
     row, node = divmod(cell, tracker.n_nodes)
+    if timing is not None:
+        scheduler.tracer.done(row, node, scheduler.attempts.get(cell, 0) + 1, *timing, {})
     name = scheduler.generators[node].name
     tracker.filter_row(row)
     scheduler.journal.dropped(row)

@@ -288,8 +288,7 @@ class Scheduler:
         row_index, node = divmod(cell, n_nodes)
         generator = self.generators[node]
         if generator.mode is _BATCH:
-            await run_call(self, cell, t_ready, task, slot)
-            return
+            return await run_call(self, cell, t_ready, task, slot)
         row = self.store.rows[row_index]
         error: BaseException | None = None
         values: dict | None = None
@@ -353,8 +352,7 @@ class Scheduler:
                 if not tracker.group_open[cell // n_nodes // tracker.group_size]:
                     self._after_change(cell)
             elif type(error) is RowFiltered:
-                self.tracer.done(row_index, node, self.attempts.get(cell, 0) + 1, slot, t_ready, started, ended, {})
-                filter_row(self, cell)
+                filter_row(self, cell, (slot, t_ready, started, ended))
                 self._after_change(cell)
             else:
                 self._failure_handler.record(cell, error, (slot, t_ready, started, ended))
