@@ -59,16 +59,16 @@ class Batches:
         self._schedule_flush()
         return others
 
-    def recheck(self, group: int) -> None:
-        """Something in `group` failed or was dropped: its waiting batch cells may be blocked now, so the
-        ready ones may go; a queued call whose first row was dropped gets another first cell."""
+    def recheck(self, cell: int) -> None:
+        """`cell` failed or its row was dropped: the waiting batch cells of its group may be blocked now,
+        so the ready ones may go; a queued call whose first row was dropped gets another first cell."""
         tracker = self._tracker
+        row = cell // tracker.n_nodes
+        group = row // tracker.group_size
         for key in self._collected:
             if key[1] == group:
                 self._dirty.add(key)
-        for row in tracker.group_rows(group):
-            if not tracker.row_dropped(row):
-                continue
+        if tracker.row_dropped(row):
             for node, generator in enumerate(self.nodes):
                 cells = None if generator is None else self.members.pop(row * tracker.n_nodes + node, None)
                 rest = [c for c in cells or () if tracker.state[c] == _READY]
@@ -182,6 +182,7 @@ def _done(
             continue
         if cell_values is None:
             filter_row(scheduler, cell)
+            scheduler.batches.recheck(cell)
             continue
         row_values.update(cell_values)
         scheduler.journal.done(cell // n_nodes, node, cell_values)

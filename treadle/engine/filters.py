@@ -1,14 +1,14 @@
 """A row a filter column turned away: dropped with the reason "filtered by <name>", which is not a failure.
 
 It is left out of the output and of all further work like a dropped row; failures.jsonl records it
-with action `filtered`, and the row counts keep it apart from failed and dropped rows.
+with action `filtered`, and the row counts keep it apart from failed and dropped rows. No event is sent
+per filtered row (a filter may turn away most of a million rows): summary.json counts them.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from treadle.engine.events import RowDropped
 from treadle.engine.policy import CellFailure
 
 if TYPE_CHECKING:
@@ -29,4 +29,3 @@ def filter_row(scheduler: Scheduler, cell: int, timing: tuple[int, float, float,
     scheduler.failures[cell] = CellFailure(
         row=row, column=name, error_class="Filtered", message=f"filtered by {name}", attempts=1, action="filtered"
     )
-    scheduler.bus.emit(RowDropped(row=row))

@@ -378,7 +378,7 @@ class Scheduler:
     def _after_change(self, cell: int) -> None:
         group = self.tracker.group_of(cell)
         if self._has_batches:
-            self.batches.recheck(group)
+            self.batches.recheck(cell)
         if self.tracker.group_open[group] == 0 and self._finish_group(group):
             self._admit()
 
