@@ -17,7 +17,16 @@ from treadle.engine.run import RunOptions
 
 FUNCTIONS = """
 import asyncio
+import threading
 import pandas as pd
+
+ENTERED = threading.Event()
+RELEASE = threading.Event()
+
+def held(frame):
+    ENTERED.set()
+    RELEASE.wait(20)
+    return frame["x"]
 
 CALLS = []
 
@@ -240,3 +249,20 @@ def test_resume_reruns_a_failed_batch_call_and_keeps_filtered_rows_out(funcs):
     assert second.output["d"].tolist() == [x + 100 for x in (0, 1, 2, 4, 5, 6, 7, 8, 9)]
     assert second.output["e"].tolist() == [2 * x for x in (0, 1, 2, 4, 5, 6, 7, 8, 9)]
     assert len(module(funcs).CALLS) == 2, "the finished batch column is not run again"
+
+
+def test_a_calls_cells_run_together_and_the_grid_shows_them_so(funcs):
+    columns = [{"name": "d", "kind": "python", "function": f"{funcs.name}:held", "batch": True}]
+    run_settings = {"row_group_size": 5, "row_groups_in_flight": 1}
+    config = {"seed": {"path": str(funcs.parent / "seed.csv")}, "columns": columns, "run": run_settings}
+    controller = RunController(treadle.load(config, base_dir=funcs.parent), RunOptions(out=funcs.parent / "run"))
+    controller.start()
+    functions = module(funcs)
+    try:
+        assert functions.ENTERED.wait(20)
+        window = controller.snapshot(rows=range(10)).window
+    finally:
+        functions.RELEASE.set()
+    assert window == {row: ("running",) if row < 5 else ("waiting",) for row in range(10)}
+    result = controller.wait(30)
+    assert result is not None and result.output["d"].tolist() == list(range(10))
