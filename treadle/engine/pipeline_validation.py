@@ -380,7 +380,7 @@ def _column_lines(graph: ColumnGraph) -> list[str]:
             node.name,
             _kind_label(node),
             f"needs: {_short_list(node.inputs) or '-'}",
-            f"writes: {_short_list(node.outputs)}",
+            f"writes: {_short_list(node.outputs) or '(none)'}",
         )
         for node in graph
     ]
