@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import queue
 import sys
 import textwrap
@@ -94,12 +93,24 @@ def funcs(tmp_path: Path) -> Path:
 
 
 def run(funcs: Path, columns: list[dict], **run: object) -> treadle.RunResult:
+    return run_traced(funcs, columns, **run)[0]
+
+
+def run_traced(funcs: Path, columns: list[dict], **run: object) -> tuple[treadle.RunResult, list[tuple]]:
+    """The run's result and its attempts as (row, attempt, status)."""
     name = funcs.name
     for column in columns:
         if "function" in column:
             column["function"] = column["function"].replace("M:", f"{name}:")
     config = {"seed": {"path": str(funcs.parent / "seed.csv")}, "columns": columns, "run": run}
-    return treadle.run(config, base_dir=funcs.parent, out=funcs.parent / "run")
+    controller = RunController(treadle.load(config, base_dir=funcs.parent), RunOptions(out=funcs.parent / "run"))
+    result = controller.start().wait(60)
+    assert result is not None
+    return result, attempts(controller)
+
+
+def attempts(controller: RunController) -> list[tuple]:
+    return [(t.row, t.attempt, t.status) for t in controller.traces()[1]]
 
 
 def module(funcs: Path):
@@ -184,20 +195,18 @@ def test_a_wrong_return_fails_the_groups_cells_with_one_clear_error(funcs, funct
 
 def test_an_exception_fails_every_cell_of_the_call_after_its_retries(funcs):
     columns = [{"name": "d", "kind": "python", "function": "M:boom", "batch": True}]
-    result = run(funcs, columns, row_group_size=10, salvage_rounds=0)
+    result, traced = run_traced(funcs, columns, row_group_size=10, salvage_rounds=0)
     assert result.exit_code == 1
     assert {(f["error_class"], f["message"]) for f in result.failures} == {("ValueError", "no batch today")}
-    trace = [json.loads(line) for line in (funcs.parent / "run" / "trace.jsonl").read_text().splitlines()]
-    assert [(t["row"], t["status"]) for t in trace] == [(0, "failed")]
+    assert traced == [(0, 1, "failed")]
 
 
 def test_a_retryable_failure_retries_the_whole_call(funcs):
     columns = [{"name": "d", "kind": "python", "function": "M:flaky", "batch": True}]
-    result = run(funcs, columns, row_group_size=10, backoff_s=0)
+    result, traced = run_traced(funcs, columns, row_group_size=10, backoff_s=0)
     assert result.exit_code == 0
     assert result.output["d"].tolist() == [10 * x for x in range(10)]
-    trace = [json.loads(line) for line in (funcs.parent / "run" / "trace.jsonl").read_text().splitlines()]
-    assert [(t["row"], t["attempt"], t["status"]) for t in trace] == [(0, 1, "timeout"), (0, 2, "done")]
+    assert traced == [(0, 1, "timeout"), (0, 2, "done")]
 
 
 def test_retry_by_hand_reruns_the_failed_cells_as_one_call(funcs):
@@ -216,8 +225,7 @@ def test_retry_by_hand_reruns_the_failed_cells_as_one_call(funcs):
     result = controller.wait(30)
     assert result is not None and result.exit_code == 0
     assert result.output["d"].tolist() == [x + 100 for x in range(10)]
-    trace = [json.loads(line) for line in (funcs.parent / "run" / "trace.jsonl").read_text().splitlines()]
-    assert [(t["row"], t["status"]) for t in trace] == [(0, "failed"), (0, "done")]
+    assert attempts(controller) == [(0, 1, "failed"), (0, 1, "done")]
 
 
 def next_event(events: queue.SimpleQueue, kind: str):
