@@ -181,8 +181,10 @@ def run_headless(
 def print_summary(console: Console, result: RunResult) -> None:
     summary = result.record
     rows = summary.rows
-    counts = f"{rows.done}/{rows.total} rows done, {rows.failed} failed, {rows.dropped} dropped" + (
-        f", {rows.unfinished} unfinished" if rows.unfinished else ""
+    counts = (
+        f"{rows.done}/{rows.total} rows done, {rows.failed} failed, {rows.dropped} dropped"
+        + (f", {rows.filtered} filtered" if rows.filtered else "")
+        + (f", {rows.unfinished} unfinished" if rows.unfinished else "")
     )
     if result.status == "done":
         headline = f"[bold green]done[/] in {summary.wall_s:.2f} s: {counts}"

@@ -78,7 +78,7 @@ def test_unset_variables_and_schema_problems_are_reported_together(tmp_path):
 
 def test_unknown_kind():
     assert only("unknown_kind") == (
-        "pipeline.yaml: columns[1] 'x'.kind: unknown kind 'foo' (expected llm, python, template)"
+        "pipeline.yaml: columns[1] 'x'.kind: unknown kind 'foo' (expected llm, python, template, filter)"
     )
 
 
@@ -243,7 +243,7 @@ def test_schema_problems_are_reported_together():
     assert problems("many_problems") == [
         "pipeline.yaml: models.planner.max_paralel: unknown field 'max_paralel' (did you mean 'max_parallel'?)",
         "pipeline.yaml: run.retries: should be greater than or equal to 0 (got a number -1)",
-        "pipeline.yaml: columns[1] 'b'.kind: unknown kind 'tempalte' (expected llm, python, template); "
+        "pipeline.yaml: columns[1] 'b'.kind: unknown kind 'tempalte' (expected llm, python, template, filter); "
         "did you mean 'template'?",
     ]
 

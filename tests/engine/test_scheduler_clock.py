@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from virtual_time import VirtualClock, run_virtual, until
 
+from treadle.engine.capacity import Capacity
 from treadle.engine.errors import CellError, RetryableCellError
 from treadle.engine.events import EventBus
 from treadle.engine.generators.base import Generator, RunMode
@@ -25,7 +26,7 @@ from treadle.engine.journal import Journal
 from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
 from treadle.engine.policy import ErrorWindow, FailurePolicies, NodePolicy, NoWindow, RetryPolicy
 from treadle.engine.rows import RowStore
-from treadle.engine.scheduler import Capacity, Scheduler
+from treadle.engine.scheduler import Scheduler
 from treadle.engine.tracing import TaskTrace, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 

@@ -371,7 +371,7 @@ class RunController:
         names = tuple(run.node_names)
         by_column = {name: {s.label: counts[i * N_STATES + s] for s in CellState} for i, name in enumerate(names)}
         totals = {s.label: sum(col[s.label] for col in by_column.values()) for s in CellState}
-        finished, in_flight, pending = run.scheduler.group_status()
+        finished, in_flight, pending = run.scheduler.row_groups.counts()
         labels = [s.label for s in CellState]
         window = {row: tuple(labels[s] for s in tracker.row_states(row)) for row in rows if 0 <= row < tracker.n_rows}
         if hits := run.scheduler.cache_hits:  # a cell answered by the response cache shows as `cached`
@@ -476,10 +476,10 @@ class RunController:
         return self._directory.read_written_row(row, row // self.loaded.config.run.row_group_size) or {}
 
     def failures(self) -> list[dict[str, Any]]:
-        """Failed cells now: row, column, error class, message, attempts."""
+        """Failed cells now: row, column, error class, message, attempts (rows a filter dropped are not failures)."""
 
         def failures() -> list[dict[str, Any]]:
-            return [f.record() for f in self._run.scheduler.failures.values()]
+            return [f.record() for f in self._run.scheduler.failures.values() if f.action != "filtered"]
 
         result = self._call(failures)
         return result if result is not None else failures()

@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 from treadle.engine.errors import ConfigError, Problem, in_file_order
-from treadle.engine.pipeline import ColumnConfig, LLMColumn, PythonColumn, TemplateColumn, output_columns
+from treadle.engine.pipeline import ColumnConfig, FilterColumn, LLMColumn, PythonColumn, TemplateColumn, output_columns
 from treadle.engine.templates import (
     TemplateSyntaxError,
     compile_template,
@@ -60,6 +60,8 @@ def column_templates(column: ColumnConfig) -> dict[str, str]:
         return found
     if isinstance(column, TemplateColumn):
         return {"template": column.template}
+    if isinstance(column, FilterColumn) and (body := column.expression_body()) is not None:
+        return {"expression": f"{{{{ {body} }}}}"}
     return {}
 
 
@@ -138,6 +140,7 @@ class _Builder:
         self.check_names()
         for i in self.outputs:
             self.link(i)
+        self.link_filters()
         order = self.sort()
         if self.problems:
             raise ConfigError(in_file_order(self.problems))
@@ -231,6 +234,23 @@ class _Builder:
                 continue
             inputs.add(ref)
             upstream.add(j)
+
+    def link_filters(self) -> None:
+        """The columns after a filter in the file run only for the rows it keeps: they depend on it,
+        unless it depends on them."""
+        for f in self.outputs:
+            if not isinstance(self.columns[f], FilterColumn):
+                continue
+            ancestors: set[int] = set()
+            frontier = list(self.upstream[f])
+            while frontier:
+                j = frontier.pop()
+                if j not in ancestors:
+                    ancestors.add(j)
+                    frontier.extend(self.upstream.get(j, ()))
+            for i in self.outputs:
+                if i > f and i not in ancestors:
+                    self.upstream[i].add(f)
 
     def references(self, i: int) -> list[tuple[str, str, bool]]:
         """(name, key, from a template) for every name column `i`'s templates and depends_on mention;

@@ -127,7 +127,7 @@ class RunDirectory:
                 table = _read_parquet(path)
                 if dropped_rows:
                     keep = [row not in dropped_rows for row in table.column(ROW_FIELD).to_pylist()]
-                    table = table.filter(pa.array(keep))
+                    table = table.filter(pa.array(keep, type=pa.bool_()))  # typed even when empty
                 # Copies: a slice of the table would keep all of its buffers, the whole output, alive.
                 rows.append(table.column(ROW_FIELD).to_numpy().copy())
                 states.append(pa.concat_arrays(table.column(STATES_FIELD).chunks or [pa.array([], pa.binary())]))

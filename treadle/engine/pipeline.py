@@ -151,6 +151,12 @@ class PythonColumn(_ColumnBase):
     """`module:function`, module resolved relative to the pipeline's folder; sync or async."""
     columns: list[str] | None = None
     """Several output columns from one call: the function returns a dict with these keys."""
+    batch: bool = False
+    """Call the function once per row group with a pandas DataFrame of its ready rows (seed fields and
+    the columns it depends on); it returns one value per row (a Series or list; with `columns`, a
+    DataFrame or dict of lists)."""
+    batch_size: LimitValue | None = None
+    """With `batch`: most rows per call (a row group is split); defaults to the whole row group."""
 
 
 class TemplateColumn(_ColumnBase):
@@ -159,7 +165,31 @@ class TemplateColumn(_ColumnBase):
     """Jinja2 template rendered over the row."""
 
 
-ColumnConfig = Annotated[LLMColumn | PythonColumn | TemplateColumn, Field(discriminator="kind")]
+class FilterColumn(_ColumnBase):
+    """Keeps the rows for which its test is true; the others are dropped ("filtered by <name>") and the
+    columns after it in the file do not run for them. It writes no column."""
+
+    kind: Literal["filter"]
+    function: str | None = None
+    """`module:function` returning a bool per row (with `batch`, a boolean Series per row group)."""
+    expression: str | None = None
+    """A Jinja2 expression over the row, such as `{{ score >= 4 }}`."""
+    batch: bool = False
+    """With `function`: call it once per row group with a DataFrame, as a batch python column."""
+    batch_size: LimitValue | None = None
+    """With `batch`: most rows per call; defaults to the whole row group."""
+
+    def expression_body(self) -> str | None:
+        """The expression without its `{{ }}` (which may be left out in the file)."""
+        if self.expression is None:
+            return None
+        body = self.expression.strip()
+        if body.startswith("{{") and body.endswith("}}"):
+            body = body[2:-2]
+        return body.strip()
+
+
+ColumnConfig = Annotated[LLMColumn | PythonColumn | TemplateColumn | FilterColumn, Field(discriminator="kind")]
 
 
 class EarlyStopConfig(_Strict):
@@ -212,4 +242,6 @@ def output_columns(column: ColumnConfig) -> list[str]:
     """The columns a column config writes: its `columns` list or its own name."""
     if isinstance(column, PythonColumn) and column.columns:
         return list(column.columns)
+    if isinstance(column, FilterColumn):
+        return []
     return [column.name]

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from treadle.engine.errors import ConfigError, Problem, describe_value, in_file_order
 from treadle.engine.functions import FunctionLoadError, resolve_function, signature_problem
 from treadle.engine.graph import ColumnGraph, Node
-from treadle.engine.pipeline import ColumnConfig, LLMColumn, PipelineConfig, PythonColumn, SeedConfig
+from treadle.engine.pipeline import ColumnConfig, FilterColumn, LLMColumn, PipelineConfig, PythonColumn, SeedConfig
 from treadle.engine.schemas import schema_problem
 from treadle.engine.seed import SeedTable, load_seed
 
@@ -315,12 +315,12 @@ def _column_problems(config: PipelineConfig, base_dir: Path, file: str) -> list[
     for i, column in enumerate(config.columns):
         if isinstance(column, LLMColumn):
             found = _llm_column_problems(column, config)
-        elif isinstance(column, PythonColumn):
+        elif isinstance(column, PythonColumn | FilterColumn):
             found = _python_column_problems(column, base_dir)
         else:
             found = []
         problems.extend(
-            Problem(file, message, key=f"columns[{i}] '{column.name}'.{field}", column_index=i)
+            Problem(file, message, key=f"columns[{i}] '{column.name}'" + (f".{field}" if field else ""), column_index=i)
             for field, message in found
         )
     return problems
@@ -342,8 +342,17 @@ def _llm_column_problems(column: LLMColumn, config: PipelineConfig) -> list[tupl
     return found
 
 
-def _python_column_problems(column: PythonColumn, base_dir: Path) -> list[tuple[str, str]]:
-    """(field, message) for a function that cannot be imported or cannot take a row."""
+def _python_column_problems(column: PythonColumn | FilterColumn, base_dir: Path) -> list[tuple[str, str]]:
+    """(field, message) for a function that cannot be imported or cannot take a row (or a frame), a
+    filter with neither or both of function and expression, batch settings that do not apply."""
+    if column.batch_size is not None and not column.batch:
+        return [("batch_size", "applies only with batch: true")]
+    if isinstance(column, FilterColumn):
+        if (column.function is None) == (column.expression is None):
+            return [("", "a filter needs either function: or expression: (one of the two)")]
+        if column.function is None:
+            return [("batch", "applies only to a filter with function:")] if column.batch else []
+    assert column.function is not None
     try:
         fn = resolve_function(column.function, base_dir)
     except FunctionLoadError as exc:
@@ -388,7 +397,7 @@ def _column_lines(graph: ColumnGraph) -> list[str]:
             node.name,
             _kind_label(node),
             f"needs: {_short_list(node.inputs) or '-'}",
-            f"writes: {_short_list(node.outputs)}",
+            f"writes: {_short_list(node.outputs) or '(none)'}",
         )
         for node in graph
     ]
@@ -402,7 +411,9 @@ def _kind_label(node: Node) -> str:
     if isinstance(column, LLMColumn):
         return f"llm ({column.model}{', json' if column.output_schema is not None else ''})"
     if isinstance(column, PythonColumn):
-        return f"python ({column.function})"
+        return f"python ({column.function}{', batch' if column.batch else ''})"
+    if isinstance(column, FilterColumn):
+        return f"filter ({column.function or column.expression}{', batch' if column.batch else ''})"
     return "template"
 
 

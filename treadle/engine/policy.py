@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from treadle.engine.errors import CellError, one_line
 
-FailureAction = Literal["fail", "skip_row", "default"]
+FailureAction = Literal["fail", "skip_row", "default", "filtered"]
 RATE_LIMIT_EXTRA_ATTEMPTS = 20
 """Attempts a rate-limited cell gets beyond its retries: waiting on a busy endpoint spends no retry."""
 MAX_MESSAGE = 500

@@ -62,8 +62,12 @@ class ReadyHeaps:
         self._unprobed: deque[tuple[int, float]] = deque()
         """Ready cells of cached columns not looked up yet, with when they became ready: looked up a
         few at a time by `take`, so a row group made ready at once does not hold the loop."""
+        self.collect_batches: Callable[[list[int]], list[int]] | None = None
+        """Takes the cells of batch columns (treadle.engine.batches) and returns the others."""
 
     def push(self, cells: list[int], now: float) -> None:
+        if self.collect_batches is not None:
+            cells = self.collect_batches(cells)
         n_nodes = self._tracker.n_nodes
         probing = self.probe is not None
         for cell in cells:
@@ -86,6 +90,11 @@ class ReadyHeaps:
             node = cell % n_nodes
             heap = 0 if probe(cell) else self._heap_of_node[node]
             heapq.heappush(self._heaps[heap], (cell // n_nodes, self._neg_cp[node], cell, at))
+
+    def push_call(self, cell: int, now: float) -> None:
+        """Queue a batch call under its first cell (which stands for it; it has no per-model limit)."""
+        n_nodes = self._tracker.n_nodes
+        heapq.heappush(self._heaps[0], (cell // n_nodes, self._neg_cp[cell % n_nodes], cell, now))
 
     def count(self) -> int:
         """Ready entries (an upper bound: entries of dropped cells leave lazily)."""

@@ -18,6 +18,7 @@ import numpy as np
 from treadle.engine.analysis.cost import prices_of
 from treadle.engine.analysis.series import percentiles
 from treadle.engine.analysis.summary import NO_TRACE, summary_metrics
+from treadle.engine.capacity import Capacity
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import FatalRunError, StorageError
 from treadle.engine.events import EventBus, LimitAdapted, Progress, RunFinished, RunStarted
@@ -36,7 +37,7 @@ from treadle.engine.rate_limits import Change, ModelRate, rate_summary
 from treadle.engine.response_cache import CacheMode, attach_cache, cache_summary, open_run_cache
 from treadle.engine.resume import Recovery
 from treadle.engine.rows import RowStore
-from treadle.engine.scheduler import Capacity, Scheduler
+from treadle.engine.scheduler import Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
 from treadle.engine.stats import LimitChanges
 from treadle.engine.summary_record import (
@@ -267,7 +268,7 @@ class Run:
             self._storage_failed(exc)
             return
         # A retry may have reopened the group while it was being written: then its rows are in use.
-        if self.scheduler.is_finished(group) and not self._has_failures(group):
+        if self.scheduler.row_groups.is_finished(group) and not self._has_failures(group):
             self.store.release_group(group)
 
     def _has_failures(self, group: int) -> bool:
@@ -395,7 +396,7 @@ class Run:
         # A trace that cannot be written must not cost the outputs: its error is raised after them.
         trace_written = self._trace_writer.submit(self.tracer.finish, self.directory.trace_path)
         # Groups cut short by a stop still hold finished cells: write them so no finished work is lost.
-        for group in scheduler.active_groups():
+        for group in scheduler.row_groups.in_flight():
             rows, states = self._group_contents(group)
             self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
         dropped = self.tracker.dropped_rows()

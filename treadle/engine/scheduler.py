@@ -16,20 +16,23 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from treadle.engine.batches import Batches, run_call
+from treadle.engine.cache_hits import CacheHits
+from treadle.engine.capacity import Capacity
 from treadle.engine.context import ContextServices
 from treadle.engine.deadlines import Deadlines
 from treadle.engine.errors import FatalRunError
 from treadle.engine.events import CellRetried, EventBus, Idle, LimitChanged, Paused, Resumed, RowDropped, Stopping
 from treadle.engine.failures import FailureHandler
+from treadle.engine.filters import filter_row
 from treadle.engine.generators.base import Generator, RunMode
+from treadle.engine.generators.filter import RowFiltered
 from treadle.engine.journal import Journal
-from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit
+from treadle.engine.limits import ROW_GROUPS, SLOTS
 from treadle.engine.policy import FailurePolicies
-from treadle.engine.rate_limits import ModelRate
 from treadle.engine.ready import ReadyHeaps
 from treadle.engine.row_groups import RowGroups
 from treadle.engine.rows import RowStore
@@ -40,20 +43,9 @@ from treadle.engine.tracker import CellState, CellTracker
 _RUNNING = CellState.RUNNING
 _ASYNC = RunMode.ASYNC
 _INLINE = RunMode.INLINE
+_BATCH = RunMode.BATCH
 _SLICE_S = 0.005
 _CALLS_PER_SLICE = 32
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """What bounds the work in flight."""
-
-    limits: dict[str, Limit]
-    """Row groups in flight (ROW_GROUPS), execution slots (SLOTS), and one per model (`model_limit`)."""
-    rates: dict[str, ModelRate]
-    """Per model limit name: when its requests may start (ceiling, budgets, adaptive pace)."""
-    python_threads: int
-    """Threads for sync python functions."""
 
 
 class Scheduler:
@@ -95,20 +87,24 @@ class Scheduler:
         """`_finished` is set (a plain flag the workers can check for each cell)."""
         self._idle_reported = False
         self._slots = self.limits[SLOTS]
-        self._groups = RowGroups(tracker.n_groups, self.limits[ROW_GROUPS], finished_groups)
+        self.row_groups = RowGroups(tracker.n_groups, self.limits[ROW_GROUPS], finished_groups)
         self._writes: set[asyncio.Task[None]] = set()
         self._init_workers(capacity.python_threads)
         self._ready = ReadyHeaps(
             tracker, self.generators, critical_path, self.limits, self.rates, clock, lambda: self._provide_workers(1)
         )
         self._node_limit = self._ready.node_limit
-        self._cached: dict[int, dict] = {}
-        """Values of ready cells answered by the response cache, until they run."""
-        self.cache_hits = bytearray(0)
-        """Per cell: 1 if its value came from the response cache (sized when a column uses the cache)."""
-        if any(getattr(g, "cache", None) is not None for g in self.generators):
-            self.cache_hits = bytearray(tracker.n_rows * tracker.n_nodes)
-            self._ready.probe = self._probe_cache
+        self._hits = CacheHits(tracker.n_rows * tracker.n_nodes, tracker.n_nodes, self.generators, store)
+        self._cached = self._hits.values
+        self.cache_hits = self._hits.marks
+        if self._hits.enabled:
+            self._ready.probe = self._hits.probe
+        self.batches = Batches(tracker, self.generators, self._push_call)
+        self._has_batches = any(self.batches.nodes)
+        if any(not g.outputs for g in self.generators):  # a filter: its rows are counted apart
+            tracker.filtered = set()
+        if self._has_batches:
+            self._ready.collect_batches = self.batches.collect
         self.tracer = tracer
         self._tracing = not isinstance(tracer, NullTracer)
         """Checked before recording a finished cell: cheaper than a call to NullTracer.done."""
@@ -275,34 +271,26 @@ class Scheduler:
         if self._idle or self._alive < self._slots.total:
             self._provide_workers(len(cells))
 
-    def _probe_cache(self, cell: int) -> bool:
-        row_index, node = divmod(cell, self.tracker.n_nodes)
-        values = self.generators[node].cached(self.store.rows[row_index])  # type: ignore[attr-defined]
-        if values is None:
-            return False
-        self._cached[cell] = values
-        return True
-
-    def _record_hit(self, cell: int, slot: int, t_ready: float, started: float, ended: float) -> None:
-        """A cell answered by the response cache: marked, and traced without usage (no tokens spent)."""
-        self.cache_hits[cell] = 1
-        self.tracer.record(*divmod(cell, self.tracker.n_nodes), 1, slot, t_ready, started, ended, "cached")
+    def _push_call(self, cell: int) -> None:
+        self._ready.push_call(cell, self._clock())
+        self._provide_workers(1)
 
     async def _run_cell(self, cell: int, t_ready: float, task: asyncio.Task, slot: int) -> None:
         tracker = self.tracker
         n_nodes = tracker.n_nodes
         row_index, node = divmod(cell, n_nodes)
         generator = self.generators[node]
+        if generator.mode is _BATCH:
+            return await run_call(self, cell, t_ready, task, slot)
         row = self.store.rows[row_index]
         error: BaseException | None = None
         values: dict | None = None
         cached = self._cached.pop(cell, None) if self._cached else None
         started = self._clock()
         try:
-            mode = generator.mode
             if cached is not None:
                 values = cached
-            elif mode is _INLINE:
+            elif (mode := generator.mode) is _INLINE:
                 values = generator.generate(row)
             else:
                 running = self._deadlines.running
@@ -340,7 +328,7 @@ class Scheduler:
                 assert values is not None
                 row.update(values)
                 if cached is not None:
-                    self._record_hit(cell, slot, t_ready, started, ended)
+                    self._hits.record(self.tracer, cell, slot, t_ready, started, ended)
                 elif self._tracing:  # Tracer.done inlined: a method call is a third of tracing's cost per cell
                     attempt = self.attempts.get(cell, 0) + 1 if self.attempts else 1
                     if self._usage_keys[node] in values:
@@ -362,18 +350,24 @@ class Scheduler:
                 if not tracker.group_open[cell // n_nodes // tracker.group_size]:
                     self._after_change(cell)
             else:
-                self._failure_handler.record(cell, error, (slot, t_ready, started, ended))
-                self._after_change(cell)
+                self._settle_error(cell, error, (slot, t_ready, started, ended))
         else:  # its row was dropped while it ran
             self._failure_handler.cancelled(cell, (slot, t_ready, started, ended))
         if not self._slots.in_use:
             self._check_finished()
 
+    def _settle_error(self, cell: int, error: BaseException, timing: tuple[int, float, float, float]) -> None:
+        if type(error) is RowFiltered:
+            filter_row(self, cell, timing)
+        else:
+            self._failure_handler.record(cell, error, timing)
+        self._after_change(cell)
+
     # ---- row groups ------------------------------------------------------------------------------
 
     def _admit(self) -> None:
         tracker = self.tracker
-        while not self.stopping and not self.paused and (group := self._groups.admit_next()) is not None:
+        while not self.stopping and not self.paused and (group := self.row_groups.admit_next()) is not None:
             self.store.load_group(group)
             ready = tracker.activate_group(group)
             if ready:
@@ -383,12 +377,14 @@ class Scheduler:
 
     def _after_change(self, cell: int) -> None:
         group = self.tracker.group_of(cell)
+        if self._has_batches:
+            self.batches.recheck(cell)
         if self.tracker.group_open[group] == 0:
             self._finish_group(group)  # its place admits the next group once its file is written
 
     def _finish_group(self, group: int) -> bool:
         """Finish a group in flight and write its file; False if it was not in flight."""
-        if not self._groups.finish(group):
+        if not self.row_groups.finish(group):
             return False
         assert self._loop is not None
         write = self._loop.create_task(self._write_group(group))
@@ -401,18 +397,8 @@ class Scheduler:
         try:
             await self._on_group_finished(group)
         finally:
-            if self._groups.written(group):
+            if self.row_groups.written(group):
                 self._admit()
-
-    def is_finished(self, group: int) -> bool:
-        return self._groups.is_finished(group)
-
-    def active_groups(self) -> list[int]:
-        return self._groups.in_flight()
-
-    def group_status(self) -> tuple[int, int, int]:
-        """Row groups (finished, in flight, not started)."""
-        return self._groups.counts()
 
     # ---- commands (called on the engine loop) ----------------------------------------------------
 
@@ -465,7 +451,7 @@ class Scheduler:
         self.cell_services.wake_all_models()
         if limit is self._slots:
             self._resize_workers()
-        elif limit is self._groups.limit:
+        elif limit is self.row_groups.limit:
             self._admit()
         else:
             self._wake(len(self._idle))
@@ -478,7 +464,7 @@ class Scheduler:
                 continue
             group = self.tracker.group_of(cell)
             self.store.load_group(group)
-            self._groups.reopen(group)
+            self.row_groups.reopen(group)
             ready = self.tracker.retry(cell)
             self._failure_handler.retried(cell)
             retried += 1

@@ -17,13 +17,17 @@ turn 4 into 4.0, and summary.json would change)."""
 
 
 class RowOutcomes(Record):
-    """Rows done (every cell done or degraded), failed (a cell failed or blocked), dropped, unfinished."""
+    """Rows done (every cell done or degraded), failed (a cell failed or blocked), dropped, unfinished,
+    and, in pipelines with a filter column, filtered (dropped by a filter, not counted in dropped)."""
+
+    _omitted_when_none = ("filtered",)
 
     total: int
     done: int
     failed: int
     dropped: int
     unfinished: int
+    filtered: int | None = None
 
 
 class CellLatency(Record):

@@ -66,6 +66,8 @@ class CellTracker:
             self.counts[node * N_STATES + _WAITING] = n_rows
         self.group_open = [self._group_cells(g) for g in range(self.n_groups)]
         self.unfinished = n_cells
+        self.filtered: set[int] | None = None
+        """Rows a filter column dropped (None: the pipeline has no filter); counted apart from dropped."""
 
     def _group_cells(self, group: int) -> int:
         return len(self.group_rows(group)) * self.n_nodes
@@ -220,6 +222,13 @@ class CellTracker:
                 dropped += 1
         return dropped
 
+    def filter_row(self, row: int) -> None:
+        """A filter turned the row away: it is dropped, and counted as filtered."""
+        self.drop_row(row)
+        if self.filtered is None:
+            self.filtered = set()
+        self.filtered.add(row)
+
     def row_dropped(self, row: int) -> bool:
         return self.n_nodes > 0 and self.state[row * self.n_nodes] == _DROPPED
 
@@ -231,13 +240,17 @@ class CellTracker:
         done = ~dropped & ((states == _DONE) | (states == _DEGRADED)).all(axis=1)
         failed = ~dropped & ~done & ((states == _FAILED) | (states == _BLOCKED)).any(axis=1)
         n_done, n_failed, n_dropped = int(done.sum()), int(failed.sum()), int(dropped.sum())
-        return {
+        outcomes = {
             "total": self.n_rows,
             "done": n_done,
             "failed": n_failed,
             "dropped": n_dropped,
             "unfinished": self.n_rows - n_done - n_failed - n_dropped,
         }
+        if self.filtered is not None:
+            outcomes["filtered"] = len(self.filtered)
+            outcomes["dropped"] -= len(self.filtered)
+        return outcomes
 
     def dropped_rows(self) -> set[int]:
         if not self.n_nodes:

@@ -245,6 +245,7 @@ def summary_table(summary: Mapping[str, Any], show_latency: bool = True) -> Rend
     head.append("rows ", style="bold")
     head.append(
         f"{rows.total:,} total · {rows.done:,} done · {rows.failed:,} failed · {rows.dropped:,} dropped"
+        + (f" · {rows.filtered:,} filtered" if rows.filtered else "")
         + (f" · {rows.unfinished:,} unfinished" if rows.unfinished else "")
     )
     cell_line = Text()

@@ -13,6 +13,7 @@ class RunMode(Enum):
     ASYNC = "async"
     THREAD = "thread"
     INLINE = "inline"  # cheap and CPU-only (template rendering): a thread hop would cost more than the work
+    BATCH = "batch"  # one call for the ready rows of a row group (treadle.engine.batches)
 
 
 class Generator:

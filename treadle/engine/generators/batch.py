@@ -1,0 +1,87 @@
+"""Batch python columns (`batch: true`): one call of a user function per row group (or `batch_size` rows).
+
+The function takes a pandas DataFrame of the ready rows (indexed by row number; the seed fields and
+the columns of the nodes it depends on, directly or not) and returns one value per row: a Series,
+list or 1-d array for one column; a DataFrame or a dict of lists for `columns: [...]`. Values are
+taken by position. The scheduler's side (collecting a group's ready cells, one task per call) lives
+in treadle.engine.batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from treadle.engine.errors import CellError
+from treadle.engine.functions import is_async_function
+from treadle.engine.generators.base import Generator, RunMode
+
+
+class BatchGenerator(Generator):
+    mode = RunMode.BATCH
+
+    def __init__(
+        self,
+        name: str,
+        outputs: tuple[str, ...],
+        function: Callable[..., Any],
+        spec: str,
+        batch_size: int | None,
+        wanted: Callable[[str], bool],
+    ) -> None:
+        super().__init__(name, outputs)
+        self.function = function
+        self.spec = spec
+        """`module:function` as the pipeline names it, for error messages."""
+        self.batch_size = batch_size
+        self.is_async = is_async_function(function)
+        self._wanted = wanted
+        """Whether a row's key goes into the frame (a seed field or an upstream column)."""
+        self._single = len(outputs) == 1 and outputs[0] == name
+        self._filter = not outputs
+        """A batch filter: one bool per row, false drops the row."""
+
+    def frame(self, rows: Sequence[Mapping[str, Any]], index: Sequence[int]) -> pd.DataFrame:
+        """The DataFrame the function receives for `rows` (row numbers `index`)."""
+        keys = [key for key in rows[0] if self._wanted(key)]
+        return pd.DataFrame({key: [row.get(key) for row in rows] for key in keys}, index=pd.Index(index))
+
+    def split(self, result: Any, n_rows: int) -> list[dict[str, Any] | None]:
+        """The values of each row from what the function returned (None: a filter drops the row);
+        CellError if it is not `n_rows` values."""
+        if self._filter:
+            return [{} if keep else None for keep in self._values(result, n_rows, "")]
+        if self._single:
+            return [{self.name: value} for value in self._values(result, n_rows, "")]
+        names = ", ".join(self.outputs)
+        if isinstance(result, pd.DataFrame):
+            present: Collection[Any] = result.columns
+        elif isinstance(result, Mapping):
+            present = result.keys()
+        else:
+            raise CellError(
+                f"batch function {self.spec} returned {type(result).__name__}, "
+                f"expected a DataFrame or a dict of lists with columns {names}"
+            )
+        missing = [column for column in self.outputs if column not in present]
+        if missing:
+            raise CellError(f"batch function {self.spec} returned no column {', '.join(missing)} (expected {names})")
+        columns = [self._values(result[column], n_rows, f" for column {column}") for column in self.outputs]
+        return [dict(zip(self.outputs, values, strict=True)) for values in zip(*columns, strict=True)]
+
+    def _values(self, result: Any, n_rows: int, which: str) -> list[Any]:
+        if isinstance(result, pd.Series | np.ndarray) and result.ndim == 1:
+            values = result.tolist()
+        elif isinstance(result, list | tuple):
+            values = list(result)
+        else:
+            raise CellError(
+                f"batch function {self.spec} returned {type(result).__name__}{which}, "
+                f"expected a Series or list of {n_rows} values"
+            )
+        if len(values) != n_rows:
+            raise CellError(f"batch function {self.spec} returned {len(values)} values{which} for {n_rows} rows")
+        return values
