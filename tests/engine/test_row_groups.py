@@ -72,7 +72,11 @@ def test_a_group_finished_twice_before_its_writes_are_done_frees_its_place_after
     groups.finish(0)
     groups.reopen(0)
     groups.finish(0)  # two writes pending
+    # the first write to end must leave the rows in memory: the second has not read them yet
+    assert groups.writes_pending(0) == 2
     assert not groups.written(0)
+    assert groups.writes_pending(0) == 1
     assert groups.limit.in_use == 1
     assert groups.written(0)
+    assert groups.writes_pending(0) == 0
     assert groups.limit.in_use == 0

@@ -65,6 +65,10 @@ class RowGroups:
             if group not in self._unwritten:  # else it still holds its place
                 self.limit.acquire()
 
+    def writes_pending(self, group: int) -> int:
+        """Writes of a group started and not yet `written` (a retried group may have two at once)."""
+        return self._unwritten.get(group, 0)
+
     def is_finished(self, group: int) -> bool:
         return self._status[group] == _FINISHED
 

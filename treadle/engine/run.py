@@ -267,8 +267,10 @@ class Run:
         except OSError as exc:
             self._storage_failed(exc)
             return
-        # A retry may have reopened the group while it was being written: then its rows are in use.
-        if self.scheduler.row_groups.is_finished(group) and not self._has_failures(group):
+        # A retry may have reopened the group while it was being written: then its rows are in use, and
+        # if it finished again, the next write (counted, not started yet) still needs them.
+        groups = self.scheduler.row_groups
+        if groups.is_finished(group) and groups.writes_pending(group) == 1 and not self._has_failures(group):
             self.store.release_group(group)
 
     def _has_failures(self, group: int) -> bool:
