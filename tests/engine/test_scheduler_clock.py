@@ -188,7 +188,7 @@ def test_early_stop_pauses_the_run_when_the_window_reaches_its_threshold(tmp_pat
         running = asyncio.create_task(scheduler.run())
         await until(lambda: scheduler.paused)
         paused_at = clock() - start
-        await asyncio.sleep(600)  # paused: nothing more starts, however long it waits
+        await asyncio.sleep(600)  # sync-ok: virtual time; paused, nothing starts however long
         started = len(column.starts)
         scheduler.stop()
         await running
