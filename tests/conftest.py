@@ -17,16 +17,29 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-@pytest.fixture
-def probe():
-    """The probe module's recorder, reset for each test (its columns live in tests/data/probe)."""
+def _probe_recorder():
     if str(PROBE_DIR) not in sys.path:
         sys.path.insert(0, str(PROBE_DIR))
     import probe_cols
 
     probe_cols.probe.reset()
-    yield probe_cols.probe
-    probe_cols.probe.open_gate()
+    return probe_cols.probe
+
+
+@pytest.fixture
+def probe():
+    """The probe module's recorder, reset for each test (its columns live in tests/data/probe)."""
+    recorder = _probe_recorder()
+    yield recorder
+    recorder.open_gate()
+
+
+@pytest.fixture(scope="module")
+def module_probe():
+    """The probe module's recorder for one test module's shared runs, reset before and after."""
+    recorder = _probe_recorder()
+    yield recorder
+    recorder.reset()
 
 
 @pytest.fixture(autouse=True)

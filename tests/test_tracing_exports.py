@@ -149,23 +149,12 @@ def read_traces(run_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def probe_module():
-    if str(PROBE_DIR) not in sys.path:
-        sys.path.insert(0, str(PROBE_DIR))
-    import probe_cols
-
-    probe_cols.probe.reset()
-    yield probe_cols.probe
-    probe_cols.probe.reset()
-
-
-@pytest.fixture(scope="module")
-def python_run(tmp_path_factory, probe_module) -> Path:
+def python_run(tmp_path_factory, module_probe) -> Path:
     """30 rows: column a retries rows 1, 4 and 17 once; column b fails rows 6 and 20 (c is blocked there)."""
     tmp = tmp_path_factory.mktemp("python_run")
     pd.DataFrame({"id": range(30)}).to_csv(tmp / "seed.csv", index=False)
-    probe_module.flaky_once_rows = {1, 4, 17}
-    probe_module.failing_rows = {6, 20}
+    module_probe.flaky_once_rows = {1, 4, 17}
+    module_probe.failing_rows = {6, 20}
     config = {
         "seed": {"path": str(tmp / "seed.csv")},
         "columns": [

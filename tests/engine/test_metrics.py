@@ -8,7 +8,6 @@ the records against what summary.json holds. The helpers (series, limits, prices
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -44,18 +43,6 @@ def pipeline(seed: Path, **run: object) -> dict:
         ],
         "run": {"row_group_size": 4, "max_parallel": 3, "backoff_s": 0, "salvage_rounds": 0, **run},
     }
-
-
-@pytest.fixture(scope="module")
-def module_probe():
-    """The probe module's recorder for this module's runs (tests/data/probe/probe_cols.py)."""
-    if str(PROBE_DIR) not in sys.path:
-        sys.path.insert(0, str(PROBE_DIR))
-    import probe_cols
-
-    probe_cols.probe.reset()
-    yield probe_cols.probe
-    probe_cols.probe.reset()
 
 
 @pytest.fixture(scope="module")
