@@ -19,6 +19,7 @@ from treadle.engine.analysis.cost import prices_of
 from treadle.engine.analysis.series import percentiles
 from treadle.engine.analysis.summary import NO_TRACE, summary_metrics
 from treadle.engine.capacity import Capacity
+from treadle.engine.column_edits import Versions
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import FatalRunError, StorageError
 from treadle.engine.events import EventBus, LimitAdapted, Progress, RunFinished, RunStarted
@@ -403,6 +404,8 @@ class Run:
             self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
         dropped = self.tracker.dropped_rows()
         index = self.directory.assemble_output(range(self.tracker.n_groups), dropped)
+        if self.versions is not None:
+            self.versions.stamp_output(self.directory.output_path, index, self.node_names)
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
         self.directory.write_failures(f.record() for f in failures)
         trace_error: OSError | None = None
@@ -421,6 +424,8 @@ class Run:
         if trace_error is not None:
             raise trace_error
 
+    versions: Versions | None = None
+    """Columns changed while the run went (RunController's ColumnEditor sets it)."""
     limit_changes: LimitChanges | None = None
     """Every limit's totals over the run: RunController records each change it makes."""
     final_trace: TraceColumns | None = None
@@ -477,6 +482,7 @@ class Run:
             ),
             join=None if join is None else JoinSummary(**dataclasses.asdict(join)),
             cache=cache_summary(self.cache, config.models),
+            versions=self.versions.history if self.versions is not None and self.versions.history else None,
             outputs=OutputPaths(
                 output=str(self.directory.output_path),
                 failures=str(self.directory.failures_path),

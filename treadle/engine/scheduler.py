@@ -456,17 +456,20 @@ class Scheduler:
         else:
             self._wake(len(self._idle))
 
-    def retry(self, cells: list[int]) -> int:
-        """Turn failed cells (and their blocked dependents) back into work; returns how many."""
+    def retry(self, cells: list[int], redo: bool = False) -> int:
+        """Turn failed cells (and their blocked dependents) back into work, with `redo` finished ones too
+        (and their dependents); returns how many. Their model is asked again, not the response cache."""
         retried = 0
         for cell in cells:
-            if self.tracker.state[cell] != CellState.FAILED:
+            state = self.tracker.state[cell]
+            if state != CellState.FAILED and not (redo and state in (CellState.DONE, CellState.DEGRADED)):
                 continue
             group = self.tracker.group_of(cell)
             self.store.load_group(group)
             self.row_groups.reopen(group)
-            ready = self.tracker.retry(cell)
+            ready = self.tracker.retry(cell) if state == CellState.FAILED else self.tracker.redo(cell)
             self._failure_handler.retried(cell)
+            self._hits.bypass(cell)
             retried += 1
             self._idle_reported = False
             self.bus.emit(
