@@ -7,7 +7,6 @@ import json
 import queue
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -89,7 +88,7 @@ def test_fix_and_retry_over_http(served):
 
 
 def test_a_command_must_be_sent_as_json(served):
-    controller, events, url, folder = served
+    url = served[2]
     status, answer = call(f"{url}/retry", {"all_failed": True}, content_type="text/plain")
     assert status == 400 and "Content-Type: application/json" in answer["error"]
     assert call(f"{url}/columns/nope", {"template": "x"})[0] == 400
