@@ -58,7 +58,7 @@ class ColumnEdit:
 
 def editable_fields(loaded: LoadedPipeline, column: str) -> tuple[str, ...]:
     """The fields of `column` a person may change while the run goes (none for python and filter columns)."""
-    return EDITABLE.get(type(_node(loaded, column).config), ())
+    return EDITABLE.get(type(column_config(loaded, column)), ())
 
 
 def available_fields(loaded: LoadedPipeline, column: str) -> list[str]:
@@ -76,9 +76,33 @@ def available_fields(loaded: LoadedPipeline, column: str) -> list[str]:
     return fields
 
 
+@dataclass(frozen=True)
+class ColumnSettings:
+    """A column as an editor shows it."""
+
+    name: str
+    kind: str
+    values: dict[str, Any]
+    """The editable fields' values now (an llm column's prompt, system, temperature, max_tokens; a
+    template's template); empty for python and filter columns."""
+    available: list[str]
+    """What its templates may read (`available_fields`)."""
+    function: str | None
+    """A python or filter column's `module:function`."""
+    version: int
+    """The pipeline version that last changed it (1: never changed)."""
+
+
+def column_settings(loaded: LoadedPipeline, column: str, version: int) -> ColumnSettings:
+    config = column_config(loaded, column)
+    values = {key: getattr(config, key) for key in EDITABLE.get(type(config), ())}
+    function = getattr(config, "function", None)
+    return ColumnSettings(column, config.kind, values, available_fields(loaded, column), function, version)
+
+
 def prepare_edit(loaded: LoadedPipeline, column: str, changes: Mapping[str, Any]) -> ColumnEdit:
     """Check a change to `column`; raises ValueError with one line saying what is wrong (nothing applied)."""
-    config = _node(loaded, column).config
+    config = column_config(loaded, column)
     allowed = EDITABLE.get(type(config), ())
     if not allowed:
         raise ValueError(
@@ -114,11 +138,12 @@ def prepare_edit(loaded: LoadedPipeline, column: str, changes: Mapping[str, Any]
     return ColumnEdit(column, diffs, edited_loaded)
 
 
-def _node(loaded: LoadedPipeline, column: str) -> Any:
+def column_config(loaded: LoadedPipeline, column: str) -> Any:
+    """The column's config; ValueError naming the columns when there is none of that name."""
     node = loaded.graph.nodes.get(column)
     if node is None:
         raise ValueError(f"no column named {column!r} (columns: {', '.join(loaded.graph.order)})")
-    return node
+    return node.config
 
 
 def _ancestors(graph: ColumnGraph, column: str) -> set[str]:

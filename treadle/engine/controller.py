@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 
 from treadle.engine.analysis.cost import prices_of
 from treadle.engine.analysis.summary import live_metrics
-from treadle.engine.column_edits import Versions, prepare_edit
+from treadle.engine.column_edits import ColumnSettings, Versions, column_config, column_settings, prepare_edit
 from treadle.engine.errors import TreadleError
 from treadle.engine.events import EventBus
 from treadle.engine.functions import FunctionLoadError, reload_function, signature_problem
@@ -39,7 +38,7 @@ from treadle.engine.tracing import TaskTrace
 from treadle.engine.tracker import N_STATES, CellState
 from treadle.engine.views import CellDetail, LimitView, Snapshot
 
-__all__ = ["CellDetail", "LimitView", "RecomputePlan", "RunController", "Snapshot"]
+__all__ = ["CellDetail", "ColumnSettings", "LimitView", "RecomputePlan", "RunController", "Snapshot"]
 
 T = TypeVar("T")
 _COMMAND_TIMEOUT_S = 10.0
@@ -73,7 +72,7 @@ class RunController:
         self._run.limit_changes = self._limit_changes
         if recovery is None:
             create_run_dir(self._directory, loaded, self.options)
-        self._edits = ColumnEditor(self._run, versions or Versions(), self._record_versions)
+        self._edits = ColumnEditor(self._run, versions or Versions())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -282,11 +281,23 @@ class RunController:
             self.loaded = edit.loaded
         return version
 
+    def column_settings(self, name: str) -> ColumnSettings:
+        """A column as an editor shows it: kind, editable values, the fields it may read, its version."""
+        return column_settings(self.loaded, name, self._edits.versions.of_column(name))
+
+    def check_column(self, name: str, **changes: Any) -> str | None:
+        """Why `update_column(name, **changes)` would be refused (one line), or None; nothing is applied."""
+        try:
+            prepare_edit(self.loaded, name, changes)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def reload_function(self, name: str) -> int | None:
         """Load a python column's function again from its module's file (a fresh module object); new starts
         use it. An import error or a function that cannot take a row raises ValueError (one line) and
         the old function stays. Returns the new pipeline version (None: the run is over)."""
-        config = self._column_config(name)
+        config = column_config(self.loaded, name)
         if not isinstance(config, PythonColumn) or config.batch:
             raise ValueError(f"{name} is not a python column (batch columns cannot be reloaded yet)")
         try:
@@ -317,16 +328,6 @@ class RunController:
         """The pipeline's versions after the first (as run.json records them)."""
         history = self._call(lambda: [dict(entry) for entry in self._edits.versions.history])
         return history if history is not None else list(self._edits.versions.history)
-
-    def _column_config(self, name: str) -> Any:
-        node = self.loaded.graph.nodes.get(name)
-        if node is None:
-            raise ValueError(f"no column named {name!r} (columns: {', '.join(self.loaded.graph.order)})")
-        return node.config
-
-    def _record_versions(self, versions: Versions) -> None:
-        record = RunRecord.read(self.run_dir)
-        dataclasses.replace(record, versions=list(versions.history)).write(self._directory)
 
     def drop(self, rows: Iterable[int]) -> int:
         """Exclude rows from work and output."""

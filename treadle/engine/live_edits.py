@@ -10,6 +10,7 @@ response cache had already answered when a change arrived keeps that answer (and
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from treadle.engine.generators.llm import LLMGenerator
 from treadle.engine.generators.python import PythonGenerator
 from treadle.engine.generators.template import TemplateGenerator
 from treadle.engine.pipeline import LLMColumn, TemplateColumn
+from treadle.engine.resume import RunRecord
 from treadle.engine.run import Run
 from treadle.engine.tracker import CellState
 
@@ -47,12 +49,10 @@ def function_source(function: Callable[..., Any], fallback: str) -> str:
 
 
 class ColumnEditor:
-    def __init__(self, run: Run, versions: Versions, record: Callable[[Versions], None]) -> None:
-        """`record` writes the versions to run.json (called on the engine loop, before a change applies)."""
+    def __init__(self, run: Run, versions: Versions) -> None:
         self._run = run
         self.versions = versions
         run.versions = versions
-        self._record = record
         self._nodes = {name: i for i, name in enumerate(run.node_names)}
         generators = run.scheduler.generators
         self._sources = {
@@ -83,7 +83,7 @@ class ColumnEditor:
             assert isinstance(config, TemplateColumn)
             new = TemplateGenerator(edit.column, config.template)
         version = self.versions.add(edit.column, "edit", edit.changes, edit.loaded.source_hash)
-        self._record(self.versions)
+        self._record()
         self._swap(edit.column, new, version)
         return version
 
@@ -94,9 +94,14 @@ class ColumnEditor:
         new = function_source(function, column)
         self._sources[column] = new
         version = self.versions.add(column, "reload", {"function": (old, new)}, pipeline_hash)
-        self._record(self.versions)
+        self._record()
         self._swap(column, PythonGenerator(column, current.outputs, function), version)
         return version
+
+    def _record(self) -> None:
+        """run.json with the versions so far (before the change applies: resume never misses one)."""
+        record = RunRecord.read(self._run.directory.path)
+        dataclasses.replace(record, versions=list(self.versions.history)).write(self._run.directory)
 
     # ---- reruns (on the engine loop) ----------------------------------------------------------------
 
