@@ -10,6 +10,7 @@ from textual.widget import Widget
 from textual.widgets import Tabs
 
 from treadle.tui.actions import ActionSpec
+from treadle.tui.column_editor import ColumnEditorScreen, ConfirmRecomputeScreen
 from treadle.tui.keymap import DEFAULT_KEYS
 from treadle.tui.layout import PANELS
 from treadle.tui.model import FINAL, finished_cells, view_status
@@ -160,6 +161,71 @@ class AppActions(RefreshLoop):
         if self.controller.drop([target[0]]):
             self.notify(f"dropped row {target[0]}: no more work, left out of the output", timeout=3)
         self._after_command()
+
+    # ---- actions: fixing a column (tui/column_editor.py) --------------------------------------------
+
+    def _target_column(self) -> str | None:
+        target = self._target()
+        return None if target is None else target[1]
+
+    def action_edit_column(self) -> None:
+        column = self._target_column()
+        if column is None:
+            return
+        settings = self.controller.column_settings(column)
+        if not settings.values:
+            hint = f": F5 reloads {settings.function}" if settings.kind == "python" else ""
+            self.notify(f"{column} is a {settings.kind} column, it has no text to edit{hint}", timeout=4)
+            return
+        self.push_screen(ColumnEditorScreen(self.controller, column), lambda v: self._column_edited(column, v))
+
+    def _column_edited(self, column: str, version: int | None) -> None:
+        if version is None:
+            return
+        message = f"{column}: version {version} applies to its cells not started yet; c retries its failed cells"
+        self._log_widget.write_line(message)
+        self.notify(message, timeout=5)
+        self._after_command()
+
+    def action_reload_function(self) -> None:
+        column = self._target_column()
+        if column is None:
+            return
+        try:
+            version = self.controller.reload_function(column)
+        except ValueError as exc:
+            self._log_widget.write_line(f"not reloaded: {exc}")
+            self.notify(f"not reloaded, the old function stays: {exc}", severity="error", timeout=8)
+            return
+        self._column_edited(column, version)
+
+    def action_retry_column(self) -> None:
+        column = self._target_column()
+        if column is None:
+            return
+        n = self.controller.retry(columns=[column])
+        if n:
+            self.notify(f"retrying {n:,} failed cell{'s' if n != 1 else ''} of {column}", timeout=3)
+        else:
+            self.notify(f"{column} has no failed cells", severity="warning", timeout=3)
+        self._after_command()
+
+    def action_recompute_column(self) -> None:
+        column = self._target_column()
+        if column is None:
+            return
+        plan = self.controller.recompute_plan(column)
+        if not plan.cells:
+            self.notify(f"{column} has no finished rows to recompute now", severity="warning", timeout=3)
+            return
+
+        def chosen(yes: bool | None) -> None:
+            if yes:
+                n = self.controller.recompute(column)
+                self.notify(f"recomputing {n:,} cell{'s' if n != 1 else ''} of {column}", timeout=3)
+                self._after_command()
+
+        self.push_screen(ConfirmRecomputeScreen(column, plan.cells, plan.calls), chosen)
 
     # actions the cell detail screen binds (it names them app.*_at)
     action_retry_cell_at = action_retry_cell
