@@ -299,7 +299,8 @@ class RunController:
         the old function stays. Returns the new pipeline version (None: the run is over)."""
         config = column_config(self.loaded, name)
         if not isinstance(config, PythonColumn) or config.batch:
-            raise ValueError(f"{name} is not a python column (batch columns cannot be reloaded yet)")
+            kind = "batch python" if isinstance(config, PythonColumn) else config.kind
+            raise ValueError(f"{name} is a {kind} column: only a python column's function can be reloaded (not batch)")
         try:
             function = reload_function(config.function, self.loaded.base_dir)
         except FunctionLoadError as exc:

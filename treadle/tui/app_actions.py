@@ -195,7 +195,7 @@ class AppActions(RefreshLoop):
             version = self.controller.reload_function(column)
         except ValueError as exc:
             self._log_widget.write_line(f"not reloaded: {exc}")
-            self.notify(f"not reloaded, the old function stays: {exc}", severity="error", timeout=8)
+            self.notify(f"not reloaded: {exc}", severity="error", timeout=8)
             return
         self._column_edited(column, version)
 
