@@ -118,9 +118,11 @@ async def test_llm_prompt_edited_in_the_app_reaches_the_next_requests_and_c_and_
             assert (app.screen.cells, app.screen.calls) == (4, 4)
             await pilot.press("y")
             await idle(pilot, app)
+            # F5, and maybe the watch on the file before it: a's latest version made every cell of a.
+            latest = max(v["version"] for v in controller.versions() if v["column"] == "a")
             out = await quit_and_read(pilot, app, controller)
     assert out["l"].tolist() == [f"Simulated answer to: Shout {2 * i}" for i in range(4)]
-    assert out["a__version"].tolist() == [3, 3, 3, 3]
+    assert out["a__version"].tolist() == [latest] * 4
 
 
 async def test_the_help_lists_the_fixing_keys(tmp_path, make_controller):
@@ -138,3 +140,22 @@ async def test_the_help_lists_the_fixing_keys(tmp_path, make_controller):
         await pilot.press("escape")
         await idle(pilot, app)
         await quit_and_read(pilot, app, controller)
+
+
+async def test_a_function_file_rewritten_during_the_run_is_reloaded_and_its_failed_rows_retried(
+    tmp_path, make_controller
+):
+    (tmp_path / "tui_watch.py").write_text(BROKEN)
+    template = {"name": "b", "kind": "template", "template": "{{ a }}!"}
+    controller = make_controller(pipeline(tmp_path, 4, columns("tui_watch", template), retries=0), base_dir=tmp_path)
+    app = TreadleApp(controller, summary_on_idle=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await idle(pilot, app)
+        (tmp_path / "tui_watch.py").write_text(FIXED + "# fixed\n")
+        await until(pilot, lambda: controller.versions(), what="the changed file to be reloaded")
+        assert [(v["column"], v["kind"]) for v in controller.versions()] == [("a", "reload")]
+        app.grid.move_cursor(1, 0)
+        await pilot.press("c")
+        await idle(pilot, app)
+        out = await quit_and_read(pilot, app, controller)
+    assert out["b"].tolist() == ["0!", "2!", "4!", "6!"]

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from treadle.engine.errors import ConfigError, Problem
+from treadle.engine.functions import function_file
 from treadle.engine.generators.base import Generator
 from treadle.engine.graph import LLM_SIDE_EFFECTS, ColumnGraph
 from treadle.engine.pipeline import LLMColumn, TemplateColumn
@@ -89,6 +90,8 @@ class ColumnSettings:
     """What its templates may read (`available_fields`)."""
     function: str | None
     """A python or filter column's `module:function`."""
+    source: str | None
+    """The file a python column's function comes from (what F5 reloads)."""
     version: int
     """The pipeline version that last changed it (1: never changed)."""
 
@@ -97,7 +100,16 @@ def column_settings(loaded: LoadedPipeline, column: str, version: int) -> Column
     config = column_config(loaded, column)
     values = {key: getattr(config, key) for key in EDITABLE.get(type(config), ())}
     function = getattr(config, "function", None)
-    return ColumnSettings(column, config.kind, values, available_fields(loaded, column), function, version)
+    source = function_file(function) if function is not None else None
+    return ColumnSettings(
+        column,
+        config.kind,
+        values,
+        available_fields(loaded, column),
+        function,
+        None if source is None else str(source),
+        version,
+    )
 
 
 def prepare_edit(loaded: LoadedPipeline, column: str, changes: Mapping[str, Any]) -> ColumnEdit:

@@ -26,6 +26,7 @@ from treadle.engine.errors import TreadleError
 __all__ = [
     "FunctionLoadError",
     "accepts_context",
+    "function_file",
     "is_async_function",
     "reload_function",
     "resolve_function",
@@ -79,6 +80,12 @@ def reload_function(spec: str, base_dir: Path) -> Callable[..., Any]:
             raise
         raise FunctionLoadError(_import_failure(module_name, exc)) from None
     return _attribute(module, module_name, attr_path, spec)
+
+
+def function_file(spec: str) -> Path | None:
+    """The source file of the module `spec` (`module:function`) was imported from, once it has been."""
+    origin = _origin(sys.modules.get(spec.strip().partition(":")[0]))
+    return Path(origin) if origin is not None and origin.endswith(".py") else None
 
 
 def _attribute(module: Any, module_name: str, attr_path: str, spec: str) -> Callable[..., Any]:

@@ -11,6 +11,7 @@ from textual.widgets import Tabs
 
 from treadle.tui.actions import ActionSpec
 from treadle.tui.column_editor import ColumnEditorScreen, ConfirmRecomputeScreen
+from treadle.tui.function_watch import FunctionWatch
 from treadle.tui.keymap import DEFAULT_KEYS
 from treadle.tui.layout import PANELS
 from treadle.tui.model import FINAL, finished_cells, view_status
@@ -26,6 +27,7 @@ class AppActions(RefreshLoop):
     _user_keymap: dict[str, str]
     _stop_requested: bool
     _show_latency: bool
+    _function_watch: FunctionWatch
     active_panel: str
 
     def keys_in_force(self) -> dict[str, str]:
@@ -187,15 +189,22 @@ class AppActions(RefreshLoop):
         self.notify(message, timeout=5)
         self._after_command()
 
+    def _reload_changed_functions(self) -> None:
+        """Once a second: python columns whose function's file changed are reloaded, as F5 does."""
+        for column in self._function_watch.changed():
+            self._reload(column, f"{column}: its function's file changed; ")
+
     def action_reload_function(self) -> None:
         column = self._target_column()
-        if column is None:
-            return
+        if column is not None:
+            self._reload(column)
+
+    def _reload(self, column: str, why: str = "") -> None:
         try:
             version = self.controller.reload_function(column)
         except ValueError as exc:
-            self._log_widget.write_line(f"not reloaded: {exc}")
-            self.notify(f"not reloaded: {exc}", severity="error", timeout=8)
+            self._log_widget.write_line(f"{why}not reloaded: {exc}")
+            self.notify(f"{why}not reloaded: {exc}", severity="error", timeout=8)
             return
         self._column_edited(column, version)
 
