@@ -57,11 +57,6 @@ class ColumnEdit:
     """The pipeline with the change."""
 
 
-def editable_fields(loaded: LoadedPipeline, column: str) -> tuple[str, ...]:
-    """The fields of `column` a person may change while the run goes (none for python and filter columns)."""
-    return EDITABLE.get(type(column_config(loaded, column)), ())
-
-
 def available_fields(loaded: LoadedPipeline, column: str) -> list[str]:
     """What `column`'s templates may read without a new dependency: seed fields, and the columns (and
     llm side-effect columns) of the columns it depends on, directly or not, in run order."""
