@@ -82,6 +82,11 @@ def test_fix_and_retry_over_http(served):
     wait_idle(events)
     status, versions = call(f"{url}/versions")
     assert status == 200 and [v["column"] for v in versions] == ["b", "a"]
+    status, answer = call(f"{url}/pipeline-file", {})
+    assert status == 200 and '+  template: "{{ a }}?"' in answer["diff"]
+    assert "{{ a }}!" in (folder / "pipeline.yaml").read_text()
+    assert call(f"{url}/pipeline-file", {"save": True}) == (200, answer)
+    assert "{{ a }}?" in (folder / "pipeline.yaml").read_text()
     controller.close()
     out = pd.read_parquet(controller.wait(20).output_path)
     assert out["b"].tolist() == ["0?", "2?", "4!", "6?"]

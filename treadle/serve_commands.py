@@ -9,6 +9,7 @@ POST /columns/{name}/recompute  {"rows": [..], "dry_run": true} -> {"cells": N, 
 POST /retry                     {"columns": [..], "rows": [..], "cells": [[row, "col"], ..], "all_failed": true}
                                                                 -> {"retried": N}
 GET  /versions                                                  -> [{version, at, column, kind, changes}, ..]
+POST /pipeline-file             {"save": true}                  -> {"diff": "<unified diff>"} (written with save)
 ```
 A refused command answers 400 with `{"error": "<one line>"}`. Every POST must say `Content-Type:
 application/json`: a web page cannot send that to another origin without the browser asking first
@@ -35,6 +36,7 @@ def add_command_routes(app: web.Application, controller: RunController) -> None:
     app.router.add_post("/columns/{name}/recompute", commands.recompute)
     app.router.add_post("/retry", commands.retry)
     app.router.add_get("/versions", commands.versions)
+    app.router.add_post("/pipeline-file", commands.pipeline_file)
 
 
 class _BadRequest(Exception):
@@ -100,6 +102,12 @@ class _Commands:
             return {"retried": retried}
 
         return await self._answer(request, retry)
+
+    async def pipeline_file(self, request: web.Request) -> web.Response:
+        def edit(body: dict[str, Any]) -> dict[str, str]:
+            return {"diff": self.controller.pipeline_file_edit(save=bool(body.get("save")))}
+
+        return await self._answer(request, edit)
 
     async def versions(self, request: web.Request) -> web.Response:
         history = await asyncio.get_running_loop().run_in_executor(None, self.controller.versions)

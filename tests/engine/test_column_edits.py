@@ -252,3 +252,28 @@ def test_a_recomputed_llm_cell_asks_the_model_not_the_cache(tmp_path):
         assert controller.snapshot().cache["hits"] == 4
         out = finish(controller)
     assert out["l"].tolist() == [f"Simulated answer to: Say {i}" for i in range(4)]
+
+
+def test_the_changes_saved_to_the_pipeline_file_and_resumed_from_it(tmp_path):
+    module = "saved_edit"
+    columns = [python_column(module), {"name": "b", "kind": "template", "template": "{{ a }}!"}]
+    path = write_pipeline(tmp_path, module, columns)
+    (tmp_path / f"{module}.py").write_text(FLAGGED)
+    (tmp_path / "broken").touch()
+    before = path.read_text()
+    run_dir = tmp_path / "run"
+    controller, events = held_open(path, run_dir)
+    wait_idle(events)
+    controller.update_column("b", template="<{{ a }}>")
+    diff = controller.pipeline_file_edit()
+    assert path.read_text() == before  # shown, not written
+    assert "-  template: '{{ a }}!'\n+  template: \"<{{ a }}>\"\n" in diff
+    assert controller.pipeline_file_edit(save=True) == diff
+    assert yaml.safe_load(path.read_text())["columns"][1]["template"] == "<{{ a }}>"
+    controller.close()
+    controller.wait(60)
+
+    (tmp_path / "broken").unlink()
+    result = RunController.from_run_dir(run_dir).start().wait(60)  # the file holds the latest version
+    assert result.status == "done"
+    assert pd.read_parquet(result.output_path)["b"].tolist() == ["0!", "<2>", "4!", "<6>", "8!", "<10>"]

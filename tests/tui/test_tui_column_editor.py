@@ -6,12 +6,13 @@ to the simulator, whose answers echo the prompt they were sent."""
 from __future__ import annotations
 
 import pandas as pd
+import yaml
 from textual.widgets import Static, TextArea
 from tui_helpers import pipeline, plain, until
 
 from treadle.sim import SimulatorThread
 from treadle.tui.app import TreadleApp
-from treadle.tui.column_editor import ColumnEditorScreen, ConfirmRecomputeScreen
+from treadle.tui.column_editor import ColumnEditorScreen, ConfirmRecomputeScreen, PipelineDiffScreen
 from treadle.tui.screens import HelpScreen
 
 BROKEN = 'def double(row):\n    if row["id"] % 2:\n        raise ValueError("odd")\n    return row["id"] * 2\n'
@@ -159,3 +160,25 @@ async def test_a_function_file_rewritten_during_the_run_is_reloaded_and_its_fail
         await idle(pilot, app)
         out = await quit_and_read(pilot, app, controller)
     assert out["b"].tolist() == ["0!", "2!", "4!", "6!"]
+
+
+async def test_w_shows_the_diff_and_writes_the_pipeline_file(tmp_path, make_controller):
+    (tmp_path / "tui_save.py").write_text(FIXED)
+    config = pipeline(tmp_path, 2, columns("tui_save", {"name": "b", "kind": "template", "template": "{{ a }}!"}))
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("# my pipeline\n" + yaml.safe_dump(config, sort_keys=False))
+    controller = make_controller(path, base_dir=tmp_path)
+    app = TreadleApp(controller, summary_on_idle=False)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await idle(pilot, app)
+        controller.update_column("b", template="{{ a }}?")
+        await pilot.press("w")
+        assert isinstance(app.screen, PipelineDiffScreen)
+        assert '+  template: "{{ a }}?"' in app.screen.diff
+        await pilot.press("n")
+        assert "{{ a }}!" in path.read_text()
+        await pilot.press("w", "y")
+        assert not isinstance(app.screen, PipelineDiffScreen)
+        assert path.read_text().startswith("# my pipeline\n")
+        assert yaml.safe_load(path.read_text())["columns"][1]["template"] == "{{ a }}?"
+        await quit_and_read(pilot, app, controller)

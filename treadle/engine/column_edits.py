@@ -61,10 +61,10 @@ def available_fields(loaded: LoadedPipeline, column: str) -> list[str]:
     """What `column`'s templates may read without a new dependency: seed fields, and the columns (and
     llm side-effect columns) of the columns it depends on, directly or not, in run order."""
     graph = loaded.graph
-    ancestors = _ancestors(graph, column)
+    upstream = ancestors(graph, column)
     fields = list(loaded.seed.fields)
     for name in graph.order:
-        if name in ancestors:
+        if name in upstream:
             node = graph.nodes[name]
             fields += node.outputs
             if isinstance(node.config, LLMColumn):
@@ -134,7 +134,7 @@ def prepare_edit(loaded: LoadedPipeline, column: str, changes: Mapping[str, Any]
         graph = ColumnGraph.build(columns, loaded.seed.fields, loaded.path.name if loaded.path else "PipelineConfig")
     except ConfigError as exc:
         raise ValueError(_one_line(column, exc.problems[0])) from None
-    new_needs = set(graph.nodes[column].upstream) - _ancestors(loaded.graph, column)
+    new_needs = set(graph.nodes[column].upstream) - ancestors(loaded.graph, column)
     if new_needs:
         raise ValueError(
             f"{column}: reads {', '.join(sorted(new_needs))}, which it does not depend on; a new dependency "
@@ -153,7 +153,8 @@ def column_config(loaded: LoadedPipeline, column: str) -> Any:
     return node.config
 
 
-def _ancestors(graph: ColumnGraph, column: str) -> set[str]:
+def ancestors(graph: ColumnGraph, column: str) -> set[str]:
+    """The columns `column` depends on, directly or not."""
     found: set[str] = set()
     frontier = list(graph.nodes[column].upstream)
     while frontier:

@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 
 from treadle.engine.analysis.cost import prices_of
 from treadle.engine.analysis.summary import live_metrics
-from treadle.engine.column_edits import ColumnSettings, Versions, column_config, column_settings, prepare_edit
+from treadle.engine.column_edits import (
+    ColumnSettings,
+    Versions,
+    ancestors,
+    column_config,
+    column_settings,
+    prepare_edit,
+)
 from treadle.engine.errors import TreadleError
 from treadle.engine.events import EventBus
 from treadle.engine.functions import FunctionLoadError, reload_function, signature_problem
@@ -26,6 +33,7 @@ from treadle.engine.limits import check_limit
 from treadle.engine.live_edits import ColumnEditor, RecomputePlan
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import PythonColumn
+from treadle.engine.pipeline_file import edit_pipeline_file
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.response_cache import CacheMode
 from treadle.engine.result import RunResult
@@ -330,6 +338,11 @@ class RunController:
         history = self._call(lambda: [dict(entry) for entry in self._edits.versions.history])
         return history if history is not None else list(self._edits.versions.history)
 
+    def pipeline_file_edit(self, save: bool = False) -> str:
+        """The diff of writing the changes made so far into the pipeline file, written too with `save`;
+        ValueError (one line) for a pipeline built in Python or a file they cannot go into."""
+        return edit_pipeline_file(self.loaded.path, self.versions(), save)
+
     def drop(self, rows: Iterable[int]) -> int:
         """Exclude rows from work and output."""
         selected = list(rows)
@@ -456,22 +469,13 @@ class RunController:
             value = values.get(outputs[0]) if outputs == (column,) else {c: values.get(c) for c in outputs}
         if isinstance(graph_node.config, PythonColumn):
             # A python function receives the row as it was: seed fields and its ancestors' columns.
-            seen = set(self.loaded.seed.fields) | self._ancestor_columns(column)
+            graph = self.loaded.graph
+            seen = set(self.loaded.seed.fields) | {c for n in ancestors(graph, column) for c in graph.nodes[n].outputs}
             names = [k for k in values if k in seen or k.split("__", 1)[0] in seen]
         else:
             names = list(graph_node.inputs)
         inputs = {name: values.get(name) for name in names}
         return CellDetail(row, column, state, value, error, attempts, inputs)
-
-    def _ancestor_columns(self, column: str) -> set[str]:
-        nodes = self.loaded.graph.nodes
-        columns: set[str] = set()
-        frontier = list(nodes[column].upstream)
-        while frontier:
-            node = nodes[frontier.pop()]
-            columns.update(node.outputs)
-            frontier.extend(node.upstream)
-        return columns
 
     def _written_row(self, row: int) -> dict[str, Any]:
         """A row whose group was written and released, read back from the run directory."""

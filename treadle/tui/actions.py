@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Scope = Literal["app", "grid", "help", "confirm", "detail", "summary", "editor", "recompute"]
+Scope = Literal["app", "grid", "help", "confirm", "detail", "summary", "editor", "recompute", "save_file"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,12 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "recompute_column",
         "recompute column",
         "Run the column again for the rows that finished it, with its dependents (asks first, with the calls).",
+    ),
+    ActionSpec(
+        "save_pipeline",
+        "save_pipeline",
+        "save to pipeline file",
+        "Write the changes made to columns into the pipeline file (shows the diff first).",
     ),
     ActionSpec("next_failed", "next_failed", "next failed", "Move the grid cursor to the next failed row."),
     ActionSpec("prev_failed", "prev_failed", "prev failed", "Move the grid cursor to the previous failed row."),
@@ -154,6 +160,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
             ("editor.cancel", "cancel", "cancel", "Column editor: close, nothing applied.", "editor"),
             ("recompute.yes", "choose('yes')", "recompute", "Recompute dialog: run the column again.", "recompute"),
             ("recompute.no", "choose('no')", "cancel", "Recompute dialog: keep things as they are.", "recompute"),
+            ("save_file.yes", "choose('yes')", "write", "Save dialog: write the pipeline file.", "save_file"),
+            ("save_file.no", "choose('no')", "cancel", "Save dialog: leave the file as it is.", "save_file"),
             ("summary.back", "dismiss", "back", "Summary: back to the run.", "summary"),
             ("summary.quit", "choose('quit')", "close and quit", "Summary: close the run and quit.", "summary"),
             ("summary.retry_all", "choose('retry_all')", "retry all", "Summary: retry every failed cell.", "summary"),

@@ -10,7 +10,7 @@ from textual.widget import Widget
 from textual.widgets import Tabs
 
 from treadle.tui.actions import ActionSpec
-from treadle.tui.column_editor import ColumnEditorScreen, ConfirmRecomputeScreen
+from treadle.tui.column_editor import ColumnEditorScreen, ConfirmRecomputeScreen, PipelineDiffScreen
 from treadle.tui.function_watch import FunctionWatch
 from treadle.tui.keymap import DEFAULT_KEYS
 from treadle.tui.layout import PANELS
@@ -235,6 +235,29 @@ class AppActions(RefreshLoop):
                 self._after_command()
 
         self.push_screen(ConfirmRecomputeScreen(column, plan.cells, plan.calls), chosen)
+
+    def action_save_pipeline(self) -> None:
+        try:
+            diff = self.controller.pipeline_file_edit()
+        except ValueError as exc:
+            self.notify(f"not saved: {exc}", severity="error", timeout=6)
+            return
+        if not diff:
+            self.notify("the pipeline file already holds every change made", timeout=3)
+            return
+
+        def chosen(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.controller.pipeline_file_edit(save=True)
+            except (ValueError, OSError) as exc:
+                self.notify(f"not saved: {exc}", severity="error", timeout=6)
+                return
+            self._log_widget.write_line(f"saved the changes into {self.controller.loaded.path}")
+            self.notify(f"saved into {self.controller.loaded.path}", timeout=4)
+
+        self.push_screen(PipelineDiffScreen(diff), chosen)
 
     # actions the cell detail screen binds (it names them app.*_at)
     action_retry_cell_at = action_retry_cell

@@ -1,5 +1,6 @@
 """Fixing a column from the app: the editor of an llm column's prompts and parameters or a template
-column's template, and the confirmation before a column is recomputed.
+column's template, the confirmation before a column is recomputed, and the diff shown before the
+changes are written into the pipeline file.
 
 The editor checks the text as it is typed (a quarter of a second after the last key) the way `treadle
 validate` would, through `controller.check_column`: a Jinja2 syntax error or an unknown field shows
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.syntax import Syntax
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -174,6 +176,33 @@ class ConfirmRecomputeScreen(ModalScreen[bool]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice == "yes")
+
+
+class PipelineDiffScreen(ModalScreen[bool]):
+    """The changes as a diff of the pipeline file, before they are written into it."""
+
+    BINDINGS = bindings("save_file")
+    DEFAULT_CSS = (
+        modal_css("PipelineDiffScreen")
+        + """
+    PipelineDiffScreen > Vertical { width: 120; height: 90%; }
+    PipelineDiffScreen VerticalScroll { height: 1fr; }
+    """
+    )
+
+    def __init__(self, diff: str) -> None:
+        super().__init__()
+        self.diff = diff
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static("Write the changes into the pipeline file?", classes="title")
+            with VerticalScroll():
+                yield Static(Syntax(self.diff, "diff", theme="ansi_dark", word_wrap=True))
+            yield Static("y write the file · n or esc keep it as it is", classes="keys")
 
     def action_choose(self, choice: str) -> None:
         self.dismiss(choice == "yes")
