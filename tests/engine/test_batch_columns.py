@@ -9,12 +9,14 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 import treadle
 from treadle.engine.analysis.chrome_trace import export_chrome
 from treadle.engine.controller import RunController
 from treadle.engine.run import RunOptions
+from treadle.engine.trace_reader import TraceReader, read_trace
 from treadle.sim import SimConfig, SimulatorThread
 
 FUNCTIONS = """
@@ -341,3 +343,11 @@ def test_a_batch_function_that_takes_ctx_calls_the_runs_models(funcs, function):
     assert own.rows.tolist() == [5, 5]
     tokens = calls.groupby("row").tokens_in.sum()
     assert own.tokens_in.tolist() == [tokens[0], tokens[5]], "the call's record carries its model calls' tokens"
+
+
+def test_a_trace_written_before_the_rows_field_still_reads(funcs):
+    run(funcs, [{"name": "d", "kind": "python", "function": "M:double", "batch": True}], row_group_size=5)
+    path = funcs.parent / "run" / "trace.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["rows"]), path)
+    assert read_trace(path).rows.tolist() == [0, 0]
+    assert [record["rows"] for record in TraceReader(path)] == [None, None]

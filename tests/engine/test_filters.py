@@ -18,8 +18,17 @@ from treadle.engine.run import RunOptions
 
 FUNCTIONS = """
 import asyncio
+import threading
 
 SEEN = []
+ENTERED = threading.Event()
+RELEASE = threading.Event()
+
+def held(row):
+    if row["x"] == 2:
+        ENTERED.set()
+        RELEASE.wait(20)
+    return row["x"]
 
 def even(row):
     return row["x"] % 2 == 0
@@ -33,6 +42,11 @@ def small(frame):
 
 def later(row):
     SEEN.append(row["x"])
+    return row["x"]
+
+def odd_fails(row):
+    if row["x"] % 2:
+        raise ValueError("odd")
     return row["x"]
 
 def not_a_frame_function():
@@ -165,3 +179,71 @@ def test_the_failed_list_leaves_filtered_rows_out(funcs):
     assert result is not None and result.exit_code == 1
     assert {(f["column"], f["action"]) for f in result.failures} == {("good", "filtered"), ("bad", "fail")}
     assert {f["column"] for f in controller.failures()} == {"bad"}
+
+
+def filtered_lines(run_dir: Path) -> list[tuple]:
+    lines = [json.loads(line) for line in (run_dir / "failures.jsonl").read_text().splitlines()]
+    return [(f["row"], f["column"], f["action"], f["message"]) for f in lines]
+
+
+def check_filtered_after_resume(result: treadle.RunResult, run_dir: Path) -> None:
+    """Rows 0, 3, 5 (score < 4) stay filtered: in failures.jsonl, counted apart, out of output.parquet."""
+    assert result.exit_code == 0 and result.status == "done"
+    assert filtered_lines(run_dir) == [(row, "good", "filtered", "filtered by good") for row in (0, 3, 5)]
+    assert result.summary["rows"] == {"total": 6, "done": 3, "failed": 0, "dropped": 0, "filtered": 3, "unfinished": 0}
+    assert pd.read_parquet(run_dir / "output.parquet")["x"].tolist() == [1, 2, 4]
+
+
+FILTER_THEN_HELD = [
+    {"name": "good", "kind": "filter", "expression": "{{ score >= 4 }}"},
+    {"name": "y", "kind": "python", "function": "M:held"},
+]
+
+
+def test_filtered_rows_stay_filtered_when_a_finished_run_is_resumed(funcs):
+    pipeline = config(funcs, [dict(c) for c in FILTER_THEN_HELD])
+    run_dir = funcs.parent / "run"
+    controller = treadle.start(pipeline, base_dir=funcs.parent, out=run_dir)
+    sys.modules[funcs.name].RELEASE.set()
+    first = controller.wait(30)
+    assert first is not None and first.status == "done"
+    check_filtered_after_resume(treadle.resume(run_dir, pipeline=pipeline, base_dir=funcs.parent), run_dir)
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["interrupted", "killed"])
+def test_filtered_rows_stay_filtered_when_an_interrupted_run_is_resumed(funcs, killed):
+    columns = [dict(c) for c in FILTER_THEN_HELD]
+    pipeline = config(funcs, columns, row_group_size=2, row_groups_in_flight=1)
+    run_dir = funcs.parent / "run"
+    controller = RunController(treadle.load(pipeline, base_dir=funcs.parent), RunOptions(out=run_dir))
+    controller.start()
+    functions = sys.modules[funcs.name]
+    assert functions.ENTERED.wait(20), "row 2 (group 1) holds the run; row 0 was filtered, 3 is; 4, 5 wait"
+    controller.cancel()
+    functions.RELEASE.set()
+    first = controller.wait(30)
+    assert first is not None and first.status == "interrupted"
+    if killed:  # a killed run writes no failures.jsonl: the journal alone says which rows a filter took
+        (run_dir / "failures.jsonl").unlink()
+    check_filtered_after_resume(treadle.resume(run_dir, pipeline=pipeline, base_dir=funcs.parent), run_dir)
+
+
+def test_a_recomputed_filter_tests_the_rows_it_took_again(funcs):
+    run_dir = funcs.parent / "run"
+    run(funcs, [{"name": "good", "kind": "filter", "expression": "{{ score >= 4 }}"}])
+    looser = config(funcs, [{"name": "good", "kind": "filter", "expression": "{{ score >= 2 }}"}])
+    again = treadle.resume(run_dir, pipeline=looser, base_dir=funcs.parent, recompute=["good"])
+    assert again.output["x"].tolist() == [1, 2, 3, 4, 5]
+    assert filtered_lines(run_dir) == [(0, "good", "filtered", "filtered by good")]
+    assert again.summary["rows"]["filtered"] == 1 and again.summary["rows"]["dropped"] == 0
+
+
+def test_the_failures_of_rows_a_column_skipped_are_kept_on_resume(funcs):
+    columns = [{"name": "y", "kind": "python", "function": "M:odd_fails", "on_failure": "skip_row"}]
+    run_dir = funcs.parent / "run"
+    first = run(funcs, columns, salvage_rounds=0, retries=0)
+    skipped = [(f["row"], f["action"], f["message"]) for f in first.failures]
+    assert skipped == [(1, "skip_row", "odd"), (3, "skip_row", "odd"), (5, "skip_row", "odd")]
+    again = treadle.resume(run_dir, pipeline=config(funcs, columns, salvage_rounds=0, retries=0), base_dir=funcs.parent)
+    assert [(f["row"], f["action"], f["message"]) for f in again.failures] == skipped
+    assert again.summary["rows"]["dropped"] == 3 and again.output["x"].tolist() == [0, 2, 4]

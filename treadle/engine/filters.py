@@ -35,10 +35,11 @@ def filter_row(
     row, node = divmod(cell, tracker.n_nodes)
     if timing is not None:
         dispatch.tracer.done(row, node, failures.attempts.get(cell, 0) + 1, *timing, {})
+    name = dispatch.generators[node].name
     tracker.filter_row(row)
-    dispatch.journal.dropped(row)
+    dispatch.journal.dropped(row, filtered_by=name)
     failures.dropped(row)
-    failures.failures[cell] = filtered_failure(row, dispatch.generators[node].name)
+    failures.failures[cell] = filtered_failure(row, name)
 
 
 def filtered_failure(row: int, column: str) -> CellFailure:
