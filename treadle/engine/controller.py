@@ -379,6 +379,9 @@ class RunController:
             for row, states in window.items():
                 marked = (s if s != "done" or not hits[row * n_nodes + i] else "cached" for i, s in enumerate(states))
                 window[row] = tuple(marked)
+        if filtered := tracker.filtered:  # a row a filter turned away shows as `filtered`, not `dropped`
+            for row in filtered.intersection(window):
+                window[row] = tuple("filtered" if s == "dropped" else s for s in window[row])
         cache = run.cache.stats if run.cache is not None else None
         now = time.perf_counter()
         return Snapshot(

@@ -28,7 +28,7 @@ from treadle.tui.layout import CSS, NARROW_HEIGHT, NARROW_WIDTH, PANELS
 from treadle.tui.model import RateMeter, ViewStatus
 from treadle.tui.refresh import TICK_HZ
 from treadle.tui.screens import CellDetailScreen
-from treadle.tui.theme import COLOURS, GLYPHS, MARKS, STATES
+from treadle.tui.theme import CACHED, COLOURS, FILTERED, GLYPHS, STATES
 from treadle.tui.widgets.failed import FailedTable
 from treadle.tui.widgets.grid import CellGrid
 from treadle.tui.widgets.header import RunHeader
@@ -36,10 +36,11 @@ from treadle.tui.widgets.limits import LimitsPanel
 from treadle.tui.widgets.timeline import Timeline
 
 
-def _legend(uses_cache: bool) -> Text:
-    """The grid's marks; `cached` only for a run that uses the response cache (the line has no room to spare)."""
+def _legend(uses_cache: bool, uses_filter: bool) -> Text:
+    """The grid's marks; `cached` only for a run that uses the response cache, `filtered` for a pipeline
+    with a filter column (the line has no room to spare)."""
     text = Text(no_wrap=True, overflow="ellipsis")
-    for state in MARKS if uses_cache else STATES:
+    for state in (*STATES, *[CACHED] * uses_cache, *[FILTERED] * uses_filter):
         text.append(f"{GLYPHS[state]} {state} ", style=COLOURS[state])
     return text
 
@@ -117,7 +118,8 @@ class TreadleApp(AppActions):
                 panel.border_title = f"cells · {snap.rows:,} rows × {len(snap.columns)} columns"
                 yield self._grid
                 yield self._cursor_line
-                yield Static(_legend(bool(snap.cache)), id="legend")
+                has_filter = any(c.kind == "filter" for c in self.controller.loaded.config.columns)
+                yield Static(_legend(bool(snap.cache), has_filter), id="legend")
             with Vertical(id="limits-panel", classes="panel") as panel:
                 panel.border_title = "concurrency"
                 yield self._limits
