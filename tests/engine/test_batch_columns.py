@@ -305,6 +305,7 @@ def test_the_trace_records_each_call_once_with_its_rows_and_metrics_count_rows_p
     run_s = float((calls.t_end - calls.t_start).sum())
     assert metrics["d"]["rows"] == 10 and metrics["d"]["rows_per_s"] == pytest.approx(10 / run_s, rel=0.01)
     assert "rows" not in metrics["t"] and "rows_per_s" not in metrics["t"]
+    assert sum(result.summary["metrics"]["throughput"]["done"]) == 20, "a call counts a cell done per row"
     out = funcs.parent / "trace.json"
     export_chrome(funcs.parent / "run", out)
     slices = [e for e in json.loads(out.read_text())["traceEvents"] if e.get("cat") == "attempt"]

@@ -369,17 +369,20 @@ def _model_metrics(
 
 
 def _throughput(tc: TraceColumns, lines: _Lines, wall: float, buckets: int) -> Throughput:
-    """Cells done and failed per time bucket (about `buckets` of them over the wall time)."""
+    """Cells done and failed per time bucket (about `buckets` of them over the wall time); a batch call
+    counts a cell per row it ran for."""
     width = nice_width(wall, buckets)
     n_buckets = max(1, math.ceil(wall / width - 1e-9)) if wall > 0 else 1
-    done_ends = tc.t_end[lines.own & (lines.status == 0)]
-    done = histogram(done_ends, width, n_buckets)
+    cells = np.maximum(tc.rows, 1)
+    done_lines = lines.own & (lines.status == 0)
+    done = histogram(tc.t_end[done_lines], width, n_buckets, cells[done_lines])
+    failed_lines = lines.own & (lines.status == STATUSES.index("failed"))
     return Throughput(
         bucket_s=width,
         t=[round(i * width, 6) for i in range(n_buckets)],
         done=done,
-        failed=histogram(tc.t_end[lines.own & (lines.status == STATUSES.index("failed"))], width, n_buckets),
-        mean_per_s=round(len(done_ends) / wall, 6) if wall > 0 else 0.0,
+        failed=histogram(tc.t_end[failed_lines], width, n_buckets, cells[failed_lines]),
+        mean_per_s=round(int(cells[done_lines].sum()) / wall, 6) if wall > 0 else 0.0,
         peak_per_s=round(max(done, default=0) / width, 6),
     )
 
