@@ -68,6 +68,10 @@ def fail_on_odd(row):
         raise ValueError("odd")
     return row["x"]
 
+async def sleepy(frame):
+    await asyncio.sleep(30)
+    return frame["x"]
+
 def call_sizes(frame):
     return [len(frame)] * len(frame)
 
@@ -237,6 +241,36 @@ def test_retry_by_hand_reruns_the_failed_cells_as_one_call(funcs):
     assert result is not None and result.exit_code == 0
     assert result.output["d"].tolist() == [x + 100 for x in range(10)]
     assert attempts(controller) == [(0, 1, "failed"), (0, 1, "done")]
+
+
+def test_a_call_that_runs_past_its_timeout_times_out_its_cells_together(funcs):
+    columns = [{"name": "d", "kind": "python", "function": "M:sleepy", "batch": True, "timeout_s": 0.2}]
+    result, traced = run_traced(funcs, columns, row_group_size=10, retries=0, salvage_rounds=0)
+    assert result.exit_code == 1
+    assert {(f["error_class"], f["message"]) for f in result.failures} == {("TimeoutError", "timed out after 0.2 s")}
+    assert traced == [(0, 1, "timeout")]
+    assert pd.read_parquet(funcs.parent / "run" / "trace.parquet").rows.tolist() == [10]
+
+
+def test_an_abort_cancels_a_running_call_and_its_cells_are_unfinished(funcs):
+    columns = [{"name": "d", "kind": "python", "function": f"{funcs.name}:held", "batch": True}]
+    config = {"seed": {"path": str(funcs.parent / "seed.csv")}, "columns": columns, "run": {"row_group_size": 5}}
+    controller = RunController(treadle.load(config, base_dir=funcs.parent), RunOptions(out=funcs.parent / "run"))
+    controller.start()
+    functions = module(funcs)
+    try:
+        assert functions.ENTERED.wait(20)
+        controller.abort()
+        result = controller.wait(30)
+    finally:
+        functions.RELEASE.set()
+    assert result is not None and result.status == "interrupted"
+    assert result.summary["rows"]["unfinished"] == 10
+    cancelled = [(t.status, t.rows) for t in controller.traces()[1]]
+    assert cancelled and set(cancelled) == {("cancelled", 5)}
+    functions.ENTERED.clear()
+    again = treadle.resume(funcs.parent / "run", pipeline=config, base_dir=funcs.parent)
+    assert again.exit_code == 0 and again.output["d"].tolist() == list(range(10))
 
 
 def next_event(events: queue.SimpleQueue, kind: str):

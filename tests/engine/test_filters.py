@@ -40,6 +40,9 @@ async def aeven(row):
 def small(frame):
     return frame["x"] < 3
 
+def small_or_nan(frame):
+    return (frame["x"] < 3).where(frame["x"] != 4)
+
 def later(row):
     SEEN.append(row["x"])
     return row["x"]
@@ -109,6 +112,14 @@ def test_a_batch_filter_takes_a_boolean_series_per_row_group(funcs):
     assert result.output["x"].tolist() == [0, 1, 2]
     assert result.output["y"].tolist() == [0, 1, 2]
     assert result.summary["rows"]["filtered"] == 3
+
+
+def test_a_batch_filter_that_returns_other_than_booleans_fails_its_call(funcs):
+    columns = [{"name": "f", "kind": "filter", "function": "M:small_or_nan", "batch": True}]
+    result = run(funcs, columns, salvage_rounds=0)
+    assert result.exit_code == 1
+    expected = f"batch filter {funcs.name}:small_or_nan returned float values, expected a boolean Series"
+    assert {(f["action"], f["message"]) for f in result.failures} == {("fail", expected)}
 
 
 def test_a_filter_on_a_computed_column_runs_after_it(funcs):

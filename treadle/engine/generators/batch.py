@@ -57,7 +57,13 @@ class BatchGenerator(Generator):
         """The values of each row from what the function returned (None: a filter drops the row);
         CellError if it is not `n_rows` values."""
         if self._filter:
-            return [{} if keep else None for keep in self._values(result, n_rows, "")]
+            keeps = self._values(result, n_rows, "")
+            wrong = [keep for keep in keeps if not isinstance(keep, bool | np.bool_)]
+            if wrong:  # NaN or None would keep or fail a row by accident
+                raise CellError(
+                    f"batch filter {self.spec} returned {type(wrong[0]).__name__} values, expected a boolean Series"
+                )
+            return [{} if keep else None for keep in keeps]
         if self._single:
             return [{self.name: value} for value in self._values(result, n_rows, "")]
         names = ", ".join(self.outputs)
