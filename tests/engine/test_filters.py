@@ -15,6 +15,7 @@ import treadle
 from treadle.engine.controller import RunController
 from treadle.engine.errors import ConfigError
 from treadle.engine.run import RunOptions
+from treadle.sim import SimConfig, SimulatorThread
 
 FUNCTIONS = """
 import asyncio
@@ -42,6 +43,12 @@ def small(frame):
 
 def small_or_nan(frame):
     return (frame["x"] < 3).where(frame["x"] != 4)
+
+def asks(row, ctx):
+    return "x0" not in ctx.llm(f"x{row['x']}")
+
+async def aasks(row, ctx):
+    return "x0" not in await ctx.allm(f"x{row['x']}")
 
 def later(row):
     SEEN.append(row["x"])
@@ -101,6 +108,18 @@ def test_a_function_filter_keeps_the_rows_it_returns_true_for(funcs, function):
     result = run(funcs, [{"name": "f", "kind": "filter", "function": function}])
     assert result.exit_code == 0
     assert result.output["x"].tolist() == [0, 2, 4]
+
+
+@pytest.mark.parametrize("function", ["M:asks", "M:aasks"])
+def test_a_filter_function_that_takes_ctx_calls_the_runs_models(funcs, function):
+    with SimulatorThread(SimConfig(latency_ms=5, seed=2)) as url:
+        pipeline = config(funcs, [{"name": "f", "kind": "filter", "function": function}])
+        pipeline["models"] = {"m": {"model": "sim", "base_url": url}}
+        result = treadle.run(pipeline, base_dir=funcs.parent, out=funcs.parent / "run")
+    assert result.exit_code == 0
+    assert result.output["x"].tolist() == [1, 2, 3, 4, 5]
+    calls = pd.read_parquet(funcs.parent / "run" / "trace.parquet").query("parent == 'f'")
+    assert len(calls) == 6 and set(calls.status) == {"done"}
 
 
 def test_a_batch_filter_takes_a_boolean_series_per_row_group(funcs):
