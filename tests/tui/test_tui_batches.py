@@ -53,6 +53,8 @@ async def test_a_batch_calls_cells_run_together_and_filtered_rows_show_as_filter
             FILTERED if row % 4 == 3 else ("done", "done") for row in range(20)
         ]
         assert app.failures == [], "filtered rows are not failures"
+        header = plain(app.query_one("#header"))
+        assert "▽ 5 filtered" in header and "failed" not in header
         await pilot.press("s")
         assert isinstance(app.screen, SummaryScreen)
         await pilot.pause()
