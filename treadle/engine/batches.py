@@ -7,7 +7,9 @@ The ready heaps hand them here instead of queueing them (`collect`). Once per lo
 and each call goes on the ready heap as one entry, its first cell standing for all (`members`).
 Rows whose inputs failed or were dropped never become ready, so they are left out (and blocked).
 A worker taking such an entry runs `run`: one execution slot, one timeout, one trace record (on its
-first row) for the call; then every cell of it completes or fails together.
+first row, with `rows`) for the call; then every cell of it completes or fails together. What this
+needs of the scheduler is `BatchDispatch`; the parts a call runs with (slots, deadlines, threads,
+failure handling) come as `CallParts`.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class CallParts:
 
 
 class Batches:
+    """The batch columns of a run: their ready cells collected per row group, their calls run."""
+
     def __init__(self, dispatch: BatchDispatch, parts: CallParts) -> None:
         self._dispatch = dispatch
         self._parts = parts
