@@ -122,8 +122,7 @@ class Scheduler:
         parts = CallParts(self._slots, self._deadlines, self._timeouts, self._executor, self._failure_handler, clock)
         self.batches = Batches(self, parts)
         self._has_batches = any(self.batches.nodes)
-        if self._has_batches:
-            self._ready.collect_batches = self.batches.collect
+        self._ready.collect_batches = self.batches.collect if self._has_batches else None
 
     def _init_workers(self, python_threads: int) -> None:
         self._idle: deque[asyncio.Future[None]] = deque()
@@ -272,8 +271,7 @@ class Scheduler:
         if self._idle or self._alive < self._slots.total:
             self._provide_workers(len(cells))
 
-    def push_call(self, cell: int) -> None:
-        """Queue a batch call, under the cell standing for it (treadle.engine.batches)."""
+    def push_call(self, cell: int) -> None:  # a batch call (treadle.engine.batches)
         self._ready.push_call(cell, self._clock())
         self._provide_workers(1)
 
