@@ -378,6 +378,7 @@ def test_a_batch_function_that_takes_ctx_calls_the_runs_models(funcs, function):
     assert own.rows.tolist() == [5, 5]
     tokens = calls.groupby("row").tokens_in.sum()
     assert own.tokens_in.tolist() == [tokens[0], tokens[5]], "the call's record carries its model calls' tokens"
+    assert result.summary["metrics"]["columns"]["a"]["tokens_counted_in"] == "a:llm", "counted once, on the calls"
 
 
 def test_a_trace_written_before_the_rows_field_still_reads(funcs):
