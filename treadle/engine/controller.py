@@ -89,6 +89,8 @@ class Snapshot:
     """Per model limit (`model:<name>`): ceiling, adaptive value, pace, measured rate, 429s, hold."""
     cache: dict[str, int] = field(default_factory=dict)
     """The response cache so far (hits, misses); empty when the run uses none."""
+    filtered: int = 0
+    """Rows a filter column turned away so far (their cells count as `dropped` in `cells`)."""
 
     @property
     def finished_cells(self) -> int:
@@ -379,6 +381,9 @@ class RunController:
             for row, states in window.items():
                 marked = (s if s != "done" or not hits[row * n_nodes + i] else "cached" for i, s in enumerate(states))
                 window[row] = tuple(marked)
+        if filtered := tracker.filtered:  # a row a filter turned away shows as `filtered`, not `dropped`
+            for row in filtered.intersection(window):
+                window[row] = tuple("filtered" if s == "dropped" else s for s in window[row])
         cache = run.cache.stats if run.cache is not None else None
         now = time.perf_counter()
         return Snapshot(
@@ -396,6 +401,7 @@ class RunController:
             window=window,
             rates={name: rate.view(now) for name, rate in run.rates.items()},
             cache={} if cache is None else {"hits": cache.hits, "misses": cache.misses},
+            filtered=len(tracker.filtered or ()),
         )
 
     def traces(self, since: int = 0) -> tuple[int, list[TaskTrace]]:
