@@ -12,7 +12,7 @@ value it makes carries `<column>__version` (the version that last changed the co
 column goes through the journal, the row-group files and resume like any other, costs nothing for
 columns never changed, and exists only for columns changed at least once. Cells made before a
 column's first change carry no stamp while the run goes; `stamp_first_version` writes 1 for them
-into output.parquet at the end.
+into output.parquet once the run has written it. summary.json lists the versions (`versions`).
 """
 
 from __future__ import annotations
@@ -42,8 +42,6 @@ EDITABLE: dict[type, tuple[str, ...]] = {
 }
 """What a person may change in a running column, by column kind."""
 ALIASES = {"system_prompt": "system"}
-_SETTLED_STATES = (4,)
-"""CellState.DONE: a cell a generator made (a degraded cell took its column's default instead)."""
 
 
 @dataclass(frozen=True)
@@ -198,12 +196,6 @@ class Versions:
         """Columns changed at least once, in the order of their first change."""
         return list(dict.fromkeys(e["column"] for e in self.history))
 
-    def stamp_output(self, output_path: Path, index: pa.Table, node_names: Sequence[str]) -> None:
-        """Version 1 into output.parquet for changed columns' cells made before their first change."""
-        if self.history:
-            nodes = {column: list(node_names).index(column) for column in self.columns()}
-            stamp_first_version(output_path, index.column("__states"), nodes)
-
     def add(self, column: str, kind: str, changes: Mapping[str, tuple[Any, Any]], pipeline_hash: str) -> int:
         """Record a change (`edit` or `reload`) as the next version; returns its number."""
         version = self.current + 1
@@ -248,10 +240,10 @@ def unstamped(generator: Generator) -> Generator:
     return generator.inner if isinstance(generator, VersionStamped) else generator
 
 
-def stamp_first_version(output_path: Path, states: pa.ChunkedArray | pa.Array, columns: Mapping[str, int]) -> None:
-    """In output.parquet, `<column>__version` = 1 for the cells of changed `columns` (name -> node index in
-    the states) made before their first change: done, and without a stamp. Rewritten a parquet row group
-    at a time (temp name, fsync, rename)."""
+def stamp_first_version(output_path: Path, made: Mapping[str, Any]) -> None:
+    """In output.parquet, `<column>__version` = 1 for the cells of changed columns made before their first
+    change (done, without a stamp). `made`: column -> per output row, whether its generator made the
+    cell (a numpy bool array). Rewritten a parquet row group at a time (temp name, fsync, rename)."""
     source = pq.ParquetFile(output_path)
     tmp = output_path.with_name(output_path.name + ".tmp")
     writer: pq.ParquetWriter | None = None
@@ -259,14 +251,13 @@ def stamp_first_version(output_path: Path, states: pa.ChunkedArray | pa.Array, c
     try:
         for i in range(source.metadata.num_row_groups):
             table = source.read_row_group(i)
-            row_states = states.slice(offset, table.num_rows).to_pylist()
+            rows = slice(offset, offset + table.num_rows)
             offset += table.num_rows
-            for column, node in columns.items():
+            for column, done in made.items():
                 key = f"{column}__version"
                 stamps = table.column(key).to_pylist() if key in table.column_names else [None] * table.num_rows
-                made = [state[node] in _SETTLED_STATES for state in row_states]
                 filled = pa.array(
-                    [1 if stamp is None and done else stamp for stamp, done in zip(stamps, made, strict=True)],
+                    [1 if stamp is None and d else stamp for stamp, d in zip(stamps, done[rows], strict=True)],
                     pa.int64(),
                 )
                 if key in table.column_names:

@@ -142,6 +142,7 @@ class RunController:
             # Commands may arrive once the run's first step (admission, workers) has been taken.
             loop.call_soon(self._ready.set)
             loop.run_until_complete(task)
+            self._edits.finish()
             self._result = RunResult.from_run(self._run)
         except BaseException as exc:  # handed to the waiting thread, which raises it
             self._error = exc
@@ -394,6 +395,9 @@ class RunController:
             for row, states in window.items():
                 marked = (s if s != "done" or not hits[row * n_nodes + i] else "cached" for i, s in enumerate(states))
                 window[row] = tuple(marked)
+        if filtered := tracker.filtered:  # a row a filter turned away shows as `filtered`, not `dropped`
+            for row in filtered.intersection(window):
+                window[row] = tuple("filtered" if s == "dropped" else s for s in window[row])
         cache = run.cache.stats if run.cache is not None else None
         now = time.perf_counter()
         return Snapshot(
@@ -411,6 +415,7 @@ class RunController:
             window=window,
             rates={name: rate.view(now) for name, rate in run.rates.items()},
             cache={} if cache is None else {"hits": cache.hits, "misses": cache.misses},
+            filtered=len(tracker.filtered or ()),
         )
 
     def traces(self, since: int = 0) -> tuple[int, list[TaskTrace]]:
@@ -433,7 +438,7 @@ class RunController:
             self._done.wait(_COMMAND_TIMEOUT_S)
 
         def take() -> tuple[dict[str, Any], list[Batch], int]:
-            return run.build_summary(), run.tracer.held(), run.tracer.seq
+            return self._edits.with_versions(run.build_summary()), run.tracer.held(), run.tracer.seq
 
         taken = self._call(take)
         if taken is None:  # the run has ended

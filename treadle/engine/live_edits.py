@@ -16,7 +16,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from treadle.engine.column_edits import ColumnEdit, Versions, VersionStamped, unstamped
+import numpy as np
+
+from treadle.engine.column_edits import ColumnEdit, Versions, VersionStamped, stamp_first_version, unstamped
 from treadle.engine.generators.base import Generator
 from treadle.engine.generators.llm import LLMGenerator
 from treadle.engine.generators.python import PythonGenerator
@@ -52,7 +54,6 @@ class ColumnEditor:
     def __init__(self, run: Run, versions: Versions) -> None:
         self._run = run
         self.versions = versions
-        run.versions = versions
         self._nodes = {name: i for i, name in enumerate(run.node_names)}
         generators = run.scheduler.generators
         self._sources = {
@@ -102,6 +103,26 @@ class ColumnEditor:
         """run.json with the versions so far (before the change applies: resume never misses one)."""
         record = RunRecord.read(self._run.directory.path)
         dataclasses.replace(record, versions=list(self.versions.history)).write(self._run.directory)
+
+    def with_versions(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """summary.json's dict with the versions after the first (none: left as it is)."""
+        if self.versions.history:
+            summary["versions"] = [dict(entry) for entry in self.versions.history]
+        return summary
+
+    def finish(self) -> None:
+        """Once the run has written its directory: version 1 into output.parquet for the changed columns'
+        cells made before their first change, and the versions into summary.json."""
+        run = self._run
+        if not self.versions.history or not run.directory.output_path.exists():
+            return
+        tracker = run.tracker
+        states = np.frombuffer(bytes(tracker.state), np.uint8).reshape(tracker.n_rows, tracker.n_nodes)
+        kept = np.setdiff1d(np.arange(tracker.n_rows), sorted(tracker.dropped_rows()))  # output.parquet's rows
+        made = {c: states[kept, self._nodes[c]] == CellState.DONE for c in self.versions.columns()}
+        stamp_first_version(run.directory.output_path, made)
+        run.summary = self.with_versions(run.summary)
+        run.directory.write_summary(run.summary)
 
     # ---- reruns (on the engine loop) ----------------------------------------------------------------
 

@@ -19,7 +19,6 @@ from treadle.engine.analysis.cost import prices_of
 from treadle.engine.analysis.series import percentiles
 from treadle.engine.analysis.summary import NO_TRACE, summary_metrics
 from treadle.engine.capacity import Capacity
-from treadle.engine.column_edits import Versions
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import FatalRunError, StorageError
 from treadle.engine.events import EventBus, LimitAdapted, Progress, RunFinished, RunStarted
@@ -158,6 +157,8 @@ class Run:
             finished_groups=finished_groups,
             hold_open=options.hold_open,
         )
+        if recovery is not None:  # failures.jsonl keeps the lines of rows that stay filtered or skipped
+            self.scheduler.failures.update(recovery.failures_by_cell(self.node_names, self.tracker.n_rows))
         self.context_services = ContextServices(loaded, self.scheduler.cell_services)
         self.scheduler.context_services = self.context_services
         self.context_services.cache = self.cache if self.cache is not None and self.cache.usable else None
@@ -225,7 +226,11 @@ class Run:
                 tracker.restore_done(row * n + index[name])
                 self.store.restored.setdefault(row, {}).update(values)
         for row in recovery.dropped:
-            if row < tracker.n_rows:
+            if row >= tracker.n_rows:
+                continue
+            if recovery.filtered.get(row) in index:  # counted as filtered again, not as dropped
+                tracker.filter_row(row)
+            else:
                 tracker.drop_row(row)
         return finished
 
@@ -404,8 +409,6 @@ class Run:
             self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
         dropped = self.tracker.dropped_rows()
         index = self.directory.assemble_output(range(self.tracker.n_groups), dropped)
-        if self.versions is not None:
-            self.versions.stamp_output(self.directory.output_path, index, self.node_names)
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
         self.directory.write_failures(f.record() for f in failures)
         trace_error: OSError | None = None
@@ -424,8 +427,6 @@ class Run:
         if trace_error is not None:
             raise trace_error
 
-    versions: Versions | None = None
-    """Columns changed while the run went (RunController's ColumnEditor sets it)."""
     limit_changes: LimitChanges | None = None
     """Every limit's totals over the run: RunController records each change it makes."""
     final_trace: TraceColumns | None = None
@@ -482,7 +483,6 @@ class Run:
             ),
             join=None if join is None else JoinSummary(**dataclasses.asdict(join)),
             cache=cache_summary(self.cache, config.models),
-            versions=self.versions.history if self.versions is not None and self.versions.history else None,
             outputs=OutputPaths(
                 output=str(self.directory.output_path),
                 failures=str(self.directory.failures_path),

@@ -212,6 +212,14 @@ class CellTracker:
                 ready.append(target)
         return ready
 
+    def rerun(self, cell: int, redo: bool = False) -> list[int] | None:
+        """A failed cell (with `redo`, a done or degraded one too) and its dependents back into work: the
+        cells now ready; None for a cell in neither state."""
+        state = self.state[cell]
+        if state == _FAILED:
+            return self.retry(cell)
+        return self.redo(cell) if redo and state in _SETTLED else None
+
     def redo(self, cell: int) -> list[int]:
         """Turn a finished cell and every cell downstream of it in its row back into work (a recompute);
         returns cells now ready. The caller makes sure none of them is ready, running or waiting to retry."""

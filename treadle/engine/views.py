@@ -60,6 +60,8 @@ class Snapshot:
     """Per model limit (`model:<name>`): ceiling, adaptive value, pace, measured rate, 429s, hold."""
     cache: dict[str, int] = field(default_factory=dict)
     """The response cache so far (hits, misses); empty when the run uses none."""
+    filtered: int = 0
+    """Rows a filter column turned away so far (their cells count as `dropped` in `cells`)."""
 
     @property
     def finished_cells(self) -> int:
