@@ -100,8 +100,9 @@ class RunController:
     ) -> RunController:
         """Continue an interrupted or failed run in its directory: finished cells are never run again.
 
-        The pipeline is loaded again from where the run found it (or given); if it changed, resume is
-        refused unless `recompute` names the columns to redo (their dependents are redone too).
+        The pipeline is loaded again from where the run found it (or given), at the run's latest version
+        (changes made while it went are applied again); if it changed otherwise, resume is refused unless
+        `recompute` names the columns to redo (their dependents are redone too).
         """
         path = Path(run_dir)
         record = RunRecord.read(path)
