@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,9 +121,12 @@ class ColumnEditor:
         states = np.frombuffer(bytes(tracker.state), np.uint8).reshape(tracker.n_rows, tracker.n_nodes)
         kept = np.setdiff1d(np.arange(tracker.n_rows), sorted(tracker.dropped_rows()))  # output.parquet's rows
         made = {c: states[kept, self._nodes[c]] == CellState.DONE for c in self.versions.columns()}
-        stamp_first_version(run.directory.output_path, made)
         run.summary = self.with_versions(run.summary)
-        run.directory.write_summary(run.summary)
+        try:  # the outputs are written: a stamp that cannot be added costs them nothing (run.json has the versions)
+            stamp_first_version(run.directory.output_path, made)
+            run.directory.write_summary(run.summary)
+        except OSError as exc:
+            print(f"treadle: warning: versions not written into {run.directory.path}: {exc}", file=sys.stderr)
 
     # ---- reruns (on the engine loop) ----------------------------------------------------------------
 
