@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from treadle.engine.column_edits import Versions, apply_edits
 from treadle.engine.errors import ConfigError, Problem
 from treadle.engine.filters import filtered_failure
 from treadle.engine.journal import replay
 from treadle.engine.outputs import RunDirectory
+from treadle.engine.pipeline_loading import load_pipeline
+from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import CellFailure
 from treadle.engine.tracker import CellState
 
@@ -40,9 +44,13 @@ class RunRecord:
     rows: int | None
     max_parallel: int | None
     started_at: str = field(default_factory=lambda: dt.datetime.now().isoformat(timespec="seconds"))
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    """Changes made while the run went (treadle.engine.column_edits.Versions): resume applies them."""
 
     def write(self, directory: RunDirectory) -> None:
-        directory.record_path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        tmp = directory.record_path.with_name("run.json.tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, directory.record_path)
 
     @classmethod
     def read(cls, run_dir: Path) -> RunRecord:
@@ -55,6 +63,47 @@ class RunRecord:
             raise ConfigError([Problem(str(run_dir), "not a treadle run directory (no run.json)")]) from None
         except (json.JSONDecodeError, TypeError) as exc:
             raise ConfigError([Problem(str(path), f"unreadable run record: {exc}")]) from None
+
+
+def pipeline_to_resume(
+    record: RunRecord, run_dir: Path, pipeline: LoadedPipeline | None, recompute: Collection[str]
+) -> tuple[LoadedPipeline, Versions]:
+    """The pipeline a resume runs, at the run's latest version, and its versions so far.
+
+    Loaded again from where the run found it (or given). If the file is as the run started it, the
+    changes made while the run went are applied again; if it was saved with them, it is taken as it is.
+    Any other change is refused unless `recompute` names the columns to redo.
+    """
+    where = str(run_dir / "run.json")
+    if pipeline is None:
+        if record.pipeline is None:
+            raise ConfigError([Problem(where, "this run's pipeline was built in Python: pass it to resume")])
+        pipeline = load_pipeline(record.pipeline)
+    unknown = [name for name in recompute if name not in pipeline.graph.nodes]
+    if unknown:
+        known = ", ".join(pipeline.graph.order)
+        raise ConfigError([Problem("--recompute", f"no column named {', '.join(unknown)} (columns: {known})")])
+    versions = Versions(list(record.versions))
+    latest = versions.history[-1]["source_hash"] if versions.history else record.source_hash
+    if pipeline.source_hash == record.source_hash and versions.history:
+        try:
+            pipeline = apply_edits(pipeline, versions.history)
+        except ValueError as exc:
+            raise ConfigError([Problem(where, f"cannot apply this run's recorded changes again: {exc}")]) from None
+    elif pipeline.source_hash not in (record.source_hash, latest) and not recompute:
+        raise ConfigError(
+            [
+                Problem(
+                    where,
+                    f"the pipeline {record.pipeline or ''} changed since this run started; pass --recompute "
+                    "with the columns to redo (their dependents are redone too)",
+                )
+            ]
+        )
+    rows = len(pipeline.seed.frame)
+    if rows != record.seed_rows:
+        raise ConfigError([Problem(where, f"the seed changed: it has {rows} rows, the run had {record.seed_rows}")])
+    return pipeline, versions
 
 
 @dataclass

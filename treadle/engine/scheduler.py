@@ -462,17 +462,17 @@ class Scheduler:
         else:
             self._wake(len(self._idle))
 
-    def retry(self, cells: list[int]) -> int:
-        """Turn failed cells (and their blocked dependents) back into work; returns how many."""
+    def retry(self, cells: list[int], redo: bool = False) -> int:
+        """Failed cells (with `redo` finished ones too) and their dependents back into work; returns how many."""
         retried = 0
         for cell in cells:
-            if self.tracker.state[cell] != CellState.FAILED:
+            if (ready := self.tracker.rerun(cell, redo)) is None:
                 continue
             group = self.tracker.group_of(cell)
             self.store.load_group(group)
             self.row_groups.reopen(group)
-            ready = self.tracker.retry(cell)
             self._failure_handler.retried(cell)
+            self._hits.bypass(cell)  # an llm cell asks its model again, not the response cache
             retried += 1
             self._idle_reported = False
             self.bus.emit(

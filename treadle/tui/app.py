@@ -23,6 +23,7 @@ from treadle.engine.controller import RunController, Snapshot
 from treadle.tui.app_actions import AppActions
 from treadle.tui.commands import TreadleCommands
 from treadle.tui.event_log import EventFeed
+from treadle.tui.function_watch import FunctionWatch
 from treadle.tui.keymap import bindings
 from treadle.tui.layout import CSS, NARROW_HEIGHT, NARROW_WIDTH, PANELS
 from treadle.tui.model import RateMeter, ViewStatus
@@ -146,6 +147,8 @@ class TreadleApp(AppActions):
         self.grid.focus()
         self._tick()
         self.set_interval(1 / self._tick_hz, self._tick)
+        self._function_watch = FunctionWatch(self.controller)
+        self.set_interval(1.0, self._reload_changed_functions)
 
     def on_unmount(self) -> None:
         self._gc_hold.close()
