@@ -41,7 +41,8 @@ def _stream_batches(path: Path) -> tuple[Iterator[pa.RecordBatch], list[int], st
     iterated); the stream's id."""
     torn: list[int] = []
     try:
-        reader = pa.ipc.open_stream(pa.memory_map(str(path)))
+        # Read, not memory-mapped: the pages of a mapped stream stay resident, the whole trace's by the end.
+        reader = pa.ipc.open_stream(pa.OSFile(str(path)))
     except (pa.ArrowInvalid, OSError):  # empty, or cut off before its first batch
         return iter(()), torn, ""
 
@@ -202,6 +203,10 @@ def _sessions_of(seq: np.ndarray, last_seq: int | None, before: int) -> np.ndarr
     return before + np.cumsum(new[: len(seq)]) - 1
 
 
+_CHUNK_FIELDS = [name for name in SCHEMA.names if name not in ("row", "attempt", "message")]
+"""What `TraceColumns` holds (and `seq`, for the sessions)."""
+
+
 class TraceChunks:
     """A run's trace as `TraceColumns` of at most `batch_rows` records each (string codes are the chunk's
     own), read again on each iteration: one chunk in memory, not the whole trace. Sessions are laid end to
@@ -238,7 +243,7 @@ class TraceChunks:
         starts = np.array(self.session_starts or [0.0])
         last_seq: int | None = None
         read = sessions = 0
-        for batch in TraceParts(self.run_dir, batch_rows=self.batch_rows):
+        for batch in TraceParts(self.run_dir, _CHUNK_FIELDS, self.batch_rows):
             if read >= self.lines:
                 return
             table = pa.Table.from_batches([batch.slice(0, self.lines - read)])
