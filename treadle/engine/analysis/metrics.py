@@ -104,9 +104,9 @@ def measure_run(
     has_trace = trace is not None or path.exists()
     if summary is None and not has_trace:
         raise ConfigError([Problem(str(run_dir), "not a run directory with results (no summary.json, no trace)")])
-    chunks: TraceChunks | list[TraceColumns] = [trace] if trace is not None else TraceChunks(path)
-    info = trace if trace is not None else chunks
-    assert isinstance(info, TraceColumns | TraceChunks)
+    # The trace given, or the run directory's read a chunk at a time (each step reads it again).
+    info: TraceColumns | TraceChunks = trace if trace is not None else TraceChunks(path)
+    chunks: Iterable[TraceColumns] = [info] if isinstance(info, TraceColumns) else info
     # Wall time: the sessions before the last as traced, the last as summary.json measured it.
     last_start = info.session_starts[-1] if info.session_starts else 0.0
     wall = info.span_s
