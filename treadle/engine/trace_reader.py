@@ -1,5 +1,6 @@
 """Reading a run's trace: record by record as dicts (`TraceReader`), as one array per field
-(`read_trace` -> `TraceColumns`) for metrics and exports, or as an Arrow table (`read_table`).
+(`read_trace` -> `TraceColumns`) for exports, a chunk of such arrays at a time for metrics
+(`TraceChunks`: memory for a chunk, not the trace), or as an Arrow table (`read_table`).
 
 A run's trace is trace.parquet once the run has ended; while it goes (or after it was killed), the
 stream its session appends to (trace.arrows; a torn last batch is left out), after the trace.parquet

@@ -3,8 +3,10 @@
 Answers "where did the time go" (queue wait vs run time per column), "what was my real concurrency"
 (cells in flight over time, slot utilisation, parallel efficiency) and "what did it cost" (tokens per
 column and model, cost from per-model prices), plus throughput, latency percentiles, retries and
-errors by class. The steps: the trace's lines grouped by column (`_Lines`), then per column, the run's
-concurrency, per model, throughput and errors.
+errors by class. The steps: one pass over the trace, a chunk at a time, adds it up (`_Tally`: per
+column, slot time, throughput, errors; percentiles in `stats.Quantiles`); the step series of cells in
+flight, queued and per model take a few more passes (`open_intervals`); then per column, the run's
+concurrency, per model, throughput and errors. Memory: a chunk and a bounded sort, not the trace.
 
 Times are seconds since the run started. A resumed run appends its attempts to the same trace
 with times starting again at 0 (and `seq` starting again at 1): each such session is laid after the
