@@ -18,10 +18,11 @@ NO_TRACE = MetricsNote(note=NO_TRACE_NOTE)
 
 
 def summary_metrics(
-    run_dir: Path, summary: dict[str, Any], prices: Prices | None, trace: TraceColumns
+    run_dir: Path, summary: dict[str, Any], prices: Prices | None, trace: TraceColumns | None = None
 ) -> SummaryMetrics:
     """summary.json's `metrics`: the compact part of `measure_run` (no step series; throughput in at
-    most DEFAULT_BUCKETS buckets). `prices`: the pipeline's, kept in `cost.prices` for `treadle report`."""
+    most DEFAULT_BUCKETS buckets). `prices`: the pipeline's, kept in `cost.prices` for `treadle report`.
+    `trace`: the attempts, if given; else the run directory's trace, read in chunks."""
     return measure_run(run_dir, prices, summary=summary, trace=trace).summary_metrics(prices)
 
 
