@@ -487,6 +487,6 @@ class Run:
             return summary.model_copy(update={"metrics": NO_TRACE})
         if self.final_trace is not None:
             prices = prices_of(config.models)
-            metrics = summary_metrics(self.directory.path, summary.to_json(), prices, self.final_trace)
+            metrics = summary_metrics(self.directory.path, summary, prices, self.final_trace)
             return summary.model_copy(update={"metrics": metrics})
         return summary

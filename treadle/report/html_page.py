@@ -10,7 +10,7 @@ from typing import Any
 
 from treadle.engine.analysis.cost import Prices
 from treadle.engine.analysis.metrics import measure_run
-from treadle.engine.analysis.records import RunMetrics
+from treadle.engine.analysis.metrics_record import RunMetrics
 from treadle.engine.analysis.series import nice_width
 from treadle.report.tables import Section, headline, sections
 

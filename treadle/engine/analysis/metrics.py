@@ -29,6 +29,7 @@ from treadle.engine.analysis.limits import (
     limit_info,
     limit_series,
 )
+from treadle.engine.analysis.metrics_record import RunMetrics
 from treadle.engine.analysis.records import (
     STATUSES,
     AttemptCounts,
@@ -42,7 +43,6 @@ from treadle.engine.analysis.records import (
     ModelMetrics,
     QueueWait,
     RetryAfterWaits,
-    RunMetrics,
     RunTime,
     Series,
     Throughput,
@@ -62,6 +62,7 @@ from treadle.engine.analysis.series import (
     total,
 )
 from treadle.engine.errors import ConfigError, Problem
+from treadle.engine.summary_record import RunSummary
 from treadle.engine.trace_reader import TraceColumns, read_trace, trace_path
 
 DEFAULT_BUCKETS = 120
@@ -72,7 +73,7 @@ def run_metrics(
     prices: Prices | None = None,
     *,
     events: Path | None = None,
-    summary: dict[str, Any] | None = None,
+    summary: RunSummary | None = None,
     trace: TraceColumns | None = None,
     buckets: int = DEFAULT_BUCKETS,
     max_points: int = MAX_SERIES_POINTS,
@@ -89,7 +90,7 @@ def measure_run(
     prices: Prices | None = None,
     *,
     events: Path | None = None,
-    summary: dict[str, Any] | None = None,
+    summary: RunSummary | None = None,
     trace: TraceColumns | None = None,
     buckets: int = DEFAULT_BUCKETS,
     max_points: int = MAX_SERIES_POINTS,
@@ -99,7 +100,7 @@ def measure_run(
     `prices`: per model name, {"input_per_1m": USD, "output_per_1m": USD}, over the prices the
     pipeline gave (summary.json); models without a price have no cost. `events`: the run's `--events`
     file, for limit changes (else summary.json's `limit_history`; a run older than it: the final
-    totals). `summary`: summary.json's content, when the caller has it (else read). `trace`: the
+    totals). `summary`: summary.json's record, when the caller has it (else read). `trace`: the
     trace, when the caller has read it (else the run directory's trace is read). See docs/TRACING.md for every key.
     """
     run_dir = Path(run_dir)
@@ -117,7 +118,7 @@ def measure_run(
     last_start = tc.session_starts[-1] if tc.session_starts else 0.0
     wall = tc.span_s
     if summary is not None:
-        wall = max(wall, last_start + float(summary.get("wall_s") or 0.0))
+        wall = max(wall, last_start + summary.wall_s)
     history = limit_history(summary, events, last_start)
     slots = _slot_use(tc, lines, columns, summary, history, wall, max_points)
     cell_attempts = _attempt_counts(columns, lines, calls=False)
@@ -125,13 +126,13 @@ def measure_run(
     models, tokens, cost = _model_metrics(tc, columns, summary, history, wall, price_of, max_points)
     return RunMetrics(
         run_dir=str(run_dir),
-        name=(summary or {}).get("name"),
-        status=(summary or {}).get("status", "unknown"),
+        name=None if summary is None else summary.name,
+        status="unknown" if summary is None else summary.status,
         has_trace=has_trace,
         trace=TraceInfo(lines=tc.lines, skipped=tc.skipped, sessions=tc.sessions),
         wall_s=round(wall, 6),
-        rows=(summary or {}).get("rows"),
-        cells=(summary or {}).get("cells"),
+        rows=None if summary is None else summary.rows,
+        cells=None if summary is None else summary.cells,
         summary=summary,
         attempts=cell_attempts,
         calls=ctx_calls,
@@ -141,7 +142,7 @@ def measure_run(
         queued=slots.queued,
         limits={
             name: LimitMetrics(**limit.model_dump(), series=limit_series(name, summary, history, wall))
-            for name in ((summary or {}).get("limits") or {})
+            for name in ({} if summary is None else summary.limits)
             if (limit := limit_info(summary, name)) is not None
         },
         throughput=_throughput(tc, lines, wall, buckets),
@@ -258,7 +259,7 @@ def _slot_use(
     tc: TraceColumns,
     lines: _Lines,
     columns: dict[str, ColumnMetrics],
-    summary: dict[str, Any] | None,
+    summary: RunSummary | None,
     history: LimitHistory,
     wall: float,
     max_points: int,
@@ -306,7 +307,7 @@ def _series(times: list[float], values: list[int], exact: bool) -> Series:
 def _model_metrics(
     tc: TraceColumns,
     columns: dict[str, ColumnMetrics],
-    summary: dict[str, Any] | None,
+    summary: RunSummary | None,
     history: LimitHistory,
     wall: float,
     price_of: dict[str, Price],
