@@ -1,10 +1,11 @@
-"""`treadle report` (console and HTML) on what summary.json holds: a summary.json from before some keys
-existed (or made by hand), and one whose values have the wrong types."""
+"""`treadle report` (console and HTML) on what summary.json holds: the response-cache line in both, a
+summary.json from before some keys existed (or made by hand), and one whose values have the wrong types."""
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,6 +20,18 @@ from treadle.engine.trace_schema import SCHEMA
 from treadle.report import print_report, write_html_report
 
 FIXED_RUN = Path(__file__).parent / "data" / "fixed_run"
+CACHE = {
+    "enabled": True,
+    "path": "/tmp/cache.sqlite",
+    "mode": "use",
+    "hits": 1234,
+    "misses": 56,
+    "stored": 56,
+    "hit_rate": 0.9566,
+    "tokens_saved": {"m": {"prompt": 1000, "completion": 250}},
+    "cost_saved": 0.0012,
+}
+CACHE_LINE = "response cache: 1,234 hits, 56 misses (96%), 1,250 tokens saved, cost saved 0.0012"
 
 
 def run_dir_with(tmp_path: Path, summary: dict) -> Path:
@@ -41,6 +54,20 @@ def reports(run_dir: Path, tmp_path: Path) -> tuple[str, str]:
 
 def fixed_summary() -> dict:
     return json.loads((FIXED_RUN / "summary.json").read_text())
+
+
+def test_both_reports_show_the_response_cache_line(tmp_path):
+    text, page = reports(run_dir_with(tmp_path, {**fixed_summary(), "cache": CACHE}), tmp_path)
+    assert CACHE_LINE in text
+    assert f"<p>{CACHE_LINE}</p>" in page
+
+
+def test_no_cache_line_for_a_run_without_the_cache_or_with_it_off(tmp_path):
+    for cache in (None, {"enabled": False}):
+        summary = fixed_summary() if cache is None else {**fixed_summary(), "cache": cache}
+        shutil.rmtree(tmp_path / "run", ignore_errors=True)
+        text, page = reports(run_dir_with(tmp_path, summary), tmp_path)
+        assert "response cache" not in text and "response cache" not in page
 
 
 def test_a_summary_json_missing_keys_reads_as_unknown_and_keeps_keys_it_does_not_know(tmp_path):
