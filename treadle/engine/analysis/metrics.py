@@ -14,6 +14,7 @@ previous one (its times are offset by the previous sessions' spans), so series s
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def run_metrics(
     prices: Prices | None = None,
     *,
     events: Path | None = None,
-    summary: RunSummary | None = None,
+    summary: RunSummary | Mapping[str, Any] | None = None,
     trace: TraceColumns | None = None,
     buckets: int = DEFAULT_BUCKETS,
     max_points: int = MAX_SERIES_POINTS,
@@ -90,7 +91,7 @@ def measure_run(
     prices: Prices | None = None,
     *,
     events: Path | None = None,
-    summary: RunSummary | None = None,
+    summary: RunSummary | Mapping[str, Any] | None = None,
     trace: TraceColumns | None = None,
     buckets: int = DEFAULT_BUCKETS,
     max_points: int = MAX_SERIES_POINTS,
@@ -100,12 +101,14 @@ def measure_run(
     `prices`: per model name, {"input_per_1m": USD, "output_per_1m": USD}, over the prices the
     pipeline gave (summary.json); models without a price have no cost. `events`: the run's `--events`
     file, for limit changes (else summary.json's `limit_history`; a run older than it: the final
-    totals). `summary`: summary.json's record, when the caller has it (else read). `trace`: the
+    totals). `summary`: summary.json's record (or its JSON), when the caller has it (else read). `trace`: the
     trace, when the caller has read it (else the run directory's trace is read). See docs/TRACING.md for every key.
     """
     run_dir = Path(run_dir)
     if summary is None:
         summary = load_summary(run_dir)
+    elif not isinstance(summary, RunSummary):
+        summary = RunSummary.from_json(summary)
     price_of = check_prices({**pipeline_prices(summary), **(prices or {})})
     path = trace_path(run_dir)
     has_trace = trace is not None or path.exists()

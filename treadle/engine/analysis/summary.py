@@ -19,7 +19,9 @@ NO_TRACE = MetricsNote(note=NO_TRACE_NOTE)
 """summary.json's `metrics` of a run with `run.trace: false`."""
 
 
-def summary_metrics(run_dir: Path, summary: RunSummary, prices: Prices | None, trace: TraceColumns) -> SummaryMetrics:
+def summary_metrics(
+    run_dir: Path, summary: RunSummary | Mapping[str, Any], prices: Prices | None, trace: TraceColumns
+) -> SummaryMetrics:
     """summary.json's `metrics`: the compact part of `measure_run` (no step series; throughput in at
     most DEFAULT_BUCKETS buckets). `prices`: the pipeline's, kept in `cost.prices` for `treadle report`."""
     return measure_run(run_dir, prices, summary=summary, trace=trace).summary_metrics(prices)
