@@ -488,6 +488,6 @@ class Run:
             return summary.model_copy(update={"metrics": NO_TRACE})
         if self.trace_final:
             prices = prices_of(config.models)
-            metrics = summary_metrics(self.directory.path, summary.to_json(), prices)
+            metrics = summary_metrics(self.directory.path, summary, prices)
             return summary.model_copy(update={"metrics": metrics})
         return summary

@@ -16,7 +16,7 @@ previous one (its times are offset by the previous sessions' spans), so series s
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from treadle.engine.analysis.limits import (
     limit_info,
     limit_series,
 )
+from treadle.engine.analysis.metrics_record import RunMetrics
 from treadle.engine.analysis.open_intervals import Intervals, StepSeries, step_series_of
 from treadle.engine.analysis.records import (
     STATUSES,
@@ -46,7 +47,6 @@ from treadle.engine.analysis.records import (
     ModelMetrics,
     QueueWait,
     RetryAfterWaits,
-    RunMetrics,
     RunTime,
     Series,
     Throughput,
@@ -58,6 +58,7 @@ from treadle.engine.analysis.run_dir import load_summary
 from treadle.engine.analysis.series import MAX_SERIES_POINTS, histogram, nice_width, total
 from treadle.engine.errors import ConfigError, Problem
 from treadle.engine.stats import Quantiles
+from treadle.engine.summary_record import RunSummary
 from treadle.engine.trace_reader import TraceChunks, TraceColumns, trace_path
 
 DEFAULT_BUCKETS = 120
@@ -68,7 +69,7 @@ def run_metrics(
     prices: Prices | None = None,
     *,
     events: Path | None = None,
-    summary: dict[str, Any] | None = None,
+    summary: RunSummary | Mapping[str, Any] | None = None,
     trace: TraceColumns | None = None,
     buckets: int = DEFAULT_BUCKETS,
     max_points: int = MAX_SERIES_POINTS,
@@ -85,7 +86,7 @@ def measure_run(
     prices: Prices | None = None,
     *,
     events: Path | None = None,
-    summary: dict[str, Any] | None = None,
+    summary: RunSummary | Mapping[str, Any] | None = None,
     trace: TraceColumns | None = None,
     buckets: int = DEFAULT_BUCKETS,
     max_points: int = MAX_SERIES_POINTS,
@@ -95,12 +96,14 @@ def measure_run(
     `prices`: per model name, {"input_per_1m": USD, "output_per_1m": USD}, over the prices the
     pipeline gave (summary.json); models without a price have no cost. `events`: the run's `--events`
     file, for limit changes (else summary.json's `limit_history`; a run older than it: the final
-    totals). `summary`: summary.json's content, when the caller has it (else read). `trace`: the
+    totals). `summary`: summary.json's record (or its JSON), when the caller has it (else read). `trace`: the
     trace, when the caller has read it (else the run directory's trace is read). See docs/TRACING.md for every key.
     """
     run_dir = Path(run_dir)
     if summary is None:
         summary = load_summary(run_dir)
+    elif not isinstance(summary, RunSummary):
+        summary = RunSummary.from_json(summary)
     price_of = check_prices({**pipeline_prices(summary), **(prices or {})})
     path = trace_path(run_dir)
     has_trace = trace is not None or path.exists()
@@ -113,7 +116,7 @@ def measure_run(
     last_start = info.session_starts[-1] if info.session_starts else 0.0
     wall = info.span_s
     if summary is not None:
-        wall = max(wall, last_start + float(summary.get("wall_s") or 0.0))
+        wall = max(wall, last_start + summary.wall_s)
     tally = _Tally.of(chunks, wall, buckets)
     steps = step_series_of(chunks, _intervals(tally), max_points)
     columns = _column_metrics(tally, price_of)
@@ -124,13 +127,13 @@ def measure_run(
     models, tokens, cost = _model_metrics(tally, steps, columns, summary, history, wall, price_of)
     return RunMetrics(
         run_dir=str(run_dir),
-        name=(summary or {}).get("name"),
-        status=(summary or {}).get("status", "unknown"),
+        name=None if summary is None else summary.name,
+        status="unknown" if summary is None else summary.status,
         has_trace=has_trace,
         trace=TraceInfo(lines=info.lines, skipped=info.skipped, sessions=info.sessions),
         wall_s=round(wall, 6),
-        rows=(summary or {}).get("rows"),
-        cells=(summary or {}).get("cells"),
+        rows=None if summary is None else summary.rows,
+        cells=None if summary is None else summary.cells,
         summary=summary,
         attempts=cell_attempts,
         calls=ctx_calls,
@@ -140,7 +143,7 @@ def measure_run(
         queued=slots.queued,
         limits={
             name: LimitMetrics(**limit.model_dump(), series=limit_series(name, summary, history, wall))
-            for name in ((summary or {}).get("limits") or {})
+            for name in ({} if summary is None else summary.limits)
             if (limit := limit_info(summary, name)) is not None
         },
         throughput=_throughput(tally, wall),
@@ -368,7 +371,7 @@ def _slot_use(
     tally: _Tally,
     steps: dict[Hashable, StepSeries],
     columns: dict[str, ColumnMetrics],
-    summary: dict[str, Any] | None,
+    summary: RunSummary | None,
     history: LimitHistory,
     wall: float,
 ) -> _SlotUse:
@@ -413,7 +416,7 @@ def _model_metrics(
     tally: _Tally,
     steps: dict[Hashable, StepSeries],
     columns: dict[str, ColumnMetrics],
-    summary: dict[str, Any] | None,
+    summary: RunSummary | None,
     history: LimitHistory,
     wall: float,
     price_of: dict[str, Price],
