@@ -95,3 +95,19 @@ def test_a_file_that_is_not_a_cache_is_one_clear_error(tmp_path):
     proc = treadle("cache", "info", "--path", str(bad))
     assert proc.returncode == 2
     assert "is not a usable response cache" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_corrupt_cache_is_one_warning_line_and_the_run_loses_nothing(tmp_path):
+    cache = default_cache_path()
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"garbage" * 200)
+    with SimulatorThread() as url:
+        proc = treadle("run", str(write_pipeline(tmp_path, url)), "--no-ui", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "response cache" in line]
+    assert lines == [
+        f"warning: response cache {cache} is not usable (file is not a database); the run goes on without it"
+    ]
+    assert "Traceback" not in proc.stderr
+    assert pd.read_parquet(tmp_path / "run" / "output.parquet")["a"].notna().sum() == 3
+    assert cache_summary(tmp_path / "run")["enabled"] is False

@@ -15,6 +15,8 @@ import yaml
 
 import treadle
 from treadle.engine.errors import ConfigError
+from treadle.engine.events import CacheUnavailable
+from treadle.engine import response_cache
 from treadle.engine.response_cache import ResponseCache, default_cache_path, request_key
 from treadle.sim import SimConfig, SimulatorThread
 
@@ -122,28 +124,54 @@ def test_run_cache_names_the_file_relative_to_the_pipeline(tmp_path):
     assert not default_cache_path().exists()
 
 
-def test_a_corrupt_cache_file_warns_once_and_the_run_goes_on(tmp_path, capsys):
+def cache_events(controller: treadle.RunController) -> list[CacheUnavailable]:
+    return [e.payload for e in controller.snapshot().recent_events if isinstance(e.payload, CacheUnavailable)]
+
+
+def test_a_corrupt_cache_file_is_one_event_and_the_run_goes_on(tmp_path, capsys):
     path = default_cache_path()
     path.parent.mkdir(parents=True)
     path.write_bytes(b"this is not a database" * 100)
     with SimulatorThread() as url:
-        result = run(tmp_path, pipeline(tmp_path, url), "first")
+        controller = treadle.start(pipeline(tmp_path, url), base_dir=tmp_path, out=tmp_path / "first")
+        result = controller.wait()
         assert len(requests_sent(url)) == 2 * ROWS
-    assert result.status == "done"
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "response cache" in line]
-    assert len(warnings) == 1 and "goes on without it" in warnings[0]
-    assert summary(tmp_path, "first")["cache"]["enabled"] is False
+    assert result.status == "done" and output(tmp_path, "first")[["a", "b"]].notna().all().all()
+    [event] = cache_events(controller)
+    assert event.path == str(path) and "not a database" in event.reason
+    types = [e.type for e in controller.snapshot().recent_events]
+    assert types[:2] == ["run_started", "cache_unavailable"]  # when the file cannot be opened: right away
+    assert summary(tmp_path, "first")["cache"] == {**summary(tmp_path, "first")["cache"], "enabled": False}
+    assert summary(tmp_path, "first")["cache"]["problem"] == event.reason
+    assert capsys.readouterr().err == ""  # the engine prints nothing: displays show the event
 
 
-def test_an_unwritable_cache_directory_warns_and_the_run_goes_on(tmp_path, capsys):
+def test_an_unwritable_cache_directory_is_one_event_and_the_run_goes_on(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache's directory should be")
     with SimulatorThread() as url:
         cfg = pipeline(tmp_path, url)
         cfg["run"]["cache"] = "not-a-dir/responses.sqlite"
-        result = run(tmp_path, cfg, "first")
+        controller = treadle.start(cfg, base_dir=tmp_path, out=tmp_path / "first")
+        result = controller.wait()
     assert result.status == "done"
-    assert sum("response cache" in line for line in capsys.readouterr().err.splitlines()) == 1
+    assert len(cache_events(controller)) == 1
+
+
+def test_a_cache_locked_by_another_process_is_reported_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(response_cache, "_BUSY_TIMEOUT_MS", 20)
+    path = tmp_path / "c.sqlite"
+    cache = ResponseCache(path)
+    reported: list[str] = []
+    cache.report_to(reported.append)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process writing for longer than the cache waits
+    cache.put("k1", {"content": "x", "usage": None, "reasoning": None})
+    cache.put("k2", {"content": "y", "usage": None, "reasoning": None})
+    cache.close()
+    other.execute("ROLLBACK")
+    assert reported == ["database is locked"]
+    assert not cache.usable and cache.get("k1") is None
 
 
 def test_schema_columns_are_cached_as_parsed_json(tmp_path):
@@ -201,6 +229,7 @@ def test_size_cap_evicts_the_least_recently_used(tmp_path):
 FILL = """
 import sys
 from pathlib import Path
+from treadle.engine import response_cache
 from treadle.engine.response_cache import ResponseCache
 cache = ResponseCache(Path(sys.argv[1]))
 for i in range(500):

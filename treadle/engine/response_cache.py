@@ -9,7 +9,8 @@ Lookups run on the engine loop: one indexed SELECT of a small row (bench/cache.p
 Writes (new answers, and "last used" times for LRU eviction) go to a writer thread that commits them
 in batches, one transaction each, so the loop never waits for the disk. The file is in WAL mode with
 a busy timeout, so several treadle processes can share it. A file that cannot be opened, read or
-written (locked, corrupt, unwritable) gives one warning line and the run goes on without the cache.
+written (locked, corrupt, unwritable) is reported once, to whoever `report_to` named (the run emits a
+`cache_unavailable` event, which displays show as one warning line), and the run goes on without it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import hashlib
 import json
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections import deque
@@ -101,10 +101,6 @@ class CacheStats:
         }
 
 
-def _warn(message: str) -> None:
-    print(f"treadle: warning: {message}", file=sys.stderr)
-
-
 def _connect(path: Path, busy_ms: int) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False)
     connection.execute(f"PRAGMA busy_timeout={busy_ms}")
@@ -121,13 +117,16 @@ class ResponseCache:
         path: Path,
         mode: CacheMode = "use",
         max_mb: float = DEFAULT_MAX_MB,
-        warn: Callable[[str], None] = _warn,
     ) -> None:
         self.path = path
         self.mode = mode
         self.max_bytes = int(max_mb * 1024 * 1024)
         self.stats = CacheStats()
-        self._warn = warn
+        self.problem: str | None = None
+        """Why the cache is not usable (it stays unused for the rest of the run); None while it is."""
+        self._report: Callable[[str], None] | None = None
+        self._report_lock = threading.Lock()
+        """`_fail` runs on the engine loop or the writer thread; the problem is reported exactly once."""
         self._reader: sqlite3.Connection | None = None
         self._writes: deque[tuple[str, str, Any]] = deque()
         """New answers and "last used" times; appending wakes no thread (the writer looks every
@@ -152,11 +151,25 @@ class ResponseCache:
     def usable(self) -> bool:
         return not self._failed
 
+    def report_to(self, report: Callable[[str], None]) -> None:
+        """Tell `report` why the cache is not usable, once: now if it already failed (when opened),
+        else when it fails (on the caller's thread or the writer thread)."""
+        with self._report_lock:
+            self._report = report
+            problem = self.problem
+        if problem is not None:
+            report(problem)
+
     def _fail(self, exc: BaseException) -> None:
-        """Go on without the cache, after one warning line."""
-        if not self._failed:
+        """Go on without the cache; the first failure is reported."""
+        with self._report_lock:
+            if self._failed:
+                return
             self._failed = True
-            self._warn(f"response cache {self.path} is not usable ({exc}); the run goes on without it")
+            self.problem = str(exc) or type(exc).__name__
+            report = self._report
+        if report is not None:
+            report(self.problem)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored answer of `key` (content, usage, reasoning, finish), or None (also in refresh mode)."""
@@ -334,6 +347,8 @@ def cache_summary(cache: ResponseCache | None, models: Mapping[str, ModelConfig]
     if cache is None:
         return {"enabled": False}
     summary = {"enabled": cache.usable, "path": str(cache.path), "mode": cache.mode, **cache.stats.to_json()}
+    if cache.problem is not None:
+        summary["problem"] = cache.problem
     cost = 0.0
     priced = False
     for model, (prompt, completion) in cache.stats.tokens_saved.items():
