@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 import treadle
+from treadle.engine import response_cache
 from treadle.engine.errors import ConfigError
 from treadle.engine.events import CacheUnavailable
-from treadle.engine import response_cache
 from treadle.engine.response_cache import ResponseCache, default_cache_path, request_key
 from treadle.sim import SimConfig, SimulatorThread
 
