@@ -39,6 +39,11 @@ _BUSY_TIMEOUT_MS = 5000
 _READ_BUSY_TIMEOUT_MS = 50
 """A lookup on the engine loop waits at most this long for a lock; then it is a miss."""
 _BATCH = 2000
+_MAX_KEYS = 64
+"""Keys looked up in one SELECT at most (callers pass fewer: ReadyHeaps looks up 32 cells at a time)."""
+_SELECT_MANY = [""] + [
+    f"SELECT key, answer FROM responses WHERE key IN ({', '.join('?' * n)})" for n in range(1, _MAX_KEYS + 1)
+]
 WRITE_INTERVAL_S = 0.25
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -63,12 +68,41 @@ def default_cache_path() -> Path:
     return Path(base) / "treadle" / CACHE_FILE
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+"""Canonical JSON: sorted keys, no spaces, text as is (one encoder, built once)."""
+_MESSAGES_MARK = "\x00treadle-messages\x00"
+
+
 def request_key(base_url: str, body: Mapping[str, Any]) -> str:
     """The cache key of a request: what it is sent to and what it says, canonically encoded."""
-    canonical = json.dumps(
-        {"base_url": base_url, "body": body}, sort_keys=True, ensure_ascii=False, separators=(",", ":")
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL({"base_url": base_url, "body": body}).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKeys:
+    """The keys of one endpoint and body (all but the messages): the canonical JSON around the messages
+    is encoded once, so a cell's key costs the encoding of its messages and one sha256."""
+
+    before: str
+    after: str
+
+    @classmethod
+    def of(cls, base_url: str, body: Mapping[str, Any]) -> RequestKeys:
+        mark = _CANONICAL(_MESSAGES_MARK)
+        before, after = _CANONICAL({"base_url": base_url, "body": {**body, "messages": _MESSAGES_MARK}}).split(mark)
+        return cls(before, after)
+
+    def messages(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """`request_key(base_url, {**body, "messages": messages})`, for a fraction of its cost."""
+        return hashlib.sha256((self.before + _CANONICAL(messages) + self.after).encode()).hexdigest()
+
+    def chat(self, prompt: str, system: str | None) -> str:
+        """The key of the messages of an llm column's cell: a system message (if any), then the prompt.
+        Their canonical JSON is written out here ("content" sorts before "role"): most of the cost of
+        a cell answered by the cache is its key."""
+        user = f'{{"content":{_CANONICAL(prompt)},"role":"user"}}'
+        encoded = user if system is None else f'{{"content":{_CANONICAL(system)},"role":"system"}},{user}'
+        return hashlib.sha256(f"{self.before}[{encoded}]{self.after}".encode()).hexdigest()
 
 
 @dataclass
@@ -128,9 +162,11 @@ class ResponseCache:
         self._report_lock = threading.Lock()
         """`_fail` runs on the engine loop or the writer thread; the problem is reported exactly once."""
         self._reader: sqlite3.Connection | None = None
-        self._writes: deque[tuple[str, str, Any]] = deque()
-        """New answers and "last used" times; appending wakes no thread (the writer looks every
-        WRITE_INTERVAL_S), so the loop pays only the append."""
+        self._puts: deque[tuple[str, str]] = deque()
+        """New answers (key, JSON); appending wakes no thread (the writer looks every WRITE_INTERVAL_S),
+        so the loop pays only the append."""
+        self._used: deque[str] = deque()
+        """Keys of answers used again: their "last used" time (for LRU eviction) is when the writer commits."""
         self._closing = threading.Event()
         self._writer: threading.Thread | None = None
         self._failed = False
@@ -140,7 +176,7 @@ class ResponseCache:
             with writer:
                 writer.executescript(_SCHEMA)
             self._reader = _connect(path, _READ_BUSY_TIMEOUT_MS)
-            self._select = self._reader.execute  # bound once: the lookup runs for every cell
+            self._select = self._reader.execute  # bound once: lookups run for every cell
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             return
@@ -172,55 +208,65 @@ class ResponseCache:
             report(self.problem)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The stored answer of `key` (content, usage, reasoning, finish), or None (also in refresh mode)."""
-        if self._failed or self.mode != "use":
-            self.stats.misses += 1
-            return None
+        """The stored answer of `key` (content, usage, reasoning), or None (also in refresh mode)."""
+        return self.get_many((key,)).get(key)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored answers of those of `keys` that have one, in one SELECT (each key counts as a hit
+        or a miss); nothing in refresh or off mode."""
+        stats = self.stats
+        if self._failed or self.mode != "use" or not keys:
+            stats.misses += len(keys)
+            return {}
         try:
-            row = self._select("SELECT answer FROM responses WHERE key = ?", (key,)).fetchone()
+            rows: list[tuple[str, str]] = []
+            for start in range(0, len(keys), _MAX_KEYS):
+                chunk = keys[start : start + _MAX_KEYS]
+                rows += self._select(_SELECT_MANY[len(chunk)], chunk).fetchall()
         except sqlite3.OperationalError:  # locked for longer than a lookup may wait: ask the endpoint
-            row = None
-        except sqlite3.Error as exc:
+            rows = []
+        except sqlite3.Error as exc:  # corrupt
             self._fail(exc)
-            row = None
-        if row is None:
-            self.stats.misses += 1
-            return None
-        self.stats.hits += 1
-        self._writes.append(("used", key, time.time()))
-        answer: dict[str, Any] = json.loads(row[0])
-        return answer
+            rows = []
+        found = {key: json.loads(answer) for key, answer in rows}
+        hits = sum(key in found for key in keys) if len(found) != len(keys) else len(keys)
+        stats.hits += hits
+        stats.misses += len(keys) - hits
+        self._used.extend(found)
+        return found
 
     def put(self, key: str, answer: Mapping[str, Any]) -> None:
         """Store an accepted answer (written by the writer thread, in a batch)."""
         if self._failed or self.mode == "off":
             return
         self.stats.stored += 1
-        self._writes.append(("put", key, json.dumps(answer, ensure_ascii=False, separators=(",", ":"))))
+        self._puts.append((key, json.dumps(answer, ensure_ascii=False, separators=(",", ":"))))
 
     def _write_loop(self, connection: sqlite3.Connection) -> None:
-        writes = self._writes
+        puts, used = self._puts, self._used
         while True:
             closing = self._closing.wait(WRITE_INTERVAL_S)
-            while writes:
-                batch = [writes.popleft() for _ in range(min(len(writes), _BATCH))]
+            while puts or used:
+                new = [puts.popleft() for _ in range(min(len(puts), _BATCH))]
+                again = [used.popleft() for _ in range(min(len(used), _BATCH))]
                 if not self._failed:
                     try:
-                        self._commit(connection, batch)
+                        self._commit(connection, new, again)
                     except (sqlite3.Error, OSError) as exc:
                         self._fail(exc)
             if closing:
                 break
         self._finish(connection)
 
-    def _commit(self, connection: sqlite3.Connection, batch: list[tuple[str, str, Any]]) -> None:
+    def _commit(self, connection: sqlite3.Connection, puts: list[tuple[str, str]], used: list[str]) -> None:
         now = time.time()
-        puts = [(key, text, now, now, len(text)) for kind, key, text in batch if kind == "put"]
-        used = [(at, key) for kind, key, at in batch if kind == "used"]
         with connection:
             connection.execute("BEGIN IMMEDIATE")
-            connection.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)", puts)
-            connection.executemany("UPDATE responses SET used = ? WHERE key = ?", used)
+            connection.executemany(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                [(key, text, now, now, len(text)) for key, text in puts],
+            )
+            connection.executemany("UPDATE responses SET used = ? WHERE key = ?", [(now, key) for key in used])
 
     def _finish(self, connection: sqlite3.Connection) -> None:
         """At the end of the run: this run's hit counts, and eviction down to the size cap."""
