@@ -8,6 +8,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from types import MappingProxyType
 
 import pandas as pd
 import pytest
@@ -17,7 +18,9 @@ import treadle
 from treadle.engine import response_cache
 from treadle.engine.errors import ConfigError
 from treadle.engine.events import CacheUnavailable
-from treadle.engine.response_cache import ResponseCache, default_cache_path, request_key
+from treadle.engine.generators import build_generators
+from treadle.engine.generators.llm import LLMGenerator, chat_messages
+from treadle.engine.response_cache import RequestKeys, ResponseCache, default_cache_path, request_key
 from treadle.sim import SimConfig, SimulatorThread
 
 ROWS = 12
@@ -299,3 +302,62 @@ def test_cache_settings_leave_the_pipeline_hash_alone(tmp_path):
     changed["columns"][0]["cache"] = True
     changed["run"]["cache_max_mb"] = 10
     assert treadle.load(cfg, tmp_path).source_hash == treadle.load(changed, tmp_path).source_hash
+
+
+def test_answers_cut_off_at_max_tokens_are_not_stored(tmp_path):
+    with SimulatorThread() as url:
+        cfg = pipeline(tmp_path, url, max_tokens=2)  # the simulator cuts its answers: finish_reason "length"
+        first = run(tmp_path, cfg, "first")
+        sent = len(requests_sent(url))
+        run(tmp_path, cfg, "second")
+        assert len(requests_sent(url)) == 2 * sent
+    assert first.status == "done" and sent == 2 * ROWS
+    assert summary(tmp_path, "first")["cache"]["stored"] == 0
+
+
+def test_keys_made_around_the_messages_are_the_request_keys():
+    bodies = [
+        {"model": "m", "temperature": 0.7},
+        {"model": "m", "max_tokens": 5, "response_format": {"json_schema": {"schema": {"b": 1, "a": [1]}}}, "x": "é"},
+    ]
+    for body in bodies:
+        keys = RequestKeys.of("http://a/v1", body)
+        for prompt, system in (('ünï "quoted" \\ \n \x00 \u2028', None), ("p", "system é")):
+            messages = chat_messages(prompt, system)
+            assert keys.chat(prompt, system) == request_key("http://a/v1", {**body, "messages": messages})
+            assert keys.messages(messages) == request_key("http://a/v1", {**body, "messages": messages})
+        named = [{"role": "user", "content": "x", "name": "n"}]
+        assert keys.messages(named) == request_key("http://a/v1", {**body, "messages": named})
+
+
+class CountingTemplate:
+    def __init__(self, template) -> None:
+        self.template = template
+        self.renders = 0
+
+    def render(self, row):
+        self.renders += 1
+        return self.template.render(row)
+
+
+async def test_a_miss_renders_and_hashes_its_prompt_once(tmp_path):
+    with SimulatorThread() as url:
+        loaded = treadle.load(pipeline(tmp_path, url), tmp_path)
+        generator = build_generators(loaded)[1]
+        assert isinstance(generator, LLMGenerator)
+        generator.cache = cache = ResponseCache(tmp_path / "c.sqlite")
+        await generator.astart()
+        generator.prompt = counting = CountingTemplate(generator.prompt)
+        row = {"q": "question 1", "a": "an answer"}
+        lookup = generator.cache_lookup(row)
+        assert lookup is not None and cache.get(lookup[1]) is None
+        generator.missed(row, *lookup)
+        values = await generator.agenerate(MappingProxyType(dict(row)))  # a view of the same values
+        assert counting.renders == 1
+        generator.missed(row, *lookup)
+        equal = {"q": "question 1", "a": "an answer".upper().lower()}  # equal values, not the same objects
+        await generator.agenerate(MappingProxyType(equal))
+        assert counting.renders == 2  # rendered again: only the very same inputs are known to render the same
+        await generator.aclose()
+    cache.close()
+    assert ResponseCache(tmp_path / "c.sqlite").get(lookup[1])["content"] == values["b"]

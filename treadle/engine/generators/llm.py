@@ -154,7 +154,9 @@ class LLMGenerator(Generator):
         client.succeeded(state)
         value = self._value(answer.content, answer.refusal, answer.finish)
         values = self._values(value, answer.usage, answer.reasoning)
-        if self.cache is not None:  # only an accepted answer (complete, valid JSON for a schema) is kept
+        # Only a complete answer is kept (valid JSON for a schema, checked above); a text cut off at
+        # max_tokens is the cell's value this time, and asked again next time.
+        if self.cache is not None and answer.finish != "length":
             assert self._keys is not None  # made with the body, by call()
             stored = {"content": answer.content, "usage": answer.usage, "reasoning": answer.reasoning}
             self.cache.put(key or self._keys.messages(messages), stored)
