@@ -105,9 +105,9 @@ class ReadyHeaps:
         if unprobed := self._unprobed:
             # Looked up 32 at a time (one query) while other work is there to take: a cell made ready
             # alone by the cell before it waits for others, for at most _LOOKUP_WAIT_S.
-            if len(unprobed) < _LOOKUPS_PER_TAKE and self._clock() - unprobed[0][1] < _LOOKUP_WAIT_S:
-                if (entry := self._take()) is not None:
-                    return entry
+            few = len(unprobed) < _LOOKUPS_PER_TAKE and self._clock() - unprobed[0][1] < _LOOKUP_WAIT_S
+            if few and (entry := self._take()) is not None:
+                return entry
             self._look_up()
             entry = self._take()
             if entry is None and self._unprobed:  # the rest in the next loop iteration, by a worker asked then

@@ -158,7 +158,7 @@ class ResponseCache:
         self.stats = CacheStats()
         self.problem: str | None = None
         """Why the cache is not usable (it stays unused for the rest of the run); None while it is."""
-        self._report: Callable[[str], None] | None = None
+        self._report: Callable[[str], object] | None = None
         self._report_lock = threading.Lock()
         """`_fail` runs on the engine loop or the writer thread; the problem is reported exactly once."""
         self._reader: sqlite3.Connection | None = None
@@ -187,7 +187,7 @@ class ResponseCache:
     def usable(self) -> bool:
         return not self._failed
 
-    def report_to(self, report: Callable[[str], None]) -> None:
+    def report_to(self, report: Callable[[str], object]) -> None:
         """Tell `report` why the cache is not usable, once: now if it already failed (when opened),
         else when it fails (on the caller's thread or the writer thread)."""
         with self._report_lock:
