@@ -51,6 +51,7 @@ class ReadyHeaps:
         self.node_limit = [None if heap == 0 else limits[limited[heap - 1]] for heap in self._heap_of_node]
         """Per node: the per-model limit its cells count against, if any."""
         self._heaps: list[list[Entry]] = [[] for _ in self._rates]
+        self._model_heaps = self._heaps[1:]
         self._neg_cp = [-cp for cp in critical_path]
         self.model_starts = 0
         """Requests to models started by taking cells since the scheduler last set this to 0 (when a
@@ -103,10 +104,12 @@ class ReadyHeaps:
     def take(self) -> Entry | None:
         """The best entry whose model may start a request, with its slots taken; or None."""
         if unprobed := self._unprobed:
-            # Looked up 32 at a time (one query) while other work is there to take: a cell made ready
-            # alone by the cell before it waits for others, for at most _LOOKUP_WAIT_S.
-            few = len(unprobed) < _LOOKUPS_PER_TAKE and self._clock() - unprobed[0][1] < _LOOKUP_WAIT_S
-            if few and (entry := self._take()) is not None:
+            # Looked up 32 at a time (one query) while no cell waits for a model and other work is there
+            # to take (cache hits, mostly): a cell made ready alone by the cell before it waits for
+            # others, for at most _LOOKUP_WAIT_S. Cells that may need a model slot are looked up at once,
+            # so the oldest rows keep getting the slots first.
+            few = len(unprobed) < _LOOKUPS_PER_TAKE and not any(self._model_heaps)
+            if few and self._clock() - unprobed[0][1] < _LOOKUP_WAIT_S and (entry := self._take()) is not None:
                 return entry
             self._look_up()
             entry = self._take()

@@ -157,9 +157,8 @@ class LLMGenerator(Generator):
         # Only a complete answer is kept (valid JSON for a schema, checked above); a text cut off at
         # max_tokens is the cell's value this time, and asked again next time.
         if self.cache is not None and answer.finish != "length":
-            assert self._keys is not None  # made with the body, by call()
             stored = {"content": answer.content, "usage": answer.usage, "reasoning": answer.reasoning}
-            self.cache.put(key or self._keys.messages(messages), stored)
+            self.cache.put(key or (self._keys or self._request_keys()).messages(messages), stored)
         return values
 
     # ---- the response cache ----------------------------------------------------------------------
@@ -171,12 +170,14 @@ class LLMGenerator(Generator):
             prompt, system = self._render(row)
         except CellError:
             return None
-        keys = self._keys
-        if keys is None:  # a ctx.llm caller's body is made on its first call
+        if self._params is None:  # a ctx.llm caller's body is made on its first call
             self._request_params(self.client.state().llm)
-            keys = self._keys
-            assert keys is not None
+        keys = self._keys or self._request_keys()
         return chat_messages(prompt, system), keys.chat(prompt, system)
+
+    def _request_keys(self) -> RequestKeys:
+        self._keys = RequestKeys.of(self.client.base_url, self._body)
+        return self._keys
 
     def hit_values(self, answer: Mapping[str, Any]) -> dict[str, Any]:
         """The cell's values from a stored answer (validated when it was stored, against the schema that
@@ -251,7 +252,7 @@ class LLMGenerator(Generator):
             body = {k: v for k, v in params.items() if k != "extra_body"}
             body.update(params.get("extra_body") or {})
             self._body = body
-            self._keys = RequestKeys.of(self.client.base_url, body)
+            self._keys = None  # made from this body when the response cache first needs them
         return self._params
 
     async def call(self, state: Any, messages: list[dict[str, str]]) -> Answer:
