@@ -5,7 +5,7 @@ request body (model, every parameter, the rendered messages, the response format
 The API key is in no key and no value. Value: the answer (content, usage, reasoning, finish reason)
 and when it was made. Only answers a cell accepted are stored (see generators/llm.py).
 
-Lookups run on the engine loop: one indexed SELECT of a small row (bench/cache.py measures it).
+Lookups run on the engine loop: one indexed SELECT for up to 32 ready cells (bench/cache.py measures it).
 Writes (new answers, and "last used" times for LRU eviction) go to a writer thread that commits them
 in batches, one transaction each, so the loop never waits for the disk. The file is in WAL mode with
 a busy timeout, so several treadle processes can share it. A file that cannot be opened, read or
@@ -212,8 +212,8 @@ class ResponseCache:
         return self.get_many((key,)).get(key)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The stored answers of those of `keys` that have one, in one SELECT (each key counts as a hit
-        or a miss); nothing in refresh or off mode."""
+        """The stored answers of those of `keys` that have one, in one SELECT per _MAX_KEYS keys (each
+        key counts as a hit or a miss); nothing in refresh or off mode."""
         stats = self.stats
         if self._failed or self.mode != "use" or not keys:
             stats.misses += len(keys)
