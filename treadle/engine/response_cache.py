@@ -15,6 +15,7 @@ written (locked, corrupt, unwritable) is reported once, to whoever `report_to` n
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from treadle.engine.analysis.cost import cost_of
+from treadle.engine.events import CacheUnavailable, EventBus
 from treadle.engine.pipeline import LLMColumn, ModelConfig, PipelineConfig
 
 CacheMode = Literal["use", "off", "refresh"]
@@ -386,6 +388,14 @@ def attach_cache(generators: Sequence[object], config: PipelineConfig, cache: Re
 def _column_cached(column: LLMColumn, config: PipelineConfig) -> bool:
     model = config.models.get(column.model)
     return column.cache if column.cache is not None else model is not None and model.cache
+
+
+def emit_cache_problems(cache: ResponseCache | None, bus: EventBus, loop: asyncio.AbstractEventLoop) -> None:
+    """The run's cache, if it fails (on `loop` or on its writer thread), is one `cache_unavailable`
+    event, emitted on `loop` in order with the others (called when the run starts, after run_started)."""
+    if cache is not None:
+        path = str(cache.path)
+        cache.report_to(lambda reason: loop.call_soon_threadsafe(bus.emit, CacheUnavailable(path=path, reason=reason)))
 
 
 def cache_summary(cache: ResponseCache | None, models: Mapping[str, ModelConfig]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from treadle.engine.analysis.summary import NO_TRACE, summary_metrics
 from treadle.engine.capacity import Capacity
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import FatalRunError, StorageError
-from treadle.engine.events import CacheUnavailable, EventBus, LimitAdapted, Progress, RunFinished, RunStarted
+from treadle.engine.events import EventBus, LimitAdapted, Progress, RunFinished, RunStarted
 from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.generators import build_generators
 from treadle.engine.generators.llm import LLMGenerator
@@ -34,7 +34,7 @@ from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import ErrorWindow, FailurePolicies, NodePolicy, NoWindow, RetryPolicy
 from treadle.engine.rate_limits import Change, ModelRate, rate_summary
-from treadle.engine.response_cache import CacheMode, attach_cache, cache_summary, open_run_cache
+from treadle.engine.response_cache import CacheMode, attach_cache, cache_summary, emit_cache_problems, open_run_cache
 from treadle.engine.resume import Recovery
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Scheduler
@@ -327,11 +327,7 @@ class Run:
                 run_dir=str(self.directory.path),
             )
         )
-        if self.cache is not None:  # it fails on the loop or on its writer thread: the event goes out on the loop
-            path = str(self.cache.path)
-            self.cache.report_to(
-                lambda reason: loop.call_soon_threadsafe(self.bus.emit, CacheUnavailable(path=path, reason=reason))
-            )
+        emit_cache_problems(self.cache, self.bus, loop)
         self.journal.open(loop)
         self.context_services.attach(loop)
         for generator in self.generators:
