@@ -21,6 +21,7 @@ from treadle.engine.events import CacheUnavailable
 from treadle.engine.generators import build_generators
 from treadle.engine.generators.llm import LLMGenerator, chat_messages
 from treadle.engine.response_cache import RequestKeys, ResponseCache, default_cache_path, request_key
+from treadle.engine.run import RunOptions
 from treadle.sim import SimConfig, SimulatorThread
 
 ROWS = 12
@@ -361,3 +362,49 @@ async def test_a_miss_renders_and_hashes_its_prompt_once(tmp_path):
         await generator.aclose()
     cache.close()
     assert ResponseCache(tmp_path / "c.sqlite").get(lookup[1])["content"] == values["b"]
+
+
+def test_an_edited_llm_column_is_looked_up_with_its_new_prompt_and_stamped(tmp_path):
+    """Rows whose first column failed run the second after it is edited: the cache has the new prompt's
+    answers (from another run), so they are hits, stamped with the edit's version."""
+    (tmp_path / "flaky_cols.py").write_text(
+        "from pathlib import Path\n\n"
+        "def double(row):\n"
+        "    if row['id'] % 2 and (Path(__file__).parent / 'broken').exists():\n"
+        "        raise ValueError('odd row')\n"
+        "    return row['id'] * 2\n"
+    )
+    pd.DataFrame({"id": range(4)}).to_csv(tmp_path / "seed.csv", index=False)
+    with SimulatorThread() as url:
+        cfg = {
+            "seed": {"path": "seed.csv"},
+            "models": {"m": {"model": "sim-model", "base_url": url, "max_parallel": 4}},
+            "columns": [
+                {"name": "a", "kind": "python", "function": "flaky_cols:double"},
+                {"name": "l", "kind": "llm", "model": "m", "prompt": "Say {{ a }}"},
+            ],
+            "run": {"row_group_size": 4, "retries": 0, "backoff_s": 0, "early_stop": None},
+        }
+        edited = {**cfg, "columns": [cfg["columns"][0], {**cfg["columns"][1], "prompt": "Shout {{ a }}"}]}
+        run(tmp_path, edited, "shouted")  # the new prompt's answers, cached
+        sent = len(requests_sent(url))
+        (tmp_path / "broken").touch()
+        controller = treadle.RunController(
+            treadle.load(cfg, tmp_path), RunOptions(out=tmp_path / "run", hold_open=True)
+        )
+        events = controller.subscribe()
+        controller.start()
+        while events.get(timeout=30).type != "idle":
+            pass
+        assert controller.update_column("l", prompt="Shout {{ a }}") == 2
+        (tmp_path / "broken").unlink()
+        controller.retry(columns=["a"])
+        while events.get(timeout=30).type != "idle":
+            pass
+        assert len(requests_sent(url)) == sent + 2  # rows 0 and 2 said, before the edit
+        controller.close()
+        result = controller.wait(60)
+    out = pd.read_parquet(result.output_path)
+    assert out["l"].tolist()[1::2] == output(tmp_path, "shouted")["l"].tolist()[1::2]
+    assert out["l__version"].tolist() == [1, 2, 1, 2]
+    assert controller.snapshot().cache["hits"] == 2

@@ -27,6 +27,14 @@ class CacheHits:
         """Values of ready cells answered by the cache, until they run."""
         self.marks = bytearray(n_cells if self.enabled else 0)
         """Per cell: 1 if its value came from the cache (empty when no column uses it)."""
+        self._bypassed: set[int] = set()
+        """Cells a person reruns: their next lookup misses, so the model answers again."""
+
+    def bypass(self, cell: int) -> None:
+        """The cell's next lookup misses (a retried or recomputed cell asks its model again)."""
+        if self.enabled and getattr(self._generators[cell % self._n_nodes], "cache", None) is not None:
+            self._bypassed.add(cell)
+            self.marks[cell] = 0
 
     def probe(self, cells: list[int]) -> list[bool]:
         """Look ready cells up, all in one query; a hit keeps its values for when it runs, a miss its
@@ -34,11 +42,16 @@ class CacheHits:
         assert self._cache is not None
         n_nodes, generators, rows = self._n_nodes, self._generators, self._store.rows
         lookups: list[tuple[LLMGenerator, dict, tuple[list[dict[str, str]], str] | None]] = []
+        bypassed = self._bypassed
         for cell in cells:
             row_index, node = divmod(cell, n_nodes)
             generator: LLMGenerator = generators[node]  # type: ignore[assignment]
             row = rows[row_index]
-            lookups.append((generator, row, generator.cache_lookup(row)))
+            if bypassed and cell in bypassed:  # not looked up: its model answers again
+                bypassed.discard(cell)
+                lookups.append((generator, row, None))
+            else:
+                lookups.append((generator, row, generator.cache_lookup(row)))
         answers = self._cache.get_many([lookup[1] for _, _, lookup in lookups if lookup is not None])
         hits: list[bool] = []
         for cell, (generator, row, lookup) in zip(cells, lookups, strict=True):
