@@ -8,10 +8,12 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
 
+from treadle.cli import build_parser
 from treadle.engine.response_cache import ResponseCache, default_cache_path
 from treadle.sim import SimulatorThread
 
@@ -35,6 +37,11 @@ def write_pipeline(tmp_path: Path, url: str) -> Path:
         )
     )
     return path
+
+
+def requests_sent(url: str) -> list[dict]:
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/requests") as answer:
+        return json.load(answer)["requests"]
 
 
 def cache_summary(run_dir: Path) -> dict:
@@ -95,3 +102,43 @@ def test_a_file_that_is_not_a_cache_is_one_clear_error(tmp_path):
     proc = treadle("cache", "info", "--path", str(bad))
     assert proc.returncode == 2
     assert "is not a usable response cache" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_corrupt_cache_is_one_warning_line_and_the_run_loses_nothing(tmp_path):
+    cache = default_cache_path()
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"garbage" * 200)
+    with SimulatorThread() as url:
+        proc = treadle("run", str(write_pipeline(tmp_path, url)), "--no-ui", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "response cache" in line]
+    assert lines == [
+        f"warning: response cache {cache} is not usable (file is not a database); the run goes on without it"
+    ]
+    assert "Traceback" not in proc.stderr
+    assert pd.read_parquet(tmp_path / "run" / "output.parquet")["a"].notna().sum() == 3
+    assert cache_summary(tmp_path / "run")["enabled"] is False
+
+
+def test_resume_takes_no_cache_and_refresh_cache(tmp_path):
+    with SimulatorThread() as url:
+        pipeline = write_pipeline(tmp_path, url)
+        run_dir = str(tmp_path / "run")
+        assert treadle("run", str(pipeline), "--no-ui", "--out", run_dir).returncode == 0
+        sent = []
+        for flags in ([], ["--no-cache"], ["--refresh-cache"], []):
+            before = len(requests_sent(url))
+            proc = treadle("resume", run_dir, "--recompute", "a", "--no-ui", *flags)
+            assert proc.returncode == 0, proc.stderr
+            sent.append(len(requests_sent(url)) - before)
+            assert cache_summary(tmp_path / "run").get("mode", "off") == (
+                "off" if "--no-cache" in flags else "refresh" if "--refresh-cache" in flags else "use"
+            )
+    assert sent == [0, 3, 3, 0]
+
+
+def test_run_demo_and_resume_take_the_cache_flags():
+    parser = build_parser()
+    for command in (["run", "p.yaml"], ["demo"], ["resume", "runs/x"]):
+        assert parser.parse_args([*command, "--no-cache"]).no_cache
+        assert parser.parse_args([*command, "--refresh-cache"]).refresh_cache

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from treadle.engine.controller import RunController, Snapshot
-from treadle.engine.events import RunFinished
+from treadle.engine.events import CacheUnavailable, RunFinished
 from treadle.engine.result import RunResult
 
 PLAIN_EVERY_S = 5.0
@@ -50,8 +50,10 @@ class Interrupts:
 
 
 class _EventWriter:
+    """The run's events: every one to `--events` (if given), and the warnings as lines on stderr."""
+
     def __init__(self, controller: RunController, target: str | None) -> None:
-        self._queue = controller.subscribe() if target else None
+        self._queue = controller.subscribe()
         self._handle: IO[str] | None = None
         if target == "-":
             self._handle = sys.stdout
@@ -59,11 +61,16 @@ class _EventWriter:
             self._handle = open(Path(target), "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def drain(self) -> None:
-        if self._queue is None or self._handle is None:
-            return
+        handle = self._handle
         while not self._queue.empty():
-            self._handle.write(self._queue.get().to_json() + "\n")
-        self._handle.flush()
+            event = self._queue.get()
+            if handle is not None:
+                handle.write(event.to_json() + "\n")
+            if isinstance(event.payload, CacheUnavailable):  # a path or an OS error may hold [brackets]: no markup
+                warning = f"warning: {event.payload.message}"
+                Console(stderr=True).print(warning, style="yellow", markup=False, highlight=False, soft_wrap=True)
+        if handle is not None:
+            handle.flush()
 
     def close(self) -> None:
         self.drain()

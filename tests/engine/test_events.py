@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from treadle.engine.events import (
+    CacheUnavailable,
     CellFailed,
     CellRetried,
     EventBus,
@@ -46,6 +47,7 @@ SAMPLES = [
     Stopping(reason="interrupted"),
     Idle(),
     Salvage(cells=2, rounds_left=0),
+    CacheUnavailable(path="/home/me/.cache/treadle/responses.sqlite", reason="database disk image is malformed"),
     RunFinished(status="done", wall_s=0.578, message=None),
 ]
 

@@ -231,9 +231,15 @@ class VersionStamped(Generator):
     async def agenerate(self, row: Mapping[str, Any], *ctx: Any) -> dict[str, Any]:
         return {**await self.inner.agenerate(row, *ctx), **self._stamp}
 
-    def cached(self, row: Mapping[str, Any]) -> dict[str, Any] | None:
-        values = self.inner.cached(row)  # type: ignore[attr-defined]
-        return None if values is None else {**values, **self._stamp}
+    # The response cache's lookups (engine/cache_hits.py), for an llm column: a hit's values are stamped too.
+    def cache_lookup(self, row: Mapping[str, Any]) -> Any:
+        return self.inner.cache_lookup(row)  # type: ignore[attr-defined]
+
+    def hit_values(self, answer: Mapping[str, Any]) -> dict[str, Any]:
+        return {**self.inner.hit_values(answer), **self._stamp}  # type: ignore[attr-defined]
+
+    def missed(self, row: Mapping[str, Any], messages: list[dict[str, str]], key: str) -> None:
+        self.inner.missed(row, messages, key)  # type: ignore[attr-defined]
 
 
 def unstamped(generator: Generator) -> Generator:

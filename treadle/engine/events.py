@@ -137,6 +137,22 @@ class Salvage:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheUnavailable:
+    """The response cache cannot be used (locked, corrupt or unwritable): the run goes on without it."""
+
+    type: ClassVar[str] = "cache_unavailable"
+    path: str
+    """The cache file."""
+    reason: str
+    """What went wrong, as SQLite or the file system said it."""
+
+    @property
+    def message(self) -> str:
+        """The one warning line displays show."""
+        return f"response cache {self.path} is not usable ({self.reason}); the run goes on without it"
+
+
+@dataclass(frozen=True, slots=True)
 class RunFinished:
     """The run has ended and written its directory (the last event)."""
 
@@ -161,6 +177,7 @@ EventPayload = (
     | Stopping
     | Idle
     | Salvage
+    | CacheUnavailable
     | RunFinished
 )
 

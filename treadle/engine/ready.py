@@ -23,6 +23,7 @@ from treadle.engine.tracker import CellState, CellTracker
 
 _READY = CellState.READY
 _LOOKUPS_PER_TAKE = 32
+_LOOKUP_WAIT_S = 0.002
 
 Entry = tuple[int, int, int, float]
 """(row, -critical path, cell, time it became ready)."""
@@ -50,6 +51,7 @@ class ReadyHeaps:
         self.node_limit = [None if heap == 0 else limits[limited[heap - 1]] for heap in self._heap_of_node]
         """Per node: the per-model limit its cells count against, if any."""
         self._heaps: list[list[Entry]] = [[] for _ in self._rates]
+        self._model_heaps = self._heaps[1:]
         self._neg_cp = [-cp for cp in critical_path]
         self.model_starts = 0
         """Requests to models started by taking cells since the scheduler last set this to 0 (when a
@@ -57,8 +59,8 @@ class ReadyHeaps:
         self._rate_timer: asyncio.TimerHandle | None = None
         self._rate_timer_at = math.inf
         self._probed = [getattr(g, "cache", None) is not None for g in generators]
-        self.probe: Callable[[int], bool] | None = None
-        """Answers a ready cell from the response cache (True: it goes to heap 0, under no model limit)."""
+        self.probe: Callable[[list[int]], list[bool]] | None = None
+        """Answers ready cells from the response cache (True: a hit, it goes to heap 0, under no model limit)."""
         self._unprobed: deque[tuple[int, float]] = deque()
         """Ready cells of cached columns not looked up yet, with when they became ready: looked up a
         few at a time by `take`, so a row group made ready at once does not hold the loop."""
@@ -78,17 +80,16 @@ class ReadyHeaps:
             heapq.heappush(self._heaps[self._heap_of_node[node]], (cell // n_nodes, self._neg_cp[node], cell, now))
 
     def _look_up(self) -> None:
-        """Look up to _LOOKUPS_PER_TAKE waiting cells in the response cache: a hit goes to heap 0 (it
-        waits for no model slot, pace or budget), a miss to its model's heap."""
+        """Look up to _LOOKUPS_PER_TAKE waiting cells in the response cache (one query): a hit goes to
+        heap 0 (it waits for no model slot, pace or budget), a miss to its model's heap."""
         unprobed, probe, state = self._unprobed, self.probe, self._tracker.state
         assert probe is not None
         n_nodes = self._tracker.n_nodes
-        for _ in range(min(len(unprobed), _LOOKUPS_PER_TAKE)):
-            cell, at = unprobed.popleft()
-            if state[cell] != _READY:
-                continue
+        ready = [unprobed.popleft() for _ in range(min(len(unprobed), _LOOKUPS_PER_TAKE))]
+        ready = [(cell, at) for cell, at in ready if state[cell] == _READY]
+        for (cell, at), hit in zip(ready, probe([cell for cell, _ in ready]), strict=True):
             node = cell % n_nodes
-            heap = 0 if probe(cell) else self._heap_of_node[node]
+            heap = 0 if hit else self._heap_of_node[node]
             heapq.heappush(self._heaps[heap], (cell // n_nodes, self._neg_cp[node], cell, at))
 
     def push_call(self, cell: int, now: float) -> None:
@@ -102,7 +103,14 @@ class ReadyHeaps:
 
     def take(self) -> Entry | None:
         """The best entry whose model may start a request, with its slots taken; or None."""
-        if self._unprobed:
+        if unprobed := self._unprobed:
+            # Looked up 32 at a time (one query) while no cell waits for a model and other work is there
+            # to take (cache hits, mostly): a cell made ready alone by the cell before it waits for
+            # others, for at most _LOOKUP_WAIT_S. Cells that may need a model slot are looked up at once,
+            # so the oldest rows keep getting the slots first.
+            few = len(unprobed) < _LOOKUPS_PER_TAKE and not any(self._model_heaps)
+            if few and self._clock() - unprobed[0][1] < _LOOKUP_WAIT_S and (entry := self._take()) is not None:
+                return entry
             self._look_up()
             entry = self._take()
             if entry is None and self._unprobed:  # the rest in the next loop iteration, by a worker asked then

@@ -5,20 +5,21 @@ request body (model, every parameter, the rendered messages, the response format
 The API key is in no key and no value. Value: the answer (content, usage, reasoning, finish reason)
 and when it was made. Only answers a cell accepted are stored (see generators/llm.py).
 
-Lookups run on the engine loop: one indexed SELECT of a small row (bench/cache.py measures it).
+Lookups run on the engine loop: one indexed SELECT for up to 32 ready cells (bench/cache.py measures it).
 Writes (new answers, and "last used" times for LRU eviction) go to a writer thread that commits them
 in batches, one transaction each, so the loop never waits for the disk. The file is in WAL mode with
 a busy timeout, so several treadle processes can share it. A file that cannot be opened, read or
-written (locked, corrupt, unwritable) gives one warning line and the run goes on without the cache.
+written (locked, corrupt, unwritable) is reported once, to whoever `report_to` named (the run emits a
+`cache_unavailable` event, which displays show as one warning line), and the run goes on without it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import sqlite3
-import sys
 import threading
 import time
 from collections import deque
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from treadle.engine.analysis.cost import cost_of
+from treadle.engine.events import CacheUnavailable, EventBus
 from treadle.engine.pipeline import LLMColumn, ModelConfig, PipelineConfig
 
 CacheMode = Literal["use", "off", "refresh"]
@@ -39,6 +41,11 @@ _BUSY_TIMEOUT_MS = 5000
 _READ_BUSY_TIMEOUT_MS = 50
 """A lookup on the engine loop waits at most this long for a lock; then it is a miss."""
 _BATCH = 2000
+_MAX_KEYS = 64
+"""Keys looked up in one SELECT at most (callers pass fewer: ReadyHeaps looks up 32 cells at a time)."""
+_SELECT_MANY = [""] + [
+    f"SELECT key, answer FROM responses WHERE key IN ({', '.join('?' * n)})" for n in range(1, _MAX_KEYS + 1)
+]
 WRITE_INTERVAL_S = 0.25
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -63,12 +70,41 @@ def default_cache_path() -> Path:
     return Path(base) / "treadle" / CACHE_FILE
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode
+"""Canonical JSON: sorted keys, no spaces, text as is (one encoder, built once)."""
+_MESSAGES_MARK = "\x00treadle-messages\x00"
+
+
 def request_key(base_url: str, body: Mapping[str, Any]) -> str:
     """The cache key of a request: what it is sent to and what it says, canonically encoded."""
-    canonical = json.dumps(
-        {"base_url": base_url, "body": body}, sort_keys=True, ensure_ascii=False, separators=(",", ":")
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL({"base_url": base_url, "body": body}).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestKeys:
+    """The keys of one endpoint and body (all but the messages): the canonical JSON around the messages
+    is encoded once, so a cell's key costs the encoding of its messages and one sha256."""
+
+    before: str
+    after: str
+
+    @classmethod
+    def of(cls, base_url: str, body: Mapping[str, Any]) -> RequestKeys:
+        mark = _CANONICAL(_MESSAGES_MARK)
+        before, after = _CANONICAL({"base_url": base_url, "body": {**body, "messages": _MESSAGES_MARK}}).split(mark)
+        return cls(before, after)
+
+    def messages(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """`request_key(base_url, {**body, "messages": messages})`, for a fraction of its cost."""
+        return hashlib.sha256((self.before + _CANONICAL(messages) + self.after).encode()).hexdigest()
+
+    def chat(self, prompt: str, system: str | None) -> str:
+        """The key of the messages of an llm column's cell: a system message (if any), then the prompt.
+        Their canonical JSON is written out here ("content" sorts before "role"): most of the cost of
+        a cell answered by the cache is its key."""
+        user = f'{{"content":{_CANONICAL(prompt)},"role":"user"}}'
+        encoded = user if system is None else f'{{"content":{_CANONICAL(system)},"role":"system"}},{user}'
+        return hashlib.sha256(f"{self.before}[{encoded}]{self.after}".encode()).hexdigest()
 
 
 @dataclass
@@ -101,10 +137,6 @@ class CacheStats:
         }
 
 
-def _warn(message: str) -> None:
-    print(f"treadle: warning: {message}", file=sys.stderr)
-
-
 def _connect(path: Path, busy_ms: int) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False)
     connection.execute(f"PRAGMA busy_timeout={busy_ms}")
@@ -121,17 +153,22 @@ class ResponseCache:
         path: Path,
         mode: CacheMode = "use",
         max_mb: float = DEFAULT_MAX_MB,
-        warn: Callable[[str], None] = _warn,
     ) -> None:
         self.path = path
         self.mode = mode
         self.max_bytes = int(max_mb * 1024 * 1024)
         self.stats = CacheStats()
-        self._warn = warn
+        self.problem: str | None = None
+        """Why the cache is not usable (it stays unused for the rest of the run); None while it is."""
+        self._report: Callable[[str], object] | None = None
+        self._report_lock = threading.Lock()
+        """`_fail` runs on the engine loop or the writer thread; the problem is reported exactly once."""
         self._reader: sqlite3.Connection | None = None
-        self._writes: deque[tuple[str, str, Any]] = deque()
-        """New answers and "last used" times; appending wakes no thread (the writer looks every
-        WRITE_INTERVAL_S), so the loop pays only the append."""
+        self._puts: deque[tuple[str, str]] = deque()
+        """New answers (key, JSON); appending wakes no thread (the writer looks every WRITE_INTERVAL_S),
+        so the loop pays only the append."""
+        self._used: deque[str] = deque()
+        """Keys of answers used again: their "last used" time (for LRU eviction) is when the writer commits."""
         self._closing = threading.Event()
         self._writer: threading.Thread | None = None
         self._failed = False
@@ -141,7 +178,7 @@ class ResponseCache:
             with writer:
                 writer.executescript(_SCHEMA)
             self._reader = _connect(path, _READ_BUSY_TIMEOUT_MS)
-            self._select = self._reader.execute  # bound once: the lookup runs for every cell
+            self._select = self._reader.execute  # bound once: lookups run for every cell
         except (sqlite3.Error, OSError) as exc:
             self._fail(exc)
             return
@@ -152,62 +189,86 @@ class ResponseCache:
     def usable(self) -> bool:
         return not self._failed
 
+    def report_to(self, report: Callable[[str], object]) -> None:
+        """Tell `report` why the cache is not usable, once: now if it already failed (when opened),
+        else when it fails (on the caller's thread or the writer thread)."""
+        with self._report_lock:
+            self._report = report
+            problem = self.problem
+        if problem is not None:
+            report(problem)
+
     def _fail(self, exc: BaseException) -> None:
-        """Go on without the cache, after one warning line."""
-        if not self._failed:
+        """Go on without the cache; the first failure is reported."""
+        with self._report_lock:
+            if self._failed:
+                return
             self._failed = True
-            self._warn(f"response cache {self.path} is not usable ({exc}); the run goes on without it")
+            self.problem = str(exc) or type(exc).__name__
+            report = self._report
+        if report is not None:
+            report(self.problem)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The stored answer of `key` (content, usage, reasoning, finish), or None (also in refresh mode)."""
-        if self._failed or self.mode != "use":
-            self.stats.misses += 1
-            return None
+        """The stored answer of `key` (content, usage, reasoning), or None (also in refresh mode)."""
+        return self.get_many((key,)).get(key)
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored answers of those of `keys` that have one, in one SELECT per _MAX_KEYS keys (each
+        key counts as a hit or a miss); nothing in refresh or off mode."""
+        stats = self.stats
+        if self._failed or self.mode != "use" or not keys:
+            stats.misses += len(keys)
+            return {}
         try:
-            row = self._select("SELECT answer FROM responses WHERE key = ?", (key,)).fetchone()
+            rows: list[tuple[str, str]] = []
+            for start in range(0, len(keys), _MAX_KEYS):
+                chunk = keys[start : start + _MAX_KEYS]
+                rows += self._select(_SELECT_MANY[len(chunk)], chunk).fetchall()
         except sqlite3.OperationalError:  # locked for longer than a lookup may wait: ask the endpoint
-            row = None
-        except sqlite3.Error as exc:
+            rows = []
+        except sqlite3.Error as exc:  # corrupt
             self._fail(exc)
-            row = None
-        if row is None:
-            self.stats.misses += 1
-            return None
-        self.stats.hits += 1
-        self._writes.append(("used", key, time.time()))
-        answer: dict[str, Any] = json.loads(row[0])
-        return answer
+            rows = []
+        found = {key: json.loads(answer) for key, answer in rows}
+        hits = sum(key in found for key in keys) if len(found) != len(keys) else len(keys)
+        stats.hits += hits
+        stats.misses += len(keys) - hits
+        self._used.extend(found)
+        return found
 
     def put(self, key: str, answer: Mapping[str, Any]) -> None:
         """Store an accepted answer (written by the writer thread, in a batch)."""
         if self._failed or self.mode == "off":
             return
         self.stats.stored += 1
-        self._writes.append(("put", key, json.dumps(answer, ensure_ascii=False, separators=(",", ":"))))
+        self._puts.append((key, json.dumps(answer, ensure_ascii=False, separators=(",", ":"))))
 
     def _write_loop(self, connection: sqlite3.Connection) -> None:
-        writes = self._writes
+        puts, used = self._puts, self._used
         while True:
             closing = self._closing.wait(WRITE_INTERVAL_S)
-            while writes:
-                batch = [writes.popleft() for _ in range(min(len(writes), _BATCH))]
+            while puts or used:
+                new = [puts.popleft() for _ in range(min(len(puts), _BATCH))]
+                again = [used.popleft() for _ in range(min(len(used), _BATCH))]
                 if not self._failed:
                     try:
-                        self._commit(connection, batch)
+                        self._commit(connection, new, again)
                     except (sqlite3.Error, OSError) as exc:
                         self._fail(exc)
             if closing:
                 break
         self._finish(connection)
 
-    def _commit(self, connection: sqlite3.Connection, batch: list[tuple[str, str, Any]]) -> None:
+    def _commit(self, connection: sqlite3.Connection, puts: list[tuple[str, str]], used: list[str]) -> None:
         now = time.time()
-        puts = [(key, text, now, now, len(text)) for kind, key, text in batch if kind == "put"]
-        used = [(at, key) for kind, key, at in batch if kind == "used"]
         with connection:
             connection.execute("BEGIN IMMEDIATE")
-            connection.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)", puts)
-            connection.executemany("UPDATE responses SET used = ? WHERE key = ?", used)
+            connection.executemany(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                [(key, text, now, now, len(text)) for key, text in puts],
+            )
+            connection.executemany("UPDATE responses SET used = ? WHERE key = ?", [(now, key) for key in used])
 
     def _finish(self, connection: sqlite3.Connection) -> None:
         """At the end of the run: this run's hit counts, and eviction down to the size cap."""
@@ -329,11 +390,21 @@ def _column_cached(column: LLMColumn, config: PipelineConfig) -> bool:
     return column.cache if column.cache is not None else model is not None and model.cache
 
 
+def emit_cache_problems(cache: ResponseCache | None, bus: EventBus, loop: asyncio.AbstractEventLoop) -> None:
+    """The run's cache, if it fails (on `loop` or on its writer thread), is one `cache_unavailable`
+    event, emitted on `loop` in order with the others (called when the run starts, after run_started)."""
+    if cache is not None:
+        path = str(cache.path)
+        cache.report_to(lambda reason: loop.call_soon_threadsafe(bus.emit, CacheUnavailable(path=path, reason=reason)))
+
+
 def cache_summary(cache: ResponseCache | None, models: Mapping[str, ModelConfig]) -> dict[str, Any]:
     """summary.json's `cache`: hits, misses, tokens saved and, for models with prices, the cost saved."""
     if cache is None:
         return {"enabled": False}
     summary = {"enabled": cache.usable, "path": str(cache.path), "mode": cache.mode, **cache.stats.to_json()}
+    if cache.problem is not None:
+        summary["problem"] = cache.problem
     cost = 0.0
     priced = False
     for model, (prompt, completion) in cache.stats.tokens_saved.items():

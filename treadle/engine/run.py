@@ -31,7 +31,7 @@ from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import ErrorWindow, FailurePolicies, NodePolicy, NoWindow, RetryPolicy
 from treadle.engine.rate_limits import Change, ModelRate, rate_summary
-from treadle.engine.response_cache import CacheMode, attach_cache, cache_summary, open_run_cache
+from treadle.engine.response_cache import CacheMode, attach_cache, cache_summary, emit_cache_problems, open_run_cache
 from treadle.engine.resume import Recovery
 from treadle.engine.rows import RowStore
 from treadle.engine.scheduler import Scheduler
@@ -331,6 +331,7 @@ class Run:
                 run_dir=str(self.directory.path),
             )
         )
+        emit_cache_problems(self.cache, self.bus, loop)
         self.journal.open(loop)
         self.context_services.attach(loop)
         for generator in self.generators:

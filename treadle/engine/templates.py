@@ -66,7 +66,12 @@ def environment() -> SandboxedEnvironment:
 @functools.lru_cache(maxsize=1024)
 def compile_template(source: str) -> jinja2.Template:
     """Compile a template once; raises `TemplateSyntaxError` (also for an unknown filter or test)."""
-    return _ENV.from_string(source)
+    template = _ENV.from_string(source)
+    # Jinja keeps a template's globals as a ChainMap over the environment's, which every render copies
+    # key by key (twice): a plain dict renders a short prompt in ~3.5 us instead of ~11 us. Globals are
+    # added before compiling (see `environment`), so none is missed.
+    template.globals = dict(template.globals)
+    return template
 
 
 @functools.lru_cache(maxsize=1024)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import queue
 from collections.abc import Iterable
 
-from treadle.engine.events import RunEvent
-from treadle.tui.model import event_line
+from treadle.engine.events import CacheUnavailable, RunEvent
+from treadle.tui.model import clock_text, event_line
 
 EVENTS_PER_TICK = 200
 EVENT_BACKLOG = 5000
 """With more events than this waiting, all but one tick's worth are skipped (and the log says so)."""
+
+
+def log_line(event: RunEvent) -> str | None:
+    """The log's line for an event (None: not shown); a warning reads as one."""
+    if isinstance(event.payload, CacheUnavailable):
+        return f"{clock_text(event.t)} warning: {event.payload.message}"
+    return event_line(event)
 
 
 class EventFeed:
@@ -24,7 +31,7 @@ class EventFeed:
 
     def take(self) -> list[str]:
         events = self._events
-        lines = [line for line in map(event_line, self._backlog) if line is not None]
+        lines = [line for line in map(log_line, self._backlog) if line is not None]
         self._backlog = []
         backlog = events.qsize()
         if backlog > EVENT_BACKLOG:
@@ -41,7 +48,7 @@ class EventFeed:
                 if id(event) in self._backlog_ids:
                     continue
                 self._backlog_ids = set()
-            line = event_line(event)
+            line = log_line(event)
             if line is not None:
                 lines.append(line)
         return lines

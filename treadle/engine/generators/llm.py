@@ -34,9 +34,9 @@ from treadle.engine.generators.llm_client import ModelClient, model_client
 from treadle.engine.limits import model_limit
 from treadle.engine.pipeline import LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
-from treadle.engine.response_cache import ResponseCache, request_key
+from treadle.engine.response_cache import RequestKeys, ResponseCache
 from treadle.engine.schemas import instance_problem
-from treadle.engine.templates import compile_template
+from treadle.engine.templates import compile_template, template_references
 
 _STRICT_UNSUPPORTED = frozenset(
     {
@@ -62,6 +62,11 @@ _STRICT_UNSUPPORTED = frozenset(
 )
 
 
+_MISSES_KEPT = 4096
+"""Cells looked up and not found in the response cache whose messages and key are kept for their call."""
+_ABSENT = object()
+
+
 class Answer(NamedTuple):
     """What one chat completion answered, as a cell's values are made from it."""
 
@@ -76,6 +81,12 @@ class Answer(NamedTuple):
 
 def build_llm_generator(name: str, config: LLMColumn, loaded: LoadedPipeline) -> Generator:
     return LLMGenerator(name, config, model_client(config.model, loaded))
+
+
+def chat_messages(prompt: str, system: str | None) -> list[dict[str, str]]:
+    if system is None:
+        return [{"role": "user", "content": prompt}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
 
 
 class LLMGenerator(Generator):
@@ -113,6 +124,18 @@ class LLMGenerator(Generator):
             if value is not None
         }
         """The column's own temperature and max tokens, over its model's (the key ChatOpenAI sends)."""
+        self._keys: RequestKeys | None = None
+        self._inputs = tuple(
+            sorted(
+                template_references(config.prompt, include_implicit=True)
+                | (template_references(config.system, include_implicit=True) if config.system is not None else set())
+            )
+        )
+        """The row values the messages are rendered from."""
+        self._missed: dict[tuple[int, ...], tuple[tuple[Any, ...], list[dict[str, str]], str]] = {}
+        """Cells the cache did not have, by the identity of their inputs: (inputs, messages, key), so
+        their call renders and hashes nothing again. Inputs are held, so their ids stay theirs; a cell
+        whose inputs are the very same objects renders the same messages."""
 
     async def astart(self) -> None:
         self._request_params(self.client.state().llm)
@@ -120,7 +143,11 @@ class LLMGenerator(Generator):
     # ---- one cell --------------------------------------------------------------------------------
 
     async def agenerate(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        messages = self._messages(row)
+        missed = self._missed.pop(self._inputs_id(row), None) if self._missed else None
+        if missed is not None and all(a is b for a, b in zip(missed[0], self._inputs_of(row), strict=True)):
+            _, messages, key = missed
+        else:
+            messages, key = self._messages(row), None
         client = self.client
         state = client.state()
         try:
@@ -133,30 +160,65 @@ class LLMGenerator(Generator):
         client.succeeded(state)
         value = self._value(answer.content, answer.refusal, answer.finish)
         values = self._values(value, answer.usage, answer.reasoning)
-        if self.cache is not None:  # only an accepted answer (complete, valid JSON for a schema) is kept
+        # Only a complete answer is kept (valid JSON for a schema, checked above); a text cut off at
+        # max_tokens is the cell's value this time, and asked again next time.
+        if self.cache is not None and answer.finish != "length":
             stored = {"content": answer.content, "usage": answer.usage, "reasoning": answer.reasoning}
-            self.cache.put(request_key(self.client.base_url, {**self._body, "messages": messages}), stored)
+            self.cache.put(key or (self._keys or self._request_keys()).messages(messages), stored)
         return values
 
-    def cached(self, row: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The cell's values from the response cache, or None (not cached, or no cache for this column).
-        Called on the engine loop when the cell becomes ready: a hit takes no model slot or budget."""
-        cache = self.cache
-        if cache is None:
-            return None
+    # ---- the response cache ----------------------------------------------------------------------
+
+    def cache_lookup(self, row: Mapping[str, Any]) -> tuple[list[dict[str, str]], str] | None:
+        """The messages of the cell of `row` and their cache key; None when the prompt does not render
+        (the cell fails when it runs, as it would without a cache)."""
         try:
-            messages = self._messages(row)
-        except CellError:  # the cell fails when it runs, as it would without a cache
+            prompt, system = self._render(row)
+        except CellError:
             return None
-        self._request_params(self.client.state().llm)  # a ctx.llm caller's body is made on its first call
-        answer = cache.get(request_key(self.client.base_url, {**self._body, "messages": messages}))
-        if answer is None:
-            return None
+        if self._params is None:  # a ctx.llm caller's body is made on its first call
+            self._request_params(self.client.state().llm)
+        keys = self._keys or self._request_keys()
+        return chat_messages(prompt, system), keys.chat(prompt, system)
+
+    def _request_keys(self) -> RequestKeys:
+        self._keys = RequestKeys.of(self.client.base_url, self._body)
+        return self._keys
+
+    def hit_values(self, answer: Mapping[str, Any]) -> dict[str, Any]:
+        """The cell's values from a stored answer (validated when it was stored, against the schema that
+        is part of its key); its tokens count as saved."""
         usage = answer["usage"]
-        cache.stats.saved(self._model, usage)
+        assert self.cache is not None
+        self.cache.stats.saved(self._model, usage)
         content = answer["content"]
-        # Validated when it was stored, against the schema that is part of its key.
         return self._values(content if self.schema is None else json.loads(content), usage, answer["reasoning"])
+
+    def missed(self, row: Mapping[str, Any], messages: list[dict[str, str]], key: str) -> None:
+        """The cache did not have the cell of `row`: its call reuses `messages` and `key`."""
+        missed = self._missed
+        if len(missed) >= _MISSES_KEPT:  # cells that never ran (their rows dropped) leave, oldest first
+            del missed[next(iter(missed))]
+        inputs = self._inputs_of(row)
+        missed[tuple(map(id, inputs))] = (inputs, messages, key)
+
+    def cached(self, row: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The values of one cell (a ctx.llm call) from the response cache, or None (not cached, or no
+        cache for this column). Cells of llm columns are looked up in batches (engine/cache_hits.py)."""
+        cache = self.cache
+        if cache is None or (lookup := self.cache_lookup(row)) is None:
+            return None
+        answer = cache.get(lookup[1])
+        if answer is None:
+            self.missed(row, *lookup)
+            return None
+        return self.hit_values(answer)
+
+    def _inputs_of(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple([row.get(name, _ABSENT) for name in self._inputs])
+
+    def _inputs_id(self, row: Mapping[str, Any]) -> tuple[int, ...]:
+        return tuple([id(row.get(name, _ABSENT)) for name in self._inputs])
 
     def _values(self, value: Any, usage: dict[str, Any] | None, reasoning: str | None) -> dict[str, Any]:
         values: dict[str, Any] = {self.name: value}
@@ -167,14 +229,16 @@ class LLMGenerator(Generator):
         return values
 
     def _messages(self, row: Mapping[str, Any]) -> list[dict[str, str]]:
+        return chat_messages(*self._render(row))
+
+    def _render(self, row: Mapping[str, Any]) -> tuple[str, str | None]:
+        """The prompt and the system message (or None) of the cell of `row`."""
         try:
             prompt = self.prompt.render(row)
             system = self.system.render(row) if self.system is not None else None
         except TemplateError as exc:
             raise CellError(f"prompt template: {exc}") from None
-        if system is None:
-            return [{"role": "user", "content": prompt}]
-        return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+        return prompt, system
 
     def _request_params(self, llm: Any) -> dict[str, Any]:
         """What ChatOpenAI would send besides the messages (model, temperature, max tokens, extra_body,
@@ -197,6 +261,7 @@ class LLMGenerator(Generator):
             body = {k: v for k, v in params.items() if k != "extra_body"}
             body.update(params.get("extra_body") or {})
             self._body = body
+            self._keys = None  # made from this body when the response cache first needs them
         return self._params
 
     async def call(self, state: Any, messages: list[dict[str, str]]) -> Answer:
