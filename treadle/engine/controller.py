@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -100,6 +101,9 @@ class Snapshot:
 
 
 class RunController:
+    run_class: type[Run] = Run
+    """The run this controller drives (the workers' parent drives a run of its own kind)."""
+
     def __init__(
         self, loaded: LoadedPipeline, options: RunOptions | None = None, *, recovery: Recovery | None = None
     ) -> None:
@@ -114,7 +118,7 @@ class RunController:
             self._directory = RunDirectory(self.options.out)
         # Building the run checks what only a run can (API keys): nothing is written before it passes.
         try:
-            self._run = Run(loaded, self.options, self.bus, self._directory, recovery)
+            self._run = self.run_class(loaded, self.options, self.bus, self._directory, recovery)
         except BaseException:
             self._directory.release()
             raise
@@ -138,11 +142,13 @@ class RunController:
         recompute: Collection[str] = (),
         hold_open: bool = False,
         cache: CacheMode = "use",
+        workers: int | None = None,
     ) -> RunController:
         """Continue an interrupted or failed run in its directory: finished cells are never run again.
 
         The pipeline is loaded again from where the run found it (or given); if it changed, resume is
         refused unless `recompute` names the columns to redo (their dependents are redone too).
+        `workers` overrides the pipeline's run.workers (a run may resume with another number of them).
         """
         path = Path(run_dir)
         record = RunRecord.read(path)
@@ -187,11 +193,18 @@ class RunController:
         options = RunOptions(
             out=path, rows=record.rows, max_parallel=record.max_parallel, hold_open=hold_open, cache=cache
         )
-        return cls(pipeline, options, recovery=recovery)
+        from treadle.engine.workers import open_controller  # it imports this module: a cycle at the top
+
+        return open_controller(pipeline, dataclasses.replace(options, workers=workers), recovery=recovery)
 
     @property
     def run_dir(self):
         return self._directory.path
+
+    @property
+    def workers(self) -> int:
+        """Engine processes running the cells (1: the engine thread of this process)."""
+        return 1
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
