@@ -36,7 +36,8 @@ def check(row):
 
 def _pipeline(tmp_path: Path, url: str, **run: object) -> Path:
     """ROWS rows x two dependent llm columns, a python column that fails on some rows, a template."""
-    pd.DataFrame({"id": range(ROWS), "q": [f"question {i}" for i in range(ROWS)]}).to_csv(tmp_path / "s.csv", index=False)
+    seed = pd.DataFrame({"id": range(ROWS), "q": [f"question {i}" for i in range(ROWS)]})
+    seed.to_csv(tmp_path / "s.csv", index=False)
     (tmp_path / "flaky.py").write_text(FLAKY)
     config = {
         "seed": {"path": "s.csv"},
