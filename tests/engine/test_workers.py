@@ -243,3 +243,54 @@ def test_a_run_of_one_process_resumes_with_two_workers(tmp_path):
     assert 600 <= requests <= 600 + SLOTS
     assert done_before > 0
     assert _sorted_output(result.run_dir)["b"].notna().all()
+
+
+def _in_flight_at(requests: list[dict], moment: float) -> int:
+    return sum(1 for r in requests if r["t"] <= moment < (r["t_end"] if r["t_end"] is not None else float("inf")))
+
+
+def test_a_live_limit_change_reaches_every_worker(tmp_path):
+    sim = SimulatorThread(SimConfig(latency_ms=50, seed=7))
+    with sim as url:
+        controller = treadle.start(_llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
+        _wait_for_done_cells(controller, 40)
+        controller.set_limit("model:m", 4)
+        changed_at = len(sim.requests())
+        assert controller.snapshot().limits["model:m"].total == 4
+        result = controller.wait(120)
+        requests = sim.requests()
+    assert result is not None and result.status == "done"
+    before = requests[:changed_at]
+    assert max(_in_flight_at(before, r["t"]) for r in before) > 4  # the two workers used their 8 slots each
+    # Requests may start until each worker has its share (2 of 4); once those have ended, 4 at most.
+    settled = changed_at + SLOTS
+    drained = max(r["t_end"] for r in requests[:settled])
+    after = [r for r in requests[settled:] if r["t"] >= drained]
+    assert len(after) > 100
+    assert max(_in_flight_at(requests, r["t"]) for r in after) <= 4
+    assert result.summary["limit_history"]["model:m"][-1][1] == 4
+
+
+def test_pause_stops_every_worker_and_resume_goes_on(tmp_path):
+    sim = SimulatorThread(SimConfig(latency_ms=30, seed=7))
+    with sim as url:
+        controller = treadle.start(_llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
+        _wait_for_done_cells(controller, 40)
+        controller.pause()
+        events = controller.subscribe()
+        idle_progress = 0
+        while idle_progress < 2:  # two progress events in a row with nothing running in any worker
+            payload = events.get(timeout=60).payload
+            if isinstance(payload, Progress):
+                idle_progress = idle_progress + 1 if not payload.cells.get("running") else 0
+        paused_at = len(sim.requests())
+        progress_events = 0
+        while progress_events < 2:
+            progress_events += isinstance(events.get(timeout=60).payload, Progress)
+        assert len(sim.requests()) == paused_at  # nothing started while paused
+        snapshot = controller.snapshot()
+        assert snapshot.status == "paused" and snapshot.cells["done"] < 600
+        controller.resume()
+        result = controller.wait(120)
+    assert result is not None and result.status == "done"
+    assert result.summary["cells"]["done"] == 600

@@ -129,7 +129,17 @@ class ParentRun(Run):
             stop_progress.set()
             await progress
             lag.cancel()
+            if not self._done.is_set():  # the parent itself failed: its workers end too
+                self.abort()
+        try:
+            await self._finish(started, cpu_started)
+        finally:  # last: the workers' interpreters wind down while the parent writes the outputs
             await asyncio.to_thread(self._join_workers)
+        self.bus.emit(RunFinished(status=self.status, wall_s=round(self.wall_s, 3), message=self.message))
+
+    async def _finish(self, started: float, cpu_started: float) -> None:
+        """Every worker has ended: the run's outputs from what they wrote and said."""
+        loop = asyncio.get_running_loop()
         self.wall_s = loop.time() - started
         workers_cpu = sum(h.finished.engine_cpu_s for h in self.workers if h.finished is not None)
         self.engine_cpu_s = time.thread_time() - cpu_started + workers_cpu
@@ -144,7 +154,6 @@ class ParentRun(Run):
         finally:
             self._writer.shutdown()
             self._trace_writer.shutdown()
-        self.bus.emit(RunFinished(status=self.status, wall_s=round(self.wall_s, 3), message=self.message))
 
     def _join_workers(self) -> None:
         for handle in self.workers:
