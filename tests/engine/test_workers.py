@@ -294,3 +294,29 @@ def test_pause_stops_every_worker_and_resume_goes_on(tmp_path):
         result = controller.wait(120)
     assert result is not None and result.status == "done"
     assert result.summary["cells"]["done"] == 600
+
+
+def test_ctrl_c_stops_every_worker_then_resume_with_two_finishes(tmp_path, capsys):
+    sim = SimulatorThread(SimConfig(latency_ms=40, seed=3))
+    with sim as url:
+        run_dir = tmp_path / "run"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "treadle.cli", "run", str(_llm_pipeline(tmp_path, url)), "--no-ui",
+             "--out", str(run_dir), "--events", "-"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event["type"] == "progress" and event["cells"].get("done", 0) >= 40:
+                break
+        proc.send_signal(signal.SIGINT)  # the workers have sessions of their own: the parent stops them
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 130, stderr
+        assert "Traceback" not in stderr
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and 0 < summary["cells"]["done"] < 600
+        assert main(["resume", str(run_dir), "--no-ui"]) == 0, capsys.readouterr().err  # run.workers: 2
+        requests = sim.stats()["requests_total"]
+    assert 600 <= requests <= 600 + SLOTS
+    assert _sorted_output(run_dir)["b"].notna().all()
