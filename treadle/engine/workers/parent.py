@@ -43,7 +43,7 @@ from treadle.engine.workers.messages import (
     shares,
 )
 from treadle.engine.workers.pool import WorkerHandle
-from treadle.engine.workers.worker import WorkerSpec
+from treadle.engine.workers.worker import WorkerSpec, group_counts
 
 log = logging.getLogger("treadle.workers")
 
@@ -340,7 +340,7 @@ class ParentRun(Run):
         counts = np.array(self.tracker.counts, dtype=np.int64)
         for handle in self.workers:
             if handle.alive and handle.tick is not None and handle.tick.groups:
-                counts += np.array(handle.tick.counts) - pool.group_counts(self.tracker, handle.tick.groups)
+                counts += np.array(handle.tick.counts) - group_counts(self.tracker, handle.tick.groups)
         return counts
 
     def in_use(self, name: str) -> int:

@@ -26,7 +26,7 @@ import numpy as np
 import treadle
 from treadle.engine.trace_writer import HEAD, HEAD_DTYPE, Batch
 from treadle.engine.tracing import Tracer
-from treadle.engine.tracker import N_STATES, CellTracker
+from treadle.engine.tracker import CellTracker
 from treadle.engine.workers import worker
 from treadle.engine.workers.messages import Finished, ParentMessage, Tick, WorkerMessage
 
@@ -107,18 +107,6 @@ def apply_group_states(tracker: CellTracker, group: int, states: bytes) -> None:
     for i, state in enumerate(states):
         if current[start + i] != state:
             tracker._set(start + i, state)  # the tracker's own bookkeeping of counts and open groups
-
-
-def group_counts(tracker: CellTracker, groups: list[int]) -> np.ndarray:
-    """Cell counts of `groups` by node and state, flat as `CellTracker.counts`."""
-    n = tracker.n_nodes
-    counts = np.zeros((n, N_STATES), dtype=np.int64)
-    for group in groups:
-        rows = tracker.group_rows(group)
-        cells = np.frombuffer(tracker.state, np.uint8, len(rows) * n, rows.start * n)
-        for node in range(n):
-            counts[node] += np.bincount(cells[node::n], minlength=N_STATES)
-    return counts.ravel()
 
 
 def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int) -> None:

@@ -32,7 +32,7 @@ from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.resume import Recovery
 from treadle.engine.row_groups import RowGroups
 from treadle.engine.run import TRACE_FLUSH_EVERY_S, Run, RunOptions
-from treadle.engine.tracker import N_STATES
+from treadle.engine.tracker import N_STATES, CellTracker
 from treadle.engine.workers.messages import (
     Assign,
     Finished,
@@ -62,6 +62,18 @@ class WorkerSpec:
     """This worker's share of each limit (slots, row_groups, model:<name>)."""
     budgets: dict[str, tuple[int | None, int | None]]
     """This worker's share of each model limit's rpm and tpm."""
+
+
+def group_counts(tracker: CellTracker, groups: list[int]) -> np.ndarray:
+    """Cell counts of `groups` by node and state, flat as `CellTracker.counts`."""
+    n = tracker.n_nodes
+    counts = np.zeros((n, N_STATES), dtype=np.int64)
+    for group in groups:
+        rows = tracker.group_rows(group)
+        cells = np.frombuffer(tracker.state, np.uint8, len(rows) * n, rows.start * n)
+        for node in range(n):
+            counts[node] += np.bincount(cells[node::n], minlength=N_STATES)
+    return counts.ravel()
 
 
 class AssignedRowGroups(RowGroups):
@@ -151,14 +163,7 @@ class WorkerRun(Run):
     def held_counts(self) -> tuple[list[int], list[int]]:
         """The groups this worker holds, and their cells' counts by node and state."""
         held = self.groups.in_flight()
-        tracker = self.tracker
-        counts = np.zeros((tracker.n_nodes, N_STATES), dtype=np.int64)
-        for group in held:
-            rows = tracker.group_rows(group)
-            cells = np.frombuffer(tracker.state, np.uint8, len(rows) * tracker.n_nodes, rows.start * tracker.n_nodes)
-            for node in range(tracker.n_nodes):
-                counts[node] += np.bincount(cells[node :: tracker.n_nodes], minlength=N_STATES)
-        return held, counts.ravel().tolist()
+        return held, group_counts(self.tracker, held).tolist()
 
 
 class WorkerLoop:
