@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import signal
 import sys
@@ -206,9 +205,13 @@ def _new_run(load: Callable[[], Any], args: argparse.Namespace, after=None):
     from treadle.engine.workers import open_controller
 
     options = RunOptions(
-        out=args.out, rows=args.rows, max_parallel=args.max_parallel, hold_open=_wants_ui(args), cache=_cache_mode(args)
+        out=args.out,
+        rows=args.rows,
+        max_parallel=args.max_parallel,
+        hold_open=_wants_ui(args),
+        cache=_cache_mode(args),
+        workers=args.workers,
     )
-    options = dataclasses.replace(options, workers=args.workers)
     return _drive(_start_up(lambda: open_controller(load(), options)), args, after)
 
 
