@@ -320,3 +320,12 @@ def test_ctrl_c_stops_every_worker_then_resume_with_two_finishes(tmp_path, capsy
         requests = sim.stats()["requests_total"]
     assert 600 <= requests <= 600 + SLOTS
     assert _sorted_output(run_dir)["b"].notna().all()
+
+
+def test_fewer_row_groups_than_workers_start_a_worker_per_group(tmp_path):
+    with SimulatorThread(SimConfig(seed=3)) as url:
+        controller = treadle.start(_llm_pipeline(tmp_path, url), out=tmp_path / "run", rows=30, workers=4)
+        result = controller.wait(120)
+    assert result is not None and result.status == "done"
+    assert controller.workers == 2  # 30 rows: two row groups of 20
+    assert _sorted_output(result.run_dir)["id"].tolist() == list(range(30))

@@ -76,14 +76,14 @@ class ParentRun(Run):
 
     # ---- the run -----------------------------------------------------------------------------------
 
-    def _spec(self, index: int) -> WorkerSpec:
+    def _spec(self, index: int, pipeline: bytes) -> WorkerSpec:
         options = dataclasses.replace(
             self.options, out=self.directory.path, hold_open=True, workers=1, max_parallel=self._shares(SLOTS)[index]
         )
         rates = self.rates
         return WorkerSpec(
             index=index,
-            pipeline=pickle.dumps(self.loaded),
+            pipeline=pipeline,
             base_dir=str(self.loaded.base_dir),
             options=options,
             recovery=self.recovery,
@@ -112,10 +112,12 @@ class ParentRun(Run):
         columns, run_dir = tuple(self.node_names), str(self.directory.path)
         self.bus.emit(RunStarted(name=self.loaded.name, rows=len(self.frame), columns=columns, run_dir=run_dir))
         if self.pending:
+            self.n_workers = min(self.n_workers, len(self.pending))  # a worker per group at most
             slots = self._shares(SLOTS)
+            pipeline = pickle.dumps(self.loaded)
             for index in range(self.n_workers):
-                offset = sum(slots[:index])
-                self.workers.append(pool.start_worker(self._spec(index), offset, loop, self._on_message))
+                spec = self._spec(index, pipeline)
+                self.workers.append(pool.start_worker(spec, sum(slots[:index]), loop, self._on_message))
             for handle in self.workers:
                 self._feed(handle)
         else:
