@@ -1,5 +1,6 @@
 """Live progress over HTTP: `GET /snapshot` (JSON), `GET /events` (Server-Sent Events), `GET /` (a page),
-`GET /metrics` (the run's metrics so far, treadle.engine.analysis, JSON) and `GET /report` (the HTML report).
+`GET /metrics` (the run's metrics so far, treadle.engine.analysis, JSON) and `GET /report` (the HTML report);
+and commands that fix a column and rerun cells (treadle/serve_commands.py).
 
 `ProgressServer` runs an aiohttp server on its own thread and event loop, so it never blocks the
 engine: it reads the run only through the controller's thread-safe API (`snapshot()` runs in an
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from treadle.engine.events import RunEvent, RunFinished
+from treadle.serve_commands import add_command_routes
 
 if TYPE_CHECKING:
     from treadle.engine.analysis.cost import Prices
@@ -247,6 +249,7 @@ class ProgressServer:
         app.router.add_get("/events", self._event_stream)
         app.router.add_get("/metrics", self._metrics_json)
         app.router.add_get("/report", self._report)
+        add_command_routes(app, self.controller)
         return app
 
     @web.middleware

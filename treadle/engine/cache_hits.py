@@ -19,9 +19,20 @@ class CacheHits:
         """Values of ready cells answered by the cache, until they run."""
         self.marks = bytearray(n_cells if self.enabled else 0)
         """Per cell: 1 if its value came from the cache (empty when no column uses it)."""
+        self._bypassed: set[int] = set()
+        """Cells a person reruns: their next lookup misses, so the model answers again."""
+
+    def bypass(self, cell: int) -> None:
+        """The cell's next lookup misses (a retried or recomputed cell asks its model again)."""
+        if self.enabled and getattr(self._generators[cell % self._n_nodes], "cache", None) is not None:
+            self._bypassed.add(cell)
+            self.marks[cell] = 0
 
     def probe(self, cell: int) -> bool:
         """Look a ready cell up; a hit keeps its values for when it runs."""
+        if self._bypassed and cell in self._bypassed:
+            self._bypassed.discard(cell)
+            return False
         row_index, node = divmod(cell, self._n_nodes)
         values = self._generators[node].cached(self._store.rows[row_index])  # type: ignore[attr-defined]
         if values is None:

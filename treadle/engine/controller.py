@@ -8,106 +8,62 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from treadle.engine.analysis.cost import prices_of
 from treadle.engine.analysis.summary import live_metrics
-from treadle.engine.errors import ConfigError, Problem, TreadleError
-from treadle.engine.events import EventBus, RunEvent
+from treadle.engine.column_edits import (
+    ColumnSettings,
+    Versions,
+    ancestors,
+    column_config,
+    column_settings,
+    prepare_edit,
+)
+from treadle.engine.errors import TreadleError
+from treadle.engine.events import EventBus
+from treadle.engine.functions import FunctionLoadError, reload_function, signature_problem
 from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.limits import check_limit
+from treadle.engine.live_edits import ColumnEditor, RecomputePlan
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import PythonColumn
-from treadle.engine.pipeline_loading import load_pipeline
+from treadle.engine.pipeline_file import edit_pipeline_file
 from treadle.engine.pipeline_validation import LoadedPipeline
-from treadle.engine.rate_limits import RateView
 from treadle.engine.response_cache import CacheMode
 from treadle.engine.result import RunResult
-from treadle.engine.resume import Recovery, RunRecord, descendants, recover
-from treadle.engine.run import Run, RunOptions, RunStatus
+from treadle.engine.resume import Recovery, RunRecord, descendants, pipeline_to_resume, recover
+from treadle.engine.run import Run, RunOptions
 from treadle.engine.run_dir import create_run_dir, new_run_dir
 from treadle.engine.stats import LimitChanges
 from treadle.engine.trace_writer import Batch
 from treadle.engine.tracing import TaskTrace
-from treadle.engine.tracker import N_STATES, TERMINAL, CellState
+from treadle.engine.tracker import N_STATES, CellState
+from treadle.engine.views import CellDetail, LimitView, Snapshot
+
+__all__ = ["CellDetail", "ColumnSettings", "LimitView", "RecomputePlan", "RunController", "Snapshot"]
 
 T = TypeVar("T")
 _COMMAND_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True)
-class LimitView:
-    total: int
-    in_use: int
-    peak: int
-
-
-@dataclass(frozen=True)
-class CellDetail:
-    """One cell as a person inspects it: value or error, attempts with timings, inputs."""
-
-    row: int
-    column: str
-    state: str
-    value: Any
-    """The column's value (a dict of values for a multi-output python column); None until done."""
-    error: dict[str, Any] | None
-    """row, column, error_class, message, attempts: for a failed cell."""
-    attempts: list[TaskTrace]
-    """Recent attempts (from the trace ring buffer), oldest first."""
-    inputs: dict[str, Any]
-    """The values of the seed fields and columns this column references."""
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A consistent picture of a run, cheap enough to take 15 times a second."""
-
-    status: RunStatus
-    elapsed_s: float
-    rows: int
-    columns: tuple[str, ...]
-    cells: dict[str, int]
-    """Cells by state label over all columns."""
-    by_column: dict[str, dict[str, int]]
-    row_groups: dict[str, int]
-    limits: dict[str, LimitView]
-    recent_events: list[RunEvent]
-    message: str | None = None
-    """Why the run paused or stopped on its own (early stop, a fatal endpoint error)."""
-    loop_lag_ms: dict[str, float] = field(default_factory=dict)
-    """How late the engine loop wakes (p50, p99, max): high values mean blocking work on the loop."""
-    window: dict[int, tuple[str, ...]] = field(default_factory=dict)
-    """States of the requested rows, column by column."""
-    rates: dict[str, RateView] = field(default_factory=dict)
-    """Per model limit (`model:<name>`): ceiling, adaptive value, pace, measured rate, 429s, hold."""
-    cache: dict[str, int] = field(default_factory=dict)
-    """The response cache so far (hits, misses); empty when the run uses none."""
-
-    @property
-    def finished_cells(self) -> int:
-        return sum(self.cells[s.label] for s in TERMINAL)
-
-    @property
-    def total_cells(self) -> int:
-        return sum(self.cells.values())
-
-
 class RunController:
-    run_class: type[Run] = Run
-    """The run this controller drives (the workers' parent drives a run of its own kind)."""
+    run_class: type[Run] = Run  # the run it drives (the workers' parent drives one of its own kind)
 
     def __init__(
-        self, loaded: LoadedPipeline, options: RunOptions | None = None, *, recovery: Recovery | None = None
+        self,
+        loaded: LoadedPipeline,
+        options: RunOptions | None = None,
+        *,
+        recovery: Recovery | None = None,
+        versions: Versions | None = None,
     ) -> None:
-        """A new run of `loaded`; with `recovery` (see `resume`), the rest of an earlier one."""
+        """A new run of `loaded`; with `recovery` (see `resume`), the rest of an earlier one (at `versions`)."""
         self.loaded = loaded
         self.options = options or RunOptions()
         self.bus = EventBus()
@@ -126,6 +82,7 @@ class RunController:
         self._run.limit_changes = self._limit_changes
         if recovery is None:
             create_run_dir(self._directory, loaded, self.options)
+        self._edits = ColumnEditor(self._run, versions or Versions())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -146,40 +103,13 @@ class RunController:
     ) -> RunController:
         """Continue an interrupted or failed run in its directory: finished cells are never run again.
 
-        The pipeline is loaded again from where the run found it (or given); if it changed, resume is
-        refused unless `recompute` names the columns to redo (their dependents are redone too).
-        `workers` overrides the pipeline's run.workers (a run may resume with another number of them).
+        The pipeline is loaded again from where the run found it (or given), at the run's latest version
+        (changes made while it went are applied again); if it changed otherwise, resume is refused unless
+        `recompute` names the columns to redo (their dependents are redone too); `workers`: as many.
         """
         path = Path(run_dir)
         record = RunRecord.read(path)
-        where = str(path / "run.json")
-        if pipeline is None:
-            if record.pipeline is None:
-                raise ConfigError([Problem(where, "this run's pipeline was built in Python: pass it to resume")])
-            pipeline = load_pipeline(record.pipeline)
-        unknown = [name for name in recompute if name not in pipeline.graph.nodes]
-        if unknown:
-            known = ", ".join(pipeline.graph.order)
-            raise ConfigError([Problem("--recompute", f"no column named {', '.join(unknown)} (columns: {known})")])
-        if pipeline.source_hash != record.source_hash and not recompute:
-            raise ConfigError(
-                [
-                    Problem(
-                        where,
-                        f"the pipeline {record.pipeline or ''} changed since this run started; pass --recompute "
-                        "with the columns to redo (their dependents are redone too)",
-                    )
-                ]
-            )
-        if len(pipeline.seed.frame) != record.seed_rows:
-            raise ConfigError(
-                [
-                    Problem(
-                        where,
-                        f"the seed changed: it has {len(pipeline.seed.frame)} rows, the run had {record.seed_rows}",
-                    )
-                ]
-            )
+        pipeline, versions = pipeline_to_resume(record, path, pipeline, recompute)
         rows = min(record.rows or record.seed_rows, record.seed_rows)
         size = pipeline.config.run.row_group_size
         recovery = recover(
@@ -190,21 +120,14 @@ class RunController:
             group_size=size,
             recompute=descendants(pipeline.graph.nodes, recompute),
         )
-        options = RunOptions(
-            out=path, rows=record.rows, max_parallel=record.max_parallel, hold_open=hold_open, cache=cache
-        )
+        options = RunOptions(path, record.rows, record.max_parallel, hold_open=hold_open, cache=cache, workers=workers)
         from treadle.engine.workers import open_controller  # it imports this module: a cycle at the top
 
-        return open_controller(pipeline, dataclasses.replace(options, workers=workers), recovery=recovery)
+        return open_controller(pipeline, options, recovery=recovery, versions=versions)
 
     @property
     def run_dir(self):
         return self._directory.path
-
-    @property
-    def workers(self) -> int:
-        """Engine processes running the cells (1: the engine thread of this process)."""
-        return 1
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -223,6 +146,7 @@ class RunController:
             # Commands may arrive once the run's first step (admission, workers) has been taken.
             loop.call_soon(self._ready.set)
             loop.run_until_complete(task)
+            self._edits.finish()
             self._result = RunResult.from_run(self._run)
         except BaseException as exc:  # handed to the waiting thread, which raises it
             self._error = exc
@@ -328,18 +252,101 @@ class RunController:
         cells: Iterable[tuple[int, str]] = (),
         rows: Iterable[int] = (),
         all_failed: bool = False,
+        columns: Iterable[str] | None = None,
     ) -> int:
-        """Turn failed cells back into work: given (row, column) pairs, whole rows, or every failed cell."""
+        """Turn failed cells back into work: given (row, column) pairs, whole rows, or every failed cell;
+        with `columns`, only those columns' failed cells (in `rows`, or in every row). Their blocked
+        dependents run again too; an llm cell asks its model again, not the response cache."""
         ids = [self.cell_id(row, column) for row, column in cells]
-        n = len(self._run.node_names)
-        ids += [row * n + node for row in rows for node in range(n)]
+        chosen = list(rows)
+        names = None if columns is None else self._known_columns(columns)
+        if names is None:
+            n = len(self._run.node_names)
+            ids += [row * n + node for row in chosen for node in range(n)]
 
         def retry() -> int:
-            if all_failed:
+            if names is not None:
+                ids.extend(self._edits.failed_cells(names, chosen or None))
+            elif all_failed:
                 ids.extend(self._run.tracker.cells_in(CellState.FAILED))
             return self._run.scheduler.retry(ids)
 
         return self._call(retry) or 0
+
+    def _known_columns(self, columns: Iterable[str]) -> list[str]:
+        names = list(columns)
+        if unknown := [name for name in names if name not in self._run.node_names]:
+            raise ValueError(f"no column named {', '.join(unknown)} (columns: {', '.join(self._run.node_names)})")
+        return names
+
+    # ---- fixing a column while the run goes (engine/column_edits.py, engine/live_edits.py) -----------
+
+    def update_column(self, name: str, **changes: Any) -> int | None:
+        """Change an llm column's prompt, system (or system_prompt), temperature or max_tokens, or a template
+        column's template, for every cell of it not started yet. Checked as `treadle validate` would: a
+        problem raises ValueError (one line) and nothing changes. Returns the new pipeline version (None:
+        nothing differed, or the run is over)."""
+        edit = prepare_edit(self.loaded, name, changes)
+        if not edit.changes:
+            return None
+        version = self._call(lambda: self._edits.apply(edit))
+        if version is not None:
+            self.loaded = edit.loaded
+        return version
+
+    def column_settings(self, name: str) -> ColumnSettings:
+        """A column as an editor shows it: kind, editable values, the fields it may read, its version."""
+        return column_settings(self.loaded, name, self._edits.versions.of_column(name))
+
+    def check_column(self, name: str, **changes: Any) -> str | None:
+        """Why `update_column(name, **changes)` would be refused (one line), or None; nothing is applied."""
+        try:
+            prepare_edit(self.loaded, name, changes)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def reload_function(self, name: str) -> int | None:
+        """Load a python column's function again from its module's file (a fresh module object); new starts
+        use it. An import error or a function that cannot take a row raises ValueError (one line) and
+        the old function stays. Returns the new pipeline version (None: the run is over)."""
+        config = column_config(self.loaded, name)
+        if not isinstance(config, PythonColumn) or config.batch:
+            kind = "batch python" if isinstance(config, PythonColumn) else config.kind
+            raise ValueError(f"{name} is a {kind} column: only a python column's function can be reloaded (not batch)")
+        try:
+            function = reload_function(config.function, self.loaded.base_dir)
+        except FunctionLoadError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        if bad := signature_problem(function):
+            raise ValueError(f"{name}: '{config.function}' {bad}")
+        pipeline_hash = self.loaded.source_hash
+        return self._call(lambda: self._edits.reload(name, function, pipeline_hash))
+
+    def recompute_plan(self, name: str, rows: Iterable[int] | None = None) -> RecomputePlan:
+        """What `recompute` would run now: the column's cells and the model calls (its llm dependents' too)."""
+        self._known_columns([name])
+        chosen = None if rows is None else list(rows)
+        plan = self._call(lambda: self._edits.plan(name, self._edits.recompute_cells(name, chosen)))
+        return plan if plan is not None else RecomputePlan(0, 0)
+
+    def recompute(self, name: str, rows: Iterable[int] | None = None) -> int:
+        """Run a column again (with its dependents) for the rows that finished it (or those of `rows`),
+        asking models again rather than the response cache; returns how many of its cells will run.
+        Rows with a cell after it still under way are left out."""
+        self._known_columns([name])
+        chosen = None if rows is None else list(rows)
+        return self._call(lambda: self._edits.rerun(self._edits.recompute_cells(name, chosen), redo=True)) or 0
+
+    def versions(self) -> list[dict[str, Any]]:
+        """The pipeline's versions after the first (as run.json records them)."""
+        history = self._call(lambda: [dict(entry) for entry in self._edits.versions.history])
+        return history if history is not None else list(self._edits.versions.history)
+
+    def pipeline_file_edit(self, save: bool = False) -> str:
+        """The diff of writing the changes made so far into the pipeline file, written too with `save`;
+        ValueError (one line) for a pipeline built in Python or a file they cannot go into."""
+        return edit_pipeline_file(self.loaded.path, self.versions(), save)
 
     def drop(self, rows: Iterable[int]) -> int:
         """Exclude rows from work and output."""
@@ -392,6 +399,9 @@ class RunController:
             for row, states in window.items():
                 marked = (s if s != "done" or not hits[row * n_nodes + i] else "cached" for i, s in enumerate(states))
                 window[row] = tuple(marked)
+        if filtered := tracker.filtered:  # a row a filter turned away shows as `filtered`, not `dropped`
+            for row in filtered.intersection(window):
+                window[row] = tuple("filtered" if s == "dropped" else s for s in window[row])
         cache = run.cache.stats if run.cache is not None else None
         now = time.perf_counter()
         return Snapshot(
@@ -409,6 +419,7 @@ class RunController:
             window=window,
             rates={name: rate.view(now) for name, rate in run.rates.items()},
             cache={} if cache is None else {"hits": cache.hits, "misses": cache.misses},
+            filtered=len(tracker.filtered or ()),
         )
 
     def traces(self, since: int = 0) -> tuple[int, list[TaskTrace]]:
@@ -431,7 +442,7 @@ class RunController:
             self._done.wait(_COMMAND_TIMEOUT_S)
 
         def take() -> tuple[dict[str, Any], list[Batch], int]:
-            return run.build_summary(), run.tracer.held(), run.tracer.seq
+            return self._edits.with_versions(run.build_summary()), run.tracer.held(), run.tracer.seq
 
         taken = self._call(take)
         if taken is None:  # the run has ended
@@ -467,22 +478,13 @@ class RunController:
             value = values.get(outputs[0]) if outputs == (column,) else {c: values.get(c) for c in outputs}
         if isinstance(graph_node.config, PythonColumn):
             # A python function receives the row as it was: seed fields and its ancestors' columns.
-            seen = set(self.loaded.seed.fields) | self._ancestor_columns(column)
+            graph = self.loaded.graph
+            seen = set(self.loaded.seed.fields) | {c for n in ancestors(graph, column) for c in graph.nodes[n].outputs}
             names = [k for k in values if k in seen or k.split("__", 1)[0] in seen]
         else:
             names = list(graph_node.inputs)
         inputs = {name: values.get(name) for name in names}
         return CellDetail(row, column, state, value, error, attempts, inputs)
-
-    def _ancestor_columns(self, column: str) -> set[str]:
-        nodes = self.loaded.graph.nodes
-        columns: set[str] = set()
-        frontier = list(nodes[column].upstream)
-        while frontier:
-            node = nodes[frontier.pop()]
-            columns.update(node.outputs)
-            frontier.extend(node.upstream)
-        return columns
 
     def _written_row(self, row: int) -> dict[str, Any]:
         """A row whose group was written and released, read back from the run directory."""

@@ -13,6 +13,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
+import linecache
 import re
 import sys
 import traceback
@@ -25,7 +26,9 @@ from treadle.engine.errors import TreadleError
 __all__ = [
     "FunctionLoadError",
     "accepts_context",
+    "function_file",
     "is_async_function",
+    "reload_function",
     "resolve_function",
     "signature_problem",
 ]
@@ -49,7 +52,43 @@ def resolve_function(spec: str, base_dir: Path) -> Callable[..., Any]:
             f"'{spec}' is not of the form module:function (for example tableqa:describe or pkg.mod:func)"
         )
     module_name, attr_path = match["module"], match["attr"]
-    module = _import(module_name, Path(base_dir))
+    return _attribute(_import(module_name, Path(base_dir)), module_name, attr_path, spec)
+
+
+def reload_function(spec: str, base_dir: Path) -> Callable[..., Any]:
+    """The callable `spec` names, from its module's file as it is now: the module is executed again as a
+    new module object, left out of `sys.modules`, so what imported it before keeps what it has.
+
+    Raises `FunctionLoadError` (one line) as `resolve_function` does, and for a module without a file.
+    """
+    resolve_function(spec, base_dir)  # the module as first imported: where its file is
+    module_name, _, attr_path = spec.strip().partition(":")
+    origin = _origin(sys.modules.get(module_name))
+    if origin is None or not origin.endswith(".py"):
+        raise FunctionLoadError(f"module '{module_name}' has no source file to reload")
+    module_spec = importlib.util.spec_from_file_location(module_name, origin)
+    assert module_spec is not None
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        # Compiled from the source, not through the loader: a file rewritten within the same second at
+        # the same size would otherwise come back from its stale bytecode cache.
+        code = compile(Path(origin).read_bytes(), origin, "exec")
+        linecache.checkcache(origin)
+        exec(code, module.__dict__)
+    except BaseException as exc:  # the user's module may raise anything on import
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise FunctionLoadError(_import_failure(module_name, exc)) from None
+    return _attribute(module, module_name, attr_path, spec)
+
+
+def function_file(spec: str) -> Path | None:
+    """The source file of the module `spec` (`module:function`) was imported from, once it has been."""
+    origin = _origin(sys.modules.get(spec.strip().partition(":")[0]))
+    return Path(origin) if origin is not None and origin.endswith(".py") else None
+
+
+def _attribute(module: Any, module_name: str, attr_path: str, spec: str) -> Callable[..., Any]:
     obj: Any = module
     owner = f"module '{module_name}'"
     for part in attr_path.split("."):

@@ -43,8 +43,9 @@ class Journal:
         if not self._scheduled:  # inline: this runs for every finished cell
             self._schedule()
 
-    def dropped(self, row: int) -> None:
-        self._pending.append((row, _DROP, None))
+    def dropped(self, row: int, filtered_by: str | None = None) -> None:
+        """A dropped row: `[row, -1, filtered_by]`, the filter column that took it (if one did)."""
+        self._pending.append((row, _DROP, filtered_by))
         self._schedule()
 
     def _schedule(self) -> None:
@@ -83,6 +84,8 @@ class Replayed:
     done: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     """row -> column -> that column's values (outputs and side-effect columns)."""
     dropped: set[int] = field(default_factory=set)
+    filtered: dict[int, str] = field(default_factory=dict)
+    """Dropped rows a filter took -> the filter's column."""
 
 
 def replay(path: Path, skip_row: Callable[[int], bool] = lambda row: False) -> Replayed:
@@ -104,6 +107,8 @@ def replay(path: Path, skip_row: Callable[[int], bool] = lambda row: False) -> R
             for row, node, values in entry:
                 if node == _DROP:
                     replayed.dropped.add(row)
+                    if values is not None:
+                        replayed.filtered[row] = values
                 elif not skip_row(row):
                     replayed.done.setdefault(row, {})[columns[node]] = values
     return replayed

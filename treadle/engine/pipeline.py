@@ -143,6 +143,10 @@ class LLMColumn(_ColumnBase):
     """JSON schema; when set the output is JSON validated against it."""
     cache: bool | None = None
     """Reuse answers across runs (the response cache); defaults to the model's `cache`."""
+    temperature: float | None = None
+    """This column's sampling temperature; defaults to its model's."""
+    max_tokens: int | None = Field(default=None, ge=1)
+    """Most tokens of this column's answers; defaults to its model's."""
 
 
 class PythonColumn(_ColumnBase):

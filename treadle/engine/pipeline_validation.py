@@ -87,10 +87,15 @@ def source_hash(config: PipelineConfig) -> str:
     """sha256 of the config's canonical JSON (sorted keys, no spaces), without the response cache's
     settings: they change no answer, so resuming after turning the cache off is resuming the same run."""
     dump = config.model_dump(mode="json", exclude=_CACHE_SETTINGS)
+    for column in dump["columns"]:  # unset column overrides leave the hash of pipelines written before them
+        for name in _COLUMN_OVERRIDES:
+            if column.get(name, 0) is None:
+                del column[name]
     text = json.dumps(dump, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+_COLUMN_OVERRIDES = ("temperature", "max_tokens")
 _CACHE_SETTINGS: Any = {
     "run": {"cache", "cache_max_mb"},
     "models": {"__all__": {"cache"}},

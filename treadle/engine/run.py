@@ -159,6 +159,8 @@ class Run:
             finished_groups=finished_groups,
             hold_open=options.hold_open,
         )
+        if recovery is not None:  # failures.jsonl keeps the lines of rows that stay filtered or skipped
+            self.scheduler.failures.update(recovery.failures_by_cell(self.node_names, self.tracker.n_rows))
         self.context_services = ContextServices(loaded, self.scheduler.cell_services)
         self.scheduler.context_services = self.context_services
         self.context_services.cache = self.cache if self.cache is not None and self.cache.usable else None
@@ -226,7 +228,11 @@ class Run:
                 tracker.restore_done(row * n + index[name])
                 self.store.restored.setdefault(row, {}).update(values)
         for row in recovery.dropped:
-            if row < tracker.n_rows:
+            if row >= tracker.n_rows:
+                continue
+            if recovery.filtered.get(row) in index:  # counted as filtered again, not as dropped
+                tracker.filter_row(row)
+            else:
                 tracker.drop_row(row)
         return finished
 

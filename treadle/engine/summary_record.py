@@ -99,7 +99,7 @@ class RunSummary(Record):
     """summary.json: a run's outcome, per column counts and latency, limits, rate limits and metrics.
     The fields with a default came later: a summary.json written before them still reads."""
 
-    _omitted_when_none = ("metrics", "cache")
+    _omitted_when_none = ("metrics", "cache", "versions")
 
     name: str
     status: str
@@ -126,6 +126,9 @@ class RunSummary(Record):
     """The response cache: `enabled`, and when it was, its path, mode, hits, misses, hit rate, tokens and
     cost saved (engine/response_cache.py `cache_summary`). None (left out) in summaries made before it."""
     outputs: OutputPaths
+    versions: list[dict[str, Any]] | None = None
+    """The pipeline's versions after the first (columns changed while the run went, as in run.json); each
+    changed column's cells say theirs in output.parquet's `<column>__version`. None (left out): no change."""
     metrics: SummaryMetrics | MetricsNote | None = None
     """None (left out) while a traced run has not read its final trace back."""
 

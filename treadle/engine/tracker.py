@@ -212,6 +212,38 @@ class CellTracker:
                 ready.append(target)
         return ready
 
+    def rerun(self, cell: int, redo: bool = False) -> list[int] | None:
+        """A failed cell (with `redo`, a done or degraded one too) and its dependents back into work: the
+        cells now ready; None for a cell in neither state."""
+        state = self.state[cell]
+        if state == _FAILED:
+            return self.retry(cell)
+        return self.redo(cell) if redo and state in _SETTLED else None
+
+    def redo(self, cell: int) -> list[int]:
+        """Turn a finished cell and every cell downstream of it in its row back into work (a recompute);
+        returns cells now ready. The caller makes sure none of them is ready, running or waiting to retry."""
+        n = self.n_nodes
+        row_base = cell - cell % n
+        redone = {cell % n}
+        ready: list[int] = []
+        # Nodes are numbered topologically: one pass in index order reaches each after its upstream.
+        for node in range(cell % n, n):
+            if node not in redone:
+                continue
+            redone.update(self.downstream[node])
+            target = row_base + node
+            ups = [self.state[row_base + u] for u in self.upstream[node]]
+            if any(s in (_FAILED, _BLOCKED, _DROPPED) for s in ups):
+                self._set(target, _BLOCKED)
+                continue
+            waiting_on = sum(1 for s in ups if s not in _SETTLED)
+            self.pending[target] = waiting_on
+            self._set(target, _WAITING if waiting_on else _READY)
+            if not waiting_on:
+                ready.append(target)
+        return ready
+
     def drop_row(self, row: int) -> int:
         """Exclude a row from work and output; returns how many of its cells were dropped."""
         base = row * self.n_nodes

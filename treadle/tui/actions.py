@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Scope = Literal["app", "grid", "help", "confirm", "detail", "summary"]
+Scope = Literal["app", "grid", "help", "confirm", "detail", "summary", "editor", "recompute", "save_file"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,35 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("retry_row", "retry_row", "retry row", "Retry every failed cell of the selected row."),
     ActionSpec("retry_all", "retry_all", "retry all", "Retry every failed cell of the run.", footer=True),
     ActionSpec("drop_row", "drop_row", "drop row", "Drop the selected row: no more work, left out of the output."),
+    # fixing a column (the cursor's, the failed panel's selection, or the open cell's)
+    ActionSpec(
+        "edit_column",
+        "edit_column",
+        "edit column",
+        "Edit the column's prompt, system prompt, temperature, max tokens or template; saved, it applies to "
+        "the cells not started yet.",
+    ),
+    ActionSpec(
+        "reload_function",
+        "reload_function",
+        "reload function",
+        "Reload a python column's function from its file; new starts use it (an import error keeps the old one).",
+    ),
+    ActionSpec(
+        "retry_column", "retry_column", "retry column", "Retry the column's failed cells (and their dependents)."
+    ),
+    ActionSpec(
+        "recompute_column",
+        "recompute_column",
+        "recompute column",
+        "Run the column again for the rows that finished it, with its dependents (asks first, with the calls).",
+    ),
+    ActionSpec(
+        "save_pipeline",
+        "save_pipeline",
+        "save to pipeline file",
+        "Write the changes made to columns into the pipeline file (shows the diff first).",
+    ),
     ActionSpec("next_failed", "next_failed", "next failed", "Move the grid cursor to the next failed row."),
     ActionSpec("prev_failed", "prev_failed", "prev failed", "Move the grid cursor to the previous failed row."),
     # limits
@@ -119,6 +148,20 @@ ACTIONS: tuple[ActionSpec, ...] = (
                 "detail",
             ),
             ("detail.drop_row", "app.drop_row_at", "drop row", "Cell detail: drop this row.", "detail"),
+            ("detail.edit_column", "app.edit_column", "edit column", "Cell detail: edit its column.", "detail"),
+            (
+                "detail.reload_function",
+                "app.reload_function",
+                "reload function",
+                "Cell detail: reload its python column's function.",
+                "detail",
+            ),
+            ("editor.save", "save", "save", "Column editor: check and apply the change.", "editor"),
+            ("editor.cancel", "cancel", "cancel", "Column editor: close, nothing applied.", "editor"),
+            ("recompute.yes", "choose('yes')", "recompute", "Recompute dialog: run the column again.", "recompute"),
+            ("recompute.no", "choose('no')", "cancel", "Recompute dialog: keep things as they are.", "recompute"),
+            ("save_file.yes", "choose('yes')", "write", "Save dialog: write the pipeline file.", "save_file"),
+            ("save_file.no", "choose('no')", "cancel", "Save dialog: leave the file as it is.", "save_file"),
             ("summary.back", "dismiss", "back", "Summary: back to the run.", "summary"),
             ("summary.quit", "choose('quit')", "close and quit", "Summary: close the run and quit.", "summary"),
             ("summary.retry_all", "choose('retry_all')", "retry all", "Summary: retry every failed cell.", "summary"),

@@ -10,6 +10,8 @@ from textual.widget import Widget
 from textual.widgets import Tabs
 
 from treadle.tui.actions import ActionSpec
+from treadle.tui.column_editor import ColumnEditorScreen, ConfirmRecomputeScreen, PipelineDiffScreen
+from treadle.tui.function_watch import FunctionWatch
 from treadle.tui.keymap import DEFAULT_KEYS
 from treadle.tui.layout import PANELS
 from treadle.tui.model import FINAL, finished_cells, view_status
@@ -25,6 +27,7 @@ class AppActions(RefreshLoop):
     _user_keymap: dict[str, str]
     _stop_requested: bool
     _show_latency: bool
+    _function_watch: FunctionWatch
     active_panel: str
 
     def keys_in_force(self) -> dict[str, str]:
@@ -160,6 +163,101 @@ class AppActions(RefreshLoop):
         if self.controller.drop([target[0]]):
             self.notify(f"dropped row {target[0]}: no more work, left out of the output", timeout=3)
         self._after_command()
+
+    # ---- actions: fixing a column (tui/column_editor.py) --------------------------------------------
+
+    def _target_column(self) -> str | None:
+        target = self._target()
+        return None if target is None else target[1]
+
+    def action_edit_column(self) -> None:
+        column = self._target_column()
+        if column is None:
+            return
+        settings = self.controller.column_settings(column)
+        if not settings.values:
+            hint = f": F5 reloads {settings.function}" if settings.kind == "python" else ""
+            self.notify(f"{column} is a {settings.kind} column, it has no text to edit{hint}", timeout=4)
+            return
+        self.push_screen(ColumnEditorScreen(self.controller, column), lambda v: self._column_edited(column, v))
+
+    def _column_edited(self, column: str, version: int | None) -> None:
+        if version is None:
+            return
+        message = f"{column}: version {version} applies to its cells not started yet; c retries its failed cells"
+        self._log_widget.write_line(message)
+        self.notify(message, timeout=5)
+        self._after_command()
+
+    def _reload_changed_functions(self) -> None:
+        """Once a second: python columns whose function's file changed are reloaded, as F5 does."""
+        for column in self._function_watch.changed():
+            self._reload(column, f"{column}: its function's file changed; ")
+
+    def action_reload_function(self) -> None:
+        column = self._target_column()
+        if column is not None:
+            self._reload(column)
+
+    def _reload(self, column: str, why: str = "") -> None:
+        try:
+            version = self.controller.reload_function(column)
+        except ValueError as exc:
+            self._log_widget.write_line(f"{why}not reloaded: {exc}")
+            self.notify(f"{why}not reloaded: {exc}", severity="error", timeout=8)
+            return
+        self._column_edited(column, version)
+
+    def action_retry_column(self) -> None:
+        column = self._target_column()
+        if column is None:
+            return
+        n = self.controller.retry(columns=[column])
+        if n:
+            self.notify(f"retrying {n:,} failed cell{'s' if n != 1 else ''} of {column}", timeout=3)
+        else:
+            self.notify(f"{column} has no failed cells", severity="warning", timeout=3)
+        self._after_command()
+
+    def action_recompute_column(self) -> None:
+        column = self._target_column()
+        if column is None:
+            return
+        plan = self.controller.recompute_plan(column)
+        if not plan.cells:
+            self.notify(f"{column} has no finished rows to recompute now", severity="warning", timeout=3)
+            return
+
+        def chosen(yes: bool | None) -> None:
+            if yes:
+                n = self.controller.recompute(column)
+                self.notify(f"recomputing {n:,} cell{'s' if n != 1 else ''} of {column}", timeout=3)
+                self._after_command()
+
+        self.push_screen(ConfirmRecomputeScreen(column, plan.cells, plan.calls), chosen)
+
+    def action_save_pipeline(self) -> None:
+        try:
+            diff = self.controller.pipeline_file_edit()
+        except ValueError as exc:
+            self.notify(f"not saved: {exc}", severity="error", timeout=6)
+            return
+        if not diff:
+            self.notify("the pipeline file already holds every change made", timeout=3)
+            return
+
+        def chosen(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                self.controller.pipeline_file_edit(save=True)
+            except (ValueError, OSError) as exc:
+                self.notify(f"not saved: {exc}", severity="error", timeout=6)
+                return
+            self._log_widget.write_line(f"saved the changes into {self.controller.loaded.path}")
+            self.notify(f"saved into {self.controller.loaded.path}", timeout=4)
+
+        self.push_screen(PipelineDiffScreen(diff), chosen)
 
     # actions the cell detail screen binds (it names them app.*_at)
     action_retry_cell_at = action_retry_cell

@@ -168,7 +168,10 @@ class CellDetailScreen(ModalScreen[None]):
             yield Static(f"row {self.row} · {self.column}", classes="title", id="detail-title")
             with VerticalScroll():
                 yield Static("loading…", id="detail-body")
-            yield Static("r retry cell · R retry row · d drop row · esc close", classes="keys")
+            yield Static(
+                "r retry cell · R retry row · d drop row · e edit column · F5 reload function · esc close",
+                classes="keys",
+            )
 
     def on_mount(self) -> None:
         self.load()

@@ -107,6 +107,12 @@ class LLMGenerator(Generator):
         self.cache: ResponseCache | None = None
         """The response cache, when this column's answers are reused (set by the run before it starts)."""
         self._model = config.model
+        self._overrides = {
+            key: value
+            for key, value in (("temperature", config.temperature), ("max_completion_tokens", config.max_tokens))
+            if value is not None
+        }
+        """The column's own temperature and max tokens, over its model's (the key ChatOpenAI sends)."""
 
     async def astart(self) -> None:
         self._request_params(self.client.state().llm)
@@ -181,6 +187,9 @@ class LLMGenerator(Generator):
                 params.update({"extra_body": llm.extra_body} if llm.extra_body else {})
                 params = {k: v for k, v in params.items() if v is not None}
             params.pop("stream", None)
+            if "max_completion_tokens" in self._overrides:
+                params.pop("max_tokens", None)
+            params.update(self._overrides)
             if self._response_format is not None:
                 params["response_format"] = self._response_format
             self._params, self._params_llm = params, llm

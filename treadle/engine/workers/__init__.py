@@ -9,6 +9,7 @@ processes: pool.py.
 
 from __future__ import annotations
 
+from treadle.engine.column_edits import Versions
 from treadle.engine.controller import RunController
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.resume import Recovery
@@ -16,13 +17,17 @@ from treadle.engine.run import RunOptions
 
 
 def open_controller(
-    loaded: LoadedPipeline, options: RunOptions | None = None, *, recovery: Recovery | None = None
+    loaded: LoadedPipeline,
+    options: RunOptions | None = None,
+    *,
+    recovery: Recovery | None = None,
+    versions: Versions | None = None,
 ) -> RunController:
     """The controller of a run: on this process's engine thread (one worker: the usual path), or the
     parent of `RunOptions.workers` (else run.workers) engine processes."""
     options = options or RunOptions()
     if (options.workers or loaded.config.run.workers) > 1:
-        from treadle.engine.workers.parent import WorkersController  # spawn machinery, only when used
+        from treadle.engine.workers.parent import WorkersController  # process machinery, only when used
 
-        return WorkersController(loaded, options, recovery=recovery)
-    return RunController(loaded, options, recovery=recovery)
+        return WorkersController(loaded, options, recovery=recovery, versions=versions)
+    return RunController(loaded, options, recovery=recovery, versions=versions)

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from treadle.engine.controller import LimitView, RunController, Snapshot
+from treadle.engine.column_edits import Versions
+from treadle.engine.controller import RunController
 from treadle.engine.errors import FatalRunError, StorageError
 from treadle.engine.events import EventBus, Paused, Progress, Resumed, RunFinished, RunStarted, Stopping
 from treadle.engine.journal import replay
@@ -30,6 +31,7 @@ from treadle.engine.resume import Recovery
 from treadle.engine.run import PROGRESS_EVERY_S, TRACE_FLUSH_EVERY_S, Run, RunOptions
 from treadle.engine.summary_record import RunSummary
 from treadle.engine.tracker import N_STATES, CellState
+from treadle.engine.views import LimitView, Snapshot
 from treadle.engine.workers import pool
 from treadle.engine.workers.messages import (
     Assign,
@@ -369,16 +371,22 @@ class ParentRun(Run):
 
 class WorkersController(RunController):
     """The controller of a run on several worker processes (`--workers N`): the same door as one
-    process, except that retry and drop are not there yet, and the run ends when its cells have
-    (`hold_open` is ignored: nothing could be retried)."""
+    process, except that retry, drop and column edits are not there yet, and the run ends when its
+    cells have (`hold_open` is ignored: nothing could be retried)."""
 
     run_class = ParentRun
     _run: ParentRun
 
     def __init__(
-        self, loaded: LoadedPipeline, options: RunOptions | None = None, *, recovery: Recovery | None = None
+        self,
+        loaded: LoadedPipeline,
+        options: RunOptions | None = None,
+        *,
+        recovery: Recovery | None = None,
+        versions: Versions | None = None,
     ) -> None:
-        super().__init__(loaded, dataclasses.replace(options or RunOptions(), hold_open=False), recovery=recovery)
+        options = dataclasses.replace(options or RunOptions(), hold_open=False)
+        super().__init__(loaded, options, recovery=recovery, versions=versions)
 
     @property
     def workers(self) -> int:
@@ -423,11 +431,22 @@ class WorkersController(RunController):
     def abort(self) -> None:
         self._call(self._run.abort)
 
-    def retry(self, cells: Any = (), rows: Any = (), all_failed: bool = False) -> int:
-        raise NotImplementedError("retry is not there yet for a run on several worker processes")
+    # Commands that change cells or columns act on one engine's state: not across workers yet.
 
-    def drop(self, rows: Any) -> int:
-        raise NotImplementedError("drop is not there yet for a run on several worker processes")
+    def retry(self, *args: Any, **kwargs: Any) -> int:
+        raise _not_yet("retry")
+
+    def drop(self, *args: Any, **kwargs: Any) -> int:
+        raise _not_yet("drop")
+
+    def update_column(self, *args: Any, **kwargs: Any) -> int | None:
+        raise _not_yet("update_column")
+
+    def reload_function(self, *args: Any, **kwargs: Any) -> int | None:
+        raise _not_yet("reload_function")
+
+    def recompute(self, *args: Any, **kwargs: Any) -> int:
+        raise _not_yet("recompute")
 
     def _snapshot(self, rows: list[int]) -> Snapshot:
         run = self._run
@@ -442,3 +461,7 @@ class WorkersController(RunController):
             row_groups={"finished": run.written, "in_flight": in_flight, "pending": len(run.pending)},
             limits={n: LimitView(lim.total, run.in_use(n), lim.peak) for n, lim in run.limits.items()},
         )
+
+
+def _not_yet(command: str) -> NotImplementedError:
+    return NotImplementedError(f"{command} is not there yet for a run on several worker processes (--workers)")
