@@ -15,6 +15,7 @@ import queue
 import sys
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -173,7 +174,13 @@ class WorkerLoop:
         self.run = run
         self.conn = conn
         self.events = run.bus.subscribe()
-        self._sent_latencies = [0] * len(run.node_names)
+        self._tracing = run.loaded.config.run.trace
+        self._latencies = [array("d") for _ in run.node_names]
+        if not self._tracing:
+            # Without a trace the scheduler appends each run time here; each tick sends and clears them
+            # (the parent keeps the run's latencies). The same list: whatever holds it sees the arrays.
+            latencies: list[Any] = run.scheduler.latencies
+            latencies[:] = self._latencies
 
     def handle(self, message: ParentMessage | None) -> None:
         """A command from the parent (on the loop); None: the parent is gone."""
@@ -215,10 +222,10 @@ class WorkerLoop:
     def tick(self) -> Tick:
         run = self.run
         latencies = None
-        if not run.loaded.config.run.trace:
-            sent = self._sent_latencies
-            latencies = [bytes(memoryview(a)[sent[i] * 8 :]) for i, a in enumerate(run.scheduler.latencies)]
-            self._sent_latencies = [len(a) for a in run.scheduler.latencies]
+        if not self._tracing:
+            latencies = [bytes(ran) for ran in self._latencies]
+            for ran in self._latencies:
+                del ran[:]
         events: list[Any] = []
         while not self.events.empty():
             payload = self.events.get_nowait().payload
@@ -227,7 +234,7 @@ class WorkerLoop:
         groups, counts = run.held_counts()
         stats = run.cache.stats if run.cache is not None else None
         return Tick(
-            traces=run.tracer.take_unwritten() if run.loaded.config.run.trace else None,
+            traces=run.tracer.take_unwritten() if self._tracing else None,
             latencies=latencies,
             groups=groups,
             counts=counts,
