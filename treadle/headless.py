@@ -182,7 +182,9 @@ def print_summary(console: Console, result: RunResult) -> None:
     summary = result.record
     rows = summary.rows
     counts = (
-        f"{rows.done}/{rows.total} rows done, {rows.failed} failed, {rows.dropped} dropped"
+        "rows not recorded"  # a summary.json by hand or from an older tool; a run always records them
+        if rows is None
+        else f"{rows.done}/{rows.total} rows done, {rows.failed} failed, {rows.dropped} dropped"
         + (f", {rows.filtered} filtered" if rows.filtered else "")
         + (f", {rows.unfinished} unfinished" if rows.unfinished else "")
     )

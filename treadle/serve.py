@@ -32,7 +32,7 @@ from treadle.serve_commands import add_command_routes
 
 if TYPE_CHECKING:
     from treadle.engine.analysis.cost import Prices
-    from treadle.engine.analysis.records import RunMetrics
+    from treadle.engine.analysis.metrics_record import RunMetrics
     from treadle.engine.controller import RunController, Snapshot
 
 KEEPALIVE_S = 15.0

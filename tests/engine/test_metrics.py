@@ -7,28 +7,29 @@ the records against what summary.json holds. The helpers (series, limits, prices
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import treadle
+from treadle.engine.analysis import metrics, open_intervals
 from treadle.engine.analysis.cost import check_prices
 from treadle.engine.analysis.limits import capacity_s, history_from, limit_history, read_limit_history
 from treadle.engine.analysis.metrics import measure_run, run_metrics
-from treadle.engine.analysis.records import (
-    STATUSES,
-    MetricsNote,
-    RunMetrics,
-    SummaryMetrics,
-    parse_summary_metrics,
-)
+from treadle.engine.analysis.metrics_record import RunMetrics
+from treadle.engine.analysis.records import STATUSES, MetricsNote, SummaryMetrics, parse_summary_metrics
 from treadle.engine.analysis.series import histogram, nice_width, percentiles, step_series
 from treadle.engine.analysis.summary import NO_TRACE_NOTE, live_metrics
-from treadle.engine.trace_reader import TraceReader, read_table, trace_columns
+from treadle.engine.summary_record import RunSummary
+from treadle.engine.trace_reader import TraceChunks, TraceReader, read_table, read_trace, trace_columns
+from treadle.engine.trace_schema import SCHEMA
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 
@@ -187,8 +188,51 @@ def test_a_resumed_run_lays_its_sessions_end_to_end(tmp_path, module_probe):
     assert m.trace.sessions == 2 and first.trace.sessions == 1
     assert m.attempts.total == first.attempts.total + 2 + 2  # b and then c of rows 2 and 5
     assert m.in_flight.t == sorted(m.in_flight.t)  # the second session comes after the first
-    assert m.wall_s > first.wall_s
+    # The second session is laid after the first one's traced span (not its wall time, which includes
+    # writing the run directory: comparing with it failed under load).
+    second_start = read_trace(tmp_path / "run").session_starts[1]
+    assert second_start > 0 and m.wall_s > second_start
     assert m.columns["b"].failed == 2 and m.columns["b"].done == 8
+
+
+# ---- a trace read in chunks ----------------------------------------------------------------------
+
+
+def synthetic_trace(seed: int) -> list[dict]:
+    """Two sessions of a python column `p` making ctx calls to models m and n, and a column `q`: retries,
+    failures with and without a class, waits, tokens; times with few digits, so many coincide."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for n in (300, 120):
+        for i in range(n):
+            ready = round(float(rng.uniform(0, 20)), 2)
+            start = ready + round(float(rng.exponential(0.5)), 2)
+            record = {"seq": i + 1, "row": i, "attempt": 1, "slot": int(rng.integers(0, 8)), "t_ready": ready,
+                      "t_start": start, "t_end": start + round(float(rng.exponential(1.0)), 2),
+                      "status": str(rng.choice(["done", "done", "done", "retry", "failed", "timeout"])),
+                      "column": str(rng.choice(["p", "q", "p:llm"])), "retry_after_s": None}  # fmt: skip
+            if record["status"] != "done":
+                record["error_class"] = str(rng.choice(["ValueError", "RateLimitError"])) if i % 3 else None
+                record["retry_after_s"] = 0.5 if record["status"] == "retry" else None
+            if record["column"] == "p:llm":
+                record.update(model=str(rng.choice(["m", "n"])), parent="p", tokens_in=i, tokens_out=2 * i)
+            records.append(record)
+    records[0]["column"] = "p"  # p's first line is its own: the calls are `p:llm`
+    return records
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_metrics_of_a_trace_read_in_chunks_are_those_of_the_whole_trace(tmp_path, monkeypatch, seed):
+    """Chunks of 7 records, 16 interval ends sorted at a time: the same metrics, series included."""
+    pq.write_table(pa.Table.from_pylist(synthetic_trace(seed), schema=SCHEMA), tmp_path / "trace.parquet")
+    summary = {"wall_s": 10.0, "limits": {"slots": {"total": 8, "peak": 8}, "model:m": {"total": 4, "peak": 4}}}
+    prices = {"m": {"input_per_1m": 1.0, "output_per_1m": 2.0}}
+    whole = measure_run(tmp_path, prices, summary=summary, trace=read_trace(tmp_path), max_points=40)
+    monkeypatch.setattr(metrics, "TraceChunks", functools.partial(TraceChunks, batch_rows=7))
+    monkeypatch.setattr(open_intervals, "EVENTS_AT_ONCE", 16)
+    chunked = measure_run(tmp_path, prices, summary=summary, max_points=40)
+    assert chunked.trace.sessions == 2 and chunked.models["m"].in_flight.exact is False
+    assert chunked.to_json() == whole.to_json()
 
 
 # ---- the helpers ----------------------------------------------------------------------------------
@@ -224,7 +268,7 @@ def test_limit_history_from_an_events_file_and_from_summary_json(tmp_path):
         )
     )
     assert read_limit_history(events) == {"slots": [(0.0, 4), (1.5, 8), (3.0, 2)]}
-    summary = {"limit_history": {"slots": [[0.0, 4], [1.0, 6]]}}
+    summary = RunSummary.from_json({"limit_history": {"slots": [[0.0, 4], [1.0, 6]]}})  # an older, partial one
     assert limit_history(summary, session_start=10.0) == {"slots": [(0.0, 4), (11.0, 6)]}
     assert limit_history(summary, events) == read_limit_history(events)  # the events file wins
     history = [(0.0, 4), (1.5, 8), (3.0, 2)]
@@ -240,9 +284,13 @@ def test_prices_given_override_the_pipelines_model_by_model(tmp_path):
          "tokens_in": 1_000_000, "tokens_out": 0},
     ]  # fmt: skip
     pipeline_prices = {"m": {"input_per_1m": 1.0, "output_per_1m": 2.0}, "n": {"input_per_1m": 3.0, "output_per_1m": 0}}
-    summary = {"wall_s": 1.0, "metrics": {"cost": {"prices": pipeline_prices}}}
+    trace = trace_columns(records)
+    # summary.json keeps the pipeline's prices with its metrics, as a run writes them
+    measured = measure_run(tmp_path, pipeline_prices, summary=RunSummary(wall_s=1.0), trace=trace)
+    kept = measured.summary_metrics(pipeline_prices)
+    summary = RunSummary(wall_s=1.0, metrics=kept)
     given = {"m": {"input_per_1m": 0.5, "output_per_1m": 0.5}}
-    m = measure_run(tmp_path, given, summary=summary, trace=trace_columns(records))
+    m = measure_run(tmp_path, given, summary=summary, trace=trace)
     assert (m.models["m"].cost, m.models["n"].cost) == (1.5, 3.0)
     assert m.cost is not None and (m.cost.total, m.cost.unpriced_models) == (4.5, [])
     with pytest.raises(ValueError, match="needs input_per_1m and output_per_1m"):

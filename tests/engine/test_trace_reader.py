@@ -6,10 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from treadle.engine.trace_reader import PARQUET, STREAM, TraceReader, read_trace, trace_columns, trace_path
+from treadle.engine.trace_reader import (
+    PARQUET,
+    STREAM,
+    TraceChunks,
+    TraceReader,
+    read_trace,
+    trace_columns,
+    trace_path,
+)
 from treadle.engine.trace_schema import SCHEMA
 
 
@@ -78,3 +87,28 @@ def test_records_given_as_dicts_are_one_session_to_their_last_end():
     assert (columns.lines, columns.session_starts, columns.span_s) == (2, [0.0], 3.5)
     empty = trace_columns([])
     assert (empty.lines, empty.sessions, empty.span_s) == (0, 0, 0.0)
+
+
+def test_chunks_are_the_whole_traces_columns_piece_by_piece(tmp_path):
+    """Chunks of any size lay sessions end to end as read_trace does, string by string, time by time;
+    a torn last batch is skipped in both."""
+    pq.write_table(table([attempt(s, s * 0.1) for s in range(1, 30)] + [attempt(s, s * 0.2) for s in range(1, 9)]),
+                   tmp_path / PARQUET)  # fmt: skip
+    calls = [attempt(s, s * 0.3, column="a:llm", model="m", parent="a", status="retry") for s in range(1, 13)]
+    with pa.OSFile(str(tmp_path / STREAM), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as stream:
+        stream.write_table(table(calls))
+        stream.write_table(table(calls[:2]))
+    with open(tmp_path / STREAM, "r+b") as handle:
+        handle.truncate((tmp_path / STREAM).stat().st_size - 20)  # the last batch cut off
+    whole = read_trace(tmp_path)
+    for rows in (1, 5, 16, 1_000):
+        chunks = TraceChunks(tmp_path, batch_rows=rows)
+        assert (chunks.lines, chunks.skipped, chunks.session_starts, chunks.span_s) == (
+            whole.lines, whole.skipped, whole.session_starts, whole.span_s)  # fmt: skip
+        parts = list(chunks)
+        assert chunks.sessions == 3 and whole.skipped == 1 and sum(part.lines for part in parts) == 49
+        for name in ("t_ready", "t_start", "t_end", "slot", "tokens_in", "retry_after"):
+            assert np.concatenate([getattr(part, name) for part in parts]).tolist() == getattr(whole, name).tolist()
+        for name, values in whole.names.items():
+            decoded = [part.names[name][code] for part in parts for code in part.codes[name]]
+            assert decoded == [values[code] for code in whole.codes[name]], name

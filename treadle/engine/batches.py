@@ -15,7 +15,6 @@ failure handling) come as `CallParts`.
 from __future__ import annotations
 
 import asyncio
-from array import array
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from treadle.engine.generators.batch import BatchGenerator
 from treadle.engine.journal import Journal
 from treadle.engine.limits import Limit
 from treadle.engine.rows import RowStore
+from treadle.engine.stats import Quantiles
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
@@ -44,7 +44,7 @@ class BatchDispatch(Protocol):
     store: RowStore
     journal: Journal
     tracer: Tracer
-    latencies: list[array]
+    latencies: list[Quantiles]
     """Per node, run times of successful attempts (a call's once), when the tracer keeps none."""
     context_services: ContextServices | None
 

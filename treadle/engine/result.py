@@ -24,6 +24,8 @@ class RunResult:
     status: str
     """done (every row done), failed (some rows failed, or the run stopped early), interrupted."""
     summary: dict[str, Any] = field(repr=False)
+    """What summary.json holds, as JSON: a script may add its own keys (the demo adds `accuracy`) and write
+    it back. `record` is the same, typed."""
     message: str | None = None
 
     @classmethod
@@ -35,11 +37,13 @@ class RunResult:
         """The result of a finished run from its run directory."""
         path = Path(run_dir)
         summary = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-        return cls(run_dir=path, status=summary["status"], summary=summary, message=summary.get("message"))
+        record = RunSummary.from_json(summary)
+        return cls(run_dir=path, status=record.status, summary=summary, message=record.message)
 
     @property
     def record(self) -> RunSummary:
-        """`summary` as its typed record (read from the dict each time: a script may have added keys)."""
+        """`summary` as its typed record (read from the dict each time: a script may have changed it); keys
+        it does not know are kept (`record.model_extra`)."""
         return RunSummary.from_json(self.summary)
 
     @property

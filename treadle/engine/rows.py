@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
-import pandas as pd
+from treadle.engine.seed_rows import SeedRows, seed_records
 
 
 class RowStore:
     """Holds row dicts only for admitted row groups, so memory follows the groups in flight."""
 
-    def __init__(self, frame: pd.DataFrame, group_size: int) -> None:
+    def __init__(self, frame: SeedRows, group_size: int) -> None:
         self.frame = frame
         self.group_size = group_size
         self.rows: dict[int, dict[str, Any]] = {}
@@ -21,7 +21,7 @@ class RowStore:
         start = group * self.group_size
         if start in self.rows:
             return
-        records = cast(list[dict[str, Any]], self.frame.iloc[start : start + self.group_size].to_dict("records"))
+        records = seed_records(self.frame, start, start + self.group_size)
         for offset, record in enumerate(records):
             restored = self.restored.pop(start + offset, None)
             if restored:

@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
 from treadle.engine.analysis.cost import prices_of
-from treadle.engine.analysis.series import percentiles
 from treadle.engine.analysis.summary import NO_TRACE, summary_metrics
 from treadle.engine.capacity import Capacity
 from treadle.engine.context import ContextServices
@@ -51,7 +48,6 @@ from treadle.engine.summary_record import (
     RowOutcomes,
     RunSummary,
 )
-from treadle.engine.trace_reader import TraceColumns, read_trace
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
@@ -304,6 +300,8 @@ class Run:
                 last_progress = loop.time()
                 totals = self.tracker.totals()
                 self.bus.emit(Progress(cells={s.label: totals[s] for s in CellState if totals[s]}))
+            for latencies in self.scheduler.latencies:  # past Quantiles' exact values, fold them now and then
+                latencies.fold()
             traces = self.tracer.take_unwritten()
             try:
                 await loop.run_in_executor(self._trace_writer, self.tracer.write, self.directory.trace_path, traces)
@@ -416,8 +414,7 @@ class Run:
         trace_error: OSError | None = None
         try:
             trace_written.result()
-            if self.loaded.config.run.trace:  # summary.json's metrics come from it
-                self.final_trace = read_trace(self.directory.trace_path)
+            self.trace_final = True  # summary.json's metrics come from it, read in chunks
         except OSError as exc:
             trace_error = exc
         self.summary = self.build_summary()
@@ -431,8 +428,8 @@ class Run:
 
     limit_changes: LimitChanges | None = None
     """Every limit's totals over the run: RunController records each change it makes."""
-    final_trace: TraceColumns | None = None
-    """The trace read back once the run has written it for good: the metrics of the final summary."""
+    trace_final = False
+    """Whether the run has written its trace for good: then the final summary's metrics are read from it."""
 
     def build_summary(self) -> dict[str, Any]:
         """summary.json; with `metrics` once the trace is final (or a note when tracing is off)."""
@@ -444,14 +441,12 @@ class Run:
         columns: dict[str, ColumnCells] = {}
         busy_s = 0.0
         for i, name in enumerate(self.node_names):
-            latencies = np.array(self.scheduler.latencies[i], dtype=np.float64)  # a copy: the run may go on
-            busy_s += float(latencies.sum())
+            latencies = self.scheduler.latencies[i]
+            busy_s += latencies.total()
             base = i * len(CellState)
             columns[name] = ColumnCells(
                 cells={s.label: self.tracker.counts[base + s] for s in CellState},
-                latency_s=CellLatency(
-                    **percentiles(latencies), mean=round(float(latencies.mean()), 6) if len(latencies) else 0.0
-                ),
+                latency_s=CellLatency(**latencies.percentiles(), mean=latencies.mean()),
             )
         join = self.loaded.seed.join
         config = self.loaded.config
@@ -493,8 +488,8 @@ class Run:
         )
         if not config.run.trace:
             return summary.model_copy(update={"metrics": NO_TRACE})
-        if self.final_trace is not None:
+        if self.trace_final:
             prices = prices_of(config.models)
-            metrics = summary_metrics(self.directory.path, summary.to_json(), prices, self.final_trace)
+            metrics = summary_metrics(self.directory.path, summary, prices)
             return summary.model_copy(update={"metrics": metrics})
         return summary

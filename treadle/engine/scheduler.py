@@ -12,7 +12,6 @@ import asyncio
 import heapq
 import random
 import time
-from array import array
 from collections import deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ from treadle.engine.ready import ReadyHeaps
 from treadle.engine.row_groups import RowGroups
 from treadle.engine.rows import RowStore
 from treadle.engine.services import CellServices
+from treadle.engine.stats import Quantiles
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
@@ -107,7 +107,7 @@ class Scheduler:
         self._usage_keys = tracer.usage_keys
         self._trace_plain = tracer.record_plain
         self._pack = tracer.pack
-        self.latencies = tracer.latencies if self._tracing else [array("d") for _ in self.generators]
+        self.latencies = tracer.latencies if self._tracing else [Quantiles() for _ in self.generators]
         self._timeouts = [p.timeout_s for p in policies.nodes]
         self._deadlines = Deadlines(min(self._timeouts, default=1.0), clock)
         rng = random.Random(policies.jitter_seed)

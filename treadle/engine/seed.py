@@ -22,7 +22,8 @@ import pandas as pd
 
 from treadle.engine.errors import ConfigError, Problem
 from treadle.engine.pipeline import SeedConfig
-from treadle.engine.seed_readers import SUFFIXES, load_table
+from treadle.engine.seed_readers import SUFFIXES, load_rows, load_table
+from treadle.engine.seed_rows import SeedRows
 
 __all__ = ["SUFFIXES", "JoinReport", "SeedTable", "load_seed", "load_table"]
 
@@ -52,9 +53,10 @@ class JoinReport:
 
 @dataclass
 class SeedTable:
-    """The rows a run works on: one per seed row (after the join), index 0..n-1."""
+    """The rows a run works on: one per seed row (after the join), index 0..n-1: a frame, or for a large
+    parquet seed without a join, its rows read as they are asked for (`seed_readers.ParquetRows`)."""
 
-    frame: pd.DataFrame
+    frame: SeedRows
     fields: list[str]
     join: JoinReport | None = None
 
@@ -70,11 +72,12 @@ def load_seed(seed: SeedConfig, base_dir: Path, file: str) -> SeedTable:
     """
     base_dir = Path(base_dir)
     problems: list[Problem] = []
-    left = _load_one(seed.path, base_dir, file, "seed.path", problems)
     if seed.join is None:
-        if problems or left is None:
+        rows = _load_one(seed.path, base_dir, file, "seed.path", problems, lazy=True)
+        if problems or rows is None:
             raise ConfigError(problems)
-        return SeedTable(frame=left, fields=list(left.columns))
+        return SeedTable(frame=rows, fields=list(rows.columns))
+    left = _load_one(seed.path, base_dir, file, "seed.path", problems)
     right = _load_one(seed.join.path, base_dir, file, "seed.join.path", problems)
     key = seed.join.on
     for frame, shown in ((left, seed.path), (right, seed.join.path)):
@@ -88,8 +91,9 @@ def load_seed(seed: SeedConfig, base_dir: Path, file: str) -> SeedTable:
     return SeedTable(frame=frame, fields=list(frame.columns), join=report)
 
 
-def _load_one(typed: str, base_dir: Path, file: str, key: str, problems: list[Problem]) -> pd.DataFrame | None:
-    """The table the pipeline's `key` names `typed`, or None with its problems added."""
+def _load_one(typed: str, base_dir: Path, file: str, key: str, problems: list[Problem], *, lazy: bool = False) -> Any:
+    """The table the pipeline's `key` names `typed` (with `lazy`, maybe `ParquetRows`), or None with its
+    problems added."""
     path = base_dir / typed
     if Path(typed).suffix.lower() not in SUFFIXES:
         suffix = Path(typed).suffix or "(none)"
@@ -100,7 +104,7 @@ def _load_one(typed: str, base_dir: Path, file: str, key: str, problems: list[Pr
         problems.append(Problem(file, f"file '{typed}' not found (looked in {base_dir})", key=key))
         return None
     try:
-        return load_table(path, name=typed)
+        return load_rows(path, name=typed, lazy=lazy)
     except ConfigError as exc:
         problems.extend(exc.problems)
         return None

@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from treadle.engine.errors import ConfigError, Problem, one_line
+from treadle.engine.seed_rows import ParquetRows, SeedRows, arrow_to_pandas
 
-__all__ = ["BLOCK_BYTES", "SUFFIXES", "load_table"]
+__all__ = ["BLOCK_BYTES", "SUFFIXES", "load_rows", "load_table"]
 
 SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 """File types a seed or join table may have."""
@@ -49,12 +50,23 @@ def load_table(path: Path, *, name: str | None = None) -> pd.DataFrame:
 
     Raises `ConfigError` with one problem placed at `name` (default: the file's name).
     """
+    frame = load_rows(path, name=name, lazy=False)
+    assert isinstance(frame, pd.DataFrame)
+    return frame
+
+
+def load_rows(path: Path, *, name: str | None = None, lazy: bool = True) -> SeedRows:
+    """`load_table`'s rows; with `lazy`, a large parquet file whose columns pandas converts the same batch
+    by batch is not read whole but as `ParquetRows`, read when its rows are asked for."""
     path = Path(path)
     shown = name or path.name
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise _error(shown, f"unknown file type '{path.suffix or '(none)'}' (expected {', '.join(SUFFIXES)})")
     if suffix == ".parquet":
+        rows = ParquetRows.of(path) if lazy else None
+        if rows is not None:
+            return rows
         frame = _read_parquet(path, shown)
     else:
         kind = "CSV" if suffix == ".csv" else "JSON"
@@ -362,17 +374,10 @@ def _parquet_frame(path: Path) -> pd.DataFrame:
             # pyarrow converts lists and structs chunk by chunk (an integer field is float in a chunk
             # with a null): they get the chunks read_parquet gets
             table = table.set_column(i, field, _read_table_chunks(table.column(i), meta))
-    frame = _arrow_to_pandas(table)
+    frame = arrow_to_pandas(table)
     if attrs := (table.schema.metadata or {}).get(b"PANDAS_ATTRS"):
         frame.attrs = json.loads(attrs)
     return frame
-
-
-def _arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
-    """The frame `pd.read_parquet` makes of `table`: pandas 3 converts it with `DataFrame.from_arrow` (its
-    string dtype, time zones), pandas 2 with pyarrow's `to_pandas` alone."""
-    from_arrow = getattr(pd.DataFrame, "from_arrow", None)
-    return from_arrow(table) if from_arrow else table.to_pandas()
 
 
 def _read_table_chunks(column: pa.ChunkedArray, meta: pq.FileMetaData) -> pa.ChunkedArray:

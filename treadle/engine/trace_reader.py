@@ -1,5 +1,6 @@
 """Reading a run's trace: record by record as dicts (`TraceReader`), as one array per field
-(`read_trace` -> `TraceColumns`) for metrics and exports, or as an Arrow table (`read_table`).
+(`read_trace` -> `TraceColumns`) for exports, a chunk of such arrays at a time for metrics
+(`TraceChunks`: memory for a chunk, not the trace), or as an Arrow table (`read_table`).
 
 A run's trace is trace.parquet once the run has ended; while it goes (or after it was killed), the
 stream its session appends to (trace.arrows; a torn last batch is left out), after the trace.parquet
@@ -36,44 +37,74 @@ def trace_path(run_dir: Path) -> Path:
     return stream if stream.is_file() and not (Path(run_dir) / PARQUET).is_file() else Path(run_dir) / PARQUET
 
 
-def _read_stream(path: Path) -> tuple[pa.Table, int, str]:
-    """The whole record batches of a stream, 1 if a torn one was left out, and the stream's id."""
+def _stream_batches(path: Path) -> tuple[Iterator[pa.RecordBatch], list[int], str]:
+    """The whole record batches of a stream, lazily; a list that gets a 1 if a torn one was left out (once
+    iterated); the stream's id."""
+    torn: list[int] = []
     try:
-        reader = pa.ipc.open_stream(pa.memory_map(str(path)))
+        # Read, not memory-mapped: the pages of a mapped stream stay resident, the whole trace's by the end.
+        reader = pa.ipc.open_stream(pa.OSFile(str(path)))
     except (pa.ArrowInvalid, OSError):  # empty, or cut off before its first batch
-        return SCHEMA.empty_table(), 0, ""
-    batches: list[pa.RecordBatch] = []
-    torn = 0
-    try:
-        batches.extend(reader)  # keeps the batches read before a torn one
-    except (pa.ArrowInvalid, OSError):
-        torn = 1
-    segment = (reader.schema.metadata or {}).get(SEGMENT_KEY, b"").decode()
-    return pa.Table.from_batches(batches, reader.schema), torn, segment
+        return iter(()), torn, ""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from reader  # the batches read before a torn one
+        except (pa.ArrowInvalid, OSError):
+            torn.append(1)
+
+    return batches(), torn, (reader.schema.metadata or {}).get(SEGMENT_KEY, b"").decode()
+
+
+@dataclass
+class TraceParts:
+    """A run's trace as record batches in the trace's schema, read as they are iterated: trace.parquet's
+    (`columns` only, if given), then the stream's unless trace.parquet holds it already. After iteration:
+    `skipped` (1 if the stream's last batch was torn). `segments`: the ids of the streams."""
+
+    run_dir: Path
+    columns: list[str] | None = None
+    batch_rows: int = 65_536
+    segments: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        # Both files are opened before the first batch: `segments` is known from then on.
+        self.segments, self.skipped = [], 0
+        schema = SCHEMA if self.columns is None else pa.schema([SCHEMA.field(name) for name in self.columns])
+        parquet = pq.ParquetFile(self.run_dir / PARQUET) if (self.run_dir / PARQUET).is_file() else None
+        if parquet is not None:
+            self.segments = json.loads((parquet.schema_arrow.metadata or {}).get(SEGMENTS_KEY, b"[]"))
+        stream: Iterator[pa.RecordBatch] = iter(())
+        torn: list[int] = []
+        if (self.run_dir / STREAM).is_file():
+            stream, torn, segment = _stream_batches(self.run_dir / STREAM)
+            if segment in self.segments:  # trace.parquet holds it already
+                stream = iter(())
+            elif segment:
+                self.segments = [*self.segments, segment]
+        if parquet is not None:
+            stored = [name for name in schema.names if name in parquet.schema_arrow.names]
+            for batch in parquet.iter_batches(self.batch_rows, columns=stored):
+                yield _conformed(batch, schema)
+        for batch in stream:
+            yield _conformed(batch, schema)
+        self.skipped = len(torn)
+
+
+def _conformed(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """`batch` in `schema`; a field a trace written before it existed lacks (`rows`) is null there."""
+    stored = batch.schema.names
+    arrays = [batch.column(f.name).cast(f.type) if f.name in stored else pa.nulls(len(batch), f.type) for f in schema]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def read_table(path: Path) -> tuple[pa.Table, int, list[str]]:
     """A run's trace as one table (`path`: the run directory or its `trace_path`): trace.parquet, then the
     stream unless trace.parquet holds it already; how many records were left out; the ids of the streams."""
-    run_dir = Path(path) if Path(path).is_dir() else Path(path).parent
-    tables, skipped, segments = [SCHEMA.empty_table()], 0, []
-    if (run_dir / PARQUET).is_file():
-        parquet = pq.ParquetFile(run_dir / PARQUET)
-        segments = json.loads((parquet.schema_arrow.metadata or {}).get(SEGMENTS_KEY, b"[]"))
-        tables.append(_conformed(parquet.read()))
-    if (run_dir / STREAM).is_file():
-        table, torn, segment = _read_stream(run_dir / STREAM)
-        if segment not in segments:
-            tables.append(_conformed(table))
-            skipped, segments = torn, [*segments, *([segment] if segment else [])]
-    return pa.concat_tables(tables), skipped, segments
-
-
-def _conformed(table: pa.Table) -> pa.Table:
-    """`table` in SCHEMA; a field a trace written before it existed lacks (`rows`) is null there."""
-    for missing in (f for f in SCHEMA if f.name not in table.column_names):
-        table = table.append_column(missing, pa.nulls(table.num_rows, missing.type))
-    return table.select(SCHEMA.names).cast(SCHEMA)
+    parts = TraceParts(Path(path) if Path(path).is_dir() else Path(path).parent)
+    table = pa.Table.from_batches(list(parts), SCHEMA)
+    return table, parts.skipped, parts.segments
 
 
 def _sessions(table: pa.Table) -> tuple[np.ndarray, np.ndarray, list[float], float]:
@@ -175,6 +206,65 @@ def read_trace(path: Path) -> TraceColumns:
     table, skipped, _ = read_table(path)
     _, shift, starts, span = _sessions(table)
     return _columns(table, skipped, shift, starts, span)
+
+
+def _sessions_of(seq: np.ndarray, last_seq: int | None, before: int) -> np.ndarray:
+    """Each record's session, `before` sessions having started before these records (the previous one
+    ended at `last_seq`): a resume starts again at seq 1."""
+    new = np.append(last_seq is None or (len(seq) > 0 and seq[0] <= last_seq), seq[1:] <= seq[:-1])
+    return before + np.cumsum(new[: len(seq)]) - 1
+
+
+_CHUNK_FIELDS = [name for name in SCHEMA.names if name not in ("row", "attempt", "message")]
+"""What `TraceColumns` holds (and `seq`, for the sessions)."""
+
+
+class TraceChunks:
+    """A run's trace as `TraceColumns` of at most `batch_rows` records each (string codes are the chunk's
+    own), read again on each iteration: one chunk in memory, not the whole trace. Sessions are laid end to
+    end as `read_trace` lays them; `lines`, `skipped`, `session_starts` and `span_s` are the whole trace's,
+    from a first pass over `seq` and `t_end`. Iterations read no more records than that pass (a live run's
+    stream grows)."""
+
+    def __init__(self, path: Path, batch_rows: int = 65_536) -> None:
+        self.run_dir = Path(path) if Path(path).is_dir() else Path(path).parent
+        self.batch_rows = batch_rows
+        self.lines = 0
+        last_seq: int | None = None
+        ends: list[float] = []  # per session, its latest end
+        parts = TraceParts(self.run_dir, ["seq", "t_end"], batch_rows)
+        for batch in parts:
+            seq, t_end = batch["seq"].to_numpy(), batch["t_end"].to_numpy()
+            if not len(seq):
+                continue
+            session = _sessions_of(seq, last_seq, len(ends))
+            first = np.flatnonzero(np.diff(session, prepend=-1))
+            for s, end in zip(session[first].tolist(), np.maximum.reduceat(t_end, first).tolist(), strict=True):
+                ends[s:] = [max(ends[s], end)] if s < len(ends) else [end]
+            last_seq, self.lines = int(seq[-1]), self.lines + len(seq)
+        self.skipped = parts.skipped
+        ends = [max(end, 0.0) for end in ends]
+        self.session_starts = np.concatenate(([0.0], np.cumsum(ends[:-1]))).tolist() if ends else []
+        self.span_s = self.session_starts[-1] + ends[-1] if ends else 0.0
+
+    @property
+    def sessions(self) -> int:
+        return len(self.session_starts)
+
+    def __iter__(self) -> Iterator[TraceColumns]:
+        starts = np.array(self.session_starts or [0.0])
+        last_seq: int | None = None
+        read = sessions = 0
+        for batch in TraceParts(self.run_dir, _CHUNK_FIELDS, self.batch_rows):
+            if read >= self.lines:
+                return
+            table = pa.Table.from_batches([batch.slice(0, self.lines - read)])
+            if not table.num_rows:
+                continue
+            seq = table["seq"].to_numpy()
+            session = _sessions_of(seq, last_seq, sessions)
+            sessions, last_seq, read = int(session[-1]) + 1, int(seq[-1]), read + len(seq)
+            yield _columns(table, self.skipped, starts[session], self.session_starts, self.span_s)
 
 
 def trace_columns(

@@ -5,6 +5,7 @@ holds: a stream is never read twice, even if the run stopped between writing tra
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from treadle.engine.trace_reader import PARQUET, SEGMENT_KEY, SEGMENTS_KEY, STREAM, read_table
+from treadle.engine.trace_reader import PARQUET, SEGMENT_KEY, SEGMENTS_KEY, STREAM, TraceParts
 from treadle.engine.trace_schema import SCHEMA
 
 HEAD = struct.Struct("@4q3d")
@@ -97,13 +98,31 @@ _PARQUET_OPTIONS = {
 attempt to the next (seq, row, times)."""
 
 
+ROW_GROUP_ROWS = 65_536
+"""trace.parquet's row groups: readers go through it a row group at a time (a few MB)."""
+
+
 def compact(run_dir: Path) -> None:
-    """Fold the run's stream, if any, into trace.parquet (after earlier sessions) and remove it."""
+    """Fold the run's stream, if any, into trace.parquet (after earlier sessions) and remove it, a row
+    group at a time: memory for one row group, not the whole trace."""
     if not (run_dir / STREAM).is_file():
         return
-    table, _, segments = read_table(run_dir)
     tmp = run_dir / (PARQUET + ".tmp")
-    pq.write_table(table.replace_schema_metadata({SEGMENTS_KEY: json.dumps(segments)}), tmp, **_PARQUET_OPTIONS)
+    parts = TraceParts(run_dir, batch_rows=ROW_GROUP_ROWS)
+    batches = iter(parts)
+    first = next(batches, None)  # the files are open: the ids of their streams are known
+    metadata = {SEGMENTS_KEY: json.dumps(parts.segments)}
+    with pq.ParquetWriter(tmp, SCHEMA.with_metadata(metadata), **_PARQUET_OPTIONS) as writer:
+        waiting: list[pa.RecordBatch] = []
+        for batch in itertools.chain([] if first is None else [first], batches):
+            waiting.append(batch)
+            if sum(len(b) for b in waiting) >= ROW_GROUP_ROWS:
+                table = pa.Table.from_batches(waiting, SCHEMA)
+                whole = len(table) // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+                writer.write_table(table.slice(0, whole), ROW_GROUP_ROWS)
+                waiting = table.slice(whole).to_batches()
+        if waiting:
+            writer.write_table(pa.Table.from_batches(waiting, SCHEMA), ROW_GROUP_ROWS)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, run_dir / PARQUET)

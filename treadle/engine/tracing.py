@@ -6,7 +6,6 @@ bytearray; TaskTraces and Arrow tables are made only when read or written. `Null
 from __future__ import annotations
 
 import itertools
-from array import array
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from treadle.engine.stats import Quantiles
 from treadle.engine.trace_schema import TaskTrace, TraceStatus
 from treadle.engine.trace_writer import HEAD, HEAD_DTYPE, Batch, Rest, compact, open_stream, trace_table
 
@@ -29,8 +29,8 @@ class Tracer:
         self.columns, self.models = list(columns), list(models)
         self.usage_keys = [f"{c}__usage" for c in columns]
         self.t0 = t0
-        self.latencies = [array("d") for _ in columns]
-        """Per node, the run time of each successful attempt of a cell, from the batches taken so far."""
+        self.latencies = [Quantiles() for _ in columns]
+        """Per node, the run times of successful attempts of cells, from the batches taken so far."""
         self._taken = 0
         """Records handed to the writer so far: the newest kept has this seq."""
         self._kept: deque[Batch] = deque()

@@ -11,7 +11,6 @@ from rich.text import Text
 
 from treadle.engine.analysis.cost import Prices
 from treadle.engine.analysis.metrics import measure_run
-from treadle.engine.analysis.run_dir import load_summary
 from treadle.report.tables import cache_line, headline, sections
 
 
@@ -19,7 +18,7 @@ def print_report(run_dir: Path, console: Console, prices: Prices | None = None, 
     """Print the report of a run directory: time, concurrency, cost, errors, throughput."""
     m = measure_run(Path(run_dir), prices, events=events)
     console.print(Text(headline(m), style="bold"), soft_wrap=True)
-    if line := cache_line((load_summary(Path(run_dir)) or {}).get("cache")):
+    if line := cache_line(None if m.summary is None else m.summary.cache):
         console.print(Text(line), soft_wrap=True)
     for title, headers, rows, note in sections(m):
         if not rows:

@@ -10,9 +10,9 @@ from typing import Any
 
 from treadle.engine.analysis.cost import Prices
 from treadle.engine.analysis.metrics import measure_run
-from treadle.engine.analysis.records import RunMetrics
+from treadle.engine.analysis.metrics_record import RunMetrics
 from treadle.engine.analysis.series import nice_width
-from treadle.report.tables import Section, headline, sections
+from treadle.report.tables import Section, cache_line, headline, sections
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1100px;color:#222;
@@ -175,10 +175,12 @@ def render_html(metrics: RunMetrics | Mapping[str, Any], refresh_s: int | None =
     tables = "\n".join(_html_table(section) for section in sections(m))
     title = html.escape(f"treadle report: {m.name or Path(m.run_dir).name}")
     refresh = f'<meta http-equiv="refresh" content="{int(refresh_s)}">' if refresh_s else ""
+    cache = cache_line(None if m.summary is None else m.summary.cache)
+    cache_html = f"<p>{html.escape(cache)}</p>\n" if cache else ""
     return (
         "<!doctype html>\n"
         f'<html lang="en"><head><meta charset="utf-8">{refresh}<title>{title}</title><style>{_CSS}</style></head>\n'
-        f"<body><h1>{title}</h1><p>{html.escape(headline(m))}</p>\n"
+        f"<body><h1>{title}</h1><p>{html.escape(headline(m))}</p>\n{cache_html}"
         f"{_charts(m) if m.has_trace else ''}\n{tables}\n"
         f'<p class="note">run directory: {html.escape(m.run_dir)}</p></body></html>\n'
     )

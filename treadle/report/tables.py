@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from treadle.engine.analysis.records import ColumnMetrics, RunMetrics
+from treadle.engine.analysis.metrics_record import RunMetrics
+from treadle.engine.analysis.records import ColumnMetrics
+from treadle.engine.summary_record import RunSummary
 from treadle.report.text import cost_text, number_text, seconds_text, share_text, sparkline
 
 
@@ -22,7 +24,7 @@ class Section(NamedTuple):
 def sections(m: RunMetrics) -> list[Section]:
     """Every table of the report: from the trace if the run kept one, else from summary.json alone."""
     if not m.has_trace:
-        return _summary_sections(m.summary or {})
+        return _summary_sections(m.summary or RunSummary())
     return [
         _time_section(m),
         _concurrency_section(m),
@@ -34,8 +36,11 @@ def sections(m: RunMetrics) -> list[Section]:
 
 
 def headline(m: RunMetrics) -> str:
-    rows = m.rows or {}
-    done = f"{rows.get('done', '?')}/{rows.get('total', '?')} rows done" if rows else "no summary.json yet"
+    rows = m.rows
+    if rows is not None:
+        done = f"{rows.done}/{rows.total} rows done"
+    else:
+        done = "no summary.json yet" if m.summary is None else "rows not recorded"
     name = m.name or Path(m.run_dir).name
     sessions = m.trace.sessions
     resumed = f", {sessions} sessions (resumed)" if sessions > 1 else ""
@@ -94,10 +99,10 @@ def _concurrency_section(m: RunMetrics) -> Section:
         ["peak cells queued", number_text(conc.peak_queued)],
         ["wall time", seconds_text(m.wall_s)],
     ]
-    summary = m.summary or {}
-    if summary.get("engine_cpu_s") is not None and summary.get("wall_s"):
+    summary = m.summary
+    if summary is not None and summary.engine_cpu_s is not None and summary.wall_s:
         # Near 100%, treadle itself bounded the run (very cheap cells), not the endpoint or the cells' waits.
-        rows.append(["engine loop busy (its CPU / wall)", share_text(summary["engine_cpu_s"] / summary["wall_s"])])
+        rows.append(["engine loop busy (its CPU / wall)", share_text(summary.engine_cpu_s / summary.wall_s)])
     for model, info in m.models.items():
         model_limit = None if info.limit is None else info.limit.total
         peak = f"{info.peak_in_flight}" + (f" of {model_limit}" if model_limit else "")
@@ -164,21 +169,18 @@ def _throughput_section(m: RunMetrics) -> Section:
 # ---- from summary.json ---------------------------------------------------------------------------
 
 
-def _summary_sections(summary: dict[str, Any]) -> list[Section]:
+def _summary_sections(summary: RunSummary) -> list[Section]:
     """What summary.json alone tells (a run without a trace)."""
     rows = []
-    for name, column in (summary.get("columns") or {}).items():
-        cells, latency = column.get("cells") or {}, column.get("latency_s") or {}
-        latencies = (seconds_text(latency.get(q)) for q in ("p50", "p95", "p99"))
+    for name, column in summary.columns.items():
+        cells, latency = column.cells, column.latency_s
+        latencies = (seconds_text(q) for q in (latency.p50, latency.p95, latency.p99))
         rows.append([name, number_text(cells.get("done")), number_text(cells.get("failed")), *latencies])
     note = (
-        f"parallel efficiency {summary.get('parallel_efficiency', 0):.2f}; without a trace (run.trace: false) "
+        f"parallel efficiency {summary.parallel_efficiency:.2f}; without a trace (run.trace: false) "
         "there is no queue wait, concurrency over time, tokens or errors by class"
     )
-    limits = [
-        [name, number_text(info.get("total")), number_text(info.get("peak"))]
-        for name, info in (summary.get("limits") or {}).items()
-    ]
+    limits = [[name, number_text(info.total), number_text(info.peak)] for name, info in summary.limits.items()]
     return [
         Section("Columns (from summary.json)", ["column", "done", "failed", "p50", "p95", "p99"], rows, note),
         Section("Limits", ["limit", "total", "peak in use"], limits, None),
@@ -201,34 +203,34 @@ def pace_text(paced_rpm: float | None, tpm: float | None = None, source: str | N
     return ", ".join(paces) + (f" {where}" if where else "")
 
 
-def rate_limit_rows(summary: dict[str, Any] | None) -> list[list[str]]:
+def rate_limit_rows(summary: RunSummary | None) -> list[list[str]]:
     """One row per model of summary.json's `rate_limits` (absent in older runs: no rows): requests,
     answers that asked to wait (429s), the final pace and its source, the adaptive value and ceiling."""
     rows = []
-    for model, r in ((summary or {}).get("rate_limits") or {}).items():
-        adaptive = f"{r.get('concurrency')} of {r.get('ceiling')}" if r.get("adaptive") else f"off ({r.get('ceiling')})"
-        pace = pace_text(r.get("paced_rpm"), r.get("tpm"), r.get("source"))
-        rows.append([model, number_text(r.get("requests")), number_text(r.get("rate_limited")), pace, adaptive])
+    for model, r in ({} if summary is None else summary.rate_limits).items():
+        adaptive = f"{r.concurrency} of {r.ceiling}" if r.adaptive else f"off ({r.ceiling})"
+        pace = pace_text(r.paced_rpm, r.tpm, r.source)
+        rows.append([model, number_text(r.requests), number_text(r.rate_limited), pace, adaptive])
     return rows
 
 
-def adaptive_change_rows(summary: dict[str, Any] | None, last: int | None = None) -> list[list[str]]:
+def adaptive_change_rows(summary: RunSummary | None, last: int | None = None) -> list[list[str]]:
     """Every adaptive change (or each model's `last` ones): model, time from the start, value, pace, reason."""
     rows = []
-    for model, r in ((summary or {}).get("rate_limits") or {}).items():
-        changes = r.get("changes") or []
+    for model, r in ({} if summary is None else summary.rate_limits).items():
+        changes = r.changes
         for t, concurrency, paced_rpm, reason in changes[-last:] if last else changes:
             rows.append([model, seconds_text(t), str(concurrency), pace_text(paced_rpm), str(reason)])
     return rows
 
 
-def first_row_text(summary: dict[str, Any] | None) -> str | None:
+def first_row_text(summary: RunSummary | None) -> str | None:
     """`first complete row after 0.14 s`, or None when summary.json does not say (older runs)."""
-    first = (summary or {}).get("first_row_s")
+    first = None if summary is None else summary.first_row_s
     return None if first is None else f"first complete row after {seconds_text(first)}"
 
 
-def _rate_sections(summary: dict[str, Any] | None) -> list[Section]:
+def _rate_sections(summary: RunSummary | None) -> list[Section]:
     """Each model's requests, 429s and pace, and every adaptive change; nothing for runs without them."""
     rows = rate_limit_rows(summary)
     if not rows:

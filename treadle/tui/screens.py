@@ -247,7 +247,9 @@ def summary_table(summary: Mapping[str, Any], show_latency: bool = True) -> Rend
     head = Text()
     head.append("rows ", style="bold")
     head.append(
-        f"{rows.total:,} total · {rows.done:,} done · {rows.failed:,} failed · {rows.dropped:,} dropped"
+        "not recorded"  # a summary.json by hand or from an older tool; a run always records them
+        if rows is None
+        else f"{rows.total:,} total · {rows.done:,} done · {rows.failed:,} failed · {rows.dropped:,} dropped"
         + (f" · {rows.filtered:,} filtered" if rows.filtered else "")
         + (f" · {rows.unfinished:,} unfinished" if rows.unfinished else "")
     )
@@ -272,7 +274,7 @@ def summary_table(summary: Mapping[str, Any], show_latency: bool = True) -> Rend
         parts += metrics_parts(record.metrics, show_latency)
     if record.limit_history:
         parts += [Text(""), limits_text(record.limit_history, show_latency)]
-    parts += rate_limit_parts(summary, show_latency)
+    parts += rate_limit_parts(record, show_latency)
     return Group(*parts)
 
 
@@ -280,10 +282,9 @@ SHOWN_CHANGES = 10
 """Adaptive changes per model the summary lists (the last ones); `treadle report` lists them all."""
 
 
-def rate_limit_parts(summary: Mapping[str, Any], show_times: bool = True) -> list[RenderableType]:
+def rate_limit_parts(summary: RunSummary, show_times: bool = True) -> list[RenderableType]:
     """Per model: requests, answers that asked to wait (429s), the final pace and its source, then its
     last adaptive changes and why; and when the first row was complete. Nothing for older runs."""
-    summary = dict(summary)
     parts: list[RenderableType] = []
     first = first_row_text(summary)
     if first and show_times:

@@ -38,6 +38,7 @@ from treadle.engine.analysis.limits import SLOTS_LIMIT, LimitHistory, limit_hist
 from treadle.engine.analysis.run_dir import load_summary
 from treadle.engine.analysis.series import step_series
 from treadle.engine.errors import ConfigError, Problem
+from treadle.engine.summary_record import RunSummary
 from treadle.engine.trace_reader import TraceReader, trace_path
 from treadle.engine.trace_schema import FIELDS
 
@@ -176,8 +177,8 @@ def export_chrome(
     session_start = first.sessions[-1] if first.sessions else 0.0
     wall = first.span_s
     if summary is not None:
-        wall = max(wall, session_start + float(summary.get("wall_s") or 0.0))
-    limits = (summary or {}).get("limits") or {}
+        wall = max(wall, session_start + summary.wall_s)
+    limits = {} if summary is None else summary.limits
     models = sorted(set(first.requests) | {k[6:] for k in limits if k[:6] == "model:"})
     lanes = _Lanes.packed(first, models)
     tmp = out.with_name(out.name + ".tmp")
@@ -269,13 +270,13 @@ class _Lanes:
         return cls(queue, n_queue, models, model_lanes, tid_base)
 
 
-def _start(handle: IO[str], summary: dict[str, Any] | None, first: _FirstPass) -> _Writer:
+def _start(handle: IO[str], summary: RunSummary | None, first: _FirstPass) -> _Writer:
     """The file's head (`otherData`), then a `resumed` instant where each later session starts."""
     other = {
         "source": "treadle",
-        "run": (summary or {}).get("name"),
-        "status": (summary or {}).get("status"),
-        "wall_s": (summary or {}).get("wall_s"),
+        "run": None if summary is None else summary.name,
+        "status": None if summary is None else summary.status,
+        "wall_s": None if summary is None else summary.wall_s,
         "trace_lines": first.lines,
         "sessions": len(first.sessions),
     }
@@ -365,14 +366,14 @@ class _Counters:
     def __init__(
         self,
         writer: _Writer,
-        summary: dict[str, Any] | None,
+        summary: RunSummary | None,
         history: LimitHistory,
         wall: float,
         session_start: float,
         max_points: int,
     ) -> None:
         self.writer = writer
-        self.summary = summary or {}
+        self.summary = summary
         self.history = history
         self.wall = wall
         self.session_start = session_start
@@ -404,24 +405,19 @@ class _Counters:
         if limit in self.history:
             points = self.history[limit]
         else:
-            info = (self.summary.get("limits") or {}).get(limit)
-            if not isinstance(info, dict) or info.get("total") is None:
+            info = None if self.summary is None else self.summary.limits.get(limit)
+            if info is None:
                 return
-            points = [(0.0, int(info["total"]))]
+            points = [(0.0, int(info.total))]
         points = [*points, (max(self.wall, points[-1][0]), points[-1][1])]
         self.steps(pid, name, key, [p[0] for p in points], [p[1] for p in points])
 
     def adaptive(self, model: str) -> None:
         """The adaptive value and the pace each time they changed (summary.json's rate_limits), and an
         instant event saying why."""
-        rates = (self.summary.get("rate_limits") or {}).get(model)
-        changes = rates.get("changes") if isinstance(rates, dict) else None
-        for change in changes or []:
-            try:
-                t, concurrency, paced_rpm, reason = change
-                ts = _us(self.session_start + float(t))
-            except (TypeError, ValueError):
-                continue
+        rates = None if self.summary is None else self.summary.rate_limits.get(model)
+        for t, concurrency, paced_rpm, reason in [] if rates is None else rates.changes:
+            ts = _us(self.session_start + float(t))
             values = {"adaptive": concurrency, **({"pace_rpm": paced_rpm} if paced_rpm is not None else {})}
             self.writer.event({"name": f"{model} rate", "cat": "counter", "ph": "C", "ts": ts, "pid": MODELS_PID,
                                "args": values})  # fmt: skip

@@ -6,6 +6,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from treadle.engine.analysis.records import SummaryMetrics
+from treadle.engine.summary_record import RunSummary
+
 PRICE_KEYS = ("input_per_1m", "output_per_1m")
 
 Prices = Mapping[str, Mapping[str, float]]
@@ -35,11 +38,12 @@ def prices_of(models: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     return {name: model.prices.model_dump() for name, model in models.items() if model.prices is not None}
 
 
-def pipeline_prices(summary: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
+def pipeline_prices(summary: RunSummary | None) -> dict[str, dict[str, float]]:
     """The per-model prices the run's pipeline gave (summary.json's `metrics.cost.prices`), or {}."""
-    cost = ((summary or {}).get("metrics") or {}).get("cost") or {}
-    prices = cost.get("prices") if isinstance(cost, Mapping) else None
-    return dict(prices) if isinstance(prices, Mapping) else {}
+    metrics = None if summary is None else summary.metrics
+    if not isinstance(metrics, SummaryMetrics) or metrics.cost is None:
+        return {}
+    return dict(metrics.cost.prices)
 
 
 def cost_of(tokens_in: int, tokens_out: int, price: Price) -> float:

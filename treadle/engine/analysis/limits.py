@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from treadle.engine.analysis.records import LimitTotals, Point
+from treadle.engine.summary_record import RunSummary
 
 SLOTS_LIMIT = "slots"
 
@@ -43,16 +42,14 @@ def read_limit_history(events: Path | None) -> LimitHistory:
     return history
 
 
-def limit_history(
-    summary: Mapping[str, Any] | None, events: Path | None = None, session_start: float = 0.0
-) -> LimitHistory:
+def limit_history(summary: RunSummary | None, events: Path | None = None, session_start: float = 0.0) -> LimitHistory:
     """Each limit's totals over the run: from the `--events` file if given, else summary.json's
     `limit_history` (the run records every change). That history covers the last session of a resumed
     run: it is laid from `session_start` on, its first totals held from 0."""
     if events is not None:
         return read_limit_history(events)
     history: LimitHistory = {}
-    for name, points in ((summary or {}).get("limit_history") or {}).items():
+    for name, points in ({} if summary is None else summary.limit_history).items():
         try:
             parsed = [(float(t), int(total)) for t, total in points]
         except (TypeError, ValueError):
@@ -68,17 +65,15 @@ def history_from(points: list[Point], start: float) -> list[Point]:
     return [(0.0, before[-1] if before else points[0][1])] + [(t - start, v) for t, v in points if t > start]
 
 
-def limit_info(summary: Mapping[str, Any] | None, name: str) -> LimitTotals | None:
+def limit_info(summary: RunSummary | None, name: str) -> LimitTotals | None:
     """A limit's final total and peak, as summary.json's `limits` has them; None if it has not."""
-    info = ((summary or {}).get("limits") or {}).get(name)
-    if not isinstance(info, dict):
+    info = None if summary is None else summary.limits.get(name)
+    if info is None:
         return None
-    return LimitTotals(total=int(info.get("total") or 0), peak=int(info.get("peak") or 0))
+    return LimitTotals(total=int(info.total), peak=int(info.peak))
 
 
-def limit_series(
-    name: str, summary: Mapping[str, Any] | None, history: LimitHistory, wall: float
-) -> list[Point] | None:
+def limit_series(name: str, summary: RunSummary | None, history: LimitHistory, wall: float) -> list[Point] | None:
     """[(t, total), ...] over the run to `wall`: from the recorded changes if known, else constant."""
     if name in history:
         points = [(round(t, 6), v) for t, v in history[name]]

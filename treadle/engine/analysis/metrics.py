@@ -3,8 +3,10 @@
 Answers "where did the time go" (queue wait vs run time per column), "what was my real concurrency"
 (cells in flight over time, slot utilisation, parallel efficiency) and "what did it cost" (tokens per
 column and model, cost from per-model prices), plus throughput, latency percentiles, retries and
-errors by class. The steps: the trace's lines grouped by column (`_Lines`), then per column, the run's
-concurrency, per model, throughput and errors.
+errors by class. The steps: one pass over the trace, a chunk at a time, adds it up (`_Tally`: per
+column, slot time, throughput, errors; percentiles in `stats.Quantiles`); the step series of cells in
+flight, queued and per model take a few more passes (`open_intervals`); then per column, the run's
+concurrency, per model, throughput and errors. Memory: a chunk and a bounded sort, not the trace.
 
 Times are seconds since the run started. A resumed run appends its attempts to the same trace
 with times starting again at 0 (and `seq` starting again at 1): each such session is laid after the
@@ -14,7 +16,8 @@ previous one (its times are offset by the previous sessions' spans), so series s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ from treadle.engine.analysis.limits import (
     limit_info,
     limit_series,
 )
+from treadle.engine.analysis.metrics_record import RunMetrics
+from treadle.engine.analysis.open_intervals import Intervals, StepSeries, step_series_of
 from treadle.engine.analysis.records import (
     STATUSES,
     AttemptCounts,
@@ -42,7 +47,6 @@ from treadle.engine.analysis.records import (
     ModelMetrics,
     QueueWait,
     RetryAfterWaits,
-    RunMetrics,
     RunTime,
     Series,
     Throughput,
@@ -51,18 +55,11 @@ from treadle.engine.analysis.records import (
     TraceInfo,
 )
 from treadle.engine.analysis.run_dir import load_summary
-from treadle.engine.analysis.series import (
-    MAX_SERIES_POINTS,
-    histogram,
-    maximum,
-    mean,
-    nice_width,
-    percentiles,
-    step_series,
-    total,
-)
+from treadle.engine.analysis.series import MAX_SERIES_POINTS, histogram, nice_width, total
 from treadle.engine.errors import ConfigError, Problem
-from treadle.engine.trace_reader import TraceColumns, read_trace, trace_path
+from treadle.engine.stats import Quantiles
+from treadle.engine.summary_record import RunSummary
+from treadle.engine.trace_reader import TraceChunks, TraceColumns, trace_path
 
 DEFAULT_BUCKETS = 120
 
@@ -72,7 +69,7 @@ def run_metrics(
     prices: Prices | None = None,
     *,
     events: Path | None = None,
-    summary: dict[str, Any] | None = None,
+    summary: RunSummary | Mapping[str, Any] | None = None,
     trace: TraceColumns | None = None,
     buckets: int = DEFAULT_BUCKETS,
     max_points: int = MAX_SERIES_POINTS,
@@ -89,7 +86,7 @@ def measure_run(
     prices: Prices | None = None,
     *,
     events: Path | None = None,
-    summary: dict[str, Any] | None = None,
+    summary: RunSummary | Mapping[str, Any] | None = None,
     trace: TraceColumns | None = None,
     buckets: int = DEFAULT_BUCKETS,
     max_points: int = MAX_SERIES_POINTS,
@@ -99,39 +96,44 @@ def measure_run(
     `prices`: per model name, {"input_per_1m": USD, "output_per_1m": USD}, over the prices the
     pipeline gave (summary.json); models without a price have no cost. `events`: the run's `--events`
     file, for limit changes (else summary.json's `limit_history`; a run older than it: the final
-    totals). `summary`: summary.json's content, when the caller has it (else read). `trace`: the
+    totals). `summary`: summary.json's record (or its JSON), when the caller has it (else read). `trace`: the
     trace, when the caller has read it (else the run directory's trace is read). See docs/TRACING.md for every key.
     """
     run_dir = Path(run_dir)
     if summary is None:
         summary = load_summary(run_dir)
+    elif not isinstance(summary, RunSummary):
+        summary = RunSummary.from_json(summary)
     price_of = check_prices({**pipeline_prices(summary), **(prices or {})})
     path = trace_path(run_dir)
     has_trace = trace is not None or path.exists()
     if summary is None and not has_trace:
         raise ConfigError([Problem(str(run_dir), "not a run directory with results (no summary.json, no trace)")])
-    tc = trace if trace is not None else read_trace(path)
-    lines = _Lines.of(tc)
-    columns = _column_metrics(tc, lines, price_of)
+    # The trace given, or the run directory's read a chunk at a time (each step reads it again).
+    info: TraceColumns | TraceChunks = trace if trace is not None else TraceChunks(path)
+    chunks: Iterable[TraceColumns] = [info] if isinstance(info, TraceColumns) else info
     # Wall time: the sessions before the last as traced, the last as summary.json measured it.
-    last_start = tc.session_starts[-1] if tc.session_starts else 0.0
-    wall = tc.span_s
+    last_start = info.session_starts[-1] if info.session_starts else 0.0
+    wall = info.span_s
     if summary is not None:
-        wall = max(wall, last_start + float(summary.get("wall_s") or 0.0))
+        wall = max(wall, last_start + summary.wall_s)
+    tally = _Tally.of(chunks, wall, buckets)
+    steps = step_series_of(chunks, _intervals(tally), max_points)
+    columns = _column_metrics(tally, price_of)
     history = limit_history(summary, events, last_start)
-    slots = _slot_use(tc, lines, columns, summary, history, wall, max_points)
-    cell_attempts = _attempt_counts(columns, lines, calls=False)
-    ctx_calls = _attempt_counts(columns, lines, calls=True)
-    models, tokens, cost = _model_metrics(tc, columns, summary, history, wall, price_of, max_points)
+    slots = _slot_use(tally, steps, columns, summary, history, wall)
+    cell_attempts = _attempt_counts(columns, tally, calls=False)
+    ctx_calls = _attempt_counts(columns, tally, calls=True)
+    models, tokens, cost = _model_metrics(tally, steps, columns, summary, history, wall, price_of)
     return RunMetrics(
         run_dir=str(run_dir),
-        name=(summary or {}).get("name"),
-        status=(summary or {}).get("status", "unknown"),
+        name=None if summary is None else summary.name,
+        status="unknown" if summary is None else summary.status,
         has_trace=has_trace,
-        trace=TraceInfo(lines=tc.lines, skipped=tc.skipped, sessions=tc.sessions),
+        trace=TraceInfo(lines=info.lines, skipped=info.skipped, sessions=info.sessions),
         wall_s=round(wall, 6),
-        rows=(summary or {}).get("rows"),
-        cells=(summary or {}).get("cells"),
+        rows=None if summary is None else summary.rows,
+        cells=None if summary is None else summary.cells,
         summary=summary,
         attempts=cell_attempts,
         calls=ctx_calls,
@@ -141,13 +143,13 @@ def measure_run(
         queued=slots.queued,
         limits={
             name: LimitMetrics(**limit.model_dump(), series=limit_series(name, summary, history, wall))
-            for name in ((summary or {}).get("limits") or {})
+            for name in ({} if summary is None else summary.limits)
             if (limit := limit_info(summary, name)) is not None
         },
-        throughput=_throughput(tc, lines, wall, buckets),
+        throughput=_throughput(tally, wall),
         columns=columns,
         models=models,
-        errors=_errors(tc, cell_attempts, ctx_calls),
+        errors=_errors(tally, cell_attempts, ctx_calls),
         tokens=tokens,
         cost=cost,
     )
@@ -157,83 +159,182 @@ def measure_run(
 
 
 @dataclass
-class _Lines:
-    """The trace's lines grouped by column, with each line's status."""
+class _Column:
+    """What the trace says about one column (or `<column>:llm`), added up chunk by chunk."""
 
-    status: np.ndarray
-    """Per line: its status as an index into STATUSES (-1: another or none)."""
-    groups: list[np.ndarray]
-    """Per column code: its lines, in file order."""
-    models: list[str | None]
-    parents: list[str | None]
-    """Per column code: the column whose cells made these ctx calls, or None (a column's own cells)."""
-    child: np.ndarray
-    """Per column code: whether it holds ctx calls (`<column>:llm`: they ran inside their cell's slot)."""
-    own: np.ndarray
-    """Per line: whether it is a cell's attempt (not a ctx call)."""
-    done_run_s: list[np.ndarray]
-    """Per column code: the run times of its done attempts."""
+    model: str | None
+    parent: str | None
+    """The column whose cells made these ctx calls, or None (a column's own cells)."""
+    by_status: np.ndarray = field(default_factory=lambda: np.zeros(len(STATUSES), dtype=np.int64))
+    done_run_s: Quantiles = field(default_factory=Quantiles)
+    """The run times of its done attempts."""
+    queue_s: Quantiles = field(default_factory=Quantiles)
+    run_s: float = 0.0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    batch: bool = False
+    """Whether its attempts carry a row count (a batch column's calls)."""
+    rows_done: int = 0
+    """The rows its done batch calls ran for."""
+
+    @property
+    def child(self) -> bool:
+        """Whether it holds ctx calls (`<column>:llm`: they ran inside their cell's slot)."""
+        return self.parent is not None
+
+
+@dataclass
+class _Tally:
+    """The trace added up in one pass over its chunks: per column (in order of first appearance, a
+    column's first line giving its model and parent), the cells' slot time, throughput and errors."""
+
+    columns: dict[str, _Column] = field(default_factory=dict)
+    busy_s: float = 0.0
+    """The cells' (not the ctx calls') time in their slots."""
+    queue_s: float = 0.0
+    lanes: set[int] = field(default_factory=set)
+    done: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    failed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    bucket_s: float = 1.0
+    requests: dict[str, list[float]] = field(default_factory=dict)
+    """Per model: its requests, their time in flight."""
+    errors: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
+    """Attempts that did not succeed by (error class, status), in order of first appearance."""
+    retry_waits: int = 0
+    retry_wait_s: float = 0.0
 
     @classmethod
-    def of(cls, tc: TraceColumns) -> _Lines:
-        names, codes, n = tc.names, tc.codes, tc.lines
-        status_index = np.array([STATUSES.index(s) if s in STATUSES else -1 for s in names["status"]], dtype=np.int64)
-        status = status_index[codes["status"]] if n else np.zeros(0, dtype=np.int64)
+    def of(cls, chunks: Iterable[TraceColumns], wall: float, buckets: int) -> _Tally:
+        width = nice_width(wall, buckets)
+        n_buckets = max(1, math.ceil(wall / width - 1e-9)) if wall > 0 else 1
+        tally = cls(done=np.zeros(n_buckets, np.int64), failed=np.zeros(n_buckets, np.int64), bucket_s=width)
+        for chunk in chunks:
+            tally._add(chunk)
+        return tally
+
+    def _add(self, tc: TraceColumns) -> None:
+        names, codes = tc.names, tc.codes
+        status = _statuses(tc)
         column_code = codes["column"]
-        n_columns = len(names["column"])
-        # A column's first line gives its model and parent.
-        order = np.argsort(column_code, kind="stable")
-        bounds = np.searchsorted(column_code[order], np.arange(n_columns + 1))
-        groups = [order[bounds[c] : bounds[c + 1]] for c in range(n_columns)]
-        parents = [names["parent"][codes["parent"][g[0]]] for g in groups]
-        child = np.array([p is not None for p in parents], dtype=bool)
-        run_s = tc.t_end - tc.t_start
-        return cls(
-            status=status,
-            groups=groups,
-            models=[names["model"][codes["model"][g[0]]] for g in groups],
-            parents=parents,
-            child=child,
-            own=~child[column_code] if n else np.zeros(0, dtype=bool),
-            done_run_s=[run_s[g][status[g] == 0] for g in groups],
-        )
+        own_column = np.zeros(len(names["column"]), dtype=bool)
+        for c, name in enumerate(names["column"]):
+            g = np.flatnonzero(column_code == c)
+            column = self.columns.get(name)
+            if column is None:
+                model, parent = names["model"][codes["model"][g[0]]], names["parent"][codes["parent"][g[0]]]
+                column = self.columns[name] = _Column(model, parent)
+            self._add_column(column, tc, g, status[g])
+            own_column[c] = not column.child
+        own = own_column[column_code]
+        self.busy_s += total(tc.t_end[own]) - total(tc.t_start[own])
+        self.queue_s += total(tc.t_start[own]) - total(tc.t_ready[own])
+        self.lanes.update(np.unique(tc.slot[own & tc.has_slot]).tolist())
+        cells = np.maximum(tc.rows, 1)  # a batch call counts a cell per row it ran for
+        done, failed = own & (status == 0), own & (status == STATUSES.index("failed"))
+        self.done += histogram(tc.t_end[done], self.bucket_s, len(self.done), cells[done])
+        self.failed += histogram(tc.t_end[failed], self.bucket_s, len(self.done), cells[failed])
+        for code, model in enumerate(names["model"]):
+            if model is not None:
+                requests = codes["model"] == code
+                in_flight = self.requests.setdefault(model, [0, 0.0])
+                in_flight[0] += int(requests.sum())
+                in_flight[1] += total(tc.t_end[requests]) - total(tc.t_start[requests])
+        self._add_errors(tc)
+
+    @staticmethod
+    def _add_column(column: _Column, tc: TraceColumns, g: np.ndarray, status: np.ndarray) -> None:
+        column.by_status += np.bincount(status[status >= 0], minlength=len(STATUSES))
+        run_s = tc.t_end[g] - tc.t_start[g]
+        column.done_run_s.add(run_s[status == 0])
+        column.tokens_in += int(tc.tokens_in[g].sum())
+        column.tokens_out += int(tc.tokens_out[g].sum())
+        rows = tc.rows[g]
+        if (rows > 0).any():
+            column.batch = True
+            column.rows_done += int(rows[status == 0].sum())
+        if not column.child:
+            column.queue_s.add(tc.t_start[g] - tc.t_ready[g])
+            column.run_s += float(np.cumsum(run_s)[-1])
+
+    def _add_errors(self, tc: TraceColumns) -> None:
+        status_names, error_names = tc.names["status"], tc.names["error_class"]
+        n_statuses = max(len(status_names), 1)
+        not_done = np.array([s not in ("done", None) for s in status_names], dtype=bool)
+        has_class = np.array([e is not None for e in error_names], dtype=bool)
+        status_code, error_code = tc.codes["status"], tc.codes["error_class"]
+        if tc.lines:
+            failed = not_done[status_code] | has_class[error_code]
+            pairs = error_code[failed].astype(np.int64) * n_statuses + status_code[failed]
+            unique, first, counts = np.unique(pairs, return_index=True, return_counts=True)
+            for i in np.argsort(first, kind="stable"):  # in the order they first appear
+                key = (error_names[unique[i] // n_statuses], status_names[unique[i] % n_statuses])
+                self.errors[key] = self.errors.get(key, 0) + int(counts[i])
+        waited = tc.retry_after[tc.retry_after > 0]
+        self.retry_waits += len(waited)
+        self.retry_wait_s += float(waited.sum())
 
 
-def _column_metrics(tc: TraceColumns, lines: _Lines, price_of: dict[str, Price]) -> dict[str, ColumnMetrics]:
+def _statuses(tc: TraceColumns) -> np.ndarray:
+    """Per line: its status as an index into STATUSES (-1: another or none)."""
+    status_index = np.array([STATUSES.index(s) if s in STATUSES else -1 for s in tc.names["status"]], dtype=np.int64)
+    return status_index[tc.codes["status"]] if tc.lines else np.zeros(0, dtype=np.int64)
+
+
+def _intervals(tally: _Tally) -> dict[Hashable, Intervals]:
+    """The step series to compute: cells in flight and queued, and each model's requests in flight."""
+    children = {name for name, column in tally.columns.items() if column.child}
+
+    def own(tc: TraceColumns) -> np.ndarray:
+        child = np.array([name in children for name in tc.names["column"]], dtype=bool)
+        return ~child[tc.codes["column"]] if tc.lines else np.zeros(0, dtype=bool)
+
+    def in_flight(tc: TraceColumns) -> tuple[np.ndarray, np.ndarray]:
+        picked = own(tc)
+        return tc.t_start[picked], tc.t_end[picked]
+
+    def queued(tc: TraceColumns) -> tuple[np.ndarray, np.ndarray]:
+        picked = own(tc)
+        return tc.t_ready[picked], tc.t_start[picked]
+
+    def requests(model: str) -> Intervals:
+        def of(tc: TraceColumns) -> tuple[np.ndarray, np.ndarray]:
+            code = tc.names["model"].index(model) if model in tc.names["model"] else -1
+            picked = tc.codes["model"] == code
+            return tc.t_start[picked], tc.t_end[picked]
+
+        return of
+
+    return {"in_flight": in_flight, "queued": queued, **{("model", m): requests(m) for m in tally.requests}}
+
+
+def _column_metrics(tally: _Tally, price_of: dict[str, Price]) -> dict[str, ColumnMetrics]:
     """Per column (and per `<column>:llm`): counts by status, latency, run time, queue wait, tokens, cost."""
-    run_s = tc.t_end - tc.t_start
-    parents_with_calls = {p for p in lines.parents if p is not None}
+    parents_with_calls = {column.parent for column in tally.columns.values() if column.parent is not None}
     columns: dict[str, ColumnMetrics] = {}
-    for c, name in enumerate(tc.names["column"]):
-        g, child, model = lines.groups[c], bool(lines.child[c]), lines.models[c]
-        g_status = lines.status[g]
-        by_status = np.bincount(g_status[g_status >= 0], minlength=len(STATUSES)).tolist()
-        done_run = lines.done_run_s[c]
-        tokens_in, tokens_out = int(tc.tokens_in[g].sum()), int(tc.tokens_out[g].sum())
+    for name, column in tally.columns.items():
         # A python column whose function called models through ctx carries its calls' tokens again in
         # `<column>__usage`: count them once, on the `<column>:llm` calls.
-        aggregated = not child and name in parents_with_calls
+        aggregated = not column.child and name in parents_with_calls
+        done_run, queue = column.done_run_s, column.queue_s
         queue_wait = None
-        if child:
-            total_run = total(done_run)
-        else:
-            queue = tc.t_start[g] - tc.t_ready[g]
-            queue_wait = QueueWait(total=round(float(queue.sum()), 6), **percentiles(queue, (50, 95)), mean=mean(queue))
-            total_run = float(np.cumsum(run_s[g])[-1]) if len(g) else 0.0
-        rows, rows_per_s = _batch_rows(tc.rows[g], g_status, done_run)
+        if not column.child:
+            queue_wait = QueueWait(total=round(queue.total(), 6), **queue.percentiles((50, 95)), mean=queue.mean())
+        total_run = done_run.total() if column.child else column.run_s
+        rows, rows_per_s = _batch_rows(column)
         cost = None
-        if not aggregated and model is not None and model in price_of:
-            cost = round(cost_of(tokens_in, tokens_out, price_of[model]), 6)
+        if not aggregated and column.model is not None and column.model in price_of:
+            cost = round(cost_of(column.tokens_in, column.tokens_out, price_of[column.model]), 6)
+        by_status = column.by_status.tolist()
         columns[name] = ColumnMetrics(
-            model=model,
-            parent=lines.parents[c],
+            model=column.model,
+            parent=column.parent,
             attempts=sum(by_status),
             **dict(zip(STATUSES, by_status, strict=True)),
-            latency_s=Latency(**percentiles(done_run), mean=mean(done_run), max=maximum(done_run)),
+            latency_s=Latency(**done_run.percentiles(), mean=done_run.mean(), max=done_run.maximum()),
             run_s=RunTime(total=round(total_run, 6)),
             queue_wait_s=queue_wait,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
+            tokens_in=column.tokens_in,
+            tokens_out=column.tokens_out,
             tokens_counted_in=f"{name}:llm" if aggregated else None,
             cost=cost,
             rows=rows,
@@ -242,19 +343,18 @@ def _column_metrics(tc: TraceColumns, lines: _Lines, price_of: dict[str, Price])
     return columns
 
 
-def _batch_rows(rows: np.ndarray, status: np.ndarray, done_run_s: np.ndarray) -> tuple[int | None, float | None]:
+def _batch_rows(column: _Column) -> tuple[int | None, float | None]:
     """A batch column's rows done by its calls, and those per second of the done calls' run time; (None,
     None) for a column whose attempts carry no row count (each ran for one cell)."""
-    if not (rows > 0).any():
+    if not column.batch:
         return None, None
-    done_rows = int(rows[status == 0].sum())
-    run_s = float(done_run_s.sum())
-    return done_rows, round(done_rows / run_s, 3) if run_s > 0 else 0.0
+    run_s = column.done_run_s.total()
+    return column.rows_done, round(column.rows_done / run_s, 3) if run_s > 0 else 0.0
 
 
-def _attempt_counts(columns: dict[str, ColumnMetrics], lines: _Lines, *, calls: bool) -> AttemptCounts:
+def _attempt_counts(columns: dict[str, ColumnMetrics], tally: _Tally, *, calls: bool) -> AttemptCounts:
     """Attempts by status of the cells (`calls=False`) or of the ctx calls."""
-    picked = [column for c, column in enumerate(columns.values()) if bool(lines.child[c]) == calls]
+    picked = [column for name, column in columns.items() if tally.columns[name].child == calls]
     by_status = {s: sum(getattr(column, s) for column in picked) for s in STATUSES}
     return AttemptCounts(total=sum(by_status.values()), **by_status)
 
@@ -268,22 +368,18 @@ class _SlotUse:
 
 
 def _slot_use(
-    tc: TraceColumns,
-    lines: _Lines,
+    tally: _Tally,
+    steps: dict[Hashable, StepSeries],
     columns: dict[str, ColumnMetrics],
-    summary: dict[str, Any] | None,
+    summary: RunSummary | None,
     history: LimitHistory,
     wall: float,
-    max_points: int,
 ) -> _SlotUse:
     """Where the cells' time went (run vs queue wait) and how many ran at once, against the slot limit."""
-    own = lines.own
-    cell_starts, cell_ends, cell_ready = tc.t_start[own], tc.t_end[own], tc.t_ready[own]
-    busy_s = total(cell_ends) - total(cell_starts)
-    useful_s = sum(total(lines.done_run_s[c]) for c in range(len(columns)) if not lines.child[c])
-    queue_total = total(cell_starts) - total(cell_ready)
-    in_t, in_v, peak_in_flight, in_exact = step_series(cell_starts, cell_ends, max_points)
-    q_t, q_v, peak_queued, q_exact = step_series(cell_ready, cell_starts, max_points)
+    busy_s, queue_total = tally.busy_s, tally.queue_s
+    useful_s = sum(column.done_run_s.total() for column in tally.columns.values() if not column.child)
+    in_t, in_v, peak_in_flight, in_exact = steps["in_flight"]
+    q_t, q_v, peak_queued, q_exact = steps["queued"]
     slot_info = limit_info(summary, SLOTS_LIMIT)
     slot_limit = None if slot_info is None else max(slot_info.total, slot_info.peak)
     # With the limit's history, capacity is what the limit offered over time; without, its largest value.
@@ -294,7 +390,7 @@ def _slot_use(
         slot_limit_final=None if slot_info is None else slot_info.total,
         slot_peak=None if slot_info is None else slot_info.peak,
         mean_slot_limit=round(capacity / wall, 6) if capacity and wall > 0 else slot_limit,
-        lanes_used=int(np.unique(tc.slot[own & tc.has_slot]).size),
+        lanes_used=len(tally.lanes),
         peak_in_flight=peak_in_flight,
         mean_in_flight=round(busy_s / wall, 6) if wall > 0 else 0.0,
         busy_slot_s=round(busy_s, 6),
@@ -317,13 +413,13 @@ def _series(times: list[float], values: list[int], exact: bool) -> Series:
 
 
 def _model_metrics(
-    tc: TraceColumns,
+    tally: _Tally,
+    steps: dict[Hashable, StepSeries],
     columns: dict[str, ColumnMetrics],
-    summary: dict[str, Any] | None,
+    summary: RunSummary | None,
     history: LimitHistory,
     wall: float,
     price_of: dict[str, Price],
-    max_points: int,
 ) -> tuple[dict[str, ModelMetrics], TokenTotals, CostTotal | None]:
     """Per model: requests in flight against its limit, tokens and cost; and the run's tokens and cost."""
     usage: dict[str, list[int]] = {}  # model -> [tokens in, tokens out]
@@ -333,15 +429,12 @@ def _model_metrics(
             used = usage.setdefault(column.model, [0, 0])
             used[0] += column.tokens_in
             used[1] += column.tokens_out
-    model_code = tc.codes["model"]
-    requests_of = {m: np.flatnonzero(model_code == code) for code, m in enumerate(tc.names["model"]) if m is not None}
     models: dict[str, ModelMetrics] = {}
     cost_total = 0.0
     unpriced = []
-    for model in sorted(set(requests_of) | set(usage)):
-        requests = requests_of.get(model, np.zeros(0, dtype=np.int64))
-        starts, ends = tc.t_start[requests], tc.t_end[requests]
-        m_t, m_v, m_peak, m_exact = step_series(starts, ends, max_points)
+    for model in sorted(set(tally.requests) | set(usage)):
+        requests, busy_s = tally.requests.get(model, (0, 0.0))
+        m_t, m_v, m_peak, m_exact = steps.get(("model", model), ([0.0], [0], 0, True))
         tokens_in, tokens_out = usage.get(model, (0, 0))
         cost = None
         if model in price_of:
@@ -351,8 +444,8 @@ def _model_metrics(
             unpriced.append(model)
         limit_name = f"model:{model}"
         models[model] = ModelMetrics(
-            requests=len(starts),
-            busy_s=round(total(ends) - total(starts), 6),
+            requests=int(requests),
+            busy_s=round(busy_s, 6),
             peak_in_flight=m_peak,
             limit=limit_info(summary, limit_name),
             limit_series=limit_series(limit_name, summary, history, wall),
@@ -368,48 +461,32 @@ def _model_metrics(
     return models, tokens, cost_all
 
 
-def _throughput(tc: TraceColumns, lines: _Lines, wall: float, buckets: int) -> Throughput:
+def _throughput(tally: _Tally, wall: float) -> Throughput:
     """Cells done and failed per time bucket (about `buckets` of them over the wall time); a batch call
     counts a cell per row it ran for."""
-    width = nice_width(wall, buckets)
-    n_buckets = max(1, math.ceil(wall / width - 1e-9)) if wall > 0 else 1
-    cells = np.maximum(tc.rows, 1)
-    done_lines = lines.own & (lines.status == 0)
-    done = histogram(tc.t_end[done_lines], width, n_buckets, cells[done_lines])
-    failed_lines = lines.own & (lines.status == STATUSES.index("failed"))
+    width = tally.bucket_s
+    done = tally.done.tolist()
     return Throughput(
         bucket_s=width,
-        t=[round(i * width, 6) for i in range(n_buckets)],
+        t=[round(i * width, 6) for i in range(len(done))],
         done=done,
-        failed=histogram(tc.t_end[failed_lines], width, n_buckets, cells[failed_lines]),
-        mean_per_s=round(int(cells[done_lines].sum()) / wall, 6) if wall > 0 else 0.0,
+        failed=tally.failed.tolist(),
+        mean_per_s=round(sum(done) / wall, 6) if wall > 0 else 0.0,
         peak_per_s=round(max(done, default=0) / width, 6),
     )
 
 
-def _errors(tc: TraceColumns, cells: AttemptCounts, calls: AttemptCounts) -> Errors:
+def _errors(tally: _Tally, cells: AttemptCounts, calls: AttemptCounts) -> Errors:
     """Attempts that did not succeed, by error class (or by status when they carry no class)."""
-    status_names, error_names = tc.names["status"], tc.names["error_class"]
-    n_statuses = max(len(status_names), 1)
-    not_done = np.array([s not in ("done", None) for s in status_names], dtype=bool)
-    has_class = np.array([e is not None for e in error_names], dtype=bool)
-    status_code, error_code = tc.codes["status"], tc.codes["error_class"]
     by_class: dict[str, dict[str, int]] = {}
-    if tc.lines:
-        failed = not_done[status_code] | has_class[error_code]
-        pairs = error_code[failed].astype(np.int64) * n_statuses + status_code[failed]
-        unique, first, counts = np.unique(pairs, return_index=True, return_counts=True)
-        for i in np.argsort(first, kind="stable"):  # classes in the order they first appear
-            error_class = error_names[unique[i] // n_statuses]
-            status = status_names[unique[i] % n_statuses]
-            per_class = by_class.setdefault(error_class or status or "unknown", dict.fromkeys(STATUSES[1:], 0))
-            if status in per_class:
-                per_class[status] += int(counts[i])
-    waited = tc.retry_after[tc.retry_after > 0]
+    for (error_class, status), count in tally.errors.items():
+        per_class = by_class.setdefault(error_class or status or "unknown", dict.fromkeys(STATUSES[1:], 0))
+        if status in per_class:
+            per_class[status] += count
     most_first = sorted(by_class.items(), key=lambda kv: -sum(kv[1].values()))
     return Errors(
         by_class={name: ErrorCounts(**counts) for name, counts in most_first},
-        retry_after=RetryAfterWaits(waits=len(waited), total_s=round(float(waited.sum()), 3)),
+        retry_after=RetryAfterWaits(waits=tally.retry_waits, total_s=round(tally.retry_wait_s, 3)),
         retries=cells.retry + calls.retry,
         timeouts=cells.timeout + calls.timeout,
         failed_attempts=cells.failed + calls.failed,

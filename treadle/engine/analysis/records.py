@@ -1,5 +1,6 @@
-"""The metric records of a run, typed: what `run_metrics` computes (`RunMetrics`) and the compact part
-summary.json keeps (`SummaryMetrics`, or a `MetricsNote` for a run without a trace).
+"""The metric records of a run, typed: the parts of what `run_metrics` computes (`RunMetrics` itself, which
+also holds the run's summary.json, is in metrics_record.py) and the compact part summary.json keeps
+(`SummaryMetrics`, or a `MetricsNote` for a run without a trace).
 
 Every reader (the report, the TUI's summary, `--serve`) takes these types; JSON exists only at the
 boundary: `to_json()` gives exactly the dicts docs/TRACING.md describes (keys in that order), and
@@ -283,60 +284,6 @@ class CostTotal(Record):
     total: float
     unpriced_models: list[str]
     """Models that used tokens but have no price: not in the total."""
-
-
-class RunMetrics(Record):
-    """Metrics of a run directory (`run_metrics`): docs/TRACING.md, "Metrics"."""
-
-    run_dir: str
-    name: str | None
-    status: str | None
-    """summary.json's; "unknown" while it has none."""
-    has_trace: bool
-    trace: TraceInfo
-    wall_s: float
-    rows: dict[str, Any] | None
-    cells: dict[str, Any] | None
-    summary: dict[str, Any] | None
-    """summary.json's content, as read (None while the run has not written it)."""
-    attempts: AttemptCounts
-    calls: AttemptCounts
-    """ctx calls (`<column>:llm`)."""
-    time: TimeSplit
-    concurrency: Concurrency
-    in_flight: Series
-    queued: Series
-    limits: dict[str, LimitMetrics]
-    throughput: Throughput
-    columns: dict[str, ColumnMetrics]
-    models: dict[str, ModelMetrics]
-    errors: Errors
-    tokens: TokenTotals
-    cost: CostTotal | None
-    """None without prices."""
-
-    def summary_metrics(self, prices: Mapping[str, Mapping[str, float]] | None) -> SummaryMetrics:
-        """The compact part summary.json keeps; `prices` (the pipeline's) are kept with the cost."""
-        cost = self.cost
-        return SummaryMetrics(
-            source="trace.jsonl",
-            attempts=self.attempts,
-            calls=self.calls,
-            time=self.time,
-            concurrency=ConcurrencySummary.model_validate(self.concurrency.model_dump()),
-            throughput=ThroughputSummary.model_validate(self.throughput.model_dump()),
-            columns={name: column.summary() for name, column in self.columns.items()},
-            models={name: ModelSummary.model_validate(model.model_dump()) for name, model in self.models.items()},
-            errors=self.errors,
-            tokens=self.tokens,
-            cost=None
-            if cost is None
-            else CostSummary(
-                total=cost.total,
-                unpriced_models=cost.unpriced_models,
-                prices={model: dict(price) for model, price in (prices or {}).items()},
-            ),
-        )
 
 
 # ---- summary.json's `metrics` ---------------------------------------------------------------------
