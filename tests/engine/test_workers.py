@@ -329,3 +329,17 @@ def test_fewer_row_groups_than_workers_start_a_worker_per_group(tmp_path):
     assert result is not None and result.status == "done"
     assert controller.workers == 2  # 30 rows: two row groups of 20
     assert _sorted_output(result.run_dir)["id"].tolist() == list(range(30))
+
+
+def test_without_a_trace_the_workers_run_times_reach_the_summary(tmp_path):
+    with SimulatorThread(SimConfig(latency_ms=5, seed=3)) as url:
+        pipeline = _llm_pipeline(tmp_path, url)
+        config = json.loads(pipeline.read_text())
+        config["run"]["trace"] = False
+        pipeline.write_text(json.dumps(config))
+        result = treadle.run(pipeline, out=tmp_path / "run", rows=100, cache="off")
+    assert result.status == "done"
+    assert not (result.run_dir / "trace.parquet").exists()
+    for column in ("a", "b"):
+        latency = result.summary["columns"][column]["latency_s"]
+        assert 0.005 <= latency["p50"] <= latency["p99"]
