@@ -17,6 +17,7 @@ from treadle.engine.pipeline_validation import LoadedPipeline, load_pipeline_con
 from treadle.engine.response_cache import CacheMode
 from treadle.engine.result import RunResult
 from treadle.engine.run import RunOptions
+from treadle.engine.workers import open_controller
 
 PipelineLike = str | Path | PipelineConfig | dict[str, Any] | LoadedPipeline
 
@@ -43,14 +44,16 @@ def start(
     base_dir: str | Path | None = None,
     hold_open: bool = False,
     cache: CacheMode = "use",
+    workers: int | None = None,
 ) -> RunController:
     """Start a run and return its controller (pause, resume, set_limit, retry, drop, snapshot).
 
     With `hold_open` the run waits, once every cell has finished, for retries or drops until
     `controller.close()`. `cache`: "use" the response cache, leave it "off", or "refresh" its answers.
+    `workers`: engine processes (overrides run.workers; with more than one, a run is never held open).
     """
-    options = _options(out, rows=rows, max_parallel=max_parallel, hold_open=hold_open, cache=cache)
-    return RunController(load(pipeline, base_dir), options).start()
+    options = _options(out, rows=rows, max_parallel=max_parallel, hold_open=hold_open, cache=cache, workers=workers)
+    return open_controller(load(pipeline, base_dir), options).start()
 
 
 def run(
@@ -61,9 +64,12 @@ def run(
     max_parallel: int | None = None,
     base_dir: str | Path | None = None,
     cache: CacheMode = "use",
+    workers: int | None = None,
 ) -> RunResult:
     """Run a pipeline to the end and return its result (blocks the calling thread)."""
-    controller = start(pipeline, out=out, rows=rows, max_parallel=max_parallel, base_dir=base_dir, cache=cache)
+    controller = start(
+        pipeline, out=out, rows=rows, max_parallel=max_parallel, base_dir=base_dir, cache=cache, workers=workers
+    )
     result = controller.wait()
     assert result is not None
     return result
@@ -75,10 +81,11 @@ def resume(
     pipeline: PipelineLike | None = None,
     recompute: tuple[str, ...] | list[str] = (),
     base_dir: str | Path | None = None,
+    workers: int | None = None,
 ) -> RunResult:
     """Finish an interrupted or failed run in its directory; finished cells are never run again."""
     loaded = None if pipeline is None else load(pipeline, base_dir)
-    controller = RunController.from_run_dir(run_dir, pipeline=loaded, recompute=recompute).start()
+    controller = RunController.from_run_dir(run_dir, pipeline=loaded, recompute=recompute, workers=workers).start()
     result = controller.wait()
     assert result is not None
     return result
@@ -91,10 +98,12 @@ async def arun(
     rows: int | None = None,
     max_parallel: int | None = None,
     base_dir: str | Path | None = None,
+    workers: int | None = None,
 ) -> RunResult:
     """Run a pipeline without blocking the caller's event loop; cancelling it stops the run."""
     loaded = await asyncio.to_thread(load, pipeline, base_dir)
-    controller = RunController(loaded, _options(out, rows=rows, max_parallel=max_parallel)).start()
+    options = _options(out, rows=rows, max_parallel=max_parallel, workers=workers)
+    controller = open_controller(loaded, options).start()
     try:
         result = await asyncio.to_thread(controller.wait)
     except asyncio.CancelledError:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from treadle.engine.errors import TreadleError
-from treadle.engine.limits import LIMIT_MAX
+from treadle.engine.limits import LIMIT_MAX, WORKERS_MAX
 
 if TYPE_CHECKING:
     from treadle.engine.response_cache import CacheMode
@@ -29,6 +29,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _workers(text: str) -> int:
+    value = _positive_int(text)
+    if value > WORKERS_MAX:
+        raise argparse.ArgumentTypeError(f"expected at most {WORKERS_MAX} worker processes, got {value:,}")
     return value
 
 
@@ -66,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument(
         "--recompute", metavar="COLS", default="", help="comma-separated columns to redo (and their dependents)"
     )
+    _add_workers_argument(resume)
     _add_cache_arguments(resume)
     _add_display_arguments(resume)
 
@@ -113,7 +121,14 @@ def _add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> Non
     parser.add_argument("--out", type=Path, help=f"run directory (default {default_out})")
     parser.add_argument("--rows", type=_positive_int, help="run only the first N seed rows")
     parser.add_argument("--max-parallel", type=_limit, help="execution slots (overrides run.max_parallel)")
+    _add_workers_argument(parser)
     _add_cache_arguments(parser)
+
+
+def _add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers", type=_workers, help="engine processes sharing the run's row groups (overrides run.workers)"
+    )
 
 
 def _add_cache_arguments(parser: argparse.ArgumentParser) -> None:
@@ -186,18 +201,26 @@ def _signals_interrupt() -> Iterator[None]:
 
 def _new_run(load: Callable[[], Any], args: argparse.Namespace, after=None):
     """Start-up (`load()` gives the pipeline), then the run with the app or headless."""
-    from treadle.engine.controller import RunController
     from treadle.engine.run import RunOptions
+    from treadle.engine.workers import open_controller
 
     options = RunOptions(
-        out=args.out, rows=args.rows, max_parallel=args.max_parallel, hold_open=_wants_ui(args), cache=_cache_mode(args)
+        out=args.out,
+        rows=args.rows,
+        max_parallel=args.max_parallel,
+        hold_open=_wants_ui(args),
+        cache=_cache_mode(args),
+        workers=args.workers,
     )
-    return _drive(_start_up(lambda: RunController(load(), options)), args, after)
+    return _drive(_start_up(lambda: open_controller(load(), options)), args, after)
 
 
 def _drive(controller, args: argparse.Namespace, after=None):
     """Run with the terminal app or headless; `after(result)` returns lines to print at the end."""
-    if _wants_ui(args):
+    workers = controller.options.workers or controller.loaded.config.run.workers
+    if _wants_ui(args) and workers > 1:  # the terminal app drives one engine process for now
+        print(f"treadle: {workers} worker processes: plain progress, no terminal app yet", file=sys.stderr)
+    elif _wants_ui(args):
         from treadle.headless import write_events_in_background
         from treadle.tui import run_tui
 
@@ -260,7 +283,11 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     recompute = [name.strip() for name in args.recompute.split(",") if name.strip()]
     controller = _start_up(
         lambda: RunController.from_run_dir(
-            args.run_dir, recompute=recompute, hold_open=_wants_ui(args), cache=_cache_mode(args)
+            args.run_dir,
+            recompute=recompute,
+            hold_open=_wants_ui(args),
+            cache=_cache_mode(args),
+            workers=args.workers,
         )
     )
     return _drive(controller, args).exit_code

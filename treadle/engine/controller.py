@@ -53,6 +53,8 @@ _COMMAND_TIMEOUT_S = 10.0
 
 
 class RunController:
+    run_class: type[Run] = Run  # the run it drives (the workers' parent drives one of its own kind)
+
     def __init__(
         self,
         loaded: LoadedPipeline,
@@ -72,7 +74,7 @@ class RunController:
             self._directory = RunDirectory(self.options.out)
         # Building the run checks what only a run can (API keys): nothing is written before it passes.
         try:
-            self._run = Run(loaded, self.options, self.bus, self._directory, recovery)
+            self._run = self.run_class(loaded, self.options, self.bus, self._directory, recovery)
         except BaseException:
             self._directory.release()
             raise
@@ -97,12 +99,13 @@ class RunController:
         recompute: Collection[str] = (),
         hold_open: bool = False,
         cache: CacheMode = "use",
+        workers: int | None = None,
     ) -> RunController:
         """Continue an interrupted or failed run in its directory: finished cells are never run again.
 
         The pipeline is loaded again from where the run found it (or given), at the run's latest version
         (changes made while it went are applied again); if it changed otherwise, resume is refused unless
-        `recompute` names the columns to redo (their dependents are redone too).
+        `recompute` names the columns to redo (their dependents are redone too); `workers`: as many.
         """
         path = Path(run_dir)
         record = RunRecord.read(path)
@@ -117,10 +120,10 @@ class RunController:
             group_size=size,
             recompute=descendants(pipeline.graph.nodes, recompute),
         )
-        options = RunOptions(
-            out=path, rows=record.rows, max_parallel=record.max_parallel, hold_open=hold_open, cache=cache
-        )
-        return cls(pipeline, options, recovery=recovery, versions=versions)
+        options = RunOptions(path, record.rows, record.max_parallel, hold_open=hold_open, cache=cache, workers=workers)
+        from treadle.engine.workers import open_controller  # it imports this module: a cycle at the top
+
+        return open_controller(pipeline, options, recovery=recovery, versions=versions)
 
     @property
     def run_dir(self):

@@ -12,6 +12,8 @@ only the work that exists, so a large value is harmless; a larger one is a typo.
 PYTHON_THREADS_MAX = 4096
 """The most threads for sync python functions; by default as many as max_parallel, up to 1024."""
 PYTHON_THREADS_DEFAULT_MAX = 1024
+WORKERS_MAX = 64
+"""The most engine processes of one run (`--workers`, `run.workers`)."""
 
 
 def check_limit(name: str, total: object) -> int:

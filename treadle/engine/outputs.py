@@ -87,6 +87,14 @@ class RunDirectory:
             with contextlib.suppress(OSError):  # not empty after all, or gone: leave it as it is
                 self.path.rmdir()
 
+    def worker_journal_path(self, worker: int) -> Path:
+        """The journal of one engine process of a run with several (`--workers`)."""
+        return self.path / f"journal-w{worker}.jsonl"
+
+    def journal_paths(self) -> list[Path]:
+        """Every journal of the run: its own and those of its worker processes."""
+        return [self.journal_path, *sorted(self.path.glob("journal-w*.jsonl"))]
+
     def group_path(self, group: int) -> Path:
         return self.groups_dir / f"rg-{group:06d}.parquet"
 
@@ -169,7 +177,8 @@ class RunDirectory:
         )
         # Best effort from here: the outputs are complete and the directory resumable whatever is left.
         with contextlib.suppress(OSError):
-            self.journal_path.unlink(missing_ok=True)
+            for journal in self.journal_paths():
+                journal.unlink(missing_ok=True)
             # From several threads: an unlink took ~2.7 ms on a disk mounted with `discard`, one after
             # another 27 s for a 1M-row run's 10,000 files.
             with ThreadPoolExecutor(_FILE_THREADS, thread_name_prefix="treadle-compact") as pool:

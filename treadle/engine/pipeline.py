@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from treadle.engine.errors import describe_value
-from treadle.engine.limits import LIMIT_MAX, PYTHON_THREADS_MAX
+from treadle.engine.limits import LIMIT_MAX, PYTHON_THREADS_MAX, WORKERS_MAX
 
 
 class _Strict(BaseModel):
@@ -212,6 +212,9 @@ class RunConfig(_Strict):
     """Row groups admitted at once; bounds memory."""
     max_parallel: LimitValue = 64
     """Execution slots: cells running at once across all columns."""
+    workers: Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=1, le=WORKERS_MAX)] = 1
+    """Engine processes on this machine, each running whole row groups; the run's limits (max_parallel,
+    row groups in flight, each model's max_parallel, rpm and tpm) are shared out between them."""
     python_threads: Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=1, le=PYTHON_THREADS_MAX)] | None = None
     """Threads for sync python functions; defaults to max_parallel, at most 1024."""
     retries: int = Field(default=3, ge=0)

@@ -173,12 +173,17 @@ def recover(
     # A complete group's file says it all: its rows' journal entries are not kept (a finished 1M-row
     # run's journal would otherwise be held whole, ~1 KB a row).
     complete_groups = recovery.finished_groups
-    journal = replay(directory.journal_path, skip_row=lambda row: row // group_size in complete_groups)
-    _recover_dropped(recovery, directory, journal.dropped, journal.filtered, recompute)
-    for row, columns in journal.done.items():
-        for name, column_values in columns.items():
-            if name in outputs and name not in recompute:
-                recovery.done.setdefault(row, {})[name] = column_values
+    dropped: set[int] = set()
+    filtered: dict[int, str] = {}
+    for path in directory.journal_paths():  # a run with several worker processes has one journal each
+        journal = replay(path, skip_row=lambda row: row // group_size in complete_groups)
+        dropped |= journal.dropped
+        filtered.update(journal.filtered)
+        for row, columns in journal.done.items():
+            for name, column_values in columns.items():
+                if name in outputs and name not in recompute:
+                    recovery.done.setdefault(row, {})[name] = column_values
+    _recover_dropped(recovery, directory, dropped, filtered, recompute)
     return recovery
 
 

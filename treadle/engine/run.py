@@ -74,6 +74,8 @@ class RunOptions:
     `RunController.close()` ends it."""
     cache: CacheMode = "use"
     """The response cache: `use`, `off` (--no-cache) or `refresh` (--refresh-cache)."""
+    workers: int | None = None
+    """Override of run.workers (engine processes; 1 runs in this process)."""
 
 
 def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:

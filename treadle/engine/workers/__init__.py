@@ -1,0 +1,33 @@
+"""Several engine processes on one machine (`--workers N`, `run.workers: N`).
+
+The unit of work is the row group. The parent process (parent.py) owns the run and its directory: it
+hands row groups to N worker processes (worker.py), each a real engine running the same Scheduler
+over the groups it is given, shares out the limits, passes commands on, and writes the run directory
+with the same files as one process. Messages between them: messages.py; the parent's side of the
+processes: pool.py.
+"""
+
+from __future__ import annotations
+
+from treadle.engine.column_edits import Versions
+from treadle.engine.controller import RunController
+from treadle.engine.pipeline_validation import LoadedPipeline
+from treadle.engine.resume import Recovery
+from treadle.engine.run import RunOptions
+
+
+def open_controller(
+    loaded: LoadedPipeline,
+    options: RunOptions | None = None,
+    *,
+    recovery: Recovery | None = None,
+    versions: Versions | None = None,
+) -> RunController:
+    """The controller of a run: on this process's engine thread (one worker: the usual path), or the
+    parent of `RunOptions.workers` (else run.workers) engine processes."""
+    options = options or RunOptions()
+    if (options.workers or loaded.config.run.workers) > 1:
+        from treadle.engine.workers.parent import WorkersController  # process machinery, only when used
+
+        return WorkersController(loaded, options, recovery=recovery, versions=versions)
+    return RunController(loaded, options, recovery=recovery, versions=versions)

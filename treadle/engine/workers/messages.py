@@ -1,0 +1,106 @@
+"""What the parent and its worker processes tell each other (pickled over a multiprocessing pipe),
+and how a run's limits are shared out between the workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from treadle.engine.events import EventPayload
+from treadle.engine.policy import CellFailure
+from treadle.engine.trace_writer import Batch
+
+# ---- parent -> worker ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Assign:
+    """Row groups for the worker to run, with the cells another worker already finished in them (it
+    died: its journal said so)."""
+
+    groups: list[int]
+    done: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    """row -> column -> that column's values, as `Recovery.done`."""
+
+
+@dataclass(frozen=True)
+class SetLimit:
+    name: str
+    total: int
+
+
+@dataclass(frozen=True)
+class SetBudgets:
+    model: str
+    rpm: int | None
+    tpm: int | None
+
+
+@dataclass(frozen=True)
+class Command:
+    """pause, resume, stop (start nothing new; end when the running cells have), abort (cancel them
+    now), or close (every group given is done: end)."""
+
+    name: str
+    reason: str = "interrupted"
+
+
+ParentMessage = Assign | SetLimit | SetBudgets | Command
+
+# ---- worker -> parent ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GroupWritten:
+    """A row group's file is in the run directory; `partial` when a stop cut the group short."""
+
+    group: int
+    states: bytes
+    """The cell states of the group's rows (dropped ones too), row after row, as the tracker holds them."""
+    filtered: list[int]
+    """Rows of the group a filter column turned away."""
+    failures: list[tuple[int, CellFailure]]
+    """The group's failed cells: (cell, failure)."""
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What a worker did since its last tick (four times a second)."""
+
+    traces: Batch | None
+    """Its attempts since the last tick (None with tracing off)."""
+    latencies: list[bytes] | None
+    """With tracing off: each node's run times of cells done since the last tick (array('d') bytes)."""
+    groups: list[int]
+    """The row groups it holds (in flight or waiting for their file)."""
+    counts: list[int]
+    """Cell counts of those groups by node and state (`CellTracker.counts` layout)."""
+    in_use: dict[str, int]
+    peaks: dict[str, int]
+    events: list[EventPayload]
+    """Events the parent passes on (failed, retried, adapted cells); the rest it makes itself."""
+    first_row_done_at: float | None
+    pause_reason: str | None
+    cache: tuple[int, int, int]
+    """The response cache's hits, misses, answers stored so far."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The worker's run has ended (all its groups written, or stopped)."""
+
+    engine_cpu_s: float
+    fatal: str | None
+    requests: dict[str, tuple[int, int]]
+    """Per model limit: requests started, answers that asked to wait (429)."""
+
+
+WorkerMessage = GroupWritten | Tick | Finished
+
+
+def shares(total: int, workers: int) -> list[int]:
+    """`total` split between `workers` as evenly as whole numbers allow, the larger shares first; at
+    least 1 each (a limit below the number of workers is exceeded rather than left with an idle worker)."""
+    base, extra = divmod(total, workers)
+    return [max(1, base + (1 if i < extra else 0)) for i in range(workers)]

@@ -1,0 +1,467 @@
+"""The parent of a run's worker processes: it owns the run directory and the run.
+
+It hands out row groups (each worker holds its share of groups in flight and one more, so it never
+waits for the next), shares out the limits, passes commands to every worker, merges what they report
+(cell states of written groups, failures, traces, counts) and, at the end, writes output.parquet,
+failures.jsonl, summary.json, trace.parquet and cells.parquet as one process does. A worker that dies
+leaves its unfinished groups to the others (with the cells its journal says it finished).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import pickle
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from treadle.engine.column_edits import Versions
+from treadle.engine.controller import RunController
+from treadle.engine.errors import FatalRunError, StorageError
+from treadle.engine.events import EventBus, Paused, Progress, Resumed, RunFinished, RunStarted, Stopping
+from treadle.engine.journal import replay
+from treadle.engine.limits import ROW_GROUPS, SLOTS, check_limit, model_limit
+from treadle.engine.outputs import RunDirectory
+from treadle.engine.pipeline_validation import LoadedPipeline
+from treadle.engine.resume import Recovery
+from treadle.engine.run import PROGRESS_EVERY_S, TRACE_FLUSH_EVERY_S, Run, RunOptions
+from treadle.engine.summary_record import RunSummary
+from treadle.engine.tracker import N_STATES, CellState
+from treadle.engine.views import LimitView, Snapshot
+from treadle.engine.workers import pool
+from treadle.engine.workers.messages import (
+    Assign,
+    Command,
+    Finished,
+    GroupWritten,
+    SetBudgets,
+    SetLimit,
+    Tick,
+    WorkerMessage,
+    shares,
+)
+from treadle.engine.workers.pool import WorkerHandle
+from treadle.engine.workers.worker import WorkerSpec, group_counts
+
+log = logging.getLogger("treadle.workers")
+
+
+class ParentRun(Run):
+    """A Run whose cells run in worker processes; its tracker, tracer and failures hold what they report."""
+
+    def __init__(
+        self,
+        loaded: LoadedPipeline,
+        options: RunOptions,
+        bus: EventBus,
+        directory: RunDirectory,
+        recovery: Recovery | None = None,
+    ) -> None:
+        super().__init__(loaded, options, bus, directory, recovery)
+        self.n_workers = options.workers or loaded.config.run.workers
+        self.recovery = recovery
+        groups = self.scheduler.row_groups
+        self.pending = deque(g for g in range(self.tracker.n_groups) if not groups.is_finished(g))
+        """Groups not given to any worker yet (a dead worker's come back to the front)."""
+        self.written = self.tracker.n_groups - len(self.pending)
+        self.workers: list[WorkerHandle] = []
+        self.restored: dict[int, dict[int, dict[str, dict[str, Any]]]] = {}
+        """group -> the cells a dead worker finished in it (row -> column -> values), for the next one."""
+        self._requests: dict[int, dict[str, tuple[int, int]]] = {}
+        self._cache_stats: dict[int, tuple[int, int, int]] = {}
+        self._done: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- the run -----------------------------------------------------------------------------------
+
+    def _spec(self, index: int, pipeline: bytes) -> WorkerSpec:
+        options = dataclasses.replace(
+            self.options, out=self.directory.path, hold_open=True, workers=1, max_parallel=self._shares(SLOTS)[index]
+        )
+        rates = self.rates
+        return WorkerSpec(
+            index=index,
+            pipeline=pipeline,
+            base_dir=str(self.loaded.base_dir),
+            options=options,
+            recovery=self.recovery,
+            limits={name: self._shares(name)[index] for name in self.limits},
+            budgets={key: self._budget_shares(key)[index] for key in rates},
+        )
+
+    def _shares(self, name: str, workers: int | None = None) -> list[int]:
+        return shares(self.limits[name].total, workers or self.n_workers)
+
+    def _budget_shares(self, key: str, workers: int | None = None) -> list[tuple[int | None, int | None]]:
+        n = workers or self.n_workers
+        rpm, tpm = self.rates[key].told_rpm, self.rates[key].told_tpm
+        rpms = [None] * n if rpm is None else shares(rpm, n)
+        tpms = [None] * n if tpm is None else shares(tpm, n)
+        return list(zip(rpms, tpms, strict=True))
+
+    async def execute(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._done = asyncio.Event()
+        started, cpu_started = loop.time(), time.thread_time()
+        self.status = "running"
+        self.bus.restart_clock()
+        self.tracer.t0 = time.perf_counter()
+        columns, run_dir = tuple(self.node_names), str(self.directory.path)
+        self.bus.emit(RunStarted(name=self.loaded.name, rows=len(self.frame), columns=columns, run_dir=run_dir))
+        if self.pending:
+            self.n_workers = min(self.n_workers, len(self.pending))  # a worker per group at most
+            slots = self._shares(SLOTS)
+            pipeline = pickle.dumps(self.loaded)
+            for index in range(self.n_workers):
+                spec = self._spec(index, pipeline)
+                self.workers.append(pool.start_worker(spec, sum(slots[:index]), loop, self._on_message))
+            for handle in self.workers:
+                self._feed(handle)
+        else:
+            self._done.set()
+        stop_progress = asyncio.Event()
+        progress = loop.create_task(self._report_progress(stop_progress))
+        lag = loop.create_task(self.loop_lag.watch())
+        try:
+            await self._done.wait()
+        finally:
+            stop_progress.set()
+            await progress
+            lag.cancel()
+            if not self._done.is_set():  # the parent itself failed: its workers end too
+                self.abort()
+        try:
+            await self._finish(started, cpu_started)
+        finally:  # last: the workers' interpreters wind down while the parent writes the outputs
+            await asyncio.to_thread(self._join_workers)
+        self.bus.emit(RunFinished(status=self.status, wall_s=round(self.wall_s, 3), message=self.message))
+
+    async def _finish(self, started: float, cpu_started: float) -> None:
+        """Every worker has ended: the run's outputs from what they wrote and said."""
+        loop = asyncio.get_running_loop()
+        self.wall_s = loop.time() - started
+        workers_cpu = sum(h.finished.engine_cpu_s for h in self.workers if h.finished is not None)
+        self.engine_cpu_s = time.thread_time() - cpu_started + workers_cpu
+        self.status = self._final_status()
+        try:
+            await loop.run_in_executor(self._writer, self._write_outputs)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write the run directory {self.directory.path}: {self._storage_reason(exc)} "
+                "(what was journaled is kept; free space and run treadle resume)"
+            ) from None
+        finally:
+            self._writer.shutdown()
+            self._trace_writer.shutdown()
+
+    def _join_workers(self) -> None:
+        for handle in self.workers:
+            handle.outbox.put(None)
+            handle.process.wait()
+            handle.conn.close()
+
+    async def _report_progress(self, stop: asyncio.Event) -> None:
+        """Until `stop`: a progress event every second, the merged traces to the trace file more often."""
+        loop = asyncio.get_running_loop()
+        last_progress = loop.time()
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), TRACE_FLUSH_EVERY_S)
+                return
+            except TimeoutError:
+                pass
+            if loop.time() - last_progress >= PROGRESS_EVERY_S:
+                last_progress = loop.time()
+                counts = self.merged_counts().reshape(-1, N_STATES).sum(axis=0)
+                self.bus.emit(Progress(cells={s.label: int(counts[s]) for s in CellState if counts[s]}))
+            traces = self.tracer.take_unwritten()
+            try:
+                await loop.run_in_executor(self._trace_writer, self.tracer.write, self.directory.trace_path, traces)
+            except OSError as exc:
+                self._fail(f"cannot write the run directory {self.directory.path}: {self._storage_reason(exc)}")
+                return
+
+    # ---- what workers say (on the parent's loop) ---------------------------------------------------
+
+    def _on_message(self, handle: WorkerHandle, message: WorkerMessage | None) -> None:
+        if isinstance(message, GroupWritten):
+            self._group_written(handle, message)
+        elif isinstance(message, Tick):
+            self._tick(handle, message)
+        elif isinstance(message, Finished):
+            handle.finished = message
+            self._requests[handle.index] = message.requests
+            if message.fatal is not None:
+                self._fail(message.fatal)
+        elif handle.finished is None and handle.alive:
+            self._worker_died(handle)
+        else:
+            handle.alive = False
+        if all(not h.alive or h.finished is not None for h in self.workers):
+            assert self._done is not None
+            self._done.set()
+
+    def _group_written(self, handle: WorkerHandle, message: GroupWritten) -> None:
+        group = message.group
+        pool.apply_group_states(self.tracker, group, message.states)
+        if message.filtered and self.tracker.filtered is not None:
+            self.tracker.filtered.update(message.filtered)
+        failures = self.scheduler.failures
+        rows = self.tracker.group_rows(group)
+        n = self.tracker.n_nodes
+        for cell in range(rows.start * n, rows.stop * n):
+            failures.pop(cell, None)
+        failures.update(message.failures)
+        if not message.partial and group in handle.outstanding:
+            handle.outstanding.discard(group)
+            self.written += 1
+            self._feed(handle)
+
+    def _tick(self, handle: WorkerHandle, tick: Tick) -> None:
+        handle.tick = tick
+        if tick.traces is not None:
+            pool.merge_traces(self.tracer, tick.traces, handle.slot_offset)
+        if tick.latencies is not None:
+            for node, ran in enumerate(tick.latencies):
+                self.scheduler.latencies[node].frombytes(ran)
+        for payload in tick.events:
+            self.bus.emit(payload)
+        for name, limit in self.limits.items():
+            limit.peak = max(limit.peak, sum(h.tick.peaks.get(name, 0) for h in self.workers if h.tick))
+        first = tick.first_row_done_at
+        if first is not None and (self.scheduler.first_row_done_at or first) >= first:
+            self.scheduler.first_row_done_at = first
+        self._cache_stats[handle.index] = tick.cache
+        if tick.pause_reason and not self.scheduler.paused:  # early stop in one worker pauses them all
+            self.pause(tick.pause_reason)
+
+    def _worker_died(self, handle: WorkerHandle) -> None:
+        """Its unfinished groups to the front of the queue, with the cells its journal says are done."""
+        handle.alive = False
+        groups = sorted(handle.outstanding)
+        handle.outstanding.clear()
+        log.warning(
+            "treadle: worker %d (pid %d) ended mid-run; its %d unfinished row groups go to the others",
+            handle.index,
+            handle.process.pid,
+            len(groups),
+        )
+        size = self.tracker.group_size
+        journal = replay(self.directory.worker_journal_path(handle.index), lambda row: row // size not in groups)
+        for row, columns in journal.done.items():
+            self.restored.setdefault(row // size, {})[row] = columns
+        self.pending.extendleft(reversed(groups))
+        alive = [h for h in self.workers if h.alive]
+        if not alive:
+            self._fail("every worker process died")
+            return
+        for name in self.limits:
+            self._send_shares(name)
+        for key in self.rates:
+            self._send_budgets(key)
+        for other in alive:
+            self._feed(other)
+
+    def _feed(self, handle: WorkerHandle) -> None:
+        """Give a worker groups up to its share of groups in flight and one more; close them all at the end."""
+        alive = [h for h in self.workers if h.alive]
+        if not handle.alive or self.scheduler.stopping:
+            return
+        target = self._shares(ROW_GROUPS, len(alive))[alive.index(handle)] + 1
+        given: list[int] = []
+        while self.pending and len(handle.outstanding) + len(given) < target:
+            given.append(self.pending.popleft())
+        if given:
+            handle.outstanding.update(given)
+            done = {row: cols for g in given for row, cols in self.restored.pop(g, {}).items()}
+            handle.send(Assign(given, done))
+        if not self.pending and not any(h.outstanding for h in alive):
+            for other in alive:
+                other.send(Command("close", "closed"))
+
+    def _fail(self, message: str) -> None:
+        if self.scheduler.fatal is None:
+            self.scheduler.fatal = FatalRunError(message)
+            self.stop(message)
+        if not any(h.alive for h in self.workers) and self._done is not None:
+            self._done.set()
+
+    # ---- commands (on the parent's loop) -----------------------------------------------------------
+
+    def _broadcast(self, message: Command | SetLimit | SetBudgets) -> None:
+        for handle in self.workers:
+            handle.send(message)
+
+    def _send_shares(self, name: str) -> None:
+        alive = [h for h in self.workers if h.alive]
+        for handle, share in zip(alive, self._shares(name, len(alive)), strict=True):
+            handle.send(SetLimit(name, share))
+
+    def _send_budgets(self, key: str) -> None:
+        alive = [h for h in self.workers if h.alive]
+        for handle, (rpm, tpm) in zip(alive, self._budget_shares(key, len(alive)), strict=True):
+            handle.send(SetBudgets(key.removeprefix("model:"), rpm, tpm))
+
+    def set_limit(self, name: str, total: int) -> None:
+        self.scheduler.set_limit(name, total)  # the parent's limit and its event; shares to the workers
+        self._send_shares(name)
+
+    def set_budgets(self, model: str, rpm: int | None, tpm: int | None) -> None:
+        self.rates[model_limit(model)].set_budgets(rpm, tpm)
+        self._send_budgets(model_limit(model))
+
+    def pause(self, reason: str | None = None) -> None:
+        if not self.scheduler.paused:
+            self.scheduler.paused, self.scheduler.pause_reason = True, reason
+            self.bus.emit(Paused(reason=reason))
+            self._broadcast(Command("pause"))
+
+    def resume(self) -> None:
+        if self.scheduler.paused:
+            self.scheduler.paused, self.scheduler.pause_reason = False, None
+            self.bus.emit(Resumed())
+            self._broadcast(Command("resume"))
+
+    def stop(self, reason: str = "interrupted") -> None:
+        if not self.scheduler.stopping:
+            self.scheduler.stopping = True
+            self.bus.emit(Stopping(reason=reason))
+            self._broadcast(Command("stop", reason))
+
+    def abort(self) -> None:
+        self.stop()
+        self._broadcast(Command("abort"))
+
+    # ---- what the UIs and summary.json see ---------------------------------------------------------
+
+    def merged_counts(self) -> np.ndarray:
+        """Cell counts by node and state: the parent's for groups no worker holds, the workers' for theirs."""
+        counts = np.array(self.tracker.counts, dtype=np.int64)
+        for handle in self.workers:
+            if handle.alive and handle.tick is not None and handle.tick.groups:
+                counts += np.array(handle.tick.counts) - group_counts(self.tracker, handle.tick.groups)
+        return counts
+
+    def in_use(self, name: str) -> int:
+        return sum(h.tick.in_use.get(name, 0) for h in self.workers if h.alive and h.tick is not None)
+
+    def summary_record(self) -> RunSummary:
+        cache = self.cache
+        if cache is not None and self._cache_stats:  # the workers' lookups, not the parent's (none)
+            cache.stats.hits, cache.stats.misses, cache.stats.stored = (
+                int(x) for x in np.sum(list(self._cache_stats.values()), axis=0)
+            )
+        summary = super().summary_record()
+        rate_limits = {
+            model: record.model_copy(
+                update={
+                    "requests": sum(r.get(model_limit(model), (0, 0))[0] for r in self._requests.values()),
+                    "rate_limited": sum(r.get(model_limit(model), (0, 0))[1] for r in self._requests.values()),
+                }
+            )
+            for model, record in summary.rate_limits.items()
+        }
+        return summary.model_copy(update={"rate_limits": rate_limits})
+
+
+class WorkersController(RunController):
+    """The controller of a run on several worker processes (`--workers N`): the same door as one
+    process, except that retry, drop and column edits are not there yet, and the run ends when its
+    cells have (`hold_open` is ignored: nothing could be retried)."""
+
+    run_class = ParentRun
+    _run: ParentRun
+
+    def __init__(
+        self,
+        loaded: LoadedPipeline,
+        options: RunOptions | None = None,
+        *,
+        recovery: Recovery | None = None,
+        versions: Versions | None = None,
+    ) -> None:
+        options = dataclasses.replace(options or RunOptions(), hold_open=False)
+        super().__init__(loaded, options, recovery=recovery, versions=versions)
+
+    @property
+    def workers(self) -> int:
+        return self._run.n_workers
+
+    def pause(self) -> None:
+        self._call(self._run.pause)
+
+    def resume(self) -> None:
+        self._call(self._run.resume)
+
+    def set_limit(self, name: str, total: int) -> None:
+        if name not in self._run.limits:
+            raise ValueError(f"unknown limit {name!r}; known: {', '.join(self._run.limits)}")
+        check_limit(name, total)
+
+        def set_limit() -> None:
+            self._run.set_limit(name, total)
+            self._limit_changes.record(name, self.bus.elapsed(), total)
+
+        self._call(set_limit)
+
+    def set_budgets(self, model: str, rpm: int | None = None, tpm: int | None = None) -> None:
+        if model_limit(model) not in self._run.rates:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(k[6:] for k in self._run.rates)}")
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None:
+                check_limit(f"{model}.{name}", value)
+        self._call(lambda: self._run.set_budgets(model, rpm, tpm))
+
+    def cancel(self) -> None:
+        def cancel() -> None:
+            self._run.stop()
+            assert self._loop is not None
+            self._loop.call_later(self.options.grace_s, self._run.abort)
+
+        self._call(cancel)
+
+    def close(self) -> None:
+        self._call(lambda: self._run.stop("closed"))
+
+    def abort(self) -> None:
+        self._call(self._run.abort)
+
+    # Commands that change cells or columns act on one engine's state: not across workers yet.
+
+    def retry(self, *args: Any, **kwargs: Any) -> int:
+        raise _not_yet("retry")
+
+    def drop(self, *args: Any, **kwargs: Any) -> int:
+        raise _not_yet("drop")
+
+    def update_column(self, *args: Any, **kwargs: Any) -> int | None:
+        raise _not_yet("update_column")
+
+    def reload_function(self, *args: Any, **kwargs: Any) -> int | None:
+        raise _not_yet("reload_function")
+
+    def recompute(self, *args: Any, **kwargs: Any) -> int:
+        raise _not_yet("recompute")
+
+    def _snapshot(self, rows: list[int]) -> Snapshot:
+        run = self._run
+        snapshot = super()._snapshot(rows)
+        counts = run.merged_counts().reshape(-1, N_STATES)
+        by_column = {name: {s.label: int(counts[i, s]) for s in CellState} for i, name in enumerate(snapshot.columns)}
+        in_flight = sum(len(h.outstanding) for h in run.workers if h.alive)
+        return dataclasses.replace(
+            snapshot,
+            cells={s.label: int(counts[:, s].sum()) for s in CellState},
+            by_column=by_column,
+            row_groups={"finished": run.written, "in_flight": in_flight, "pending": len(run.pending)},
+            limits={n: LimitView(lim.total, run.in_use(n), lim.peak) for n, lim in run.limits.items()},
+        )
+
+
+def _not_yet(command: str) -> NotImplementedError:
+    return NotImplementedError(f"{command} is not there yet for a run on several worker processes (--workers)")

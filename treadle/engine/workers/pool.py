@@ -1,0 +1,145 @@
+"""The parent's side of its worker processes: starting them, hearing from each on a thread of its own,
+and folding what they send into the parent's tracker and tracer.
+
+A worker is `python -m treadle.engine.workers.worker FD`, FD one end of a socket pair (a
+multiprocessing Connection: pickled messages). Not multiprocessing's spawn: that runs the caller's
+main module again in each child, which a script calling `treadle.run(..., workers=2)` without an
+`if __name__ == "__main__"` guard would not survive. Each worker has a session of its own, so a
+Ctrl-C at the terminal reaches the parent alone, which stops the workers in order."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+import treadle
+from treadle.engine.trace_writer import HEAD, HEAD_DTYPE, Batch
+from treadle.engine.tracing import Tracer
+from treadle.engine.tracker import CellTracker
+from treadle.engine.workers import worker
+from treadle.engine.workers.messages import Finished, ParentMessage, Tick, WorkerMessage
+
+
+@dataclass
+class WorkerHandle:
+    index: int
+    process: subprocess.Popen[bytes]
+    conn: Connection
+    slot_offset: int
+    """Added to the slot numbers of its traces: each worker's execution slots are their own lanes."""
+    outstanding: set[int] = field(default_factory=set)
+    """Groups given to it whose file it has not reported written."""
+    tick: Tick | None = None
+    finished: Finished | None = None
+    alive: bool = True
+    outbox: queue.SimpleQueue[ParentMessage | None] = field(default_factory=queue.SimpleQueue)
+    """Messages for its sender thread: the loop never waits on the pipe (a large seed, a slow child)."""
+
+    def send(self, message: ParentMessage) -> None:
+        if self.alive:
+            self.outbox.put(message)
+
+
+def start_worker(
+    spec: worker.WorkerSpec,
+    slot_offset: int,
+    loop: asyncio.AbstractEventLoop,
+    on_message: Callable[[WorkerHandle, WorkerMessage | None], None],
+) -> WorkerHandle:
+    """Start a worker process and a thread passing its messages to `on_message` on `loop` (None when
+    its pipe closes: it ended, or died)."""
+    ours, theirs = multiprocessing.Pipe()
+    env = dict(os.environ)
+    # The worker imports this very treadle (a source checkout need not be installed).
+    root = str(Path(treadle.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "treadle.engine.workers.worker", str(theirs.fileno())],
+        pass_fds=[theirs.fileno()],
+        env=env,
+        start_new_session=True,
+    )
+    theirs.close()
+    handle = WorkerHandle(spec.index, process, ours, slot_offset)
+
+    def write() -> None:
+        message: worker.WorkerSpec | ParentMessage | None = spec
+        while message is not None:
+            try:
+                ours.send(message)
+            except (OSError, ValueError):  # it died: the reader hears so
+                return
+            message = handle.outbox.get()
+
+    def read() -> None:
+        while True:
+            try:
+                message: WorkerMessage | None = ours.recv()
+            except (EOFError, OSError):
+                message = None
+            try:
+                loop.call_soon_threadsafe(on_message, handle, message)
+            except RuntimeError:  # the parent's loop has closed
+                return
+            if message is None:
+                return
+
+    threading.Thread(target=write, name=f"treadle-worker-{spec.index}-writer", daemon=True).start()
+    threading.Thread(target=read, name=f"treadle-worker-{spec.index}-reader", daemon=True).start()
+    return handle
+
+
+def apply_group_states(tracker: CellTracker, group: int, states: bytes) -> None:
+    """A worker wrote a group: its cells' states into the parent's tracker (counts follow)."""
+    start = tracker.group_rows(group).start * tracker.n_nodes
+    current = tracker.state
+    for i, state in enumerate(states):
+        if current[start + i] != state:
+            tracker._set(start + i, state)  # the tracker's own bookkeeping of counts and open groups
+
+
+def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int) -> None:
+    """A worker's attempts into the parent's tracer, in order, through its public recording calls:
+    plain successes as packed heads, the others field by field."""
+    heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE).copy()
+    heads["slot"] += slot_offset
+    packed = heads.tobytes()
+    done = 0
+    for index, rest in batch.more:
+        tracer.record_plain(packed[done * HEAD.size : index * HEAD.size])
+        row, node, attempt, slot, t_ready, t_start, t_end = (x.item() for x in heads[index])
+        usage = {"prompt_tokens": rest.get("tokens_in"), "completion_tokens": rest.get("tokens_out")}
+        child = (rest["model"], usage) if rest.get("parent") is not None else None
+        tracer.record(
+            row,
+            node,
+            attempt,
+            slot,
+            t_ready,
+            t_start,
+            t_end,
+            rest["status"],
+            error=_named_error(rest["error_class"]) if rest.get("error_class") else None,
+            message=rest.get("message"),
+            values=None if child is not None else {tracer.usage_keys[node]: usage},
+            child=child,
+            retry_after=rest.get("retry_after_s"),
+        )
+        done = index + 1
+    tracer.record_plain(packed[done * HEAD.size :])
+
+
+def _named_error(name: str) -> Exception:
+    """An exception whose class has `name`: the trace keeps only the class name of a worker's error."""
+    return type(name, (Exception,), {})()

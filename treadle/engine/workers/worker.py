@@ -1,0 +1,324 @@
+"""A worker process: a real engine (`Run`, the same Scheduler) over the row groups its parent gives it.
+
+It journals finished cells to its own journal in the run directory and writes each finished group's
+file there, as one process does; the parent hears of each written group (its cell states and
+failures), and four times a second of the rest (trace batches, counts, limits in use, events). Commands
+come in on a thread of their own. When the parent goes away (killed), the worker stops at once,
+writes the groups it holds and exits: `treadle resume` finds every cell it finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import queue
+import sys
+import threading
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from treadle.engine.events import CellFailed, CellRetried, EventBus, LimitAdapted, RowDropped, Salvage
+from treadle.engine.gc_tuning import GC_TUNING
+from treadle.engine.generators.llm import LLMGenerator
+from treadle.engine.limits import ROW_GROUPS, Limit
+from treadle.engine.outputs import RunDirectory
+from treadle.engine.pipeline_validation import LoadedPipeline
+from treadle.engine.resume import Recovery
+from treadle.engine.row_groups import RowGroups
+from treadle.engine.run import TRACE_FLUSH_EVERY_S, Run, RunOptions
+from treadle.engine.tracker import N_STATES, CellTracker
+from treadle.engine.workers.messages import (
+    Assign,
+    Finished,
+    GroupWritten,
+    ParentMessage,
+    SetBudgets,
+    SetLimit,
+    Tick,
+    WorkerMessage,
+)
+
+_PASSED_ON = (CellFailed, CellRetried, RowDropped, LimitAdapted, Salvage)
+"""Events the parent passes on to its own subscribers; it makes the others (started, paused, ...) itself."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker process starts from."""
+
+    index: int
+    pipeline: bytes
+    """The parent's LoadedPipeline, pickled: unpickled once `base_dir` is importable (python columns)."""
+    base_dir: str
+    options: RunOptions
+    recovery: Recovery | None
+    limits: dict[str, int]
+    """This worker's share of each limit (slots, row_groups, model:<name>)."""
+    budgets: dict[str, tuple[int | None, int | None]]
+    """This worker's share of each model limit's rpm and tpm."""
+
+
+def group_counts(tracker: CellTracker, groups: list[int]) -> np.ndarray:
+    """Cell counts of `groups` by node and state, flat as `CellTracker.counts`."""
+    n = tracker.n_nodes
+    counts = np.zeros((n, N_STATES), dtype=np.int64)
+    for group in groups:
+        rows = tracker.group_rows(group)
+        cells = np.frombuffer(tracker.state, np.uint8, len(rows) * n, rows.start * n)
+        for node in range(n):
+            counts[node] += np.bincount(cells[node::n], minlength=N_STATES)
+    return counts.ravel()
+
+
+class AssignedRowGroups(RowGroups):
+    """Row groups that count as someone else's (finished) until the parent assigns them; then admitted
+    in the order given, under this worker's share of the limit on groups in flight."""
+
+    def __init__(self, n_groups: int, limit: Limit) -> None:
+        super().__init__(n_groups, limit, finished=range(n_groups))
+        self._assigned: deque[int] = deque()
+
+    def assign(self, groups: Iterable[int]) -> None:
+        self._assigned.extend(groups)
+
+    def admit_next(self) -> int | None:
+        if self.limit.in_use < self.limit.total and self._assigned:
+            group = self._assigned.popleft()
+            self.reopen(group)  # in flight now, holding a place under the limit
+            return group
+        return None
+
+
+class WorkerRun(Run):
+    """A Run whose group writes are told to the parent (`send`)."""
+
+    def __init__(
+        self,
+        loaded: LoadedPipeline,
+        options: RunOptions,
+        directory: RunDirectory,
+        recovery: Recovery | None,
+        send: Callable[[WorkerMessage], None],
+    ) -> None:
+        super().__init__(loaded, options, EventBus(), directory, recovery)
+        self.send = send
+        self.groups = AssignedRowGroups(self.tracker.n_groups, self.limits[ROW_GROUPS])
+        self.scheduler.row_groups = self.groups
+        self._written: set[int] = set()
+        """Groups whose file the writer thread wrote (and the loop has not reported yet)."""
+
+    def _write_group_now(self, group: int, rows: list[tuple[int, dict[str, Any]]], states: list[bytes]) -> None:
+        super()._write_group_now(group, rows, states)  # raises if the write failed: then not reported
+        self._written.add(group)
+
+    async def _write_group(self, group: int) -> None:
+        await super()._write_group(group)
+        if group in self._written:
+            self._written.discard(group)
+            self.send(self.group_written(group))
+
+    def group_written(self, group: int, partial: bool = False) -> GroupWritten:
+        tracker = self.tracker
+        rows = tracker.group_rows(group)
+        n = tracker.n_nodes
+        failures = self.scheduler.failures
+        return GroupWritten(
+            group=group,
+            states=bytes(tracker.state[rows.start * n : rows.stop * n]),
+            filtered=sorted(row for row in tracker.filtered or () if row in rows),
+            failures=[(cell, failures[cell]) for cell in range(rows.start * n, rows.stop * n) if cell in failures],
+            partial=partial,
+        )
+
+    def assign(self, message: Assign) -> None:
+        """Take groups; cells another worker finished in them are restored first (never run again)."""
+        index = {name: i for i, name in enumerate(self.node_names)}
+        n = self.tracker.n_nodes
+        for row, columns in message.done.items():
+            for name, values in columns.items():
+                self.tracker.restore_done(row * n + index[name])
+                self.store.restored.setdefault(row, {}).update(values)
+        self.groups.assign(message.groups)
+        self.scheduler._admit()  # the scheduler admits on its own only when a group's place frees up
+
+    def write_held(self) -> None:
+        """At the end (a thread): groups a stop cut short still hold finished cells: their files, then
+        the journal and the cache closed."""
+        self._writer.shutdown()
+        self._trace_writer.shutdown()
+        for group in self.groups.in_flight():
+            rows, states = self._group_contents(group)
+            self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
+            self.send(self.group_written(group, partial=True))
+        self.journal.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def held_counts(self) -> tuple[list[int], list[int]]:
+        """The groups this worker holds, and their cells' counts by node and state."""
+        held = self.groups.in_flight()
+        return held, group_counts(self.tracker, held).tolist()
+
+
+class WorkerLoop:
+    """The worker's engine loop: the run, its commands, and its ticks to the parent."""
+
+    def __init__(self, run: WorkerRun, conn: Connection) -> None:
+        self.run = run
+        self.conn = conn
+        self.events = run.bus.subscribe()
+        self._tracing = run.loaded.config.run.trace
+        self._latencies = [array("d") for _ in run.node_names]
+        if not self._tracing:
+            # Without a trace the scheduler appends each run time here; each tick sends and clears them
+            # (the parent keeps the run's latencies). The same list: whatever holds it sees the arrays.
+            latencies: list[Any] = run.scheduler.latencies
+            latencies[:] = self._latencies
+
+    def handle(self, message: ParentMessage | None) -> None:
+        """A command from the parent (on the loop); None: the parent is gone."""
+        scheduler = self.run.scheduler
+        if message is None:
+            scheduler.stop("the parent process ended")
+            scheduler.abort()
+        elif isinstance(message, Assign):
+            self.run.assign(message)
+        elif isinstance(message, SetLimit):
+            scheduler.set_limit(message.name, message.total)
+        elif isinstance(message, SetBudgets):
+            self.run.rates[f"model:{message.model}"].set_budgets(message.rpm, message.tpm)
+            scheduler.pace_changed()
+        elif message.name == "pause":
+            scheduler.pause()
+        elif message.name == "resume":
+            scheduler.resume()
+        elif message.name in ("stop", "close"):
+            scheduler.stop(message.reason)
+        elif message.name == "abort":
+            scheduler.stop(message.reason)
+            scheduler.abort()
+
+    def _read_commands(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On a thread: each command to the loop, in order; None when the pipe closes."""
+        while True:
+            try:
+                message: ParentMessage | None = self.conn.recv()
+            except (EOFError, OSError):
+                message = None
+            try:
+                loop.call_soon_threadsafe(self.handle, message)
+            except RuntimeError:  # the loop has closed: the run is over
+                return
+            if message is None:
+                return
+
+    def tick(self) -> Tick:
+        run = self.run
+        latencies = None
+        if not self._tracing:
+            latencies = [bytes(ran) for ran in self._latencies]
+            for ran in self._latencies:
+                del ran[:]
+        events: list[Any] = []
+        while not self.events.empty():
+            payload = self.events.get_nowait().payload
+            if isinstance(payload, _PASSED_ON):
+                events.append(payload)
+        groups, counts = run.held_counts()
+        stats = run.cache.stats if run.cache is not None else None
+        return Tick(
+            traces=run.tracer.take_unwritten() if self._tracing else None,
+            latencies=latencies,
+            groups=groups,
+            counts=counts,
+            in_use={name: limit.in_use for name, limit in run.limits.items()},
+            peaks={name: limit.peak for name, limit in run.limits.items()},
+            events=events,
+            first_row_done_at=run.scheduler.first_row_done_at,
+            pause_reason=run.scheduler.pause_reason,
+            cache=(0, 0, 0) if stats is None else (stats.hits, stats.misses, stats.stored),
+        )
+
+    async def _ticks(self, stop: asyncio.Event) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), TRACE_FLUSH_EVERY_S)
+                return
+            except TimeoutError:
+                self.run.send(self.tick())
+
+    async def execute(self) -> None:
+        run = self.run
+        loop = asyncio.get_running_loop()
+        cpu_started = time.thread_time()
+        run.status = "running"
+        run.journal.open(loop)
+        run.context_services.attach(loop)
+        for generator in run.generators:
+            await generator.astart()
+        run.context_services.observe(run.rates)
+        for generator in run.generators:
+            if isinstance(generator, LLMGenerator):
+                generator.client.observe(run.rates[generator.limit_key])
+        threading.Thread(target=self._read_commands, args=(loop,), name="treadle-commands", daemon=True).start()
+        stop_ticks = asyncio.Event()
+        ticks = loop.create_task(self._ticks(stop_ticks))
+        try:
+            with GC_TUNING.held():
+                await run.scheduler.run()
+        finally:
+            stop_ticks.set()
+            await ticks
+            for generator in run.generators:
+                await generator.aclose()
+            await run.context_services.aclose()
+        await asyncio.to_thread(run.write_held)
+        run.send(self.tick())
+        fatal = run.scheduler.fatal
+        requests = {name: (rate.started_total, rate.refused_total) for name, rate in run.rates.items()}
+        run.send(Finished(time.thread_time() - cpu_started, None if fatal is None else str(fatal), requests))
+
+
+def _send_from_queue(conn: Connection, outbox: queue.SimpleQueue[WorkerMessage | None]) -> None:
+    """On a thread: messages to the parent in order, so the engine loop never waits on the pipe."""
+    while (message := outbox.get()) is not None:
+        try:
+            conn.send(message)
+        except (OSError, ValueError):  # the parent is gone; the command thread hears it too
+            return
+
+
+def main(conn: Connection) -> None:
+    """The worker process: its spec first, then its run until the parent closes it (or goes away)."""
+    spec: WorkerSpec = conn.recv()
+    if spec.base_dir not in sys.path:
+        sys.path.insert(0, spec.base_dir)  # python columns' modules, as the parent found them
+    loaded: LoadedPipeline = pickle.loads(spec.pipeline)
+    assert spec.options.out is not None
+    directory = RunDirectory(spec.options.out)
+    directory.journal_path = directory.worker_journal_path(spec.index)
+    outbox: queue.SimpleQueue[WorkerMessage | None] = queue.SimpleQueue()
+    sender = threading.Thread(target=_send_from_queue, args=(conn, outbox), name="treadle-send", daemon=True)
+    sender.start()
+    run = WorkerRun(loaded, spec.options, directory, spec.recovery, outbox.put)
+    for name, total in spec.limits.items():
+        run.scheduler.set_limit(name, total)
+    for key, (rpm, tpm) in spec.budgets.items():
+        run.rates[key].set_budgets(rpm, tpm)
+    try:
+        asyncio.run(WorkerLoop(run, conn).execute())
+    finally:
+        outbox.put(None)
+        sender.join()
+        conn.close()
+
+
+if __name__ == "__main__":
+    main(Connection(int(sys.argv[1])))
