@@ -16,7 +16,9 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from treadle.engine.filters import filter_row
+import numpy as np
+
+from treadle.engine.filters import filter_rows
 from treadle.engine.generators.base import Generator
 from treadle.engine.generators.batch import BatchGenerator
 from treadle.engine.tracker import CellState, CellTracker
@@ -104,14 +106,22 @@ class Batches:
 
     def take(self, first: int) -> list[int]:
         """The cells of the call `first` stands for (already started by the heap), each now running."""
-        tracker = self._tracker
         cells = self.members.pop(first, [first])
-        running = [first]
-        for cell in cells[1:]:
-            if tracker.state[cell] == _READY:
-                tracker.start(cell)
-                running.append(cell)
-        return running
+        return [first, *self._tracker.start_many(np.array(cells[1:], dtype=np.int64)).tolist()]
+
+    def recheck_rows(self, rows: list[int]) -> None:
+        """`rows` (of one group) were dropped together: `recheck` for all of them at once."""
+        tracker = self._tracker
+        group = rows[0] // tracker.group_size
+        for key in self._collected:
+            if key[1] == group:
+                self._dirty.add(key)
+        for first in [c for c in self.members if tracker.row_dropped(c // tracker.n_nodes)]:
+            rest = [c for c in self.members.pop(first) if tracker.state[c] == _READY]
+            if rest:
+                self.members[rest[0]] = rest
+                self._push_entry(rest[0])
+        self._schedule_flush()
 
 
 async def run_call(scheduler: Scheduler, first: int, t_ready: float, task: asyncio.Task, slot: int) -> None:
@@ -124,19 +134,19 @@ async def run_call(scheduler: Scheduler, first: int, t_ready: float, task: async
     generator = batches.nodes[node]
     assert generator is not None
     row_numbers = [cell // n_nodes for cell in cells]
-    rows = [scheduler.store.rows[row] for row in row_numbers]
     error: BaseException | None = None
-    values: list[dict | None] = []
+    values: dict[str, list] = {}
+    keep: np.ndarray | None = None
     deadlines = scheduler._deadlines
     started = scheduler._clock()
     deadlines.running[first] = (started + scheduler._timeouts[node], task)
     try:
-        frame = generator.frame(rows, row_numbers)
+        frame = generator.frame(scheduler.store.columns(row_numbers), row_numbers)
         if generator.is_async:
             result = await generator.function(frame)
         else:
             result = await asyncio.get_running_loop().run_in_executor(scheduler._executor, generator.function, frame)
-        values = generator.split(result, len(cells))
+        values, keep = generator.split(result, len(cells))
     except asyncio.CancelledError:
         if not deadlines.expired(first, task):
             raise
@@ -148,7 +158,7 @@ async def run_call(scheduler: Scheduler, first: int, t_ready: float, task: async
         scheduler._slots.release()
     ended = scheduler._clock()
     if error is None:
-        _done(scheduler, cells, rows, values, (slot, t_ready, started, ended))
+        _done(scheduler, cells, values, keep, (slot, t_ready, started, ended))
     else:
         failures = scheduler._failure_handler
         for cell in cells:
@@ -163,30 +173,38 @@ async def run_call(scheduler: Scheduler, first: int, t_ready: float, task: async
 def _done(
     scheduler: Scheduler,
     cells: list[int],
-    rows: list[dict],
-    values: list[dict | None],
+    values: dict[str, list],
+    keep: np.ndarray | None,
     timing: tuple[int, float, float, float],
 ) -> None:
+    """The call's cells done together (one tracker operation, one journal line); a filter's rows it
+    turned away dropped together."""
     tracker = scheduler.tracker
     n_nodes = tracker.n_nodes
     first = cells[0]
     row, node = divmod(first, n_nodes)
     slot, t_ready, started, ended = timing
     attempt = scheduler.attempts.get(first, 0) + 1
-    scheduler.tracer.done(row, node, attempt, slot, t_ready, started, ended, values[0] or {})
+    scheduler.tracer.done(row, node, attempt, slot, t_ready, started, ended, {k: v[0] for k, v in values.items()})
     if not scheduler._tracing:
         scheduler.latencies[node].append(ended - started)
-    ready: list[int] = []
-    for cell, row_values, cell_values in zip(cells, rows, values, strict=True):
-        if tracker.state[cell] != _RUNNING:  # its row was dropped while the call ran
-            continue
-        if cell_values is None:
-            filter_row(scheduler, cell)
-            scheduler.batches.recheck(cell)
-            continue
-        row_values.update(cell_values)
-        scheduler.journal.done(cell // n_nodes, node, cell_values)
-        ready.extend(tracker.complete(cell))
+    cell_array = np.array(cells, dtype=np.int64)
+    running = tracker.in_state(cell_array, _RUNNING)  # else its row was dropped while the call ran
+    if keep is not None:
+        dropped = cell_array[running & ~keep] // n_nodes
+        if len(dropped):
+            filter_rows(scheduler, node, dropped)
+            scheduler.batches.recheck_rows(dropped.tolist())
+        running &= keep
+    done = cell_array[running]
+    if not running.all():
+        positions = np.flatnonzero(running).tolist()
+        values = {key: [column[i] for i in positions] for key, column in values.items()}
+    ready = tracker.complete_many(done)
+    if len(done):
+        rows = (done // n_nodes).tolist()
+        scheduler.store.set_columns(rows, values)
+        scheduler.journal.done_call(node, rows, values)
     scheduler._error_window.attempts += 1
     if ready:
         scheduler.push(ready, ended)

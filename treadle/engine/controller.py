@@ -20,6 +20,7 @@ from treadle.engine.analysis.cost import prices_of
 from treadle.engine.analysis.summary import live_metrics
 from treadle.engine.errors import ConfigError, Problem, TreadleError
 from treadle.engine.events import EventBus, RunEvent
+from treadle.engine.filters import filtered_failure
 from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.limits import check_limit
 from treadle.engine.outputs import RunDirectory
@@ -439,8 +440,8 @@ class RunController:
         def detail() -> tuple[str, dict[str, Any] | None, dict[str, Any] | None, list[TaskTrace]]:
             cell = row * len(run.node_names) + node
             state = CellState(run.tracker.state[cell]).label
-            failure = run.scheduler.failures.get(cell)
-            values = run.store.rows.get(row)
+            failure = run.scheduler.failures.get(cell) or filtered_failure(run.tracker, cell, run.node_names)
+            values = run.store.row(row)
             attempts = run.tracer.recent_for(row, node)
             return state, None if failure is None else vars(failure).copy(), dict(values) if values else None, attempts
 

@@ -102,7 +102,7 @@ class Scheduler:
         self.batches = Batches(tracker, self.generators, self._push_call)
         self._has_batches = any(self.batches.nodes)
         if any(not g.outputs for g in self.generators):  # a filter: its rows are counted apart
-            tracker.filtered = set()
+            tracker.track_filters()
         if self._has_batches:
             self._ready.collect_batches = self.batches.collect
         self.tracer = tracer
