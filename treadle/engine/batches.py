@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from treadle.engine.scheduler import Scheduler
 
 _WAITING, _READY, _RUNNING, _RETRY_WAIT = CellState.WAITING, CellState.READY, CellState.RUNNING, CellState.RETRY_WAIT
+_SMALL = 64
+"""More cells than this at once are collected by array (a python loop is cheaper for a few)."""
 
 
 class Batches:
@@ -44,9 +46,12 @@ class Batches:
         self.members: dict[int, list[int]] = {}
         """A queued call's first cell -> every cell of the call, that one first."""
         self._flush_scheduled = False
+        self._is_batch = np.array([g is not None for g in self.nodes], dtype=bool)
 
     def collect(self, cells: list[int]) -> list[int]:
         """Keep the batch columns' cells among `cells` for their calls; returns the others."""
+        if len(cells) > _SMALL:
+            return self._collect_many(cells)
         n_nodes = self._tracker.n_nodes
         group_rows = n_nodes * self._tracker.group_size
         others: list[int] = []
@@ -60,6 +65,22 @@ class Batches:
             self._dirty.add(key)
         self._schedule_flush()
         return others
+
+    def _collect_many(self, cells: list[int]) -> list[int]:
+        """`collect` for many cells at once (a group admitted, a batch call done): by array, not by cell."""
+        n_nodes = self._tracker.n_nodes
+        array = np.array(cells, dtype=np.int64)
+        nodes = array % n_nodes
+        batch = self._is_batch[nodes]
+        keys = array[batch] // (n_nodes * self._tracker.group_size) * n_nodes + nodes[batch]
+        unique, inverse = np.unique(keys, return_inverse=True)
+        for index, key in enumerate(unique.tolist()):
+            group, node = divmod(key, n_nodes)
+            ours = array[batch] if len(unique) == 1 else array[batch][inverse == index]
+            self._collected.setdefault((node, group), []).extend(ours.tolist())
+            self._dirty.add((node, group))
+        self._schedule_flush()
+        return array[~batch].tolist()
 
     def recheck(self, cell: int) -> None:
         """`cell` failed or its row was dropped: the waiting batch cells of its group may be blocked now,
@@ -95,7 +116,8 @@ class Batches:
             column = tracker.state[rows.start * n_nodes + node : rows.stop * n_nodes : n_nodes]
             if _WAITING in column or _RETRY_WAIT in column:
                 continue
-            cells = sorted(c for c in self._collected.pop(key, ()) if tracker.state[c] == _READY)
+            collected = np.array(self._collected.pop(key, []), dtype=np.int64)
+            cells = np.sort(collected[tracker.in_state(collected, _READY)]).tolist()
             generator = self.nodes[node]
             assert generator is not None
             size = generator.batch_size or len(cells) or 1

@@ -136,7 +136,7 @@ class CellTracker:
             self.counts[node * N_STATES + _READY] += len(rows)
         if len(roots) == 1:
             return list(range(start + roots[0], stop, n))
-        return sorted(cell for node in roots for cell in range(start + node, stop, n))
+        return (np.arange(start, stop, n)[:, None] + np.array(roots)).ravel().tolist()  # row by row: in order
 
     def restore_done(self, cell: int) -> None:
         """A cell a previous attempt at this run finished (resume), set before its group is admitted."""
