@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jinja2
@@ -21,6 +22,7 @@ __all__ = [
     "compile_template",
     "environment",
     "implicit_names",
+    "row_renderer",
     "syntax_error_message",
     "template_references",
 ]
@@ -32,8 +34,13 @@ def _json_default(value: Any) -> Any:
     return tolist() if callable(tolist) else str(value)
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _finalize(value: Any) -> Any:
     """What `{{ value }}` prints: JSON for containers, the value itself for everything else."""
+    if type(value) in _PLAIN:  # the common case first: this runs for every printed value
+        return value
     if isinstance(value, dict | list | tuple):
         return json.dumps(value, ensure_ascii=False, default=_json_default)
     if type(value).__name__ == "ndarray":
@@ -67,6 +74,28 @@ def environment() -> SandboxedEnvironment:
 def compile_template(source: str) -> jinja2.Template:
     """Compile a template once; raises `TemplateSyntaxError` (also for an unknown filter or test)."""
     return _ENV.from_string(source)
+
+
+def row_renderer(template: jinja2.Template) -> Callable[[Mapping[str, Any]], str]:
+    """`template.render(row)` at less cost per call (a template column renders once per row).
+
+    Jinja merges the template's globals, a ChainMap walked in Python, into every render's context,
+    twice (the context's values and its set of global names): about half of a short template's cost.
+    Here they are flattened into a dict once; the render is otherwise Jinja's own, errors included.
+    """
+    env = template.environment
+    flat_globals = dict(template.globals)
+    name, blocks, root = template.name, template.blocks, template.root_render_func
+    concat, context_class = env.concat, env.context_class
+
+    def render(row: Mapping[str, Any]) -> str:
+        context = context_class(env, {**flat_globals, **row}, name, blocks, globals=flat_globals)
+        try:
+            return str(concat(root(context)))
+        except Exception:
+            env.handle_exception()
+
+    return render
 
 
 @functools.lru_cache(maxsize=1024)
