@@ -164,3 +164,17 @@ def test_release_removes_only_a_claimed_directory_that_is_still_empty(tmp_path):
     given.path.mkdir()
     given.release()
     assert given.path.is_dir()
+
+
+def test_failures_and_filtered_rows_are_written_in_row_order_as_the_same_json_lines(tmp_path):
+    directory = made(tmp_path)
+    failed = [{"row": 1, "column": "a", "error_class": "E", "message": "m", "attempts": 2, "action": "fail"}]
+    failed.append({**failed[0], "row": 5})
+
+    def filtered(column: str, row: int = 0) -> dict:
+        return {"row": row, "column": column, "error_class": "Filtered", "message": f"filtered by {column}"}
+
+    directory.write_failures(iter(failed), [(filtered("f"), np.array([0, 2, 6])), (filtered("g"), np.array([3]))])
+    lines = directory.failures_path.read_text().splitlines()
+    expected = [filtered("f", 0), failed[0], filtered("f", 2), filtered("g", 3), failed[1], filtered("f", 6)]
+    assert lines == [json.dumps(record) for record in expected]

@@ -36,6 +36,8 @@ _OUTPUT_ROW_GROUP = 65_536
 """Rows per parquet row group of output.parquet (a power of two: see bench/RESULTS.md, reading the seed)."""
 _FILE_THREADS = 8
 """Threads writing or deleting group files at once: their fsyncs and unlinks overlap."""
+_GROUP_WRITERS = 4
+"""Threads writing the group files of a run (groups in flight are few: more would wait)."""
 _INDEX_SCHEMA = pa.schema([(ROW_FIELD, pa.int64()), (STATES_FIELD, pa.binary())])
 
 
@@ -74,6 +76,22 @@ def _write_atomically(path: Path, table: pa.Table, **options: Any) -> None:
     pq.write_table(table, tmp, **options)
     _fsync_file(tmp)
     os.replace(tmp, path)
+
+
+class GroupWriters:
+    """Threads that write row-group files while cells run. A group always goes to the same thread, so
+    its writes stay in order (a retried group may be written twice); different groups' writes, and
+    their fsyncs, overlap (one after another, the disk's fsync latency bounded cheap columns' runs)."""
+
+    def __init__(self, threads: int = _GROUP_WRITERS) -> None:
+        self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"treadle-writer-{i}") for i in range(threads)]
+
+    def for_group(self, group: int) -> ThreadPoolExecutor:
+        return self._pools[group % len(self._pools)]
+
+    def shutdown(self) -> None:
+        for pool in self._pools:
+            pool.shutdown()
 
 
 class RunDirectory:
@@ -127,6 +145,8 @@ class RunDirectory:
         """Join the row-group files into output.parquet, leaving dropped rows out (temp name, fsync,
         rename). Returns each output row's seed row and cell states (`ROW_FIELD`, `STATES_FIELD`)."""
         paths = [p for p in (self.group_path(g) for g in groups) if p.exists()]
+        dropped = np.zeros(max(dropped_rows, default=-1) + 1, dtype=bool)
+        dropped[list(dropped_rows)] = True
         schema = _unified_schema([pq.read_schema(p) for p in paths])
         tmp = self.output_path.with_name(self.output_path.name + ".tmp")
         rows: list[np.ndarray] = []
@@ -136,8 +156,11 @@ class RunDirectory:
         with pq.ParquetWriter(tmp, schema) as writer:
             for path in paths:
                 table = _read_parquet(path)
-                if dropped_rows:
-                    keep = [row not in dropped_rows for row in table.column(ROW_FIELD).to_pylist()]
+                if dropped.any():  # rows dropped after their group was written
+                    seed_rows = table.column(ROW_FIELD).to_numpy()
+                    listed = seed_rows < len(dropped)  # rows past the last dropped one are kept
+                    keep = np.ones(len(seed_rows), dtype=bool)
+                    keep[listed] = ~dropped[seed_rows[listed]]
                     table = table.filter(pa.array(keep, type=pa.bool_()))  # typed even when empty
                 # Copies: a slice of the table would keep all of its buffers, the whole output, alive.
                 rows.append(table.column(ROW_FIELD).to_numpy().copy())
@@ -266,16 +289,17 @@ class RunDirectory:
         """One line per failure, and per row a filter dropped (`filtered`: a filter's line for row 0,
         and its rows, written from that line's text: rows by the million), all in row order."""
         records = list(failures)
-        lines = [json.dumps(record, default=str) for record in records]
+        lines = [json.dumps(record, default=str) + "\n" for record in records]
         rows = [np.array([record["row"] for record in records], dtype=np.int64)]
         for record, filtered_rows in filtered:
-            head = '{"row": '
-            rest = ", " + json.dumps({k: v for k, v in record.items() if k != "row"}, default=str)[1:]
-            lines += [head + str(row) + rest for row in filtered_rows.tolist()]
+            rest = ", " + json.dumps({k: v for k, v in record.items() if k != "row"}, default=str)[1:] + "\n"
+            lines += ['{"row": ' + str(row) + rest for row in filtered_rows.tolist()]
             rows.append(filtered_rows.astype(np.int64))
-        order = np.argsort(np.concatenate(rows), kind="stable").tolist()
+        all_rows = np.concatenate(rows)
+        if len(all_rows) > 1 and not bool((all_rows[1:] >= all_rows[:-1]).all()):
+            lines = [lines[i] for i in np.argsort(all_rows, kind="stable").tolist()]
         with open(self.failures_path, "w", encoding="utf-8") as handle:
-            handle.write("".join(lines[i] + "\n" for i in order))
+            handle.write("".join(lines))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         tmp = self.summary_path.with_name("summary.json.tmp")
