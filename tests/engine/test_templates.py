@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from jinja2 import UndefinedError
 
-from treadle.engine.templates import compile_template, row_renderer
+from treadle.engine.templates import compile_template, environment, row_expression, row_renderer
 
 ROW = {"x": 5, "name": "ada", "tags": ["a", "b"], "scores": np.array([1, 2]), "nested": {"k": 1.5}, "none": None}
 
@@ -31,3 +31,9 @@ def test_a_missing_name_is_an_error_as_with_jinja():
 
 def test_a_row_field_named_like_a_global_wins():
     assert row_renderer(compile_template("{{ range }}"))({"range": "mine"}) == "mine"
+
+
+@pytest.mark.parametrize("source", ["x % 2 == 0", "name | upper", "tags | length > 1 and none is none", "missing"])
+def test_a_row_expression_evaluates_as_jinjas_compiled_expression(source):
+    compiled = environment().compile_expression(source, undefined_to_none=False)
+    assert repr(row_expression(source)(ROW)) == repr(compiled(ROW))

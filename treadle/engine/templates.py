@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "compile_template",
     "environment",
     "implicit_names",
+    "row_expression",
     "row_renderer",
     "syntax_error_message",
     "template_references",
@@ -76,26 +78,49 @@ def compile_template(source: str) -> jinja2.Template:
     return _ENV.from_string(source)
 
 
-def row_renderer(template: jinja2.Template) -> Callable[[Mapping[str, Any]], str]:
-    """`template.render(row)` at less cost per call (a template column renders once per row).
+def _row_context(template: jinja2.Template) -> Callable[[Mapping[str, Any]], Context]:
+    """Makes `template`'s context for a row as `template.new_context(row)` does, at less cost per call.
 
-    Jinja merges the template's globals, a ChainMap walked in Python, into every render's context,
-    twice (the context's values and its set of global names): about half of a short template's cost.
-    Here they are flattened into a dict once; the render is otherwise Jinja's own, errors included.
+    Jinja merges the template's globals, a ChainMap walked in Python, into every new context, twice
+    (the context's values and its set of global names): about half of a short template's cost. Here
+    they are flattened into a dict once.
     """
     env = template.environment
     flat_globals = dict(template.globals)
-    name, blocks, root = template.name, template.blocks, template.root_render_func
-    concat, context_class = env.concat, env.context_class
+    name, blocks, context_class = template.name, template.blocks, env.context_class
+
+    def context(row: Mapping[str, Any]) -> Context:
+        return context_class(env, {**flat_globals, **row}, name, blocks, globals=flat_globals)
+
+    return context
+
+
+def row_renderer(template: jinja2.Template) -> Callable[[Mapping[str, Any]], str]:
+    """`template.render(row)` for a template column, which renders once per row; errors as Jinja's."""
+    env, root, new_context = template.environment, template.root_render_func, _row_context(template)
 
     def render(row: Mapping[str, Any]) -> str:
-        context = context_class(env, {**flat_globals, **row}, name, blocks, globals=flat_globals)
         try:
-            return str(concat(root(context)))
+            return str(env.concat(root(new_context(row))))
         except Exception:
             env.handle_exception()
 
     return render
+
+
+def row_expression(source: str) -> Callable[[Mapping[str, Any]], Any]:
+    """`environment().compile_expression(source, undefined_to_none=False)` for one row at a time (a
+    filter's test): the same compiled `result = <expression>` template, called as `row_renderer` does."""
+    template = _ENV.compile_expression(source, undefined_to_none=False)._template
+    root, new_context = template.root_render_func, _row_context(template)
+
+    def evaluate(row: Mapping[str, Any]) -> Any:
+        context = new_context(row)
+        for _ in root(context):
+            pass
+        return context.vars["result"]
+
+    return evaluate
 
 
 @functools.lru_cache(maxsize=1024)
