@@ -74,9 +74,6 @@ class RowStore:
         for row in self._group_range(group):
             self.rows.pop(row, None)
 
-    def group(self, group: int) -> list[tuple[int, dict[str, Any]]]:
-        return [(row, self.rows[row]) for row in self._group_range(group)]
-
     def row(self, row: int) -> dict[str, Any] | None:
         """A row's values so far, if its group is loaded."""
         if self.row_dicts:
