@@ -97,6 +97,11 @@ def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:
     return NodePolicy(retries, timeout, on_failure, deadline_s=deadline)
 
 
+def _batch_only(nodes: list[Node]) -> bool:
+    """Every column is a batch column: no dict per row is needed (their calls take and give columns)."""
+    return all(getattr(node.config, "batch", False) for node in nodes)
+
+
 class Run:
     def __init__(
         self,
@@ -118,9 +123,7 @@ class Run:
         self.output_columns = [*loaded.seed.fields, *(c for node in nodes for c in node.outputs)]
         max_parallel = options.max_parallel or config.run.max_parallel
         self.limits, self.rates = self._build_limits(max_parallel)
-        # Batch columns only: no dict per row (their calls take and give columns).
-        batch_only = all(getattr(node.config, "batch", False) for node in nodes)
-        self.store = RowStore(self.frame, config.run.row_group_size, row_dicts=not batch_only)
+        self.store = RowStore(self.frame, config.run.row_group_size, row_dicts=not _batch_only(nodes))
         self.journal = Journal(directory.journal_path, self.node_names, on_error=self._storage_failed)
         finished_groups = self._restore(recovery) if recovery is not None else set()
         self.generators = build_generators(loaded)

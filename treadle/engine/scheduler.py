@@ -353,8 +353,7 @@ class Scheduler:
                 self._settle_error(cell, error, (slot, t_ready, started, ended))
         else:  # its row was dropped while it ran
             self._failure_handler.cancelled(cell, (slot, t_ready, started, ended))
-        # _check_finished's own first tests, inline: this runs for every cell.
-        if not self._slots.in_use and (not tracker.unfinished or self.stopping):
+        if not self._slots.in_use and (not tracker.unfinished or self.stopping):  # its first tests, inline
             self._check_finished()
 
     def _settle_error(self, cell: int, error: BaseException, timing: tuple[int, float, float, float]) -> None:
