@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import sys
 import textwrap
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 import treadle
+from treadle.engine.analysis.chrome_trace import export_chrome
 from treadle.engine.controller import RunController
 from treadle.engine.run import RunOptions
+from treadle.engine.trace_reader import TraceReader, read_trace
+from treadle.sim import SimConfig, SimulatorThread
 
 FUNCTIONS = """
 import asyncio
@@ -63,6 +68,10 @@ def fail_on_odd(row):
         raise ValueError("odd")
     return row["x"]
 
+async def sleepy(frame):
+    await asyncio.sleep(30)
+    return frame["x"]
+
 def call_sizes(frame):
     return [len(frame)] * len(frame)
 
@@ -75,6 +84,12 @@ def flaky(frame):
     return frame["x"] * 10
 
 GATE = {"open": False}
+
+def ask(frame, ctx):
+    return ctx.llm_batch([f"q{x}" for x in frame["x"]])
+
+async def aask(frame, ctx):
+    return await ctx.allm_batch([f"q{x}" for x in frame["x"]])
 
 def gated(frame):
     if not GATE["open"]:
@@ -228,6 +243,36 @@ def test_retry_by_hand_reruns_the_failed_cells_as_one_call(funcs):
     assert attempts(controller) == [(0, 1, "failed"), (0, 1, "done")]
 
 
+def test_a_call_that_runs_past_its_timeout_times_out_its_cells_together(funcs):
+    columns = [{"name": "d", "kind": "python", "function": "M:sleepy", "batch": True, "timeout_s": 0.2}]
+    result, traced = run_traced(funcs, columns, row_group_size=10, retries=0, salvage_rounds=0)
+    assert result.exit_code == 1
+    assert {(f["error_class"], f["message"]) for f in result.failures} == {("TimeoutError", "timed out after 0.2 s")}
+    assert traced == [(0, 1, "timeout")]
+    assert pd.read_parquet(funcs.parent / "run" / "trace.parquet").rows.tolist() == [10]
+
+
+def test_an_abort_cancels_a_running_call_and_its_cells_are_unfinished(funcs):
+    columns = [{"name": "d", "kind": "python", "function": f"{funcs.name}:held", "batch": True}]
+    config = {"seed": {"path": str(funcs.parent / "seed.csv")}, "columns": columns, "run": {"row_group_size": 5}}
+    controller = RunController(treadle.load(config, base_dir=funcs.parent), RunOptions(out=funcs.parent / "run"))
+    controller.start()
+    functions = module(funcs)
+    try:
+        assert functions.ENTERED.wait(20)
+        controller.abort()
+        result = controller.wait(30)
+    finally:
+        functions.RELEASE.set()
+    assert result is not None and result.status == "interrupted"
+    assert result.summary["rows"]["unfinished"] == 10
+    cancelled = [(t.status, t.rows) for t in controller.traces()[1]]
+    assert cancelled and set(cancelled) == {("cancelled", 5)}
+    functions.ENTERED.clear()
+    again = treadle.resume(funcs.parent / "run", pipeline=config, base_dir=funcs.parent)
+    assert again.exit_code == 0 and again.output["d"].tolist() == list(range(10))
+
+
 def next_event(events: queue.SimpleQueue, kind: str):
     while True:
         event = events.get(timeout=20)
@@ -274,3 +319,71 @@ def test_a_calls_cells_run_together_and_the_grid_shows_them_so(funcs):
     assert window == {row: ("running",) if row < 5 else ("waiting",) for row in range(10)}
     result = controller.wait(30)
     assert result is not None and result.output["d"].tolist() == list(range(10))
+
+
+def test_the_trace_records_each_call_once_with_its_rows_and_metrics_count_rows_per_second(funcs):
+    columns = [
+        {"name": "d", "kind": "python", "function": "M:double", "batch": True},
+        {"name": "t", "kind": "template", "template": "{{ d }}"},
+    ]
+    result = run(funcs, columns, row_group_size=4)
+    trace = pd.read_parquet(funcs.parent / "run" / "trace.parquet")
+    calls = trace[trace.column == "d"].sort_values("row")
+    assert list(zip(calls.row, calls.rows, calls.status, strict=True)) == [
+        (0, 4, "done"),
+        (4, 4, "done"),
+        (8, 2, "done"),
+    ]
+    assert trace[trace.column == "t"].rows.isna().all(), "a cell's own attempt has no row count"
+    metrics = result.summary["metrics"]["columns"]
+    run_s = float((calls.t_end - calls.t_start).sum())
+    assert metrics["d"]["rows"] == 10 and metrics["d"]["rows_per_s"] == pytest.approx(10 / run_s, rel=0.01)
+    assert "rows" not in metrics["t"] and "rows_per_s" not in metrics["t"]
+    assert sum(result.summary["metrics"]["throughput"]["done"]) == 20, "a call counts a cell done per row"
+    out = funcs.parent / "trace.json"
+    export_chrome(funcs.parent / "run", out)
+    slices = [e for e in json.loads(out.read_text())["traceEvents"] if e.get("cat") == "attempt"]
+    assert sorted(e["args"]["rows"] for e in slices if e["name"] == "d") == [2, 4, 4]
+    assert all("rows" not in e["args"] for e in slices if e["name"] == "t")
+
+
+def test_a_failed_or_retried_call_is_traced_with_its_rows(funcs):
+    columns = [{"name": "d", "kind": "python", "function": "M:flaky", "batch": True}]
+    run(funcs, columns, row_group_size=10, backoff_s=0)
+    trace = pd.read_parquet(funcs.parent / "run" / "trace.parquet")
+    assert list(zip(trace.status, trace.rows, strict=True)) == [("timeout", 10), ("done", 10)]
+
+
+@pytest.mark.parametrize("function", ["M:ask", "M:aask"])
+def test_a_batch_function_that_takes_ctx_calls_the_runs_models(funcs, function):
+    with SimulatorThread(SimConfig(latency_ms=5, seed=4)) as url:
+        config = {
+            "seed": {"path": str(funcs.parent / "seed.csv")},
+            "models": {"m": {"model": "sim", "base_url": url, "max_parallel": 2}},
+            "columns": [
+                {"name": "a", "kind": "python", "function": function.replace("M:", f"{funcs.name}:"), "batch": True}
+            ],
+            "run": {"row_group_size": 5},
+        }
+        result = treadle.run(config, base_dir=funcs.parent, out=funcs.parent / "run")
+    assert result.exit_code == 0
+    assert [answer.split("Simulated answer to: ")[1][:3] for answer in result.output["a"]] == [
+        f"q{x}" for x in range(10)
+    ]
+    trace = pd.read_parquet(funcs.parent / "run" / "trace.parquet")
+    calls = trace[trace.parent == "a"]
+    assert len(calls[calls.status == "done"]) == 10 and set(calls.column) == {"a:llm"}
+    assert set(calls.row) == {0, 5}, "a call's model calls are traced on its first row"
+    own = trace[trace.column == "a"].sort_values("row")
+    assert own.rows.tolist() == [5, 5]
+    tokens = calls.groupby("row").tokens_in.sum()
+    assert own.tokens_in.tolist() == [tokens[0], tokens[5]], "the call's record carries its model calls' tokens"
+    assert result.summary["metrics"]["columns"]["a"]["tokens_counted_in"] == "a:llm", "counted once, on the calls"
+
+
+def test_a_trace_written_before_the_rows_field_still_reads(funcs):
+    run(funcs, [{"name": "d", "kind": "python", "function": "M:double", "batch": True}], row_group_size=5)
+    path = funcs.parent / "run" / "trace.parquet"
+    pq.write_table(pq.read_table(path).drop_columns(["rows"]), path)
+    assert read_trace(path).rows.tolist() == [0, 0]
+    assert [record["rows"] for record in TraceReader(path)] == [None, None]

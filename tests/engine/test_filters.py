@@ -15,11 +15,21 @@ import treadle
 from treadle.engine.controller import RunController
 from treadle.engine.errors import ConfigError
 from treadle.engine.run import RunOptions
+from treadle.sim import SimConfig, SimulatorThread
 
 FUNCTIONS = """
 import asyncio
+import threading
 
 SEEN = []
+ENTERED = threading.Event()
+RELEASE = threading.Event()
+
+def held(row):
+    if row["x"] == 2:
+        ENTERED.set()
+        RELEASE.wait(20)
+    return row["x"]
 
 def even(row):
     return row["x"] % 2 == 0
@@ -31,8 +41,22 @@ async def aeven(row):
 def small(frame):
     return frame["x"] < 3
 
+def small_or_nan(frame):
+    return (frame["x"] < 3).where(frame["x"] != 4)
+
+def asks(row, ctx):
+    return "x0" not in ctx.llm(f"x{row['x']}")
+
+async def aasks(row, ctx):
+    return "x0" not in await ctx.allm(f"x{row['x']}")
+
 def later(row):
     SEEN.append(row["x"])
+    return row["x"]
+
+def odd_fails(row):
+    if row["x"] % 2:
+        raise ValueError("odd")
     return row["x"]
 
 def not_a_frame_function():
@@ -86,6 +110,18 @@ def test_a_function_filter_keeps_the_rows_it_returns_true_for(funcs, function):
     assert result.output["x"].tolist() == [0, 2, 4]
 
 
+@pytest.mark.parametrize("function", ["M:asks", "M:aasks"])
+def test_a_filter_function_that_takes_ctx_calls_the_runs_models(funcs, function):
+    with SimulatorThread(SimConfig(latency_ms=5, seed=2)) as url:
+        pipeline = config(funcs, [{"name": "f", "kind": "filter", "function": function}])
+        pipeline["models"] = {"m": {"model": "sim", "base_url": url}}
+        result = treadle.run(pipeline, base_dir=funcs.parent, out=funcs.parent / "run")
+    assert result.exit_code == 0
+    assert result.output["x"].tolist() == [1, 2, 3, 4, 5]
+    calls = pd.read_parquet(funcs.parent / "run" / "trace.parquet").query("parent == 'f'")
+    assert len(calls) == 6 and set(calls.status) == {"done"}
+
+
 def test_a_batch_filter_takes_a_boolean_series_per_row_group(funcs):
     columns = [
         {"name": "f", "kind": "filter", "function": "M:small", "batch": True},
@@ -95,6 +131,14 @@ def test_a_batch_filter_takes_a_boolean_series_per_row_group(funcs):
     assert result.output["x"].tolist() == [0, 1, 2]
     assert result.output["y"].tolist() == [0, 1, 2]
     assert result.summary["rows"]["filtered"] == 3
+
+
+def test_a_batch_filter_that_returns_other_than_booleans_fails_its_call(funcs):
+    columns = [{"name": "f", "kind": "filter", "function": "M:small_or_nan", "batch": True}]
+    result = run(funcs, columns, salvage_rounds=0)
+    assert result.exit_code == 1
+    expected = f"batch filter {funcs.name}:small_or_nan returned float values, expected a boolean Series"
+    assert {(f["action"], f["message"]) for f in result.failures} == {("fail", expected)}
 
 
 def test_a_filter_on_a_computed_column_runs_after_it(funcs):
@@ -165,3 +209,71 @@ def test_the_failed_list_leaves_filtered_rows_out(funcs):
     assert result is not None and result.exit_code == 1
     assert {(f["column"], f["action"]) for f in result.failures} == {("good", "filtered"), ("bad", "fail")}
     assert {f["column"] for f in controller.failures()} == {"bad"}
+
+
+def filtered_lines(run_dir: Path) -> list[tuple]:
+    lines = [json.loads(line) for line in (run_dir / "failures.jsonl").read_text().splitlines()]
+    return [(f["row"], f["column"], f["action"], f["message"]) for f in lines]
+
+
+def check_filtered_after_resume(result: treadle.RunResult, run_dir: Path) -> None:
+    """Rows 0, 3, 5 (score < 4) stay filtered: in failures.jsonl, counted apart, out of output.parquet."""
+    assert result.exit_code == 0 and result.status == "done"
+    assert filtered_lines(run_dir) == [(row, "good", "filtered", "filtered by good") for row in (0, 3, 5)]
+    assert result.summary["rows"] == {"total": 6, "done": 3, "failed": 0, "dropped": 0, "filtered": 3, "unfinished": 0}
+    assert pd.read_parquet(run_dir / "output.parquet")["x"].tolist() == [1, 2, 4]
+
+
+FILTER_THEN_HELD = [
+    {"name": "good", "kind": "filter", "expression": "{{ score >= 4 }}"},
+    {"name": "y", "kind": "python", "function": "M:held"},
+]
+
+
+def test_filtered_rows_stay_filtered_when_a_finished_run_is_resumed(funcs):
+    pipeline = config(funcs, [dict(c) for c in FILTER_THEN_HELD])
+    run_dir = funcs.parent / "run"
+    controller = treadle.start(pipeline, base_dir=funcs.parent, out=run_dir)
+    sys.modules[funcs.name].RELEASE.set()
+    first = controller.wait(30)
+    assert first is not None and first.status == "done"
+    check_filtered_after_resume(treadle.resume(run_dir, pipeline=pipeline, base_dir=funcs.parent), run_dir)
+
+
+@pytest.mark.parametrize("killed", [False, True], ids=["interrupted", "killed"])
+def test_filtered_rows_stay_filtered_when_an_interrupted_run_is_resumed(funcs, killed):
+    columns = [dict(c) for c in FILTER_THEN_HELD]
+    pipeline = config(funcs, columns, row_group_size=2, row_groups_in_flight=1)
+    run_dir = funcs.parent / "run"
+    controller = RunController(treadle.load(pipeline, base_dir=funcs.parent), RunOptions(out=run_dir))
+    controller.start()
+    functions = sys.modules[funcs.name]
+    assert functions.ENTERED.wait(20), "row 2 (group 1) holds the run; row 0 was filtered, 3 is; 4, 5 wait"
+    controller.cancel()
+    functions.RELEASE.set()
+    first = controller.wait(30)
+    assert first is not None and first.status == "interrupted"
+    if killed:  # a killed run writes no failures.jsonl: the journal alone says which rows a filter took
+        (run_dir / "failures.jsonl").unlink()
+    check_filtered_after_resume(treadle.resume(run_dir, pipeline=pipeline, base_dir=funcs.parent), run_dir)
+
+
+def test_a_recomputed_filter_tests_the_rows_it_took_again(funcs):
+    run_dir = funcs.parent / "run"
+    run(funcs, [{"name": "good", "kind": "filter", "expression": "{{ score >= 4 }}"}])
+    looser = config(funcs, [{"name": "good", "kind": "filter", "expression": "{{ score >= 2 }}"}])
+    again = treadle.resume(run_dir, pipeline=looser, base_dir=funcs.parent, recompute=["good"])
+    assert again.output["x"].tolist() == [1, 2, 3, 4, 5]
+    assert filtered_lines(run_dir) == [(0, "good", "filtered", "filtered by good")]
+    assert again.summary["rows"]["filtered"] == 1 and again.summary["rows"]["dropped"] == 0
+
+
+def test_the_failures_of_rows_a_column_skipped_are_kept_on_resume(funcs):
+    columns = [{"name": "y", "kind": "python", "function": "M:odd_fails", "on_failure": "skip_row"}]
+    run_dir = funcs.parent / "run"
+    first = run(funcs, columns, salvage_rounds=0, retries=0)
+    skipped = [(f["row"], f["action"], f["message"]) for f in first.failures]
+    assert skipped == [(1, "skip_row", "odd"), (3, "skip_row", "odd"), (5, "skip_row", "odd")]
+    again = treadle.resume(run_dir, pipeline=config(funcs, columns, salvage_rounds=0, retries=0), base_dir=funcs.parent)
+    assert [(f["row"], f["action"], f["message"]) for f in again.failures] == skipped
+    assert again.summary["rows"]["dropped"] == 3 and again.output["x"].tolist() == [0, 2, 4]

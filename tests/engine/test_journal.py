@@ -171,7 +171,7 @@ async def test_a_batch_call_is_one_columnar_line_and_reads_back_cell_by_cell(tmp
         [[9, 1, {"b": "x"}]],
         {"node": 0, "rows": [3, 5], "values": {"a": [30, 50], "a__usage": [{"t": 1}, {"t": 2}]}},
         {"node": 1, "rows": [3], "values": {}},
-        {"node": -1, "rows": [4, 6]},
+        {"node": -1, "rows": [4, 6], "filtered_by": None},
     ]
     journal.close()
     replayed = replay(path)

@@ -7,38 +7,86 @@ The ready heaps hand them here instead of queueing them (`collect`). Once per lo
 and each call goes on the ready heap as one entry, its first cell standing for all (`members`).
 Rows whose inputs failed or were dropped never become ready, so they are left out (and blocked).
 A worker taking such an entry runs `run`: one execution slot, one timeout, one trace record (on its
-first row) for the call; then every cell of it completes or fails together.
+first row, with `rows`) for the call; then every cell of it completes or fails together. What this
+needs of the scheduler is `BatchDispatch`; the parts a call runs with (slots, deadlines, threads,
+failure handling) come as `CallParts`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
+from treadle.engine.context import ColumnContext, ContextServices
+from treadle.engine.deadlines import Deadlines
+from treadle.engine.failures import FailureHandler
 from treadle.engine.filters import filter_rows
 from treadle.engine.generators.base import Generator
 from treadle.engine.generators.batch import BatchGenerator
+from treadle.engine.journal import Journal
+from treadle.engine.limits import Limit
+from treadle.engine.rows import RowStore
+from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
-
-if TYPE_CHECKING:
-    from treadle.engine.scheduler import Scheduler
 
 _WAITING, _READY, _RUNNING, _RETRY_WAIT = CellState.WAITING, CellState.READY, CellState.RUNNING, CellState.RETRY_WAIT
 _SMALL = 64
 """More cells than this at once are collected by array (a python loop is cheaper for a few)."""
 
 
+class BatchDispatch(Protocol):
+    """What batch calls need of the scheduler (treadle.engine.scheduler.Scheduler)."""
+
+    tracker: CellTracker
+    generators: list[Generator]
+    store: RowStore
+    journal: Journal
+    tracer: Tracer
+    latencies: list[array]
+    """Per node, run times of successful attempts (a call's once), when the tracer keeps none."""
+    context_services: ContextServices | None
+
+    def push(self, cells: list[int], now: float | None = None) -> None:
+        """Queue cells that became ready."""
+
+    def push_call(self, cell: int) -> None:
+        """Queue a call on the ready heap, under the cell standing for it."""
+
+    def call_settled(self, first: int) -> None:
+        """The cells of the call `first` stands for settled: their group may be finished, the run too."""
+
+
+@dataclass(frozen=True)
+class CallParts:
+    """The run's parts a batch call runs with (the scheduler's)."""
+
+    slots: Limit
+    """The execution slots: the call holds one, taken by the ready heap, released here."""
+    deadlines: Deadlines
+    timeouts: Sequence[float]
+    """Per node: its timeout, for the whole call."""
+    threads: Executor
+    """Where a sync batch function runs."""
+    failures: FailureHandler
+    clock: Callable[[], float]
+
+
 class Batches:
-    def __init__(
-        self, tracker: CellTracker, generators: Sequence[Generator], push_entry: Callable[[int], None]
-    ) -> None:
-        self._tracker = tracker
-        self._push_entry = push_entry
-        """Queues a call on the ready heap, under the cell standing for it."""
-        self.nodes = [g if isinstance(g, BatchGenerator) else None for g in generators]
+    """The batch columns of a run: their ready cells collected per row group, their calls run."""
+
+    def __init__(self, dispatch: BatchDispatch, parts: CallParts) -> None:
+        self._dispatch = dispatch
+        self._parts = parts
+        self._tracker = dispatch.tracker
+        self._push_entry = dispatch.push_call
+        self._tracing = not isinstance(dispatch.tracer, NullTracer)
+        self.nodes = [g if isinstance(g, BatchGenerator) else None for g in dispatch.generators]
         """Per node: its batch generator, or None for a column run cell by cell."""
         self._collected: dict[tuple[int, int], list[int]] = {}
         """(node, group) -> its ready cells not yet in a call."""
@@ -100,6 +148,20 @@ class Batches:
                     self._push_entry(rest[0])
         self._schedule_flush()
 
+    def recheck_rows(self, rows: list[int]) -> None:
+        """`rows` (of one group) were dropped together: `recheck` for all of them at once."""
+        tracker = self._tracker
+        group = rows[0] // tracker.group_size
+        for key in self._collected:
+            if key[1] == group:
+                self._dirty.add(key)
+        for first in [c for c in self.members if tracker.row_dropped(c // tracker.n_nodes)]:
+            rest = [c for c in self.members.pop(first) if tracker.state[c] == _READY]
+            if rest:
+                self.members[rest[0]] = rest
+                self._push_entry(rest[0])
+        self._schedule_flush()
+
     def _schedule_flush(self) -> None:
         if self._dirty and not self._flush_scheduled:
             self._flush_scheduled = True
@@ -131,102 +193,110 @@ class Batches:
         cells = self.members.pop(first, [first])
         return [first, *self._tracker.start_many(np.array(cells[1:], dtype=np.int64)).tolist()]
 
-    def recheck_rows(self, rows: list[int]) -> None:
-        """`rows` (of one group) were dropped together: `recheck` for all of them at once."""
-        tracker = self._tracker
-        group = rows[0] // tracker.group_size
-        for key in self._collected:
-            if key[1] == group:
-                self._dirty.add(key)
-        for first in [c for c in self.members if tracker.row_dropped(c // tracker.n_nodes)]:
-            rest = [c for c in self.members.pop(first) if tracker.state[c] == _READY]
-            if rest:
-                self.members[rest[0]] = rest
-                self._push_entry(rest[0])
-        self._schedule_flush()
-
-
-async def run_call(scheduler: Scheduler, first: int, t_ready: float, task: asyncio.Task, slot: int) -> None:
-    """Run one batch call (the scheduler's worker took `first`) and settle its cells."""
-    tracker = scheduler.tracker
-    batches = scheduler.batches
-    n_nodes = tracker.n_nodes
-    cells = batches.take(first)
-    node = first % n_nodes
-    generator = batches.nodes[node]
-    assert generator is not None
-    row_numbers = [cell // n_nodes for cell in cells]
-    error: BaseException | None = None
-    values: dict[str, list] = {}
-    keep: np.ndarray | None = None
-    deadlines = scheduler._deadlines
-    started = scheduler._clock()
-    deadlines.running[first] = (started + scheduler._timeouts[node], task)
-    try:
-        frame = generator.frame(scheduler.store.columns(row_numbers), row_numbers)
-        if generator.is_async:
-            result = await generator.function(frame)
+    async def run(self, first: int, t_ready: float, task: asyncio.Task, slot: int) -> None:
+        """Run the call `first` stands for (a worker took it from the ready heap) and settle its cells."""
+        dispatch, parts, tracker = self._dispatch, self._parts, self._tracker
+        cells = self.take(first)
+        row_numbers = [cell // tracker.n_nodes for cell in cells]
+        node = first % tracker.n_nodes
+        error: BaseException | None = None
+        values: dict[str, list] = {}
+        keep: np.ndarray | None = None
+        usage: dict[str, int] | None = None
+        started = parts.clock()
+        parts.deadlines.running[first] = (started + parts.timeouts[node], task)
+        try:
+            (values, keep), usage = await self._call(node, row_numbers, slot)
+        except asyncio.CancelledError:
+            if not parts.deadlines.expired(first, task):  # an abort: the worker ends with the call
+                self._cancelled(cells, (slot, t_ready, started, parts.clock()))
+                raise
+            error = TimeoutError()
+        except Exception as exc:
+            error = exc
+        finally:
+            del parts.deadlines.running[first]
+            parts.slots.release()
+        timing = (slot, t_ready, started, parts.clock())
+        if error is None:
+            self._done(cells, values, keep, usage, timing)
         else:
-            result = await asyncio.get_running_loop().run_in_executor(scheduler._executor, generator.function, frame)
-        values, keep = generator.split(result, len(cells))
-    except asyncio.CancelledError:
-        if not deadlines.expired(first, task):
-            raise
-        error = TimeoutError()
-    except Exception as exc:
-        error = exc
-    finally:
-        del deadlines.running[first]
-        scheduler._slots.release()
-    ended = scheduler._clock()
-    if error is None:
-        _done(scheduler, cells, values, keep, (slot, t_ready, started, ended))
-    else:
-        failures = scheduler._failure_handler
+            for cell in cells:
+                if tracker.state[cell] == _RUNNING:
+                    # One trace record (and one early-stop count) for the call, on its first row.
+                    parts.failures.record(cell, error, timing, traced=cell == first, rows=len(cells))
+        dispatch.call_settled(first)
+
+    async def _call(
+        self, node: int, row_numbers: list[int], slot: int
+    ) -> tuple[tuple[dict[str, list], np.ndarray | None], dict[str, int] | None]:
+        """The values from one call of the node's function (`BatchGenerator.split`), and the tokens of
+        its ctx calls (if any)."""
+        generator = self.nodes[node]
+        assert generator is not None
+        frame = generator.frame(self._dispatch.store.columns(row_numbers), row_numbers)
+        ctx = None
+        if generator.wants_context:  # one ctx for the call: its model calls are traced on its first row
+            assert self._dispatch.context_services is not None
+            ctx = ColumnContext(self._dispatch.context_services, row_numbers[0], node, slot)
+        arguments: tuple[Any, ...] = (frame,) if ctx is None else (frame, ctx)
+        try:
+            if generator.is_async:
+                result = await generator.function(*arguments)
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._parts.threads, generator.function, *arguments)
+        finally:
+            if ctx is not None:
+                ctx.cancel()
+        return generator.split(result, len(row_numbers)), ctx.usage if ctx is not None and ctx.calls else None
+
+    def _cancelled(self, cells: list[int], timing: tuple[int, float, float, float]) -> None:
+        """An abort cut the call off: traced once, as cancelled; its running cells are ready again."""
+        tracker, first = self._tracker, cells[0]
+        row, node = divmod(first, tracker.n_nodes)
+        attempt = self._parts.failures.attempts.get(first, 0) + 1
+        self._dispatch.tracer.record(row, node, attempt, *timing, "cancelled", rows=len(cells))
         for cell in cells:
             if tracker.state[cell] == _RUNNING:
-                # One trace record (and one early-stop count) for the call, on its first row.
-                failures.record(cell, error, (slot, t_ready, started, ended), traced=cell == first)
-    scheduler._after_change(first)
-    if not scheduler._slots.in_use:
-        scheduler._check_finished()
+                tracker.cancel(cell)
 
-
-def _done(
-    scheduler: Scheduler,
-    cells: list[int],
-    values: dict[str, list],
-    keep: np.ndarray | None,
-    timing: tuple[int, float, float, float],
-) -> None:
-    """The call's cells done together (one tracker operation, one journal line); a filter's rows it
-    turned away dropped together."""
-    tracker = scheduler.tracker
-    n_nodes = tracker.n_nodes
-    first = cells[0]
-    row, node = divmod(first, n_nodes)
-    slot, t_ready, started, ended = timing
-    attempt = scheduler.attempts.get(first, 0) + 1
-    scheduler.tracer.done(row, node, attempt, slot, t_ready, started, ended, {k: v[0] for k, v in values.items()})
-    if not scheduler._tracing:
-        scheduler.latencies[node].append(ended - started)
-    cell_array = np.array(cells, dtype=np.int64)
-    running = tracker.in_state(cell_array, _RUNNING)  # else its row was dropped while the call ran
-    if keep is not None:
-        dropped = cell_array[running & ~keep] // n_nodes
-        if len(dropped):
-            filter_rows(scheduler, node, dropped)
-            scheduler.batches.recheck_rows(dropped.tolist())
-        running &= keep
-    done = cell_array[running]
-    if not running.all():
-        positions = np.flatnonzero(running).tolist()
-        values = {key: [column[i] for i in positions] for key, column in values.items()}
-    ready = tracker.complete_many(done)
-    if len(done):
-        rows = (done // n_nodes).tolist()
-        scheduler.store.set_columns(rows, values)
-        scheduler.journal.done_call(node, rows, values)
-    scheduler._error_window.attempts += 1
-    if ready:
-        scheduler.push(ready, ended)
+    def _done(
+        self,
+        cells: list[int],
+        values: dict[str, list],
+        keep: np.ndarray | None,
+        usage: dict[str, int] | None,
+        timing: tuple[int, float, float, float],
+    ) -> None:
+        """The call's cells done together (one tracker operation, one journal line); the rows a filter
+        turned away dropped together."""
+        dispatch, failures, tracker = self._dispatch, self._parts.failures, self._tracker
+        n_nodes = tracker.n_nodes
+        first = cells[0]
+        row, node = divmod(first, n_nodes)
+        attempt = failures.attempts.get(first, 0) + 1
+        tokens = None if usage is None else {dispatch.tracer.usage_keys[node]: usage}
+        dispatch.tracer.record(row, node, attempt, *timing, "done", values=tokens, rows=len(cells))
+        if not self._tracing:
+            dispatch.latencies[node].append(timing[3] - timing[2])
+        cell_array = np.array(cells, dtype=np.int64)
+        running = tracker.in_state(cell_array, _RUNNING)  # else its row was dropped while the call ran
+        if keep is not None:
+            dropped = cell_array[running & ~keep] // n_nodes
+            if len(dropped):
+                filter_rows(dispatch, failures, node, dropped)
+                self.recheck_rows(dropped.tolist())
+            running &= keep
+        done = cell_array[running]
+        if not running.all():
+            positions = np.flatnonzero(running).tolist()
+            values = {key: [column[i] for i in positions] for key, column in values.items()}
+        ready = tracker.complete_many(done)
+        if len(done):
+            rows = (done // n_nodes).tolist()
+            dispatch.store.set_columns(rows, values)
+            dispatch.journal.done_call(node, rows, values)
+        failures.error_window.attempts += 1
+        if ready:
+            dispatch.push(ready, timing[3])

@@ -134,8 +134,8 @@ class ContextServices:
                 values = await asyncio.get_running_loop().run_in_executor(threads, function, view, ctx)
         finally:
             ctx.cancel()
-        usage_key = f"{generator.outputs[0]}__usage"
-        if ctx.calls and usage_key not in values:
+        usage_key = f"{generator.outputs[0]}__usage" if generator.outputs else None  # a filter writes none
+        if ctx.calls and usage_key is not None and usage_key not in values:
             values[usage_key] = ctx.usage
         return values
 

@@ -20,7 +20,7 @@ from treadle.engine.analysis.cost import prices_of
 from treadle.engine.analysis.summary import live_metrics
 from treadle.engine.errors import ConfigError, Problem, TreadleError
 from treadle.engine.events import EventBus, RunEvent
-from treadle.engine.filters import filtered_failure
+from treadle.engine.filters import cell_filtered
 from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.limits import check_limit
 from treadle.engine.outputs import RunDirectory
@@ -90,6 +90,8 @@ class Snapshot:
     """Per model limit (`model:<name>`): ceiling, adaptive value, pace, measured rate, 429s, hold."""
     cache: dict[str, int] = field(default_factory=dict)
     """The response cache so far (hits, misses); empty when the run uses none."""
+    filtered: int = 0
+    """Rows a filter column turned away so far (their cells count as `dropped` in `cells`)."""
 
     @property
     def finished_cells(self) -> int:
@@ -380,6 +382,9 @@ class RunController:
             for row, states in window.items():
                 marked = (s if s != "done" or not hits[row * n_nodes + i] else "cached" for i, s in enumerate(states))
                 window[row] = tuple(marked)
+        if (filtered_by := tracker.filtered_by) is not None:  # a row a filter took shows as `filtered`, not `dropped`
+            for row in [row for row in window if filtered_by[row] >= 0]:
+                window[row] = tuple("filtered" if s == "dropped" else s for s in window[row])
         cache = run.cache.stats if run.cache is not None else None
         now = time.perf_counter()
         return Snapshot(
@@ -397,6 +402,7 @@ class RunController:
             window=window,
             rates={name: rate.view(now) for name, rate in run.rates.items()},
             cache={} if cache is None else {"hits": cache.hits, "misses": cache.misses},
+            filtered=tracker.n_filtered,
         )
 
     def traces(self, since: int = 0) -> tuple[int, list[TaskTrace]]:
@@ -440,7 +446,7 @@ class RunController:
         def detail() -> tuple[str, dict[str, Any] | None, dict[str, Any] | None, list[TaskTrace]]:
             cell = row * len(run.node_names) + node
             state = CellState(run.tracker.state[cell]).label
-            failure = run.scheduler.failures.get(cell) or filtered_failure(run.tracker, cell, run.node_names)
+            failure = run.scheduler.failures.get(cell) or cell_filtered(run.tracker, cell, run.node_names)
             values = run.store.row(row)
             attempts = run.tracer.recent_for(row, node)
             return state, None if failure is None else vars(failure).copy(), dict(values) if values else None, attempts

@@ -85,10 +85,16 @@ class FailureHandler:
         self._salvage_left = policies.salvage_rounds
 
     def record(
-        self, cell: int, error: BaseException, timing: tuple[int, float, float, float], traced: bool = True
+        self,
+        cell: int,
+        error: BaseException,
+        timing: tuple[int, float, float, float],
+        traced: bool = True,
+        rows: int | None = None,
     ) -> None:
         """A failed attempt of `cell`; `timing` is (slot, t_ready, t_started, t_ended). `traced=False`: a
-        cell of a batch call other than its first, which holds the call's trace record and early-stop count."""
+        cell of a batch call other than its first, which holds the call's trace record (with its `rows`)
+        and early-stop count."""
         attempt = self.attempts.get(cell, 0) + 1
         self.attempts[cell] = attempt
         row, node = divmod(cell, self._dispatch.tracker.n_nodes)
@@ -105,7 +111,9 @@ class FailureHandler:
         status: TraceStatus = "timeout" if timed_out else "failed" if delay is None else "retry"
         honoured = None if delay is None else retry_after
         if traced:
-            self._dispatch.tracer.record(row, node, attempt, *timing, status, error, message, retry_after=honoured)
+            self._dispatch.tracer.record(
+                row, node, attempt, *timing, status, error, message, retry_after=honoured, rows=rows
+            )
         if traced and not is_rate_limit(error) and self.error_window.record_failure():
             self._early_stop(message)
         if delay is None:

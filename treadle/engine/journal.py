@@ -5,7 +5,8 @@ flush for the next iteration, which writes the batch as one JSON line, `[[row, n
 (node -1 for a dropped row), and hands it to the OS. So a finished cell reaches the OS within one
 loop iteration (a killed process loses nothing it finished), while a burst of cheap cells costs one
 encode and one write. A batch call's cells are one columnar line, `{"node": n, "rows": [...],
-"values": {column: [...]}}` (node -1 and no values: rows dropped together). Each opening of the
+"values": {column: [...]}}` (node -1 and no values: rows dropped together, `filtered_by` the filter
+that took them, if one did). Each opening of the
 journal first writes `{"columns": [...]}`, naming the nodes the following lines count. fsync happens
 at row-group boundaries and at the end. `replay` reads a journal back, ignoring a torn last line.
 """
@@ -46,8 +47,9 @@ class Journal:
         if not self._scheduled:  # inline: this runs for every finished cell
             self._schedule()
 
-    def dropped(self, row: int) -> None:
-        self._pending.append((row, _DROP, None))
+    def dropped(self, row: int, filtered_by: str | None = None) -> None:
+        """A dropped row: `[row, -1, filtered_by]`, the filter column that took it (if one did)."""
+        self._pending.append((row, _DROP, filtered_by))
         self._schedule()
 
     def done_call(self, node: int, rows: list[int], values: dict[str, list[Any]]) -> None:
@@ -55,8 +57,9 @@ class Journal:
         self._pending_calls.append({"node": node, "rows": rows, "values": values})
         self._schedule()
 
-    def dropped_rows(self, rows: list[int]) -> None:
-        self._pending_calls.append({"node": _DROP, "rows": rows})
+    def dropped_rows(self, rows: list[int], filtered_by: str | None = None) -> None:
+        """Rows dropped together: `{"node": -1, "rows": [...], "filtered_by": column}` (if a filter took them)."""
+        self._pending_calls.append({"node": _DROP, "rows": rows, "filtered_by": filtered_by})
         self._schedule()
 
     def _schedule(self) -> None:
@@ -98,6 +101,8 @@ class Replayed:
     done: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     """row -> column -> that column's values (outputs and side-effect columns)."""
     dropped: set[int] = field(default_factory=set)
+    filtered: dict[int, str] = field(default_factory=dict)
+    """Dropped rows a filter took -> the filter's column."""
 
 
 def replay(path: Path, skip_row: Callable[[int], bool] = lambda row: False) -> Replayed:
@@ -119,6 +124,8 @@ def replay(path: Path, skip_row: Callable[[int], bool] = lambda row: False) -> R
             for row, node, values in _cells(entry):
                 if node == _DROP:
                     replayed.dropped.add(row)
+                    if values is not None:
+                        replayed.filtered[row] = values
                 elif not skip_row(row):
                     replayed.done.setdefault(row, {})[columns[node]] = values
     return replayed
@@ -132,7 +139,7 @@ def _cells(entry: Any) -> Iterator[tuple[int, int, Any]]:
     node, rows = entry["node"], entry["rows"]
     if node == _DROP:
         for row in rows:
-            yield row, _DROP, None
+            yield row, _DROP, entry.get("filtered_by")
         return
     names = list(entry["values"])
     if not names:  # a filter's kept rows: done, no values

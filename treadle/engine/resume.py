@@ -3,6 +3,10 @@
 Finished cells come from the row-group files (their `__states` column) and the journal; a finished
 cell is never run again. A group whose every cell is done keeps its file as it is. A finished run's
 directory (compacted: cells.parquet and output.parquet) is expanded back to group files first.
+Dropped rows stay dropped, and those a filter took stay filtered (the journal names the filter; a
+compacted run's journal does not, its failures.jsonl does); the failures.jsonl lines of rows that stay
+dropped (action `filtered` or `skip_row`) are kept for the next one. A row whose filter (or whose
+column that skipped it) is recomputed is not dropped: it runs again.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from treadle.engine.errors import ConfigError, Problem
+from treadle.engine.filters import filtered_failure
 from treadle.engine.journal import replay
 from treadle.engine.outputs import RunDirectory
+from treadle.engine.policy import CellFailure
 from treadle.engine.tracker import CellState
 
 _DONE = CellState.DONE
@@ -58,6 +64,20 @@ class Recovery:
     done: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     """For the other groups: row -> column -> that column's values."""
     dropped: set[int] = field(default_factory=set)
+    filtered: dict[int, str] = field(default_factory=dict)
+    """Dropped rows a filter took -> the filter's column."""
+    failures: list[CellFailure] = field(default_factory=list)
+    """The failures of rows that stay dropped (filtered, or skipped by a column's on_failure)."""
+
+    def failures_by_cell(self, node_names: Sequence[str], n_rows: int) -> dict[int, CellFailure]:
+        """`failures` by cell (row * nodes + node), leaving out those of columns or rows not in this run, and
+        the filtered ones: the tracker keeps those (the run filters the rows again)."""
+        index = {name: i for i, name in enumerate(node_names)}
+        return {
+            f.row * len(node_names) + index[f.column]: f
+            for f in self.failures
+            if f.column in index and f.row < n_rows and f.action != "filtered"
+        }
 
 
 def descendants(graph_nodes: dict[str, Any], names: Collection[str]) -> set[str]:
@@ -108,12 +128,43 @@ def recover(
     # run's journal would otherwise be held whole, ~1 KB a row).
     complete_groups = recovery.finished_groups
     journal = replay(directory.journal_path, skip_row=lambda row: row // group_size in complete_groups)
-    recovery.dropped = journal.dropped
+    _recover_dropped(recovery, directory, journal.dropped, journal.filtered, recompute)
     for row, columns in journal.done.items():
         for name, column_values in columns.items():
             if name in outputs and name not in recompute:
                 recovery.done.setdefault(row, {})[name] = column_values
     return recovery
+
+
+def _recover_dropped(
+    recovery: Recovery, directory: RunDirectory, dropped: set[int], filtered: dict[int, str], recompute: Collection[str]
+) -> None:
+    """The dropped rows, those a filter took, and their failures (failures.jsonl's lines, or made again
+    from the journal for a run killed before it wrote them); rows whose outcome is recomputed run again."""
+    kept = {(f.row, f.column): f for f in _earlier_failures(directory.failures_path) if f.row in dropped}
+    for row, column in filtered.items():
+        kept.setdefault((row, column), filtered_failure(row, column))
+    again = {row for row, column in kept if column in recompute}
+    recovery.dropped = dropped - again
+    recovery.failures = [f for key, f in sorted(kept.items()) if f.row not in again]
+    recovery.filtered = {f.row: f.column for f in recovery.failures if f.action == "filtered"}
+
+
+def _earlier_failures(path: Path) -> list[CellFailure]:
+    """The lines of an earlier failures.jsonl that settled a row for good: filtered, or skip_row."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    failures = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+            if record.get("action") in ("filtered", "skip_row"):
+                failures.append(CellFailure(**record))
+        except (json.JSONDecodeError, TypeError, AttributeError):  # a line treadle did not write
+            continue
+    return failures
 
 
 def _values_of(row: dict[str, Any], outputs: tuple[str, ...]) -> dict[str, Any]:

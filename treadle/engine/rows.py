@@ -43,6 +43,11 @@ class RowStore:
         self.restored: dict[int, dict[str, Any]] = {}
         """Values of cells finished before a resume, merged into their rows when the group loads."""
 
+    @classmethod
+    def for_columns(cls, frame: pd.DataFrame, group_size: int, columns: Sequence[object]) -> RowStore:
+        """The store for a pipeline's columns: row dicts unless every column is a batch column."""
+        return cls(frame, group_size, row_dicts=not all(getattr(column, "batch", False) for column in columns))
+
     def _group_range(self, group: int) -> range:
         start = group * self.group_size
         return range(start, min(start + self.group_size, len(self.frame)))

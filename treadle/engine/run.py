@@ -97,11 +97,6 @@ def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:
     return NodePolicy(retries, timeout, on_failure, deadline_s=deadline)
 
 
-def _batch_only(nodes: list[Node]) -> bool:
-    """Every column is a batch column: no dict per row is needed (their calls take and give columns)."""
-    return all(getattr(node.config, "batch", False) for node in nodes)
-
-
 class Run:
     def __init__(
         self,
@@ -123,7 +118,7 @@ class Run:
         self.output_columns = [*loaded.seed.fields, *(c for node in nodes for c in node.outputs)]
         max_parallel = options.max_parallel or config.run.max_parallel
         self.limits, self.rates = self._build_limits(max_parallel)
-        self.store = RowStore(self.frame, config.run.row_group_size, row_dicts=not _batch_only(nodes))
+        self.store = RowStore.for_columns(self.frame, config.run.row_group_size, config.columns)
         self.journal = Journal(directory.journal_path, self.node_names, on_error=self._storage_failed)
         finished_groups = self._restore(recovery) if recovery is not None else set()
         self.generators = build_generators(loaded)
@@ -163,11 +158,12 @@ class Run:
             finished_groups=finished_groups,
             hold_open=options.hold_open,
         )
+        if recovery is not None:  # failures.jsonl keeps the lines of rows that stay skipped
+            self.scheduler.failures.update(recovery.failures_by_cell(self.node_names, self.tracker.n_rows))
         self.context_services = ContextServices(loaded, self.scheduler.cell_services)
         self.scheduler.context_services = self.context_services
         self.context_services.cache = self.cache if self.cache is not None and self.cache.usable else None
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
-        self._group_writers = GroupWriters()
+        self._writers = GroupWriters()
         self._groups_queued = 0
         """Group writes handed to the writer thread and not yet done (both threads count: the lock)."""
         self._queued_lock = threading.Lock()
@@ -231,12 +227,13 @@ class Run:
                 tracker.restore_done(row * n + index[name])
                 self.store.restored.setdefault(row, {}).update(values)
         for row in recovery.dropped:
-            if row < tracker.n_rows:
+            if row >= tracker.n_rows:
+                continue
+            if recovery.filtered.get(row) in index:  # counted as filtered again, not as dropped
+                tracker.filter_row(row, index[recovery.filtered[row]])
+            else:
                 tracker.drop_row(row)
         return finished
-
-    def _group_contents(self, group: int) -> GroupValues:
-        return self.store.group_values(group, *self.tracker.group_states(group))
 
     def _write_group_now(self, group: int, contents: GroupValues) -> None:
         try:
@@ -264,12 +261,12 @@ class Run:
             self.scheduler.stop(str(self.scheduler.fatal))
 
     async def _write_group(self, group: int) -> None:
-        contents = self._group_contents(group)
+        contents = self.store.group_values(group, *self.tracker.group_states(group))
         loop = asyncio.get_running_loop()
         with self._queued_lock:
             self._groups_queued += 1
         try:
-            await loop.run_in_executor(self._group_writers.for_group(group), self._write_group_now, group, contents)
+            await loop.run_in_executor(self._writers.for_group(group), self._write_group_now, group, contents)
         except OSError as exc:
             self._storage_failed(exc)
             return
@@ -358,15 +355,14 @@ class Run:
         self.engine_cpu_s = time.thread_time() - cpu_started
         self.status = self._final_status()
         try:
-            await loop.run_in_executor(self._writer, self._write_outputs)
+            await loop.run_in_executor(self._writers.for_group(0), self._write_outputs)  # group writes are done
         except OSError as exc:
             raise StorageError(
                 f"cannot write the run directory {self.directory.path}: {self._storage_reason(exc)} "
                 "(what was journaled is kept; free space and run treadle resume)"
             ) from None
         finally:
-            self._writer.shutdown()
-            self._group_writers.shutdown()
+            self._writers.shutdown()
             self._trace_writer.shutdown()
         self.bus.emit(RunFinished(status=self.status, wall_s=round(self.wall_s, 3), message=self.message))
 
@@ -406,7 +402,8 @@ class Run:
         trace_written = self._trace_writer.submit(self.tracer.finish, self.directory.trace_path)
         # Groups cut short by a stop still hold finished cells: write them so no finished work is lost.
         for group in scheduler.row_groups.in_flight():
-            self.directory.write_group(group, self._group_contents(group), self.output_columns, self.node_names)
+            contents = self.store.group_values(group, *self.tracker.group_states(group))
+            self.directory.write_group(group, contents, self.output_columns, self.node_names)
         dropped = self.tracker.dropped_rows()
         index = self.directory.assemble_output(range(self.tracker.n_groups), dropped)
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))

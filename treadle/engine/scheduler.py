@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
 from typing import Any
 
-from treadle.engine.batches import Batches, run_call
+from treadle.engine.batches import Batches, CallParts
 from treadle.engine.cache_hits import CacheHits
 from treadle.engine.capacity import Capacity
 from treadle.engine.context import ContextServices
@@ -99,12 +99,8 @@ class Scheduler:
         self.cache_hits = self._hits.marks
         if self._hits.enabled:
             self._ready.probe = self._hits.probe
-        self.batches = Batches(tracker, self.generators, self._push_call)
-        self._has_batches = any(self.batches.nodes)
-        if any(not g.outputs for g in self.generators):  # a filter: its rows are counted apart
+        if any(not g.outputs for g in self.generators) and tracker.filtered_by is None:  # a filter: counted apart
             tracker.track_filters()
-        if self._has_batches:
-            self._ready.collect_batches = self.batches.collect
         self.tracer = tracer
         self._tracing = not isinstance(tracer, NullTracer)
         """Checked before recording a finished cell: cheaper than a call to NullTracer.done."""
@@ -123,6 +119,10 @@ class Scheduler:
         """What calls made inside cells (ctx.llm) get from the run."""
         self._model_waiters = self.cell_services.waiters
         self.context_services: ContextServices | None = None
+        parts = CallParts(self._slots, self._deadlines, self._timeouts, self._executor, self._failure_handler, clock)
+        self.batches = Batches(self, parts)
+        self._has_batches = any(self.batches.nodes)
+        self._ready.collect_batches = self.batches.collect if self._has_batches else None
 
     def _init_workers(self, python_threads: int) -> None:
         self._idle: deque[asyncio.Future[None]] = deque()
@@ -271,9 +271,15 @@ class Scheduler:
         if self._idle or self._alive < self._slots.total:
             self._provide_workers(len(cells))
 
-    def _push_call(self, cell: int) -> None:
+    def push_call(self, cell: int) -> None:  # a batch call (treadle.engine.batches)
         self._ready.push_call(cell, self._clock())
         self._provide_workers(1)
+
+    def call_settled(self, first: int) -> None:
+        """The cells of a batch call settled: their group may be finished, the run too."""
+        self._after_change(first)
+        if not self._slots.in_use:
+            self._check_finished()
 
     async def _run_cell(self, cell: int, t_ready: float, task: asyncio.Task, slot: int) -> None:
         tracker = self.tracker
@@ -281,7 +287,7 @@ class Scheduler:
         row_index, node = divmod(cell, n_nodes)
         generator = self.generators[node]
         if generator.mode is _BATCH:
-            return await run_call(self, cell, t_ready, task, slot)
+            return await self.batches.run(cell, t_ready, task, slot)
         row = self.store.rows[row_index]
         error: BaseException | None = None
         values: dict | None = None
@@ -358,7 +364,7 @@ class Scheduler:
 
     def _settle_error(self, cell: int, error: BaseException, timing: tuple[int, float, float, float]) -> None:
         if type(error) is RowFiltered:
-            filter_row(self, cell, timing)
+            filter_row(self, self._failure_handler, cell, timing)
         else:
             self._failure_handler.record(cell, error, timing)
         self._after_change(cell)

@@ -60,13 +60,20 @@ def read_table(path: Path) -> tuple[pa.Table, int, list[str]]:
     if (run_dir / PARQUET).is_file():
         parquet = pq.ParquetFile(run_dir / PARQUET)
         segments = json.loads((parquet.schema_arrow.metadata or {}).get(SEGMENTS_KEY, b"[]"))
-        tables.append(parquet.read().cast(SCHEMA))
+        tables.append(_conformed(parquet.read()))
     if (run_dir / STREAM).is_file():
         table, torn, segment = _read_stream(run_dir / STREAM)
         if segment not in segments:
-            tables.append(table.cast(SCHEMA))
+            tables.append(_conformed(table))
             skipped, segments = torn, [*segments, *([segment] if segment else [])]
     return pa.concat_tables(tables), skipped, segments
+
+
+def _conformed(table: pa.Table) -> pa.Table:
+    """`table` in SCHEMA; a field a trace written before it existed lacks (`rows`) is null there."""
+    for missing in (f for f in SCHEMA if f.name not in table.column_names):
+        table = table.append_column(missing, pa.nulls(table.num_rows, missing.type))
+    return table.select(SCHEMA.names).cast(SCHEMA)
 
 
 def _sessions(table: pa.Table) -> tuple[np.ndarray, np.ndarray, list[float], float]:
@@ -120,6 +127,8 @@ class TraceColumns:
     tokens_in: np.ndarray
     tokens_out: np.ndarray
     retry_after: np.ndarray
+    rows: np.ndarray
+    """A batch call's rows (0 for a cell's own attempt)."""
     lines: int = 0
     skipped: int = 0
     session_starts: list[float] = field(default_factory=list)
@@ -153,6 +162,7 @@ def _columns(
         tokens_in=numbers("tokens_in"),
         tokens_out=numbers("tokens_out"),
         retry_after=numbers("retry_after_s", 0.0),
+        rows=numbers("rows"),
         lines=table.num_rows,
         skipped=skipped,
         session_starts=session_starts,

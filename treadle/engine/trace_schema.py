@@ -42,6 +42,11 @@ class TaskTrace(NamedTuple):
         "before a retry, the wait its endpoint asked for (a 429's `Retry-After`, `RetryableCellError(retry_after=)`)"
         " and the engine honoured: the next attempt's `t_ready` is at least this after `t_end`; else null",
     ] = None
+    rows: Annotated[
+        int | None,
+        "for a batch column's call (`batch: true`), the rows it ran for: one attempt for them all, recorded on"
+        " the first row; null for a cell's own attempt",
+    ] = None
 
     @property
     def queue_wait_s(self) -> float:

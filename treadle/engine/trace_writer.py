@@ -30,7 +30,7 @@ HEAD_DTYPE = np.dtype([(name, np.int64) for name in ("row", "node", "attempt", "
 ])  # fmt: skip
 Rest = dict[str, Any]
 """The other fields of an attempt that is not a plain success, by name: `status`, `error_class`, `message`,
-`tokens_in`, `tokens_out`, `retry_after_s`; for a call from inside a cell also `column`, `model`, `parent`."""
+`tokens_in`, `tokens_out`, `retry_after_s`, `rows`; for a call from inside a cell also `column`, `model`, `parent`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,6 +153,11 @@ def _throughput_section(m: RunMetrics) -> Section:
         [f"peak (per {seconds_text(tp.bucket_s)})", number_text(tp.peak_per_s)],
         ["over time", sparkline(rate)],
     ]
+    rows += [
+        [f"{name}: rows per second of its batch calls", number_text(c.rows_per_s)]
+        for name, c in m.columns.items()
+        if c.rows_per_s is not None
+    ]
     return Section("Throughput", ["measure", "value"], rows, None)
 
 

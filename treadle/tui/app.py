@@ -8,7 +8,7 @@ message per cell change, and it stops the engine before it exits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Any
 
@@ -28,7 +28,7 @@ from treadle.tui.layout import CSS, NARROW_HEIGHT, NARROW_WIDTH, PANELS
 from treadle.tui.model import RateMeter, ViewStatus
 from treadle.tui.refresh import TICK_HZ
 from treadle.tui.screens import CellDetailScreen
-from treadle.tui.theme import COLOURS, GLYPHS, MARKS, STATES
+from treadle.tui.theme import CACHED, COLOURS, FILTERED, GLYPHS, STATES
 from treadle.tui.widgets.failed import FailedTable
 from treadle.tui.widgets.grid import CellGrid
 from treadle.tui.widgets.header import RunHeader
@@ -36,10 +36,14 @@ from treadle.tui.widgets.limits import LimitsPanel
 from treadle.tui.widgets.timeline import Timeline
 
 
-def _legend(uses_cache: bool) -> Text:
-    """The grid's marks; `cached` only for a run that uses the response cache (the line has no room to spare)."""
+def _legend(columns: Sequence[Any], uses_cache: bool) -> Text:
+    """The grid's marks this run can show (the line has no room to spare): `degraded` only where a column
+    falls back to a default, `cached` with the response cache, `filtered` with a filter column."""
+    degrades = any(not isinstance(c.on_failure, str) for c in columns)  # `on_failure: {default: ...}`
+    states = [state for state in STATES if state != "degraded" or degrades]
+    filters = any(c.kind == "filter" for c in columns)
     text = Text(no_wrap=True, overflow="ellipsis")
-    for state in MARKS if uses_cache else STATES:
+    for state in (*states, *[CACHED] * uses_cache, *[FILTERED] * filters):
         text.append(f"{GLYPHS[state]} {state} ", style=COLOURS[state])
     return text
 
@@ -117,7 +121,7 @@ class TreadleApp(AppActions):
                 panel.border_title = f"cells · {snap.rows:,} rows × {len(snap.columns)} columns"
                 yield self._grid
                 yield self._cursor_line
-                yield Static(_legend(bool(snap.cache)), id="legend")
+                yield Static(_legend(self.controller.loaded.config.columns, bool(snap.cache)), id="legend")
             with Vertical(id="limits-panel", classes="panel") as panel:
                 panel.border_title = "concurrency"
                 yield self._limits

@@ -9,9 +9,11 @@ from treadle.engine.tracker import TERMINAL, CellState
 STATES: tuple[str, ...] = tuple(s.label for s in CellState)
 CACHED = "cached"
 """A done cell whose answer came from the response cache (snapshot windows mark it so)."""
-MARKS: tuple[str, ...] = (*STATES, CACHED)
-"""What a grid cell can show: the states, and done-from-the-cache (the legends list these)."""
-FINISHED_STATES = frozenset([*(s.label for s in TERMINAL), CACHED])
+FILTERED = "filtered"
+"""A dropped cell of a row a filter column turned away, which is not a failure (snapshot windows mark it so)."""
+MARKS: tuple[str, ...] = (*STATES, CACHED, FILTERED)
+"""What a grid cell can show: the states, done-from-the-cache and filtered (the legends list these)."""
+FINISHED_STATES = frozenset([*(s.label for s in TERMINAL), CACHED, FILTERED])
 """States a cell does not leave by itself (done, failed, blocked, dropped, degraded...)."""
 
 GLYPHS: dict[str, str] = {
@@ -25,6 +27,7 @@ GLYPHS: dict[str, str] = {
     "dropped": "─",
     "degraded": "◐",
     CACHED: "◆",
+    FILTERED: "▽",
 }
 
 COLOURS: dict[str, str] = {
@@ -38,6 +41,7 @@ COLOURS: dict[str, str] = {
     "dropped": "#4e4e4e",
     "degraded": "#d7d75f",
     CACHED: "#5fd7d7",
+    FILTERED: "#5f87af",
 }
 UNKNOWN_COLOUR = "#8a8a8a"
 for _state in STATES:  # a state added to the engine later still gets drawn

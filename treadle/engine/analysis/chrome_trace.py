@@ -55,9 +55,9 @@ _COLOURS: dict[Any, str] = {
 # Events are formatted without building dicts: this runs for every line of a trace of millions.
 _X = '{"name":%s,"cat":"%s","ph":"X","ts":%.3f,"dur":%.3f,"pid":%d,"tid":%d%s,"args":%s}'
 # An attempt's args are its trace fields (trace_schema.FIELDS, in that order) but for those its event shows
-# otherwise (times as ts/dur, the slot as its thread) or adds only when set (parent, retry_after_s); the
-# computed queue_wait_ms comes before model and seq, the order Chrome exports have always had.
-_SHOWN_OTHERWISE = ("slot", "t_ready", "t_start", "t_end", "parent", "retry_after_s")
+# otherwise (times as ts/dur, the slot as its thread) or adds only when set (parent, retry_after_s, rows);
+# the computed queue_wait_ms comes before model and seq, the order Chrome exports have always had.
+_SHOWN_OTHERWISE = ("slot", "t_ready", "t_start", "t_end", "parent", "retry_after_s", "rows")
 _AFTER_QUEUE_WAIT = ("model", "seq")
 _ARG_FIELDS = tuple(name for name in FIELDS if name not in _SHOWN_OTHERWISE + _AFTER_QUEUE_WAIT)
 """The fields before queue_wait_ms; `export_chrome` gives their values in this order."""
@@ -333,6 +333,9 @@ def _write_attempts(
             retry_after = t.get("retry_after_s")
             if retry_after is not None:
                 args = f'{args[:-1]},"retry_after_s":{float(retry_after):.6f}}}'
+            rows = t.get("rows")
+            if rows is not None:  # a batch call: one slice for its rows
+                args = f'{args[:-1]},"rows":{int(rows)}}}'
         except (TypeError, ValueError):  # a line treadle did not write
             continue
         ts, dur = t_start * 1e6, max((t_end - t_start) * 1e6, 0.0)

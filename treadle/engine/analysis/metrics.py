@@ -220,6 +220,7 @@ def _column_metrics(tc: TraceColumns, lines: _Lines, price_of: dict[str, Price])
             queue = tc.t_start[g] - tc.t_ready[g]
             queue_wait = QueueWait(total=round(float(queue.sum()), 6), **percentiles(queue, (50, 95)), mean=mean(queue))
             total_run = float(np.cumsum(run_s[g])[-1]) if len(g) else 0.0
+        rows, rows_per_s = _batch_rows(tc.rows[g], g_status, done_run)
         cost = None
         if not aggregated and model is not None and model in price_of:
             cost = round(cost_of(tokens_in, tokens_out, price_of[model]), 6)
@@ -235,8 +236,20 @@ def _column_metrics(tc: TraceColumns, lines: _Lines, price_of: dict[str, Price])
             tokens_out=tokens_out,
             tokens_counted_in=f"{name}:llm" if aggregated else None,
             cost=cost,
+            rows=rows,
+            rows_per_s=rows_per_s,
         )
     return columns
+
+
+def _batch_rows(rows: np.ndarray, status: np.ndarray, done_run_s: np.ndarray) -> tuple[int | None, float | None]:
+    """A batch column's rows done by its calls, and those per second of the done calls' run time; (None,
+    None) for a column whose attempts carry no row count (each ran for one cell)."""
+    if not (rows > 0).any():
+        return None, None
+    done_rows = int(rows[status == 0].sum())
+    run_s = float(done_run_s.sum())
+    return done_rows, round(done_rows / run_s, 3) if run_s > 0 else 0.0
 
 
 def _attempt_counts(columns: dict[str, ColumnMetrics], lines: _Lines, *, calls: bool) -> AttemptCounts:
@@ -356,17 +369,20 @@ def _model_metrics(
 
 
 def _throughput(tc: TraceColumns, lines: _Lines, wall: float, buckets: int) -> Throughput:
-    """Cells done and failed per time bucket (about `buckets` of them over the wall time)."""
+    """Cells done and failed per time bucket (about `buckets` of them over the wall time); a batch call
+    counts a cell per row it ran for."""
     width = nice_width(wall, buckets)
     n_buckets = max(1, math.ceil(wall / width - 1e-9)) if wall > 0 else 1
-    done_ends = tc.t_end[lines.own & (lines.status == 0)]
-    done = histogram(done_ends, width, n_buckets)
+    cells = np.maximum(tc.rows, 1)
+    done_lines = lines.own & (lines.status == 0)
+    done = histogram(tc.t_end[done_lines], width, n_buckets, cells[done_lines])
+    failed_lines = lines.own & (lines.status == STATUSES.index("failed"))
     return Throughput(
         bucket_s=width,
         t=[round(i * width, 6) for i in range(n_buckets)],
         done=done,
-        failed=histogram(tc.t_end[lines.own & (lines.status == STATUSES.index("failed"))], width, n_buckets),
-        mean_per_s=round(len(done_ends) / wall, 6) if wall > 0 else 0.0,
+        failed=histogram(tc.t_end[failed_lines], width, n_buckets, cells[failed_lines]),
+        mean_per_s=round(int(cells[done_lines].sum()) / wall, 6) if wall > 0 else 0.0,
         peak_per_s=round(max(done, default=0) / width, 6),
     )
 

@@ -197,7 +197,7 @@ class ColumnRunTime(Record):
 class ColumnSummary(Record):
     """A column (or `<column>:llm` ctx calls) in summary.json."""
 
-    _omitted_when_none = ("tokens_counted_in",)
+    _omitted_when_none = ("tokens_counted_in", "rows", "rows_per_s")
     model: str | None
     attempts: int
     done: int
@@ -213,11 +213,16 @@ class ColumnSummary(Record):
     cost: float | None
     tokens_counted_in: str | None = None
     """A python column whose ctx calls carry its tokens: `<column>:llm`, where they are counted."""
+    rows: int | None = None
+    """A batch column (`batch: true`): the rows its done calls ran for; left out for other columns."""
+    rows_per_s: float | None = None
+    """A batch column: those rows per second of its done calls' run time."""
 
 
 class ColumnMetrics(Record):
     """A column, or the ctx calls made from a python column (`<column>:llm`, with a `parent`)."""
 
+    _omitted_when_none = ("rows", "rows_per_s")
     model: str | None
     parent: str | None
     attempts: int
@@ -235,6 +240,10 @@ class ColumnMetrics(Record):
     tokens_counted_in: str | None
     cost: float | None
     """None for a model without a price, and where the tokens are counted on the calls."""
+    rows: int | None = None
+    """A batch column (`batch: true`): the rows its done calls ran for; None for other columns."""
+    rows_per_s: float | None = None
+    """A batch column: those rows per second of its done calls' run time."""
 
     def summary(self) -> ColumnSummary:
         """The column as summary.json keeps it: latency folds into `run_s` (mean, p50, p95)."""
@@ -253,6 +262,8 @@ class ColumnMetrics(Record):
             tokens_out=self.tokens_out,
             cost=self.cost,
             tokens_counted_in=self.tokens_counted_in,
+            rows=self.rows,
+            rows_per_s=self.rows_per_s,
         )
 
 

@@ -92,10 +92,12 @@ def maximum(values: Floats) -> float:
     return round(float(as_array(values).max()), 6) if len(values) else 0.0
 
 
-def histogram(times: Floats, width: float, n_buckets: int) -> list[int]:
-    """How many of `times` fall in each bucket of `width` from 0 (later ones count in the last)."""
+def histogram(times: Floats, width: float, n_buckets: int, weights: np.ndarray | None = None) -> list[int]:
+    """How many of `times` fall in each bucket of `width` from 0 (later ones count in the last); with
+    `weights`, each time counts its weight (a batch call: its rows)."""
     data = as_array(times)
     if len(data) == 0:
         return [0] * n_buckets
     index = np.minimum(np.floor(data / width).astype(np.int64), n_buckets - 1)
-    return np.bincount(np.maximum(index, 0), minlength=n_buckets).tolist()
+    counts = np.bincount(np.maximum(index, 0), weights=weights, minlength=n_buckets)
+    return counts.astype(np.int64).tolist()

@@ -1,7 +1,9 @@
 """Batch python columns (`batch: true`): one call of a user function per row group (or `batch_size` rows).
 
 The function takes a pandas DataFrame of the ready rows (indexed by row number; the seed fields and
-the columns of the nodes it depends on, directly or not) and returns one value per row: a Series,
+the columns of the nodes it depends on, directly or not), and `ctx` if it declares a second argument
+(as a per-cell python function: one context for the call, its LLM calls traced on the call's first
+row, their tokens on the call's record), and returns one value per row: a Series,
 list or 1-d array for one column; a DataFrame or a dict of lists for `columns: [...]`. Values are
 taken by position. The scheduler's side (collecting a group's ready cells, one task per call) lives
 in treadle.engine.batches.
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from treadle.engine.errors import CellError
-from treadle.engine.functions import is_async_function
+from treadle.engine.functions import accepts_context, is_async_function
 from treadle.engine.generators.base import Generator, RunMode
 
 
@@ -38,6 +40,8 @@ class BatchGenerator(Generator):
         """`module:function` as the pipeline names it, for error messages."""
         self.batch_size = batch_size
         self.is_async = is_async_function(function)
+        self.wants_context = accepts_context(function)
+        """`function(frame, ctx)`: one ColumnContext for the call (treadle.engine.batches)."""
         self._wanted = wanted
         """Whether a row's key goes into the frame (a seed field or an upstream column)."""
         self._single = len(outputs) == 1 and outputs[0] == name
@@ -54,7 +58,13 @@ class BatchGenerator(Generator):
         """The values of each output column from what the function returned, and for a filter which rows
         it keeps (else None); CellError if it is not `n_rows` values."""
         if self._filter:
-            return {}, np.array(self._values(result, n_rows, ""), dtype=bool)
+            keeps = self._values(result, n_rows, "")
+            wrong = [keep for keep in keeps if not isinstance(keep, bool | np.bool_)]
+            if wrong:  # NaN or None would keep or fail a row by accident
+                raise CellError(
+                    f"batch filter {self.spec} returned {type(wrong[0]).__name__} values, expected a boolean Series"
+                )
+            return {}, np.array(keeps, dtype=bool)
         if self._single:
             return {self.name: self._values(result, n_rows, "")}, None
         names = ", ".join(self.outputs)

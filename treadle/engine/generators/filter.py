@@ -3,7 +3,8 @@
 A filter writes no value. It keeps a row by returning no values, and drops one by raising
 `RowFiltered`, which the scheduler settles as "filtered by <name>" (treadle.engine.filters). The test
 is a sandboxed Jinja2 expression (run inline: cheap and CPU-only) or a python function (sync in a
-thread, async on the loop). A batch filter is a BatchGenerator whose values are one bool per row.
+thread, async on the loop; given `ctx` if it takes a second argument, as a python column's). A batch
+filter is a BatchGenerator whose values are one bool per row.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from jinja2 import TemplateError
 
 from treadle.engine.errors import CellError
-from treadle.engine.functions import is_async_function
+from treadle.engine.functions import accepts_context, is_async_function
 from treadle.engine.generators.base import Generator, RunMode
 from treadle.engine.templates import row_expression
 
@@ -45,13 +46,14 @@ class FunctionFilter(Generator):
         super().__init__(name, ())
         self.function = function
         self.mode = RunMode.ASYNC if is_async_function(function) else RunMode.THREAD
+        self.wants_context = accepts_context(function)
 
-    def generate(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        if not self.function(row):
+    def generate(self, row: Mapping[str, Any], ctx: Any = None) -> dict[str, Any]:
+        if not (self.function(row) if ctx is None else self.function(row, ctx)):
             raise RowFiltered
         return {}
 
-    async def agenerate(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        if not await self.function(row):
+    async def agenerate(self, row: Mapping[str, Any], ctx: Any = None) -> dict[str, Any]:
+        if not await (self.function(row) if ctx is None else self.function(row, ctx)):
             raise RowFiltered
         return {}

@@ -322,10 +322,10 @@ class CellGrid(ScrollView, can_focus=True):
                 style = _NAME_STYLE + (Style(underline=True) if col == self.cursor_col else Style())
                 segments.append(Segment(text, style))
                 segments.append(Segment(" " * (width - len(text))))
-            elif line == 1:
-                done = counts.get("done", 0)
-                text = f"{100 * done // total}%" if total else ""
-                segments.append(Segment(text.ljust(width), STATE_STYLES["done"] if total and done == total else _DIM))
+            elif line == 1:  # done of the cells still in the run: a dropped row (a filter's) has nothing to do
+                done, kept = counts.get("done", 0), total - counts.get("dropped", 0)
+                text = f"{100 * done // kept}%" if kept else ""
+                segments.append(Segment(text.ljust(width), STATE_STYLES["done"] if kept and done == kept else _DIM))
             else:
                 running, failed = counts.get("running", 0), counts.get("failed", 0)
                 parts: list[Segment] = []

@@ -7,7 +7,7 @@ from textual.widgets import Static
 
 from treadle.engine.controller import Snapshot
 from treadle.tui.model import ViewStatus, clock_text, finished_cells
-from treadle.tui.theme import CACHED, COLOURS, GLYPHS, STATUS_COLOURS
+from treadle.tui.theme import CACHED, COLOURS, FILTERED, GLYPHS, STATUS_COLOURS
 
 _HINTS: dict[str, str] = {
     "idle": "all cells finished: r/R/A retry, q close and quit",
@@ -50,6 +50,8 @@ class RunHeader(Static):
         failed = snapshot.cells.get("failed", 0)
         if failed:
             text.append(f"  ✗ {failed:,} failed", style=COLOURS["failed"])
+        if snapshot.filtered:  # not failures: rows a filter column turned away
+            text.append(f"  {GLYPHS[FILTERED]} {snapshot.filtered:,} filtered", style=COLOURS[FILTERED])
         if hits := snapshot.cache.get("hits"):
             text.append(f"  {GLYPHS[CACHED]} {hits:,} cached", style=COLOURS[CACHED])
         hint = _HINTS.get(status)
