@@ -36,8 +36,6 @@ _OUTPUT_ROW_GROUP = 65_536
 """Rows per parquet row group of output.parquet (a power of two: see bench/RESULTS.md, reading the seed)."""
 _FILE_THREADS = 8
 """Threads writing or deleting group files at once: their fsyncs and unlinks overlap."""
-_GROUP_WRITERS = 4
-"""Threads writing the group files of a run (groups in flight are few: more would wait)."""
 _INDEX_SCHEMA = pa.schema([(ROW_FIELD, pa.int64()), (STATES_FIELD, pa.binary())])
 
 
@@ -76,22 +74,6 @@ def _write_atomically(path: Path, table: pa.Table, **options: Any) -> None:
     pq.write_table(table, tmp, **options)
     _fsync_file(tmp)
     os.replace(tmp, path)
-
-
-class GroupWriters:
-    """Threads that write row-group files while cells run. A group always goes to the same thread, so
-    its writes stay in order (a retried group may be written twice); different groups' writes, and
-    their fsyncs, overlap (one after another, the disk's fsync latency bounded cheap columns' runs)."""
-
-    def __init__(self, threads: int = _GROUP_WRITERS) -> None:
-        self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"treadle-writer-{i}") for i in range(threads)]
-
-    def for_group(self, group: int) -> ThreadPoolExecutor:
-        return self._pools[group % len(self._pools)]
-
-    def shutdown(self) -> None:
-        for pool in self._pools:
-            pool.shutdown()
 
 
 class RunDirectory:

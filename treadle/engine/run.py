@@ -30,7 +30,7 @@ from treadle.engine.graph import Node
 from treadle.engine.journal import Journal
 from treadle.engine.limits import PYTHON_THREADS_DEFAULT_MAX, ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.loop_health import LoopLag
-from treadle.engine.outputs import GroupWriters, RunDirectory
+from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import ErrorWindow, FailurePolicies, NodePolicy, NoWindow, RetryPolicy
@@ -163,7 +163,7 @@ class Run:
         self.context_services = ContextServices(loaded, self.scheduler.cell_services)
         self.scheduler.context_services = self.context_services
         self.context_services.cache = self.cache if self.cache is not None and self.cache.usable else None
-        self._writers = GroupWriters()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="treadle-writer")
         self._groups_queued = 0
         """Group writes handed to the writer thread and not yet done (both threads count: the lock)."""
         self._queued_lock = threading.Lock()
@@ -266,7 +266,7 @@ class Run:
         with self._queued_lock:
             self._groups_queued += 1
         try:
-            await loop.run_in_executor(self._writers.for_group(group), self._write_group_now, group, contents)
+            await loop.run_in_executor(self._writer, self._write_group_now, group, contents)
         except OSError as exc:
             self._storage_failed(exc)
             return
@@ -355,14 +355,14 @@ class Run:
         self.engine_cpu_s = time.thread_time() - cpu_started
         self.status = self._final_status()
         try:
-            await loop.run_in_executor(self._writers.for_group(0), self._write_outputs)  # group writes are done
+            await loop.run_in_executor(self._writer, self._write_outputs)
         except OSError as exc:
             raise StorageError(
                 f"cannot write the run directory {self.directory.path}: {self._storage_reason(exc)} "
                 "(what was journaled is kept; free space and run treadle resume)"
             ) from None
         finally:
-            self._writers.shutdown()
+            self._writer.shutdown()
             self._trace_writer.shutdown()
         self.bus.emit(RunFinished(status=self.status, wall_s=round(self.wall_s, 3), message=self.message))
 
