@@ -45,7 +45,25 @@ class Command:
     reason: str = "interrupted"
 
 
-ParentMessage = Assign | SetLimit | SetBudgets | Command
+@dataclass(frozen=True)
+class Retry:
+    """Failed cells (and their dependents) of groups the worker holds or wrote, back into work; it
+    answers with `Retried` under the same `request`."""
+
+    request: int
+    cells: list[int]
+    held_failed: bool = False
+    """Every failed cell of the groups it holds too (the parent does not know them yet)."""
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Rows of groups the worker holds or wrote: no more work, left out of the output."""
+
+    rows: list[int]
+
+
+ParentMessage = Assign | SetLimit | SetBudgets | Command | Retry | Drop
 
 # ---- worker -> parent ------------------------------------------------------------------------------
 
@@ -84,6 +102,10 @@ class Tick:
     pause_reason: str | None
     cache: tuple[int, int, int]
     """The response cache's hits, misses, answers stored so far."""
+    calls: int = 0
+    """Model requests started so far (the parent's workers panel shows calls/s)."""
+    states: bytes = b""
+    """The cell states of `groups`, group after group, row after row (the grid's rows in view)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +118,15 @@ class Finished:
     """Per model limit: requests started, answers that asked to wait (429)."""
 
 
-WorkerMessage = GroupWritten | Tick | Finished
+@dataclass(frozen=True)
+class Retried:
+    """How many cells a `Retry` turned back into work."""
+
+    request: int
+    count: int
+
+
+WorkerMessage = GroupWritten | Tick | Finished | Retried
 
 
 def shares(total: int, workers: int) -> list[int]:

@@ -33,12 +33,15 @@ from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.resume import Recovery
 from treadle.engine.row_groups import RowGroups
 from treadle.engine.run import TRACE_FLUSH_EVERY_S, Run, RunOptions
-from treadle.engine.tracker import N_STATES, CellTracker
+from treadle.engine.tracker import N_STATES, CellState, CellTracker
 from treadle.engine.workers.messages import (
     Assign,
+    Drop,
     Finished,
     GroupWritten,
     ParentMessage,
+    Retried,
+    Retry,
     SetBudgets,
     SetLimit,
     Tick,
@@ -161,6 +164,19 @@ class WorkerRun(Run):
         if self.cache is not None:
             self.cache.close()
 
+    def retry_cells(self, message: Retry) -> list[int]:
+        """The cells a retry names, with the failed ones of the groups held if it asks for them."""
+        if not message.held_failed:
+            return message.cells
+        held = set(self.groups.in_flight())
+        tracker = self.tracker
+        return message.cells + [c for c in tracker.cells_in(CellState.FAILED) if tracker.group_of(c) in held]
+
+    def held_states(self, groups: list[int]) -> bytes:
+        tracker, n = self.tracker, self.tracker.n_nodes
+        state = tracker.state
+        return b"".join(bytes(state[r.start * n : r.stop * n]) for r in map(tracker.group_rows, groups))
+
     def held_counts(self) -> tuple[list[int], list[int]]:
         """The groups this worker holds, and their cells' counts by node and state."""
         held = self.groups.in_flight()
@@ -195,6 +211,10 @@ class WorkerLoop:
         elif isinstance(message, SetBudgets):
             self.run.rates[f"model:{message.model}"].set_budgets(message.rpm, message.tpm)
             scheduler.pace_changed()
+        elif isinstance(message, Retry):
+            self.run.send(Retried(message.request, scheduler.retry(self.run.retry_cells(message))))
+        elif isinstance(message, Drop):
+            scheduler.drop(message.rows)
         elif message.name == "pause":
             scheduler.pause()
         elif message.name == "resume":
@@ -244,6 +264,8 @@ class WorkerLoop:
             first_row_done_at=run.scheduler.first_row_done_at,
             pause_reason=run.scheduler.pause_reason,
             cache=(0, 0, 0) if stats is None else (stats.hits, stats.misses, stats.stored),
+            calls=sum(rate.started_total for rate in run.rates.values()),
+            states=run.held_states(groups),
         )
 
     async def _ticks(self, stop: asyncio.Event) -> None:

@@ -1,0 +1,249 @@
+"""Retry and drop across worker processes, and what each worker is doing for the workers panel.
+
+A command about cells goes to the worker that holds their row group, or else to the one that wrote it:
+a worker keeps the cell states of every group it ran, so it retries a written group's failed cells as
+one process does (the group is in flight again, then written again). A group whose writer has ended
+cannot be retried or dropped in this run (its cells are in the run directory for `treadle resume`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from treadle.engine.controller import _COMMAND_TIMEOUT_S, RunController
+from treadle.engine.limits import SLOTS
+from treadle.engine.tracker import CellState
+from treadle.engine.views import WorkerView
+from treadle.engine.workers.messages import Drop, Retried, Retry, Tick
+from treadle.engine.workers.pool import WorkerHandle
+
+if TYPE_CHECKING:
+    from treadle.engine.workers.parent import ParentRun
+
+CALLS_WINDOW_S = 2.0
+"""How far back calls/s looks."""
+
+
+@dataclass
+class _Answer:
+    """A retry sent to some workers: how many cells they turned back into work so far."""
+
+    future: concurrent.futures.Future[int]
+    waiting: set[int]
+    count: int = 0
+
+
+@dataclass
+class _Calls:
+    """A worker's model requests started, as its ticks reported them: (loop time, total) pairs."""
+
+    seen: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def add(self, now: float, total: int) -> None:
+        self.seen.append((now, total))
+        while len(self.seen) > 2 and now - self.seen[1][0] >= CALLS_WINDOW_S:
+            self.seen.popleft()
+
+    def per_s(self) -> float:
+        if len(self.seen) < 2:
+            return 0.0
+        (t0, n0), (t1, n1) = self.seen[0], self.seen[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+class WorkerCommands:
+    """The parent's routing of retry and drop, and its record of who wrote which group (on its loop)."""
+
+    def __init__(self, run: ParentRun) -> None:
+        self.run = run
+        self.writer: dict[int, WorkerHandle] = {}
+        """group -> the worker that last wrote it."""
+        self._answers: dict[int, _Answer] = {}
+        self._requests = itertools.count()
+        self._calls: dict[int, _Calls] = {}
+
+    # ---- what the parent hears ---------------------------------------------------------------------
+
+    def written(self, handle: WorkerHandle, group: int) -> None:
+        self.writer[group] = handle
+
+    def ticked(self, handle: WorkerHandle, tick: Tick, now: float) -> None:
+        self._calls.setdefault(handle.index, _Calls()).add(now, tick.calls)
+
+    def retried(self, handle: WorkerHandle, message: Retried) -> None:
+        answer = self._answers.get(message.request)
+        if answer is not None:
+            answer.count += message.count
+            self._answered(message.request, handle.index)
+
+    def worker_died(self, handle: WorkerHandle) -> None:
+        """Retries it was asked for count none from it."""
+        for request in list(self._answers):
+            self._answered(request, handle.index)
+
+    def _answered(self, request: int, index: int) -> None:
+        answer = self._answers[request]
+        answer.waiting.discard(index)
+        if not answer.waiting:
+            del self._answers[request]
+            answer.future.set_result(answer.count)
+
+    # ---- commands ----------------------------------------------------------------------------------
+
+    def retry(self, cells: Iterable[int], all_failed: bool = False) -> concurrent.futures.Future[int]:
+        """Send each cell to the worker that holds or wrote its group; the future: how many they retried.
+        `all_failed`: every failed cell, of groups written (the parent's states) and held (the workers')."""
+        tracker = self.run.tracker
+        by_worker: dict[int, list[int]] = {}
+        if all_failed:
+            cells = [*cells, *tracker.cells_in(CellState.FAILED)]
+            by_worker = {h.index: [] for h in self.run.workers if h.alive and h.outstanding}
+        reopened: dict[int, WorkerHandle] = {}
+        for cell in cells:
+            group = tracker.group_of(cell)
+            handle = self._holder(group) or reopened.get(group)
+            if handle is None:
+                if tracker.state[cell] != CellState.FAILED:  # a written group's states are its writer's
+                    continue
+                handle = self._writer(group, f"retry row {cell // tracker.n_nodes}", skip_ended=all_failed)
+                if handle is None:
+                    continue
+                reopened[group] = handle
+            by_worker.setdefault(handle.index, []).append(cell)
+        for group, handle in reopened.items():  # in flight again until its writer writes it again
+            handle.outstanding.add(group)
+            self.run.group_reopened()
+        future: concurrent.futures.Future[int] = concurrent.futures.Future()
+        if not by_worker:
+            future.set_result(0)
+            return future
+        request = next(self._requests)
+        self._answers[request] = _Answer(future, set(by_worker))
+        for index, ids in by_worker.items():
+            self.run.workers[index].send(Retry(request, ids, held_failed=all_failed))
+        return future
+
+    def drop(self, rows: Iterable[int]) -> int:
+        """Send each row to the worker that holds or wrote its group; a written group's row is dropped in
+        the parent's states too (the output leaves it out). Returns how many rows were not dropped yet."""
+        run = self.run
+        tracker = run.tracker
+        by_worker: dict[int, list[int]] = {}
+        written: list[int] = []
+        for row in dict.fromkeys(rows):
+            if not 0 <= row < tracker.n_rows or tracker.row_dropped(row):
+                continue
+            group = row // tracker.group_size
+            handle = self._holder(group)
+            if handle is None:
+                handle = self._writer(group, f"drop row {row}")
+                assert handle is not None
+                written.append(row)
+            by_worker.setdefault(handle.index, []).append(row)
+        n = tracker.n_nodes
+        for row in written:
+            tracker.drop_row(row)
+            for cell in range(row * n, (row + 1) * n):
+                run.scheduler.failures.pop(cell, None)
+        for index, chosen in by_worker.items():
+            run.workers[index].send(Drop(chosen))
+        return sum(len(chosen) for chosen in by_worker.values())
+
+    def _holder(self, group: int) -> WorkerHandle | None:
+        return next((h for h in self.run.workers if h.alive and group in h.outstanding), None)
+
+    def _writer(self, group: int, what: str, skip_ended: bool = False) -> WorkerHandle | None:
+        """The live worker that wrote `group`; else None with `skip_ended`, or a ValueError saying why not."""
+        handle = self.writer.get(group)
+        if (handle is None or not handle.alive) and skip_ended:
+            return None
+        if handle is None or not handle.alive:
+            by = "before this run started" if handle is None else f"by worker {handle.index}, which has ended"
+            raise ValueError(f"cannot {what} in this run: its row group {group} was written {by}")
+        return handle
+
+    # ---- what the UIs see ---------------------------------------------------------------------------
+
+    def held_row_states(self, rows: Iterable[int]) -> dict[int, bytes]:
+        """The cell states of those `rows` whose group a worker holds, as its last tick reported them
+        (the parent's own states of a group change only once it is written)."""
+        tracker = self.run.tracker
+        n, size = tracker.n_nodes, tracker.group_size
+        where: dict[int, tuple[bytes, int]] = {}
+        for handle in self.run.workers:
+            tick = handle.tick
+            if not handle.alive or tick is None or not tick.states:
+                continue
+            offset = 0
+            for group in tick.groups:
+                if group in handle.outstanding:
+                    where[group] = (tick.states, offset)
+                offset += len(tracker.group_rows(group)) * n
+        held: dict[int, bytes] = {}
+        for row in rows:
+            if (found := where.get(row // size)) is not None:
+                states, offset = found
+                start = offset + (row - row // size * size) * n
+                held[row] = states[start : start + n]
+        return held
+
+    def views(self) -> tuple[WorkerView, ...]:
+        done: dict[int, int] = {}
+        for handle in self.writer.values():
+            done[handle.index] = done.get(handle.index, 0) + 1
+        return tuple(
+            WorkerView(
+                index=h.index,
+                alive=h.alive,
+                groups_done=done.get(h.index, 0),
+                groups_in_flight=len(h.outstanding) if h.alive else 0,
+                cells_in_flight=h.tick.in_use.get(SLOTS, 0) if h.alive and h.tick is not None else 0,
+                calls_per_s=round(self._calls[h.index].per_s(), 1) if h.alive and h.index in self._calls else 0.0,
+            )
+            for h in self.run.workers
+        )
+
+
+class RoutedCellCommands(RunController):
+    """Retry and drop of a run on several worker processes (the base of WorkersController)."""
+
+    _run: ParentRun
+
+    def retry(
+        self,
+        cells: Iterable[tuple[int, str]] = (),
+        rows: Iterable[int] = (),
+        all_failed: bool = False,
+        columns: Iterable[str] | None = None,
+    ) -> int:
+        """As for one process; the workers holding (or having written) the rows retry them, and this
+        waits for how many cells they took. A row whose group was written by a worker that has ended
+        raises ValueError."""
+        ids = [self.cell_id(row, column) for row, column in cells]
+        chosen = list(rows)
+        names = None if columns is None else self._known_columns(columns)
+        if names is None:
+            n = len(self._run.node_names)
+            ids += [row * n + node for row in chosen for node in range(n)]
+
+        def retry() -> concurrent.futures.Future[int]:
+            if names is not None:
+                ids.extend(self._edits.failed_cells(names, chosen or None))
+            return self._run.commands.retry(ids, all_failed=all_failed and names is None)
+
+        answer = self._call(retry)
+        if answer is None:
+            return 0
+        try:
+            return answer.result(_COMMAND_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            return 0
+
+    def drop(self, rows: Iterable[int]) -> int:
+        selected = list(rows)
+        return self._call(lambda: self._run.commands.drop(selected)) or 0
