@@ -8,6 +8,7 @@ from typing import Any
 
 from treadle.engine.events import EventPayload
 from treadle.engine.policy import CellFailure
+from treadle.engine.rate_limits import RateView
 from treadle.engine.trace_writer import Batch
 
 # ---- parent -> worker ------------------------------------------------------------------------------
@@ -106,6 +107,10 @@ class Tick:
     """Model requests started so far (the parent's workers panel shows calls/s)."""
     states: bytes = b""
     """The cell states of `groups`, group after group, row after row (the grid's rows in view)."""
+    rates: dict[str, RateView] = field(default_factory=dict)
+    """Each model limit's requests as this worker sees them (the parent adds them up for the UIs)."""
+    failures: list[tuple[int, CellFailure]] = field(default_factory=list)
+    """The failed cells of `groups` (a written group's come with `GroupWritten`)."""
 
 
 @dataclass(frozen=True)

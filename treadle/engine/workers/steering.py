@@ -9,14 +9,17 @@ cannot be retried or dropped in this run (its cells are in the run directory for
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import itertools
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from treadle.engine.controller import _COMMAND_TIMEOUT_S, RunController
 from treadle.engine.limits import SLOTS
+from treadle.engine.policy import CellFailure
+from treadle.engine.rate_limits import RateView
 from treadle.engine.tracker import CellState
 from treadle.engine.views import WorkerView
 from treadle.engine.workers.messages import Drop, Retried, Retry, Tick
@@ -169,15 +172,29 @@ class WorkerCommands:
 
     # ---- what the UIs see ---------------------------------------------------------------------------
 
+    def _held_ticks(self) -> list[tuple[WorkerHandle, Tick]]:
+        return [(h, h.tick) for h in self.run.workers if h.alive and h.tick is not None]
+
+    def failures(self) -> list[CellFailure]:
+        """Failed cells now: of written groups from the parent, of held ones from their worker's last tick."""
+        group_of = self.run.tracker.group_of
+        held: set[int] = set()
+        failures: list[CellFailure] = []
+        for handle, tick in self._held_ticks():
+            groups = handle.outstanding.intersection(tick.groups)
+            held |= groups
+            failures += [failure for cell, failure in tick.failures if group_of(cell) in groups]
+        written = [f for cell, f in self.run.scheduler.failures.items() if group_of(cell) not in held]
+        return written + failures
+
     def held_row_states(self, rows: Iterable[int]) -> dict[int, bytes]:
         """The cell states of those `rows` whose group a worker holds, as its last tick reported them
         (the parent's own states of a group change only once it is written)."""
         tracker = self.run.tracker
         n, size = tracker.n_nodes, tracker.group_size
         where: dict[int, tuple[bytes, int]] = {}
-        for handle in self.run.workers:
-            tick = handle.tick
-            if not handle.alive or tick is None or not tick.states:
+        for handle, tick in self._held_ticks():
+            if not tick.states:
                 continue
             offset = 0
             for group in tick.groups:
@@ -191,6 +208,11 @@ class WorkerCommands:
                 start = offset + (row - row // size * size) * n
                 held[row] = states[start : start + n]
         return held
+
+    def merged_rates(self, parent: dict[str, RateView]) -> dict[str, RateView]:
+        """Each model's requests over the live workers (the parent's own view has the ceiling only)."""
+        views = [h.tick.rates for h in self.run.workers if h.alive and h.tick is not None]
+        return {name: _merged(view, [v[name] for v in views if name in v]) for name, view in parent.items()}
 
     def views(self) -> tuple[WorkerView, ...]:
         done: dict[int, int] = {}
@@ -244,6 +266,36 @@ class RoutedCellCommands(RunController):
         except concurrent.futures.TimeoutError:
             return 0
 
+    def failures(self) -> list[dict[str, Any]]:
+        def failures() -> list[dict[str, Any]]:
+            return [f.record() for f in self._run.commands.failures() if f.action != "filtered"]
+
+        return self._call(failures) or []
+
     def drop(self, rows: Iterable[int]) -> int:
         selected = list(rows)
         return self._call(lambda: self._run.commands.drop(selected)) or 0
+
+
+def _merged(parent: RateView, workers: list[RateView]) -> RateView:
+    """The workers' shares of a model limit as one: counts and rates add up, the longest hold shows."""
+    if not workers:
+        return parent
+
+    def total(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    return dataclasses.replace(
+        parent,
+        concurrency=min(parent.ceiling, sum(w.concurrency for w in workers)),
+        in_flight=sum(w.in_flight for w in workers),
+        paced_rpm=total([w.paced_rpm for w in workers]),
+        tpm=total([w.tpm for w in workers]),
+        source=next((w.source for w in workers if w.source is not None), None),
+        requests_per_s=sum(w.requests_per_s for w in workers),
+        tokens_per_min=sum(w.tokens_per_min for w in workers),
+        rate_limited_last_min=sum(w.rate_limited_last_min for w in workers),
+        held_s=max(w.held_s for w in workers),
+        adaptive=any(w.adaptive for w in workers),
+    )

@@ -30,6 +30,7 @@ from treadle.engine.generators.llm import LLMGenerator
 from treadle.engine.limits import ROW_GROUPS, Limit
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline_validation import LoadedPipeline
+from treadle.engine.policy import CellFailure
 from treadle.engine.resume import Recovery
 from treadle.engine.row_groups import RowGroups
 from treadle.engine.run import TRACE_FLUSH_EVERY_S, Run, RunOptions
@@ -177,6 +178,10 @@ class WorkerRun(Run):
         state = tracker.state
         return b"".join(bytes(state[r.start * n : r.stop * n]) for r in map(tracker.group_rows, groups))
 
+    def held_failures(self, groups: list[int]) -> list[tuple[int, CellFailure]]:
+        held, group_of = set(groups), self.tracker.group_of
+        return [(cell, failure) for cell, failure in self.scheduler.failures.items() if group_of(cell) in held]
+
     def held_counts(self) -> tuple[list[int], list[int]]:
         """The groups this worker holds, and their cells' counts by node and state."""
         held = self.groups.in_flight()
@@ -266,6 +271,8 @@ class WorkerLoop:
             cache=(0, 0, 0) if stats is None else (stats.hits, stats.misses, stats.stored),
             calls=sum(rate.started_total for rate in run.rates.values()),
             states=run.held_states(groups),
+            rates={name: rate.view(time.perf_counter()) for name, rate in run.rates.items()},
+            failures=run.held_failures(groups),
         )
 
     async def _ticks(self, stop: asyncio.Event) -> None:
