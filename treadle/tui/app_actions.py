@@ -135,6 +135,7 @@ class AppActions(RefreshLoop):
         try:
             return command()
         except ValueError as exc:
+            self._log_widget.write_line(str(exc))
             self.notify(str(exc), severity="error", timeout=6)
             return None
 
