@@ -117,6 +117,8 @@ async def test_a_person_watches_and_steers_two_workers_as_one_process(tmp_path, 
             (tmp_path / "broken").unlink()  # the cause fixed: retry every failed cell
             await pilot.press("A")
             await until(pilot, lambda: app.snap.cells["failed"] == 0 and app.status == "idle", what="retried")
+            await pilot.press("C")  # recompute: refused with the reason, in the log, and the app goes on
+            assert "not there yet" in "".join(app.query_one("#log", Log).lines)
             app.grid.move_cursor(FAILING[0])
             await pilot.press("d")
             await until(pilot, lambda: app.snap.cells["dropped"] == 3, what="the row dropped")
@@ -130,31 +132,36 @@ async def test_a_person_watches_and_steers_two_workers_as_one_process(tmp_path, 
     assert (result.run_dir / "failures.jsonl").read_text() == ""
 
 
-async def test_a_failed_row_whose_worker_ended_is_refused_with_a_reason(tmp_path, two_workers, caplog):
-    with SimulatorThread(SimConfig(latency_ms=5, seed=4)) as url:
+async def test_failed_rows_whose_worker_ended_run_again_on_the_other(tmp_path, two_workers):
+    sim = SimulatorThread(SimConfig(latency_ms=5, seed=4))
+    with sim as url:
         controller = two_workers(url)
         app = TreadleApp(controller, summary_on_idle=False)
         async with app.run_test(size=(160, 48)) as pilot:
             await until(pilot, lambda: app.status == "idle", timeout=60, what="idle")
+            await until(pilot, lambda: len(app.failures) == len(FAILING), what="the failures")
             workers = _children(os.getpid())
             assert len(workers) == 2
             os.kill(workers[0], signal.SIGKILL)
             panel = app.query_one("#workers", WorkersPanel)
             await until(pilot, lambda: "dead" in plain(panel), what="the dead worker shown")
-            with pytest.raises(ValueError, match=r"cannot retry row \d+ in this run: .* which has ended"):
-                controller.retry(rows=FAILING)
-            retried = controller.retry(all_failed=True)  # the live worker's failed rows only
-            assert 0 < retried < len(FAILING)
-            for row in FAILING:  # R on each failed row: refused ones say why, and the app goes on
+            (tmp_path / "broken").unlink()
+            for row in FAILING:  # R on each failed row, whichever worker wrote it
                 app.grid.move_cursor(row)
                 await pilot.press("R")
-            assert any("which has ended" in line for line in app.query_one("#log", Log).lines)
-            assert app.is_running
-            await until(pilot, lambda: app.status == "idle", timeout=60, what="idle again")
+            await until(pilot, lambda: app.snap.cells["failed"] == 0 and app.status == "idle", what="retried")
+            app.grid.move_cursor(FAILING[-1] + 1)
+            await pilot.press("d")
+            await until(pilot, lambda: app.snap.cells["dropped"] == 3, what="the row dropped")
             await pilot.press("q")
             await until(pilot, lambda: not app.is_running, timeout=60, what="the app to exit")
         result = controller.wait(60)
-    assert result is not None and result.status == "failed"
+        requests = sim.stats()["requests_total"]
+    assert result is not None and result.status == "done"
+    output = pd.read_parquet(result.run_dir / "output.parquet").sort_values("id")
+    assert output["id"].tolist() == [row for row in range(ROWS) if row != FAILING[-1] + 1]  # each row once
+    assert output["n"].notna().all()
+    assert requests == ROWS  # the dead worker's done llm cells were not asked again
 
 
 def test_the_snapshot_endpoint_lists_the_workers(tmp_path, two_workers):

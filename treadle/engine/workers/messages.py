@@ -22,6 +22,8 @@ class Assign:
     groups: list[int]
     done: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     """row -> column -> that column's values, as `Recovery.done`."""
+    dropped: dict[int, str | None] = field(default_factory=dict)
+    """Rows of them dropped already -> the filter column that took it (None: a person dropped it)."""
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from treadle.engine.controller import _COMMAND_TIMEOUT_S, RunController
+from treadle.engine.journal import replay
 from treadle.engine.limits import SLOTS
 from treadle.engine.policy import CellFailure
 from treadle.engine.rate_limits import RateView
 from treadle.engine.tracker import CellState
 from treadle.engine.views import WorkerView
-from treadle.engine.workers.messages import Drop, Retried, Retry, Tick
+from treadle.engine.workers.messages import Assign, Drop, Retried, Retry, Tick
 from treadle.engine.workers.pool import WorkerHandle
 
 if TYPE_CHECKING:
@@ -100,52 +101,81 @@ class WorkerCommands:
 
     def retry(self, cells: Iterable[int], all_failed: bool = False) -> concurrent.futures.Future[int]:
         """Send each cell to the worker that holds or wrote its group; the future: how many they retried.
-        `all_failed`: every failed cell, of groups written (the parent's states) and held (the workers')."""
+        `all_failed`: every failed cell, of groups written (the parent's states) and held (the workers').
+        A group whose writer has ended runs again on another worker (`_hand_over`)."""
         tracker = self.run.tracker
         by_worker: dict[int, list[int]] = {}
         if all_failed:
             cells = [*cells, *tracker.cells_in(CellState.FAILED)]
             by_worker = {h.index: [] for h in self.run.workers if h.alive and h.outstanding}
         reopened: dict[int, WorkerHandle] = {}
+        handed: set[int] = set()
         for cell in cells:
             group = tracker.group_of(cell)
             handle = self._holder(group) or reopened.get(group)
-            if handle is None:
+            if handle is None and group not in handed:
                 if tracker.state[cell] != CellState.FAILED:  # a written group's states are its writer's
                     continue
-                handle = self._writer(group, f"retry row {cell // tracker.n_nodes}", skip_ended=all_failed)
-                if handle is None:
-                    continue
-                reopened[group] = handle
-            by_worker.setdefault(handle.index, []).append(cell)
+                writer = self._writer(group, f"retry row {cell // tracker.n_nodes}", skip_unknown=all_failed)
+                if writer is not None and writer.alive:
+                    handle = reopened[group] = writer
+                elif writer is not None:
+                    handed.add(group)
+            if handle is not None:
+                by_worker.setdefault(handle.index, []).append(cell)
         for group, handle in reopened.items():  # in flight again until its writer writes it again
             handle.outstanding.add(group)
             self.run.group_reopened()
+        n, spans = tracker.n_nodes, map(tracker.group_rows, handed)
+        handed_cells = sum(tracker.state.count(CellState.FAILED, r.start * n, r.stop * n) for r in spans)
+        for group in handed:
+            self._hand_over(group)
         future: concurrent.futures.Future[int] = concurrent.futures.Future()
         if not by_worker:
-            future.set_result(0)
+            future.set_result(handed_cells)
             return future
         request = next(self._requests)
-        self._answers[request] = _Answer(future, set(by_worker))
+        self._answers[request] = _Answer(future, set(by_worker), handed_cells)
         for index, ids in by_worker.items():
             self.run.workers[index].send(Retry(request, ids, held_failed=all_failed))
         return future
 
+    def _hand_over(self, group: int) -> None:
+        """A written group whose writer has ended runs again on the live worker holding fewest groups:
+        every failed cell of it is retried; the cells the journals say are done are not run again, and
+        dropped rows stay dropped."""
+        run = self.run
+        del self.writer[group]
+        rows = run.tracker.group_rows(group)
+        done: dict[int, dict[str, dict[str, Any]]] = {}
+        dropped: dict[int, str | None] = {}
+        for worker in run.workers:  # a group another worker took over holds cells done in both journals
+            journal = replay(run.directory.worker_journal_path(worker.index), lambda row: row not in rows)
+            for row, columns in journal.done.items():
+                done.setdefault(row, {}).update(columns)
+            dropped.update({row: journal.filtered.get(row) for row in journal.dropped if row in rows})
+        handle = min((h for h in run.workers if h.alive), key=lambda h: len(h.outstanding))
+        handle.outstanding.add(group)
+        run.group_reopened()
+        handle.send(Assign([group], done, dropped))
+
     def drop(self, rows: Iterable[int]) -> int:
-        """Send each row to the worker that holds or wrote its group; a written group's row is dropped in
-        the parent's states too (the output leaves it out). Returns how many rows were not dropped yet."""
+        """Send each row to the worker that holds its group; a written group's row is dropped in the
+        parent's states (the output leaves it out) and journaled by its writer, or by any live worker
+        if that one has ended. Returns how many rows were not dropped yet."""
         run = self.run
         tracker = run.tracker
+        alive = [h for h in run.workers if h.alive]
         by_worker: dict[int, list[int]] = {}
         written: list[int] = []
         for row in dict.fromkeys(rows):
-            if not 0 <= row < tracker.n_rows or tracker.row_dropped(row):
+            if not 0 <= row < tracker.n_rows or tracker.row_dropped(row) or not alive:
                 continue
             group = row // tracker.group_size
             handle = self._holder(group)
             if handle is None:
-                handle = self._writer(group, f"drop row {row}")
-                assert handle is not None
+                writer = self.writer.get(group)
+                handle = writer if writer is not None and writer.alive else alive[0]
                 written.append(row)
             by_worker.setdefault(handle.index, []).append(row)
         n = tracker.n_nodes
@@ -160,14 +190,12 @@ class WorkerCommands:
     def _holder(self, group: int) -> WorkerHandle | None:
         return next((h for h in self.run.workers if h.alive and group in h.outstanding), None)
 
-    def _writer(self, group: int, what: str, skip_ended: bool = False) -> WorkerHandle | None:
-        """The live worker that wrote `group`; else None with `skip_ended`, or a ValueError saying why not."""
+    def _writer(self, group: int, what: str, skip_unknown: bool = False) -> WorkerHandle | None:
+        """The worker that wrote `group` in this run (it may have ended since); for a group written
+        before (a resumed run), None with `skip_unknown`, else a ValueError saying why not."""
         handle = self.writer.get(group)
-        if (handle is None or not handle.alive) and skip_ended:
-            return None
-        if handle is None or not handle.alive:
-            by = "before this run started" if handle is None else f"by worker {handle.index}, which has ended"
-            raise ValueError(f"cannot {what} in this run: its row group {group} was written {by}")
+        if handle is None and not skip_unknown:
+            raise ValueError(f"cannot {what} in this run: its row group {group} was written before this run started")
         return handle
 
     # ---- what the UIs see ---------------------------------------------------------------------------

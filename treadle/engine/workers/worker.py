@@ -142,13 +142,19 @@ class WorkerRun(Run):
         )
 
     def assign(self, message: Assign) -> None:
-        """Take groups; cells another worker finished in them are restored first (never run again)."""
+        """Take groups; cells another worker finished in them are restored first (never run again), and
+        rows it dropped stay dropped."""
         index = {name: i for i, name in enumerate(self.node_names)}
         n = self.tracker.n_nodes
         for row, columns in message.done.items():
             for name, values in columns.items():
                 self.tracker.restore_done(row * n + index[name])
                 self.store.restored.setdefault(row, {}).update(values)
+        for row, filtered_by in message.dropped.items():
+            if filtered_by is not None:
+                self.tracker.filter_row(row)
+            else:
+                self.tracker.drop_row(row)
         self.groups.assign(message.groups)
         self.scheduler._admit()  # the scheduler admits on its own only when a group's place frees up
 
