@@ -3,7 +3,7 @@
 A command about cells goes to the worker that holds their row group, or else to the one that wrote it:
 a worker keeps the cell states of every group it ran, so it retries a written group's failed cells as
 one process does (the group is in flight again, then written again). A group whose writer has ended
-cannot be retried or dropped in this run (its cells are in the run directory for `treadle resume`).
+runs again on another worker, with the cells the journals say are done restored.
 """
 
 from __future__ import annotations
