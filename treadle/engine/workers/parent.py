@@ -208,6 +208,7 @@ class ParentRun(Run):
             self._worker_died(handle)
         else:
             handle.alive = False
+            self.commands.worker_died(handle)  # a retry it never answered counts none
         if all(not h.alive or h.finished is not None for h in self.workers):
             assert self._done is not None
             self._done.set()
