@@ -80,16 +80,17 @@ def two_workers(tmp_path):
             controller.wait(60)
 
 
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (Linux: /proc)."""
+def _worker_processes(pid: int) -> list[int]:
+    """Worker processes whose parent is `pid` (Linux: /proc; other tests' children are left out)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"treadle.engine.workers.worker" in command:
                 found.append(int(entry.name))
     return found
 
@@ -140,7 +141,7 @@ async def test_failed_rows_whose_worker_ended_run_again_on_the_other(tmp_path, t
         async with app.run_test(size=(160, 48)) as pilot:
             await until(pilot, lambda: app.status == "idle", timeout=60, what="idle")
             await until(pilot, lambda: len(app.failures) == len(FAILING), what="the failures")
-            workers = _children(os.getpid())
+            workers = _worker_processes(os.getpid())
             assert len(workers) == 2
             os.kill(workers[0], signal.SIGKILL)
             panel = app.query_one("#workers", WorkersPanel)
