@@ -217,10 +217,7 @@ def _new_run(load: Callable[[], Any], args: argparse.Namespace, after=None):
 
 def _drive(controller, args: argparse.Namespace, after=None):
     """Run with the terminal app or headless; `after(result)` returns lines to print at the end."""
-    workers = controller.options.workers or controller.loaded.config.run.workers
-    if _wants_ui(args) and workers > 1:  # the terminal app drives one engine process for now
-        print(f"treadle: {workers} worker processes: plain progress, no terminal app yet", file=sys.stderr)
-    elif _wants_ui(args):
+    if _wants_ui(args):
         from treadle.headless import write_events_in_background
         from treadle.tui import run_tui
 

@@ -67,13 +67,14 @@ def snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
     data = {
         field.name: getattr(snapshot, field.name)
         for field in dataclasses.fields(snapshot)
-        if field.name not in ("limits", "recent_events", "window", "rates")
+        if field.name not in ("limits", "recent_events", "window", "rates", "workers")
     }
     data["columns"] = list(snapshot.columns)
     data["limits"] = {name: dataclasses.asdict(limit) for name, limit in snapshot.limits.items()}
     data["rates"] = {name: dataclasses.asdict(rate) for name, rate in snapshot.rates.items()}
     data["recent_events"] = [event_dict(event) for event in snapshot.recent_events]
     data["window"] = {str(row): list(states) for row, states in snapshot.window.items()}
+    data["workers"] = [dataclasses.asdict(worker) for worker in snapshot.workers]
     data["finished_cells"] = snapshot.finished_cells
     data["total_cells"] = snapshot.total_cells
     return data

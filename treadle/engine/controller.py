@@ -45,9 +45,9 @@ from treadle.engine.stats import LimitChanges
 from treadle.engine.trace_writer import Batch
 from treadle.engine.tracing import TaskTrace
 from treadle.engine.tracker import N_STATES, CellState
-from treadle.engine.views import CellDetail, LimitView, Snapshot
+from treadle.engine.views import CellDetail, LimitView, Snapshot, WorkerView
 
-__all__ = ["CellDetail", "ColumnSettings", "LimitView", "RecomputePlan", "RunController", "Snapshot"]
+__all__ = ["CellDetail", "ColumnSettings", "LimitView", "RecomputePlan", "RunController", "Snapshot", "WorkerView"]
 
 T = TypeVar("T")
 _COMMAND_TIMEOUT_S = 10.0

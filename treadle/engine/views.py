@@ -20,6 +20,21 @@ class LimitView:
 
 
 @dataclass(frozen=True)
+class WorkerView:
+    """One worker process of a run on several (`--workers N`), as its last report showed it."""
+
+    index: int
+    alive: bool
+    groups_done: int
+    """Row groups it has written."""
+    groups_in_flight: int
+    """Row groups given to it and not written yet."""
+    cells_in_flight: int
+    calls_per_s: float
+    """Model requests started per second, over the last couple of seconds."""
+
+
+@dataclass(frozen=True)
 class CellDetail:
     """One cell as a person inspects it: value or error, attempts with timings, inputs."""
 
@@ -62,6 +77,8 @@ class Snapshot:
     """The response cache so far (hits, misses); empty when the run uses none."""
     filtered: int = 0
     """Rows a filter column turned away so far (their cells count as `dropped` in `cells`)."""
+    workers: tuple[WorkerView, ...] = ()
+    """A run on several worker processes: each of them; empty for one process."""
 
     @property
     def finished_cells(self) -> int:

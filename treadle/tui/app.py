@@ -35,6 +35,7 @@ from treadle.tui.widgets.grid import CellGrid
 from treadle.tui.widgets.header import RunHeader
 from treadle.tui.widgets.limits import LimitsPanel
 from treadle.tui.widgets.timeline import Timeline
+from treadle.tui.widgets.workers import WorkersPanel
 
 
 def _legend(columns: Sequence[Any], uses_cache: bool) -> Text:
@@ -112,6 +113,7 @@ class TreadleApp(AppActions):
         self._grid = CellGrid(snap.columns, snap.rows, id="grid")
         self._cursor_line = Static("", id="grid-cursor")
         self._limits = LimitsPanel(snap.limits, snap.rates, id="limits")
+        self._workers_panel = WorkersPanel(id="workers")
         self._failed = FailedTable(id="failed")
         self._timeline = Timeline(id="timeline")
         self._log_widget = Log(max_lines=2000, id="log")
@@ -126,6 +128,7 @@ class TreadleApp(AppActions):
             with Vertical(id="limits-panel", classes="panel") as panel:
                 panel.border_title = "concurrency"
                 yield self._limits
+                yield self._workers_panel
             with Vertical(id="failed-panel", classes="panel") as panel:
                 panel.border_title = "failed cells"
                 yield self._failed

@@ -6,6 +6,9 @@ effect at once. `AppActions` is a base of `TreadleApp` (app.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from textual.widget import Widget
 from textual.widgets import Tabs
 
@@ -18,6 +21,8 @@ from treadle.tui.model import FINAL, finished_cells, view_status
 from treadle.tui.refresh import RefreshLoop
 from treadle.tui.screens import CellDetailScreen, ConfirmQuitScreen, HelpScreen, QuitChoice, SummaryScreen
 from treadle.tui.widgets.failed import FailedTable
+
+T = TypeVar("T")
 
 
 class AppActions(RefreshLoop):
@@ -125,12 +130,24 @@ class AppActions(RefreshLoop):
             return None
         return grid.cursor_row, grid.cursor_column
 
+    def _refused(self, command: Callable[[], T]) -> T | None:
+        """A command's result; None, told to the person, if the run refuses it (ValueError: why)."""
+        try:
+            return command()
+        except ValueError as exc:
+            self._log_widget.write_line(str(exc))
+            self.notify(str(exc), severity="error", timeout=6)
+            return None
+
     def action_retry_cell(self) -> None:
         target = self._target()
         if target is None:
             return
         row, column = target
-        if self.controller.retry(cells=[target]):
+        retried = self._refused(lambda: self.controller.retry(cells=[target]))
+        if retried is None:
+            return
+        if retried:
             self.notify(f"retrying row {row} {column}", timeout=2)
         else:
             state = self.controller.snapshot(rows=[row]).window.get(row)
@@ -144,7 +161,9 @@ class AppActions(RefreshLoop):
         target = self._target()
         if target is None:
             return
-        n = self.controller.retry(rows=[target[0]])
+        n = self._refused(lambda: self.controller.retry(rows=[target[0]]))
+        if n is None:
+            return
         if n:
             self.notify(f"retrying {n} cell{'s' if n != 1 else ''} of row {target[0]}", timeout=2)
         else:
@@ -152,7 +171,9 @@ class AppActions(RefreshLoop):
         self._after_command()
 
     def action_retry_all(self) -> None:
-        n = self.controller.retry(all_failed=True)
+        n = self._refused(lambda: self.controller.retry(all_failed=True))
+        if n is None:
+            return
         self.notify(f"retrying {n:,} failed cell{'s' if n != 1 else ''}", timeout=2)
         self._after_command()
 
@@ -160,7 +181,7 @@ class AppActions(RefreshLoop):
         target = self._target()
         if target is None:
             return
-        if self.controller.drop([target[0]]):
+        if self._refused(lambda: self.controller.drop([target[0]])):
             self.notify(f"dropped row {target[0]}: no more work, left out of the output", timeout=3)
         self._after_command()
 
@@ -212,7 +233,9 @@ class AppActions(RefreshLoop):
         column = self._target_column()
         if column is None:
             return
-        n = self.controller.retry(columns=[column])
+        n = self._refused(lambda: self.controller.retry(columns=[column]))
+        if n is None:
+            return
         if n:
             self.notify(f"retrying {n:,} failed cell{'s' if n != 1 else ''} of {column}", timeout=3)
         else:
@@ -223,7 +246,9 @@ class AppActions(RefreshLoop):
         column = self._target_column()
         if column is None:
             return
-        plan = self.controller.recompute_plan(column)
+        plan = self._refused(lambda: self.controller.recompute_plan(column))
+        if plan is None:
+            return
         if not plan.cells:
             self.notify(f"{column} has no finished rows to recompute now", severity="warning", timeout=3)
             return

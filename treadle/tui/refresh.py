@@ -24,6 +24,7 @@ from treadle.tui.widgets.grid import CellGrid
 from treadle.tui.widgets.header import RunHeader
 from treadle.tui.widgets.limits import LimitsPanel
 from treadle.tui.widgets.timeline import Timeline
+from treadle.tui.widgets.workers import WorkersPanel
 
 TICK_HZ = 12
 HEADER_EVERY = 3
@@ -63,6 +64,7 @@ class RefreshLoop(App[None]):
     _grid: CellGrid
     _cursor_line: Static
     _limits: LimitsPanel
+    _workers_panel: WorkersPanel
     _failed: FailedTable
     _timeline: Timeline
     _log_widget: Log
@@ -127,6 +129,7 @@ class RefreshLoop(App[None]):
         if limits_key != self._limits_seen:
             self._limits_seen = limits_key
             self.limits_panel.update_limits(snap.limits, snap.row_groups, snap.rates)
+        self._workers_panel.show(snap.workers)
         self._poll_failures(snap, now)
         self._drain_events()
         if self._ticks % TIMELINE_EVERY == 1 or final:

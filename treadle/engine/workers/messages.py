@@ -8,6 +8,7 @@ from typing import Any
 
 from treadle.engine.events import EventPayload
 from treadle.engine.policy import CellFailure
+from treadle.engine.rate_limits import RateView
 from treadle.engine.trace_writer import Batch
 
 # ---- parent -> worker ------------------------------------------------------------------------------
@@ -21,6 +22,8 @@ class Assign:
     groups: list[int]
     done: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     """row -> column -> that column's values, as `Recovery.done`."""
+    dropped: dict[int, str | None] = field(default_factory=dict)
+    """Rows of them dropped already -> the filter column that took it (None: a person dropped it)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,25 @@ class Command:
     reason: str = "interrupted"
 
 
-ParentMessage = Assign | SetLimit | SetBudgets | Command
+@dataclass(frozen=True)
+class Retry:
+    """Failed cells (and their dependents) of groups the worker holds or wrote, back into work; it
+    answers with `Retried` under the same `request`."""
+
+    request: int
+    cells: list[int]
+    held_failed: bool = False
+    """Every failed cell of the groups it holds too (the parent does not know them yet)."""
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Rows of groups the worker holds or wrote: no more work, left out of the output."""
+
+    rows: list[int]
+
+
+ParentMessage = Assign | SetLimit | SetBudgets | Command | Retry | Drop
 
 # ---- worker -> parent ------------------------------------------------------------------------------
 
@@ -84,6 +105,14 @@ class Tick:
     pause_reason: str | None
     cache: tuple[int, int, int]
     """The response cache's hits, misses, answers stored so far."""
+    calls: int = 0
+    """Model requests started so far (the parent's workers panel shows calls/s)."""
+    states: bytes = b""
+    """The cell states of `groups`, group after group, row after row (the grid's rows in view)."""
+    rates: dict[str, RateView] = field(default_factory=dict)
+    """Each model limit's requests as this worker sees them (the parent adds them up for the UIs)."""
+    failures: list[tuple[int, CellFailure]] = field(default_factory=list)
+    """The failed cells of `groups` (a written group's come with `GroupWritten`)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +125,15 @@ class Finished:
     """Per model limit: requests started, answers that asked to wait (429)."""
 
 
-WorkerMessage = GroupWritten | Tick | Finished
+@dataclass(frozen=True)
+class Retried:
+    """How many cells a `Retry` turned back into work."""
+
+    request: int
+    count: int
+
+
+WorkerMessage = GroupWritten | Tick | Finished | Retried
 
 
 def shares(total: int, workers: int) -> list[int]:

@@ -19,16 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from treadle.engine.column_edits import Versions
-from treadle.engine.controller import RunController
 from treadle.engine.errors import FatalRunError, StorageError
-from treadle.engine.events import EventBus, Paused, Progress, Resumed, RunFinished, RunStarted, Stopping
+from treadle.engine.events import EventBus, Idle, Paused, Progress, Resumed, RunFinished, RunStarted, Stopping
 from treadle.engine.journal import replay
 from treadle.engine.limits import ROW_GROUPS, SLOTS, check_limit, model_limit
+from treadle.engine.live_edits import RecomputePlan
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.resume import Recovery
-from treadle.engine.run import PROGRESS_EVERY_S, TRACE_FLUSH_EVERY_S, Run, RunOptions
+from treadle.engine.run import PROGRESS_EVERY_S, TRACE_FLUSH_EVERY_S, Run, RunOptions, RunStatus
 from treadle.engine.summary_record import RunSummary
 from treadle.engine.tracker import N_STATES, CellState
 from treadle.engine.views import LimitView, Snapshot
@@ -38,6 +37,7 @@ from treadle.engine.workers.messages import (
     Command,
     Finished,
     GroupWritten,
+    Retried,
     SetBudgets,
     SetLimit,
     Tick,
@@ -45,6 +45,7 @@ from treadle.engine.workers.messages import (
     shares,
 )
 from treadle.engine.workers.pool import WorkerHandle
+from treadle.engine.workers.steering import RoutedCellCommands, WorkerCommands
 from treadle.engine.workers.worker import WorkerSpec, group_counts
 
 log = logging.getLogger("treadle.workers")
@@ -75,6 +76,9 @@ class ParentRun(Run):
         self._cache_stats: dict[int, tuple[int, int, int]] = {}
         self._done: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.commands = WorkerCommands(self)
+        """Retry and drop routed to the workers, and what each is doing (the workers panel)."""
+        self._idle_reported = False
 
     # ---- the run -----------------------------------------------------------------------------------
 
@@ -193,6 +197,8 @@ class ParentRun(Run):
             self._group_written(handle, message)
         elif isinstance(message, Tick):
             self._tick(handle, message)
+        elif isinstance(message, Retried):
+            self.commands.retried(handle, message)
         elif isinstance(message, Finished):
             handle.finished = message
             self._requests[handle.index] = message.requests
@@ -202,6 +208,7 @@ class ParentRun(Run):
             self._worker_died(handle)
         else:
             handle.alive = False
+            self.commands.worker_died(handle)  # a retry it never answered counts none
         if all(not h.alive or h.finished is not None for h in self.workers):
             assert self._done is not None
             self._done.set()
@@ -218,6 +225,8 @@ class ParentRun(Run):
         for cell in range(rows.start * n, rows.stop * n):
             failures.pop(cell, None)
         failures.update(message.failures)
+        if not message.partial:
+            self.commands.written(handle, group)
         if not message.partial and group in handle.outstanding:
             handle.outstanding.discard(group)
             self.written += 1
@@ -225,6 +234,8 @@ class ParentRun(Run):
 
     def _tick(self, handle: WorkerHandle, tick: Tick) -> None:
         handle.tick = tick
+        if self._loop is not None:
+            self.commands.ticked(handle, tick, self._loop.time())
         if tick.traces is not None:
             pool.merge_traces(self.tracer, tick.traces, handle.slot_offset)
         if tick.latencies is not None:
@@ -244,6 +255,7 @@ class ParentRun(Run):
     def _worker_died(self, handle: WorkerHandle) -> None:
         """Its unfinished groups to the front of the queue, with the cells its journal says are done."""
         handle.alive = False
+        self.commands.worker_died(handle)
         groups = sorted(handle.outstanding)
         handle.outstanding.clear()
         log.warning(
@@ -282,8 +294,27 @@ class ParentRun(Run):
             done = {row: cols for g in given for row, cols in self.restored.pop(g, {}).items()}
             handle.send(Assign(given, done))
         if not self.pending and not any(h.outstanding for h in alive):
-            for other in alive:
-                other.send(Command("close", "closed"))
+            self._all_written(alive)
+
+    def _all_written(self, alive: list[WorkerHandle]) -> None:
+        """Every group is written: the workers end, or (held open for a person's retry) the run is idle."""
+        if not self.options.hold_open:
+            for handle in alive:
+                handle.send(Command("close", "closed"))
+        elif not self._idle_reported:
+            self._idle_reported = True
+            self.bus.emit(Idle())
+
+    def group_reopened(self) -> None:
+        """A written group is in flight again (a retry of its cells)."""
+        self.written -= 1
+        self._idle_reported = False
+
+    def live_status(self) -> RunStatus:
+        status = super().live_status()
+        if status == "idle" and (self.pending or any(h.outstanding for h in self.workers if h.alive)):
+            return "running"  # a retried group: the parent's states change once it is written again
+        return status
 
     def _fail(self, message: str) -> None:
         if self.scheduler.fatal is None:
@@ -370,24 +401,13 @@ class ParentRun(Run):
         return summary.model_copy(update={"rate_limits": rate_limits})
 
 
-class WorkersController(RunController):
+class WorkersController(RoutedCellCommands):
     """The controller of a run on several worker processes (`--workers N`): the same door as one
-    process, except that retry, drop and column edits are not there yet, and the run ends when its
-    cells have (`hold_open` is ignored: nothing could be retried)."""
+    process, except that column edits and recompute are not there yet. Retry and drop go to the worker
+    holding (or having written) the row's group: see steering.py."""
 
     run_class = ParentRun
     _run: ParentRun
-
-    def __init__(
-        self,
-        loaded: LoadedPipeline,
-        options: RunOptions | None = None,
-        *,
-        recovery: Recovery | None = None,
-        versions: Versions | None = None,
-    ) -> None:
-        options = dataclasses.replace(options or RunOptions(), hold_open=False)
-        super().__init__(loaded, options, recovery=recovery, versions=versions)
 
     @property
     def workers(self) -> int:
@@ -432,19 +452,17 @@ class WorkersController(RunController):
     def abort(self) -> None:
         self._call(self._run.abort)
 
-    # Commands that change cells or columns act on one engine's state: not across workers yet.
-
-    def retry(self, *args: Any, **kwargs: Any) -> int:
-        raise _not_yet("retry")
-
-    def drop(self, *args: Any, **kwargs: Any) -> int:
-        raise _not_yet("drop")
+    # Commands that change columns act on one engine's pipeline: not across workers yet. ValueError,
+    # as for any refused change, so a UI tells the person why.
 
     def update_column(self, *args: Any, **kwargs: Any) -> int | None:
         raise _not_yet("update_column")
 
     def reload_function(self, *args: Any, **kwargs: Any) -> int | None:
         raise _not_yet("reload_function")
+
+    def recompute_plan(self, *args: Any, **kwargs: Any) -> RecomputePlan:
+        raise _not_yet("recompute")
 
     def recompute(self, *args: Any, **kwargs: Any) -> int:
         raise _not_yet("recompute")
@@ -461,8 +479,17 @@ class WorkersController(RunController):
             by_column=by_column,
             row_groups={"finished": run.written, "in_flight": in_flight, "pending": len(run.pending)},
             limits={n: LimitView(lim.total, run.in_use(n), lim.peak) for n, lim in run.limits.items()},
+            workers=run.commands.views(),
+            rates=run.commands.merged_rates(snapshot.rates),
+            window=self._held_window(snapshot.window),
         )
 
+    def _held_window(self, window: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, ...]]:
+        """Rows in view whose group a worker holds: their states as it last reported them."""
+        labels = [s.label for s in CellState]
+        held = self._run.commands.held_row_states(window)
+        return {row: tuple(labels[s] for s in held[row]) if row in held else states for row, states in window.items()}
 
-def _not_yet(command: str) -> NotImplementedError:
-    return NotImplementedError(f"{command} is not there yet for a run on several worker processes (--workers)")
+
+def _not_yet(command: str) -> ValueError:
+    return ValueError(f"{command} is not there yet for a run on several worker processes (--workers)")

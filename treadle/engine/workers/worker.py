@@ -30,16 +30,20 @@ from treadle.engine.generators.llm import LLMGenerator
 from treadle.engine.limits import ROW_GROUPS, Limit
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline_validation import LoadedPipeline
+from treadle.engine.policy import CellFailure
 from treadle.engine.resume import Recovery
 from treadle.engine.row_groups import RowGroups
 from treadle.engine.rows import GroupValues
 from treadle.engine.run import TRACE_FLUSH_EVERY_S, Run, RunOptions
-from treadle.engine.tracker import N_STATES, CellTracker
+from treadle.engine.tracker import N_STATES, CellState, CellTracker
 from treadle.engine.workers.messages import (
     Assign,
+    Drop,
     Finished,
     GroupWritten,
     ParentMessage,
+    Retried,
+    Retry,
     SetBudgets,
     SetLimit,
     Tick,
@@ -139,13 +143,19 @@ class WorkerRun(Run):
         )
 
     def assign(self, message: Assign) -> None:
-        """Take groups; cells another worker finished in them are restored first (never run again)."""
+        """Take groups; cells another worker finished in them are restored first (never run again), and
+        rows it dropped stay dropped."""
         index = {name: i for i, name in enumerate(self.node_names)}
         n = self.tracker.n_nodes
         for row, columns in message.done.items():
             for name, values in columns.items():
                 self.tracker.restore_done(row * n + index[name])
                 self.store.restored.setdefault(row, {}).update(values)
+        for row, filtered_by in message.dropped.items():
+            if filtered_by is not None:
+                self.tracker.filter_row(row)
+            else:
+                self.tracker.drop_row(row)
         self.groups.assign(message.groups)
         self.scheduler._admit()  # the scheduler admits on its own only when a group's place frees up
 
@@ -161,6 +171,23 @@ class WorkerRun(Run):
         self.journal.close()
         if self.cache is not None:
             self.cache.close()
+
+    def retry_cells(self, message: Retry) -> list[int]:
+        """The cells a retry names, with the failed ones of the groups held if it asks for them."""
+        if not message.held_failed:
+            return message.cells
+        held = set(self.groups.in_flight())
+        tracker = self.tracker
+        return message.cells + [c for c in tracker.cells_in(CellState.FAILED) if tracker.group_of(c) in held]
+
+    def held_states(self, groups: list[int]) -> bytes:
+        tracker, n = self.tracker, self.tracker.n_nodes
+        state = tracker.state
+        return b"".join(bytes(state[r.start * n : r.stop * n]) for r in map(tracker.group_rows, groups))
+
+    def held_failures(self, groups: list[int]) -> list[tuple[int, CellFailure]]:
+        held, group_of = set(groups), self.tracker.group_of
+        return [(cell, failure) for cell, failure in self.scheduler.failures.items() if group_of(cell) in held]
 
     def held_counts(self) -> tuple[list[int], list[int]]:
         """The groups this worker holds, and their cells' counts by node and state."""
@@ -204,6 +231,10 @@ class WorkerLoop:
         elif isinstance(message, SetBudgets):
             self.run.rates[f"model:{message.model}"].set_budgets(message.rpm, message.tpm)
             scheduler.pace_changed()
+        elif isinstance(message, Retry):
+            self.run.send(Retried(message.request, scheduler.retry(self.run.retry_cells(message))))
+        elif isinstance(message, Drop):
+            scheduler.drop(message.rows)
         elif message.name == "pause":
             scheduler.pause()
         elif message.name == "resume":
@@ -253,6 +284,10 @@ class WorkerLoop:
             first_row_done_at=run.scheduler.first_row_done_at,
             pause_reason=run.scheduler.pause_reason,
             cache=(0, 0, 0) if stats is None else (stats.hits, stats.misses, stats.stored),
+            calls=sum(rate.started_total for rate in run.rates.values()),
+            states=run.held_states(groups),
+            rates={name: rate.view(time.perf_counter()) for name, rate in run.rates.items()},
+            failures=run.held_failures(groups),
         )
 
     async def _ticks(self, stop: asyncio.Event) -> None:
