@@ -153,7 +153,7 @@ class WorkerRun(Run):
                 self.store.restored.setdefault(row, {}).update(values)
         for row, filtered_by in message.dropped.items():
             if filtered_by is not None:
-                self.tracker.filter_row(row)
+                self.tracker.filter_row(row, index[filtered_by])
             else:
                 self.tracker.drop_row(row)
         self.groups.assign(message.groups)
