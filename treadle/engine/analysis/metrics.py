@@ -4,9 +4,10 @@ Answers "where did the time go" (queue wait vs run time per column), "what was m
 (cells in flight over time, slot utilisation, parallel efficiency) and "what did it cost" (tokens per
 column and model, cost from per-model prices), plus throughput, latency percentiles, retries and
 errors by class. The steps: one pass over the trace, a chunk at a time, adds it up (`_Tally`: per
-column, slot time, throughput, errors; percentiles in `stats.Quantiles`); the step series of cells in
-flight, queued and per model take a few more passes (`open_intervals`); then per column, the run's
-concurrency, per model, throughput and errors. Memory: a chunk and a bounded sort, not the trace.
+column, slot time, throughput, errors; percentiles in `stats.Quantiles`) and keeps the times the step
+series of cells in flight, queued and per model are made of (8 bytes each: the cells' ready, start
+and end times, the model calls' start and end times; `open_intervals` sorts them); then per column,
+the run's concurrency, per model, throughput and errors. Memory: a chunk and those times, not the trace.
 
 Times are seconds since the run started. A resumed run appends its attempts to the same trace
 with times starting again at 0 (and `seq` starting again at 1): each such session is laid after the
@@ -33,7 +34,7 @@ from treadle.engine.analysis.limits import (
     limit_series,
 )
 from treadle.engine.analysis.metrics_record import RunMetrics
-from treadle.engine.analysis.open_intervals import Intervals, StepSeries, step_series_of
+from treadle.engine.analysis.open_intervals import StepSeries, Times, step_series_of_sorted
 from treadle.engine.analysis.records import (
     STATUSES,
     AttemptCounts,
@@ -109,7 +110,7 @@ def measure_run(
     has_trace = trace is not None or path.exists()
     if summary is None and not has_trace:
         raise ConfigError([Problem(str(run_dir), "not a run directory with results (no summary.json, no trace)")])
-    # The trace given, or the run directory's read a chunk at a time (each step reads it again).
+    # The trace given, or the run directory's read a chunk at a time (once).
     info: TraceColumns | TraceChunks = trace if trace is not None else TraceChunks(path)
     chunks: Iterable[TraceColumns] = [info] if isinstance(info, TraceColumns) else info
     # Wall time: the sessions before the last as traced, the last as summary.json measured it.
@@ -117,8 +118,7 @@ def measure_run(
     wall = info.span_s
     if summary is not None:
         wall = max(wall, last_start + summary.wall_s)
-    tally = _Tally.of(chunks, wall, buckets)
-    steps = step_series_of(chunks, _intervals(tally), max_points)
+    tally, steps = _Tally.of(chunks, wall, buckets, info.lines, max_points)
     columns = _column_metrics(tally, price_of)
     history = limit_history(summary, events, last_start)
     slots = _slot_use(tally, steps, columns, summary, history, wall)
@@ -204,15 +204,19 @@ class _Tally:
     retry_wait_s: float = 0.0
 
     @classmethod
-    def of(cls, chunks: Iterable[TraceColumns], wall: float, buckets: int) -> _Tally:
+    def of(
+        cls, chunks: Iterable[TraceColumns], wall: float, buckets: int, lines: int, max_points: int
+    ) -> tuple[_Tally, dict[Hashable, StepSeries]]:
+        """The tally of `chunks` (`lines` records in all), and its step series (`_SeriesTimes`)."""
         width = nice_width(wall, buckets)
         n_buckets = max(1, math.ceil(wall / width - 1e-9)) if wall > 0 else 1
         tally = cls(done=np.zeros(n_buckets, np.int64), failed=np.zeros(n_buckets, np.int64), bucket_s=width)
+        times = _SeriesTimes(lines)
         for chunk in chunks:
-            tally._add(chunk)
-        return tally
+            tally._add(chunk, times)
+        return tally, times.step_series(max_points)
 
-    def _add(self, tc: TraceColumns) -> None:
+    def _add(self, tc: TraceColumns, times: _SeriesTimes) -> None:
         names, codes = tc.names, tc.codes
         status = _statuses(tc)
         column_code = codes["column"]
@@ -226,6 +230,7 @@ class _Tally:
             self._add_column(column, tc, g, status[g])
             own_column[c] = not column.child
         own = own_column[column_code]
+        times.add_cells(tc.t_ready[own], tc.t_start[own], tc.t_end[own])
         self.busy_s += total(tc.t_end[own]) - total(tc.t_start[own])
         self.queue_s += total(tc.t_start[own]) - total(tc.t_ready[own])
         self.lanes.update(np.unique(tc.slot[own & tc.has_slot]).tolist())
@@ -239,6 +244,7 @@ class _Tally:
                 in_flight = self.requests.setdefault(model, [0, 0.0])
                 in_flight[0] += int(requests.sum())
                 in_flight[1] += total(tc.t_end[requests]) - total(tc.t_start[requests])
+                times.add_requests(model, tc.t_start[requests], tc.t_end[requests])
         self._add_errors(tc)
 
     @staticmethod
@@ -280,31 +286,36 @@ def _statuses(tc: TraceColumns) -> np.ndarray:
     return status_index[tc.codes["status"]] if tc.lines else np.zeros(0, dtype=np.int64)
 
 
-def _intervals(tally: _Tally) -> dict[Hashable, Intervals]:
-    """The step series to compute: cells in flight and queued, and each model's requests in flight."""
-    children = {name for name, column in tally.columns.items() if column.child}
+class _SeriesTimes:
+    """The times the step series are made of, gathered chunk by chunk: the cells' (not the ctx calls')
+    ready, start and end times, and per model its calls' start and end times. `lines`: the trace's
+    records, as many as any of them can hold."""
 
-    def own(tc: TraceColumns) -> np.ndarray:
-        child = np.array([name in children for name in tc.names["column"]], dtype=bool)
-        return ~child[tc.codes["column"]] if tc.lines else np.zeros(0, dtype=bool)
+    def __init__(self, lines: int) -> None:
+        self.lines = lines
+        self.ready, self.start, self.end = Times(lines), Times(lines), Times(lines)
+        self.requests: dict[str, tuple[Times, Times]] = {}
 
-    def in_flight(tc: TraceColumns) -> tuple[np.ndarray, np.ndarray]:
-        picked = own(tc)
-        return tc.t_start[picked], tc.t_end[picked]
+    def add_cells(self, ready: np.ndarray, start: np.ndarray, end: np.ndarray) -> None:
+        self.ready.add(ready)
+        self.start.add(start)
+        self.end.add(end)
 
-    def queued(tc: TraceColumns) -> tuple[np.ndarray, np.ndarray]:
-        picked = own(tc)
-        return tc.t_ready[picked], tc.t_start[picked]
+    def add_requests(self, model: str, start: np.ndarray, end: np.ndarray) -> None:
+        starts, ends = self.requests.setdefault(model, (Times(self.lines), Times(self.lines)))
+        starts.add(start)
+        ends.add(end)
 
-    def requests(model: str) -> Intervals:
-        def of(tc: TraceColumns) -> tuple[np.ndarray, np.ndarray]:
-            code = tc.names["model"].index(model) if model in tc.names["model"] else -1
-            picked = tc.codes["model"] == code
-            return tc.t_start[picked], tc.t_end[picked]
-
-        return of
-
-    return {"in_flight": in_flight, "queued": queued, **{("model", m): requests(m) for m in tally.requests}}
+    def step_series(self, max_points: int) -> dict[Hashable, StepSeries]:
+        """Cells in flight and queued, and each model's requests in flight."""
+        start = self.start.sorted()  # the end of a cell's queue wait, the start of its run
+        found: dict[Hashable, StepSeries] = {
+            "in_flight": step_series_of_sorted(start, self.end.sorted(), max_points),
+            "queued": step_series_of_sorted(self.ready.sorted(), start, max_points),
+        }
+        for model, (starts, ends) in self.requests.items():
+            found[("model", model)] = step_series_of_sorted(starts.sorted(), ends.sorted(), max_points)
+        return found
 
 
 def _column_metrics(tally: _Tally, price_of: dict[str, Price]) -> dict[str, ColumnMetrics]:
