@@ -5,9 +5,10 @@ Answers "where did the time go" (queue wait vs run time per column), "what was m
 column and model, cost from per-model prices), plus throughput, latency percentiles, retries and
 errors by class. The steps: one pass over the trace, a chunk at a time, adds it up (`_Tally`: per
 column, slot time, throughput, errors; percentiles in `stats.Quantiles`) and keeps the times the step
-series of cells in flight, queued and per model are made of (8 bytes each: the cells' ready, start
-and end times, the model calls' start and end times; `open_intervals` sorts them); then per column,
-the run's concurrency, per model, throughput and errors. Memory: a chunk and those times, not the trace.
+series of cells in flight, queued and per model are made of (8 bytes each: the cells' start and end
+times, the model calls' start and end times; `open_intervals` sorts them), then a second pass reads
+the cells' ready times alone; then per column, the run's concurrency, per model, throughput and
+errors. Memory: a chunk and two or three of those times per attempt, not the trace.
 
 Times are seconds since the run started. A resumed run appends its attempts to the same trace
 with times starting again at 0 (and `seq` starting again at 1): each such session is laid after the
@@ -17,7 +18,7 @@ previous one (its times are offset by the previous sessions' spans), so series s
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,10 @@ def measure_run(
     wall = info.span_s
     if summary is not None:
         wall = max(wall, last_start + summary.wall_s)
-    tally, steps = _Tally.of(chunks, wall, buckets, info.lines, max_points)
+    tally, times = _Tally.of(chunks, wall, buckets, info.lines)
+    children = {name for name, column in tally.columns.items() if column.child}
+    steps = times.step_series(max_points, _ready_times(info, children))
+    del times
     columns = _column_metrics(tally, price_of)
     history = limit_history(summary, events, last_start)
     slots = _slot_use(tally, steps, columns, summary, history, wall)
@@ -204,17 +208,15 @@ class _Tally:
     retry_wait_s: float = 0.0
 
     @classmethod
-    def of(
-        cls, chunks: Iterable[TraceColumns], wall: float, buckets: int, lines: int, max_points: int
-    ) -> tuple[_Tally, dict[Hashable, StepSeries]]:
-        """The tally of `chunks` (`lines` records in all), and its step series (`_SeriesTimes`)."""
+    def of(cls, chunks: Iterable[TraceColumns], wall: float, buckets: int, lines: int) -> tuple[_Tally, _SeriesTimes]:
+        """The tally of `chunks` (`lines` records in all), and the times of its step series."""
         width = nice_width(wall, buckets)
         n_buckets = max(1, math.ceil(wall / width - 1e-9)) if wall > 0 else 1
         tally = cls(done=np.zeros(n_buckets, np.int64), failed=np.zeros(n_buckets, np.int64), bucket_s=width)
         times = _SeriesTimes(lines)
         for chunk in chunks:
             tally._add(chunk, times)
-        return tally, times.step_series(max_points)
+        return tally, times
 
     def _add(self, tc: TraceColumns, times: _SeriesTimes) -> None:
         names, codes = tc.names, tc.codes
@@ -230,7 +232,7 @@ class _Tally:
             self._add_column(column, tc, g, status[g])
             own_column[c] = not column.child
         own = own_column[column_code]
-        times.add_cells(tc.t_ready[own], tc.t_start[own], tc.t_end[own])
+        times.add_cells(tc.t_start[own], tc.t_end[own])
         self.busy_s += total(tc.t_end[own]) - total(tc.t_start[own])
         self.queue_s += total(tc.t_start[own]) - total(tc.t_ready[own])
         self.lanes.update(np.unique(tc.slot[own & tc.has_slot]).tolist())
@@ -288,16 +290,15 @@ def _statuses(tc: TraceColumns) -> np.ndarray:
 
 class _SeriesTimes:
     """The times the step series are made of, gathered chunk by chunk: the cells' (not the ctx calls')
-    ready, start and end times, and per model its calls' start and end times. `lines`: the trace's
-    records, as many as any of them can hold."""
+    start and end times, and per model its calls' start and end times (the cells' ready times come
+    later, see `step_series`). `lines`: the trace's records, as many as any of them can hold."""
 
     def __init__(self, lines: int) -> None:
         self.lines = lines
-        self.ready, self.start, self.end = Times(lines), Times(lines), Times(lines)
+        self.start, self.end = Times(lines), Times(lines)
         self.requests: dict[str, tuple[Times, Times]] = {}
 
-    def add_cells(self, ready: np.ndarray, start: np.ndarray, end: np.ndarray) -> None:
-        self.ready.add(ready)
+    def add_cells(self, start: np.ndarray, end: np.ndarray) -> None:
         self.start.add(start)
         self.end.add(end)
 
@@ -306,16 +307,27 @@ class _SeriesTimes:
         starts.add(start)
         ends.add(end)
 
-    def step_series(self, max_points: int) -> dict[Hashable, StepSeries]:
-        """Cells in flight and queued, and each model's requests in flight."""
+    def step_series(self, max_points: int, ready_times: Iterable[np.ndarray]) -> dict[Hashable, StepSeries]:
+        """Cells in flight and queued, and each model's requests in flight. The cells' ready times are
+        read (`ready_times`, chunk by chunk) once their end times are freed: two of the three at a time."""
         start = self.start.sorted()  # the end of a cell's queue wait, the start of its run
-        found: dict[Hashable, StepSeries] = {
-            "in_flight": step_series_of_sorted(start, self.end.sorted(), max_points),
-            "queued": step_series_of_sorted(self.ready.sorted(), start, max_points),
-        }
+        found: dict[Hashable, StepSeries] = {"in_flight": step_series_of_sorted(start, self.end.sorted(), max_points)}
         for model, (starts, ends) in self.requests.items():
             found[("model", model)] = step_series_of_sorted(starts.sorted(), ends.sorted(), max_points)
+        self.end, self.requests = Times(), {}
+        ready = Times(self.lines)
+        for times in ready_times:
+            ready.add(times)
+        found["queued"] = step_series_of_sorted(ready.sorted(), start, max_points)
         return found
+
+
+def _ready_times(trace: TraceColumns | TraceChunks, children: set[str]) -> Iterator[np.ndarray]:
+    """The cells' (not the ctx calls') ready times, chunk by chunk (a second, narrow read of the trace)."""
+    chunks = [trace] if isinstance(trace, TraceColumns) else trace.reading(["column", "t_ready"])
+    for tc in chunks:
+        child = np.array([name in children for name in tc.names["column"]], dtype=bool)
+        yield tc.t_ready[~child[tc.codes["column"]]]
 
 
 def _column_metrics(tally: _Tally, price_of: dict[str, Price]) -> dict[str, ColumnMetrics]:

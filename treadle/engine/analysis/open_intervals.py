@@ -16,8 +16,8 @@ import numpy as np
 
 from treadle.engine.analysis.series import nice_width
 
-BLOCK_EVENTS = 1 << 18
-"""At most this many starts and as many ends are merged at once (a few MB of temporaries)."""
+BLOCK_EVENTS = 1 << 16
+"""At most this many starts and as many ends are merged at once (about 4 MB of temporaries)."""
 
 StepSeries = tuple[list[float], list[int], int, bool]
 """What `step_series` returns: times, values, peak, exact."""
@@ -107,8 +107,8 @@ def step_series_of_sorted(starts: np.ndarray, ends: np.ndarray, max_points: int)
     steps = _Steps(first, nice_width(last - first, max(max_points // 2 - 1, 1)), max_points)
     # Block bounds: every BLOCK_EVENTS-th start and end, so a block holds at most that many of each.
     bounds = np.unique(np.concatenate((starts[::BLOCK_EVENTS], ends[::BLOCK_EVENTS], [math.inf])))
-    s_at = np.searchsorted(starts, bounds, "left")
-    e_at = np.searchsorted(ends, bounds, "left")
+    s_at: list[int] = np.searchsorted(starts, bounds, "left").tolist()
+    e_at: list[int] = np.searchsorted(ends, bounds, "left").tolist()
     for s_lo, s_hi, e_lo, e_hi in zip(s_at[:-1], s_at[1:], e_at[:-1], e_at[1:], strict=True):
         # As step_series: the running sum of +1 per start and -1 per end after the last event at each
         # distinct time, from the intervals open before the block. Merging two sorted runs is cheap.
@@ -118,6 +118,6 @@ def step_series_of_sorted(starts: np.ndarray, ends: np.ndarray, max_points: int)
         last = np.append(times[1:] != times[:-1], True)
         steps_at = np.where(order < s_hi - s_lo, np.int8(1), np.int8(-1))
         del order
-        values = (int(s_lo) - int(e_lo) + np.cumsum(steps_at, dtype=np.int64))[last]
+        values = (s_lo - e_lo + np.cumsum(steps_at, dtype=np.int64))[last]
         steps.add(times[last], values)
     return steps.result()
