@@ -115,9 +115,9 @@ def step_series_of_sorted(starts: np.ndarray, ends: np.ndarray, max_points: int)
         times = np.concatenate((starts[s_lo:s_hi], ends[e_lo:e_hi]))
         order = np.argsort(times, kind="stable")
         times = times[order]
-        last = np.append(times[1:] != times[:-1], True)
+        distinct = np.append(times[1:] != times[:-1], True)  # the last event at each time
         steps_at = np.where(order < s_hi - s_lo, np.int8(1), np.int8(-1))
         del order
-        values = (s_lo - e_lo + np.cumsum(steps_at, dtype=np.int64))[last]
-        steps.add(times[last], values)
+        values = (s_lo - e_lo + np.cumsum(steps_at, dtype=np.int64))[distinct]
+        steps.add(times[distinct], values)
     return steps.result()
