@@ -18,7 +18,7 @@ previous one (its times are offset by the previous sessions' spans), so series s
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from treadle.engine.analysis.limits import (
     limit_series,
 )
 from treadle.engine.analysis.metrics_record import RunMetrics
-from treadle.engine.analysis.open_intervals import StepSeries, Times, step_series_of_sorted
+from treadle.engine.analysis.open_intervals import SeriesTimes, StepSeries, ready_times
 from treadle.engine.analysis.records import (
     STATUSES,
     AttemptCounts,
@@ -121,7 +121,7 @@ def measure_run(
         wall = max(wall, last_start + summary.wall_s)
     tally, times = _Tally.of(chunks, wall, buckets, info.lines)
     children = {name for name, column in tally.columns.items() if column.child}
-    steps = times.step_series(max_points, _ready_times(info, children))
+    steps = times.step_series(max_points, ready_times(info, children))
     del times
     columns = _column_metrics(tally, price_of)
     history = limit_history(summary, events, last_start)
@@ -208,17 +208,17 @@ class _Tally:
     retry_wait_s: float = 0.0
 
     @classmethod
-    def of(cls, chunks: Iterable[TraceColumns], wall: float, buckets: int, lines: int) -> tuple[_Tally, _SeriesTimes]:
+    def of(cls, chunks: Iterable[TraceColumns], wall: float, buckets: int, lines: int) -> tuple[_Tally, SeriesTimes]:
         """The tally of `chunks` (`lines` records in all), and the times of its step series."""
         width = nice_width(wall, buckets)
         n_buckets = max(1, math.ceil(wall / width - 1e-9)) if wall > 0 else 1
         tally = cls(done=np.zeros(n_buckets, np.int64), failed=np.zeros(n_buckets, np.int64), bucket_s=width)
-        times = _SeriesTimes(lines)
+        times = SeriesTimes(lines)
         for chunk in chunks:
             tally._add(chunk, times)
         return tally, times
 
-    def _add(self, tc: TraceColumns, times: _SeriesTimes) -> None:
+    def _add(self, tc: TraceColumns, times: SeriesTimes) -> None:
         names, codes = tc.names, tc.codes
         status = _statuses(tc)
         column_code = codes["column"]
@@ -286,48 +286,6 @@ def _statuses(tc: TraceColumns) -> np.ndarray:
     """Per line: its status as an index into STATUSES (-1: another or none)."""
     status_index = np.array([STATUSES.index(s) if s in STATUSES else -1 for s in tc.names["status"]], dtype=np.int64)
     return status_index[tc.codes["status"]] if tc.lines else np.zeros(0, dtype=np.int64)
-
-
-class _SeriesTimes:
-    """The times the step series are made of, gathered chunk by chunk: the cells' (not the ctx calls')
-    start and end times, and per model its calls' start and end times (the cells' ready times come
-    later, see `step_series`). `lines`: the trace's records, as many as any of them can hold."""
-
-    def __init__(self, lines: int) -> None:
-        self.lines = lines
-        self.start, self.end = Times(lines), Times(lines)
-        self.requests: dict[str, tuple[Times, Times]] = {}
-
-    def add_cells(self, start: np.ndarray, end: np.ndarray) -> None:
-        self.start.add(start)
-        self.end.add(end)
-
-    def add_requests(self, model: str, start: np.ndarray, end: np.ndarray) -> None:
-        starts, ends = self.requests.setdefault(model, (Times(self.lines), Times(self.lines)))
-        starts.add(start)
-        ends.add(end)
-
-    def step_series(self, max_points: int, ready_times: Iterable[np.ndarray]) -> dict[Hashable, StepSeries]:
-        """Cells in flight and queued, and each model's requests in flight. The cells' ready times are
-        read (`ready_times`, chunk by chunk) once their end times are freed: two of the three at a time."""
-        start = self.start.sorted()  # the end of a cell's queue wait, the start of its run
-        found: dict[Hashable, StepSeries] = {"in_flight": step_series_of_sorted(start, self.end.sorted(), max_points)}
-        for model, (starts, ends) in self.requests.items():
-            found[("model", model)] = step_series_of_sorted(starts.sorted(), ends.sorted(), max_points)
-        self.end, self.requests = Times(), {}
-        ready = Times(self.lines)
-        for times in ready_times:
-            ready.add(times)
-        found["queued"] = step_series_of_sorted(ready.sorted(), start, max_points)
-        return found
-
-
-def _ready_times(trace: TraceColumns | TraceChunks, children: set[str]) -> Iterator[np.ndarray]:
-    """The cells' (not the ctx calls') ready times, chunk by chunk (a second, narrow read of the trace)."""
-    chunks = [trace] if isinstance(trace, TraceColumns) else trace.reading(["column", "t_ready"])
-    for tc in chunks:
-        child = np.array([name in children for name in tc.names["column"]], dtype=bool)
-        yield tc.t_ready[~child[tc.codes["column"]]]
 
 
 def _column_metrics(tally: _Tally, price_of: dict[str, Price]) -> dict[str, ColumnMetrics]:

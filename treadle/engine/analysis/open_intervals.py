@@ -5,16 +5,21 @@ After the last event at a time t, the intervals open are the starts at or before
 or before t. With the starts and the ends each sorted, the distinct times are walked in blocks of at
 most BLOCK_EVENTS starts and as many ends, each block starting from the starts less the ends before
 it, so no series sorts its starts and ends together, and one sorted array serves every series using
-it (the cells' starts: the ends of their queue waits and the starts of their runs)."""
+it (the cells' starts: the ends of their queue waits and the starts of their runs).
+
+`SeriesTimes` gathers the times of a run's step series (cells in flight and queued, each model's
+requests in flight) while metrics.py's pass over the trace adds it up, and makes the series."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from treadle.engine.analysis.series import nice_width
+from treadle.engine.trace_reader import TraceChunks, TraceColumns
 
 BLOCK_EVENTS = 1 << 16
 """At most this many starts and as many ends are merged at once (about 4 MB of temporaries)."""
@@ -121,3 +126,45 @@ def step_series_of_sorted(starts: np.ndarray, ends: np.ndarray, max_points: int)
         values = (s_lo - e_lo + np.cumsum(steps_at, dtype=np.int64))[distinct]
         steps.add(times[distinct], values)
     return steps.result()
+
+
+class SeriesTimes:
+    """The times the step series are made of, gathered chunk by chunk: the cells' (not the ctx calls')
+    start and end times, and per model its calls' start and end times (the cells' ready times come
+    later, see `step_series`). `lines`: the trace's records, as many as any of them can hold."""
+
+    def __init__(self, lines: int) -> None:
+        self.lines = lines
+        self.start, self.end = Times(lines), Times(lines)
+        self.requests: dict[str, tuple[Times, Times]] = {}
+
+    def add_cells(self, start: np.ndarray, end: np.ndarray) -> None:
+        self.start.add(start)
+        self.end.add(end)
+
+    def add_requests(self, model: str, start: np.ndarray, end: np.ndarray) -> None:
+        starts, ends = self.requests.setdefault(model, (Times(self.lines), Times(self.lines)))
+        starts.add(start)
+        ends.add(end)
+
+    def step_series(self, max_points: int, ready_times: Iterable[np.ndarray]) -> dict[Hashable, StepSeries]:
+        """Cells in flight and queued, and each model's requests in flight. The cells' ready times are
+        read (`ready_times`, chunk by chunk) once their end times are freed: two of the three at a time."""
+        start = self.start.sorted()  # the end of a cell's queue wait, the start of its run
+        found: dict[Hashable, StepSeries] = {"in_flight": step_series_of_sorted(start, self.end.sorted(), max_points)}
+        for model, (starts, ends) in self.requests.items():
+            found[("model", model)] = step_series_of_sorted(starts.sorted(), ends.sorted(), max_points)
+        self.end, self.requests = Times(), {}
+        ready = Times(self.lines)
+        for times in ready_times:
+            ready.add(times)
+        found["queued"] = step_series_of_sorted(ready.sorted(), start, max_points)
+        return found
+
+
+def ready_times(trace: TraceColumns | TraceChunks, children: set[str]) -> Iterator[np.ndarray]:
+    """The cells' (not the ctx calls') ready times, chunk by chunk (a second, narrow read of the trace)."""
+    chunks = [trace] if isinstance(trace, TraceColumns) else trace.reading(["column", "t_ready"])
+    for tc in chunks:
+        child = np.array([name in children for name in tc.names["column"]], dtype=bool)
+        yield tc.t_ready[~child[tc.codes["column"]]]
