@@ -14,6 +14,12 @@ folder. Per size it prints:
 - the run directory after the run, in MB: output.parquet, trace.* , journal.*, groups/, the rest.
 
     python bench/memory.py [--rows 100000 300000 1000000] [--seed-format parquet|csv|jsonl]
+
+With `--metrics RUN_DIR` it times instead summary.json's metrics of a finished run directory (what a
+run computes at its end, `summary_metrics` over its trace.parquet), `--repeat` times in this process,
+and prints the resident set before and at its peak (`VmHWM`).
+
+    python bench/memory.py --metrics RUN_DIR [--repeat 3]
 """
 
 from __future__ import annotations
@@ -152,11 +158,35 @@ def measure(rows: int, seed_format: str, tmp: Path) -> dict:
     }
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        return next(int(line.split()[1]) / 1024 for line in handle if line.startswith(field + ":"))
+
+
+def time_metrics(run_dir: Path, repeat: int) -> None:
+    """summary.json's metrics of `run_dir`, computed `repeat` times: seconds each, and resident MB."""
+    from treadle.engine.analysis.run_dir import load_summary
+    from treadle.engine.analysis.summary import summary_metrics
+
+    summary = load_summary(run_dir)
+    before = _status_mb("VmRSS")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        summary_metrics(run_dir, summary, None)
+        print(f"summary_metrics: {time.perf_counter() - started:.2f} s")
+    print(f"resident before {before:.0f} MB, peak {_status_mb('VmHWM'):.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
     parser.add_argument("--seed-format", choices=("parquet", "csv", "jsonl"), default="parquet")
+    parser.add_argument("--metrics", type=Path, help="time summary.json's metrics of this run directory instead")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    if args.metrics is not None:
+        time_metrics(args.metrics, args.repeat)
+        return
 
     results = []
     for rows in args.rows:

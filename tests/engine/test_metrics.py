@@ -223,16 +223,28 @@ def synthetic_trace(seed: int) -> list[dict]:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_metrics_of_a_trace_read_in_chunks_are_those_of_the_whole_trace(tmp_path, monkeypatch, seed):
-    """Chunks of 7 records, 16 interval ends sorted at a time: the same metrics, series included."""
+    """Chunks of 7 records, blocks of 16 interval starts: the same metrics, series included, and the
+    series are step_series of the cells' and the model's intervals."""
     pq.write_table(pa.Table.from_pylist(synthetic_trace(seed), schema=SCHEMA), tmp_path / "trace.parquet")
     summary = {"wall_s": 10.0, "limits": {"slots": {"total": 8, "peak": 8}, "model:m": {"total": 4, "peak": 4}}}
     prices = {"m": {"input_per_1m": 1.0, "output_per_1m": 2.0}}
     whole = measure_run(tmp_path, prices, summary=summary, trace=read_trace(tmp_path), max_points=40)
     monkeypatch.setattr(metrics, "TraceChunks", functools.partial(TraceChunks, batch_rows=7))
-    monkeypatch.setattr(open_intervals, "EVENTS_AT_ONCE", 16)
+    monkeypatch.setattr(open_intervals, "BLOCK_EVENTS", 16)
     chunked = measure_run(tmp_path, prices, summary=summary, max_points=40)
     assert chunked.trace.sessions == 2 and chunked.models["m"].in_flight.exact is False
     assert chunked.to_json() == whole.to_json()
+    trace = read_trace(tmp_path)
+    children = [name for name, column in chunked.columns.items() if column.parent is not None]
+    own = ~np.isin(trace.codes["column"], [trace.names["column"].index(name) for name in children])
+    m = trace.codes["model"] == trace.names["model"].index("m")
+    for series, (starts, ends) in [
+        (chunked.in_flight, (trace.t_start[own], trace.t_end[own])),
+        (chunked.queued, (trace.t_ready[own], trace.t_start[own])),
+        (chunked.models["m"].in_flight, (trace.t_start[m], trace.t_end[m])),
+    ]:
+        times, values, _, exact = step_series(starts, ends, 40)
+        assert (series.t, series.v, series.exact) == ([round(t, 6) for t in times], values, exact)
 
 
 # ---- the helpers ----------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def test_records_given_as_dicts_are_one_session_to_their_last_end():
 
 def test_chunks_are_the_whole_traces_columns_piece_by_piece(tmp_path):
     """Chunks of any size lay sessions end to end as read_trace does, string by string, time by time;
-    a torn last batch is skipped in both."""
+    a torn last batch is skipped in both. Read with some fields only, the others are null."""
     pq.write_table(table([attempt(s, s * 0.1) for s in range(1, 30)] + [attempt(s, s * 0.2) for s in range(1, 9)]),
                    tmp_path / PARQUET)  # fmt: skip
     calls = [attempt(s, s * 0.3, column="a:llm", model="m", parent="a", status="retry") for s in range(1, 13)]
@@ -112,3 +112,9 @@ def test_chunks_are_the_whole_traces_columns_piece_by_piece(tmp_path):
         for name, values in whole.names.items():
             decoded = [part.names[name][code] for part in parts for code in part.codes[name]]
             assert decoded == [values[code] for code in whole.codes[name]], name
+        narrow = list(chunks.reading(["column", "t_ready"]))
+        assert np.concatenate([part.t_ready for part in narrow]).tolist() == whole.t_ready.tolist()
+        assert [part.names["column"][code] for part in narrow for code in part.codes["column"]] == [
+            whole.names["column"][code] for code in whole.codes["column"]
+        ]
+        assert not any(part.tokens_in.any() or part.has_slot.any() or any(part.names["model"]) for part in narrow)

@@ -217,6 +217,7 @@ def _sessions_of(seq: np.ndarray, last_seq: int | None, before: int) -> np.ndarr
 
 _CHUNK_FIELDS = [name for name in SCHEMA.names if name not in ("row", "attempt", "message")]
 """What `TraceColumns` holds (and `seq`, for the sessions)."""
+_CHUNK_SCHEMA = pa.schema([SCHEMA.field(name) for name in _CHUNK_FIELDS])
 
 
 class TraceChunks:
@@ -252,13 +253,18 @@ class TraceChunks:
         return len(self.session_starts)
 
     def __iter__(self) -> Iterator[TraceColumns]:
+        return self.reading(_CHUNK_FIELDS)
+
+    def reading(self, fields: list[str]) -> Iterator[TraceColumns]:
+        """The chunks with only `fields` read: the others are null (codes of None, numbers 0, no slot)."""
         starts = np.array(self.session_starts or [0.0])
         last_seq: int | None = None
         read = sessions = 0
-        for batch in TraceParts(self.run_dir, _CHUNK_FIELDS, self.batch_rows):
+        wanted = list(dict.fromkeys(["seq", *fields]))
+        for batch in TraceParts(self.run_dir, wanted, self.batch_rows):
             if read >= self.lines:
                 return
-            table = pa.Table.from_batches([batch.slice(0, self.lines - read)])
+            table = pa.Table.from_batches([_conformed(batch.slice(0, self.lines - read), _CHUNK_SCHEMA)])
             if not table.num_rows:
                 continue
             seq = table["seq"].to_numpy()

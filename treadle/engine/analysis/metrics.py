@@ -4,9 +4,11 @@ Answers "where did the time go" (queue wait vs run time per column), "what was m
 (cells in flight over time, slot utilisation, parallel efficiency) and "what did it cost" (tokens per
 column and model, cost from per-model prices), plus throughput, latency percentiles, retries and
 errors by class. The steps: one pass over the trace, a chunk at a time, adds it up (`_Tally`: per
-column, slot time, throughput, errors; percentiles in `stats.Quantiles`); the step series of cells in
-flight, queued and per model take a few more passes (`open_intervals`); then per column, the run's
-concurrency, per model, throughput and errors. Memory: a chunk and a bounded sort, not the trace.
+column, slot time, throughput, errors; percentiles in `stats.Quantiles`) and keeps the times the step
+series of cells in flight, queued and per model are made of (8 bytes each: the cells' start and end
+times, the model calls' start and end times; `open_intervals` sorts them), then a second pass reads
+the cells' ready times alone; then per column, the run's concurrency, per model, throughput and
+errors. Memory: a chunk and two or three of those times per attempt, not the trace.
 
 Times are seconds since the run started. A resumed run appends its attempts to the same trace
 with times starting again at 0 (and `seq` starting again at 1): each such session is laid after the
@@ -33,7 +35,7 @@ from treadle.engine.analysis.limits import (
     limit_series,
 )
 from treadle.engine.analysis.metrics_record import RunMetrics
-from treadle.engine.analysis.open_intervals import Intervals, StepSeries, step_series_of
+from treadle.engine.analysis.open_intervals import SeriesTimes, StepSeries, ready_times
 from treadle.engine.analysis.records import (
     STATUSES,
     AttemptCounts,
@@ -109,7 +111,7 @@ def measure_run(
     has_trace = trace is not None or path.exists()
     if summary is None and not has_trace:
         raise ConfigError([Problem(str(run_dir), "not a run directory with results (no summary.json, no trace)")])
-    # The trace given, or the run directory's read a chunk at a time (each step reads it again).
+    # The trace given, or the run directory's read a chunk at a time (once).
     info: TraceColumns | TraceChunks = trace if trace is not None else TraceChunks(path)
     chunks: Iterable[TraceColumns] = [info] if isinstance(info, TraceColumns) else info
     # Wall time: the sessions before the last as traced, the last as summary.json measured it.
@@ -117,8 +119,10 @@ def measure_run(
     wall = info.span_s
     if summary is not None:
         wall = max(wall, last_start + summary.wall_s)
-    tally = _Tally.of(chunks, wall, buckets)
-    steps = step_series_of(chunks, _intervals(tally), max_points)
+    tally, times = _Tally.of(chunks, wall, buckets, info.lines)
+    children = {name for name, column in tally.columns.items() if column.child}
+    steps = times.step_series(max_points, ready_times(info, children))
+    del times
     columns = _column_metrics(tally, price_of)
     history = limit_history(summary, events, last_start)
     slots = _slot_use(tally, steps, columns, summary, history, wall)
@@ -204,15 +208,17 @@ class _Tally:
     retry_wait_s: float = 0.0
 
     @classmethod
-    def of(cls, chunks: Iterable[TraceColumns], wall: float, buckets: int) -> _Tally:
+    def of(cls, chunks: Iterable[TraceColumns], wall: float, buckets: int, lines: int) -> tuple[_Tally, SeriesTimes]:
+        """The tally of `chunks` (`lines` records in all), and the times of its step series."""
         width = nice_width(wall, buckets)
         n_buckets = max(1, math.ceil(wall / width - 1e-9)) if wall > 0 else 1
         tally = cls(done=np.zeros(n_buckets, np.int64), failed=np.zeros(n_buckets, np.int64), bucket_s=width)
+        times = SeriesTimes(lines)
         for chunk in chunks:
-            tally._add(chunk)
-        return tally
+            tally._add(chunk, times)
+        return tally, times
 
-    def _add(self, tc: TraceColumns) -> None:
+    def _add(self, tc: TraceColumns, times: SeriesTimes) -> None:
         names, codes = tc.names, tc.codes
         status = _statuses(tc)
         column_code = codes["column"]
@@ -226,6 +232,7 @@ class _Tally:
             self._add_column(column, tc, g, status[g])
             own_column[c] = not column.child
         own = own_column[column_code]
+        times.add_cells(tc.t_start[own], tc.t_end[own])
         self.busy_s += total(tc.t_end[own]) - total(tc.t_start[own])
         self.queue_s += total(tc.t_start[own]) - total(tc.t_ready[own])
         self.lanes.update(np.unique(tc.slot[own & tc.has_slot]).tolist())
@@ -239,6 +246,7 @@ class _Tally:
                 in_flight = self.requests.setdefault(model, [0, 0.0])
                 in_flight[0] += int(requests.sum())
                 in_flight[1] += total(tc.t_end[requests]) - total(tc.t_start[requests])
+                times.add_requests(model, tc.t_start[requests], tc.t_end[requests])
         self._add_errors(tc)
 
     @staticmethod
@@ -278,33 +286,6 @@ def _statuses(tc: TraceColumns) -> np.ndarray:
     """Per line: its status as an index into STATUSES (-1: another or none)."""
     status_index = np.array([STATUSES.index(s) if s in STATUSES else -1 for s in tc.names["status"]], dtype=np.int64)
     return status_index[tc.codes["status"]] if tc.lines else np.zeros(0, dtype=np.int64)
-
-
-def _intervals(tally: _Tally) -> dict[Hashable, Intervals]:
-    """The step series to compute: cells in flight and queued, and each model's requests in flight."""
-    children = {name for name, column in tally.columns.items() if column.child}
-
-    def own(tc: TraceColumns) -> np.ndarray:
-        child = np.array([name in children for name in tc.names["column"]], dtype=bool)
-        return ~child[tc.codes["column"]] if tc.lines else np.zeros(0, dtype=bool)
-
-    def in_flight(tc: TraceColumns) -> tuple[np.ndarray, np.ndarray]:
-        picked = own(tc)
-        return tc.t_start[picked], tc.t_end[picked]
-
-    def queued(tc: TraceColumns) -> tuple[np.ndarray, np.ndarray]:
-        picked = own(tc)
-        return tc.t_ready[picked], tc.t_start[picked]
-
-    def requests(model: str) -> Intervals:
-        def of(tc: TraceColumns) -> tuple[np.ndarray, np.ndarray]:
-            code = tc.names["model"].index(model) if model in tc.names["model"] else -1
-            picked = tc.codes["model"] == code
-            return tc.t_start[picked], tc.t_end[picked]
-
-        return of
-
-    return {"in_flight": in_flight, "queued": queued, **{("model", m): requests(m) for m in tally.requests}}
 
 
 def _column_metrics(tally: _Tally, price_of: dict[str, Price]) -> dict[str, ColumnMetrics]:
