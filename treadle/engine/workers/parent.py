@@ -75,6 +75,8 @@ class ParentRun(Run):
         self._cache_stats: dict[int, tuple[int, int, int]] = {}
         self._done: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.executor = options.executor or loaded.config.run.executor
+        self._transport: pool.Transport | None = None
 
     # ---- the run -----------------------------------------------------------------------------------
 
@@ -91,6 +93,7 @@ class ParentRun(Run):
             recovery=self.recovery,
             limits={name: self._shares(name)[index] for name in self.limits},
             budgets={key: self._budget_shares(key)[index] for key in rates},
+            ship_groups=self._transport is not None and self._transport.ship_groups,
         )
 
     def _shares(self, name: str, workers: int | None = None) -> list[int]:
@@ -117,9 +120,11 @@ class ParentRun(Run):
             self.n_workers = min(self.n_workers, len(self.pending))  # a worker per group at most
             slots = self._shares(SLOTS)
             pipeline = pickle.dumps(self.loaded)
+            address = self.options.ray_address or self.loaded.config.run.ray_address
+            self._transport = await asyncio.to_thread(pool.open_transport, self.executor, address, self.n_workers)
             for index in range(self.n_workers):
                 spec = self._spec(index, pipeline)
-                self.workers.append(pool.start_worker(spec, sum(slots[:index]), loop, self._on_message))
+                self.workers.append(self._transport.start_worker(spec, sum(slots[:index]), loop, self._on_message))
             for handle in self.workers:
                 self._feed(handle)
         else:
@@ -161,9 +166,9 @@ class ParentRun(Run):
 
     def _join_workers(self) -> None:
         for handle in self.workers:
-            handle.outbox.put(None)
-            handle.process.wait()
-            handle.conn.close()
+            handle.join()
+        if self._transport is not None:
+            self._transport.close()
 
     async def _report_progress(self, stop: asyncio.Event) -> None:
         """Until `stop`: a progress event every second, the merged traces to the trace file more often."""
@@ -208,6 +213,8 @@ class ParentRun(Run):
 
     def _group_written(self, handle: WorkerHandle, message: GroupWritten) -> None:
         group = message.group
+        if message.table is not None:
+            self._write_sent_group(group, message.table)
         pool.apply_group_states(self.tracker, group, message.states)
         if message.filtered and self.tracker.filtered is not None:
             self.tracker.filtered.update(message.filtered)
@@ -221,6 +228,19 @@ class ParentRun(Run):
             handle.outstanding.discard(group)
             self.written += 1
             self._feed(handle)
+
+    def _write_sent_group(self, group: int, table: bytes) -> None:
+        """A group file a worker sent (Ray): written on the writer thread, before the outputs read it."""
+        loop = asyncio.get_running_loop()
+
+        def write() -> None:
+            try:
+                pool.write_group_file(self.directory.group_path(group), table)
+            except OSError as exc:
+                reason = self._storage_reason(exc)
+                loop.call_soon_threadsafe(self._fail, f"cannot write the run directory {self.directory.path}: {reason}")
+
+        self._writer.submit(write)
 
     def _tick(self, handle: WorkerHandle, tick: Tick) -> None:
         handle.tick = tick
@@ -246,9 +266,9 @@ class ParentRun(Run):
         groups = sorted(handle.outstanding)
         handle.outstanding.clear()
         log.warning(
-            "treadle: worker %d (pid %d) ended mid-run; its %d unfinished row groups go to the others",
+            "treadle: worker %d (%s) ended mid-run; its %d unfinished row groups go to the others",
             handle.index,
-            handle.process.pid,
+            handle.label,
             len(groups),
         )
         size = self.tracker.group_size
