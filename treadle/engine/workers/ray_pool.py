@@ -9,6 +9,7 @@ with one it joins that cluster, whose nodes need treadle installed.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,7 @@ import ray
 from ray.exceptions import RayError
 
 import treadle
+from treadle.engine.errors import FatalRunError
 from treadle.engine.workers.messages import ParentMessage, WorkerMessage
 from treadle.engine.workers.pool import WorkerHandle
 from treadle.engine.workers.ray_worker import EngineActor
@@ -27,6 +29,8 @@ from treadle.engine.workers.worker import WorkerSpec
 
 ACTOR_NAME_PREFIX = "treadle-w"
 """Actors are named treadle-w<index>-<run id>: findable in the Ray dashboard (and by ray.get_actor)."""
+
+CONNECT_TIMEOUT_S = 10.0
 
 # A worker's calls at once: its start, a command, and the driver's long poll for its messages.
 _Actor = ray.remote(num_cpus=1, max_concurrency=4)(EngineActor)
@@ -46,6 +50,17 @@ class ActorHandle(WorkerHandle):
         ray.kill(self.actor, no_restart=True)
 
 
+def _check_reachable(address: str) -> None:
+    """ray.init waits without end for a cluster it cannot reach: say so at once instead."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or another form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise FatalRunError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
 class RayActors:
     """Engine workers as Ray actors; they send their group files to the driver, which writes them."""
 
@@ -59,6 +74,7 @@ class RayActors:
                 env = {"env_vars": {"PYTHONPATH": root}}
                 ray.init(num_cpus=max(2, workers), runtime_env=env, log_to_driver=False, include_dashboard=False)
             else:
+                _check_reachable(address)
                 ray.init(address=address, log_to_driver=False)
         self._run_id = uuid.uuid4().hex[:8]
 
