@@ -122,6 +122,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> Non
     parser.add_argument("--rows", type=_positive_int, help="run only the first N seed rows")
     parser.add_argument("--max-parallel", type=_limit, help="execution slots (overrides run.max_parallel)")
     _add_workers_argument(parser)
+    parser.add_argument(
+        "--executor", choices=["local", "ray"], help="where the workers run (overrides run.executor; ray: Ray actors)"
+    )
+    parser.add_argument(
+        "--ray-address", metavar="ADDR", help="the Ray cluster for --executor ray (overrides run.ray_address)"
+    )
     _add_cache_arguments(parser)
 
 
@@ -211,6 +217,8 @@ def _new_run(load: Callable[[], Any], args: argparse.Namespace, after=None):
         hold_open=_wants_ui(args),
         cache=_cache_mode(args),
         workers=args.workers,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
     return _drive(_start_up(lambda: open_controller(load(), options)), args, after)
 

@@ -215,6 +215,11 @@ class RunConfig(_Strict):
     workers: Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=1, le=WORKERS_MAX)] = 1
     """Engine processes on this machine, each running whole row groups; the run's limits (max_parallel,
     row groups in flight, each model's max_parallel, rpm and tpm) are shared out between them."""
+    executor: Literal["local", "ray"] = "local"
+    """Where the workers run: `local`, processes on this machine; `ray`, Ray actors (`pip install
+    'treadle[ray]'`) on a local Ray or the cluster at `ray_address`, the run directory on this machine."""
+    ray_address: str | None = None
+    """The Ray cluster to run on (as `ray.init(address=...)` takes it); none: a local Ray."""
     python_threads: Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=1, le=PYTHON_THREADS_MAX)] | None = None
     """Threads for sync python functions; defaults to max_parallel, at most 1024."""
     retries: int = Field(default=3, ge=0)

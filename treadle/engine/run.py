@@ -77,6 +77,10 @@ class RunOptions:
     """The response cache: `use`, `off` (--no-cache) or `refresh` (--refresh-cache)."""
     workers: int | None = None
     """Override of run.workers (engine processes; 1 runs in this process)."""
+    executor: Literal["local", "ray"] | None = None
+    """Override of run.executor (where the workers run)."""
+    ray_address: str | None = None
+    """Override of run.ray_address."""
 
 
 def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:

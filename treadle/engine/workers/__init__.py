@@ -1,16 +1,18 @@
-"""Several engine processes on one machine (`--workers N`, `run.workers: N`).
+"""Several engine processes on one machine (`--workers N`, `run.workers: N`), or Ray actors on many
+(`--executor ray`).
 
 The unit of work is the row group. The parent process (parent.py) owns the run and its directory: it
 hands row groups to N worker processes (worker.py), each a real engine running the same Scheduler
 over the groups it is given, shares out the limits, passes commands on, and writes the run directory
 with the same files as one process. Messages between them: messages.py; the parent's side of the
-processes: pool.py.
+processes: pool.py; of Ray actors: ray_pool.py (the actor: ray_worker.py).
 """
 
 from __future__ import annotations
 
 from treadle.engine.column_edits import Versions
 from treadle.engine.controller import RunController
+from treadle.engine.errors import TreadleError
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.resume import Recovery
 from treadle.engine.run import RunOptions
@@ -26,8 +28,20 @@ def open_controller(
     """The controller of a run: on this process's engine thread (one worker: the usual path), or the
     parent of `RunOptions.workers` (else run.workers) engine processes."""
     options = options or RunOptions()
-    if (options.workers or loaded.config.run.workers) > 1:
-        from treadle.engine.workers.parent import WorkersController  # process machinery, only when used
+    run = loaded.config.run
+    ray = (options.executor or run.executor) == "ray"
+    if ray:
+        _check_ray()
+    if (options.workers or run.workers) > 1 or ray:
+        from treadle.engine.workers.controller import WorkersController  # process machinery, only when used
 
         return WorkersController(loaded, options, recovery=recovery, versions=versions)
     return RunController(loaded, options, recovery=recovery, versions=versions)
+
+
+def _check_ray() -> None:
+    """Ray is an optional extra: without it, one line saying how to get it (before anything starts)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise TreadleError("--executor ray needs Ray: pip install 'treadle[ray]'") from None

@@ -73,7 +73,7 @@ ParentMessage = Assign | SetLimit | SetBudgets | Command | Retry | Drop
 
 @dataclass(frozen=True)
 class GroupWritten:
-    """A row group's file is in the run directory; `partial` when a stop cut the group short."""
+    """A row group's file is in the run directory (or in `table`); `partial` when a stop cut the group short."""
 
     group: int
     states: bytes
@@ -83,6 +83,9 @@ class GroupWritten:
     failures: list[tuple[int, CellFailure]]
     """The group's failed cells: (cell, failure)."""
     partial: bool = False
+    table: bytes | None = None
+    """The group's file itself (Parquet bytes) when the worker's disk is not the run directory's (Ray
+    actors): the parent writes it there."""
 
 
 @dataclass(frozen=True)

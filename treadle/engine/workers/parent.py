@@ -22,15 +22,13 @@ import numpy as np
 from treadle.engine.errors import FatalRunError, StorageError
 from treadle.engine.events import EventBus, Idle, Paused, Progress, Resumed, RunFinished, RunStarted, Stopping
 from treadle.engine.journal import replay
-from treadle.engine.limits import ROW_GROUPS, SLOTS, check_limit, model_limit
-from treadle.engine.live_edits import RecomputePlan
+from treadle.engine.limits import ROW_GROUPS, SLOTS, model_limit
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.resume import Recovery
 from treadle.engine.run import PROGRESS_EVERY_S, TRACE_FLUSH_EVERY_S, Run, RunOptions, RunStatus
 from treadle.engine.summary_record import RunSummary
 from treadle.engine.tracker import N_STATES, CellState
-from treadle.engine.views import LimitView, Snapshot
 from treadle.engine.workers import pool
 from treadle.engine.workers.messages import (
     Assign,
@@ -45,7 +43,7 @@ from treadle.engine.workers.messages import (
     shares,
 )
 from treadle.engine.workers.pool import WorkerHandle
-from treadle.engine.workers.steering import RoutedCellCommands, WorkerCommands
+from treadle.engine.workers.steering import WorkerCommands
 from treadle.engine.workers.worker import WorkerSpec, group_counts
 
 log = logging.getLogger("treadle.workers")
@@ -79,6 +77,8 @@ class ParentRun(Run):
         self.commands = WorkerCommands(self)
         """Retry and drop routed to the workers, and what each is doing (the workers panel)."""
         self._idle_reported = False
+        self.executor = options.executor or loaded.config.run.executor
+        self._transport: pool.Transport | None = None
 
     # ---- the run -----------------------------------------------------------------------------------
 
@@ -95,6 +95,7 @@ class ParentRun(Run):
             recovery=self.recovery,
             limits={name: self._shares(name)[index] for name in self.limits},
             budgets={key: self._budget_shares(key)[index] for key in rates},
+            ship_groups=self._transport is not None and self._transport.ship_groups,
         )
 
     def _shares(self, name: str, workers: int | None = None) -> list[int]:
@@ -121,9 +122,11 @@ class ParentRun(Run):
             self.n_workers = min(self.n_workers, len(self.pending))  # a worker per group at most
             slots = self._shares(SLOTS)
             pipeline = pickle.dumps(self.loaded)
+            address = self.options.ray_address or self.loaded.config.run.ray_address
+            self._transport = await asyncio.to_thread(pool.open_transport, self.executor, address, self.n_workers)
             for index in range(self.n_workers):
                 spec = self._spec(index, pipeline)
-                self.workers.append(pool.start_worker(spec, sum(slots[:index]), loop, self._on_message))
+                self.workers.append(self._transport.start_worker(spec, sum(slots[:index]), loop, self._on_message))
             for handle in self.workers:
                 self._feed(handle)
         else:
@@ -165,9 +168,9 @@ class ParentRun(Run):
 
     def _join_workers(self) -> None:
         for handle in self.workers:
-            handle.outbox.put(None)
-            handle.process.wait()
-            handle.conn.close()
+            handle.join()
+        if self._transport is not None:
+            self._transport.close()
 
     async def _report_progress(self, stop: asyncio.Event) -> None:
         """Until `stop`: a progress event every second, the merged traces to the trace file more often."""
@@ -215,6 +218,8 @@ class ParentRun(Run):
 
     def _group_written(self, handle: WorkerHandle, message: GroupWritten) -> None:
         group = message.group
+        if message.table is not None:
+            self._write_sent_group(group, message.table)
         pool.apply_group_states(self.tracker, group, message.states)
         if message.filtered:
             taken = np.array(message.filtered, dtype=np.int64)
@@ -231,6 +236,19 @@ class ParentRun(Run):
             handle.outstanding.discard(group)
             self.written += 1
             self._feed(handle)
+
+    def _write_sent_group(self, group: int, table: bytes) -> None:
+        """A group file a worker sent (Ray): written on the writer thread, before the outputs read it."""
+        loop = asyncio.get_running_loop()
+
+        def write() -> None:
+            try:
+                pool.write_group_file(self.directory.group_path(group), table)
+            except OSError as exc:
+                reason = self._storage_reason(exc)
+                loop.call_soon_threadsafe(self._fail, f"cannot write the run directory {self.directory.path}: {reason}")
+
+        self._writer.submit(write)
 
     def _tick(self, handle: WorkerHandle, tick: Tick) -> None:
         handle.tick = tick
@@ -259,9 +277,9 @@ class ParentRun(Run):
         groups = sorted(handle.outstanding)
         handle.outstanding.clear()
         log.warning(
-            "treadle: worker %d (pid %d) ended mid-run; its %d unfinished row groups go to the others",
+            "treadle: worker %d (%s) ended mid-run; its %d unfinished row groups go to the others",
             handle.index,
-            handle.process.pid,
+            handle.label,
             len(groups),
         )
         size = self.tracker.group_size
@@ -399,97 +417,3 @@ class ParentRun(Run):
             for model, record in summary.rate_limits.items()
         }
         return summary.model_copy(update={"rate_limits": rate_limits})
-
-
-class WorkersController(RoutedCellCommands):
-    """The controller of a run on several worker processes (`--workers N`): the same door as one
-    process, except that column edits and recompute are not there yet. Retry and drop go to the worker
-    holding (or having written) the row's group: see steering.py."""
-
-    run_class = ParentRun
-    _run: ParentRun
-
-    @property
-    def workers(self) -> int:
-        return self._run.n_workers
-
-    def pause(self) -> None:
-        self._call(self._run.pause)
-
-    def resume(self) -> None:
-        self._call(self._run.resume)
-
-    def set_limit(self, name: str, total: int) -> None:
-        if name not in self._run.limits:
-            raise ValueError(f"unknown limit {name!r}; known: {', '.join(self._run.limits)}")
-        check_limit(name, total)
-
-        def set_limit() -> None:
-            self._run.set_limit(name, total)
-            self._limit_changes.record(name, self.bus.elapsed(), total)
-
-        self._call(set_limit)
-
-    def set_budgets(self, model: str, rpm: int | None = None, tpm: int | None = None) -> None:
-        if model_limit(model) not in self._run.rates:
-            raise ValueError(f"unknown model {model!r}; known: {', '.join(k[6:] for k in self._run.rates)}")
-        for name, value in (("rpm", rpm), ("tpm", tpm)):
-            if value is not None:
-                check_limit(f"{model}.{name}", value)
-        self._call(lambda: self._run.set_budgets(model, rpm, tpm))
-
-    def cancel(self) -> None:
-        def cancel() -> None:
-            self._run.stop()
-            assert self._loop is not None
-            self._loop.call_later(self.options.grace_s, self._run.abort)
-
-        self._call(cancel)
-
-    def close(self) -> None:
-        self._call(lambda: self._run.stop("closed"))
-
-    def abort(self) -> None:
-        self._call(self._run.abort)
-
-    # Commands that change columns act on one engine's pipeline: not across workers yet. ValueError,
-    # as for any refused change, so a UI tells the person why.
-
-    def update_column(self, *args: Any, **kwargs: Any) -> int | None:
-        raise _not_yet("update_column")
-
-    def reload_function(self, *args: Any, **kwargs: Any) -> int | None:
-        raise _not_yet("reload_function")
-
-    def recompute_plan(self, *args: Any, **kwargs: Any) -> RecomputePlan:
-        raise _not_yet("recompute")
-
-    def recompute(self, *args: Any, **kwargs: Any) -> int:
-        raise _not_yet("recompute")
-
-    def _snapshot(self, rows: list[int]) -> Snapshot:
-        run = self._run
-        snapshot = super()._snapshot(rows)
-        counts = run.merged_counts().reshape(-1, N_STATES)
-        by_column = {name: {s.label: int(counts[i, s]) for s in CellState} for i, name in enumerate(snapshot.columns)}
-        in_flight = sum(len(h.outstanding) for h in run.workers if h.alive)
-        return dataclasses.replace(
-            snapshot,
-            cells={s.label: int(counts[:, s].sum()) for s in CellState},
-            by_column=by_column,
-            row_groups={"finished": run.written, "in_flight": in_flight, "pending": len(run.pending)},
-            limits={n: LimitView(lim.total, run.in_use(n), lim.peak) for n, lim in run.limits.items()},
-            workers=run.commands.views(),
-            rates=run.commands.merged_rates(snapshot.rates),
-            window=self._held_window(snapshot.window),
-        )
-
-    def _held_window(self, window: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, ...]]:
-        """Rows in view whose group a worker holds: their states as it last reported them."""
-        labels = [s.label for s in CellState]
-        held = self._run.commands.held_row_states(window)
-        return {row: tuple(labels[s] for s in held[row]) if row in held else states for row, states in window.items()}
-
-
-def _not_yet(command: str) -> ValueError:
-    return ValueError(f"{command} is not there yet for a run on several worker processes (--workers)")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -33,9 +34,9 @@ from treadle.engine.workers.messages import Finished, ParentMessage, Tick, Worke
 
 @dataclass
 class WorkerHandle:
+    """The parent's view of one worker, whatever runs it (a process here, a Ray actor: ray_pool.py)."""
+
     index: int
-    process: subprocess.Popen[bytes]
-    conn: Connection
     slot_offset: int
     """Added to the slot numbers of its traces: each worker's execution slots are their own lanes."""
     outstanding: set[int] = field(default_factory=set)
@@ -44,11 +45,93 @@ class WorkerHandle:
     finished: Finished | None = None
     alive: bool = True
     outbox: queue.SimpleQueue[ParentMessage | None] = field(default_factory=queue.SimpleQueue)
-    """Messages for its sender thread: the loop never waits on the pipe (a large seed, a slow child)."""
+    """Messages for its sender thread: the loop never waits on the transport (a large seed, a slow child)."""
 
     def send(self, message: ParentMessage) -> None:
         if self.alive:
             self.outbox.put(message)
+
+    @property
+    def label(self) -> str:
+        """How the log names it."""
+        raise NotImplementedError
+
+    def join(self) -> None:
+        """After its run has ended (or it died): wait for it to go, and let it go."""
+        raise NotImplementedError
+
+
+@dataclass(kw_only=True)
+class ProcessHandle(WorkerHandle):
+    process: subprocess.Popen[bytes]
+    conn: Connection
+
+    @property
+    def label(self) -> str:
+        return f"pid {self.process.pid}"
+
+    def join(self) -> None:
+        self.outbox.put(None)
+        self.process.wait()
+        self.conn.close()
+
+
+class Transport(Protocol):
+    """How the parent starts its workers and talks to them."""
+
+    ship_groups: bool
+    """The workers send each group's file in their messages (their disk is not the run directory's)."""
+
+    def start_worker(
+        self,
+        spec: worker.WorkerSpec,
+        slot_offset: int,
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[WorkerHandle, WorkerMessage | None], None],
+    ) -> WorkerHandle:
+        """Start a worker and pass its messages to `on_message` on `loop` (None when it has ended, or died)."""
+        ...
+
+    def close(self) -> None:
+        """Every worker has been joined."""
+        ...
+
+
+def open_transport(executor: str, ray_address: str | None, workers: int) -> Transport:
+    """Processes on this machine, or Ray actors (Ray is imported only then: an optional extra)."""
+    if executor == "ray":
+        from treadle.engine.workers.ray_pool import RayActors
+
+        return RayActors(ray_address, workers)
+    return Processes()
+
+
+class Processes:
+    """Worker processes on this machine, writing into the run directory themselves."""
+
+    ship_groups = False
+
+    def start_worker(
+        self,
+        spec: worker.WorkerSpec,
+        slot_offset: int,
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[WorkerHandle, WorkerMessage | None], None],
+    ) -> WorkerHandle:
+        return start_worker(spec, slot_offset, loop, on_message)
+
+    def close(self) -> None:
+        pass
+
+
+def write_group_file(path: Path, table: bytes) -> None:
+    """A group file a worker sent: written whole and durable before the outputs are made from it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(table)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 def start_worker(
@@ -71,7 +154,7 @@ def start_worker(
         start_new_session=True,
     )
     theirs.close()
-    handle = WorkerHandle(spec.index, process, ours, slot_offset)
+    handle = ProcessHandle(index=spec.index, slot_offset=slot_offset, process=process, conn=ours)
 
     def write() -> None:
         message: worker.WorkerSpec | ParentMessage | None = spec

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,8 @@ class WorkerSpec:
     """This worker's share of each limit (slots, row_groups, model:<name>)."""
     budgets: dict[str, tuple[int | None, int | None]]
     """This worker's share of each model limit's rpm and tpm."""
+    ship_groups: bool = False
+    """Send each group's file to the parent in its GroupWritten (the run directory is on another disk)."""
 
 
 def group_counts(tracker: CellTracker, groups: list[int]) -> np.ndarray:
@@ -111,9 +114,11 @@ class WorkerRun(Run):
         directory: RunDirectory,
         recovery: Recovery | None,
         send: Callable[[WorkerMessage], None],
+        ship_groups: bool = False,
     ) -> None:
         super().__init__(loaded, options, EventBus(), directory, recovery)
         self.send = send
+        self.ship_groups = ship_groups
         self.groups = AssignedRowGroups(self.tracker.n_groups, self.limits[ROW_GROUPS])
         self.scheduler.row_groups = self.groups
         self._written: set[int] = set()
@@ -140,6 +145,7 @@ class WorkerRun(Run):
             filtered=_filtered_in(tracker, rows),
             failures=[(cell, failures[cell]) for cell in range(rows.start * n, rows.stop * n) if cell in failures],
             partial=partial,
+            table=self.directory.group_path(group).read_bytes() if self.ship_groups else None,
         )
 
     def assign(self, message: Assign) -> None:
@@ -206,9 +212,10 @@ def _filtered_in(tracker: CellTracker, rows: range) -> list[tuple[int, int]]:
 class WorkerLoop:
     """The worker's engine loop: the run, its commands, and its ticks to the parent."""
 
-    def __init__(self, run: WorkerRun, conn: Connection) -> None:
+    def __init__(self, run: WorkerRun, receive: Callable[[], ParentMessage | None]) -> None:
         self.run = run
-        self.conn = conn
+        self.receive = receive
+        """The parent's next command, waiting for it; None once the parent is gone."""
         self.events = run.bus.subscribe()
         self._tracing = run.loaded.config.run.trace
         self._latencies = [array("d") for _ in run.node_names]
@@ -246,12 +253,9 @@ class WorkerLoop:
             scheduler.abort()
 
     def _read_commands(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On a thread: each command to the loop, in order; None when the pipe closes."""
+        """On a thread: each command to the loop, in order; None when the parent is gone."""
         while True:
-            try:
-                message: ParentMessage | None = self.conn.recv()
-            except (EOFError, OSError):
-                message = None
+            message = self.receive()
             try:
                 loop.call_soon_threadsafe(self.handle, message)
             except RuntimeError:  # the loop has closed: the run is over
@@ -339,25 +343,43 @@ def _send_from_queue(conn: Connection, outbox: queue.SimpleQueue[WorkerMessage |
             return
 
 
-def main(conn: Connection) -> None:
-    """The worker process: its spec first, then its run until the parent closes it (or goes away)."""
-    spec: WorkerSpec = conn.recv()
+def open_run(spec: WorkerSpec, run_dir: Path, send: Callable[[WorkerMessage], None]) -> WorkerRun:
+    """The worker's run from its spec, journaling (and writing group files) in `run_dir`."""
     if spec.base_dir not in sys.path:
         sys.path.insert(0, spec.base_dir)  # python columns' modules, as the parent found them
     loaded: LoadedPipeline = pickle.loads(spec.pipeline)
-    assert spec.options.out is not None
-    directory = RunDirectory(spec.options.out)
+    directory = RunDirectory(run_dir)
+    directory.create()  # there already, unless the worker's disk is its own (Ray)
     directory.journal_path = directory.worker_journal_path(spec.index)
-    outbox: queue.SimpleQueue[WorkerMessage | None] = queue.SimpleQueue()
-    sender = threading.Thread(target=_send_from_queue, args=(conn, outbox), name="treadle-send", daemon=True)
-    sender.start()
-    run = WorkerRun(loaded, spec.options, directory, spec.recovery, outbox.put)
+    run = WorkerRun(loaded, spec.options, directory, spec.recovery, send, spec.ship_groups)
     for name, total in spec.limits.items():
         run.scheduler.set_limit(name, total)
     for key, (rpm, tpm) in spec.budgets.items():
         run.rates[key].set_budgets(rpm, tpm)
+    return run
+
+
+def _receiver(conn: Connection) -> Callable[[], ParentMessage | None]:
+    def receive() -> ParentMessage | None:
+        try:
+            message: ParentMessage = conn.recv()
+        except (EOFError, OSError):
+            return None
+        return message
+
+    return receive
+
+
+def main(conn: Connection) -> None:
+    """The worker process: its spec first, then its run until the parent closes it (or goes away)."""
+    spec: WorkerSpec = conn.recv()
+    assert spec.options.out is not None
+    outbox: queue.SimpleQueue[WorkerMessage | None] = queue.SimpleQueue()
+    sender = threading.Thread(target=_send_from_queue, args=(conn, outbox), name="treadle-send", daemon=True)
+    sender.start()
+    run = open_run(spec, spec.options.out, outbox.put)
     try:
-        asyncio.run(WorkerLoop(run, conn).execute())
+        asyncio.run(WorkerLoop(run, _receiver(conn)).execute())
     finally:
         outbox.put(None)
         sender.join()

@@ -1,0 +1,108 @@
+"""The controller of a run on several worker processes or Ray actors: RunController's door onto
+ParentRun, with the counts and windows merged from what the workers report."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from treadle.engine.limits import check_limit, model_limit
+from treadle.engine.live_edits import RecomputePlan
+from treadle.engine.tracker import N_STATES, CellState
+from treadle.engine.views import LimitView, Snapshot
+from treadle.engine.workers.parent import ParentRun
+from treadle.engine.workers.steering import RoutedCellCommands
+
+
+class WorkersController(RoutedCellCommands):
+    """The controller of a run on several worker processes (`--workers N`): the same door as one
+    process, except that column edits and recompute are not there yet. Retry and drop go to the worker
+    holding (or having written) the row's group: see steering.py."""
+
+    run_class = ParentRun
+    _run: ParentRun
+
+    @property
+    def workers(self) -> int:
+        return self._run.n_workers
+
+    def pause(self) -> None:
+        self._call(self._run.pause)
+
+    def resume(self) -> None:
+        self._call(self._run.resume)
+
+    def set_limit(self, name: str, total: int) -> None:
+        if name not in self._run.limits:
+            raise ValueError(f"unknown limit {name!r}; known: {', '.join(self._run.limits)}")
+        check_limit(name, total)
+
+        def set_limit() -> None:
+            self._run.set_limit(name, total)
+            self._limit_changes.record(name, self.bus.elapsed(), total)
+
+        self._call(set_limit)
+
+    def set_budgets(self, model: str, rpm: int | None = None, tpm: int | None = None) -> None:
+        if model_limit(model) not in self._run.rates:
+            raise ValueError(f"unknown model {model!r}; known: {', '.join(k[6:] for k in self._run.rates)}")
+        for name, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None:
+                check_limit(f"{model}.{name}", value)
+        self._call(lambda: self._run.set_budgets(model, rpm, tpm))
+
+    def cancel(self) -> None:
+        def cancel() -> None:
+            self._run.stop()
+            assert self._loop is not None
+            self._loop.call_later(self.options.grace_s, self._run.abort)
+
+        self._call(cancel)
+
+    def close(self) -> None:
+        self._call(lambda: self._run.stop("closed"))
+
+    def abort(self) -> None:
+        self._call(self._run.abort)
+
+    # Commands that change columns act on one engine's pipeline: not across workers yet. ValueError,
+    # as for any refused change, so a UI tells the person why.
+
+    def update_column(self, *args: Any, **kwargs: Any) -> int | None:
+        raise _not_yet("update_column")
+
+    def reload_function(self, *args: Any, **kwargs: Any) -> int | None:
+        raise _not_yet("reload_function")
+
+    def recompute_plan(self, *args: Any, **kwargs: Any) -> RecomputePlan:
+        raise _not_yet("recompute")
+
+    def recompute(self, *args: Any, **kwargs: Any) -> int:
+        raise _not_yet("recompute")
+
+    def _snapshot(self, rows: list[int]) -> Snapshot:
+        run = self._run
+        snapshot = super()._snapshot(rows)
+        counts = run.merged_counts().reshape(-1, N_STATES)
+        by_column = {name: {s.label: int(counts[i, s]) for s in CellState} for i, name in enumerate(snapshot.columns)}
+        in_flight = sum(len(h.outstanding) for h in run.workers if h.alive)
+        return dataclasses.replace(
+            snapshot,
+            cells={s.label: int(counts[:, s].sum()) for s in CellState},
+            by_column=by_column,
+            row_groups={"finished": run.written, "in_flight": in_flight, "pending": len(run.pending)},
+            limits={n: LimitView(lim.total, run.in_use(n), lim.peak) for n, lim in run.limits.items()},
+            workers=run.commands.views(),
+            rates=run.commands.merged_rates(snapshot.rates),
+            window=self._held_window(snapshot.window),
+        )
+
+    def _held_window(self, window: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, ...]]:
+        """Rows in view whose group a worker holds: their states as it last reported them."""
+        labels = [s.label for s in CellState]
+        held = self._run.commands.held_row_states(window)
+        return {row: tuple(labels[s] for s in held[row]) if row in held else states for row, states in window.items()}
+
+
+def _not_yet(command: str) -> ValueError:
+    return ValueError(f"{command} is not there yet for a run on several worker processes (--workers)")

@@ -1,0 +1,123 @@
+"""The driver's side of Ray actors (`--executor ray`): the parent (parent.py) is the same as for
+worker processes; only starting the workers and carrying the messages differ (ray_worker.py).
+
+Ray is an optional extra (`pip install 'treadle[ray]'`): this module is imported only for a run with
+`run.executor: ray`. Without an address it starts a local Ray (or uses the one this process started);
+with one it joins that cluster, whose nodes need treadle installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayError
+
+import treadle
+from treadle.engine.errors import FatalRunError
+from treadle.engine.workers.messages import ParentMessage, WorkerMessage
+from treadle.engine.workers.pool import WorkerHandle
+from treadle.engine.workers.ray_worker import EngineActor
+from treadle.engine.workers.worker import WorkerSpec
+
+ACTOR_NAME_PREFIX = "treadle-w"
+"""Actors are named treadle-w<index>-<run id>: findable in the Ray dashboard (and by ray.get_actor)."""
+
+CONNECT_TIMEOUT_S = 10.0
+
+# A worker's calls at once: its start, a command, and the driver's long poll for its messages.
+_Actor = ray.remote(num_cpus=1, max_concurrency=4)(EngineActor)
+
+
+@dataclass(kw_only=True)
+class ActorHandle(WorkerHandle):
+    actor: Any
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"Ray actor {self.name}"
+
+    def join(self) -> None:
+        self.outbox.put(None)
+        ray.kill(self.actor, no_restart=True)
+
+
+def _check_reachable(address: str) -> None:
+    """ray.init waits without end for a cluster it cannot reach: say so at once instead."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or another form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise FatalRunError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+
+
+class RayActors:
+    """Engine workers as Ray actors; they send their group files to the driver, which writes them."""
+
+    ship_groups = True
+
+    def __init__(self, address: str | None, workers: int) -> None:
+        self._started_ray = not ray.is_initialized()
+        if self._started_ray:
+            if address is None:  # local: its workers import this very treadle (a source checkout too)
+                root = str(Path(treadle.__file__).resolve().parent.parent)
+                env = {"env_vars": {"PYTHONPATH": root}}
+                ray.init(num_cpus=max(2, workers), runtime_env=env, log_to_driver=False, include_dashboard=False)
+            else:
+                _check_reachable(address)
+                ray.init(address=address, log_to_driver=False)
+        self._run_id = uuid.uuid4().hex[:8]
+
+    def start_worker(
+        self,
+        spec: WorkerSpec,
+        slot_offset: int,
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[WorkerHandle, WorkerMessage | None], None],
+    ) -> WorkerHandle:
+        name = f"{ACTOR_NAME_PREFIX}{spec.index}-{self._run_id}"
+        actor = _Actor.options(name=name).remote()
+        handle = ActorHandle(index=spec.index, slot_offset=slot_offset, actor=actor, name=name)
+        started = actor.start.remote(spec)
+
+        def write() -> None:
+            # One call at a time, each waited for: a threaded actor runs concurrent calls in any order.
+            message: ParentMessage | None = None
+            try:
+                ray.get(started)
+                while (message := handle.outbox.get()) is not None:
+                    ray.get(actor.send.remote(message))
+            except RayError:  # it died: the reader hears so
+                return
+
+        def read() -> None:
+            while True:
+                try:
+                    messages: list[WorkerMessage | None] = ray.get(actor.take.remote())
+                except RayError:
+                    messages = [None]
+                for message in messages:
+                    try:
+                        loop.call_soon_threadsafe(on_message, handle, message)
+                    except RuntimeError:  # the parent's loop has closed
+                        return
+                if messages and messages[-1] is None:
+                    return
+
+        threading.Thread(target=write, name=f"treadle-actor-{spec.index}-writer", daemon=True).start()
+        threading.Thread(target=read, name=f"treadle-actor-{spec.index}-reader", daemon=True).start()
+        return handle
+
+    def close(self) -> None:
+        if self._started_ray:
+            ray.shutdown()
