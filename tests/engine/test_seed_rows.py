@@ -68,12 +68,19 @@ def test_columns_read_as_asked_for_are_the_frames_columns(tmp_path, small_is_lar
     frame = load_table(tmp_path / "seed.parquet")
     table.frame.batch_rows = 16
     for start, stop in ((0, 10), (10, 130), (130, 300), (5, 6), (250, 400)):
-        found, expected = seed_columns(table.frame, start, stop), seed_columns(frame, start, stop)
+        (found, arrays), (expected, expected_arrays) = (
+            seed_columns(table.frame, start, stop),
+            seed_columns(frame, start, stop),
+        )
         assert list(found) == list(expected) == ["id", "name", "score", "flag"]
         as_rows = [dict(zip(found, values, strict=True)) for values in zip(*found.values(), strict=True)]
         assert same(as_rows, seed_records(frame, start, stop)), (start, stop)
         dtypes = pd.DataFrame(found).dtypes
         assert dtypes.equals(pd.DataFrame(expected).dtypes) and dtypes["id"] == np.int64, (start, stop)
+        # the numeric fields as arrays too: the frame made of them is the one made of the lists
+        assert list(arrays) == list(expected_arrays) == ["id", "score", "flag"]
+        from_arrays = pd.DataFrame({key: arrays.get(key, values) for key, values in found.items()})
+        pd.testing.assert_frame_equal(from_arrays, pd.DataFrame(found))
 
 
 def test_columns_typed_differently_batch_by_batch_are_read_whole(tmp_path, small_is_large):

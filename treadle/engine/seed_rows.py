@@ -74,19 +74,11 @@ class ParquetRows:
 
     def records(self, start: int, stop: int) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        for part in self._parts(start, stop):
+        for part in self.parts(start, stop):
             found += cast(list[dict[str, Any]], part.to_dict("records"))
         return found
 
-    def column_lists(self, start: int, stop: int) -> dict[str, list[Any]]:
-        """Rows `start` to `stop` field by field: the values `records` has, one list per field."""
-        found: dict[str, list[Any]] = {key: [] for key in self.columns}
-        for part in self._parts(start, stop):
-            for key in self.columns:
-                found[key] += part[key].tolist()
-        return found
-
-    def _parts(self, start: int, stop: int) -> Iterator[pd.DataFrame]:
+    def parts(self, start: int, stop: int) -> Iterator[pd.DataFrame]:
         """The frames of rows `start` to `stop`, a held batch's slice at a time."""
         stop = min(stop, self.n_rows)
         while start < stop:
@@ -127,9 +119,24 @@ def seed_records(rows: SeedRows, start: int, stop: int) -> list[dict[str, Any]]:
     return cast(list[dict[str, Any]], rows.iloc[start:stop].to_dict("records"))
 
 
-def seed_columns(rows: SeedRows, start: int, stop: int) -> dict[str, list[Any]]:
-    """Rows `start` to `stop` field by field, one list per field (a batch-only pipeline's row group)."""
-    if isinstance(rows, ParquetRows):
-        return rows.column_lists(start, stop)
-    part = rows.iloc[start:stop]
-    return {key: part[key].tolist() for key in part.columns}
+SeedColumns = tuple[dict[str, list[Any]], dict[str, np.ndarray]]
+"""A row group's seed fields, one list per field, and the numeric ones also as arrays."""
+
+_ARRAY_DTYPES = (np.dtype(np.int64), np.dtype(np.float64), np.dtype(np.bool_))
+"""The dtypes pandas gives back when it builds a column from such a column's `tolist()`."""
+
+
+def seed_columns(rows: SeedRows, start: int, stop: int) -> SeedColumns:
+    """Rows `start` to `stop` field by field, one list per field (a batch-only pipeline's row group),
+    and the fields of dtype int64, float64 or bool also as arrays: a batch call's DataFrame is made
+    from them with no conversion and the same dtypes as from the lists."""
+    parts = list(rows.parts(start, stop)) if isinstance(rows, ParquetRows) else [rows.iloc[start:stop]]
+    keys = rows.columns if isinstance(rows, ParquetRows) else list(rows.columns)
+    lists: dict[str, list[Any]] = {key: [] for key in keys}
+    arrays: dict[str, np.ndarray] = {}
+    for key in keys:
+        for part in parts:
+            lists[key] += part[key].tolist()
+        if parts and all(part[key].dtype in _ARRAY_DTYPES for part in parts):
+            arrays[key] = np.concatenate([part[key].to_numpy() for part in parts])
+    return lists, arrays
