@@ -16,7 +16,7 @@ from treadle.engine import seed_rows
 from treadle.engine.pipeline import SeedConfig
 from treadle.engine.seed import load_seed
 from treadle.engine.seed_readers import load_table
-from treadle.engine.seed_rows import ParquetRows, seed_records
+from treadle.engine.seed_rows import ParquetRows, seed_columns, seed_records
 
 
 def write_seed(path: Path, rows: int, **extra: list) -> None:
@@ -58,6 +58,29 @@ def test_rows_read_as_asked_for_are_the_frames_rows(tmp_path, small_is_large):
         assert same(seed_records(table.frame, start, stop), seed_records(frame, start, stop)), (start, stop)
     head = table.frame.head(50)
     assert len(head) == 50 and same(seed_records(head, 40, 100), seed_records(frame, 40, 50))
+
+
+def test_columns_read_as_asked_for_are_the_frames_columns(tmp_path, small_is_large):
+    """A batch-only pipeline's groups, field by field: the same values and Python types as the whole
+    frame's, so a batch call's DataFrame has the same dtypes either way."""
+    write_seed(tmp_path / "seed.parquet", 300)
+    table = load_seed(SeedConfig(path="seed.parquet"), tmp_path, "pipeline.yaml")
+    frame = load_table(tmp_path / "seed.parquet")
+    table.frame.batch_rows = 16
+    for start, stop in ((0, 10), (10, 130), (130, 300), (5, 6), (250, 400)):
+        (found, arrays), (expected, expected_arrays) = (
+            seed_columns(table.frame, start, stop),
+            seed_columns(frame, start, stop),
+        )
+        assert list(found) == list(expected) == ["id", "name", "score", "flag"]
+        as_rows = [dict(zip(found, values, strict=True)) for values in zip(*found.values(), strict=True)]
+        assert same(as_rows, seed_records(frame, start, stop)), (start, stop)
+        dtypes = pd.DataFrame(found).dtypes
+        assert dtypes.equals(pd.DataFrame(expected).dtypes) and dtypes["id"] == np.int64, (start, stop)
+        # the numeric fields as arrays too: the frame made of them is the one made of the lists
+        assert list(arrays) == list(expected_arrays) == ["id", "score", "flag"]
+        from_arrays = pd.DataFrame({key: arrays.get(key, values) for key, values in found.items()})
+        pd.testing.assert_frame_equal(from_arrays, pd.DataFrame(found))
 
 
 def test_columns_typed_differently_batch_by_batch_are_read_whole(tmp_path, small_is_large):

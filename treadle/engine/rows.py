@@ -41,6 +41,8 @@ class RowStore:
         self.rows: dict[int, dict[str, Any]] = {}
         self._columns: dict[int, dict[str, list[Any]]] = {}
         """Without row dicts: group -> column -> its values for the group's rows (None: not computed)."""
+        self._arrays: dict[int, dict[str, np.ndarray]] = {}
+        """Without row dicts: group -> the seed's numeric fields as arrays (`seed_columns`), while unchanged."""
         self.restored: dict[int, dict[str, Any]] = {}
         """Values of cells finished before a resume, merged into their rows when the group loads."""
 
@@ -57,7 +59,7 @@ class RowStore:
         rows = self._group_range(group)
         if not self.row_dicts:
             if group not in self._columns:
-                self._columns[group] = seed_columns(self.frame, rows.start, rows.stop)
+                self._columns[group], self._arrays[group] = seed_columns(self.frame, rows.start, rows.stop)
                 for row in rows if self.restored else ():
                     restored = self.restored.pop(row, None)
                     if restored:
@@ -75,6 +77,7 @@ class RowStore:
     def release_group(self, group: int) -> None:
         if not self.row_dicts:
             self._columns.pop(group, None)
+            self._arrays.pop(group, None)
             return
         for row in self._group_range(group):
             self.rows.pop(row, None)
@@ -98,8 +101,10 @@ class RowStore:
 
     def _set(self, row: int, values: dict[str, Any]) -> None:
         columns = self._columns[row // self.group_size]
+        arrays = self._arrays[row // self.group_size]
         offset = row % self.group_size
         for key, value in values.items():
+            arrays.pop(key, None)
             if key not in columns:
                 columns[key] = [None] * len(self._group_range(row // self.group_size))
             columns[key][offset] = value
@@ -112,9 +117,11 @@ class RowStore:
             return
         group = rows[0] // self.group_size
         columns = self._columns[group]
+        arrays = self._arrays[group]
         span = self._group_range(group)
         whole = len(rows) == len(span)  # the whole group, in order (a call's rows are sorted)
         for key, column in values.items():
+            arrays.pop(key, None)
             if whole:
                 columns[key] = list(column)
                 continue
@@ -124,18 +131,23 @@ class RowStore:
             for row, value in zip(rows, column, strict=True):
                 stored[row - span.start] = value
 
-    def columns(self, rows: Sequence[int]) -> dict[str, list[Any]]:
-        """The values of `rows` (of one group) column by column: what a batch call's DataFrame is made of."""
+    def columns(self, rows: Sequence[int]) -> dict[str, list[Any] | np.ndarray]:
+        """The values of `rows` (of one group) column by column: what a batch call's DataFrame is made of
+        (the seed's numeric fields as arrays, of the dtype pandas makes of their lists)."""
         if self.row_dicts:
             records = [self.rows[row] for row in rows]
             return {key: [record.get(key) for record in records] for key in records[0]}
         group = rows[0] // self.group_size
-        columns = self._columns[group]
+        columns, arrays = self._columns[group], self._arrays[group]
         if len(rows) == len(self._group_range(group)):
-            return dict(columns)
+            return {key: arrays.get(key, values) for key, values in columns.items()}
         start = group * self.group_size
         offsets = [row - start for row in rows]
-        return {key: [values[i] for i in offsets] for key, values in columns.items()}
+        taken = np.array(offsets, dtype=np.int64)
+        return {
+            key: arrays[key][taken] if key in arrays else [values[i] for i in offsets]
+            for key, values in columns.items()
+        }
 
     def group_values(self, group: int, states: np.ndarray, kept: np.ndarray) -> GroupValues:
         """A finished group's contents for its file: `states` its cells' states (rows, nodes), `kept`

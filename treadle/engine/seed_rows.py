@@ -35,10 +35,11 @@ class ParquetRows:
     def __init__(self, path: Path, columns: list[str], row_group_starts: list[int], n_rows: int) -> None:
         self.path, self.columns, self.n_rows = path, columns, n_rows
         self.row_group_starts = row_group_starts
-        self.batch_rows = 4_096
+        self.batch_rows = 16_384
+        """Rows read at once: converting a batch to pandas costs ~1 ms whatever its size, so not fewer."""
         self._batches: Iterator[pa.RecordBatch] | None = None
         self._first = 0
-        self._held: list[dict[str, Any]] = []
+        self._held = pd.DataFrame()
 
     @classmethod
     def of(cls, path: Path) -> ParquetRows | None:
@@ -73,25 +74,29 @@ class ParquetRows:
 
     def records(self, start: int, stop: int) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
+        for part in self.parts(start, stop):
+            found += cast(list[dict[str, Any]], part.to_dict("records"))
+        return found
+
+    def parts(self, start: int, stop: int) -> Iterator[pd.DataFrame]:
+        """The frames of rows `start` to `stop`, a held batch's slice at a time."""
         stop = min(stop, self.n_rows)
         while start < stop:
             if not self._first <= start < self._first + len(self._held):
                 self._read_to(start)
-            found += self._held[start - self._first : stop - self._first]
+            yield self._held.iloc[start - self._first : stop - self._first]
             start = self._first + len(self._held)
-        return found
 
     def _read_to(self, row: int) -> None:
         if self._batches is None or row < self._first:
             group = int(np.searchsorted(self.row_group_starts, row, side="right")) - 1
             row_groups = range(group, len(self.row_group_starts))
             self._batches = pq.ParquetFile(self.path).iter_batches(self.batch_rows, row_groups, self.columns)
-            self._first, self._held = self.row_group_starts[group], []
+            self._first, self._held = self.row_group_starts[group], pd.DataFrame()
         while not self._first <= row < self._first + len(self._held):
             self._first += len(self._held)
             batch = next(self._batches)
-            frame = arrow_to_pandas(pa.Table.from_batches([batch]))
-            self._held = cast(list[dict[str, Any]], frame.to_dict("records"))
+            self._held = arrow_to_pandas(pa.Table.from_batches([batch]))
 
 
 def _no_nulls(meta: pq.FileMetaData, column: int) -> bool:
@@ -114,10 +119,24 @@ def seed_records(rows: SeedRows, start: int, stop: int) -> list[dict[str, Any]]:
     return cast(list[dict[str, Any]], rows.iloc[start:stop].to_dict("records"))
 
 
-def seed_columns(rows: SeedRows, start: int, stop: int) -> dict[str, list[Any]]:
-    """Rows `start` to `stop` field by field, one list per field (a batch-only pipeline's row group)."""
-    if isinstance(rows, ParquetRows):
-        records = rows.records(start, stop)
-        return {key: [record[key] for record in records] for key in rows.columns}
-    part = rows.iloc[start:stop]
-    return {key: part[key].tolist() for key in part.columns}
+SeedColumns = tuple[dict[str, list[Any]], dict[str, np.ndarray]]
+"""A row group's seed fields, one list per field, and the numeric ones also as arrays."""
+
+_ARRAY_DTYPES = (np.dtype(np.int64), np.dtype(np.float64), np.dtype(np.bool_))
+"""The dtypes pandas gives back when it builds a column from such a column's `tolist()`."""
+
+
+def seed_columns(rows: SeedRows, start: int, stop: int) -> SeedColumns:
+    """Rows `start` to `stop` field by field, one list per field (a batch-only pipeline's row group),
+    and the fields of dtype int64, float64 or bool also as arrays: a batch call's DataFrame is made
+    from them with no conversion and the same dtypes as from the lists."""
+    parts = list(rows.parts(start, stop)) if isinstance(rows, ParquetRows) else [rows.iloc[start:stop]]
+    keys = rows.columns if isinstance(rows, ParquetRows) else list(rows.columns)
+    lists: dict[str, list[Any]] = {key: [] for key in keys}
+    arrays: dict[str, np.ndarray] = {}
+    for key in keys:
+        for part in parts:
+            lists[key] += part[key].tolist()
+        if parts and all(part[key].dtype in _ARRAY_DTYPES for part in parts):
+            arrays[key] = np.concatenate([part[key].to_numpy() for part in parts])
+    return lists, arrays

@@ -48,10 +48,13 @@ class BatchGenerator(Generator):
         self._filter = not outputs
         """A batch filter: one bool per row, false drops the row."""
 
-    def frame(self, columns: Mapping[str, list[Any]], index: Sequence[int]) -> pd.DataFrame:
-        """The DataFrame the function receives for the rows `index`, from their values column by column."""
+    def frame(self, columns: Mapping[str, list[Any] | np.ndarray], index: Sequence[int]) -> pd.DataFrame:
+        """The DataFrame the function receives for the rows `index`, from their values column by column
+        (lists, or arrays of the dtype pandas would make of them)."""
+        # Row numbers are ints: an int64 index as from the list, ~10x cheaper than pandas inferring it.
+        numbers = np.fromiter(index, np.int64, len(index))
         return pd.DataFrame(
-            {key: values for key, values in columns.items() if self._wanted(key)}, index=pd.Index(index)
+            {key: values for key, values in columns.items() if self._wanted(key)}, index=pd.Index(numbers)
         )
 
     def split(self, result: Any, n_rows: int) -> tuple[dict[str, list[Any]], np.ndarray | None]:
