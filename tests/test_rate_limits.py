@@ -47,7 +47,11 @@ def test_untold_the_pace_settles_at_the_endpoints_rate_and_waits_are_honoured(tm
     assert early_arrivals(in_flight_grace(log)) == []
     rates = result.summary["rate_limits"]["m"]
     assert rates["source"] == ("headers" if headers else "learned")
-    assert 0.8 * 1200 <= rates["paced_rpm"] <= 1.2 * 1200
+    admitted = sorted(e["t"] for e in log if e["status"] == 200)
+    assert 0.8 * 1200 <= (len(admitted) - 1) / (admitted[-1] - admitted[0]) * 60 <= 1.2 * 1200
+    # Told, the pace is the endpoint's; untold, a guess (a cut after a quick second refusal) creeps up to
+    # find a raised limit, to at most twice itself: how far by the end depends on how long the run took.
+    assert rates["paced_rpm"] <= (1.2 if headers else 2.0) * 1200
     assert all(len(change) == 4 and change[3] for change in rates["changes"])
     # The Chrome trace shows each change: a counter of the adaptive value and pace, and why.
     events = validate_trace(load_trace(Path(export_to(result.run_dir, tmp_path / "trace.json"))))
