@@ -176,7 +176,7 @@ class AppActions(RefreshLoop):
             return
         settings = self.controller.column_settings(column)
         if not settings.values:
-            hint = f": F5 reloads {settings.function}" if settings.kind == "python" else ""
+            hint = f": F5 reloads {settings.function}" if settings.function else ""
             self.notify(f"{column} is a {settings.kind} column, it has no text to edit{hint}", timeout=4)
             return
         self.push_screen(ColumnEditorScreen(self.controller, column), lambda v: self._column_edited(column, v))
@@ -190,7 +190,7 @@ class AppActions(RefreshLoop):
         self._after_command()
 
     def _reload_changed_functions(self) -> None:
-        """Once a second: python columns whose function's file changed are reloaded, as F5 does."""
+        """Once a second: python columns and filters whose function's file changed are reloaded, as F5 does."""
         for column in self._function_watch.changed():
             self._reload(column, f"{column}: its function's file changed; ")
 

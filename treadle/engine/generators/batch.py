@@ -11,6 +11,7 @@ in treadle.engine.batches.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -47,6 +48,18 @@ class BatchGenerator(Generator):
         self._single = len(outputs) == 1 and outputs[0] == name
         self._filter = not outputs
         """A batch filter: one bool per row, false drops the row."""
+        self.stamp: dict[str, Any] = {}
+        """Added to every row's values: `<name>__version` once the column was changed (column_edits.py)."""
+
+    def replaced(self, stamp: Mapping[str, Any], function: Callable[..., Any] | None = None) -> BatchGenerator:
+        """A copy whose values carry `stamp`, calling `function` (a reloaded one) if given."""
+        new = copy.copy(self)
+        new.stamp = dict(stamp)
+        if function is not None:
+            new.function = function
+            new.is_async = is_async_function(function)
+            new.wants_context = accepts_context(function)
+        return new
 
     def frame(self, rows: Sequence[Mapping[str, Any]], index: Sequence[int]) -> pd.DataFrame:
         """The DataFrame the function receives for `rows` (row numbers `index`)."""
@@ -56,6 +69,12 @@ class BatchGenerator(Generator):
     def split(self, result: Any, n_rows: int) -> list[dict[str, Any] | None]:
         """The values of each row from what the function returned (None: a filter drops the row);
         CellError if it is not `n_rows` values."""
+        values = self._split(result, n_rows)
+        if self.stamp:
+            return [None if row is None else {**row, **self.stamp} for row in values]
+        return values
+
+    def _split(self, result: Any, n_rows: int) -> list[dict[str, Any] | None]:
         if self._filter:
             keeps = self._values(result, n_rows, "")
             wrong = [keep for keep in keeps if not isinstance(keep, bool | np.bool_)]
