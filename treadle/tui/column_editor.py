@@ -159,10 +159,15 @@ class ConfirmRecomputeScreen(ModalScreen[bool]):
         self.calls = calls
 
     def compose(self) -> ComposeResult:
-        calls = f"{self.calls:,} model call{'s' if self.calls != 1 else ''}" if self.calls else "no model calls"
+        calls = (
+            f"{self.calls:,} model call{'s' if self.calls != 1 else ''}, asked of the model again (not the "
+            "response cache)"
+            if self.calls
+            else "no model calls"
+        )
         text = (
             f"Run {self.column} again for {self.cells:,} finished row{'s' if self.cells != 1 else ''}, "
-            f"with the columns after it: {calls}, asked of the model again (not the response cache)."
+            f"with the columns after it: {calls}."
         )
         with Vertical():
             yield Static(f"Recompute {self.column}?", classes="title")
