@@ -131,6 +131,13 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec(
         "grid.follow", "follow", "follow", "Follow the active frontier again (the first unfinished row).", scope="grid"
     ),
+    ActionSpec(
+        "grid.select",
+        "select",
+        "mark row",
+        "Mark the cursor row (again: unmark it); R, c and C then act on the marked rows.",
+        scope="grid",
+    ),
     # modal screens (not in the palette)
     *(
         ActionSpec(id, action, title, help, scope=scope, palette=False)  # type: ignore[arg-type]

@@ -140,15 +140,23 @@ class AppActions(RefreshLoop):
             self.notify(f"row {row} {column} is {cell_state}, not failed{hint}", severity="warning", timeout=3)
         self._after_command()
 
+    def _marked_rows(self) -> list[int] | None:
+        """The rows marked in the grid (`v`), which R, c and C act on; None when none is."""
+        return sorted(self.grid.selected) or None
+
     def action_retry_row(self) -> None:
+        marked = self._marked_rows()
         target = self._target()
         if target is None:
             return
-        n = self.controller.retry(rows=[target[0]])
+        rows = marked or [target[0]]
+        n = self.controller.retry(rows=rows)
+        where = f"row {rows[0]}" if len(rows) == 1 else f"{len(rows):,} marked rows"
         if n:
-            self.notify(f"retrying {n} cell{'s' if n != 1 else ''} of row {target[0]}", timeout=2)
+            self.notify(f"retrying {n} cell{'s' if n != 1 else ''} of {where}", timeout=2)
+            self.grid.clear_selection()
         else:
-            self.notify(f"row {target[0]} has no failed cells", severity="warning", timeout=3)
+            self.notify(f"{where} {'has' if len(rows) == 1 else 'have'} no failed cells", severity="warning", timeout=3)
         self._after_command()
 
     def action_retry_all(self) -> None:
@@ -212,26 +220,32 @@ class AppActions(RefreshLoop):
         column = self._target_column()
         if column is None:
             return
-        n = self.controller.retry(columns=[column])
+        marked = self._marked_rows()
+        n = self.controller.retry(columns=[column], rows=marked or ())
+        where = f"{column}" + (f" in {len(marked):,} marked rows" if marked else "")
         if n:
-            self.notify(f"retrying {n:,} failed cell{'s' if n != 1 else ''} of {column}", timeout=3)
+            self.notify(f"retrying {n:,} failed cell{'s' if n != 1 else ''} of {where}", timeout=3)
+            self.grid.clear_selection()
         else:
-            self.notify(f"{column} has no failed cells", severity="warning", timeout=3)
+            self.notify(f"{where}: no failed cells", severity="warning", timeout=3)
         self._after_command()
 
     def action_recompute_column(self) -> None:
         column = self._target_column()
         if column is None:
             return
-        plan = self.controller.recompute_plan(column)
+        marked = self._marked_rows()
+        plan = self.controller.recompute_plan(column, marked)
         if not plan.cells:
-            self.notify(f"{column} has no finished rows to recompute now", severity="warning", timeout=3)
+            where = " among the marked rows" if marked else ""
+            self.notify(f"{column} has no finished rows to recompute now{where}", severity="warning", timeout=3)
             return
 
         def chosen(yes: bool | None) -> None:
             if yes:
-                n = self.controller.recompute(column)
+                n = self.controller.recompute(column, marked)
                 self.notify(f"recomputing {n:,} cell{'s' if n != 1 else ''} of {column}", timeout=3)
+                self.grid.clear_selection()
                 self._after_command()
 
         self.push_screen(ConfirmRecomputeScreen(column, plan.cells, plan.calls), chosen)
