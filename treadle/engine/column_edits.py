@@ -1,18 +1,20 @@
 """Fixing a column while its run goes on: what may change, how a change is checked, and the versions.
 
-`prepare_edit` checks a change to an llm column's prompt, system prompt, temperature or max tokens, or
-to a template column's template, as `treadle validate` would (pydantic's field checks, Jinja2 syntax,
-unknown fields), and refuses one line when the change would need a column the edited one does not
-already depend on (the run's dependency counters are fixed). `Versions` is the pipeline's history
-kept in run.json: version 1 is the pipeline as the run started; each applied change (an edit, or a
-python function reloaded) is the next version, with its time, column, and old and new text.
+`prepare_edit` checks a change to an llm column's prompt, system prompt, temperature or max tokens, to
+a template column's template, or to a filter's expression, as `treadle validate` would (pydantic's
+field checks, Jinja2 syntax, unknown fields), and refuses one line when the change would need a
+column the edited one does not already depend on (the run's dependency counters are fixed).
+`Versions` is the pipeline's history kept in run.json: version 1 is the pipeline as the run started;
+each applied change (an edit, or a python column's or filter's function reloaded) is the next
+version, with its time, column, and old and new text.
 
-Which version made each cell: a changed column's generator is wrapped in `VersionStamped`, so every
-value it makes carries `<column>__version` (the version that last changed the column). That side
-column goes through the journal, the row-group files and resume like any other, costs nothing for
-columns never changed, and exists only for columns changed at least once. Cells made before a
-column's first change carry no stamp while the run goes; `stamp_first_version` writes 1 for them
-into output.parquet once the run has written it. summary.json lists the versions (`versions`).
+Which version made each cell: a changed column's generator is wrapped in `VersionStamped` (a batch
+column's is a copy of it that stamps the values of its calls), so every value it makes carries
+`<column>__version` (the version that last changed the column). That side column goes through the
+journal, the row-group files and resume like any other, costs nothing for columns never changed,
+and exists only for columns changed at least once. Cells made before a column's first change carry
+no stamp while the run goes; `stamp_first_version` writes 1 for them into output.parquet once the
+run has written it. summary.json lists the versions (`versions`).
 """
 
 from __future__ import annotations

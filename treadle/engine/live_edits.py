@@ -2,7 +2,8 @@
 
 `ColumnEditor` runs on the engine loop (the controller hands it commands there): it swaps a column's
 generator for one built from the changed config or the reloaded function, records the new version in
-run.json, and turns cells back into work: failed cells of chosen columns, or a column recomputed for
+run.json (a batch column's generator is swapped in `Batches` too: calls that start after the swap use
+it), and turns cells back into work: failed cells of chosen columns, or a column recomputed for
 the rows that finished it. A swapped generator serves every cell that starts after the swap; a cell
 running meanwhile finishes on the old one (its value says so: `<column>__version`). A cell the
 response cache had already answered when a change arrived keeps that answer (and its old version).
