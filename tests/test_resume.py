@@ -50,9 +50,8 @@ def journal_cells(run_dir: Path) -> set[str]:
     return {f"{column},{row}" for row, columns in done.items() for column in columns}
 
 
-def test_sigkill_then_resume_finishes_without_requesting_finished_cells_again(tmp_path, counted, capsys):
-    pipeline, calls_log = counted
-    run_dir = tmp_path / "run"
+def kill_mid_run(pipeline: Path, run_dir: Path) -> None:
+    """Run the pipeline in a process of its own and kill it (SIGKILL) at its first progress event."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "treadle.cli", "run", str(pipeline), "--no-ui", "--out", str(run_dir), "--events", "-"],
         stdout=subprocess.PIPE,
@@ -68,6 +67,12 @@ def test_sigkill_then_resume_finishes_without_requesting_finished_cells_again(tm
                 break
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
+
+
+def test_sigkill_then_resume_finishes_without_requesting_finished_cells_again(tmp_path, counted, capsys):
+    pipeline, calls_log = counted
+    run_dir = tmp_path / "run"
+    kill_mid_run(pipeline, run_dir)
     before = calls(calls_log)
     journaled = journal_cells(run_dir)
     assert 0 < len(journaled) < 1800, "the kill should land mid-run (600 rows x 3 columns)"
@@ -93,6 +98,30 @@ def test_sigkill_then_resume_finishes_without_requesting_finished_cells_again(tm
     pd.testing.assert_frame_equal(output, expected, check_dtype=False)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "done" and summary["rows"]["done"] == 600
+
+
+def test_sigkill_mid_batch_run_then_resume_calls_no_finished_or_filtered_row_again(tmp_path, counted, capsys):
+    """A batch column's calls and a batch filter's dropped rows are journaled as one line per call."""
+    pipeline, calls_log = counted
+    run_dir = tmp_path / "run"
+    kill_mid_run(pipeline.with_name("batch.yaml"), run_dir)
+    journaled = journal_cells(run_dir)
+    filtered = replay(run_dir / "journal.jsonl").dropped
+    assert 0 < sum(cell.startswith("double,") for cell in journaled) < 600, "the kill should land mid-run"
+    assert filtered, "the filter dropped rows before the kill"
+
+    resumed = treadle_main(capsys, "resume", str(run_dir), "--no-ui")
+    assert resumed.returncode == 0, resumed.stderr
+
+    after = calls(calls_log)
+    for cell in journaled:
+        assert after[cell] == 1, cell
+    for row in filtered:
+        assert after[f"even,{row}"] == 1, row
+    assert max(after.values()) <= 2, "only the calls in flight at the kill ran twice"
+    output = pd.read_parquet(run_dir / "output.parquet")
+    assert output["id"].tolist() == list(range(0, 600, 2))
+    assert output["double"].tolist() == [i * 2 for i in range(0, 600, 2)]
 
 
 def test_resume_reruns_only_failed_cells(tmp_path, probe):

@@ -9,9 +9,12 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
+
 from treadle.engine.journal import Journal, replay
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.resume import recover
+from treadle.engine.rows import GroupValues
 from treadle.engine.tracker import CellState
 
 NODES = ["a", "b"]
@@ -88,13 +91,10 @@ def test_no_journal_is_nothing_finished(tmp_path):
 
 
 def write_group(directory: RunDirectory, group: int, rows: dict[int, tuple[dict, bytes]], nodes=NODES) -> None:
-    directory.write_group(
-        group,
-        [(row, values) for row, (values, _) in rows.items()],
-        ["id", *OUTPUTS],
-        [s for _, s in rows.values()],
-        nodes,
+    values = GroupValues(
+        np.array(list(rows), dtype=np.int64), [s for _, s in rows.values()], records=[v for v, _ in rows.values()]
     )
+    directory.write_group(group, values, ["id", *OUTPUTS], nodes)
 
 
 def journal(directory: RunDirectory, *entries: list, torn: str = "") -> None:
@@ -156,3 +156,28 @@ def test_resume_with_columns_to_recompute_or_a_changed_column_order_redoes_them(
     # A column the pipeline no longer has is not carried over.
     gone = recover(directory, ["a"], {"a": ("a",)}, n_groups=1, group_size=2)
     assert gone.done == {0: {"a": {"a": 0}}, 1: {"a": {"a": 1}}}
+
+
+async def test_a_batch_call_is_one_columnar_line_and_reads_back_cell_by_cell(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path, NODES, on_error=unexpected)
+    journal.open(asyncio.get_running_loop())
+    journal.done(9, 1, {"b": "x"})
+    journal.done_call(0, [3, 5], {"a": [30, 50], "a__usage": [{"t": 1}, {"t": 2}]})
+    journal.done_call(1, [3], {})  # a filter's kept row: done, no values
+    journal.dropped_rows([4, 6])
+    await asyncio.sleep(0)  # one loop iteration: the flush scheduled by the first entry runs
+    assert lines(path)[1:] == [
+        [[9, 1, {"b": "x"}]],
+        {"node": 0, "rows": [3, 5], "values": {"a": [30, 50], "a__usage": [{"t": 1}, {"t": 2}]}},
+        {"node": 1, "rows": [3], "values": {}},
+        {"node": -1, "rows": [4, 6], "filtered_by": None},
+    ]
+    journal.close()
+    replayed = replay(path)
+    assert replayed.done == {
+        3: {"a": {"a": 30, "a__usage": {"t": 1}}, "b": {}},
+        5: {"a": {"a": 50, "a__usage": {"t": 2}}},
+        9: {"b": {"b": "x"}},
+    }
+    assert replayed.dropped == {4, 6}

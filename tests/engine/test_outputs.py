@@ -7,11 +7,13 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from treadle.engine.journal import replay
 from treadle.engine.outputs import COLUMNS_KEY, INTERNAL_FIELDS, ROW_FIELD, STATES_FIELD, RunDirectory
+from treadle.engine.rows import GroupValues
 
 NODES = ["a", "b"]
 DONE, FAILED = 3, 4  # any bytes: the files keep them as given
@@ -25,14 +27,19 @@ def made(tmp_path: Path) -> RunDirectory:
 
 def write(directory: RunDirectory, group: int, rows: dict[int, dict], columns=("id", "a", "b")) -> None:
     states = [bytes([DONE, DONE])] * len(rows)
-    directory.write_group(group, list(rows.items()), list(columns), states, NODES)
+    write_rows(directory, group, list(rows.items()), list(columns), states)
+
+
+def write_rows(directory: RunDirectory, group: int, rows: list[tuple[int, dict]], columns, states) -> None:
+    values = GroupValues(np.array([row for row, _ in rows], dtype=np.int64), states, records=[v for _, v in rows])
+    directory.write_group(group, values, columns, NODES)
 
 
 def test_a_group_file_keeps_rows_values_and_cell_states_and_reads_back(tmp_path):
     directory = made(tmp_path)
     rows = [(10, {"id": 10, "a": 1, "b": "x"}), (11, {"id": 11, "a": None, "b": None})]
     states = [bytes([DONE, DONE]), bytes([FAILED, 5])]
-    directory.write_group(1, rows, ["id", "a", "b"], states, NODES)
+    write_rows(directory, 1, rows, ["id", "a", "b"], states)
 
     path = directory.group_path(1)
     assert path.name == "rg-000001.parquet"
@@ -46,7 +53,7 @@ def test_a_group_file_keeps_rows_values_and_cell_states_and_reads_back(tmp_path)
 def test_keys_a_row_adds_beyond_the_declared_columns_are_kept_in_first_seen_order(tmp_path):
     directory = made(tmp_path)
     rows = [(0, {"id": 0, "a": 1}), (1, {"id": 1, "a": 2, "a__usage": {"tokens": 3}, "a__votes": 2})]
-    directory.write_group(0, rows, ["id", "a"], [bytes([DONE, DONE])] * 2, NODES)
+    write_rows(directory, 0, rows, ["id", "a"], [bytes([DONE, DONE])] * 2)
     assert pq.read_schema(directory.group_path(0)).names == [*INTERNAL_FIELDS, "id", "a", "a__usage", "a__votes"]
     assert directory.read_group_rows(0)[0] == {"id": 0, "a": 1, "a__usage": None, "a__votes": None}
 
@@ -93,7 +100,7 @@ def test_compact_keeps_only_cell_states_and_expand_gives_back_the_group_files(tm
     states = {0: bytes([DONE, DONE]), 2: bytes([DONE, FAILED]), 3: bytes([DONE, DONE])}
     for group, rows in ((0, (0, 1)), (1, (2, 3))):
         values = [(row, {"id": row, "a": row * 10, "a__usage": {"t": row}, "b": None}) for row in rows]
-        directory.write_group(group, values, ["id", "a", "a__usage", "b"], [states.get(r, b"") for r in rows], NODES)
+        write_rows(directory, group, values, ["id", "a", "a__usage", "b"], [states.get(r, b"") for r in rows])
     before = {g: directory.read_group_rows(g) for g in (0, 1)}
     directory.journal_path.write_text(json.dumps({"columns": NODES}) + "\n" + json.dumps([[1, -1, None]]) + "\n")
 
@@ -157,3 +164,17 @@ def test_release_removes_only_a_claimed_directory_that_is_still_empty(tmp_path):
     given.path.mkdir()
     given.release()
     assert given.path.is_dir()
+
+
+def test_failures_and_filtered_rows_are_written_in_row_order_as_the_same_json_lines(tmp_path):
+    directory = made(tmp_path)
+    failed = [{"row": 1, "column": "a", "error_class": "E", "message": "m", "attempts": 2, "action": "fail"}]
+    failed.append({**failed[0], "row": 5})
+
+    def filtered(column: str, row: int = 0) -> dict:
+        return {"row": row, "column": column, "error_class": "Filtered", "message": f"filtered by {column}"}
+
+    directory.write_failures(iter(failed), [(filtered("f"), np.array([0, 2, 6])), (filtered("g"), np.array([3]))])
+    lines = directory.failures_path.read_text().splitlines()
+    expected = [filtered("f", 0), failed[0], filtered("f", 2), filtered("g", 3), failed[1], filtered("f", 6)]
+    assert lines == [json.dumps(record) for record in expected]

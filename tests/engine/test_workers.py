@@ -343,3 +343,36 @@ def test_without_a_trace_the_workers_run_times_reach_the_summary(tmp_path):
     for column in ("a", "b"):
         latency = result.summary["columns"][column]["latency_s"]
         assert 0.005 <= latency["p50"] <= latency["p99"]
+
+
+BATCH = """
+def lengths(frame):
+    return frame["q"].str.len() * 10 + frame["id"] % 3
+"""
+
+
+def test_batch_columns_and_filters_run_in_workers_as_in_one_process(tmp_path):
+    seed = pd.DataFrame({"id": range(ROWS), "q": [f"question {i}" for i in range(ROWS)]})
+    seed.to_csv(tmp_path / "s.csv", index=False)
+    (tmp_path / "batchfns.py").write_text(BATCH)
+    config = {
+        "seed": {"path": "s.csv"},
+        "columns": [
+            {"name": "size", "kind": "python", "function": "batchfns:lengths", "batch": True},
+            {"name": "keep", "kind": "filter", "expression": "{{ size % 3 != 1 }}"},
+            {"name": "label", "kind": "template", "template": "{{ id }}-{{ size }}"},
+        ],
+        "run": {"row_group_size": 20},
+    }
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(json.dumps(config))
+    one = treadle.run(pipeline, out=tmp_path / "one", cache="off")
+    two = treadle.run(pipeline, out=tmp_path / "two", cache="off", workers=2)
+    filtered = sum(1 for i in range(ROWS) if (len(f"question {i}") * 10 + i % 3) % 3 == 1)
+    assert one.status == two.status == "done"
+    pd.testing.assert_frame_equal(_sorted_output(one.run_dir), _sorted_output(two.run_dir))
+    assert len(_sorted_output(two.run_dir)) == ROWS - filtered
+    assert one.summary["rows"] == two.summary["rows"]
+    assert two.summary["rows"]["filtered"] == filtered
+    assert _failures(one.run_dir) == _failures(two.run_dir)
+    assert {f["action"] for f in _failures(two.run_dir)} == {"filtered"}

@@ -20,10 +20,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from treadle.engine.context import ColumnContext, ContextServices
 from treadle.engine.deadlines import Deadlines
 from treadle.engine.failures import FailureHandler
-from treadle.engine.filters import filter_row
+from treadle.engine.filters import filter_rows
 from treadle.engine.generators.base import Generator
 from treadle.engine.generators.batch import BatchGenerator
 from treadle.engine.journal import Journal
@@ -34,6 +36,8 @@ from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
 _WAITING, _READY, _RUNNING, _RETRY_WAIT = CellState.WAITING, CellState.READY, CellState.RUNNING, CellState.RETRY_WAIT
+_SMALL = 64
+"""More cells than this at once are collected by array (a python loop is cheaper for a few)."""
 
 
 class BatchDispatch(Protocol):
@@ -90,9 +94,12 @@ class Batches:
         self.members: dict[int, list[int]] = {}
         """A queued call's first cell -> every cell of the call, that one first."""
         self._flush_scheduled = False
+        self._is_batch = np.array([g is not None for g in self.nodes], dtype=bool)
 
     def collect(self, cells: list[int]) -> list[int]:
         """Keep the batch columns' cells among `cells` for their calls; returns the others."""
+        if len(cells) > _SMALL:
+            return self._collect_many(cells)
         n_nodes = self._tracker.n_nodes
         group_rows = n_nodes * self._tracker.group_size
         others: list[int] = []
@@ -106,6 +113,22 @@ class Batches:
             self._dirty.add(key)
         self._schedule_flush()
         return others
+
+    def _collect_many(self, cells: list[int]) -> list[int]:
+        """`collect` for many cells at once (a group admitted, a batch call done): by array, not by cell."""
+        n_nodes = self._tracker.n_nodes
+        array = np.array(cells, dtype=np.int64)
+        nodes = array % n_nodes
+        batch = self._is_batch[nodes]
+        keys = array[batch] // (n_nodes * self._tracker.group_size) * n_nodes + nodes[batch]
+        unique, inverse = np.unique(keys, return_inverse=True)
+        for index, key in enumerate(unique.tolist()):
+            group, node = divmod(key, n_nodes)
+            ours = array[batch] if len(unique) == 1 else array[batch][inverse == index]
+            self._collected.setdefault((node, group), []).extend(ours.tolist())
+            self._dirty.add((node, group))
+        self._schedule_flush()
+        return array[~batch].tolist()
 
     def recheck(self, cell: int) -> None:
         """`cell` failed or its row was dropped: the waiting batch cells of its group may be blocked now,
@@ -125,6 +148,20 @@ class Batches:
                     self._push_entry(rest[0])
         self._schedule_flush()
 
+    def recheck_rows(self, rows: list[int]) -> None:
+        """`rows` (of one group) were dropped together: `recheck` for all of them at once."""
+        tracker = self._tracker
+        group = rows[0] // tracker.group_size
+        for key in self._collected:
+            if key[1] == group:
+                self._dirty.add(key)
+        for first in [c for c in self.members if tracker.row_dropped(c // tracker.n_nodes)]:
+            rest = [c for c in self.members.pop(first) if tracker.state[c] == _READY]
+            if rest:
+                self.members[rest[0]] = rest
+                self._push_entry(rest[0])
+        self._schedule_flush()
+
     def _schedule_flush(self) -> None:
         if self._dirty and not self._flush_scheduled:
             self._flush_scheduled = True
@@ -141,7 +178,8 @@ class Batches:
             column = tracker.state[rows.start * n_nodes + node : rows.stop * n_nodes : n_nodes]
             if _WAITING in column or _RETRY_WAIT in column:
                 continue
-            cells = sorted(c for c in self._collected.pop(key, ()) if tracker.state[c] == _READY)
+            collected = np.array(self._collected.pop(key, []), dtype=np.int64)
+            cells = np.sort(collected[tracker.in_state(collected, _READY)]).tolist()
             generator = self.nodes[node]
             assert generator is not None
             size = generator.batch_size or len(cells) or 1
@@ -152,14 +190,8 @@ class Batches:
 
     def take(self, first: int) -> list[int]:
         """The cells of the call `first` stands for (already started by the heap), each now running."""
-        tracker = self._tracker
         cells = self.members.pop(first, [first])
-        running = [first]
-        for cell in cells[1:]:
-            if tracker.state[cell] == _READY:
-                tracker.start(cell)
-                running.append(cell)
-        return running
+        return [first, *self._tracker.start_many(np.array(cells[1:], dtype=np.int64)).tolist()]
 
     async def run(self, first: int, t_ready: float, task: asyncio.Task, slot: int) -> None:
         """Run the call `first` stands for (a worker took it from the ready heap) and settle its cells."""
@@ -167,14 +199,14 @@ class Batches:
         cells = self.take(first)
         row_numbers = [cell // tracker.n_nodes for cell in cells]
         node = first % tracker.n_nodes
-        rows = [dispatch.store.rows[row] for row in row_numbers]
         error: BaseException | None = None
-        values: list[dict | None] = []
+        values: dict[str, list] = {}
+        keep: np.ndarray | None = None
         usage: dict[str, int] | None = None
         started = parts.clock()
         parts.deadlines.running[first] = (started + parts.timeouts[node], task)
         try:
-            values, usage = await self._call(node, rows, row_numbers, slot)
+            (values, keep), usage = await self._call(node, row_numbers, slot)
         except asyncio.CancelledError:
             if not parts.deadlines.expired(first, task):  # an abort: the worker ends with the call
                 self._cancelled(cells, (slot, t_ready, started, parts.clock()))
@@ -187,7 +219,7 @@ class Batches:
             parts.slots.release()
         timing = (slot, t_ready, started, parts.clock())
         if error is None:
-            self._done(cells, rows, values, usage, timing)
+            self._done(cells, values, keep, usage, timing)
         else:
             for cell in cells:
                 if tracker.state[cell] == _RUNNING:
@@ -196,12 +228,13 @@ class Batches:
         dispatch.call_settled(first)
 
     async def _call(
-        self, node: int, rows: list[dict], row_numbers: list[int], slot: int
-    ) -> tuple[list[dict | None], dict[str, int] | None]:
-        """Each row's values from one call of the node's function, and the tokens of its ctx calls (if any)."""
+        self, node: int, row_numbers: list[int], slot: int
+    ) -> tuple[tuple[dict[str, list], np.ndarray | None], dict[str, int] | None]:
+        """The values from one call of the node's function (`BatchGenerator.split`), and the tokens of
+        its ctx calls (if any)."""
         generator = self.nodes[node]
         assert generator is not None
-        frame = generator.frame(rows, row_numbers)
+        frame = generator.frame(self._dispatch.store.columns(row_numbers), row_numbers)
         ctx = None
         if generator.wants_context:  # one ctx for the call: its model calls are traced on its first row
             assert self._dispatch.context_services is not None
@@ -216,7 +249,7 @@ class Batches:
         finally:
             if ctx is not None:
                 ctx.cancel()
-        return generator.split(result, len(rows)), ctx.usage if ctx is not None and ctx.calls else None
+        return generator.split(result, len(row_numbers)), ctx.usage if ctx is not None and ctx.calls else None
 
     def _cancelled(self, cells: list[int], timing: tuple[int, float, float, float]) -> None:
         """An abort cut the call off: traced once, as cancelled; its running cells are ready again."""
@@ -231,11 +264,13 @@ class Batches:
     def _done(
         self,
         cells: list[int],
-        rows: list[dict],
-        values: list[dict | None],
+        values: dict[str, list],
+        keep: np.ndarray | None,
         usage: dict[str, int] | None,
         timing: tuple[int, float, float, float],
     ) -> None:
+        """The call's cells done together (one tracker operation, one journal line); the rows a filter
+        turned away dropped together."""
         dispatch, failures, tracker = self._dispatch, self._parts.failures, self._tracker
         n_nodes = tracker.n_nodes
         first = cells[0]
@@ -245,17 +280,23 @@ class Batches:
         dispatch.tracer.record(row, node, attempt, *timing, "done", values=tokens, rows=len(cells))
         if not self._tracing:
             dispatch.latencies[node].append(timing[3] - timing[2])
-        ready: list[int] = []
-        for cell, row_values, cell_values in zip(cells, rows, values, strict=True):
-            if tracker.state[cell] != _RUNNING:  # its row was dropped while the call ran
-                continue
-            if cell_values is None:
-                filter_row(dispatch, failures, cell)
-                self.recheck(cell)
-                continue
-            row_values.update(cell_values)
-            dispatch.journal.done(cell // n_nodes, node, cell_values)
-            ready.extend(tracker.complete(cell))
+        cell_array = np.array(cells, dtype=np.int64)
+        running = tracker.in_state(cell_array, _RUNNING)  # else its row was dropped while the call ran
+        if keep is not None:
+            dropped = cell_array[running & ~keep] // n_nodes
+            if len(dropped):
+                filter_rows(dispatch, failures, node, dropped)
+                self.recheck_rows(dropped.tolist())
+            running &= keep
+        done = cell_array[running]
+        if not running.all():
+            positions = np.flatnonzero(running).tolist()
+            values = {key: [column[i] for i in positions] for key, column in values.items()}
+        ready = tracker.complete_many(done)
+        if len(done):
+            rows = (done // n_nodes).tolist()
+            dispatch.store.set_columns(rows, values)
+            dispatch.journal.done_call(node, rows, values)
         failures.error_window.attempts += 1
         if ready:
             dispatch.push(ready, timing[3])

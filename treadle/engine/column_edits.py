@@ -38,7 +38,7 @@ from treadle.engine.generators.base import Generator
 from treadle.engine.graph import LLM_SIDE_EFFECTS, ColumnGraph
 from treadle.engine.pipeline import FilterColumn, LLMColumn, PythonColumn, TemplateColumn
 from treadle.engine.pipeline_validation import LoadedPipeline, source_hash
-from treadle.engine.templates import environment
+from treadle.engine.templates import row_expression
 
 EDITABLE: dict[type, tuple[str, ...]] = {
     LLMColumn: ("prompt", "system", "temperature", "max_tokens"),
@@ -171,7 +171,7 @@ def prepare_edit(loaded: LoadedPipeline, column: str, changes: Mapping[str, Any]
 def _check_expression(column: str, config: FilterColumn) -> None:
     """A filter's expression compiles as one expression (`{{ a }} and {{ b }}` is two templates, not one)."""
     try:
-        environment().compile_expression(config.expression_body() or "")
+        row_expression(config.expression_body() or "")
     except TemplateError as exc:
         raise ValueError(f"{column}.expression: not one expression: {exc}") from None
 

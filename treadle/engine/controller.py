@@ -27,6 +27,7 @@ from treadle.engine.column_edits import (
 )
 from treadle.engine.errors import TreadleError
 from treadle.engine.events import EventBus
+from treadle.engine.filters import cell_filtered
 from treadle.engine.functions import FunctionLoadError, reload_function, signature_problem
 from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.limits import check_limit
@@ -396,8 +397,8 @@ class RunController:
             for row, states in window.items():
                 marked = (s if s != "done" or not hits[row * n_nodes + i] else "cached" for i, s in enumerate(states))
                 window[row] = tuple(marked)
-        if filtered := tracker.filtered:  # a row a filter turned away shows as `filtered`, not `dropped`
-            for row in filtered.intersection(window):
+        if (filtered_by := tracker.filtered_by) is not None:  # a row a filter took shows as `filtered`, not `dropped`
+            for row in [row for row in window if filtered_by[row] >= 0]:
                 window[row] = tuple("filtered" if s == "dropped" else s for s in window[row])
         cache = run.cache.stats if run.cache is not None else None
         now = time.perf_counter()
@@ -416,7 +417,7 @@ class RunController:
             window=window,
             rates={name: rate.view(now) for name, rate in run.rates.items()},
             cache={} if cache is None else {"hits": cache.hits, "misses": cache.misses},
-            filtered=len(tracker.filtered or ()),
+            filtered=tracker.n_filtered,
         )
 
     def traces(self, since: int = 0) -> tuple[int, list[TaskTrace]]:
@@ -460,9 +461,8 @@ class RunController:
         def detail() -> tuple[str, dict[str, Any] | None, dict[str, Any] | None, list[TaskTrace]]:
             cell = row * len(run.node_names) + node
             state = CellState(run.tracker.state[cell]).label
-            failure = run.scheduler.failures.get(cell)
-            values = run.store.rows.get(row)
-            attempts = run.tracer.recent_for(row, node)
+            failure = run.scheduler.failures.get(cell) or cell_filtered(run.tracker, cell, run.node_names)
+            values, attempts = run.store.row(row), run.tracer.recent_for(row, node)
             return state, None if failure is None else vars(failure).copy(), dict(values) if values else None, attempts
 
         result = self._call(detail)

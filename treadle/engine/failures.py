@@ -162,7 +162,7 @@ class FailureHandler:
             failure.action = "fail"
             dispatch.tracker.fail(cell)
         elif policy.on_failure == "default":
-            dispatch.store.rows[row].update({column: policy.default for column in generator.outputs})
+            dispatch.store.set_values(row, {column: policy.default for column in generator.outputs})
             ready = dispatch.tracker.complete(cell, CellState.DEGRADED)
             if ready:
                 dispatch.push(ready)
@@ -220,6 +220,8 @@ class FailureHandler:
 
     def dropped(self, row: int) -> None:
         """The row was dropped: no failure of its cells is reported, and no retry of them starts."""
+        if not (self.failures or self._retry_timers or self._salvageable):  # a filter drops rows by the million
+            return
         n_nodes = self._dispatch.tracker.n_nodes
         for cell in range(row * n_nodes, (row + 1) * n_nodes):
             self.failures.pop(cell, None)

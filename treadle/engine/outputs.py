@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from treadle.engine.rows import GroupValues
+
 ROW_FIELD = "__row"
 """Seed row index, kept in row-group files so output assembly can leave dropped rows out."""
 STATES_FIELD = "__states"
@@ -43,6 +45,16 @@ def _arrow_column(values: list[Any]) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
         # Mixed types in one column (a function returning int here and str there): keep them as text.
         return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, default=str) for v in values])
+
+
+def _states_array(states: np.ndarray | list[bytes]) -> pa.Array:
+    """Each row's cell states as one binary value (from the rows of a (rows, nodes) uint8 array: no
+    bytes object per row)."""
+    if isinstance(states, list):
+        return pa.array(states, pa.binary())
+    n_rows, n_nodes = states.shape
+    offsets = pa.py_buffer(np.arange(0, (n_rows + 1) * n_nodes, n_nodes, dtype=np.int32))
+    return pa.Array.from_buffers(pa.binary(), n_rows, [None, offsets, pa.py_buffer(np.ascontiguousarray(states))])
 
 
 def _fsync_file(path: Path) -> None:
@@ -98,24 +110,23 @@ class RunDirectory:
     def group_path(self, group: int) -> Path:
         return self.groups_dir / f"rg-{group:06d}.parquet"
 
-    def write_group(
-        self,
-        group: int,
-        rows: Sequence[tuple[int, dict[str, Any]]],
-        columns: Sequence[str],
-        states: Sequence[bytes],
-        nodes: Sequence[str],
-    ) -> None:
-        """Write one row group's rows with their cell states (blocking: call from a thread)."""
+    def write_group(self, group: int, values: GroupValues, columns: Sequence[str], nodes: Sequence[str]) -> None:
+        """Write one row group's rows with their cell states (blocking: call from a thread); `columns`
+        come first, in order, then any other key the rows have (side-effect columns)."""
         keys = list(columns)
         known = set(keys)
-        for _, values in rows:
-            for key in values:
-                if key not in known:
-                    known.add(key)
-                    keys.append(key)
-        arrays = [pa.array([row for row, _ in rows], pa.int64()), pa.array(list(states), pa.binary())]
-        arrays += [_arrow_column([values.get(key) for _, values in rows]) for key in keys]
+        found = values.columns.keys() if values.columns is not None else (k for r in values.records or () for k in r)
+        for key in found:
+            if key not in known:
+                known.add(key)
+                keys.append(key)
+        n_rows = len(values.rows)
+        if values.columns is not None:
+            lists = [values.columns.get(key) or [None] * n_rows for key in keys]
+        else:
+            lists = [[record.get(key) for record in values.records or ()] for key in keys]
+        arrays = [pa.array(values.rows, pa.int64()), _states_array(values.states)]
+        arrays += [_arrow_column(column) for column in lists]
         table = pa.Table.from_arrays(arrays, names=[*INTERNAL_FIELDS, *keys])
         table = table.replace_schema_metadata({COLUMNS_KEY: json.dumps(list(nodes)).encode()})
         _write_atomically(self.group_path(group), table)
@@ -124,6 +135,8 @@ class RunDirectory:
         """Join the row-group files into output.parquet, leaving dropped rows out (temp name, fsync,
         rename). Returns each output row's seed row and cell states (`ROW_FIELD`, `STATES_FIELD`)."""
         paths = [p for p in (self.group_path(g) for g in groups) if p.exists()]
+        dropped = np.zeros(max(dropped_rows, default=-1) + 1, dtype=bool)
+        dropped[list(dropped_rows)] = True
         schema = _unified_schema([pq.read_schema(p) for p in paths])
         tmp = self.output_path.with_name(self.output_path.name + ".tmp")
         rows: list[np.ndarray] = []
@@ -133,8 +146,11 @@ class RunDirectory:
         with pq.ParquetWriter(tmp, schema) as writer:
             for path in paths:
                 table = _read_parquet(path)
-                if dropped_rows:
-                    keep = [row not in dropped_rows for row in table.column(ROW_FIELD).to_pylist()]
+                if dropped.any():  # rows dropped after their group was written
+                    seed_rows = table.column(ROW_FIELD).to_numpy()
+                    listed = seed_rows < len(dropped)  # rows past the last dropped one are kept
+                    keep = np.ones(len(seed_rows), dtype=bool)
+                    keep[listed] = ~dropped[seed_rows[listed]]
                     table = table.filter(pa.array(keep, type=pa.bool_()))  # typed even when empty
                 # Copies: a slice of the table would keep all of its buffers, the whole output, alive.
                 rows.append(table.column(ROW_FIELD).to_numpy().copy())
@@ -258,10 +274,23 @@ class RunDirectory:
         table = pq.read_table(self.group_path(group))
         return {row.pop(ROW_FIELD): row for row in table.drop_columns([STATES_FIELD]).to_pylist()}
 
-    def write_failures(self, failures: Iterable[dict[str, Any]]) -> None:
+    def write_failures(
+        self, failures: Iterable[dict[str, Any]], filtered: Iterable[tuple[dict[str, Any], np.ndarray]] = ()
+    ) -> None:
+        """One line per failure, and per row a filter dropped (`filtered`: a filter's line for row 0,
+        and its rows, written from that line's text: rows by the million), all in row order."""
+        records = list(failures)
+        lines = [json.dumps(record, default=str) + "\n" for record in records]
+        rows = [np.array([record["row"] for record in records], dtype=np.int64)]
+        for record, filtered_rows in filtered:
+            rest = ", " + json.dumps({k: v for k, v in record.items() if k != "row"}, default=str)[1:] + "\n"
+            lines += ['{"row": ' + str(row) + rest for row in filtered_rows.tolist()]
+            rows.append(filtered_rows.astype(np.int64))
+        all_rows = np.concatenate(rows)
+        if len(all_rows) > 1 and not bool((all_rows[1:] >= all_rows[:-1]).all()):
+            lines = [lines[i] for i in np.argsort(all_rows, kind="stable").tolist()]
         with open(self.failures_path, "w", encoding="utf-8") as handle:
-            for failure in failures:
-                handle.write(json.dumps(failure, default=str) + "\n")
+            handle.write("".join(lines))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         tmp = self.summary_path.with_name("summary.json.tmp")

@@ -119,10 +119,13 @@ class Recovery:
     """The failures of rows that stay dropped (filtered, or skipped by a column's on_failure)."""
 
     def failures_by_cell(self, node_names: Sequence[str], n_rows: int) -> dict[int, CellFailure]:
-        """`failures` by cell (row * nodes + node), leaving out those of columns or rows not in this run."""
+        """`failures` by cell (row * nodes + node), leaving out those of columns or rows not in this run, and
+        the filtered ones: the tracker keeps those (the run filters the rows again)."""
         index = {name: i for i, name in enumerate(node_names)}
         return {
-            f.row * len(node_names) + index[f.column]: f for f in self.failures if f.column in index and f.row < n_rows
+            f.row * len(node_names) + index[f.column]: f
+            for f in self.failures
+            if f.column in index and f.row < n_rows and f.action != "filtered"
         }
 
 

@@ -19,6 +19,7 @@ from treadle.engine.capacity import Capacity
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import FatalRunError, StorageError
 from treadle.engine.events import EventBus, LimitAdapted, Progress, RunFinished, RunStarted
+from treadle.engine.filters import filtered_lines
 from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.generators import build_generators
 from treadle.engine.generators.llm import LLMGenerator
@@ -33,7 +34,7 @@ from treadle.engine.policy import ErrorWindow, FailurePolicies, NodePolicy, NoWi
 from treadle.engine.rate_limits import Change, ModelRate, rate_summary
 from treadle.engine.response_cache import CacheMode, attach_cache, cache_summary, emit_cache_problems, open_run_cache
 from treadle.engine.resume import Recovery
-from treadle.engine.rows import RowStore
+from treadle.engine.rows import GroupValues, RowStore
 from treadle.engine.scheduler import Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
 from treadle.engine.stats import LimitChanges
@@ -115,7 +116,7 @@ class Run:
         self.output_columns = [*loaded.seed.fields, *(c for node in nodes for c in node.outputs)]
         max_parallel = options.max_parallel or config.run.max_parallel
         self.limits, self.rates = self._build_limits(max_parallel)
-        self.store = RowStore(self.frame, config.run.row_group_size)
+        self.store = RowStore.for_columns(self.frame, config.run.row_group_size, config.columns)
         self.journal = Journal(directory.journal_path, self.node_names, on_error=self._storage_failed)
         finished_groups = self._restore(recovery) if recovery is not None else set()
         self.generators = build_generators(loaded)
@@ -155,7 +156,7 @@ class Run:
             finished_groups=finished_groups,
             hold_open=options.hold_open,
         )
-        if recovery is not None:  # failures.jsonl keeps the lines of rows that stay filtered or skipped
+        if recovery is not None:  # failures.jsonl keeps the lines of rows that stay skipped
             self.scheduler.failures.update(recovery.failures_by_cell(self.node_names, self.tracker.n_rows))
         self.context_services = ContextServices(loaded, self.scheduler.cell_services)
         self.scheduler.context_services = self.context_services
@@ -227,18 +228,14 @@ class Run:
             if row >= tracker.n_rows:
                 continue
             if recovery.filtered.get(row) in index:  # counted as filtered again, not as dropped
-                tracker.filter_row(row)
+                tracker.filter_row(row, index[recovery.filtered[row]])
             else:
                 tracker.drop_row(row)
         return finished
 
-    def _group_contents(self, group: int) -> tuple[list[tuple[int, dict[str, Any]]], list[bytes]]:
-        rows = [(row, values) for row, values in self.store.group(group) if not self.tracker.row_dropped(row)]
-        return rows, [self.tracker.row_states(row) for row, _ in rows]
-
-    def _write_group_now(self, group: int, rows: list[tuple[int, dict[str, Any]]], states: list[bytes]) -> None:
+    def _write_group_now(self, group: int, contents: GroupValues) -> None:
         try:
-            self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
+            self.directory.write_group(group, contents, self.output_columns, self.node_names)
         finally:
             with self._queued_lock:
                 self._groups_queued -= 1
@@ -262,12 +259,12 @@ class Run:
             self.scheduler.stop(str(self.scheduler.fatal))
 
     async def _write_group(self, group: int) -> None:
-        rows, states = self._group_contents(group)
+        contents = self.store.group_values(group, *self.tracker.group_states(group))
         loop = asyncio.get_running_loop()
         with self._queued_lock:
             self._groups_queued += 1
         try:
-            await loop.run_in_executor(self._writer, self._write_group_now, group, rows, states)
+            await loop.run_in_executor(self._writer, self._write_group_now, group, contents)
         except OSError as exc:
             self._storage_failed(exc)
             return
@@ -406,12 +403,12 @@ class Run:
         trace_written = self._trace_writer.submit(self.tracer.finish, self.directory.trace_path)
         # Groups cut short by a stop still hold finished cells: write them so no finished work is lost.
         for group in scheduler.row_groups.in_flight():
-            rows, states = self._group_contents(group)
-            self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
+            contents = self.store.group_values(group, *self.tracker.group_states(group))
+            self.directory.write_group(group, contents, self.output_columns, self.node_names)
         dropped = self.tracker.dropped_rows()
         index = self.directory.assemble_output(range(self.tracker.n_groups), dropped)
         failures = sorted(scheduler.failures.values(), key=lambda f: (f.row, f.column))
-        self.directory.write_failures(f.record() for f in failures)
+        self.directory.write_failures((f.record() for f in failures), filtered_lines(self.tracker, self.node_names))
         trace_error: OSError | None = None
         try:
             trace_written.result()

@@ -99,8 +99,8 @@ class Scheduler:
         self.cache_hits = self._hits.marks
         if self._hits.enabled:
             self._ready.probe = self._hits.probe
-        if any(not g.outputs for g in self.generators) and tracker.filtered is None:  # a filter: counted apart
-            tracker.filtered = set()
+        if any(not g.outputs for g in self.generators) and tracker.filtered_by is None:  # a filter: counted apart
+            tracker.track_filters()
         self.tracer = tracer
         self._tracing = not isinstance(tracer, NullTracer)
         """Checked before recording a finished cell: cheaper than a call to NullTracer.done."""
@@ -359,7 +359,7 @@ class Scheduler:
                 self._settle_error(cell, error, (slot, t_ready, started, ended))
         else:  # its row was dropped while it ran
             self._failure_handler.cancelled(cell, (slot, t_ready, started, ended))
-        if not self._slots.in_use:
+        if not self._slots.in_use and (not tracker.unfinished or self.stopping):  # its first tests, inline
             self._check_finished()
 
     def _settle_error(self, cell: int, error: BaseException, timing: tuple[int, float, float, float]) -> None:

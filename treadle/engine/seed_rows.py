@@ -112,3 +112,12 @@ def seed_records(rows: SeedRows, start: int, stop: int) -> list[dict[str, Any]]:
     if isinstance(rows, ParquetRows):
         return rows.records(start, stop)
     return cast(list[dict[str, Any]], rows.iloc[start:stop].to_dict("records"))
+
+
+def seed_columns(rows: SeedRows, start: int, stop: int) -> dict[str, list[Any]]:
+    """Rows `start` to `stop` field by field, one list per field (a batch-only pipeline's row group)."""
+    if isinstance(rows, ParquetRows):
+        records = rows.records(start, stop)
+        return {key: [record[key] for record in records] for key in rows.columns}
+    part = rows.iloc[start:stop]
+    return {key: part[key].tolist() for key in part.columns}

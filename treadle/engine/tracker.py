@@ -35,6 +35,7 @@ TERMINAL = frozenset({CellState.DONE, CellState.FAILED, CellState.BLOCKED, CellS
 _WAITING, _READY, _RUNNING, _RETRY_WAIT, _DONE, _FAILED, _BLOCKED, _DROPPED, _DEGRADED = range(N_STATES)
 _SETTLED = (_DONE, _DEGRADED)  # states a dependent can use
 _IS_TERMINAL = bytes(1 if s in TERMINAL else 0 for s in range(N_STATES))
+_UNFINISHED_NP = np.array([1 - t for t in _IS_TERMINAL], dtype=np.int64)
 
 
 class CellTracker:
@@ -66,8 +67,16 @@ class CellTracker:
             self.counts[node * N_STATES + _WAITING] = n_rows
         self.group_open = [self._group_cells(g) for g in range(self.n_groups)]
         self.unfinished = n_cells
-        self.filtered: set[int] | None = None
-        """Rows a filter column dropped (None: the pipeline has no filter); counted apart from dropped."""
+        # Views of the state and counter arrays for the bulk operations of batch calls (same memory).
+        self._states = np.frombuffer(self.state, dtype=np.uint8)
+        self._pending = np.frombuffer(self.pending, dtype=np.int32)
+        self.filtered_by: np.ndarray | None = None
+        """Per row: the node of the filter that dropped it, or -1 (None: the pipeline has no filter)."""
+        self.n_filtered = 0
+
+    def track_filters(self) -> None:
+        """The pipeline has a filter column: its dropped rows are counted apart from dropped ones."""
+        self.filtered_by = np.full(self.n_rows, -1, dtype=np.int16)
 
     def _group_cells(self, group: int) -> int:
         return len(self.group_rows(group)) * self.n_nodes
@@ -127,7 +136,7 @@ class CellTracker:
             self.counts[node * N_STATES + _READY] += len(rows)
         if len(roots) == 1:
             return list(range(start + roots[0], stop, n))
-        return sorted(cell for node in roots for cell in range(start + node, stop, n))
+        return (np.arange(start, stop, n)[:, None] + np.array(roots)).ravel().tolist()  # row by row: in order
 
     def restore_done(self, cell: int) -> None:
         """A cell a previous attempt at this run finished (resume), set before its group is admitted."""
@@ -175,6 +184,60 @@ class CellTracker:
                     states[dependent] = _READY
                     ready.append(dependent)
         return ready
+
+    def in_state(self, cells: np.ndarray, state: CellState) -> np.ndarray:
+        """Which of `cells` are in `state` (a mask)."""
+        return self._states[cells] == state
+
+    def start_many(self, cells: np.ndarray) -> np.ndarray:
+        """Start those of `cells` (one node's) that are ready; returns them."""
+        if not len(cells):
+            return cells
+        states = self._states
+        ready = cells[states[cells] == _READY]
+        states[ready] = _RUNNING
+        base = int(cells[0] % self.n_nodes) * N_STATES
+        self.counts[base + _READY] -= len(ready)
+        self.counts[base + _RUNNING] += len(ready)
+        return ready
+
+    def complete_many(self, cells: np.ndarray) -> list[int]:
+        """Mark running cells of one node done at once (a batch call); returns the dependents that became
+        ready, in cell order. The bulk form of `complete`: one operation, not one per row."""
+        n = len(cells)
+        if not n:
+            return []
+        states, pending, counts = self._states, self._pending, self.counts
+        node = int(cells[0] % self.n_nodes)
+        states[cells] = _DONE
+        counts[node * N_STATES + _RUNNING] -= n
+        counts[node * N_STATES + _DONE] += n
+        self._close_cells(cells, np.ones(n, dtype=np.int64))
+        ready: list[np.ndarray] = []
+        for down in self.downstream[node]:
+            dependents = cells + (down - node)
+            waiting = dependents[states[dependents] == _WAITING]
+            pending[waiting] -= 1
+            now_ready = waiting[pending[waiting] == 0]
+            states[now_ready] = _READY
+            counts[down * N_STATES + _WAITING] -= len(now_ready)
+            counts[down * N_STATES + _READY] += len(now_ready)
+            ready.append(now_ready)
+        if not ready:
+            return []
+        return np.sort(np.concatenate(ready)).tolist() if len(ready) > 1 else ready[0].tolist()
+
+    def _close_cells(self, cells: np.ndarray, closed: np.ndarray) -> None:
+        """`closed[i]` cells of the row of `cells[i]` became terminal: the unfinished counts go down."""
+        total = int(closed.sum())
+        self.unfinished -= total
+        groups = cells // (self.n_nodes * self.group_size)
+        first = int(groups.min())
+        if first == int(groups.max()):  # a batch call's cells are of one group
+            self.group_open[first] -= total
+            return
+        for offset, count in enumerate(np.bincount(groups - first, weights=closed).tolist()):
+            self.group_open[first + offset] -= int(count)
 
     def fail(self, cell: int) -> list[int]:
         """Mark a running cell failed and block everything downstream of it in its row."""
@@ -254,12 +317,53 @@ class CellTracker:
                 dropped += 1
         return dropped
 
-    def filter_row(self, row: int) -> None:
-        """A filter turned the row away: it is dropped, and counted as filtered."""
+    def filter_row(self, row: int, node: int) -> None:
+        """The filter `node` turned the row away: it is dropped, and counted as filtered."""
         self.drop_row(row)
-        if self.filtered is None:
-            self.filtered = set()
-        self.filtered.add(row)
+        if self.filtered_by is None:
+            self.track_filters()
+        assert self.filtered_by is not None
+        if self.filtered_by[row] < 0:
+            self.n_filtered += 1
+        self.filtered_by[row] = node
+
+    def filter_rows(self, rows: np.ndarray, node: int) -> None:
+        """The filter `node` turned `rows` away: every cell of them is dropped at once (whatever its
+        state), and the rows are counted as filtered."""
+        n_nodes = self.n_nodes
+        if not len(rows) or not n_nodes:
+            return
+        cells = (rows[:, None] * n_nodes + np.arange(n_nodes)).ravel()
+        old = self._states[cells]
+        counts = self.counts
+        for column in range(n_nodes):
+            base = column * N_STATES
+            for state, count in enumerate(np.bincount(old[column::n_nodes], minlength=N_STATES).tolist()):
+                counts[base + state] -= count
+            counts[base + _DROPPED] += len(rows)
+        self._close_cells(rows * n_nodes, _UNFINISHED_NP[old].reshape(len(rows), n_nodes).sum(axis=1))
+        self._states[cells] = _DROPPED
+        if self.filtered_by is None:
+            self.track_filters()
+        assert self.filtered_by is not None
+        self.n_filtered += int(np.count_nonzero(self.filtered_by[rows] < 0))
+        self.filtered_by[rows] = node
+
+    def mark_filtered(self, rows: np.ndarray, nodes: np.ndarray) -> None:
+        """Rows that filters of another process (a worker) turned away, their cells' states set already:
+        counted as filtered, by `nodes`."""
+        if self.filtered_by is None:
+            self.track_filters()
+        assert self.filtered_by is not None
+        self.n_filtered += int(np.count_nonzero(self.filtered_by[rows] < 0))
+        self.filtered_by[rows] = nodes
+
+    def filtered_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows filters dropped, in order, and the node of the filter that dropped each."""
+        if self.filtered_by is None:
+            return np.array([], dtype=np.int64), np.array([], dtype=np.int16)
+        rows = np.flatnonzero(self.filtered_by >= 0)
+        return rows, self.filtered_by[rows]
 
     def row_dropped(self, row: int) -> bool:
         return self.n_nodes > 0 and self.state[row * self.n_nodes] == _DROPPED
@@ -279,9 +383,9 @@ class CellTracker:
             "dropped": n_dropped,
             "unfinished": self.n_rows - n_done - n_failed - n_dropped,
         }
-        if self.filtered is not None:
-            outcomes["filtered"] = len(self.filtered)
-            outcomes["dropped"] -= len(self.filtered)
+        if self.filtered_by is not None:
+            outcomes["filtered"] = self.n_filtered
+            outcomes["dropped"] -= self.n_filtered
         return outcomes
 
     def dropped_rows(self) -> set[int]:
@@ -293,6 +397,13 @@ class CellTracker:
     def row_states(self, row: int) -> bytes:
         base = row * self.n_nodes
         return bytes(self.state[base : base + self.n_nodes])
+
+    def group_states(self, group: int) -> tuple[np.ndarray, np.ndarray]:
+        """A group's cell states, (rows, nodes) (a copy), and which of its rows are not dropped."""
+        rows = self.group_rows(group)
+        n = self.n_nodes
+        states = self._states[rows.start * n : rows.stop * n].reshape(len(rows), n).copy()
+        return states, states[:, 0] != _DROPPED if n else np.ones(len(rows), dtype=bool)
 
     def row_settled(self, row: int) -> bool:
         """Every cell of `row` done (or settled by its column's default)."""

@@ -61,20 +61,21 @@ class BatchGenerator(Generator):
             new.wants_context = accepts_context(function)
         return new
 
-    def frame(self, rows: Sequence[Mapping[str, Any]], index: Sequence[int]) -> pd.DataFrame:
-        """The DataFrame the function receives for `rows` (row numbers `index`)."""
-        keys = [key for key in rows[0] if self._wanted(key)]
-        return pd.DataFrame({key: [row.get(key) for row in rows] for key in keys}, index=pd.Index(index))
+    def frame(self, columns: Mapping[str, list[Any]], index: Sequence[int]) -> pd.DataFrame:
+        """The DataFrame the function receives for the rows `index`, from their values column by column."""
+        return pd.DataFrame(
+            {key: values for key, values in columns.items() if self._wanted(key)}, index=pd.Index(index)
+        )
 
-    def split(self, result: Any, n_rows: int) -> list[dict[str, Any] | None]:
-        """The values of each row from what the function returned (None: a filter drops the row);
-        CellError if it is not `n_rows` values."""
-        values = self._split(result, n_rows)
-        if self.stamp:
-            return [None if row is None else {**row, **self.stamp} for row in values]
-        return values
+    def split(self, result: Any, n_rows: int) -> tuple[dict[str, list[Any]], np.ndarray | None]:
+        """The values of each output column from what the function returned (with the stamp's columns),
+        and for a filter which rows it keeps (else None); CellError if it is not `n_rows` values."""
+        values, keeps = self._split(result, n_rows)
+        for key, value in self.stamp.items():
+            values[key] = [value] * n_rows
+        return values, keeps
 
-    def _split(self, result: Any, n_rows: int) -> list[dict[str, Any] | None]:
+    def _split(self, result: Any, n_rows: int) -> tuple[dict[str, list[Any]], np.ndarray | None]:
         if self._filter:
             keeps = self._values(result, n_rows, "")
             wrong = [keep for keep in keeps if not isinstance(keep, bool | np.bool_)]
@@ -82,9 +83,9 @@ class BatchGenerator(Generator):
                 raise CellError(
                     f"batch filter {self.spec} returned {type(wrong[0]).__name__} values, expected a boolean Series"
                 )
-            return [{} if keep else None for keep in keeps]
+            return {}, np.array(keeps, dtype=bool)
         if self._single:
-            return [{self.name: value} for value in self._values(result, n_rows, "")]
+            return {self.name: self._values(result, n_rows, "")}, None
         names = ", ".join(self.outputs)
         if isinstance(result, pd.DataFrame):
             present: Collection[Any] = result.columns
@@ -98,8 +99,7 @@ class BatchGenerator(Generator):
         missing = [column for column in self.outputs if column not in present]
         if missing:
             raise CellError(f"batch function {self.spec} returned no column {', '.join(missing)} (expected {names})")
-        columns = [self._values(result[column], n_rows, f" for column {column}") for column in self.outputs]
-        return [dict(zip(self.outputs, values, strict=True)) for values in zip(*columns, strict=True)]
+        return {column: self._values(result[column], n_rows, f" for column {column}") for column in self.outputs}, None
 
     def _values(self, result: Any, n_rows: int, which: str) -> list[Any]:
         if isinstance(result, pd.Series | np.ndarray) and result.ndim == 1:

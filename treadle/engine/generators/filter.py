@@ -17,7 +17,7 @@ from jinja2 import TemplateError
 from treadle.engine.errors import CellError
 from treadle.engine.functions import accepts_context, is_async_function
 from treadle.engine.generators.base import Generator, RunMode
-from treadle.engine.templates import environment
+from treadle.engine.templates import row_expression
 
 
 class RowFiltered(Exception):
@@ -29,7 +29,7 @@ class ExpressionFilter(Generator):
 
     def __init__(self, name: str, body: str) -> None:
         super().__init__(name, ())
-        self.test = environment().compile_expression(body, undefined_to_none=False)
+        self.test = row_expression(body)
 
     def generate(self, row: Mapping[str, Any]) -> dict[str, Any]:
         try:

@@ -9,7 +9,7 @@ from jinja2 import TemplateError
 
 from treadle.engine.errors import CellError
 from treadle.engine.generators.base import Generator, RunMode
-from treadle.engine.templates import compile_template
+from treadle.engine.templates import compile_template, row_renderer
 
 
 class TemplateGenerator(Generator):
@@ -18,9 +18,10 @@ class TemplateGenerator(Generator):
     def __init__(self, name: str, source: str) -> None:
         super().__init__(name, (name,))
         self.template = compile_template(source)
+        self._render = row_renderer(self.template)
 
     def generate(self, row: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            return {self.name: self.template.render(row)}
+            return {self.name: self._render(row)}
         except TemplateError as exc:
             raise CellError(f"template: {exc}") from exc

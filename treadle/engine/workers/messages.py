@@ -57,8 +57,8 @@ class GroupWritten:
     group: int
     states: bytes
     """The cell states of the group's rows (dropped ones too), row after row, as the tracker holds them."""
-    filtered: list[int]
-    """Rows of the group a filter column turned away."""
+    filtered: list[tuple[int, int]]
+    """Rows of the group a filter column turned away, each with the filter's node."""
     failures: list[tuple[int, CellFailure]]
     """The group's failed cells: (cell, failure)."""
     partial: bool = False

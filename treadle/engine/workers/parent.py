@@ -209,8 +209,9 @@ class ParentRun(Run):
     def _group_written(self, handle: WorkerHandle, message: GroupWritten) -> None:
         group = message.group
         pool.apply_group_states(self.tracker, group, message.states)
-        if message.filtered and self.tracker.filtered is not None:
-            self.tracker.filtered.update(message.filtered)
+        if message.filtered:
+            taken = np.array(message.filtered, dtype=np.int64)
+            self.tracker.mark_filtered(taken[:, 0], taken[:, 1].astype(np.int16))
         failures = self.scheduler.failures
         rows = self.tracker.group_rows(group)
         n = self.tracker.n_nodes

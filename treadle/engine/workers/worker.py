@@ -32,6 +32,7 @@ from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.resume import Recovery
 from treadle.engine.row_groups import RowGroups
+from treadle.engine.rows import GroupValues
 from treadle.engine.run import TRACE_FLUSH_EVERY_S, Run, RunOptions
 from treadle.engine.tracker import N_STATES, CellTracker
 from treadle.engine.workers.messages import (
@@ -114,8 +115,8 @@ class WorkerRun(Run):
         self._written: set[int] = set()
         """Groups whose file the writer thread wrote (and the loop has not reported yet)."""
 
-    def _write_group_now(self, group: int, rows: list[tuple[int, dict[str, Any]]], states: list[bytes]) -> None:
-        super()._write_group_now(group, rows, states)  # raises if the write failed: then not reported
+    def _write_group_now(self, group: int, contents: GroupValues) -> None:
+        super()._write_group_now(group, contents)  # raises if the write failed: then not reported
         self._written.add(group)
 
     async def _write_group(self, group: int) -> None:
@@ -132,7 +133,7 @@ class WorkerRun(Run):
         return GroupWritten(
             group=group,
             states=bytes(tracker.state[rows.start * n : rows.stop * n]),
-            filtered=sorted(row for row in tracker.filtered or () if row in rows),
+            filtered=_filtered_in(tracker, rows),
             failures=[(cell, failures[cell]) for cell in range(rows.start * n, rows.stop * n) if cell in failures],
             partial=partial,
         )
@@ -154,8 +155,8 @@ class WorkerRun(Run):
         self._writer.shutdown()
         self._trace_writer.shutdown()
         for group in self.groups.in_flight():
-            rows, states = self._group_contents(group)
-            self.directory.write_group(group, rows, self.output_columns, states, self.node_names)
+            contents = self.store.group_values(group, *self.tracker.group_states(group))
+            self.directory.write_group(group, contents, self.output_columns, self.node_names)
             self.send(self.group_written(group, partial=True))
         self.journal.close()
         if self.cache is not None:
@@ -165,6 +166,14 @@ class WorkerRun(Run):
         """The groups this worker holds, and their cells' counts by node and state."""
         held = self.groups.in_flight()
         return held, group_counts(self.tracker, held).tolist()
+
+
+def _filtered_in(tracker: CellTracker, rows: range) -> list[tuple[int, int]]:
+    """The rows of `rows` a filter turned away, each with the filter's node."""
+    if tracker.filtered_by is None:
+        return []
+    taken = tracker.filtered_by[rows.start : rows.stop]
+    return [(rows.start + offset, int(taken[offset])) for offset in np.flatnonzero(taken >= 0).tolist()]
 
 
 class WorkerLoop:

@@ -18,3 +18,19 @@ async def slow_double(row):
 def square(row):
     _log("square", row)
     return row["double"] ** 2
+
+
+def _log_frame(column: str, frame) -> None:
+    with open(os.environ["TREADLE_TEST_CALLS"], "a", encoding="utf-8") as handle:
+        handle.write("".join(f"{column},{i}\n" for i in frame["id"]))
+
+
+async def slow_batch_double(frame):
+    _log_frame("double", frame)
+    await asyncio.sleep(0.05)  # sync-ok: stands in for a slow batch endpoint
+    return frame["id"] * 2
+
+
+def batch_keep_even(frame):
+    _log_frame("even", frame)
+    return frame["double"] % 4 == 0
