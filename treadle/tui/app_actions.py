@@ -214,6 +214,7 @@ class AppActions(RefreshLoop):
             self._log_widget.write_line(f"{why}not reloaded: {exc}")
             self.notify(f"{why}not reloaded: {exc}", severity="error", timeout=8)
             return
+        self._function_watch.seen(column)
         self._column_edited(column, version)
 
     def action_retry_column(self) -> None:

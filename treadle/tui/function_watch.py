@@ -25,6 +25,11 @@ class FunctionWatch:
             return None
         return stat.st_mtime_ns, stat.st_size
 
+    def seen(self, column: str) -> None:
+        """The column's function was just reloaded (F5): its file as it is now is not a change to reload again."""
+        if column in self._files:
+            self._seen[column] = self._stamp(self._files[column])
+
     def changed(self) -> list[str]:
         """Columns whose file changed since the last look (a file being written may show up twice)."""
         columns = []
