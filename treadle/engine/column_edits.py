@@ -1,18 +1,20 @@
 """Fixing a column while its run goes on: what may change, how a change is checked, and the versions.
 
-`prepare_edit` checks a change to an llm column's prompt, system prompt, temperature or max tokens, or
-to a template column's template, as `treadle validate` would (pydantic's field checks, Jinja2 syntax,
-unknown fields), and refuses one line when the change would need a column the edited one does not
-already depend on (the run's dependency counters are fixed). `Versions` is the pipeline's history
-kept in run.json: version 1 is the pipeline as the run started; each applied change (an edit, or a
-python function reloaded) is the next version, with its time, column, and old and new text.
+`prepare_edit` checks a change to an llm column's prompt, system prompt, temperature or max tokens, to
+a template column's template, or to a filter's expression, as `treadle validate` would (pydantic's
+field checks, Jinja2 syntax, unknown fields), and refuses one line when the change would need a
+column the edited one does not already depend on (the run's dependency counters are fixed).
+`Versions` is the pipeline's history kept in run.json: version 1 is the pipeline as the run started;
+each applied change (an edit, or a python column's or filter's function reloaded) is the next
+version, with its time, column, and old and new text.
 
-Which version made each cell: a changed column's generator is wrapped in `VersionStamped`, so every
-value it makes carries `<column>__version` (the version that last changed the column). That side
-column goes through the journal, the row-group files and resume like any other, costs nothing for
-columns never changed, and exists only for columns changed at least once. Cells made before a
-column's first change carry no stamp while the run goes; `stamp_first_version` writes 1 for them
-into output.parquet once the run has written it. summary.json lists the versions (`versions`).
+Which version made each cell: a changed column's generator is wrapped in `VersionStamped` (a batch
+column's is a copy of it that stamps the values of its calls), so every value it makes carries
+`<column>__version` (the version that last changed the column). That side column goes through the
+journal, the row-group files and resume like any other, costs nothing for columns never changed,
+and exists only for columns changed at least once. Cells made before a column's first change carry
+no stamp while the run goes; `stamp_first_version` writes 1 for them into output.parquet once the
+run has written it. summary.json lists the versions (`versions`).
 """
 
 from __future__ import annotations
@@ -27,21 +29,41 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from jinja2 import TemplateError
 from pydantic import ValidationError
 
 from treadle.engine.errors import ConfigError, Problem
 from treadle.engine.functions import function_file
 from treadle.engine.generators.base import Generator
 from treadle.engine.graph import LLM_SIDE_EFFECTS, ColumnGraph
-from treadle.engine.pipeline import LLMColumn, TemplateColumn
+from treadle.engine.pipeline import FilterColumn, LLMColumn, PythonColumn, TemplateColumn
 from treadle.engine.pipeline_validation import LoadedPipeline, source_hash
+from treadle.engine.templates import row_expression
 
 EDITABLE: dict[type, tuple[str, ...]] = {
     LLMColumn: ("prompt", "system", "temperature", "max_tokens"),
     TemplateColumn: ("template",),
+    FilterColumn: ("expression",),
 }
-"""What a person may change in a running column, by column kind."""
+"""What a person may change in a running column, by column kind (a filter: only an expression one's)."""
 ALIASES = {"system_prompt": "system"}
+
+
+def editable_fields(config: Any) -> tuple[str, ...]:
+    """What may change in the column `config` while its run goes (none: its function is reloaded instead)."""
+    if isinstance(config, FilterColumn) and config.expression is None:
+        return ()
+    return EDITABLE.get(type(config), ())
+
+
+def reloadable_function(loaded: LoadedPipeline, column: str) -> str:
+    """The `module:function` of a python column or a function filter (batch or not); ValueError otherwise."""
+    config = column_config(loaded, column)
+    function = getattr(config, "function", None)
+    if not isinstance(config, PythonColumn | FilterColumn) or function is None:
+        what = "an expression filter" if isinstance(config, FilterColumn) else f"a {config.kind} column"
+        raise ValueError(f"{column} is {what}: only a python column's or a filter's function can be reloaded")
+    return function
 
 
 @dataclass(frozen=True)
@@ -78,20 +100,20 @@ class ColumnSettings:
     kind: str
     values: dict[str, Any]
     """The editable fields' values now (an llm column's prompt, system, temperature, max_tokens; a
-    template's template); empty for python and filter columns."""
+    template's template; an expression filter's expression); empty for python columns and function filters."""
     available: list[str]
     """What its templates may read (`available_fields`)."""
     function: str | None
     """A python or filter column's `module:function`."""
     source: str | None
-    """The file a python column's function comes from (what F5 reloads)."""
+    """The file a python column's or filter's function comes from (what F5 reloads)."""
     version: int
     """The pipeline version that last changed it (1: never changed)."""
 
 
 def column_settings(loaded: LoadedPipeline, column: str, version: int) -> ColumnSettings:
     config = column_config(loaded, column)
-    values = {key: getattr(config, key) for key in EDITABLE.get(type(config), ())}
+    values = {key: getattr(config, key) for key in editable_fields(config)}
     function = getattr(config, "function", None)
     source = function_file(function) if function is not None else None
     return ColumnSettings(
@@ -108,11 +130,12 @@ def column_settings(loaded: LoadedPipeline, column: str, version: int) -> Column
 def prepare_edit(loaded: LoadedPipeline, column: str, changes: Mapping[str, Any]) -> ColumnEdit:
     """Check a change to `column`; raises ValueError with one line saying what is wrong (nothing applied)."""
     config = column_config(loaded, column)
-    allowed = EDITABLE.get(type(config), ())
+    allowed = editable_fields(config)
     if not allowed:
+        hint = " (reload its function instead)" if getattr(config, "function", None) else ""
         raise ValueError(
-            f"{column} is a {config.kind} column: only llm prompts and parameters and templates can be edited"
-            + (" (reload its function instead)" if config.kind == "python" else "")
+            f"{column} is a {config.kind} column: only llm prompts and parameters, templates and filter "
+            f"expressions can be edited{hint}"
         )
     wanted = {ALIASES.get(key, key): value for key, value in changes.items()}
     if unknown := [key for key in wanted if key not in allowed]:
@@ -132,6 +155,8 @@ def prepare_edit(loaded: LoadedPipeline, column: str, changes: Mapping[str, Any]
         graph = ColumnGraph.build(columns, loaded.seed.fields, loaded.path.name if loaded.path else "PipelineConfig")
     except ConfigError as exc:
         raise ValueError(_one_line(column, exc.problems[0])) from None
+    if isinstance(edited, FilterColumn) and edited.expression is not None:
+        _check_expression(column, edited)
     new_needs = set(graph.nodes[column].upstream) - ancestors(loaded.graph, column)
     if new_needs:
         raise ValueError(
@@ -141,6 +166,14 @@ def prepare_edit(loaded: LoadedPipeline, column: str, changes: Mapping[str, Any]
     pipeline = loaded.config.model_copy(update={"columns": columns})
     edited_loaded = dataclasses.replace(loaded, config=pipeline, graph=graph, source_hash=source_hash(pipeline))
     return ColumnEdit(column, diffs, edited_loaded)
+
+
+def _check_expression(column: str, config: FilterColumn) -> None:
+    """A filter's expression compiles as one expression (`{{ a }} and {{ b }}` is two templates, not one)."""
+    try:
+        row_expression(config.expression_body() or "")
+    except TemplateError as exc:
+        raise ValueError(f"{column}.expression: not one expression: {exc}") from None
 
 
 def column_config(loaded: LoadedPipeline, column: str) -> Any:

@@ -21,9 +21,9 @@ from treadle.engine.column_edits import (
     ColumnSettings,
     Versions,
     ancestors,
-    column_config,
     column_settings,
     prepare_edit,
+    reloadable_function,
 )
 from treadle.engine.errors import TreadleError
 from treadle.engine.events import EventBus
@@ -308,19 +308,16 @@ class RunController:
         return None
 
     def reload_function(self, name: str) -> int | None:
-        """Load a python column's function again from its module's file (a fresh module object); new starts
-        use it. An import error or a function that cannot take a row raises ValueError (one line) and
-        the old function stays. Returns the new pipeline version (None: the run is over)."""
-        config = column_config(self.loaded, name)
-        if not isinstance(config, PythonColumn) or config.batch:
-            kind = "batch python" if isinstance(config, PythonColumn) else config.kind
-            raise ValueError(f"{name} is a {kind} column: only a python column's function can be reloaded (not batch)")
+        """Load a python column's or filter's function (batch or not) again from its module's file (a fresh
+        module object); new starts (cells, batch calls) use it. An import error or a function that cannot
+        take a row raises ValueError (one line), the old function stays. Returns the new version (None: run over)."""
+        spec = reloadable_function(self.loaded, name)
         try:
-            function = reload_function(config.function, self.loaded.base_dir)
+            function = reload_function(spec, self.loaded.base_dir)
         except FunctionLoadError as exc:
             raise ValueError(f"{name}: {exc}") from None
         if bad := signature_problem(function):
-            raise ValueError(f"{name}: '{config.function}' {bad}")
+            raise ValueError(f"{name}: '{spec}' {bad}")
         pipeline_hash = self.loaded.source_hash
         return self._call(lambda: self._edits.reload(name, function, pipeline_hash))
 

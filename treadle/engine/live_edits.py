@@ -2,7 +2,8 @@
 
 `ColumnEditor` runs on the engine loop (the controller hands it commands there): it swaps a column's
 generator for one built from the changed config or the reloaded function, records the new version in
-run.json, and turns cells back into work: failed cells of chosen columns, or a column recomputed for
+run.json (a batch column's generator is swapped in `Batches` too: calls that start after the swap use
+it), and turns cells back into work: failed cells of chosen columns, or a column recomputed for
 the rows that finished it. A swapped generator serves every cell that starts after the swap; a cell
 running meanwhile finishes on the old one (its value says so: `<column>__version`). A cell the
 response cache had already answered when a change arrived keeps that answer (and its old version).
@@ -21,10 +22,12 @@ import numpy as np
 
 from treadle.engine.column_edits import ColumnEdit, Versions, VersionStamped, stamp_first_version, unstamped
 from treadle.engine.generators.base import Generator
+from treadle.engine.generators.batch import BatchGenerator
+from treadle.engine.generators.filter import ExpressionFilter, FunctionFilter
 from treadle.engine.generators.llm import LLMGenerator
 from treadle.engine.generators.python import PythonGenerator
 from treadle.engine.generators.template import TemplateGenerator
-from treadle.engine.pipeline import LLMColumn, TemplateColumn
+from treadle.engine.pipeline import FilterColumn, LLMColumn, TemplateColumn
 from treadle.engine.resume import RunRecord
 from treadle.engine.run import Run
 from treadle.engine.tracker import CellState
@@ -57,8 +60,10 @@ class ColumnEditor:
         self.versions = versions
         self._nodes = {name: i for i, name in enumerate(run.node_names)}
         generators = run.scheduler.generators
-        self._sources = {
-            g.name: function_source(g.function, g.name) for g in generators if isinstance(g, PythonGenerator)
+        self._sources = {  # python columns' and filters' functions, batch or not
+            g.name: function_source(function, g.name)
+            for g in generators
+            if (function := getattr(unstamped(g), "function", None)) is not None
         }
         for column in versions.columns():  # a resumed run: the changed columns stamp their version again
             self._swap(column, generators[self._nodes[column]], versions.of_column(column))
@@ -67,7 +72,15 @@ class ColumnEditor:
         return unstamped(self._run.scheduler.generators[self._nodes[column]])
 
     def _swap(self, column: str, generator: Generator, version: int) -> None:
-        self._run.scheduler.generators[self._nodes[column]] = VersionStamped(unstamped(generator), version)
+        node = self._nodes[column]
+        inner = unstamped(generator)
+        new: Generator
+        if isinstance(inner, BatchGenerator):  # batch calls split values themselves, and find it in Batches
+            new = inner.replaced({f"{column}__version": version})
+            self._run.scheduler.batches.nodes[node] = new
+        else:
+            new = VersionStamped(inner, version)
+        self._run.scheduler.generators[node] = new
 
     # ---- changes (on the engine loop) ---------------------------------------------------------------
 
@@ -81,6 +94,10 @@ class ColumnEditor:
             llm = LLMGenerator(edit.column, config, current.client)
             llm.cache = current.cache
             new = llm
+        elif isinstance(config, FilterColumn):
+            body = config.expression_body()
+            assert body is not None  # only an expression filter can be edited
+            new = ExpressionFilter(edit.column, body)
         else:
             assert isinstance(config, TemplateColumn)
             new = TemplateGenerator(edit.column, config.template)
@@ -90,14 +107,22 @@ class ColumnEditor:
         return version
 
     def reload(self, column: str, function: Callable[..., Any], pipeline_hash: str) -> int:
-        """Serve the python column's next cells from `function` (its module loaded again); returns the version."""
+        """Serve the python column's (or filter's) next cells or batch calls from `function` (its module
+        loaded again); returns the version."""
         current = self.generator(column)
+        reloaded: Generator
+        if isinstance(current, BatchGenerator):
+            reloaded = current.replaced(current.stamp, function)
+        elif isinstance(current, FunctionFilter):
+            reloaded = FunctionFilter(column, function)
+        else:
+            reloaded = PythonGenerator(column, current.outputs, function)
         old = self._sources.get(column, column)
         new = function_source(function, column)
         self._sources[column] = new
         version = self.versions.add(column, "reload", {"function": (old, new)}, pipeline_hash)
         self._record()
-        self._swap(column, PythonGenerator(column, current.outputs, function), version)
+        self._swap(column, reloaded, version)
         return version
 
     def _record(self) -> None:

@@ -58,14 +58,15 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "edit_column",
         "edit_column",
         "edit column",
-        "Edit the column's prompt, system prompt, temperature, max tokens or template; saved, it applies to "
-        "the cells not started yet.",
+        "Edit the column's prompt, system prompt, temperature, max tokens, template or filter expression; "
+        "saved, it applies to the cells not started yet.",
     ),
     ActionSpec(
         "reload_function",
         "reload_function",
         "reload function",
-        "Reload a python column's function from its file; new starts use it (an import error keeps the old one).",
+        "Reload a python column's function (or a filter's; batch or not) from its file; new starts and batch "
+        "calls use it (an import error keeps the old one).",
     ),
     ActionSpec(
         "retry_column", "retry_column", "retry column", "Retry the column's failed cells (and their dependents)."
@@ -130,6 +131,13 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec(
         "grid.follow", "follow", "follow", "Follow the active frontier again (the first unfinished row).", scope="grid"
     ),
+    ActionSpec(
+        "grid.select",
+        "select",
+        "mark row",
+        "Mark the cursor row (again: unmark it); R, c and C then act on the marked rows.",
+        scope="grid",
+    ),
     # modal screens (not in the palette)
     *(
         ActionSpec(id, action, title, help, scope=scope, palette=False)  # type: ignore[arg-type]
@@ -153,7 +161,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
                 "detail.reload_function",
                 "app.reload_function",
                 "reload function",
-                "Cell detail: reload its python column's function.",
+                "Cell detail: reload its python column's or filter's function.",
                 "detail",
             ),
             ("editor.save", "save", "save", "Column editor: check and apply the change.", "editor"),

@@ -157,17 +157,25 @@ class AppActions(RefreshLoop):
             self.notify(f"row {row} {column} is {cell_state}, not failed{hint}", severity="warning", timeout=3)
         self._after_command()
 
+    def _marked_rows(self) -> list[int] | None:
+        """The rows marked in the grid (`v`), which R, c and C act on; None when none is."""
+        return sorted(self.grid.selected) or None
+
     def action_retry_row(self) -> None:
+        marked = self._marked_rows()
         target = self._target()
         if target is None:
             return
-        n = self._refused(lambda: self.controller.retry(rows=[target[0]]))
+        rows = marked or [target[0]]
+        n = self._refused(lambda: self.controller.retry(rows=rows))
         if n is None:
             return
+        where = f"row {rows[0]}" if len(rows) == 1 else f"{len(rows):,} marked rows"
         if n:
-            self.notify(f"retrying {n} cell{'s' if n != 1 else ''} of row {target[0]}", timeout=2)
+            self.notify(f"retrying {n} cell{'s' if n != 1 else ''} of {where}", timeout=2)
+            self.grid.clear_selection()
         else:
-            self.notify(f"row {target[0]} has no failed cells", severity="warning", timeout=3)
+            self.notify(f"{where} {'has' if len(rows) == 1 else 'have'} no failed cells", severity="warning", timeout=3)
         self._after_command()
 
     def action_retry_all(self) -> None:
@@ -197,7 +205,7 @@ class AppActions(RefreshLoop):
             return
         settings = self.controller.column_settings(column)
         if not settings.values:
-            hint = f": F5 reloads {settings.function}" if settings.kind == "python" else ""
+            hint = f": F5 reloads {settings.function}" if settings.function else ""
             self.notify(f"{column} is a {settings.kind} column, it has no text to edit{hint}", timeout=4)
             return
         self.push_screen(ColumnEditorScreen(self.controller, column), lambda v: self._column_edited(column, v))
@@ -211,7 +219,7 @@ class AppActions(RefreshLoop):
         self._after_command()
 
     def _reload_changed_functions(self) -> None:
-        """Once a second: python columns whose function's file changed are reloaded, as F5 does."""
+        """Once a second: python columns and filters whose function's file changed are reloaded, as F5 does."""
         for column in self._function_watch.changed():
             self._reload(column, f"{column}: its function's file changed; ")
 
@@ -227,36 +235,43 @@ class AppActions(RefreshLoop):
             self._log_widget.write_line(f"{why}not reloaded: {exc}")
             self.notify(f"{why}not reloaded: {exc}", severity="error", timeout=8)
             return
+        self._function_watch.seen(column)
         self._column_edited(column, version)
 
     def action_retry_column(self) -> None:
         column = self._target_column()
         if column is None:
             return
-        n = self._refused(lambda: self.controller.retry(columns=[column]))
+        marked = self._marked_rows()
+        n = self._refused(lambda: self.controller.retry(columns=[column], rows=marked or ()))
         if n is None:
             return
+        where = f"{column}" + (f" in {len(marked):,} marked rows" if marked else "")
         if n:
-            self.notify(f"retrying {n:,} failed cell{'s' if n != 1 else ''} of {column}", timeout=3)
+            self.notify(f"retrying {n:,} failed cell{'s' if n != 1 else ''} of {where}", timeout=3)
+            self.grid.clear_selection()
         else:
-            self.notify(f"{column} has no failed cells", severity="warning", timeout=3)
+            self.notify(f"{where}: no failed cells", severity="warning", timeout=3)
         self._after_command()
 
     def action_recompute_column(self) -> None:
         column = self._target_column()
         if column is None:
             return
-        plan = self._refused(lambda: self.controller.recompute_plan(column))
+        marked = self._marked_rows()
+        plan = self._refused(lambda: self.controller.recompute_plan(column, marked))
         if plan is None:
             return
         if not plan.cells:
-            self.notify(f"{column} has no finished rows to recompute now", severity="warning", timeout=3)
+            where = " among the marked rows" if marked else ""
+            self.notify(f"{column} has no finished rows to recompute now{where}", severity="warning", timeout=3)
             return
 
         def chosen(yes: bool | None) -> None:
             if yes:
-                n = self.controller.recompute(column)
+                n = self.controller.recompute(column, marked)
                 self.notify(f"recomputing {n:,} cell{'s' if n != 1 else ''} of {column}", timeout=3)
+                self.grid.clear_selection()
                 self._after_command()
 
         self.push_screen(ConfirmRecomputeScreen(column, plan.cells, plan.calls), chosen)

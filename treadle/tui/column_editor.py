@@ -1,6 +1,6 @@
-"""Fixing a column from the app: the editor of an llm column's prompts and parameters or a template
-column's template, the confirmation before a column is recomputed, and the diff shown before the
-changes are written into the pipeline file.
+"""Fixing a column from the app: the editor of an llm column's prompts and parameters, a template
+column's template or a filter's expression, the confirmation before a column is recomputed, and the
+diff shown before the changes are written into the pipeline file.
 
 The editor checks the text as it is typed (a quarter of a second after the last key) the way `treadle
 validate` would, through `controller.check_column`: a Jinja2 syntax error or an unknown field shows
@@ -25,7 +25,7 @@ from treadle.tui.screens import modal_css
 
 CHECK_AFTER_S = 0.25
 """The editor checks the text this long after the last key."""
-_TEXT_FIELDS = ("prompt", "system", "template")
+_TEXT_FIELDS = ("prompt", "system", "template", "expression")
 _NUMBER_FIELDS = ("temperature", "max_tokens")
 
 
@@ -159,10 +159,15 @@ class ConfirmRecomputeScreen(ModalScreen[bool]):
         self.calls = calls
 
     def compose(self) -> ComposeResult:
-        calls = f"{self.calls:,} model call{'s' if self.calls != 1 else ''}" if self.calls else "no model calls"
+        calls = (
+            f"{self.calls:,} model call{'s' if self.calls != 1 else ''}, asked of the model again (not the "
+            "response cache)"
+            if self.calls
+            else "no model calls"
+        )
         text = (
             f"Run {self.column} again for {self.cells:,} finished row{'s' if self.cells != 1 else ''}, "
-            f"with the columns after it: {calls}, asked of the model again (not the response cache)."
+            f"with the columns after it: {calls}."
         )
         with Vertical():
             yield Static(f"Recompute {self.column}?", classes="title")

@@ -1,4 +1,4 @@
-"""Python columns whose function's file changed on disk: the app reloads them (as F5 does)."""
+"""Python columns and filters whose function's file changed on disk: the app reloads them (as F5 does)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ from typing import Any
 
 
 class FunctionWatch:
-    """The files of a run's python columns (batch ones excepted), and when each was last changed."""
+    """The files of a run's python columns' and filters' functions (batch or not), and when each last changed."""
 
     def __init__(self, controller: Any) -> None:
         self._files: dict[str, str] = {}
         for column in controller.loaded.graph.order:
             settings = controller.column_settings(column)
-            config = controller.loaded.graph.nodes[column].config
-            if settings.kind == "python" and settings.source and not getattr(config, "batch", False):
+            if settings.source:
                 self._files[column] = settings.source
         self._seen = {column: self._stamp(path) for column, path in self._files.items()}
 
@@ -25,6 +24,11 @@ class FunctionWatch:
         except OSError:
             return None
         return stat.st_mtime_ns, stat.st_size
+
+    def seen(self, column: str) -> None:
+        """The column's function was just reloaded (F5): its file as it is now is not a change to reload again."""
+        if column in self._files:
+            self._seen[column] = self._stamp(self._files[column])
 
     def changed(self) -> list[str]:
         """Columns whose file changed since the last look (a file being written may show up twice)."""

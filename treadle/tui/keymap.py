@@ -45,6 +45,7 @@ DEFAULT_KEYS: dict[str, str] = {
     "grid.bottom": "end",
     "grid.detail": "enter",
     "grid.follow": "full_stop",
+    "grid.select": "v",
     "help.close": "escape,question_mark,q,f1",
     "confirm.stop": "y",
     "confirm.abort": "exclamation_mark",

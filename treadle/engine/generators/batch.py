@@ -11,6 +11,7 @@ in treadle.engine.batches.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -47,6 +48,18 @@ class BatchGenerator(Generator):
         self._single = len(outputs) == 1 and outputs[0] == name
         self._filter = not outputs
         """A batch filter: one bool per row, false drops the row."""
+        self.stamp: dict[str, Any] = {}
+        """Added to every row's values: `<name>__version` once the column was changed (column_edits.py)."""
+
+    def replaced(self, stamp: Mapping[str, Any], function: Callable[..., Any] | None = None) -> BatchGenerator:
+        """A copy whose values carry `stamp`, calling `function` (a reloaded one) if given."""
+        new = copy.copy(self)
+        new.stamp = dict(stamp)
+        if function is not None:
+            new.function = function
+            new.is_async = is_async_function(function)
+            new.wants_context = accepts_context(function)
+        return new
 
     def frame(self, columns: Mapping[str, list[Any] | np.ndarray], index: Sequence[int]) -> pd.DataFrame:
         """The DataFrame the function receives for the rows `index`, from their values column by column
@@ -58,8 +71,14 @@ class BatchGenerator(Generator):
         )
 
     def split(self, result: Any, n_rows: int) -> tuple[dict[str, list[Any]], np.ndarray | None]:
-        """The values of each output column from what the function returned, and for a filter which rows
-        it keeps (else None); CellError if it is not `n_rows` values."""
+        """The values of each output column from what the function returned (with the stamp's columns),
+        and for a filter which rows it keeps (else None); CellError if it is not `n_rows` values."""
+        values, keeps = self._split(result, n_rows)
+        for key, value in self.stamp.items():
+            values[key] = [value] * n_rows
+        return values, keeps
+
+    def _split(self, result: Any, n_rows: int) -> tuple[dict[str, list[Any]], np.ndarray | None]:
         if self._filter:
             keeps = self._values(result, n_rows, "")
             wrong = [keep for keep in keeps if not isinstance(keep, bool | np.bool_)]

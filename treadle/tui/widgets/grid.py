@@ -70,6 +70,8 @@ class CellGrid(ScrollView, can_focus=True):
         self.cursor_row = 0
         self.cursor_col = 0
         self.follow = True
+        self.selected: set[int] = set()
+        """Rows marked with `v`: R, c and C act on them (treadle.tui.app_actions) while there are any."""
         self._gutter = max(3, len(str(max(n_rows - 1, 0)))) + 2
         self._cell = MAX_CELL
         self._rows_cache: LRUCache[tuple, list[Segment]] = LRUCache(96)
@@ -224,6 +226,17 @@ class CellGrid(ScrollView, can_focus=True):
         if self.n_rows and self.columns:
             self.post_message(self.DetailRequested(self.cursor_row, self.cursor_column))
 
+    def action_select(self) -> None:
+        """Mark the cursor row, or unmark it."""
+        if self.n_rows:
+            self.selected ^= {self.cursor_row}
+            self._refresh_row(self.cursor_row)
+
+    def clear_selection(self) -> None:
+        rows, self.selected = self.selected, set()
+        for row in rows:
+            self._refresh_row(row)
+
     def action_follow(self) -> None:
         self.follow = True
         self.post_message(self.ViewMoved())
@@ -260,11 +273,12 @@ class CellGrid(ScrollView, can_focus=True):
         cursor = self.cursor_col if row == self.cursor_row else -1
         # Whole lines are cached by row: when the view follows the frontier, rows that stay in view
         # (at another y) cost a lookup.
-        key = (row, states, cursor, int(self.scroll_x), width, self._cell, base)
+        marked = row in self.selected
+        key = (row, states, cursor, marked, int(self.scroll_x), width, self._cell, base)
         line = self._lines_cache.get(key)
         if line is None:
-            label = str(row).rjust(self._gutter - 2) + "  "
-            gutter = [Segment(label, base + (_GUTTER_CURSOR if cursor >= 0 else _GUTTER))]
+            label = str(row).rjust(self._gutter - 2) + (" ✓" if marked else "  ")
+            gutter = [Segment(label, base + (_GUTTER_CURSOR if cursor >= 0 or marked else _GUTTER))]
             line = self._line(gutter, self._row_segments(states, cursor, base), width, base, styled=True)
             self._lines_cache.set(key, line)
         return line
