@@ -112,7 +112,9 @@ def test_errors_throughput_and_concurrency_of_the_run(run_dir):
     rounding = len(lines) * 1e-6  # the metrics sum times each kept to the microsecond
     assert conc.busy_slot_s == pytest.approx(sum(t["t_end"] - t["t_start"] for t in lines), abs=rounding)
     assert m.time.queue_wait_s == pytest.approx(sum(t["t_start"] - t["t_ready"] for t in lines), abs=rounding)
-    assert m.time.queue_share == pytest.approx(m.time.queue_wait_s / (m.time.queue_wait_s + conc.busy_slot_s), abs=1e-5)
+    # The share is of the exact sums, the test's of the sums rounded to the microsecond: short runs differ by ~1e-5.
+    share = m.time.queue_wait_s / (m.time.queue_wait_s + conc.busy_slot_s)
+    assert m.time.queue_share == pytest.approx(share, abs=1e-4)
     assert m.limits["slots"].series == [(0.0, 3), (pytest.approx(m.wall_s), 3)]
     assert m.tokens.tokens_in == m.tokens.tokens_out == 0 and m.cost is None
 
