@@ -69,7 +69,7 @@ def fail_on_odd(row):
     return row["x"]
 
 async def sleepy(frame):
-    await asyncio.sleep(30)
+    await asyncio.sleep(30)  # sync-ok: a slow batch call that the test times out or aborts
     return frame["x"]
 
 def call_sizes(frame):
