@@ -356,11 +356,15 @@ class Run:
             for generator in self.generators:
                 await generator.aclose()
             await self.context_services.aclose()
-        self.wall_s = loop.time() - started
-        self.engine_cpu_s = time.thread_time() - cpu_started
-        self.status = self._final_status()
+        await self._end(loop.time() - started, time.thread_time() - cpu_started)
+        self.bus.emit(RunFinished(status=self.status, wall_s=round(self.wall_s, 3), message=self.message))
+
+    async def _end(self, wall_s: float, engine_cpu_s: float) -> None:
+        """The run's times and final status; its outputs written (a full disk: StorageError, the journal
+        kept), then the writers closed."""
+        self.wall_s, self.engine_cpu_s, self.status = wall_s, engine_cpu_s, self._final_status()
         try:
-            await loop.run_in_executor(self._writer, self._write_outputs)
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._write_outputs)
         except OSError as exc:
             raise StorageError(
                 f"cannot write the run directory {self.directory.path}: {self._storage_reason(exc)} "
@@ -369,7 +373,6 @@ class Run:
         finally:
             self._writer.shutdown()
             self._trace_writer.shutdown()
-        self.bus.emit(RunFinished(status=self.status, wall_s=round(self.wall_s, 3), message=self.message))
 
     def live_status(self) -> RunStatus:
         if self.status in _FINAL or self.status == "starting":

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from treadle.engine.errors import FatalRunError, StorageError
+from treadle.engine.errors import FatalRunError
 from treadle.engine.events import EventBus, Idle, Paused, Progress, Resumed, RunFinished, RunStarted, Stopping
 from treadle.engine.journal import replay
 from treadle.engine.limits import ROW_GROUPS, SLOTS, model_limit
@@ -151,20 +151,8 @@ class ParentRun(Run):
     async def _finish(self, started: float, cpu_started: float) -> None:
         """Every worker has ended: the run's outputs from what they wrote and said."""
         loop = asyncio.get_running_loop()
-        self.wall_s = loop.time() - started
         workers_cpu = sum(h.finished.engine_cpu_s for h in self.workers if h.finished is not None)
-        self.engine_cpu_s = time.thread_time() - cpu_started + workers_cpu
-        self.status = self._final_status()
-        try:
-            await loop.run_in_executor(self._writer, self._write_outputs)
-        except OSError as exc:
-            raise StorageError(
-                f"cannot write the run directory {self.directory.path}: {self._storage_reason(exc)} "
-                "(what was journaled is kept; free space and run treadle resume)"
-            ) from None
-        finally:
-            self._writer.shutdown()
-            self._trace_writer.shutdown()
+        await self._end(loop.time() - started, time.thread_time() - cpu_started + workers_cpu)
 
     def _join_workers(self) -> None:
         for handle in self.workers:
