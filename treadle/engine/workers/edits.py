@@ -21,7 +21,7 @@ from treadle.engine.column_edits import ColumnEdit, Versions
 from treadle.engine.live_edits import ColumnEditor
 from treadle.engine.tracker import CellState
 from treadle.engine.workers.messages import Adopt, EditColumn, Recompute, ReloadFunction
-from treadle.engine.workers.pool import WorkerHandle
+from treadle.engine.workers.pool import ProcessHandle, WorkerHandle
 from treadle.engine.workers.worker import filtered_in
 
 if TYPE_CHECKING:
@@ -103,14 +103,19 @@ class RoutedEditor(ColumnEditor):
             if not alive:
                 return None
             handle = min(alive, key=lambda h: len(h.outstanding))
-            tracker, failures = run.tracker, run.scheduler.failures
-            rows, n = tracker.group_rows(group), tracker.n_nodes
-            cells = range(rows.start * n, rows.stop * n)
-            states = bytes(tracker.state[cells.start : cells.stop])
-            handle.send(
-                Adopt(group, states, filtered_in(tracker, rows), [(c, failures[c]) for c in cells if c in failures])
-            )
+            handle.send(self._adoption(group, shared_disk=isinstance(handle, ProcessHandle)))
             run.commands.written(handle, group)
         handle.outstanding.add(group)
         run.group_reopened()
         return handle
+
+    def _adoption(self, group: int, shared_disk: bool) -> Adopt:
+        """What a worker needs to take over a written group: its states, filtered rows, failures (and its
+        file, unless the worker writes into the run directory itself)."""
+        run = self.parent
+        tracker, failures = run.tracker, run.scheduler.failures
+        rows, n = tracker.group_rows(group), tracker.n_nodes
+        cells = range(rows.start * n, rows.stop * n)
+        table = None if shared_disk else run.directory.group_path(group).read_bytes()
+        failed = [(cell, failures[cell]) for cell in cells if cell in failures]
+        return Adopt(group, bytes(tracker.state[cells.start : cells.stop]), filtered_in(tracker, rows), failed, table)

@@ -111,6 +111,8 @@ class Adopt:
     states: bytes
     filtered: list[tuple[int, int]]
     failures: list[tuple[int, CellFailure]]
+    table: bytes | None = None
+    """The group's file, for a worker whose disk is not the run directory's (a Ray actor)."""
 
 
 EditMessage = EditColumn | ReloadFunction | Recompute | Adopt

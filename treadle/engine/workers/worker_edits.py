@@ -66,6 +66,8 @@ class WorkerEdits:
         """A written group this worker did not write: its states, filtered rows and failures, as the parent
         holds them, so that its cells can run again here."""
         tracker = self.run.tracker
+        if message.table is not None:  # the rows' values come back from it when the cells rerun
+            self.run.directory.group_path(message.group).write_bytes(message.table)
         tracker.set_group_states(message.group, message.states)
         if message.filtered:
             taken = np.array(message.filtered, dtype=np.int64)
