@@ -222,3 +222,31 @@ def test_groups_whose_writer_ended_are_recomputed_by_the_other_worker(tmp_path):
     assert out["t"].tolist() == [f"Simulated answer to: Shout {i}!" for i in range(60)]
     assert out["l__version"].tolist() == [2] * 60
     assert out["k"].tolist() == [f"k{i}" for i in range(60)]
+
+
+def test_recompute_while_the_workers_hold_groups_counts_and_reruns_their_finished_cells(tmp_path):
+    sim = SimulatorThread(SimConfig(latency_ms=50, seed=2))
+    with sim as url:  # l alone: a row whose dependent is ready (paused) would be left out, as in one process
+        controller, events = _two_workers(_pipeline(tmp_path, 300, [LLM], url), tmp_path / "run")
+        while not isinstance(payload := events.get(timeout=60).payload, Progress) or not payload.cells.get("done"):
+            pass
+        controller.pause()
+        settled = 0
+        while settled < 2:  # two progress events in a row with nothing running in any worker
+            payload = events.get(timeout=60).payload
+            if isinstance(payload, Progress):
+                settled = settled + 1 if not payload.cells.get("running") else 0
+        snapshot = controller.snapshot()
+        assert snapshot.row_groups["in_flight"] > 0  # some groups are held: only their workers know their cells
+        finished = snapshot.by_column["l"]["done"]
+        assert 0 < finished < 300
+        assert controller.update_column("l", prompt="Shout {{ id }}") == 2
+        assert controller.recompute_plan("l").cells == finished
+        assert controller.recompute("l") == finished
+        controller.resume()
+        _wait_idle(events)
+        out = _finish(controller)
+        requests = sim.stats()["requests_total"]
+    assert out["l"].tolist() == [f"Simulated answer to: Shout {i}" for i in range(300)]
+    assert out["l__version"].tolist() == [2] * 300
+    assert requests == 300 + finished
