@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import queue
 import signal
 from pathlib import Path
@@ -16,10 +17,12 @@ import pyarrow.parquet as pq
 import yaml
 
 import treadle
+from treadle.engine.column_edits import Versions, prepare_edit
 from treadle.engine.controller import RunController
 from treadle.engine.events import Progress
 from treadle.engine.run import RunOptions
 from treadle.engine.workers import open_controller
+from treadle.engine.workers.worker import WorkerSpec, open_run
 from treadle.sim import SimConfig, SimulatorThread
 
 SLOTS = 8
@@ -250,3 +253,22 @@ def test_recompute_while_the_workers_hold_groups_counts_and_reruns_their_finishe
     assert out["l"].tolist() == [f"Simulated answer to: Shout {i}" for i in range(300)]
     assert out["l__version"].tolist() == [2] * 300
     assert requests == 300 + finished
+
+
+def test_a_worker_started_after_an_edit_starts_at_the_latest_version(tmp_path):
+    loaded = treadle.load(_pipeline(tmp_path, 4, [{"name": "b", "kind": "template", "template": "{{ id }}!"}]))
+    versions = Versions()
+    edit = prepare_edit(loaded, "b", {"template": "{{ id }}?"})
+    versions.add("b", "edit", edit.changes, edit.loaded.source_hash)
+    spec = WorkerSpec(
+        index=0,
+        pipeline=pickle.dumps(loaded),  # as the run started: the edit came after
+        base_dir=str(tmp_path),
+        options=RunOptions(out=tmp_path / "run", hold_open=True),
+        recovery=None,
+        limits={},
+        budgets={},
+        versions=versions.history,
+    )
+    run = open_run(spec, tmp_path / "run", lambda message: None)
+    assert run.scheduler.generators[0].generate({"id": 3}) == {"b": "3?", "b__version": 2}
