@@ -120,10 +120,13 @@ def test_an_edit_and_a_recompute_reach_every_actor_and_a_killed_ones_groups(tmp_
         options = RunOptions(out=tmp_path / "run", hold_open=True, cache="off")
         controller = open_controller(treadle.load(_pipeline(tmp_path, url)), options)
         events = controller.subscribe()
+        before = set(ray.util.list_named_actors())  # another test's, not yet gone
         controller.start()
         while events.get(timeout=60).type != "idle":
             pass
-        ray.kill(ray.get_actor(min(n for n in ray.util.list_named_actors() if n.startswith(ACTOR_NAME_PREFIX))))
+        ours = sorted(n for n in set(ray.util.list_named_actors()) - before if n.startswith(ACTOR_NAME_PREFIX))
+        assert len(ours) == 2
+        ray.kill(ray.get_actor(ours[0]))
         while all(w.alive for w in controller.snapshot().workers):
             events.get(timeout=60)  # the driver hears of it on its loop: look again after its next event
         requests = sim.stats()["requests_total"]
