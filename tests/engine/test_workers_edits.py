@@ -272,3 +272,30 @@ def test_a_worker_started_after_an_edit_starts_at_the_latest_version(tmp_path):
     )
     run = open_run(spec, tmp_path / "run", lambda message: None)
     assert run.scheduler.generators[0].generate({"id": 3}) == {"b": "3?", "b__version": 2}
+
+
+def test_a_columns_retry_while_the_workers_hold_groups_takes_their_failed_cells_too(tmp_path):
+    module = "workers_edits_held"
+    checked = {"name": "n", "kind": "python", "function": f"{module}:check", "depends_on": ["l"]}
+    (tmp_path / f"{module}.py").write_text(FAILS_ON_THREES)
+    sim = SimulatorThread(SimConfig(latency_ms=50, seed=2))
+    with sim as url:
+        controller, events = _two_workers(_pipeline(tmp_path, 300, [LLM, checked], url), tmp_path / "run")
+        while not isinstance(payload := events.get(timeout=60).payload, Progress) or not payload.cells.get("failed"):
+            pass
+        controller.pause()
+        settled = 0
+        while settled < 2:  # two progress events in a row with nothing running in any worker
+            payload = events.get(timeout=60).payload
+            if isinstance(payload, Progress):
+                settled = settled + 1 if not payload.cells.get("running") else 0
+        failed = controller.snapshot().by_column["n"]["failed"]
+        assert failed > 0
+        (tmp_path / f"{module}.py").write_text(FIXED)
+        assert controller.reload_function("n") == 2
+        assert controller.retry(columns=["n"]) == failed  # the held groups' failed cells, which only their workers know
+        controller.resume()
+        _wait_idle(events)
+        assert controller.failures() == []
+        out = _finish(controller)
+    assert out["n"].tolist() == [i * 2 for i in range(300)]
