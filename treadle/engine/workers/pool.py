@@ -185,11 +185,7 @@ def start_worker(
 
 def apply_group_states(tracker: CellTracker, group: int, states: bytes) -> None:
     """A worker wrote a group: its cells' states into the parent's tracker (counts follow)."""
-    start = tracker.group_rows(group).start * tracker.n_nodes
-    current = tracker.state
-    for i, state in enumerate(states):
-        if current[start + i] != state:
-            tracker._set(start + i, state)  # the tracker's own bookkeeping of counts and open groups
+    tracker.set_group_states(group, states)
 
 
 def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int) -> None:
