@@ -35,6 +35,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -262,6 +263,11 @@ def main() -> None:
             _pin(sim_pid)
         if "ray" in configs:
             _start_ray()
+        # What a fresh `treadle run` pays before its run starts (imports, first use) is not in any run's
+        # CPU: one process would pay it in its first run only. A worker pays its own in every run.
+        warm_up = workdir / "warm-up"
+        warm_up.mkdir()
+        treadle.run(_pipeline(warm_up, url, 100, "1"), out=warm_up / "run", cache="off")
         for round_ in range(args.repeat):
             for config in configs if round_ % 2 == 0 else configs[::-1]:
                 pipeline = _pipeline(workdir, url, args.rows, config)
@@ -277,6 +283,38 @@ def main() -> None:
         f"{args.latency_ms:.0f} ms / {PARALLEL}); cores {os.cpu_count()}{'; pinned' if args.pin else ''}; "
         f"load average {os.getloadavg()[0]:.1f}"
     )
+    _print_ratios(runs)
+    start_up = _worker_start_up_cpu_s()
+    console.print(
+        f"a worker's start-up (interpreter and imports, measured apart): {start_up:.2f} CPU s, "
+        f"{start_up / calls * 1e6:.0f} us per call of this run for each worker"
+    )
+
+
+def _print_ratios(runs: dict[str, list[Measured]]) -> None:
+    """Each configuration against the first: calls/s over the wall (best and median run) and the calls wall."""
+    first, *others = runs.values()
+    for measured in others:
+
+        def ratio(of: Any, pick: Any, measured: list[Measured] = measured) -> float:
+            return pick(of(m) for m in measured) / pick(of(m) for m in first)
+
+        rate = ratio(lambda m: m.calls / m.wall, max), ratio(lambda m: m.calls / m.wall, statistics.median)
+        calls_wall = 1 / ratio(lambda m: m.calls_wall, min)
+        print(
+            f"{_label(measured[0].config)} / {_label(first[0].config)}: calls/s {rate[0]:.2f}x best, "
+            f"{rate[1]:.2f}x median; calls wall (start-up and end left out) {calls_wall:.2f}x best"
+        )
+
+
+def _worker_start_up_cpu_s() -> float:
+    """The CPU a new worker process spends before its first cell: Python, treadle's engine and the
+    model client's imports (langchain_openai), as `python -m treadle.engine.workers.worker` does."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    code = "import treadle.engine.workers.worker, langchain_openai"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def _print_run(round_: int, m: Measured) -> None:
@@ -300,8 +338,8 @@ def _best_table(runs: dict[str, list[Measured]], rows: int, latency_ms: float) -
     bound = 2 * rows * latency_ms / 1000 / PARALLEL
     title = f"{rows:,} rows x 2 dependent llm columns, {latency_ms:.0f} ms, max_parallel {PARALLEL}: best run of each"
     table = Table(title=title)
-    for name in ("config", "wall s", "calls wall s", "calls/s", "vs first", "wall / bound", "max in flight",
-                 "engine CPU s", "client CPU s", "sim CPU s"):  # fmt: skip
+    for name in ("config", "wall s", "calls wall s", "start + end s", "calls/s", "vs first", "wall / bound",
+                 "max in flight", "engine CPU s", "client CPU s", "sim CPU s"):  # fmt: skip
         table.add_column(name, justify="right")
     best = {config: min(measured, key=lambda m: m.wall) for config, measured in runs.items()}
     base = next(iter(best.values()))
@@ -310,6 +348,7 @@ def _best_table(runs: dict[str, list[Measured]], rows: int, latency_ms: float) -
             _label(config),
             f"{m.wall:.2f}",
             f"{m.calls_wall:.2f}",
+            f"{m.wall - m.calls_wall:.2f}",
             f"{m.calls / m.wall:,.0f}",
             f"{(m.calls / m.wall) / (base.calls / base.wall):.2f}x",
             f"{m.wall / bound:.2f}",
