@@ -13,7 +13,9 @@ machine; `ray` Ray actors (`run.executor: ray`, 2 workers) on a local Ray that t
 beforehand, as a cluster would be running already (its start-up is not in any run's wall).
 
 Columns: wall (summary.json `wall_s`: from the run's start, worker start-up included), calls wall
-(first request to last answer at the simulator: the cells alone), calls/s over the wall, the endpoint
+(first request to last answer at the simulator: the cells alone), when the first call started and how
+long the run went on after the last one ended (trace.parquet: start-up and the end), calls/s over the
+wall, the endpoint
 bound (calls x latency / 1024), max requests in flight at the simulator, engine CPU (summary.json
 `engine_cpu_s`: the engine loops' threads, the parent's and every worker's), client CPU (this process
 and every process under it: worker processes, Ray's actors and daemons), simulator CPU (its process).
@@ -46,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
@@ -169,6 +173,10 @@ class Measured:
     config: str
     wall: float
     calls_wall: float
+    first_call: float
+    """From the run's start to its first call (the trace's first t_start): the workers' start-up."""
+    last_call: float
+    """From the run's start to the end of its last call."""
     calls: int
     max_in_flight: int
     engine_cpu: float
@@ -205,12 +213,15 @@ def run_once(pipeline: Path, out: Path, config: str, sim_url: str, sim_pid: int)
     assert result.status == "done", result.message
     stats = _get(root + "/stats")
     requests = _get(f"{root}/requests?since={since}")["requests"]
+    trace = pq.read_table(result.run_dir / "trace.parquet", columns=["t_start", "t_end"])
     used = {pid: cpu for pid, cpu in descendants.used().items() if pid != sim_pid}
     workers = [pid for pid in used if _is_worker(descendants.commands[pid])]
     return Measured(
         config=config,
         wall=result.summary["wall_s"],
         calls_wall=max(r["t_end"] for r in requests) - min(r["t"] for r in requests),
+        first_call=pc.min(trace["t_start"]).as_py(),
+        last_call=pc.max(trace["t_end"]).as_py(),
         calls=stats["requests_total"],
         max_in_flight=stats["max_in_flight"],
         engine_cpu=result.summary["engine_cpu_s"],
@@ -320,7 +331,8 @@ def _worker_start_up_cpu_s() -> float:
 def _print_run(round_: int, m: Measured) -> None:
     workers = "+".join(f"{cpu:.2f}" for cpu in m.workers_cpu) or "-"
     print(
-        f"round {round_ + 1}, {_label(m.config)}: wall {m.wall:.2f} s, calls wall {m.calls_wall:.2f} s, "
+        f"round {round_ + 1}, {_label(m.config)}: wall {m.wall:.2f} s, calls wall {m.calls_wall:.2f} s, first call at "
+        f"{m.first_call:.2f} s, after the last {m.wall - m.last_call:.2f} s, "
         f"{m.calls / m.wall:,.0f} calls/s, max in flight {m.max_in_flight}, engine CPU {m.engine_cpu:.2f} s, "
         f"client CPU {m.client_cpu:.2f} s (parent {m.parent_cpu:.2f}, workers {workers}, others "
         f"{m.others_cpu:.2f}), sim CPU {m.sim_cpu:.2f} s",
@@ -338,8 +350,8 @@ def _best_table(runs: dict[str, list[Measured]], rows: int, latency_ms: float) -
     bound = 2 * rows * latency_ms / 1000 / PARALLEL
     title = f"{rows:,} rows x 2 dependent llm columns, {latency_ms:.0f} ms, max_parallel {PARALLEL}: best run of each"
     table = Table(title=title)
-    for name in ("config", "wall s", "calls wall s", "start + end s", "calls/s", "vs first", "wall / bound",
-                 "max in flight", "engine CPU s", "client CPU s", "sim CPU s"):  # fmt: skip
+    for name in ("config", "wall s", "calls wall s", "first call at s", "after last s", "calls/s", "vs first",
+                 "wall / bound", "max in flight", "engine CPU s", "client CPU s", "sim CPU s"):  # fmt: skip
         table.add_column(name, justify="right")
     best = {config: min(measured, key=lambda m: m.wall) for config, measured in runs.items()}
     base = next(iter(best.values()))
@@ -348,7 +360,8 @@ def _best_table(runs: dict[str, list[Measured]], rows: int, latency_ms: float) -
             _label(config),
             f"{m.wall:.2f}",
             f"{m.calls_wall:.2f}",
-            f"{m.wall - m.calls_wall:.2f}",
+            f"{m.first_call:.2f}",
+            f"{m.wall - m.last_call:.2f}",
             f"{m.calls / m.wall:,.0f}",
             f"{(m.calls / m.wall) / (base.calls / base.wall):.2f}x",
             f"{m.wall / bound:.2f}",
