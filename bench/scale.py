@@ -244,8 +244,10 @@ def _sim_cpu_s(pid: int) -> float:
 
 def _start_ray() -> None:
     """A local Ray as the engine's would start it (ray_pool.RayActors), once for every run."""
-    import ray
-
+    try:
+        import ray
+    except ImportError:
+        sys.exit("--configs ray needs Ray: pip install 'treadle[ray]'")
     env = {"env_vars": {"PYTHONPATH": str(ROOT)}}
     ray.init(num_cpus=RAY_WORKERS, runtime_env=env, log_to_driver=False, include_dashboard=False)
 
