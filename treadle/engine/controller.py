@@ -439,7 +439,7 @@ class RunController:
         if run.status in ("done", "failed", "interrupted"):  # writing the run directory: summary.json next
             self._done.wait(_COMMAND_TIMEOUT_S)
 
-        def take() -> tuple[dict[str, Any], list[Batch], int]:
+        def take() -> tuple[dict[str, Any], Batch, int]:
             return self._edits.with_versions(run.build_summary()), run.tracer.held(), run.tracer.seq
 
         taken = self._call(take)

@@ -47,25 +47,14 @@ class Batch:
     def count(self) -> int:
         return len(self.heads) // HEAD.size
 
-    def slice(self, start: int, stop: int | None = None) -> Batch:
-        """The records from index `start` to `stop`, as a batch of their own."""
-        stop = self.count if stop is None else min(stop, self.count)
-        if start <= 0 and stop == self.count:
-            return self
-        more = [(index - start, rest) for index, rest in self.more if start <= index < stop]
-        return Batch(self.first_seq + start, self.heads[start * HEAD.size : stop * HEAD.size], more)
 
-
-def trace_table(batches: Sequence[Batch], t0: float, columns: Sequence[str], models: Sequence[str | None]) -> pa.Table:
-    """The batches' records in the trace's schema: numpy and pyarrow over all of them, Python only for
+def trace_table(batch: Batch, t0: float, columns: Sequence[str], models: Sequence[str | None]) -> pa.Table:
+    """The batch's records in the trace's schema: numpy and pyarrow over all of them, Python only for
     the few that are not plain successes (call it off the engine loop)."""
-    heads = np.frombuffer(b"".join(batch.heads for batch in batches), dtype=HEAD_DTYPE)
+    heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE)
     n, node = len(heads), heads["node"]
-    starts = np.cumsum([0, *(batch.count for batch in batches)])
-    more = [(start + i, rest) for start, batch in zip(starts[:-1], batches, strict=True) for i, rest in batch.more]
-    seqs = [np.arange(batch.first_seq, batch.first_seq + batch.count, dtype=np.int64) for batch in batches]
     plain = {
-        "seq": pa.array(np.concatenate([np.zeros(0, dtype=np.int64), *seqs])),
+        "seq": pa.array(np.arange(batch.first_seq, batch.first_seq + n, dtype=np.int64)),
         **{name: pa.array(heads[name]) for name in ("row", "attempt", "slot")},
         **{name: pa.array(heads[name] - t0) for name in ("t_ready", "t_start", "t_end")},
         "column": pc.take(pa.array(columns, pa.string()), node),
@@ -73,10 +62,10 @@ def trace_table(batches: Sequence[Batch], t0: float, columns: Sequence[str], mod
         "status": pa.repeat("done", n),
     }
     table = pa.table([plain.get(f.name, pa.nulls(n, f.type)) for f in SCHEMA], schema=SCHEMA)
-    if more:  # those records made again with their rest, put in their places
-        where = [index for index, _ in more]
+    if batch.more:  # those records made again with their rest, put in their places
+        where = [index for index, _ in batch.more]
         records = table.take(where).to_pylist()
-        for record, (_, rest) in zip(records, more, strict=True):
+        for record, (_, rest) in zip(records, batch.more, strict=True):
             record.update(rest)
         order = np.arange(n)
         order[where] = np.arange(n, n + len(where))
@@ -110,19 +99,16 @@ def compact(run_dir: Path) -> None:
     tmp = run_dir / (PARQUET + ".tmp")
     parts = TraceParts(run_dir, batch_rows=ROW_GROUP_ROWS)
     batches = iter(parts)
-    first = next(batches, None)  # the files are open: the ids of their streams are known
+    first = list(itertools.islice(batches, 1))  # the files are open: the ids of their streams are known
     metadata = {SEGMENTS_KEY: json.dumps(parts.segments)}
     with pq.ParquetWriter(tmp, SCHEMA.with_metadata(metadata), **_PARQUET_OPTIONS) as writer:
         waiting: list[pa.RecordBatch] = []
-        for batch in itertools.chain([] if first is None else [first], batches):
-            waiting.append(batch)
-            if sum(len(b) for b in waiting) >= ROW_GROUP_ROWS:
-                table = pa.Table.from_batches(waiting, SCHEMA)
-                whole = len(table) // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+        for batch in itertools.chain(first, batches, [None]):  # None: the end, what waits is written
+            table = pa.Table.from_batches(waiting if batch is None else [*waiting, batch], SCHEMA)
+            whole = len(table) if batch is None else len(table) // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+            if whole:
                 writer.write_table(table.slice(0, whole), ROW_GROUP_ROWS)
-                waiting = table.slice(whole).to_batches()
-        if waiting:
-            writer.write_table(pa.Table.from_batches(waiting, SCHEMA), ROW_GROUP_ROWS)
+            waiting = table.slice(whole).to_batches()
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, run_dir / PARQUET)
