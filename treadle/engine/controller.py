@@ -42,8 +42,7 @@ from treadle.engine.resume import Recovery, RunRecord, descendants, pipeline_to_
 from treadle.engine.run import Run, RunOptions
 from treadle.engine.run_dir import create_run_dir, new_run_dir
 from treadle.engine.stats import LimitChanges
-from treadle.engine.trace_writer import Batch
-from treadle.engine.tracing import TaskTrace
+from treadle.engine.tracing import Batch, TaskTrace
 from treadle.engine.tracker import N_STATES, CellState
 from treadle.engine.views import CellDetail, LimitView, Snapshot, WorkerView
 

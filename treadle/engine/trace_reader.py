@@ -1,11 +1,9 @@
-"""Reading a run's trace: record by record as dicts (`TraceReader`), a chunk of arrays per field at a
-time (`TraceChunks` of `TraceColumns`: memory for a chunk, not the trace), all of them at once
-(`read_trace`), or as it was recorded (`TraceParts`, `read_table`).
-
-A run's trace is trace.parquet once the run has ended; while it goes (or after it was killed), the
-stream its session appends to (trace.arrows; a torn last batch is left out), after the trace.parquet
-of earlier sessions. Sessions of a resumed run (`seq` starts again at 1, times at 0) are laid end to
-end here, each offset by the previous sessions' span, so series stay monotonic."""
+"""Reading a run's trace: as recorded (`TraceParts`, `read_table`), record by record as dicts (`TraceReader`),
+or as arrays per field (`TraceColumns`): a chunk at a time (`TraceChunks`: memory for a chunk, not the trace)
+or all at once (`read_trace`). It is trace.parquet once the run has ended; while it goes (or after it was
+killed), the stream its session appends to (trace.arrows; a torn last batch is left out) after the
+trace.parquet of earlier sessions. Sessions of a resumed run (`seq` starts again at 1, times at 0) are laid
+end to end, each offset by the previous sessions' span, so series stay monotonic."""
 
 from __future__ import annotations
 
@@ -26,9 +24,8 @@ PARQUET, STREAM = "trace.parquet", "trace.arrows"
 SEGMENT_KEY = b"treadle.segment"
 """In a stream's schema metadata: its id."""
 SEGMENTS_KEY = b"treadle.segments"
-"""In trace.parquet's metadata: the ids of the streams folded into it (a JSON list)."""
+"""In trace.parquet's key-value metadata: the ids of the streams folded into it (a JSON list)."""
 STRING_FIELDS = ("column", "model", "parent", "status", "error_class")
-_TIMES = ("t_ready", "t_start", "t_end")
 _LAID_OUT = SCHEMA.append(pa.field("session", pa.int64()))
 """A record with its times laid end to end, and its session."""
 
@@ -56,7 +53,7 @@ class TraceParts:
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         wanted = SCHEMA.names if self.columns is None else self.columns
         parquet = pq.ParquetFile(self.run_dir / PARQUET) if (self.run_dir / PARQUET).is_file() else None
-        self.segments = json.loads((parquet.schema_arrow.metadata or {}).get(SEGMENTS_KEY, b"[]")) if parquet else []
+        self.segments = json.loads((parquet.metadata.metadata or {}).get(SEGMENTS_KEY, b"[]")) if parquet else []
         try:
             # Read, not memory-mapped: the pages of a mapped stream stay resident, the whole trace's by the end.
             stream = pa.ipc.open_stream(pa.OSFile(str(self.run_dir / STREAM)))
@@ -65,12 +62,11 @@ class TraceParts:
             stream, segment = None, ""
         if segment in self.segments:  # trace.parquet holds it already
             stream = None
-        elif segment:
-            self.segments = [*self.segments, segment]
+        self.segments += [segment] if stream is not None and segment else []
         self.skipped = 0
         if parquet is not None:
             stored = [name for name in SCHEMA.names if name in wanted and name in parquet.schema_arrow.names]
-            yield from (_conformed(batch, stored) for batch in parquet.iter_batches(self.batch_rows, columns=stored))
+            yield from (_conformed(batch, wanted) for batch in parquet.iter_batches(self.batch_rows, columns=stored))
         try:
             yield from (_conformed(batch, wanted) for batch in stream or ())
         except (pa.ArrowInvalid, OSError):  # the batches before a torn one were read
@@ -138,7 +134,9 @@ class _LaidOut:
         starts = np.array(self.session_starts)
         for batch, session in _with_sessions(TraceParts(self.run_dir, ["seq", *fields], self.batch_rows), self.lines):
             shift = pa.array(starts[session])
-            arrays = [pc.add(batch[n], shift) if n in _TIMES else batch[n] for n in SCHEMA.names]
+            arrays = [
+                pc.add(batch[n], shift) if n in ("t_ready", "t_start", "t_end") else batch[n] for n in SCHEMA.names
+            ]
             yield pa.RecordBatch.from_arrays([*arrays, pa.array(session)], schema=_LAID_OUT)
 
 
@@ -192,34 +190,23 @@ class TraceColumns:
         return len(self.session_starts)
 
 
-_CHUNK_FIELDS = [name for name in SCHEMA.names if name not in ("seq", "row", "attempt", "message")]
+_NUMBERS = ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out", "retry_after_s", "rows")
+_CHUNK_FIELDS = [*STRING_FIELDS, *_NUMBERS]
 """What `TraceColumns` holds."""
 
 
 def _columns(table: pa.Table, skipped: int, session_starts: list[float], span: float) -> TraceColumns:
-    def numbers(name: str, empty: float = 0) -> np.ndarray:
-        return pc.fill_null(table[name], empty).to_numpy()
-
-    names, codes = {}, {}
-    for name in STRING_FIELDS:
-        encoded = table[name].combine_chunks().dictionary_encode(null_encoding="encode")
-        names[name], codes[name] = encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False)
+    encoded = {name: table[name].combine_chunks().dictionary_encode(null_encoding="encode") for name in STRING_FIELDS}
+    numbers = {n.removesuffix("_s"): pc.fill_null(table[n], -1 if n == "slot" else 0).to_numpy() for n in _NUMBERS}
     return TraceColumns(
-        names=names,
-        codes=codes,
-        t_ready=numbers("t_ready"),
-        t_start=numbers("t_start"),
-        t_end=numbers("t_end"),
-        slot=numbers("slot", -1),
+        {name: strings.dictionary.to_pylist() for name, strings in encoded.items()},
+        {name: strings.indices.to_numpy(zero_copy_only=False) for name, strings in encoded.items()},
         has_slot=pc.is_valid(table["slot"]).to_numpy(zero_copy_only=False),
-        tokens_in=numbers("tokens_in"),
-        tokens_out=numbers("tokens_out"),
-        retry_after=numbers("retry_after_s", 0.0),
-        rows=numbers("rows"),
         lines=table.num_rows,
         skipped=skipped,
         session_starts=session_starts,
         span_s=span,
+        **numbers,
     )
 
 
@@ -230,17 +217,8 @@ def read_trace(path: Path) -> TraceColumns:
     return _columns(table, chunks.skipped, chunks.session_starts, chunks.span_s)
 
 
-def trace_columns(
-    records: Iterable[Mapping[str, Any]],
-    *,
-    skipped: int = 0,
-    session_starts: list[float] | None = None,
-    span_s: float | None = None,
-) -> TraceColumns:
-    """Columns of trace records given as dicts (TraceReader's, or TaskTrace._asdict()), whose times are
-    laid end to end already; by default one session, spanning to the last end."""
+def trace_columns(records: Iterable[Mapping[str, Any]]) -> TraceColumns:
+    """Columns of trace records given as dicts (TraceReader's, or TaskTrace._asdict()) whose times are laid
+    end to end already: one session, spanning to the last end."""
     table = pa.Table.from_pylist(list(records), schema=SCHEMA)
-    t_end = table["t_end"].to_numpy()
-    starts = ([0.0] if len(t_end) else []) if session_starts is None else session_starts
-    span = max(float(t_end.max()), 0.0) if span_s is None and len(t_end) else span_s or 0.0
-    return _columns(table, skipped, starts, span)
+    return _columns(table, 0, [0.0] if table.num_rows else [], max(pc.max(table["t_end"]).as_py() or 0.0, 0.0))

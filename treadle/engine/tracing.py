@@ -1,24 +1,81 @@
-"""Tracer: records every attempt of a cell (trace_schema.TaskTrace), keeps the newest for UIs and hands
-them to the run's trace file (trace_writer.py). The hot path packs each attempt's numbers into one
-bytearray; TaskTraces and Arrow tables are made only when read or written. `NullTracer` records nothing
-(the scheduler checks once per finished cell, then packs a plain success's record itself)."""
+"""The Tracer records every attempt of a cell (trace_schema.TaskTrace) as packed numbers (the hot path),
+keeps the newest for UIs, and on a thread of the run appends them as Arrow tables to the session's stream
+(`trace.arrows`: a killed run leaves a readable prefix), folded into `trace.parquet` at its end. A stream's
+schema carries an id, and trace.parquet lists those it holds: a stream is never read twice, even if the run
+stopped between writing trace.parquet and removing it. `NullTracer` records nothing (the scheduler checks
+once per finished cell, then packs a plain success's record itself)."""
 
 from __future__ import annotations
 
 import bisect
+import itertools
+import json
+import os
+import struct
+import uuid
 from collections.abc import Sequence
-from operator import itemgetter
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from treadle.engine.stats import Quantiles
-from treadle.engine.trace_schema import TaskTrace, TraceStatus
-from treadle.engine.trace_writer import HEAD, HEAD_DTYPE, Batch, Rest, compact, open_stream, trace_table
+from treadle.engine.trace_reader import PARQUET, SEGMENT_KEY, SEGMENTS_KEY, STREAM, TraceParts
+from treadle.engine.trace_schema import SCHEMA, TaskTrace, TraceStatus
+
+HEAD = struct.Struct("@4q3d")
+"""The first 7 values of every record, packed (a batch of them is one bytes object): row, node, attempt,
+slot, t_ready, t_start, t_end (perf_counter seconds)."""
+HEAD_DTYPE = np.dtype([(name, np.int64) for name in ("row", "node", "attempt", "slot")] + [
+    (name, np.float64) for name in ("t_ready", "t_start", "t_end")
+])  # fmt: skip
+Rest = dict[str, Any]
+"""The other fields of an attempt that is not a plain success, by name: `status`, `error_class`, `message`,
+`tokens_in`, `tokens_out`, `retry_after_s`, `rows`; for a call from inside a cell also `column`, `model`, `parent`."""
+
+
+class Batch(NamedTuple):
+    """Records numbered from `first_seq` (the n-th record made has seq n): their heads one after another
+    and, for the few that are not plain successes, their rest by index in the batch."""
+
+    first_seq: int
+    heads: bytes
+    more: list[tuple[int, Rest]]
+
+    @property
+    def count(self) -> int:
+        return len(self.heads) // HEAD.size
+
+
+def trace_table(batch: Batch, t0: float, columns: Sequence[str], models: Sequence[str | None]) -> pa.Table:
+    """The batch's records in the trace's schema: numpy and pyarrow over all of them, Python only for
+    the few that are not plain successes (call it off the engine loop)."""
+    heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE)
+    n, node = len(heads), heads["node"]
+    plain = {
+        "seq": pa.array(np.arange(batch.first_seq, batch.first_seq + n, dtype=np.int64)),
+        **{name: pa.array(heads[name]) for name in ("row", "attempt", "slot")},
+        **{name: pa.array(heads[name] - t0) for name in ("t_ready", "t_start", "t_end")},
+        "column": pc.take(pa.array(columns, pa.string()), node),
+        "model": pc.take(pa.array(models, pa.string()), node),
+        "status": pa.repeat("done", n),
+    }
+    table = pa.table([plain.get(f.name, pa.nulls(n, f.type)) for f in SCHEMA], schema=SCHEMA)
+    if batch.more:  # those records made again with their rest, put in their places
+        where = [index for index, _ in batch.more]
+        records = table.take(where).to_pylist()
+        for record, (_, rest) in zip(records, batch.more, strict=True):
+            record.update(rest)
+        order = np.arange(n)
+        order[where] = np.arange(n, n + len(where))
+        table = pa.concat_tables([table, pa.Table.from_pylist(records, schema=SCHEMA)]).take(order)
+    return table
+
 
 RING_SIZE = 20_000
-_index = itemgetter(0)
 
 
 class Tracer:
@@ -94,7 +151,7 @@ class Tracer:
         batch. Cheap: call it on the engine loop, then `traces_of` it on any thread."""
         newest = RING_SIZE + self.seq - self._taken if newest is None else newest
         start = max(len(self._heads) // HEAD.size - newest, 0)
-        more = self._more[bisect.bisect_left(self._more, start, key=_index) :]
+        more = self._more[bisect.bisect_left(self._more, start, key=lambda item: item[0]) :]
         return Batch(
             self._first_seq + start, bytes(self._heads[start * HEAD.size :]), [(i - start, r) for i, r in more]
         )
@@ -125,9 +182,9 @@ class Tracer:
         self._add_latencies(batch)
         drop = self._taken - self._first_seq + 1 - RING_SIZE
         if drop >= RING_SIZE:  # now and then, not on each take: the taken records beyond the ring
+            kept = self.held(self.seq - self._first_seq + 1 - drop)
             del self._heads[: drop * HEAD.size]  # the same bytearray: record_plain is its bound extend
-            more = self._more[bisect.bisect_left(self._more, drop, key=_index) :]
-            self._first_seq, self._more = self._first_seq + drop, [(i - drop, r) for i, r in more]
+            self._first_seq, self._more = kept.first_seq, kept.more
         return batch
 
     def _add_latencies(self, batch: Batch) -> None:
@@ -140,10 +197,14 @@ class Tracer:
             latencies.frombytes(ran[cell_done & (heads["node"] == node)].tobytes())
 
     def write(self, path: Path, batch: Batch) -> None:
-        """Append a batch from take_unwritten to the trace at `path` (the run's trace_path) from the
-        writer thread; the first call starts this session's stream."""
+        """Append a batch from take_unwritten to the trace at `path` (the run's trace_path) from the writer
+        thread. The first call starts this session's stream (a stream has one schema, at its start), once an
+        interrupted session's is folded into trace.parquet. Unbuffered: each table reaches the file whole."""
         if self._stream is None:
-            self._stream = open_stream(path.parent)
+            compact(path.parent)
+            open(path.parent / STREAM, "wb").close()  # an error here names the file (pyarrow's would not)
+            metadata = {SEGMENT_KEY: uuid.uuid4().hex.encode()}
+            self._stream = pa.ipc.new_stream(str(path.parent / STREAM), SCHEMA.with_metadata(metadata))
         if batch.count:
             self._stream.write_table(trace_table(batch, self.t0, self.columns, self.models))
 
@@ -165,3 +226,40 @@ class NullTracer(Tracer):
         return None
 
     done = record = write = finish = _nothing
+
+
+_ENCODINGS = {pa.float64(): "BYTE_STREAM_SPLIT", pa.int64(): "DELTA_BINARY_PACKED"}
+_PARQUET_OPTIONS = {
+    "compression": "zstd",
+    "compression_level": 1,
+    "use_dictionary": [f.name for f in SCHEMA if f.type == pa.string()],
+    "column_encoding": {f.name: _ENCODINGS[f.type] for f in SCHEMA if f.type in _ENCODINGS},
+}
+"""About 16 bytes per attempt: a few distinct strings per column, numbers that change little from one
+attempt to the next (seq, row, times)."""
+
+
+ROW_GROUP_ROWS = 65_536
+"""trace.parquet's row groups: readers go through it a row group at a time (a few MB)."""
+
+
+def compact(run_dir: Path) -> None:
+    """Fold the run's stream, if any, into trace.parquet (after earlier sessions) and remove it, a row
+    group at a time: memory for one row group, not the whole trace."""
+    if not (run_dir / STREAM).is_file():
+        return
+    tmp = run_dir / (PARQUET + ".tmp")
+    parts = TraceParts(run_dir, batch_rows=ROW_GROUP_ROWS)
+    with pq.ParquetWriter(tmp, SCHEMA, **_PARQUET_OPTIONS) as writer:
+        waiting: list[pa.RecordBatch] = []
+        for batch in itertools.chain(parts, [None]):  # None: the end, what waits is written
+            table = pa.Table.from_batches(waiting if batch is None else [*waiting, batch], SCHEMA)
+            whole = len(table) if batch is None else len(table) // ROW_GROUP_ROWS * ROW_GROUP_ROWS
+            if whole:
+                writer.write_table(table.slice(0, whole), ROW_GROUP_ROWS)
+            waiting = table.slice(whole).to_batches()
+        writer.add_key_value_metadata({SEGMENTS_KEY: json.dumps(parts.segments)})
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, run_dir / PARQUET)
+    (run_dir / STREAM).unlink()

@@ -25,8 +25,7 @@ from typing import Protocol
 import numpy as np
 
 import treadle
-from treadle.engine.trace_writer import HEAD, HEAD_DTYPE, Batch
-from treadle.engine.tracing import Tracer
+from treadle.engine.tracing import HEAD, HEAD_DTYPE, Batch, Tracer
 from treadle.engine.tracker import CellTracker
 from treadle.engine.workers import worker
 from treadle.engine.workers.messages import Finished, ParentMessage, Tick, WorkerMessage
