@@ -26,6 +26,7 @@ SEGMENT_KEY = b"treadle.segment"
 SEGMENTS_KEY = b"treadle.segments"
 """In trace.parquet's key-value metadata: the ids of the streams folded into it (a JSON list)."""
 STRING_FIELDS = ("column", "model", "parent", "status", "error_class")
+_TIMES = ("t_ready", "t_start", "t_end")
 _LAID_OUT = SCHEMA.append(pa.field("session", pa.int64()))
 """A record with its times laid end to end, and its session."""
 
@@ -124,19 +125,14 @@ class _LaidOut:
         self.skipped = parts.skipped
         bounds = np.cumsum(np.append(0.0, ends))
         self.session_starts, self.span_s = bounds[:-1].tolist(), float(bounds[-1])
-
-    @property
-    def sessions(self) -> int:
-        return len(self.session_starts)
+        self.sessions = len(self.session_starts)
 
     def laid_out(self, fields: list[str]) -> Iterator[pa.RecordBatch]:
         """The records (only `fields` read), a batch at a time, times laid end to end, with their `session`."""
         starts = np.array(self.session_starts)
         for batch, session in _with_sessions(TraceParts(self.run_dir, ["seq", *fields], self.batch_rows), self.lines):
             shift = pa.array(starts[session])
-            arrays = [
-                pc.add(batch[n], shift) if n in ("t_ready", "t_start", "t_end") else batch[n] for n in SCHEMA.names
-            ]
+            arrays = [pc.add(batch[n], shift) if n in _TIMES else batch[n] for n in SCHEMA.names]
             yield pa.RecordBatch.from_arrays([*arrays, pa.array(session)], schema=_LAID_OUT)
 
 

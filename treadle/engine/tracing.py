@@ -29,12 +29,12 @@ from treadle.engine.trace_schema import SCHEMA, TaskTrace, TraceStatus
 HEAD = struct.Struct("@4q3d")
 """The first 7 values of every record, packed (a batch of them is one bytes object): row, node, attempt,
 slot, t_ready, t_start, t_end (perf_counter seconds)."""
-HEAD_DTYPE = np.dtype([(name, np.int64) for name in ("row", "node", "attempt", "slot")] + [
-    (name, np.float64) for name in ("t_ready", "t_start", "t_end")
-])  # fmt: skip
+HEAD_FIELDS = ("row", "node", "attempt", "slot", "t_ready", "t_start", "t_end")
+HEAD_DTYPE = np.dtype([(name, np.float64 if name[:2] == "t_" else np.int64) for name in HEAD_FIELDS])
 Rest = dict[str, Any]
 """The other fields of an attempt that is not a plain success, by name: `status`, `error_class`, `message`,
-`tokens_in`, `tokens_out`, `retry_after_s`, `rows`; for a call from inside a cell also `column`, `model`, `parent`."""
+`tokens_in`, `tokens_out`, `retry_after_s`, `rows` (and `call_rows`, not written: the rows themselves, for UIs);
+for a call from inside a cell also `column`, `model`, `parent`."""
 
 
 class Batch(NamedTuple):
@@ -65,12 +65,10 @@ def trace_table(batch: Batch, t0: float, columns: Sequence[str], models: Sequenc
     }
     table = pa.table([plain.get(f.name, pa.nulls(n, f.type)) for f in SCHEMA], schema=SCHEMA)
     if batch.more:  # those records made again with their rest, put in their places
-        where = [index for index, _ in batch.more]
-        records = table.take(where).to_pylist()
-        for record, (_, rest) in zip(records, batch.more, strict=True):
-            record.update(rest)
+        where, rests = zip(*batch.more, strict=True)
+        records = [{**record, **rest} for record, rest in zip(table.take(where).to_pylist(), rests, strict=True)]
         order = np.arange(n)
-        order[where] = np.arange(n, n + len(where))
+        order[list(where)] = np.arange(n, n + len(where))
         table = pa.concat_tables([table, pa.Table.from_pylist(records, schema=SCHEMA)]).take(order)
     return table
 
@@ -132,9 +130,8 @@ class Tracer:
     ) -> None:
         """Any attempt; `rows`: those a batch call ran for (its one record, on its first row, has their count)."""
         rest: Rest = {"status": status, "error_class": None if error is None else type(error).__name__}
-        rest.update(message=message, retry_after_s=retry_after, rows=None if rows is None else len(rows))
-        if rows is not None:
-            rest["call_rows"] = rows
+        rest.update(message=message, retry_after_s=retry_after, call_rows=rows)
+        rest["rows"] = None if rows is None else len(rows)
         if child is not None:
             column = self.columns[node]
             (rest["model"], usage), rest["column"], rest["parent"] = child, f"{column}:llm", column
@@ -152,9 +149,8 @@ class Tracer:
         newest = RING_SIZE + self.seq - self._taken if newest is None else newest
         start = max(len(self._heads) // HEAD.size - newest, 0)
         more = self._more[bisect.bisect_left(self._more, start, key=lambda item: item[0]) :]
-        return Batch(
-            self._first_seq + start, bytes(self._heads[start * HEAD.size :]), [(i - start, r) for i, r in more]
-        )
+        heads = bytes(self._heads[start * HEAD.size :])
+        return Batch(self._first_seq + start, heads, [(i - start, r) for i, r in more])
 
     def traces_of(self, batch: Batch, where: np.ndarray | None = None) -> list[TaskTrace]:
         """TaskTraces of the records in a batch from `held` (or those `where` is true): any thread."""
@@ -171,30 +167,27 @@ class Tracer:
         heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE)
         hits = (heads["row"] == row) & (heads["node"] == node)
         for index, rest in batch.more:
-            if "call_rows" in rest and heads["node"][index] == node:
+            if rest.get("call_rows") is not None and heads["node"][index] == node:
                 hits[index] = row in rest["call_rows"]
         return self.traces_of(batch, hits)
 
     def take_unwritten(self) -> Batch:
-        """The records not handed to the writer yet."""
+        """The records not handed to the writer yet; the run times of the cells among them that succeeded go to
+        `latencies`."""
         batch = self.held(self.seq - self._taken)
         self._taken += batch.count
-        self._add_latencies(batch)
+        heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE)
+        cell_done = np.ones(len(heads), dtype=bool)
+        for index, rest in batch.more:
+            cell_done[index] = rest["status"] == "done" and "parent" not in rest
+        for node, latencies in enumerate(self.latencies):
+            latencies.frombytes((heads["t_end"] - heads["t_start"])[cell_done & (heads["node"] == node)].tobytes())
         drop = self._taken - self._first_seq + 1 - RING_SIZE
         if drop >= RING_SIZE:  # now and then, not on each take: the taken records beyond the ring
             kept = self.held(self.seq - self._first_seq + 1 - drop)
             del self._heads[: drop * HEAD.size]  # the same bytearray: record_plain is its bound extend
             self._first_seq, self._more = kept.first_seq, kept.more
         return batch
-
-    def _add_latencies(self, batch: Batch) -> None:
-        heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE)
-        ran = heads["t_end"] - heads["t_start"]
-        cell_done = np.ones(len(heads), dtype=bool)
-        for index, rest in batch.more:
-            cell_done[index] = rest["status"] == "done" and "parent" not in rest
-        for node, latencies in enumerate(self.latencies):
-            latencies.frombytes(ran[cell_done & (heads["node"] == node)].tobytes())
 
     def write(self, path: Path, batch: Batch) -> None:
         """Append a batch from take_unwritten to the trace at `path` (the run's trace_path) from the writer
@@ -222,8 +215,7 @@ class Tracer:
 class NullTracer(Tracer):
     """Tracing off: records and writes nothing."""
 
-    def _nothing(self, *args: object, **kwargs: object) -> None:
-        return None
+    def _nothing(self, *args: object, **kwargs: object) -> None: ...
 
     done = record = write = finish = _nothing
 
