@@ -8,7 +8,7 @@ end to end, each offset by the previous sessions' span, so series stay monotonic
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,9 @@ SEGMENTS_KEY = b"treadle.segments"
 """In trace.parquet's key-value metadata: the ids of the streams folded into it (a JSON list)."""
 STRING_FIELDS = ("column", "model", "parent", "status", "error_class")
 _TIMES = ("t_ready", "t_start", "t_end")
+_NUMBERS = ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out", "retry_after_s", "rows")
+_CHUNK_FIELDS = (*STRING_FIELDS, *_NUMBERS)
+"""What `TraceColumns` holds."""
 _LAID_OUT = SCHEMA.append(pa.field("session", pa.int64()))
 """A record with its times laid end to end, and its session."""
 
@@ -61,10 +64,8 @@ class TraceParts:
             segment = (stream.schema.metadata or {}).get(SEGMENT_KEY, b"").decode()
         except (pa.ArrowInvalid, OSError):  # none, empty, or cut off before its first batch
             stream, segment = None, ""
-        if segment in self.segments:  # trace.parquet holds it already
-            stream = None
+        stream = None if segment in self.segments else stream  # trace.parquet holds it already
         self.segments += [segment] if stream is not None and segment else []
-        self.skipped = 0
         if parquet is not None:
             stored = [name for name in SCHEMA.names if name in wanted and name in parquet.schema_arrow.names]
             yield from (_conformed(batch, wanted) for batch in parquet.iter_batches(self.batch_rows, columns=stored))
@@ -83,8 +84,7 @@ def _conformed(batch: pa.RecordBatch, wanted: list[str]) -> pa.RecordBatch:
 
 
 def read_table(path: Path) -> tuple[pa.Table, int, list[str]]:
-    """A run's trace as one table, as recorded (`path`: the run directory or its `trace_path`); how many
-    records were left out; the ids of the streams."""
+    """A run's trace as recorded, in one table (`path`: the run directory or its `trace_path`), as TraceParts."""
     parts = TraceParts(_run_dir(path))
     return pa.Table.from_batches(parts, SCHEMA), parts.skipped, parts.segments
 
@@ -93,44 +93,42 @@ def _run_dir(path: Path) -> Path:
     return Path(path) if Path(path).is_dir() else Path(path).parent
 
 
-def _with_sessions(batches: Iterable[pa.RecordBatch], limit: int | None) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-    """The batches of the first `limit` records (all if None), each with its records' sessions: a resume
-    starts again at seq 1."""
-    last_seq, sessions, left = np.inf, 0, np.inf if limit is None else limit
-    for batch in batches:
-        if left <= 0:
-            return
-        batch = batch.slice(0, int(min(left, len(batch))))
-        if len(batch):
-            seq = batch["seq"].to_numpy()
-            session = sessions - 1 + np.cumsum(np.append(seq[0] <= last_seq, seq[1:] <= seq[:-1]))
-            last_seq, sessions, left = seq[-1], int(session[-1]) + 1, left - len(batch)
-            yield batch, session
-
-
 class _LaidOut:
-    """A run's trace with its sessions laid end to end: `lines`, `skipped`, `session_starts` and `span_s`
-    are the whole trace's (or its first `limit` records'), from a first pass over `seq` and `t_end`.
-    Iterations read the trace again, a batch of `batch_rows` at a time, and no more records than that
-    pass (a live run's stream grows)."""
+    """A run's trace with its sessions laid end to end: `lines`, `skipped`, `sessions`, `session_starts` and
+    `span_s` are the whole trace's (or its first `limit` records'), from a first pass over `seq` and `t_end`.
+    Iterations read it again, `batch_rows` records at a time, no further than that pass (a live stream grows)."""
 
     def __init__(self, path: Path, batch_rows: int = 65_536, limit: int | None = None) -> None:
-        self.run_dir, self.batch_rows, self.lines = _run_dir(path), batch_rows, 0
+        self.run_dir, self.batch_rows, self.lines, self.skipped = _run_dir(path), batch_rows, 0, 0
         ends = np.zeros(0)  # per session, its latest end (0 at least)
-        parts = TraceParts(self.run_dir, ["seq", "t_end"], batch_rows)
-        for batch, session in _with_sessions(parts, limit):
+        for batch, session in self._sessions(["t_end"], limit):
             ends = np.append(ends, np.zeros(session[-1] + 1 - len(ends)))
             np.maximum.at(ends, session, batch["t_end"].to_numpy())
             self.lines += len(batch)
-        self.skipped = parts.skipped
         bounds = np.cumsum(np.append(0.0, ends))
         self.session_starts, self.span_s = bounds[:-1].tolist(), float(bounds[-1])
         self.sessions = len(self.session_starts)
 
-    def laid_out(self, fields: list[str]) -> Iterator[pa.RecordBatch]:
+    def _sessions(self, fields: Sequence[str], limit: int | None) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        """The first `limit` records (all if None; only `fields` read), a batch at a time, with their sessions
+        (a resume starts again at seq 1); read to the end, `skipped` is set."""
+        parts = TraceParts(self.run_dir, ["seq", *fields], self.batch_rows)
+        last_seq, sessions, left = np.inf, 0, np.inf if limit is None else limit
+        for batch in parts:
+            if left <= 0:
+                return
+            batch = batch.slice(0, int(min(left, len(batch))))
+            if len(batch):
+                seq = batch["seq"].to_numpy()
+                session = sessions - 1 + np.cumsum(np.append(seq[0] <= last_seq, seq[1:] <= seq[:-1]))
+                last_seq, sessions, left = seq[-1], int(session[-1]) + 1, left - len(batch)
+                yield batch, session
+        self.skipped = parts.skipped
+
+    def laid_out(self, fields: Sequence[str]) -> Iterator[pa.RecordBatch]:
         """The records (only `fields` read), a batch at a time, times laid end to end, with their `session`."""
         starts = np.array(self.session_starts)
-        for batch, session in _with_sessions(TraceParts(self.run_dir, ["seq", *fields], self.batch_rows), self.lines):
+        for batch, session in self._sessions(fields, self.lines):
             shift = pa.array(starts[session])
             arrays = [pc.add(batch[n], shift) if n in _TIMES else batch[n] for n in SCHEMA.names]
             yield pa.RecordBatch.from_arrays([*arrays, pa.array(session)], schema=_LAID_OUT)
@@ -149,13 +147,12 @@ class TraceChunks(_LaidOut):
     """A run's trace as `TraceColumns` of at most `batch_rows` records each (string codes are the chunk's
     own): one chunk in memory, not the whole trace."""
 
-    def __iter__(self) -> Iterator[TraceColumns]:
-        return self.reading(_CHUNK_FIELDS)
-
-    def reading(self, fields: list[str]) -> Iterator[TraceColumns]:
+    def reading(self, fields: Sequence[str] = _CHUNK_FIELDS) -> Iterator[TraceColumns]:
         """The chunks with only `fields` read: the others are null (codes of None, numbers 0, no slot)."""
         for batch in self.laid_out(fields):
             yield _columns(pa.Table.from_batches([batch]), self.skipped, self.session_starts, self.span_s)
+
+    __iter__ = reading  # every field
 
 
 @dataclass
@@ -184,11 +181,6 @@ class TraceColumns:
     @property
     def sessions(self) -> int:
         return len(self.session_starts)
-
-
-_NUMBERS = ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out", "retry_after_s", "rows")
-_CHUNK_FIELDS = [*STRING_FIELDS, *_NUMBERS]
-"""What `TraceColumns` holds."""
 
 
 def _columns(table: pa.Table, skipped: int, session_starts: list[float], span: float) -> TraceColumns:

@@ -1,9 +1,7 @@
-"""The Tracer records every attempt of a cell (trace_schema.TaskTrace) as packed numbers (the hot path),
-keeps the newest for UIs, and on a thread of the run appends them as Arrow tables to the session's stream
-(`trace.arrows`: a killed run leaves a readable prefix), folded into `trace.parquet` at its end. A stream's
-schema carries an id, and trace.parquet lists those it holds: a stream is never read twice, even if the run
-stopped between writing trace.parquet and removing it. `NullTracer` records nothing (the scheduler checks
-once per finished cell, then packs a plain success's record itself)."""
+"""The Tracer records every attempt of a cell (trace_schema.TaskTrace) as packed numbers (the hot path), keeps
+the newest for UIs, and on a thread of the run appends them as Arrow tables to the session's stream (`trace.arrows`:
+a killed run leaves a readable prefix), folded into `trace.parquet` at its end (`compact`). `NullTracer` records
+nothing (the scheduler checks once per finished cell, then packs a plain success's record itself)."""
 
 from __future__ import annotations
 
@@ -14,8 +12,9 @@ import os
 import struct
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,11 +32,12 @@ HEAD_FIELDS = ("row", "node", "attempt", "slot", "t_ready", "t_start", "t_end")
 HEAD_DTYPE = np.dtype([(name, np.float64 if name[:2] == "t_" else np.int64) for name in HEAD_FIELDS])
 Rest = dict[str, Any]
 """The other fields of an attempt that is not a plain success, by name: `status`, `error_class`, `message`,
-`tokens_in`, `tokens_out`, `retry_after_s`, `rows` (and `call_rows`, not written: the rows themselves, for UIs);
-for a call from inside a cell also `column`, `model`, `parent`."""
+`tokens_in`, `tokens_out`, `retry_after_s`, `rows`, `call_rows` (the rows, not written); a ctx call's also `column`,
+`model`, `parent`."""
 
 
-class Batch(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Batch:
     """Records numbered from `first_seq` (the n-th record made has seq n): their heads one after another
     and, for the few that are not plain successes, their rest by index in the batch."""
 
@@ -172,8 +172,7 @@ class Tracer:
         return self.traces_of(batch, hits)
 
     def take_unwritten(self) -> Batch:
-        """The records not handed to the writer yet; the run times of the cells among them that succeeded go to
-        `latencies`."""
+        """The records not handed to the writer yet (the run times of the cells that succeeded: to `latencies`)."""
         batch = self.held(self.seq - self._taken)
         self._taken += batch.count
         heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE)
@@ -190,9 +189,8 @@ class Tracer:
         return batch
 
     def write(self, path: Path, batch: Batch) -> None:
-        """Append a batch from take_unwritten to the trace at `path` (the run's trace_path) from the writer
-        thread. The first call starts this session's stream (a stream has one schema, at its start), once an
-        interrupted session's is folded into trace.parquet. Unbuffered: each table reaches the file whole."""
+        """Append a batch from take_unwritten to the run's trace at `path` (writer thread). The first call starts
+        the session's own stream (unbuffered: each table reaches the file whole), an earlier one folded first."""
         if self._stream is None:
             compact(path.parent)
             open(path.parent / STREAM, "wb").close()  # an error here names the file (pyarrow's would not)
@@ -236,8 +234,9 @@ ROW_GROUP_ROWS = 65_536
 
 
 def compact(run_dir: Path) -> None:
-    """Fold the run's stream, if any, into trace.parquet (after earlier sessions) and remove it, a row
-    group at a time: memory for one row group, not the whole trace."""
+    """Fold the run's stream, if any, into trace.parquet (after earlier sessions) and remove it, a row group at
+    a time: memory for one row group, not the whole trace. A stream's schema carries an id, and trace.parquet
+    lists those it holds: a stream is never read twice, even if the run stopped before removing it."""
     if not (run_dir / STREAM).is_file():
         return
     tmp = run_dir / (PARQUET + ".tmp")
