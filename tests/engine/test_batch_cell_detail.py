@@ -69,3 +69,15 @@ def test_every_row_of_a_batch_call_shows_its_attempts_live_and_once_its_group_is
     assert attempts_of(controller, 3, "d") == []
     for row in range(5, 10):
         assert attempts_of(controller, row, "d") == [(5, 1, "timeout", 5), (5, 2, "done", 5)]
+
+
+def test_a_batch_call_run_by_a_worker_is_traced_with_its_rows(tmp_path: Path):
+    name = f"batchworker_{abs(hash(str(tmp_path)))}"
+    (tmp_path / f"{name}.py").write_text("def double(frame):\n    return frame['x'] * 2\n")
+    pd.DataFrame({"x": range(40)}).to_csv(tmp_path / "seed.csv", index=False)
+    columns = [{"name": "d", "kind": "python", "function": f"{name}:double", "batch": True}]
+    config = {"seed": {"path": str(tmp_path / "seed.csv")}, "columns": columns, "run": {"row_group_size": 20}}
+    result = treadle.run(treadle.load(config, base_dir=tmp_path), out=tmp_path / "run", workers=2)
+    assert result.status == "done"
+    trace = pd.read_parquet(tmp_path / "run" / "trace.parquet")
+    assert sorted(zip(trace.row, trace.rows, strict=True)) == [(0, 20), (20, 20)]

@@ -30,8 +30,7 @@ _TIMES = ("t_ready", "t_start", "t_end")
 _NUMBERS = ("t_ready", "t_start", "t_end", "slot", "tokens_in", "tokens_out", "retry_after_s", "rows")
 _CHUNK_FIELDS = (*STRING_FIELDS, *_NUMBERS)
 """What `TraceColumns` holds."""
-_LAID_OUT = SCHEMA.append(pa.field("session", pa.int64()))
-"""A record with its times laid end to end, and its session."""
+_LAID_OUT = SCHEMA.append(pa.field("session", pa.int64()))  # records with times laid end to end, and their session
 
 
 def trace_path(run_dir: Path) -> Path:
@@ -135,8 +134,7 @@ class _LaidOut:
 
 
 class TraceReader(_LaidOut):
-    """A run's trace record by record as dicts (its fields and `session`): its first `limit` records if
-    given (a second pass over a live run's)."""
+    """A run's trace record by record as dicts (its fields and `session`), its first `limit` if given."""
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for batch in self.laid_out(SCHEMA.names):
@@ -144,8 +142,7 @@ class TraceReader(_LaidOut):
 
 
 class TraceChunks(_LaidOut):
-    """A run's trace as `TraceColumns` of at most `batch_rows` records each (string codes are the chunk's
-    own): one chunk in memory, not the whole trace."""
+    """A run's trace as `TraceColumns` of at most `batch_rows` records (string codes their own): memory for one."""
 
     def reading(self, fields: Sequence[str] = _CHUNK_FIELDS) -> Iterator[TraceColumns]:
         """The chunks with only `fields` read: the others are null (codes of None, numbers 0, no slot)."""

@@ -25,10 +25,9 @@ from treadle.engine.stats import Quantiles
 from treadle.engine.trace_reader import PARQUET, SEGMENT_KEY, SEGMENTS_KEY, STREAM, TraceParts
 from treadle.engine.trace_schema import SCHEMA, TaskTrace, TraceStatus
 
-HEAD = struct.Struct("@4q3d")
-"""The first 7 values of every record, packed (a batch of them is one bytes object): row, node, attempt,
-slot, t_ready, t_start, t_end (perf_counter seconds)."""
 HEAD_FIELDS = ("row", "node", "attempt", "slot", "t_ready", "t_start", "t_end")
+HEAD = struct.Struct("@4q3d")
+"""HEAD_FIELDS, the first values of every record, packed (times in perf_counter seconds); a batch's: one bytes."""
 HEAD_DTYPE = np.dtype([(name, np.float64 if name[:2] == "t_" else np.int64) for name in HEAD_FIELDS])
 Rest = dict[str, Any]
 """The other fields of an attempt that is not a plain success, by name: `status`, `error_class`, `message`,

@@ -217,6 +217,7 @@ def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int) -> None:
             values=None if child is not None else {tracer.usage_keys[node]: usage},
             child=child,
             retry_after=rest.get("retry_after_s"),
+            rows=rest.get("call_rows"),
         )
         done = index + 1
     tracer.record_plain(packed[done * HEAD.size :])
