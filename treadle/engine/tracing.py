@@ -27,7 +27,7 @@ from treadle.engine.trace_schema import SCHEMA, TaskTrace, TraceStatus
 
 HEAD_FIELDS = ("row", "node", "attempt", "slot", "t_ready", "t_start", "t_end")
 HEAD = struct.Struct("@4q3d")
-"""HEAD_FIELDS, the first values of every record, packed (times in perf_counter seconds); a batch's: one bytes."""
+"""The first values of every record (HEAD_FIELDS; times in perf_counter seconds), packed: a batch's are one bytes."""
 HEAD_DTYPE = np.dtype([(name, np.float64 if name[:2] == "t_" else np.int64) for name in HEAD_FIELDS])
 Rest = dict[str, Any]
 """The other fields of an attempt that is not a plain success, by name: `status`, `error_class`, `message`,
