@@ -48,14 +48,6 @@ class TaskTrace(NamedTuple):
         " the first row; null for a cell's own attempt",
     ] = None
 
-    @property
-    def queue_wait_s(self) -> float:
-        return self.t_start - self.t_ready
-
-    @property
-    def run_s(self) -> float:
-        return self.t_end - self.t_start
-
 
 _ARROW_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string()}
 

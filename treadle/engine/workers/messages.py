@@ -9,7 +9,7 @@ from typing import Any
 from treadle.engine.events import EventPayload
 from treadle.engine.policy import CellFailure
 from treadle.engine.rate_limits import RateView
-from treadle.engine.trace_writer import Batch
+from treadle.engine.tracing import Batch
 
 # ---- parent -> worker ------------------------------------------------------------------------------
 

@@ -25,8 +25,7 @@ from typing import Protocol
 import numpy as np
 
 import treadle
-from treadle.engine.trace_writer import HEAD, HEAD_DTYPE, Batch
-from treadle.engine.tracing import Tracer
+from treadle.engine.tracing import HEAD, HEAD_DTYPE, Batch, Tracer
 from treadle.engine.tracker import CellTracker
 from treadle.engine.workers import worker
 from treadle.engine.workers.messages import Finished, ParentMessage, Tick, WorkerMessage
@@ -217,6 +216,7 @@ def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int) -> None:
             values=None if child is not None else {tracer.usage_keys[node]: usage},
             child=child,
             retry_after=rest.get("retry_after_s"),
+            rows=rest.get("call_rows"),
         )
         done = index + 1
     tracer.record_plain(packed[done * HEAD.size :])
