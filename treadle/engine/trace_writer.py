@@ -23,15 +23,16 @@ import pyarrow.parquet as pq
 from treadle.engine.trace_reader import PARQUET, SEGMENT_KEY, SEGMENTS_KEY, STREAM, TraceParts
 from treadle.engine.trace_schema import SCHEMA
 
-HEAD = struct.Struct("@4q3d")
-"""The first 7 values of every record, packed (a batch of them is one bytes object): row, node, attempt,
-slot, t_ready, t_start, t_end (perf_counter seconds)."""
+HEAD = struct.Struct("@4q3d8x")
+"""The first 8 values of every record, packed (a batch of them is one bytes object): row, node, attempt,
+slot, t_ready, t_start, t_end (perf_counter seconds), worker (packed as 0: a parent sets its workers')."""
 HEAD_DTYPE = np.dtype([(name, np.int64) for name in ("row", "node", "attempt", "slot")] + [
     (name, np.float64) for name in ("t_ready", "t_start", "t_end")
-])  # fmt: skip
+] + [("worker", np.int64)])  # fmt: skip
 Rest = dict[str, Any]
 """The other fields of an attempt that is not a plain success, by name: `status`, `error_class`, `message`,
-`tokens_in`, `tokens_out`, `retry_after_s`, `rows`; for a call from inside a cell also `column`, `model`, `parent`."""
+`tokens_in`, `tokens_out`, `retry_after_s`, `rows`, `worker`; for a call from inside a cell also `column`,
+`model`, `parent`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ def trace_table(batches: Sequence[Batch], t0: float, columns: Sequence[str], mod
     seqs = [np.arange(batch.first_seq, batch.first_seq + batch.count, dtype=np.int64) for batch in batches]
     plain = {
         "seq": pa.array(np.concatenate([np.zeros(0, dtype=np.int64), *seqs])),
-        **{name: pa.array(heads[name]) for name in ("row", "attempt", "slot")},
+        **{name: pa.array(heads[name]) for name in ("row", "attempt", "slot", "worker")},
         **{name: pa.array(heads[name] - t0) for name in ("t_ready", "t_start", "t_end")},
         "column": pc.take(pa.array(columns, pa.string()), node),
         "model": pc.take(pa.array(models, pa.string()), node),

@@ -73,10 +73,11 @@ class Tracer:
         child: tuple[str, dict | None] | None = None,
         retry_after: float | None = None,
         rows: int | None = None,
+        worker: int = 0,
     ) -> None:
         """Any attempt; `rows`: the rows of a batch call (its one record, on its first row)."""
         rest: Rest = {"status": status, "error_class": None if error is None else type(error).__name__}
-        rest.update(message=message, retry_after_s=retry_after, rows=rows)
+        rest.update(message=message, retry_after_s=retry_after, rows=rows, worker=worker)
         if child is not None:
             column = self.columns[node]
             (rest["model"], usage), rest["column"], rest["parent"] = child, f"{column}:llm", column

@@ -192,16 +192,17 @@ def apply_group_states(tracker: CellTracker, group: int, states: bytes) -> None:
             tracker._set(start + i, state)  # the tracker's own bookkeeping of counts and open groups
 
 
-def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int) -> None:
+def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int, worker: int) -> None:
     """A worker's attempts into the parent's tracer, in order, through its public recording calls:
-    plain successes as packed heads, the others field by field."""
+    plain successes as packed heads, the others field by field; each marked as `worker`'s."""
     heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE).copy()
     heads["slot"] += slot_offset
+    heads["worker"] = worker
     packed = heads.tobytes()
     done = 0
     for index, rest in batch.more:
         tracer.record_plain(packed[done * HEAD.size : index * HEAD.size])
-        row, node, attempt, slot, t_ready, t_start, t_end = (x.item() for x in heads[index])
+        row, node, attempt, slot, t_ready, t_start, t_end, _ = (x.item() for x in heads[index])
         usage = {"prompt_tokens": rest.get("tokens_in"), "completion_tokens": rest.get("tokens_out")}
         child = (rest["model"], usage) if rest.get("parent") is not None else None
         tracer.record(
@@ -218,6 +219,8 @@ def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int) -> None:
             values=None if child is not None else {tracer.usage_keys[node]: usage},
             child=child,
             retry_after=rest.get("retry_after_s"),
+            rows=rest.get("rows"),
+            worker=worker,
         )
         done = index + 1
     tracer.record_plain(packed[done * HEAD.size :])
