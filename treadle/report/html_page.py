@@ -185,13 +185,11 @@ def _html_table(section: Section) -> str:
 
 
 def render_html(
-    metrics: RunMetrics | Mapping[str, Any], refresh_s: int | None = None, workers: Sequence[WorkerUse] | None = None
+    metrics: RunMetrics | Mapping[str, Any], refresh_s: int | None = None, workers: Sequence[WorkerUse] = ()
 ) -> str:
     """The self-contained HTML report of a run's metrics, or of their JSON from `run_metrics` (reloading
-    every `refresh_s`); `workers`: theirs (by default read from the trace in the metrics' run directory)."""
+    every `refresh_s`); `workers`: theirs, for a run on several processes (`measure_workers`). Reads no file."""
     m = metrics if isinstance(metrics, RunMetrics) else RunMetrics.from_json(metrics)
-    if workers is None:
-        workers = measure_workers(Path(m.run_dir), m.wall_s) if m.has_trace else []
     tables = "\n".join(_html_table(section) for section in sections(m, workers))
     title = html.escape(f"treadle report: {m.name or Path(m.run_dir).name}")
     refresh = f'<meta http-equiv="refresh" content="{int(refresh_s)}">' if refresh_s else ""
@@ -211,5 +209,5 @@ def write_html_report(run_dir: Path, out: Path, prices: Prices | None = None, *,
     m = measure_run(Path(run_dir), prices, events=events)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_html(m), encoding="utf-8")
+    tmp.write_text(render_html(m, workers=measure_workers(Path(run_dir), m.wall_s)), encoding="utf-8")
     tmp.replace(out)
