@@ -26,13 +26,14 @@ from treadle.engine.trace_reader import PARQUET, SEGMENT_KEY, SEGMENTS_KEY, STRE
 from treadle.engine.trace_schema import SCHEMA, TaskTrace, TraceStatus
 
 HEAD_FIELDS = ("row", "node", "attempt", "slot", "t_ready", "t_start", "t_end")
-HEAD = struct.Struct("@4q3d")
-"""The first values of every record (HEAD_FIELDS; times in perf_counter seconds), packed: a batch's are one bytes."""
-HEAD_DTYPE = np.dtype([(name, np.float64 if name[:2] == "t_" else np.int64) for name in HEAD_FIELDS])
+HEAD = struct.Struct("@4q3d8x")
+"""The first values of every record (HEAD_FIELDS; times in perf_counter seconds), packed: a batch's are one bytes;
+then the worker, packed as 0 (a parent sets its workers')."""
+HEAD_DTYPE = np.dtype([(name, np.float64 if name[:2] == "t_" else np.int64) for name in (*HEAD_FIELDS, "worker")])
 Rest = dict[str, Any]
 """The other fields of an attempt that is not a plain success, by name: `status`, `error_class`, `message`,
-`tokens_in`, `tokens_out`, `retry_after_s`, `rows`, `call_rows` (the rows, not written); a ctx call's also `column`,
-`model`, `parent`."""
+`tokens_in`, `tokens_out`, `retry_after_s`, `rows`, `worker`, `call_rows` (the rows, not written); a ctx call's
+also `column`, `model`, `parent`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ def trace_table(batch: Batch, t0: float, columns: Sequence[str], models: Sequenc
     n, node = len(heads), heads["node"]
     plain = {
         "seq": pa.array(np.arange(batch.first_seq, batch.first_seq + n, dtype=np.int64)),
-        **{name: pa.array(heads[name]) for name in ("row", "attempt", "slot")},
+        **{name: pa.array(heads[name]) for name in ("row", "attempt", "slot", "worker")},
         **{name: pa.array(heads[name] - t0) for name in ("t_ready", "t_start", "t_end")},
         "column": pc.take(pa.array(columns, pa.string()), node),
         "model": pc.take(pa.array(models, pa.string()), node),
@@ -126,10 +127,11 @@ class Tracer:
         child: tuple[str, dict | None] | None = None,
         retry_after: float | None = None,
         rows: np.ndarray | None = None,
+        worker: int = 0,
     ) -> None:
         """Any attempt; `rows`: those a batch call ran for (its one record, on its first row, has their count)."""
         rest: Rest = {"status": status, "error_class": None if error is None else type(error).__name__}
-        rest.update(message=message, retry_after_s=retry_after, call_rows=rows)
+        rest.update(message=message, retry_after_s=retry_after, call_rows=rows, worker=worker)
         rest["rows"] = None if rows is None else len(rows)
         if child is not None:
             column = self.columns[node]

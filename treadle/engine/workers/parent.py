@@ -250,7 +250,7 @@ class ParentRun(Run):
         if self._loop is not None:
             self.commands.ticked(handle, tick, self._loop.time())
         if tick.traces is not None:
-            pool.merge_traces(self.tracer, tick.traces, handle.slot_offset)
+            pool.merge_traces(self.tracer, tick.traces, handle.slot_offset, handle.index)
         if tick.latencies is not None:
             for node, ran in enumerate(tick.latencies):
                 self.scheduler.latencies[node].frombytes(ran)

@@ -187,11 +187,12 @@ def apply_group_states(tracker: CellTracker, group: int, states: bytes) -> None:
     tracker.set_group_states(group, states)
 
 
-def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int) -> None:
+def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int, worker: int) -> None:
     """A worker's attempts into the parent's tracer, in order, through its public recording calls:
-    plain successes as packed heads, the others field by field."""
+    plain successes as packed heads, the others field by field; each marked as `worker`'s."""
     heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE).copy()
     heads["slot"] += slot_offset
+    heads["worker"] = worker
     packed = heads.tobytes()
     done = 0
     for index, rest in batch.more:
@@ -217,6 +218,7 @@ def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int) -> None:
             child=child,
             retry_after=rest.get("retry_after_s"),
             rows=rest.get("call_rows"),
+            worker=worker,
         )
         done = index + 1
     tracer.record_plain(packed[done * HEAD.size :])
