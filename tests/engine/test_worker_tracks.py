@@ -9,6 +9,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -144,7 +145,7 @@ def test_merged_records_keep_their_worker_and_a_batch_calls_rows():
     """The parent marks every record a worker sends, plain successes and the others alike."""
     sent = Tracer(["a"], ["m"], t0=0.0)
     sent.done(0, 0, 1, 2, 1.0, 1.5, 2.0, {})
-    sent.record(1, 0, 1, 3, 1.0, 1.5, 2.0, "retry", error=ValueError("x"), message="x", rows=4)
+    sent.record(1, 0, 1, 3, 1.0, 1.5, 2.0, "retry", error=ValueError("x"), message="x", rows=np.arange(1, 5))
     sent.done(2, 0, 1, 2, 1.0, 1.5, 2.5, {})
     parent = Tracer(["a"], ["m"], t0=0.0)
     merge_traces(parent, sent.take_unwritten(), slot_offset=8, worker=1)

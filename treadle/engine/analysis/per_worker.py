@@ -49,7 +49,7 @@ def measure_workers(run_dir: Path, wall_s: float, max_points: int = MAX_SERIES_P
     workers = [batch["worker"] for batch in TraceParts(run_dir, ["worker"])]
     if not pc.any(pc.greater(pa.chunked_array(workers, pa.int64()), 0)).as_py():  # read one column first
         return []
-    table = pa.Table.from_batches(TraceParts(run_dir, _READ), pa.schema([SCHEMA.field(name) for name in _READ]))
+    table = pa.Table.from_batches(TraceParts(run_dir, _READ), SCHEMA).select(_READ)
     seq = table["seq"].to_numpy()
     session = np.cumsum(np.append(True, seq[1:] <= seq[:-1]))[: len(seq)] - 1  # a resume starts again at 1
     session_starts = np.array(TraceChunks(run_dir).session_starts or [0.0])  # as the metrics lay them
