@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Iterable
 
 from treadle.engine.column_edits import Versions
-from treadle.engine.limits import check_limit, model_limit
+from treadle.engine.limits import ROW_GROUPS, check_limit, model_limit
 from treadle.engine.live_edits import RecomputePlan
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.resume import Recovery
@@ -102,12 +102,14 @@ class WorkersController(RoutedCellCommands):
         snapshot = super()._snapshot(rows)
         counts = run.merged_counts().reshape(-1, N_STATES)
         by_column = {name: {s.label: int(counts[i, s]) for s in CellState} for i, name in enumerate(snapshot.columns)}
-        in_flight = sum(len(h.outstanding) for h in run.workers if h.alive)
+        # A worker holds one group beyond its share so it never idles: that one waits, as the parent's do.
+        held, in_flight = sum(len(h.outstanding) for h in run.workers if h.alive), run.in_use(ROW_GROUPS)
+        pending = len(run.pending) + max(held - in_flight, 0)
         return dataclasses.replace(
             snapshot,
             cells={s.label: int(counts[:, s].sum()) for s in CellState},
             by_column=by_column,
-            row_groups={"finished": run.written, "in_flight": in_flight, "pending": len(run.pending)},
+            row_groups={"finished": run.written, "in_flight": in_flight, "pending": pending},
             limits={n: LimitView(lim.total, run.in_use(n), lim.peak) for n, lim in run.limits.items()},
             workers=run.commands.views(),
             rates=run.commands.merged_rates(snapshot.rates),

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from treadle.engine.controller import _COMMAND_TIMEOUT_S, RunController
 from treadle.engine.journal import replay
-from treadle.engine.limits import SLOTS
+from treadle.engine.limits import ROW_GROUPS, SLOTS
 from treadle.engine.policy import CellFailure
 from treadle.engine.rate_limits import RateView
 from treadle.engine.tracker import CellState
@@ -268,7 +268,7 @@ class WorkerCommands:
                 index=h.index,
                 alive=h.alive,
                 groups_done=done.get(h.index, 0),
-                groups_in_flight=len(h.outstanding) if h.alive else 0,
+                groups_in_flight=h.tick.in_use.get(ROW_GROUPS, 0) if h.alive and h.tick is not None else 0,
                 cells_in_flight=h.tick.in_use.get(SLOTS, 0) if h.alive and h.tick is not None else 0,
                 calls_per_s=round(self._calls[h.index].per_s(), 1) if h.alive and h.index in self._calls else 0.0,
             )
