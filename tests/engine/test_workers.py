@@ -379,3 +379,23 @@ def test_batch_columns_and_filters_run_in_workers_as_in_one_process(tmp_path):
     assert two.summary["rows"]["filtered"] == filtered
     assert _failures(one.run_dir) == _failures(two.run_dir)
     assert {f["action"] for f in _failures(two.run_dir)} == {"filtered"}
+
+
+PARENT_IMPORTS = """
+import sys
+import treadle
+result = treadle.run(sys.argv[1], out=sys.argv[2], cache="off")
+print(result.summary["cells"]["done"], "langchain_openai" in sys.modules)
+"""
+
+
+def test_the_parent_of_workers_never_imports_the_model_client_library(tmp_path):
+    """Its workers make the calls: the import (~1.5 s of a core, while the workers start) is theirs alone."""
+    with SimulatorThread(SimConfig(latency_ms=5, seed=1)) as url:
+        pipeline = _pipeline(tmp_path, url, workers=2)
+        found = subprocess.run(
+            [sys.executable, "-c", PARENT_IMPORTS, str(pipeline), str(tmp_path / "run")],
+            capture_output=True, text=True, timeout=120, check=True,
+        )  # fmt: skip
+    done, imported = found.stdout.split()
+    assert int(done) > ROWS and imported == "False"

@@ -87,9 +87,7 @@ def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:
     """A column's retries, timeout and fallback: its own settings, else its model's, else the run's."""
     run = loaded.config.run
     model = loaded.config.models.get(column.model) if isinstance(column, LLMColumn) else None
-    retries = column.retries if column.retries is not None else None
-    if retries is None and model is not None:
-        retries = model.retries
+    retries = column.retries if column.retries is not None else getattr(model, "retries", None)
     timeout = column.timeout_s or (model.timeout_s if model is not None else None) or run.timeout_s
     retries = retries if retries is not None else run.retries
     deadline = column.deadline_s or run.cell_deadline_s
@@ -100,6 +98,9 @@ def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:
 
 
 class Run:
+    calls_models = True
+    """False where other processes make the model calls (a workers' parent): it never imports their client."""
+
     def __init__(
         self,
         loaded: LoadedPipeline,
@@ -123,7 +124,7 @@ class Run:
         self.store = RowStore.for_columns(self.frame, config.run.row_group_size, config.columns)
         self.journal = Journal(directory.journal_path, self.node_names, on_error=self._storage_failed)
         finished_groups = self._restore(recovery) if recovery is not None else set()
-        self.generators = build_generators(loaded)
+        self.generators = build_generators(loaded, import_clients=self.calls_models)
         self.cache = open_run_cache(config, loaded.base_dir, options.cache)
         attach_cache(self.generators, config, self.cache)
         tracer_class = Tracer if config.run.trace else NullTracer
@@ -175,10 +176,9 @@ class Run:
         self.loop_lag = LoopLag()
         self.status: RunStatus = "starting"
         self.message: str | None = None
-        self.wall_s = 0.0
-        self.engine_cpu_s = 0.0
-        """CPU time of the engine loop's thread while the cells ran: near wall_s, the engine itself was
-        what bounded the run (cheap cells), not the endpoint."""
+        self.wall_s, self.engine_cpu_s = 0.0, 0.0
+        """engine_cpu_s: the CPU time of the engine loop's thread while the cells ran: near wall_s, the
+        engine itself was what bounded the run (cheap cells), not the endpoint."""
         self.summary: dict[str, Any] = {}
 
     def _build_tracker(self, nodes: list[Node]) -> CellTracker:

@@ -16,8 +16,13 @@ from treadle.engine.pipeline_validation import LoadedPipeline
 __all__ = ["BatchGenerator", "Generator", "PythonGenerator", "RunMode", "TemplateGenerator", "build_generators"]
 
 
-def build_generators(loaded: LoadedPipeline) -> list[Generator]:
-    """One generator per node, in the graph's topological order."""
+def build_generators(loaded: LoadedPipeline, import_clients: bool = False) -> list[Generator]:
+    """One generator per node, in the graph's topological order. `import_clients`: import the model
+    client library now, on the thread that builds the run: it takes ~1.5 s, which on the engine loop
+    (at the first call) would stall the first cells and count against their timeouts."""
+    if import_clients and loaded.config.models:
+        import langchain_openai  # noqa: F401
+
     generators: list[Generator] = []
     for name in loaded.graph.order:
         node = loaded.graph.nodes[name]

@@ -419,10 +419,6 @@ def model_client(name: str, loaded: LoadedPipeline) -> ModelClient:
 
 
 def _resolve(name: str, loaded: LoadedPipeline) -> ModelClient:
-    # Imported here, on the thread that builds the run: importing langchain takes ~1.3 s, which on
-    # the engine loop would stall the first cells (and count against their timeouts).
-    import langchain_openai  # noqa: F401
-
     config = loaded.config.models[name]
     where = loaded.path.name if loaded.path is not None else "PipelineConfig"
     from_env = os.environ.get("OPENAI_BASE_URL") if config.base_url is None else None

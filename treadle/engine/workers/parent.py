@@ -53,6 +53,8 @@ log = logging.getLogger("treadle.workers")
 class ParentRun(Run):
     """A Run whose cells run in worker processes; its tracker, tracer and failures hold what they report."""
 
+    calls_models = False  # its workers do; langchain's import would cost the parent ~1.5 s of a core
+
     def __init__(
         self,
         loaded: LoadedPipeline,
