@@ -94,16 +94,28 @@ def _wait_for_done_cells(controller, done: int) -> None:
             return
 
 
+def _wait_until_mid_run(controller, worker: int) -> None:
+    """Until a progress event after which `worker` has cells in flight, and the run 60 cells done."""
+    events = controller.subscribe()
+    while True:
+        payload = events.get(timeout=60).payload
+        if isinstance(payload, Progress) and payload.cells.get("done", 0) >= 60:
+            views = {view.index: view for view in controller.snapshot().workers}
+            if views[worker].cells_in_flight > 0:
+                return
+        assert not controller.finished, f"the run ended before worker {worker} was seen with cells in flight"
+
+
 def test_a_killed_actor_leaves_its_row_groups_to_the_other(tmp_path, caplog):
-    sim = SimulatorThread(SimConfig(latency_ms=40, seed=5))
+    sim = SimulatorThread(SimConfig(latency_ms=100, seed=5))  # 2.5 s at least: progress events come every second
     with sim as url:
         pipeline = _pipeline(tmp_path, url, executor="local")  # Ray from the API's executor= instead
         controller = treadle.start(pipeline, out=tmp_path / "run", cache="off", executor="ray")
-        _wait_for_done_cells(controller, 60)  # both actors have started and finished some cells
-        names = sorted(n for n in ray.util.list_named_actors() if n.startswith(ACTOR_NAME_PREFIX))
-        assert len(names) == 2
+        _wait_until_mid_run(controller, 0)
+        names = sorted(n for n in ray.util.list_named_actors() if n.startswith(f"{ACTOR_NAME_PREFIX}0-"))
+        assert len(names) == 1
         with caplog.at_level(logging.WARNING, logger="treadle.workers"):
-            ray.kill(ray.get_actor(names[0]))
+            ray.kill(ray.get_actor(names[0]))  # worker 0, with requests in flight
             result = controller.wait(120)
         requests = sim.stats()["requests_total"]
     assert result is not None and result.status == "failed"  # the python column's rows, as without the kill
@@ -112,8 +124,9 @@ def test_a_killed_actor_leaves_its_row_groups_to_the_other(tmp_path, caplog):
     assert output["b"].notna().all()
     assert result.summary["cells"]["done"] == 4 * ROWS - 2 * len(range(0, ROWS, 17))
     died = [r.getMessage() for r in caplog.records if r.name == "treadle.workers"]
-    assert len(died) == 1 and "Ray actor" in died[0] and "ended mid-run" in died[0]
-    # Its groups rerun whole (its journal was on its own disk): at most its groups in flight are asked again.
+    assert len(died) == 1 and "Ray actor treadle-w0-" in died[0] and "ended mid-run" in died[0]
+    # Its groups rerun whole (its journal was on its own disk): its requests in flight are asked again, and
+    # at most the rest of its groups' (three: its share of row_groups_in_flight, and one more).
     assert 2 * ROWS < requests <= 2 * ROWS + 2 * 20 * 3
 
 
