@@ -36,9 +36,10 @@ def check(row):
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    """One local Ray for the module (it takes seconds to start); the runs use it rather than their own."""
-    root = str(Path(treadle.__file__).resolve().parent.parent)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": root}})
+    """One local Ray for the module (it takes seconds to start); the runs use it rather than their own.
+    A new one ("local"), never a cluster RAY_ADDRESS or `ray start` left on this machine names."""
+    env = {"env_vars": {"PYTHONPATH": str(Path(treadle.__file__).resolve().parent.parent)}}
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=env)
     yield
     ray.shutdown()
 
