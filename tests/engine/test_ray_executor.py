@@ -1,5 +1,6 @@
 """--executor ray: engine workers as Ray actors on a local Ray with 2 CPUs, against the simulator over
-HTTP; row groups travel to the driver in messages and the driver writes the run directory."""
+HTTP; row groups travel to the driver in messages and the driver writes the run directory. Ray is chosen by
+run.executor, by the API's executor= (the killed-actor test) and by `treadle resume --executor ray`."""
 
 from __future__ import annotations
 
@@ -158,13 +159,6 @@ def _where_pipeline(tmp_path: Path, url: str, rows: int) -> Path:
     path = tmp_path / "pipeline.yaml"
     path.write_text(json.dumps(config))
     return path
-
-
-def test_the_api_takes_executor_ray(tmp_path):
-    with SimulatorThread(SimConfig(latency_ms=5, seed=3)) as url:
-        result = treadle.run(_where_pipeline(tmp_path, url, 40), out=tmp_path / "run", executor="ray", workers=2)
-    assert result.status == "done"
-    assert _sorted_output(result.run_dir)["at"].tolist() == ["ray"] * 40
 
 
 def test_a_one_process_run_resumes_on_ray_actors(tmp_path, capsys):
