@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from treadle.engine.controller import RunController
 from treadle.engine.pipeline import PipelineConfig
@@ -20,6 +20,7 @@ from treadle.engine.run import RunOptions
 from treadle.engine.workers import open_controller
 
 PipelineLike = str | Path | PipelineConfig | dict[str, Any] | LoadedPipeline
+Executor = Literal["local", "ray"]
 
 
 def load(pipeline: PipelineLike, base_dir: str | Path | None = None) -> LoadedPipeline:
@@ -31,8 +32,15 @@ def load(pipeline: PipelineLike, base_dir: str | Path | None = None) -> LoadedPi
     return load_pipeline_config(pipeline, Path(base_dir or "."))
 
 
-def _options(out: str | Path | None, **options: Any) -> RunOptions:
-    return RunOptions(out=Path(out) if out is not None else None, **options)
+def _checked_executor(executor: str | None) -> Executor | None:
+    """`executor=` as the CLI's --executor takes it: a typo is an error, not a run in this process."""
+    if executor not in (None, "local", "ray"):
+        raise ValueError(f"executor: expected 'local' or 'ray', got {executor!r}")
+    return executor  # type: ignore[return-value]  # checked just above
+
+
+def _options(out: str | Path | None, executor: str | None = None, **options: Any) -> RunOptions:
+    return RunOptions(out=Path(out) if out is not None else None, executor=_checked_executor(executor), **options)
 
 
 def start(
@@ -45,14 +53,29 @@ def start(
     hold_open: bool = False,
     cache: CacheMode = "use",
     workers: int | None = None,
+    executor: Executor | None = None,
+    ray_address: str | None = None,
 ) -> RunController:
     """Start a run and return its controller (pause, resume, set_limit, retry, drop, snapshot).
 
     With `hold_open` the run waits, once every cell has finished, for retries or drops until
     `controller.close()`. `cache`: "use" the response cache, leave it "off", or "refresh" its answers.
     `workers`: engine processes (overrides run.workers; with more than one, a run is never held open).
+    `executor`: where they run, "local" processes or "ray" actors (overrides run.executor; Ray is an
+    extra, `pip install 'treadle[ray]'`); `ray_address`: the Ray cluster (overrides run.ray_address;
+    none: a local Ray, or the one this process has already started). Ray that is missing or cannot be
+    reached raises a TreadleError saying so.
     """
-    options = _options(out, rows=rows, max_parallel=max_parallel, hold_open=hold_open, cache=cache, workers=workers)
+    options = _options(
+        out,
+        executor,
+        rows=rows,
+        max_parallel=max_parallel,
+        hold_open=hold_open,
+        cache=cache,
+        workers=workers,
+        ray_address=ray_address,
+    )
     return open_controller(load(pipeline, base_dir), options).start()
 
 
@@ -65,10 +88,21 @@ def run(
     base_dir: str | Path | None = None,
     cache: CacheMode = "use",
     workers: int | None = None,
+    executor: Executor | None = None,
+    ray_address: str | None = None,
 ) -> RunResult:
-    """Run a pipeline to the end and return its result (blocks the calling thread)."""
+    """Run a pipeline to the end and return its result (blocks the calling thread); the arguments as
+    for `start`."""
     controller = start(
-        pipeline, out=out, rows=rows, max_parallel=max_parallel, base_dir=base_dir, cache=cache, workers=workers
+        pipeline,
+        out=out,
+        rows=rows,
+        max_parallel=max_parallel,
+        base_dir=base_dir,
+        cache=cache,
+        workers=workers,
+        executor=executor,
+        ray_address=ray_address,
     )
     result = controller.wait()
     assert result is not None
@@ -82,10 +116,14 @@ def resume(
     recompute: tuple[str, ...] | list[str] = (),
     base_dir: str | Path | None = None,
     workers: int | None = None,
+    executor: Executor | None = None,
+    ray_address: str | None = None,
 ) -> RunResult:
-    """Finish an interrupted or failed run in its directory; finished cells are never run again."""
+    """Finish an interrupted or failed run in its directory; finished cells are never run again.
+    `workers`, `executor` and `ray_address` as for `start` (a run may go on with other workers than it began with)."""
     loaded = None if pipeline is None else load(pipeline, base_dir)
-    controller = RunController.from_run_dir(run_dir, pipeline=loaded, recompute=recompute, workers=workers).start()
+    options = _options(None, executor, workers=workers, ray_address=ray_address)
+    controller = RunController.from_run_dir(run_dir, pipeline=loaded, recompute=recompute, options=options).start()
     result = controller.wait()
     assert result is not None
     return result
@@ -99,10 +137,13 @@ async def arun(
     max_parallel: int | None = None,
     base_dir: str | Path | None = None,
     workers: int | None = None,
+    executor: Executor | None = None,
+    ray_address: str | None = None,
 ) -> RunResult:
-    """Run a pipeline without blocking the caller's event loop; cancelling it stops the run."""
+    """Run a pipeline without blocking the caller's event loop; cancelling it stops the run. The
+    arguments as for `start`."""
     loaded = await asyncio.to_thread(load, pipeline, base_dir)
-    options = _options(out, rows=rows, max_parallel=max_parallel, workers=workers)
+    options = _options(out, executor, rows=rows, max_parallel=max_parallel, workers=workers, ray_address=ray_address)
     controller = open_controller(loaded, options).start()
     try:
         result = await asyncio.to_thread(controller.wait)

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument(
         "--recompute", metavar="COLS", default="", help="comma-separated columns to redo (and their dependents)"
     )
-    _add_workers_argument(resume)
+    _add_workers_arguments(resume)
     _add_cache_arguments(resume)
     _add_display_arguments(resume)
 
@@ -121,19 +121,20 @@ def _add_run_arguments(parser: argparse.ArgumentParser, default_out: str) -> Non
     parser.add_argument("--out", type=Path, help=f"run directory (default {default_out})")
     parser.add_argument("--rows", type=_positive_int, help="run only the first N seed rows")
     parser.add_argument("--max-parallel", type=_limit, help="execution slots (overrides run.max_parallel)")
-    _add_workers_argument(parser)
+    _add_workers_arguments(parser)
+    _add_cache_arguments(parser)
+
+
+def _add_workers_arguments(parser: argparse.ArgumentParser) -> None:
+    """How many workers and where (a run, or a resume: it may go on with others than it began with)."""
+    parser.add_argument(
+        "--workers", type=_workers, help="engine processes sharing the run's row groups (overrides run.workers)"
+    )
     parser.add_argument(
         "--executor", choices=["local", "ray"], help="where the workers run (overrides run.executor; ray: Ray actors)"
     )
     parser.add_argument(
         "--ray-address", metavar="ADDR", help="the Ray cluster for --executor ray (overrides run.ray_address)"
-    )
-    _add_cache_arguments(parser)
-
-
-def _add_workers_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--workers", type=_workers, help="engine processes sharing the run's row groups (overrides run.workers)"
     )
 
 
@@ -284,17 +285,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from treadle.engine.controller import RunController
+    from treadle.engine.run import RunOptions
 
     recompute = [name.strip() for name in args.recompute.split(",") if name.strip()]
-    controller = _start_up(
-        lambda: RunController.from_run_dir(
-            args.run_dir,
-            recompute=recompute,
-            hold_open=_wants_ui(args),
-            cache=_cache_mode(args),
-            workers=args.workers,
-        )
+    options = RunOptions(
+        hold_open=_wants_ui(args),
+        cache=_cache_mode(args),
+        workers=args.workers,
+        executor=args.executor,
+        ray_address=args.ray_address,
     )
+    controller = _start_up(lambda: RunController.from_run_dir(args.run_dir, recompute=recompute, options=options))
     return _drive(controller, args).exit_code
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -36,7 +37,6 @@ from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import PythonColumn
 from treadle.engine.pipeline_file import edit_pipeline_file
 from treadle.engine.pipeline_validation import LoadedPipeline
-from treadle.engine.response_cache import CacheMode
 from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, pipeline_to_resume, recover
 from treadle.engine.run import Run, RunOptions
@@ -97,15 +97,14 @@ class RunController:
         *,
         pipeline: LoadedPipeline | None = None,
         recompute: Collection[str] = (),
-        hold_open: bool = False,
-        cache: CacheMode = "use",
-        workers: int | None = None,
+        options: RunOptions | None = None,
     ) -> RunController:
         """Continue an interrupted or failed run in its directory: finished cells are never run again.
 
         The pipeline is loaded again from where the run found it (or given), at the run's latest version
         (changes made while it went are applied again); if it changed otherwise, resume is refused unless
-        `recompute` names the columns to redo (their dependents are redone too); `workers`: as many.
+        `recompute` names the columns to redo (their dependents are redone too). `options`: how it goes on
+        (hold_open, cache, workers, executor, ray_address); its directory, rows and max_parallel are the run's.
         """
         path = Path(run_dir)
         record = RunRecord.read(path)
@@ -120,7 +119,9 @@ class RunController:
             group_size=size,
             recompute=descendants(pipeline.graph.nodes, recompute),
         )
-        options = RunOptions(path, record.rows, record.max_parallel, hold_open=hold_open, cache=cache, workers=workers)
+        options = dataclasses.replace(
+            options or RunOptions(), out=path, rows=record.rows, max_parallel=record.max_parallel
+        )
         from treadle.engine.workers import open_controller  # it imports this module: a cycle at the top
 
         return open_controller(pipeline, options, recovery=recovery, versions=versions)

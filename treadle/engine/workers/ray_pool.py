@@ -9,6 +9,8 @@ with one it joins that cluster, whose nodes need treadle installed.
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import socket
 import threading
 import uuid
@@ -21,7 +23,7 @@ import ray
 from ray.exceptions import RayError
 
 import treadle
-from treadle.engine.errors import FatalRunError
+from treadle.engine.errors import FatalRunError, one_line
 from treadle.engine.workers.messages import ParentMessage, WorkerMessage
 from treadle.engine.workers.pool import WorkerHandle
 from treadle.engine.workers.ray_worker import EngineActor
@@ -61,6 +63,26 @@ def _check_reachable(address: str) -> None:
         raise FatalRunError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
 
 
+def _init_ray(address: str | None, workers: int) -> None:
+    """A local Ray, or the cluster at `address`; when Ray cannot start or connect, one line saying why."""
+    # Ray's own info and warnings (it is started off the main thread: no SIGTERM handler) would cut
+    # through the TUI and the one-line errors; its errors still show.
+    init = functools.partial(ray.init, log_to_driver=False, logging_level=logging.ERROR)
+    if address is None:  # local: its workers import this very treadle (a source checkout too)
+        root = str(Path(treadle.__file__).resolve().parent.parent)
+        env = {"env_vars": {"PYTHONPATH": root}}
+        start = functools.partial(init, num_cpus=max(2, workers), runtime_env=env, include_dashboard=False)
+        failed = "cannot start a local Ray"
+    else:
+        _check_reachable(address)
+        start = functools.partial(init, address=address)
+        failed = f"cannot connect to the Ray cluster at {address}"
+    try:
+        start()
+    except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError...: each means no Ray for the run
+        raise FatalRunError(f"{failed}: {one_line(exc, 300)}") from None
+
+
 class RayActors:
     """Engine workers as Ray actors; they send their group files to the driver, which writes them."""
 
@@ -69,13 +91,7 @@ class RayActors:
     def __init__(self, address: str | None, workers: int) -> None:
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
-            if address is None:  # local: its workers import this very treadle (a source checkout too)
-                root = str(Path(treadle.__file__).resolve().parent.parent)
-                env = {"env_vars": {"PYTHONPATH": root}}
-                ray.init(num_cpus=max(2, workers), runtime_env=env, log_to_driver=False, include_dashboard=False)
-            else:
-                _check_reachable(address)
-                ray.init(address=address, log_to_driver=False)
+            _init_ray(address, workers)
         self._run_id = uuid.uuid4().hex[:8]
 
     def start_worker(
