@@ -5,6 +5,7 @@ cuts of either pass."""
 
 from __future__ import annotations
 
+import itertools
 import tracemalloc
 
 import numpy as np
@@ -45,7 +46,7 @@ def ordered(found: list[dict], order: str, rng: np.random.Generator) -> list[dic
 
 def chunks_of(found: list[dict], rng: np.random.Generator) -> list[TraceColumns]:
     cuts = [0, *sorted(rng.integers(0, len(found) + 1, int(rng.integers(0, 8)))), len(found)]
-    return [trace_columns(found[lo:hi]) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)]
+    return [trace_columns(found[lo:hi]) for lo, hi in itertools.pairwise(cuts)]
 
 
 def own_cells(tc: TraceColumns) -> np.ndarray:
@@ -103,7 +104,8 @@ def test_what_waits_is_about_the_intervals_running_not_the_trace():
     """50,000 intervals 1 s long, one every 1 ms (1,000 open at a time): listed by end, the second pass
     holds a chunk and what is open around it; listed shuffled, every time waits (1.6 MB of them)."""
     n = 50_000
-    found = [{"seq": i + 1, "column": "c", "t_ready": i / 1e3, "t_start": i / 1e3, "t_end": i / 1e3 + 1.0} for i in range(n)]
+    starts = [i / 1e3 for i in range(n)]
+    found = [{"seq": i + 1, "column": "c", "t_ready": s, "t_start": s, "t_end": s + 1.0} for i, s in enumerate(starts)]
     by_end = traced_peak(found, 500)
     shuffled = traced_peak([found[i] for i in np.random.default_rng(0).permutation(n)], 500)
     assert shuffled > 4 * n * 8
