@@ -135,7 +135,9 @@ def measure(rows: int, seed_format: str, tmp: Path) -> dict:
     started = time.perf_counter()
     stderr_path = tmp / f"stderr-{rows}.txt"  # a file, not a pipe: nobody reads a pipe during wait4
     with open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        # In the temporary folder: `python -c` puts its working directory first on sys.path, so a run
+        # from a checkout would import that checkout's treadle, not the tree PYTHONPATH names.
+        process = subprocess.Popen(command, env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=stderr)
     sampler = TreeSampler(process.pid)
     sampler.start()
     _, status, usage = os.wait4(process.pid, 0)

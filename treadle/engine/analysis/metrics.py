@@ -4,11 +4,10 @@ Answers "where did the time go" (queue wait vs run time per column), "what was m
 (cells in flight over time, slot utilisation, parallel efficiency) and "what did it cost" (tokens per
 column and model, cost from per-model prices), plus throughput, latency percentiles, retries and
 errors by class. The steps: one pass over the trace, a chunk at a time, adds it up (`_Tally`: per
-column, slot time, throughput, errors; percentiles in `stats.Quantiles`) and keeps the times the step
-series of cells in flight, queued and per model are made of (8 bytes each: the cells' start and end
-times, the model calls' start and end times; `open_intervals` sorts them), then a second pass reads
-the cells' ready times alone; then per column, the run's concurrency, per model, throughput and
-errors. Memory: a chunk and two or three of those times per attempt, not the trace.
+column, slot time, throughput, errors; percentiles in `stats.Quantiles`) and notes the bounds of the
+step series of cells in flight, queued and per model; a second, narrow pass reads their times again
+and walks them in time order (`open_intervals`); then per column, the run's concurrency, per model,
+throughput and errors. Memory: a chunk and the attempts running around its end, not the trace.
 
 Times are seconds since the run started. A resumed run appends its attempts to the same trace
 with times starting again at 0 (and `seq` starting again at 1): each such session is laid after the
@@ -35,7 +34,7 @@ from treadle.engine.analysis.limits import (
     limit_series,
 )
 from treadle.engine.analysis.metrics_record import RunMetrics
-from treadle.engine.analysis.open_intervals import SeriesTimes, StepSeries, ready_times
+from treadle.engine.analysis.open_intervals import OpenIntervals, StepSeries, series_chunks
 from treadle.engine.analysis.records import (
     STATUSES,
     AttemptCounts,
@@ -119,10 +118,9 @@ def measure_run(
     wall = info.span_s
     if summary is not None:
         wall = max(wall, last_start + summary.wall_s)
-    tally, times = _Tally.of(chunks, wall, buckets, info.lines)
+    tally, intervals = _Tally.of(chunks, wall, buckets)
     children = {name for name, column in tally.columns.items() if column.child}
-    steps = times.step_series(max_points, ready_times(info, children))
-    del times
+    steps = intervals.step_series(series_chunks(info), children, max_points)
     columns = _column_metrics(tally, price_of)
     history = limit_history(summary, events, last_start)
     slots = _slot_use(tally, steps, columns, summary, history, wall)
@@ -208,17 +206,17 @@ class _Tally:
     retry_wait_s: float = 0.0
 
     @classmethod
-    def of(cls, chunks: Iterable[TraceColumns], wall: float, buckets: int, lines: int) -> tuple[_Tally, SeriesTimes]:
-        """The tally of `chunks` (`lines` records in all), and the times of its step series."""
+    def of(cls, chunks: Iterable[TraceColumns], wall: float, buckets: int) -> tuple[_Tally, OpenIntervals]:
+        """The tally of `chunks`, and its step series' first pass."""
         width = nice_width(wall, buckets)
         n_buckets = max(1, math.ceil(wall / width - 1e-9)) if wall > 0 else 1
         tally = cls(done=np.zeros(n_buckets, np.int64), failed=np.zeros(n_buckets, np.int64), bucket_s=width)
-        times = SeriesTimes(lines)
+        intervals = OpenIntervals()
         for chunk in chunks:
-            tally._add(chunk, times)
-        return tally, times
+            tally._add(chunk, intervals)
+        return tally, intervals
 
-    def _add(self, tc: TraceColumns, times: SeriesTimes) -> None:
+    def _add(self, tc: TraceColumns, intervals: OpenIntervals) -> None:
         names, codes = tc.names, tc.codes
         status = _statuses(tc)
         column_code = codes["column"]
@@ -232,7 +230,7 @@ class _Tally:
             self._add_column(column, tc, g, status[g])
             own_column[c] = not column.child
         own = own_column[column_code]
-        times.add_cells(tc.t_start[own], tc.t_end[own])
+        intervals.note(tc, own)
         self.busy_s += total(tc.t_end[own]) - total(tc.t_start[own])
         self.queue_s += total(tc.t_start[own]) - total(tc.t_ready[own])
         self.lanes.update(np.unique(tc.slot[own & tc.has_slot]).tolist())
@@ -246,7 +244,6 @@ class _Tally:
                 in_flight = self.requests.setdefault(model, [0, 0.0])
                 in_flight[0] += int(requests.sum())
                 in_flight[1] += total(tc.t_end[requests]) - total(tc.t_start[requests])
-                times.add_requests(model, tc.t_start[requests], tc.t_end[requests])
         self._add_errors(tc)
 
     @staticmethod

@@ -1,19 +1,23 @@
-"""`series.step_series` of many intervals, from their starts and their ends gathered chunk by chunk
-(`Times`) and sorted each on its own: the same times, values, peak and `exact` flag.
+"""The step series of a run (`series.step_series`: cells in flight and queued, each model's requests in
+flight) made while its trace is read chunk by chunk, without holding a time per attempt: the same
+times, values, peak and `exact` flag.
 
-After the last event at a time t, the intervals open are the starts at or before t less the ends at
-or before t. With the starts and the ends each sorted, the distinct times are walked in blocks of at
-most BLOCK_EVENTS starts and as many ends, each block starting from the starts less the ends before
-it, so no series sorts its starts and ends together, and one sorted array serves every series using
-it (the cells' starts: the ends of their queue waits and the starts of their runs).
+Two passes over the trace. In the first (metrics.py's tally) `OpenIntervals.note` keeps each series'
+first and last time (which give step_series' bucket width) and, per chunk, its earliest series event.
+In the second, `OpenIntervals.step_series` reads the times again and walks each series' events in time
+order (`_Sweep`): an event earlier than every event of the chunks still to come is final, the others
+wait in a sorted buffer. A trace lists attempts about as they end, so what waits is about the
+attempts running at a chunk's end, not the trace; in the worst order (every chunk holding an event
+earlier than the ones before it) every time waits, 8 bytes each, as a sort of them all would hold.
 
-`SeriesTimes` gathers the times of a run's step series (cells in flight and queued, each model's
-requests in flight) while metrics.py's pass over the trace adds it up, and makes the series."""
+Within what is final, the starts and the ends, each sorted, are merged in blocks of at most
+BLOCK_EVENTS of each: after the last event at a time t, the intervals open are those open before the
+block plus the block's starts at or before t less its ends at or before t."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,39 +25,16 @@ import numpy as np
 from treadle.engine.analysis.series import nice_width
 from treadle.engine.trace_reader import TraceChunks, TraceColumns
 
-BLOCK_EVENTS = 1 << 16
-"""At most this many starts and as many ends are merged at once (about 4 MB of temporaries)."""
+BLOCK_EVENTS = 1 << 14
+"""At most this many starts and as many ends are merged at once: about 1 MB of temporaries, which the
+allocator keeps for the next block (blocks of 2^16 took 2.5x as long, their temporaries given back to
+the system and faulted in again block after block)."""
+
+SERIES_FIELDS = ["column", "model", "t_ready", "t_start", "t_end"]
+"""What the second pass reads of the trace."""
 
 StepSeries = tuple[list[float], list[int], int, bool]
 """What `step_series` returns: times, values, peak, exact."""
-
-
-class Times:
-    """Float64 times appended chunk by chunk into one array, sorted in place when asked for.
-
-    `capacity`: how many there will be at most (the trace's records), allocated at once so appending
-    never copies; pages never written are never backed by memory. More than that grows the array."""
-
-    def __init__(self, capacity: int = 0) -> None:
-        self._data = np.empty(capacity, np.float64)
-        self._count = 0
-        self._sorted = True
-
-    def add(self, times: np.ndarray) -> None:
-        end = self._count + len(times)
-        if end > len(self._data):
-            self._data = np.concatenate((self._data[: self._count], np.empty(max(end, 2 * len(self._data)))))
-        self._data[self._count : end] = times
-        self._count = end
-        self._sorted = self._sorted and not len(times)
-
-    def sorted(self) -> np.ndarray:
-        """The times so far, in ascending order (a view; sorted once)."""
-        data = self._data[: self._count]
-        if not self._sorted:
-            data.sort(kind="stable")  # a merge sort: fast on times that come nearly in order, as a trace's do
-            self._sorted = True
-        return data
 
 
 @dataclass
@@ -104,13 +85,10 @@ class _Steps:
         return out_t, out_v, self.peak, False
 
 
-def step_series_of_sorted(starts: np.ndarray, ends: np.ndarray, max_points: int) -> StepSeries:
-    """`step_series(starts, ends, max_points)` from the starts and the ends, each sorted ascending."""
-    if not len(starts):
-        return [0.0], [0], 0, True
-    first, last = min(float(starts[0]), float(ends[0])), max(float(starts[-1]), float(ends[-1]))
-    steps = _Steps(first, nice_width(last - first, max(max_points // 2 - 1, 1)), max_points)
-    # Block bounds: every BLOCK_EVENTS-th start and end, so a block holds at most that many of each.
+def _walk(starts: np.ndarray, ends: np.ndarray, open_before: int, steps: _Steps) -> int:
+    """Give `steps` the distinct times of `starts` and `ends` (each sorted, all earlier than any event to
+    come) and the intervals open after each, `open_before` being open before them; returns those open
+    after the last."""
     bounds = np.unique(np.concatenate((starts[::BLOCK_EVENTS], ends[::BLOCK_EVENTS], [math.inf])))
     s_at: list[int] = np.searchsorted(starts, bounds, "left").tolist()
     e_at: list[int] = np.searchsorted(ends, bounds, "left").tolist()
@@ -123,48 +101,105 @@ def step_series_of_sorted(starts: np.ndarray, ends: np.ndarray, max_points: int)
         distinct = np.append(times[1:] != times[:-1], True)  # the last event at each time
         steps_at = np.where(order < s_hi - s_lo, np.int8(1), np.int8(-1))
         del order
-        values = (s_lo - e_lo + np.cumsum(steps_at, dtype=np.int64))[distinct]
+        values = (open_before + s_lo - e_lo + np.cumsum(steps_at, dtype=np.int64))[distinct]
         steps.add(times[distinct], values)
-    return steps.result()
+    return open_before + len(starts) - len(ends)
 
 
-class SeriesTimes:
-    """The times the step series are made of, gathered chunk by chunk: the cells' (not the ctx calls')
-    start and end times, and per model its calls' start and end times (the cells' ready times come
-    later, see `step_series`). `lines`: the trace's records, as many as any of them can hold."""
+def _merged(waiting: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """`waiting` (sorted) and `times`, sorted: a stable sort (a merge sort) takes the sorted run as it is."""
+    merged = np.concatenate((waiting, times))
+    merged.sort(kind="stable")
+    return merged
 
-    def __init__(self, lines: int) -> None:
-        self.lines = lines
-        self.start, self.end = Times(lines), Times(lines)
-        self.requests: dict[str, tuple[Times, Times]] = {}
 
-    def add_cells(self, start: np.ndarray, end: np.ndarray) -> None:
-        self.start.add(start)
-        self.end.add(end)
+class _Sweep:
+    """One step series walked in time order as its intervals come, in any order: the events earlier than
+    any to come are final and walked; the others wait (sorted)."""
 
-    def add_requests(self, model: str, start: np.ndarray, end: np.ndarray) -> None:
-        starts, ends = self.requests.setdefault(model, (Times(self.lines), Times(self.lines)))
-        starts.add(start)
-        ends.add(end)
+    def __init__(self, first: float, last: float, max_points: int) -> None:
+        self.steps = _Steps(first, nice_width(last - first, max(max_points // 2 - 1, 1)), max_points)
+        self.starts = self.ends = np.empty(0, np.float64)
+        self.open = 0
 
-    def step_series(self, max_points: int, ready_times: Iterable[np.ndarray]) -> dict[Hashable, StepSeries]:
-        """Cells in flight and queued, and each model's requests in flight. The cells' ready times are
-        read (`ready_times`, chunk by chunk) once their end times are freed: two of the three at a time."""
-        start = self.start.sorted()  # the end of a cell's queue wait, the start of its run
-        found: dict[Hashable, StepSeries] = {"in_flight": step_series_of_sorted(start, self.end.sorted(), max_points)}
-        for model, (starts, ends) in self.requests.items():
-            found[("model", model)] = step_series_of_sorted(starts.sorted(), ends.sorted(), max_points)
-        self.end, self.requests = Times(), {}
-        ready = Times(self.lines)
-        for times in ready_times:
-            ready.add(times)
-        found["queued"] = step_series_of_sorted(ready.sorted(), start, max_points)
+    def add(self, starts: np.ndarray, ends: np.ndarray, final_before: float) -> None:
+        """More intervals' starts and ends; every event still to come is at or after `final_before`."""
+        self.starts, self.ends = _merged(self.starts, starts), _merged(self.ends, ends)
+        s_cut = int(np.searchsorted(self.starts, final_before, "left"))
+        e_cut = int(np.searchsorted(self.ends, final_before, "left"))
+        self.open = _walk(self.starts[:s_cut], self.ends[:e_cut], self.open, self.steps)
+        self.starts, self.ends = self.starts[s_cut:].copy(), self.ends[e_cut:].copy()
+
+    def result(self) -> StepSeries:
+        """The series, once every interval has come."""
+        self.open = _walk(self.starts, self.ends, self.open, self.steps)
+        self.starts = self.ends = np.empty(0, np.float64)
+        return self.steps.result()
+
+
+def _events(tc: TraceColumns, own: np.ndarray) -> list[tuple[Hashable, np.ndarray, np.ndarray]]:
+    """A chunk's intervals per series, as (series, starts, ends): the cells' (`own`: not ctx calls') runs
+    ("in_flight") and queue waits ("queued"), and per model its requests (("model", name))."""
+    found: list[tuple[Hashable, np.ndarray, np.ndarray]] = [
+        ("in_flight", tc.t_start[own], tc.t_end[own]),
+        ("queued", tc.t_ready[own], tc.t_start[own]),
+    ]
+    for code, model in enumerate(tc.names["model"]):
+        if model is not None:
+            requests = tc.codes["model"] == code
+            found.append((("model", model), tc.t_start[requests], tc.t_end[requests]))
+    return found
+
+
+class OpenIntervals:
+    """The trace's step series in two passes: `note` each chunk of the first, then `step_series` reads
+    the chunks again."""
+
+    def __init__(self) -> None:
+        self.bounds: dict[Hashable, tuple[float, float]] = {}
+        """Per series (with intervals), its first and last event."""
+        self.read = 0
+        self.chunk_ends: list[int] = []
+        """Per chunk noted, the records read at its end."""
+        self.chunk_firsts: list[float] = []
+        """Per chunk noted, its earliest series event (inf: none)."""
+
+    def note(self, tc: TraceColumns, own: np.ndarray) -> None:
+        """The first pass: a chunk, its cells' records being `own` (the others: ctx calls)."""
+        earliest = math.inf
+        for key, starts, ends in _events(tc, own):
+            if len(starts):
+                low, high = min(float(starts.min()), float(ends.min())), max(float(starts.max()), float(ends.max()))
+                first, last = self.bounds.get(key, (low, high))
+                self.bounds[key] = min(first, low), max(last, high)
+                earliest = min(earliest, low)
+        self.read += tc.lines
+        self.chunk_ends.append(self.read)
+        self.chunk_firsts.append(earliest)
+
+    def step_series(
+        self, chunks: Iterable[TraceColumns], children: set[str], max_points: int
+    ) -> dict[Hashable, StepSeries]:
+        """The second pass over the same records (`chunks`: any cut; `children`: the ctx calls' columns):
+        cells in flight and queued, and each model's requests in flight (`("model", name)`)."""
+        sweeps = {key: _Sweep(first, last, max_points) for key, (first, last) in self.bounds.items()}
+        # After chunk k of the first pass, no event is earlier than the earliest of the chunks after it.
+        firsts_after = np.append(np.minimum.accumulate(self.chunk_firsts[::-1])[::-1], math.inf)
+        read = 0
+        for tc in chunks:
+            read += tc.lines
+            child = np.array([name in children for name in tc.names["column"]], dtype=bool)
+            own = ~child[tc.codes["column"]]
+            # The records after `read` start in the first-pass chunk holding record `read`.
+            final_before = float(firsts_after[np.searchsorted(self.chunk_ends, read, "right")])
+            for key, starts, ends in _events(tc, own):
+                if key in sweeps:
+                    sweeps[key].add(starts, ends, final_before)
+        found: dict[Hashable, StepSeries] = {"in_flight": ([0.0], [0], 0, True), "queued": ([0.0], [0], 0, True)}
+        found.update((key, sweep.result()) for key, sweep in sweeps.items())
         return found
 
 
-def ready_times(trace: TraceColumns | TraceChunks, children: set[str]) -> Iterator[np.ndarray]:
-    """The cells' (not the ctx calls') ready times, chunk by chunk (a second, narrow read of the trace)."""
-    chunks = [trace] if isinstance(trace, TraceColumns) else trace.reading(["column", "t_ready"])
-    for tc in chunks:
-        child = np.array([name in children for name in tc.names["column"]], dtype=bool)
-        yield tc.t_ready[~child[tc.codes["column"]]]
+def series_chunks(trace: TraceColumns | TraceChunks) -> Iterable[TraceColumns]:
+    """The trace again for `OpenIntervals.step_series`: a narrow read of a trace read chunk by chunk."""
+    return [trace] if isinstance(trace, TraceColumns) else trace.reading(SERIES_FIELDS)
