@@ -67,7 +67,8 @@ class TraceParts:
         self.segments += [segment] if stream is not None and segment else []
         if parquet is not None:
             stored = [name for name in SCHEMA.names if name in wanted and name in parquet.schema_arrow.names]
-            yield from (_conformed(batch, wanted) for batch in parquet.iter_batches(self.batch_rows, columns=stored))
+            for k in range(parquet.num_row_groups):  # one at a time: iter_batches buffers every group ahead
+                yield from (_conformed(b, wanted) for b in parquet.iter_batches(self.batch_rows, [k], stored))
         try:
             yield from (_conformed(batch, wanted) for batch in stream or ())
         except (pa.ArrowInvalid, OSError):  # the batches before a torn one were read
