@@ -175,7 +175,7 @@ class ModelRate:
             wait = max(wait, self._probe_wait(now))
         if self.requests is not None:
             paced = self.requests.wait_for(1.0, now)
-            if paced > 0 and self.source == "learned":
+            if paced > 0 and self.source == "learned" and self.learns:
                 self._creep(now)
             wait = max(wait, paced)
         if self.tokens is not None and self.tokens_per_request:

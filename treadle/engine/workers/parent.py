@@ -405,6 +405,8 @@ class ParentRun(Run):
         """Each running worker's share of every model's adaptive value, pace and hold: split between the
         workers holding row groups (one without any gets a share too, for when it is given some)."""
         running = [h for h in self.workers if h.alive and h.finished is None]
+        if not running or not self.rates:  # no models (python columns alone): nothing to share
+            return
         busy = sum(1 for h in running if h.outstanding)
         for handle, message in zip(running, self.shared_rates.messages(len(running), busy), strict=True):
             handle.send(message)

@@ -227,8 +227,6 @@ class SharedRates:
     def messages(self, running: int, busy: int) -> list[ShareRates]:
         """Each of `running` workers' shares of every model: split between the `busy` ones (holding row
         groups); one without any gets a busy one's share too, for when it is given some."""
-        if not running or not self.rates:
-            return []
         busy = max(1, min(busy, running))
         split = {key: self.shares(key, busy) for key in self.rates}
         return [ShareRates({key: shares[min(i, busy - 1)] for key, shares in split.items()}) for i in range(running)]
