@@ -62,7 +62,7 @@ def test_the_parent_learns_the_endpoints_rate_from_both_workers_and_splits_it():
 
 
 def test_a_worker_follows_its_share_and_a_hold_told_to_another():
-    leader, shared = _leader()
+    _, shared = _leader()
     now = time.perf_counter()
     # Worker 0 was told to wait 5 s; worker 1 heard nothing of it.
     told = RateSignals(array("d", [now - 0.2]).tobytes(), [(now - 0.1, 1, (now - 0.2, 429, 5.0, None, None))], False)
