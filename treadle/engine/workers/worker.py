@@ -283,19 +283,18 @@ class WorkerLoop:
             scheduler.abort()
 
     def handle_or_end(self, message: ParentMessage | None) -> None:
-        """`handle`; an error in it ends this worker's run as a fatal error: its running cells end, the
-        groups it holds are written, and its Finished tells the parent why (which ends the run)."""
+        """`handle`; an error in it ends this worker's run as a fatal error: it starts nothing new, writes
+        the groups it holds once its running cells end, and its Finished tells the parent why (which
+        ends the run)."""
         try:
             self.handle(message)
         except Exception as exc:
             scheduler = self.run.scheduler
             what = "the parent's end" if message is None else type(message).__name__
             if scheduler.fatal is None:
-                scheduler.fatal = FatalRunError(
-                    f"internal error handling {what} in a worker: {type(exc).__name__}: {exc}"
-                )
+                error = f"{type(exc).__name__}: {exc}"
+                scheduler.fatal = FatalRunError(f"internal error handling {what} in a worker: {error}")
             scheduler.stop(str(scheduler.fatal))
-            scheduler.abort()
 
     def _read_commands(self, loop: asyncio.AbstractEventLoop) -> None:
         """On a thread: each command to the loop, in order; None when the parent is gone."""
