@@ -53,7 +53,7 @@ def test_two_workers_stop_early_after_the_runs_window_of_failed_attempts(tmp_pat
     assert proc.returncode == 1, proc.stderr
     assert "stopped early: 40 of the last 40 attempts failed (last error: " in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert requests < 70, "each worker counted only its own attempts"
+    assert requests < 62, "each worker counted only its own attempts (about 80 in all)"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["message"].startswith("stopped early")
 
