@@ -75,10 +75,15 @@ def test_a_worker_follows_its_share_and_a_hold_told_to_another():
     assert follower.requests is not None and follower.source == "learned"
     assert 4.0 < follower.hold_until - time.perf_counter() <= 5.0
     assert follower.start_delay(time.perf_counter()) > 4.0
-    # What the follower meets goes to the parent; it adapts nothing itself.
+    # What the follower meets goes to the parent, which adapts the limit; the follower only halves its
+    # own pace at once, and keeps under that until the parent has heard.
+    paced = follower.requests.rate
     follower.started(time.perf_counter())
     follower.answered(time.perf_counter(), 429, None, None)
     assert follower.changes == [] and follower.concurrency == 1.0
+    assert follower.requests.rate == paced / 2
+    follower.follow(shared.shares(KEY, 2)[1])
+    assert follower.requests.rate == paced / 2
     signals = follower.take_signals()
     assert len(array("d", signals.starts)) == 1 and [a[2][1] for a in signals.answers] == [429]
     assert follower.take_signals().answers == []

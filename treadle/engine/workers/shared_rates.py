@@ -27,6 +27,11 @@ from treadle.engine.rate_headers import LimitHeaders
 from treadle.engine.rate_limits import Change, ModelRate
 from treadle.engine.workers.messages import Answer, RateShare, RateSignals, ShareRates, shares
 
+LOCAL_CUT_S = 1.0
+"""A worker that meets a rate limit halves its own pace at once and keeps under that for this long: the
+parent, which adapts the pace from every worker's answers, has heard of the refusal by then (its shares
+go out four times a second, after every worker's tick up to the refusal)."""
+
 
 class FollowerRate(ModelRate):
     """A worker's part of a model limit: paced by the parent's shares, noting what its requests meet."""
@@ -38,6 +43,8 @@ class FollowerRate(ModelRate):
         self._sent_times = array("d")
         self._heard: list[tuple[float, int, Answer]] = []
         self._paced = False
+        self._cut: tuple[float, float] | None = None
+        """(until when, the pace per second) of the cut after this worker's last rate limit."""
 
     def start_delay(self, now: float) -> float:
         wait = super().start_delay(now)
@@ -57,8 +64,13 @@ class FollowerRate(ModelRate):
         headers: LimitHeaders | None,
         tokens_used: float | None = None,
     ) -> None:
-        self._heard.append((self.now(), self.limit.in_use, (sent, status, retry_after, headers, tokens_used)))
+        now = self.now()
+        self._heard.append((now, self.limit.in_use, (sent, status, retry_after, headers, tokens_used)))
         super().answered(sent, status, retry_after, headers, tokens_used)
+        refused = status == 429 or (status == 503 and retry_after is not None)
+        if refused and self.adaptive and self.requests is not None and (self._cut is None or now >= self._cut[0]):
+            self.requests.rate /= 2
+            self._cut = (now + LOCAL_CUT_S, self.requests.rate)
 
     def take_signals(self) -> RateSignals:
         signals = RateSignals(self._sent_times.tobytes(), self._heard, self._paced)
@@ -69,7 +81,10 @@ class FollowerRate(ModelRate):
         """The parent's share: the adaptive value and pace from now on, a hold another worker was told."""
         now = self.now()
         self.concurrency = max(1.0, share.concurrency)
-        self.requests = _bucket(self.requests, share.requests, now)
+        requests = share.requests
+        if requests is not None and self._cut is not None and now < self._cut[0]:
+            requests = (min(requests[0], self._cut[1]), requests[1])
+        self.requests = _bucket(self.requests, requests, now)
         self.tokens = _bucket(self.tokens, share.tokens, now)
         self.hold_until = max(self.hold_until, now + share.held_s)
         self.source = share.source
