@@ -9,6 +9,7 @@ Chrome export give what they gave when the trace was trace.jsonl.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import itertools
@@ -591,9 +592,8 @@ def test_columns_of_the_records_read_one_by_one_are_those_read_at_once(fixed_run
     reader = TraceReader(fixed_run)
     records = list(reader)
     assert reader.sessions == 2 and {r["session"] for r in records} == {0, 1}
-    one_by_one = trace_columns(
-        records, skipped=reader.skipped, session_starts=reader.session_starts, span_s=reader.span_s
-    )
+    sessions = {"skipped": reader.skipped, "session_starts": reader.session_starts, "span_s": reader.span_s}
+    one_by_one = dataclasses.replace(trace_columns(records), **sessions)
     assert_same_columns(read_trace(fixed_run), one_by_one)
 
 

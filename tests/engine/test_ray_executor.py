@@ -12,6 +12,8 @@ import pytest
 
 import treadle
 from treadle.engine.events import Progress
+from treadle.engine.run import RunOptions
+from treadle.engine.workers import open_controller
 from treadle.sim import SimConfig, SimulatorThread
 
 ray = pytest.importorskip("ray", reason="the Ray tests need Ray: pip install 'treadle[ray]'")
@@ -110,3 +112,34 @@ def test_a_killed_actor_leaves_its_row_groups_to_the_other(tmp_path, caplog):
     assert len(died) == 1 and "Ray actor" in died[0] and "ended mid-run" in died[0]
     # Its groups rerun whole (its journal was on its own disk): at most its groups in flight are asked again.
     assert 2 * ROWS < requests <= 2 * ROWS + 2 * 20 * 3
+
+
+def test_an_edit_and_a_recompute_reach_every_actor_and_a_killed_ones_groups(tmp_path):
+    sim = SimulatorThread(SimConfig(latency_ms=5, seed=3))
+    with sim as url:
+        options = RunOptions(out=tmp_path / "run", hold_open=True, cache="off")
+        controller = open_controller(treadle.load(_pipeline(tmp_path, url)), options)
+        events = controller.subscribe()
+        before = set(ray.util.list_named_actors())  # another test's, not yet gone
+        controller.start()
+        while events.get(timeout=60).type != "idle":
+            pass
+        ours = sorted(n for n in set(ray.util.list_named_actors()) - before if n.startswith(ACTOR_NAME_PREFIX))
+        assert len(ours) == 2
+        ray.kill(ray.get_actor(ours[0]))
+        while all(w.alive for w in controller.snapshot().workers):
+            events.get(timeout=60)  # the driver hears of it on its loop: look again after its next event
+        requests = sim.stats()["requests_total"]
+        assert controller.update_column("b", prompt="once more {{ a }}") == 2
+        assert controller.recompute("b") == ROWS  # the killed actor's groups: adopted with their files
+        while events.get(timeout=60).type != "idle":
+            pass
+        assert sim.stats()["requests_total"] - requests == ROWS
+        controller.close()
+        result = controller.wait(60)
+    assert result is not None
+    output = _sorted_output(result.run_dir)
+    assert output["id"].tolist() == list(range(ROWS))
+    assert (output["b"] == "Simulated answer to: once more " + output["a"]).all()
+    assert output["b__version"].tolist() == [2] * ROWS
+    assert output["t"].notna().sum() == ROWS - len(range(0, ROWS, 17))  # the other columns, read back

@@ -20,7 +20,7 @@ from treadle.engine.errors import StorageError
 from treadle.engine.run import RunOptions
 from treadle.engine.trace_reader import TraceReader, read_trace, trace_path
 from treadle.engine.trace_schema import SCHEMA
-from treadle.engine.trace_writer import compact
+from treadle.engine.tracing import compact
 
 PROBE_DIR = Path(__file__).parents[1] / "data" / "probe"
 

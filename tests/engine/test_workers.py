@@ -290,6 +290,9 @@ def test_pause_stops_every_worker_and_resume_goes_on(tmp_path):
         assert len(sim.requests()) == paused_at  # nothing started while paused
         snapshot = controller.snapshot()
         assert snapshot.status == "paused" and snapshot.cells["done"] < 600
+        groups = snapshot.row_groups  # a group a worker holds beyond its share waits: not in flight
+        assert groups["in_flight"] <= snapshot.limits["row_groups"].total
+        assert groups["finished"] + groups["in_flight"] + groups["pending"] == 300 // 20
         controller.resume()
         result = controller.wait(120)
     assert result is not None and result.status == "done"

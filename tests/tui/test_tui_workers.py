@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from textual.widgets import Log
 from tui_helpers import plain, until
 
 import treadle
@@ -22,6 +21,7 @@ from treadle.engine.workers import open_controller
 from treadle.serve import ProgressServer
 from treadle.sim import SimConfig, SimulatorThread
 from treadle.tui.app import TreadleApp
+from treadle.tui.column_editor import ConfirmRecomputeScreen
 from treadle.tui.widgets.limits import LimitsPanel
 from treadle.tui.widgets.workers import WorkersPanel, workers_text
 
@@ -118,8 +118,11 @@ async def test_a_person_watches_and_steers_two_workers_as_one_process(tmp_path, 
             (tmp_path / "broken").unlink()  # the cause fixed: retry every failed cell
             await pilot.press("A")
             await until(pilot, lambda: app.snap.cells["failed"] == 0 and app.status == "idle", what="retried")
-            await pilot.press("C")  # recompute: refused with the reason, in the log, and the app goes on
-            assert "not there yet" in "".join(app.query_one("#log", Log).lines)
+            app.grid.move_cursor(0, 0)
+            await pilot.press("C")  # recompute a: asks first, with the cells and calls counted over the workers
+            assert isinstance(app.screen, ConfirmRecomputeScreen)
+            assert (app.screen.cells, app.screen.calls) == (ROWS, ROWS)
+            await pilot.press("n")
             app.grid.move_cursor(FAILING[0])
             await pilot.press("d")
             await until(pilot, lambda: app.snap.cells["dropped"] == 3, what="the row dropped")

@@ -221,10 +221,11 @@ class Batches:
         if error is None:
             self._done(cells, values, keep, usage, timing)
         else:
+            rows = np.array(row_numbers)
             for cell in cells:
                 if tracker.state[cell] == _RUNNING:
                     # One trace record (and one early-stop count) for the call, on its first row.
-                    parts.failures.record(cell, error, timing, traced=cell == first, rows=len(cells))
+                    parts.failures.record(cell, error, timing, traced=cell == first, rows=rows)
         dispatch.call_settled(first)
 
     async def _call(
@@ -256,7 +257,8 @@ class Batches:
         tracker, first = self._tracker, cells[0]
         row, node = divmod(first, tracker.n_nodes)
         attempt = self._parts.failures.attempts.get(first, 0) + 1
-        self._dispatch.tracer.record(row, node, attempt, *timing, "cancelled", rows=len(cells))
+        rows = np.array(cells) // tracker.n_nodes
+        self._dispatch.tracer.record(row, node, attempt, *timing, "cancelled", rows=rows)
         for cell in cells:
             if tracker.state[cell] == _RUNNING:
                 tracker.cancel(cell)
@@ -277,10 +279,10 @@ class Batches:
         row, node = divmod(first, n_nodes)
         attempt = failures.attempts.get(first, 0) + 1
         tokens = None if usage is None else {dispatch.tracer.usage_keys[node]: usage}
-        dispatch.tracer.record(row, node, attempt, *timing, "done", values=tokens, rows=len(cells))
+        cell_array = np.array(cells, dtype=np.int64)
+        dispatch.tracer.record(row, node, attempt, *timing, "done", values=tokens, rows=cell_array // n_nodes)
         if not self._tracing:
             dispatch.latencies[node].append(timing[3] - timing[2])
-        cell_array = np.array(cells, dtype=np.int64)
         running = tracker.in_state(cell_array, _RUNNING)  # else its row was dropped while the call ran
         if keep is not None:
             dropped = cell_array[running & ~keep] // n_nodes

@@ -42,8 +42,7 @@ from treadle.engine.resume import Recovery, RunRecord, descendants, pipeline_to_
 from treadle.engine.run import Run, RunOptions
 from treadle.engine.run_dir import create_run_dir, new_run_dir
 from treadle.engine.stats import LimitChanges
-from treadle.engine.trace_writer import Batch
-from treadle.engine.tracing import TaskTrace
+from treadle.engine.tracing import Batch, TaskTrace
 from treadle.engine.tracker import N_STATES, CellState
 from treadle.engine.views import CellDetail, LimitView, Snapshot, WorkerView
 
@@ -439,7 +438,7 @@ class RunController:
         if run.status in ("done", "failed", "interrupted"):  # writing the run directory: summary.json next
             self._done.wait(_COMMAND_TIMEOUT_S)
 
-        def take() -> tuple[dict[str, Any], list[Batch], int]:
+        def take() -> tuple[dict[str, Any], Batch, int]:
             return self._edits.with_versions(run.build_summary()), run.tracer.held(), run.tracer.seq
 
         taken = self._call(take)

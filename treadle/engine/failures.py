@@ -16,6 +16,8 @@ import random
 from collections.abc import Callable
 from typing import Protocol
 
+import numpy as np
+
 from treadle.engine.errors import CellError, FatalRunError
 from treadle.engine.events import CellFailed, EventBus, Salvage
 from treadle.engine.generators.base import Generator
@@ -90,7 +92,7 @@ class FailureHandler:
         error: BaseException,
         timing: tuple[int, float, float, float],
         traced: bool = True,
-        rows: int | None = None,
+        rows: np.ndarray | None = None,
     ) -> None:
         """A failed attempt of `cell`; `timing` is (slot, t_ready, t_started, t_ended). `traced=False`: a
         cell of a batch call other than its first, which holds the call's trace record (with its `rows`)

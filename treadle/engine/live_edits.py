@@ -54,6 +54,31 @@ def function_source(function: Callable[..., Any], fallback: str) -> str:
         return fallback
 
 
+def edited_generator(current: Generator, edit: ColumnEdit) -> Generator:
+    """The generator of `edit`'s column built from its changed config (`current`: the one serving it now)."""
+    config = edit.loaded.graph.nodes[edit.column].config
+    if isinstance(config, LLMColumn):
+        assert isinstance(current, LLMGenerator)
+        llm = LLMGenerator(edit.column, config, current.client)
+        llm.cache = current.cache
+        return llm
+    if isinstance(config, FilterColumn):
+        body = config.expression_body()
+        assert body is not None  # only an expression filter can be edited
+        return ExpressionFilter(edit.column, body)
+    assert isinstance(config, TemplateColumn)
+    return TemplateGenerator(edit.column, config.template)
+
+
+def reloaded_generator(current: Generator, function: Callable[..., Any]) -> Generator:
+    """A python column's or filter's generator (batch or not) calling `function` instead (`current`: unstamped)."""
+    if isinstance(current, BatchGenerator):
+        return current.replaced(current.stamp, function)
+    if isinstance(current, FunctionFilter):
+        return FunctionFilter(current.name, function)
+    return PythonGenerator(current.name, current.outputs, function)
+
+
 class ColumnEditor:
     def __init__(self, run: Run, versions: Versions) -> None:
         self._run = run
@@ -66,12 +91,13 @@ class ColumnEditor:
             if (function := getattr(unstamped(g), "function", None)) is not None
         }
         for column in versions.columns():  # a resumed run: the changed columns stamp their version again
-            self._swap(column, generators[self._nodes[column]], versions.of_column(column))
+            self.swap(column, generators[self._nodes[column]], versions.of_column(column))
 
     def generator(self, column: str) -> Generator:
         return unstamped(self._run.scheduler.generators[self._nodes[column]])
 
-    def _swap(self, column: str, generator: Generator, version: int) -> None:
+    def swap(self, column: str, generator: Generator, version: int) -> None:
+        """Serve `column`'s next cells from `generator`, its values stamped with `version`."""
         node = self._nodes[column]
         inner = unstamped(generator)
         new: Generator
@@ -86,43 +112,22 @@ class ColumnEditor:
 
     def apply(self, edit: ColumnEdit) -> int:
         """Serve the column's next cells from the changed config; returns the new version."""
-        current = self.generator(edit.column)
-        config = edit.loaded.graph.nodes[edit.column].config
-        new: Generator
-        if isinstance(config, LLMColumn):
-            assert isinstance(current, LLMGenerator)
-            llm = LLMGenerator(edit.column, config, current.client)
-            llm.cache = current.cache
-            new = llm
-        elif isinstance(config, FilterColumn):
-            body = config.expression_body()
-            assert body is not None  # only an expression filter can be edited
-            new = ExpressionFilter(edit.column, body)
-        else:
-            assert isinstance(config, TemplateColumn)
-            new = TemplateGenerator(edit.column, config.template)
+        new = edited_generator(self.generator(edit.column), edit)
         version = self.versions.add(edit.column, "edit", edit.changes, edit.loaded.source_hash)
         self._record()
-        self._swap(edit.column, new, version)
+        self.swap(edit.column, new, version)
         return version
 
     def reload(self, column: str, function: Callable[..., Any], pipeline_hash: str) -> int:
         """Serve the python column's (or filter's) next cells or batch calls from `function` (its module
         loaded again); returns the version."""
-        current = self.generator(column)
-        reloaded: Generator
-        if isinstance(current, BatchGenerator):
-            reloaded = current.replaced(current.stamp, function)
-        elif isinstance(current, FunctionFilter):
-            reloaded = FunctionFilter(column, function)
-        else:
-            reloaded = PythonGenerator(column, current.outputs, function)
+        reloaded = reloaded_generator(self.generator(column), function)
         old = self._sources.get(column, column)
         new = function_source(function, column)
         self._sources[column] = new
         version = self.versions.add(column, "reload", {"function": (old, new)}, pipeline_hash)
         self._record()
-        self._swap(column, reloaded, version)
+        self.swap(column, reloaded, version)
         return version
 
     def _record(self) -> None:

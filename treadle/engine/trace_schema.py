@@ -19,7 +19,7 @@ class TaskTrace(NamedTuple):
     row: Annotated[int, "0-based seed row"]
     column: Annotated[str, "the column; `<column>:llm` for a model call made from inside a python column (ctx.llm)"]
     attempt: Annotated[int, "1 for the first attempt of the cell (or of the ctx call), then 2, 3, ..."]
-    slot: Annotated[int, "the execution slot lane (worker) that ran it, 0 .. slots-1 (a ctx call: its cell's)"]
+    slot: Annotated[int, "the execution slot lane that ran it, 0 .. slots-1 (a ctx call: its cell's)"]
     model: Annotated[str | None, "model name (the key under `models:`) of an llm column or ctx call; else null"]
     t_ready: Annotated[float, "when it became ready (inputs done, retry delay over; ctx call: asked for a model)"]
     t_start: Annotated[float, "when it started (it held an execution slot, and a model slot for llm columns)"]
@@ -47,14 +47,9 @@ class TaskTrace(NamedTuple):
         "for a batch column's call (`batch: true`), the rows it ran for: one attempt for them all, recorded on"
         " the first row; null for a cell's own attempt",
     ] = None
-
-    @property
-    def queue_wait_s(self) -> float:
-        return self.t_start - self.t_ready
-
-    @property
-    def run_s(self) -> float:
-        return self.t_end - self.t_start
+    worker: Annotated[
+        int | None, "the engine process that ran it, 0 .. N-1 (`--workers N`); 0 in one process; null in older traces"
+    ] = None
 
 
 _ARROW_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string()}

@@ -138,6 +138,13 @@ class CellTracker:
             return list(range(start + roots[0], stop, n))
         return (np.arange(start, stop, n)[:, None] + np.array(roots)).ravel().tolist()  # row by row: in order
 
+    def set_group_states(self, group: int, states: bytes) -> None:
+        """A group's cell states as another process (a worker) left them, row after row; counts follow."""
+        start = self.group_rows(group).start * self.n_nodes
+        for i, new in enumerate(states):
+            if self.state[start + i] != new:
+                self._set(start + i, new)
+
     def restore_done(self, cell: int) -> None:
         """A cell a previous attempt at this run finished (resume), set before its group is admitted."""
         if self.state[cell] == _WAITING:

@@ -2,7 +2,8 @@
 
 `print_report` prints rich tables to a console; `write_html_report` writes one self-contained HTML
 file (inline CSS and SVG charts drawn here: no script, no network). Both read the run directory
-through `treadle.engine.analysis.metrics.measure_run`. PNG charts are not offered: no installed
+through `treadle.engine.analysis.metrics.measure_run` (and, for a run on several processes,
+`treadle.engine.analysis.per_worker.measure_workers`). PNG charts are not offered: no installed
 library draws them (matplotlib and Pillow are not dependencies).
 
 Modules: `tables` (the tables both show, as plain rows), `console` (rich), `html_page` (HTML and SVG),

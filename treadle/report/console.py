@@ -11,16 +11,20 @@ from rich.text import Text
 
 from treadle.engine.analysis.cost import Prices
 from treadle.engine.analysis.metrics import measure_run
-from treadle.report.tables import cache_line, headline, sections
+from treadle.engine.analysis.per_worker import measure_workers
+from treadle.report.tables import cache_line, headline, sections, worker_lines
 
 
 def print_report(run_dir: Path, console: Console, prices: Prices | None = None, *, events: Path | None = None) -> None:
     """Print the report of a run directory: time, concurrency, cost, errors, throughput."""
     m = measure_run(Path(run_dir), prices, events=events)
+    workers = measure_workers(Path(run_dir), m.wall_s)
     console.print(Text(headline(m), style="bold"), soft_wrap=True)
+    for worker_line in worker_lines(workers):
+        console.print(Text(worker_line), soft_wrap=True)
     if line := cache_line(None if m.summary is None else m.summary.cache):
         console.print(Text(line), soft_wrap=True)
-    for title, headers, rows, note in sections(m):
+    for title, headers, rows, note in sections(m, workers):
         if not rows:
             console.print(Text(title, style="bold"))
             console.print(Text(note or "nothing to show", style="dim"))

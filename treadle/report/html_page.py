@@ -11,8 +11,9 @@ from typing import Any
 from treadle.engine.analysis.cost import Prices
 from treadle.engine.analysis.metrics import measure_run
 from treadle.engine.analysis.metrics_record import RunMetrics
+from treadle.engine.analysis.per_worker import WorkerUse, measure_workers
 from treadle.engine.analysis.series import nice_width
-from treadle.report.tables import Section, cache_line, headline, sections
+from treadle.report.tables import Section, cache_line, headline, sections, worker_lines
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1100px;color:#222;
@@ -25,6 +26,7 @@ td:first-child,th:first-child{text-align:left}tr.all td{font-weight:600}
 vertical-align:middle;margin-right:4px}
 """
 _W, _H, _PAD_L, _PAD_R, _PAD_T, _PAD_B = 1000, 210, 48, 12, 22, 24
+_WORKER_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2", "#e45756", "#72b7b2", "#eeca3b", "#9d755d")
 
 
 def _ticks(top: float, n: int = 4) -> list[float]:
@@ -107,8 +109,20 @@ def _legend(items: Sequence[tuple[str, str]]) -> str:
     return f'<div class="legend">{spans}</div>'
 
 
-def _charts(m: RunMetrics) -> str:
-    """Throughput, cells in flight against the slot limit, cells queued, and each model's requests."""
+def _workers_chart(m: RunMetrics, workers: Sequence[WorkerUse]) -> str:
+    """Each worker's cells in flight, one line each (a run on several processes)."""
+    chart = _Chart(m.wall_s, max((w.peak_in_flight for w in workers), default=0) * 1.05, "cells")
+    legend = []
+    for i, w in enumerate(workers):
+        colour = _WORKER_COLOURS[i % len(_WORKER_COLOURS)]
+        chart.steps(w.in_flight_t, w.in_flight_v, colour)
+        legend.append((f"worker {w.worker}", colour))
+    return "<h2>Cells in flight per worker</h2>" + _legend(legend) + chart.svg("cells in flight per worker")
+
+
+def _charts(m: RunMetrics, workers: Sequence[WorkerUse] = ()) -> str:
+    """Throughput, cells in flight against the slot limit (and per worker), cells queued, and each
+    model's requests."""
     wall = m.wall_s
     tp = m.throughput
     width = tp.bucket_s
@@ -133,6 +147,8 @@ def _charts(m: RunMetrics) -> str:
         + _legend([("cells in flight", "#4c78a8"), ("slot limit", "#e45756")])
         + chart.svg("cells in flight")
     )
+    if workers:
+        out.append(_workers_chart(m, workers))
 
     queued = m.queued
     chart = _Chart(wall, max(queued.v, default=0) * 1.05, "cells")
@@ -168,20 +184,22 @@ def _html_table(section: Section) -> str:
     return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{''.join(body)}</table>{note_html}"
 
 
-def render_html(metrics: RunMetrics | Mapping[str, Any], refresh_s: int | None = None) -> str:
+def render_html(
+    metrics: RunMetrics | Mapping[str, Any], refresh_s: int | None = None, workers: Sequence[WorkerUse] = ()
+) -> str:
     """The self-contained HTML report of a run's metrics, or of their JSON from `run_metrics` (reloading
-    every `refresh_s`)."""
+    every `refresh_s`); `workers`: theirs, for a run on several processes (`measure_workers`). Reads no file."""
     m = metrics if isinstance(metrics, RunMetrics) else RunMetrics.from_json(metrics)
-    tables = "\n".join(_html_table(section) for section in sections(m))
+    tables = "\n".join(_html_table(section) for section in sections(m, workers))
     title = html.escape(f"treadle report: {m.name or Path(m.run_dir).name}")
     refresh = f'<meta http-equiv="refresh" content="{int(refresh_s)}">' if refresh_s else ""
     cache = cache_line(None if m.summary is None else m.summary.cache)
-    cache_html = f"<p>{html.escape(cache)}</p>\n" if cache else ""
+    head_html = "".join(f"<p>{html.escape(line)}</p>\n" for line in [*worker_lines(workers), *filter(None, [cache])])
     return (
         "<!doctype html>\n"
         f'<html lang="en"><head><meta charset="utf-8">{refresh}<title>{title}</title><style>{_CSS}</style></head>\n'
-        f"<body><h1>{title}</h1><p>{html.escape(headline(m))}</p>\n{cache_html}"
-        f"{_charts(m) if m.has_trace else ''}\n{tables}\n"
+        f"<body><h1>{title}</h1><p>{html.escape(headline(m))}</p>\n{head_html}"
+        f"{_charts(m, workers) if m.has_trace else ''}\n{tables}\n"
         f'<p class="note">run directory: {html.escape(m.run_dir)}</p></body></html>\n'
     )
 
@@ -191,5 +209,5 @@ def write_html_report(run_dir: Path, out: Path, prices: Prices | None = None, *,
     m = measure_run(Path(run_dir), prices, events=events)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_html(m), encoding="utf-8")
+    tmp.write_text(render_html(m, workers=measure_workers(Path(run_dir), m.wall_s)), encoding="utf-8")
     tmp.replace(out)

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from treadle.engine.analysis.metrics_record import RunMetrics
+from treadle.engine.analysis.per_worker import WorkerUse
 from treadle.engine.analysis.records import ColumnMetrics
 from treadle.engine.summary_record import RunSummary
 from treadle.report.text import cost_text, number_text, seconds_text, share_text, sparkline
@@ -21,13 +22,15 @@ class Section(NamedTuple):
     note: str | None
 
 
-def sections(m: RunMetrics) -> list[Section]:
-    """Every table of the report: from the trace if the run kept one, else from summary.json alone."""
+def sections(m: RunMetrics, workers: Sequence[WorkerUse] = ()) -> list[Section]:
+    """Every table of the report: from the trace if the run kept one, else from summary.json alone;
+    `workers` (a run on several processes: `workers.measure_workers`) adds a table of theirs."""
     if not m.has_trace:
         return _summary_sections(m.summary or RunSummary())
     return [
         _time_section(m),
         _concurrency_section(m),
+        *([_workers_section(m, workers)] if workers else []),
         _cost_section(m),
         _errors_section(m),
         _throughput_section(m),
@@ -108,6 +111,33 @@ def _concurrency_section(m: RunMetrics) -> Section:
         peak = f"{info.peak_in_flight}" + (f" of {model_limit}" if model_limit else "")
         rows.append([f"model {model}: peak requests in flight", peak])
     return Section("What was my real concurrency", ["measure", "value"], rows, None)
+
+
+def worker_lines(workers: Sequence[WorkerUse]) -> list[str]:
+    """One line per worker for the report's head: `worker 0: 630 attempts, 64.0 calls/s`."""
+    return [f"worker {w.worker}: {w.attempts:,} attempts, {w.calls_per_s:,.1f} calls/s" for w in workers]
+
+
+def _workers_section(m: RunMetrics, workers: Sequence[WorkerUse]) -> Section:
+    rows = [
+        [f"worker {w.worker}", number_text(w.attempts), number_text(w.calls), number_text(w.calls_per_s),
+         number_text(w.slots), number_text(w.peak_in_flight), number_text(w.mean_in_flight)]
+        for w in workers
+    ]  # fmt: skip
+    calls = sum(w.calls for w in workers)
+    conc = m.concurrency
+    rows.append(
+        ["all", number_text(sum(w.attempts for w in workers)), number_text(calls),
+         number_text(sum(w.calls_per_s for w in workers)), number_text(sum(w.slots for w in workers)),
+         number_text(conc.peak_in_flight), number_text(conc.mean_in_flight)]
+    )  # fmt: skip
+    return Section(
+        "Workers (engine processes)",
+        ["worker", "attempts", "model calls", "calls/s", "slots", "peak cells in flight", "mean cells in flight"],
+        rows,
+        "each worker ran its own row groups; calls/s: its model requests over the run's wall time; slots: "
+        "the execution slot lanes its cells ran on (the slot limit is shared out among the workers)",
+    )
 
 
 def _cost_section(m: RunMetrics) -> Section:

@@ -35,6 +35,11 @@ class Dice:
         self._seen: dict[str, int] = {}
         self._rates = config.fault_rates()
 
+    @property
+    def seeded(self) -> bool:
+        """Each request's draws depend on its messages (rng_for needs their digest)."""
+        return self.config.seed is not None
+
     def rng_for(self, digest: str) -> random.Random:
         if self.config.seed is None:
             return self._rng

@@ -6,6 +6,7 @@ gets the same answer and its token cost is known before rate limits are checked.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -37,7 +38,13 @@ class ChatRequest:
     forced_tool: dict[str, Any] | None  # the function a tool_choice demands, if any
     max_tokens: int | None
     n: int
-    digest: str  # identifies the conversation: same messages, same digest
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """Identifies the conversation: same messages, same digest (made on first use: only a seed or a
+        schema needs it, and its canonical JSON costs as much as parsing the request)."""
+        canonical = json.dumps(self.messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
 
     @property
     def last_user_message(self) -> str:
@@ -79,7 +86,6 @@ def parse_request(body: bytes) -> ChatRequest:
         raise RequestError("n must be an integer between 1 and 128", "n")
     response_format = data.get("response_format")
     stream_options = data.get("stream_options") or {}
-    canonical = json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return ChatRequest(
         model=model,
         messages=messages,
@@ -89,7 +95,6 @@ def parse_request(body: bytes) -> ChatRequest:
         forced_tool=_forced_tool(data.get("tools"), data.get("tool_choice")),
         max_tokens=max_tokens,
         n=n,
-        digest=hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest(),
     )
 
 

@@ -152,7 +152,8 @@ class SimServer:
                 return _error(429, message, "rate_limit_exceeded", "rate_limit_exceeded", headers=headers)
 
         # Drawn after the rate limit so that only admitted attempts count as "seen" for the seed.
-        fate = self.dice.fate(self.dice.rng_for(chat.digest), reply.completion_tokens)
+        rng = self.dice.rng_for(chat.digest if self.dice.seeded else "")  # an unseeded digest is never used
+        fate = self.dice.fate(rng, reply.completion_tokens)
         if fate.fault is not None:
             self.stats.faults[fate.fault] += 1
         if fate.fault == "overload":  # shed at once, as an overloaded server does: no latency

@@ -27,6 +27,8 @@ def models_body(names: tuple[str, ...]) -> bytes:
 
 
 def completion_body(request: ChatRequest, reply: Reply, ident: str, created: int) -> bytes:
+    if request.n == 1 and reply.reasoning is None and reply.tool_call is None:
+        return _plain_completion_body(request, reply, ident, created)
     message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
     if reply.reasoning is not None:
         message["reasoning_content"] = reply.reasoning
@@ -47,6 +49,19 @@ def completion_body(request: ChatRequest, reply: Reply, ident: str, created: int
             "system_fingerprint": "treadle-sim",
         }
     )
+
+
+def _plain_completion_body(request: ChatRequest, reply: Reply, ident: str, created: int) -> bytes:
+    """completion_body's bytes for one plain answer, made without its dicts: the simulator's commonest
+    answer, whose encoding was a tenth of its CPU per request under load."""
+    prompt, completion = reply.prompt_tokens, reply.completion_tokens
+    return (
+        f'{{"id":{_DUMPS(ident)},"object":"chat.completion","created":{created},"model":{_DUMPS(request.model)},'
+        f'"choices":[{{"index":0,"message":{{"role":"assistant","content":{_DUMPS(reply.content)},"refusal":null}},'
+        f'"logprobs":null,"finish_reason":{_DUMPS(reply.finish_reason)}}}],"usage":{{"prompt_tokens":{prompt},'
+        f'"completion_tokens":{completion},"total_tokens":{prompt + completion},'
+        f'"completion_tokens_details":{{"reasoning_tokens":{reply.reasoning_tokens}}}}},"system_fingerprint":"treadle-sim"}}'
+    ).encode()
 
 
 def stream_events(request: ChatRequest, reply: Reply, ident: str, created: int) -> Iterator[tuple[bytes, float]]:

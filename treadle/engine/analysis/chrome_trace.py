@@ -13,6 +13,10 @@ Processes (pids) group tracks:
 - pid 3 "queue": the time each attempt waited between ready and start (cat `queue`), packed in lanes,
   and the counter `cells queued`.
 
+A run on several engine processes (`--workers N`; its trace has a `worker` other than 0) draws each
+worker's slots as threads of a process of its own, "worker W" (pid WORKER_PID_BASE + W, with its own
+`cells in flight`); pid 1, "all workers", keeps the run's counters.
+
 So every trace record gives exactly one event with cat `attempt`. Times are microseconds since
 the run started; sessions of a resumed run are laid one after another, marked by a `resumed` instant.
 The trace is read twice: events are written as records are read; only a few numbers per attempt
@@ -45,6 +49,9 @@ from treadle.engine.trace_schema import FIELDS
 SLOTS_PID, MODELS_PID, QUEUE_PID = 1, 2, 3
 SLOT_TID_BASE = 100
 """A slot's thread id is SLOT_TID_BASE + slot (thread ids are unique across processes)."""
+WORKER_PID_BASE, WORKER_TID_BASE, WORKER_TID_STRIDE = 10, 3_000_000, 100_000
+"""With workers: worker W's slot S is thread WORKER_TID_BASE + W * WORKER_TID_STRIDE + S of pid WORKER_PID_BASE + W
+(the parent numbers each worker's slots after the previous ones', but a raised limit can make them meet)."""
 MODEL_TID_BASE = 1_000_000
 QUEUE_TID_BASE = 2_000_000
 MAX_COUNTER_POINTS = 20_000
@@ -56,9 +63,10 @@ _COLOURS: dict[Any, str] = {
 # Events are formatted without building dicts: this runs for every line of a trace of millions.
 _X = '{"name":%s,"cat":"%s","ph":"X","ts":%.3f,"dur":%.3f,"pid":%d,"tid":%d%s,"args":%s}'
 # An attempt's args are its trace fields (trace_schema.FIELDS, in that order) but for those its event shows
-# otherwise (times as ts/dur, the slot as its thread) or adds only when set (parent, retry_after_s, rows);
+# otherwise (times as ts/dur, the slot as its thread) or adds only when set (parent, retry_after_s, rows;
+# worker in a run with workers);
 # the computed queue_wait_ms comes before model and seq, the order Chrome exports have always had.
-_SHOWN_OTHERWISE = ("slot", "t_ready", "t_start", "t_end", "parent", "retry_after_s", "rows")
+_SHOWN_OTHERWISE = ("slot", "t_ready", "t_start", "t_end", "parent", "retry_after_s", "rows", "worker")
 _AFTER_QUEUE_WAIT = ("model", "seq")
 _ARG_FIELDS = tuple(name for name in FIELDS if name not in _SHOWN_OTHERWISE + _AFTER_QUEUE_WAIT)
 """The fields before queue_wait_ms; `export_chrome` gives their values in this order."""
@@ -180,15 +188,15 @@ def export_chrome(
         wall = max(wall, session_start + summary.wall_s)
     limits = {} if summary is None else summary.limits
     models = sorted(set(first.requests) | {k[6:] for k in limits if k[:6] == "model:"})
-    lanes = _Lanes.packed(first, models)
+    lanes, tracks = _Lanes.packed(first, models), _Tracks.of(first)
     tmp = out.with_name(out.name + ".tmp")
     with _open_out(tmp, gzipped=out.suffix == ".gz") as handle:
         writer = _start(handle, summary, first)
-        slots = _write_attempts(writer, path, first.lines, lanes, queue_spans, model_requests)
+        slots = _write_attempts(writer, path, first.lines, lanes, tracks, queue_spans, model_requests)
         history = limit_history(summary, events, session_start)
         counters = _Counters(writer, summary, history, wall, session_start, max_counter_points)
-        counters.write(first, models)
-        _write_metadata(writer, slots, lanes)
+        counters.write(first, models, tracks)
+        _write_metadata(writer, slots, lanes, tracks)
         handle.write("\n]}\n")
         count = writer.count
     os.replace(tmp, out)
@@ -206,6 +214,8 @@ class _FirstPass:
     cells: _Spans = field(default_factory=lambda: (array("d"), array("d")))
     queued: _Spans = field(default_factory=lambda: (array("d"), array("d")))
     """Each cell attempt's ready and start."""
+    cell_workers: array = field(default_factory=lambda: array("q"))
+    """Each cell attempt's worker (0 in one process)."""
     waited: _Spans = field(default_factory=lambda: (array("d"), array("d")))
     """The waits drawn on the queue's lanes (those that waited at all)."""
     requests: dict[str, _Spans] = field(default_factory=dict)
@@ -236,6 +246,7 @@ def _first_pass(path: Path, queue_spans: bool, model_requests: bool) -> _FirstPa
         if not child:
             cell_starts.append(t_start)
             cell_ends.append(t_end)
+            kept.cell_workers.append(t.get("worker") or 0)
             queue_starts.append(t_ready)
             queue_ends.append(t_start)
             if queue_spans and t_start > t_ready:
@@ -270,6 +281,26 @@ class _Lanes:
         return cls(queue, n_queue, models, model_lanes, tid_base)
 
 
+@dataclass(frozen=True)
+class _Tracks:
+    """Where cells' attempts are drawn: on pid 1's slot threads, or, in a run with workers, on each
+    worker's process (its slots its threads)."""
+
+    workers: list[int]
+    """The workers seen, in order; none for a run in one process."""
+
+    @classmethod
+    def of(cls, first: _FirstPass) -> _Tracks:
+        seen = np.unique(np.frombuffer(first.cell_workers, dtype=np.int64)).tolist()
+        return cls(seen if any(seen) else [])
+
+    def slot(self, worker: int, slot: int) -> tuple[int, int]:
+        """The pid and tid of a worker's slot."""
+        if not self.workers:
+            return SLOTS_PID, SLOT_TID_BASE + slot
+        return WORKER_PID_BASE + worker, WORKER_TID_BASE + worker * WORKER_TID_STRIDE + slot
+
+
 def _start(handle: IO[str], summary: RunSummary | None, first: _FirstPass) -> _Writer:
     """The file's head (`otherData`), then a `resumed` instant where each later session starts."""
     other = {
@@ -291,12 +322,12 @@ def _start(handle: IO[str], summary: RunSummary | None, first: _FirstPass) -> _W
 
 
 def _write_attempts(
-    writer: _Writer, path: Path, lines: int, lanes: _Lanes, queue_spans: bool, model_requests: bool
-) -> set[int]:
+    writer: _Writer, path: Path, lines: int, lanes: _Lanes, tracks: _Tracks, queue_spans: bool, model_requests: bool
+) -> set[tuple[int, int]]:
     """Pass 2: every attempt's span (and its request and queue copies), written as it is read.
-    Returns the slots seen."""
+    Returns the slots seen, with their workers."""
     quote = _Quoted().__getitem__
-    slots: set[int] = set()
+    slots: set[tuple[int, int]] = set()
     waited = 0
     model_index = dict.fromkeys(lanes.models, 0)
     model_tid_base, model_lanes, queue_lanes = lanes.model_tid_base, lanes.model, lanes.queue
@@ -337,6 +368,9 @@ def _write_attempts(
             rows = t.get("rows")
             if rows is not None:  # a batch call: one slice for its rows
                 args = f'{args[:-1]},"rows":{int(rows)}}}'
+            worker = int(t.get("worker") or 0)
+            if tracks.workers:
+                args = f'{args[:-1]},"worker":{worker}}}'
         except (TypeError, ValueError):  # a line treadle did not write
             continue
         ts, dur = t_start * 1e6, max((t_end - t_start) * 1e6, 0.0)
@@ -347,8 +381,8 @@ def _write_attempts(
             continue
         slot = t.get("slot")
         slot = slot if isinstance(slot, int) and slot >= 0 else 0
-        slots.add(slot)
-        writer.raw(_X % (column, "attempt", ts, dur, SLOTS_PID, SLOT_TID_BASE + slot, colour, args))
+        slots.add((worker, slot))
+        writer.raw(_X % (column, "attempt", ts, dur, *tracks.slot(worker, slot), colour, args))
         if model_tid is not None:
             writer.raw(_X % (column, "request", ts, dur, MODELS_PID, model_tid, colour, args))
         if queue_tid is not None:
@@ -380,9 +414,14 @@ class _Counters:
         """Where the last session starts: summary.json's times (its rate limits) count from there."""
         self.max_points = max_points
 
-    def write(self, first: _FirstPass, models: list[str]) -> None:
+    def write(self, first: _FirstPass, models: list[str], tracks: _Tracks) -> None:
         self.in_flight(SLOTS_PID, "cells in flight", "cells", first.cells)
         self.limit(SLOTS_PID, "slot limit", "slots", SLOTS_LIMIT)
+        workers = np.frombuffer(first.cell_workers, dtype=np.int64)
+        starts, ends = (np.frombuffer(times, dtype=np.float64) for times in first.cells)
+        for worker in tracks.workers:
+            mine = workers == worker
+            self.in_flight(WORKER_PID_BASE + worker, "cells in flight", "cells", (starts[mine], ends[mine]))
         self.in_flight(QUEUE_PID, "cells queued", "cells", first.queued)
         for model in models:
             requests = first.requests.get(model, (array("d"), array("d")))
@@ -425,7 +464,7 @@ class _Counters:
                                "pid": MODELS_PID, "tid": 0, "args": {"reason": str(reason)}})  # fmt: skip
 
 
-def _write_metadata(writer: _Writer, slots: set[int], lanes: _Lanes) -> None:
+def _write_metadata(writer: _Writer, slots: set[tuple[int, int]], lanes: _Lanes, tracks: _Tracks) -> None:
     """Names and order of the processes and threads (`ph: "M"`)."""
 
     def metadata(name: str, pid: int, args: dict[str, Any], tid: int | None = None) -> None:
@@ -434,21 +473,26 @@ def _write_metadata(writer: _Writer, slots: set[int], lanes: _Lanes) -> None:
             event["tid"] = tid
         writer.event(event)
 
-    metadata("process_name", SLOTS_PID, {"name": "slots"})
+    metadata("process_name", SLOTS_PID, {"name": "all workers" if tracks.workers else "slots"})
     metadata("process_sort_index", SLOTS_PID, {"sort_index": 1})
-    for slot in sorted(slots):
-        metadata("thread_name", SLOTS_PID, {"name": f"slot {slot}"}, SLOT_TID_BASE + slot)
-        metadata("thread_sort_index", SLOTS_PID, {"sort_index": slot}, SLOT_TID_BASE + slot)
+    for worker in tracks.workers:
+        metadata("process_name", WORKER_PID_BASE + worker, {"name": f"worker {worker}"})
+        metadata("process_sort_index", WORKER_PID_BASE + worker, {"sort_index": 2 + worker})
+    for worker, slot in sorted(slots):
+        pid, tid = tracks.slot(worker, slot)
+        metadata("thread_name", pid, {"name": f"slot {slot}"}, tid)
+        metadata("thread_sort_index", pid, {"sort_index": slot}, tid)
+    after = 3 + max(tracks.workers, default=-1)  # models, then queue, after the workers
     if lanes.models:
         metadata("process_name", MODELS_PID, {"name": "models"})
-        metadata("process_sort_index", MODELS_PID, {"sort_index": 2})
+        metadata("process_sort_index", MODELS_PID, {"sort_index": after})
         for model in lanes.models:
             base = lanes.model_tid_base[model]
             for lane in range(max(lanes.model[model], default=-1) + 1):
                 metadata("thread_name", MODELS_PID, {"name": f"{model} #{lane}"}, base + lane)
                 metadata("thread_sort_index", MODELS_PID, {"sort_index": base - MODEL_TID_BASE + lane}, base + lane)
     metadata("process_name", QUEUE_PID, {"name": "queue"})
-    metadata("process_sort_index", QUEUE_PID, {"sort_index": 3})
+    metadata("process_sort_index", QUEUE_PID, {"sort_index": after + 1})
     for lane in range(lanes.n_queue):
         metadata("thread_name", QUEUE_PID, {"name": f"queued #{lane}"}, QUEUE_TID_BASE + lane)
         metadata("thread_sort_index", QUEUE_PID, {"sort_index": lane}, QUEUE_TID_BASE + lane)

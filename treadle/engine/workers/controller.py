@@ -4,23 +4,40 @@ ParentRun, with the counts and windows merged from what the workers report."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Iterable
 
-from treadle.engine.limits import check_limit, model_limit
+from treadle.engine.column_edits import Versions
+from treadle.engine.limits import ROW_GROUPS, check_limit, model_limit
 from treadle.engine.live_edits import RecomputePlan
+from treadle.engine.pipeline_validation import LoadedPipeline
+from treadle.engine.resume import Recovery
+from treadle.engine.run import RunOptions
 from treadle.engine.tracker import N_STATES, CellState
 from treadle.engine.views import LimitView, Snapshot
+from treadle.engine.workers.edits import RoutedEditor
 from treadle.engine.workers.parent import ParentRun
 from treadle.engine.workers.steering import RoutedCellCommands
 
 
 class WorkersController(RoutedCellCommands):
     """The controller of a run on several worker processes (`--workers N`): the same door as one
-    process, except that column edits and recompute are not there yet. Retry and drop go to the worker
-    holding (or having written) the row's group: see steering.py."""
+    process. Retry and drop go to the worker holding (or having written) the row's group (steering.py);
+    column edits and reloads to every worker, recompute group by group (edits.py)."""
 
     run_class = ParentRun
     _run: ParentRun
+    _edits: RoutedEditor
+
+    def __init__(
+        self,
+        loaded: LoadedPipeline,
+        options: RunOptions | None = None,
+        *,
+        recovery: Recovery | None = None,
+        versions: Versions | None = None,
+    ) -> None:
+        super().__init__(loaded, options, recovery=recovery, versions=versions)
+        self._edits = RoutedEditor(self._run, self._edits.versions)
 
     @property
     def workers(self) -> int:
@@ -65,32 +82,34 @@ class WorkersController(RoutedCellCommands):
     def abort(self) -> None:
         self._call(self._run.abort)
 
-    # Commands that change columns act on one engine's pipeline: not across workers yet. ValueError,
-    # as for any refused change, so a UI tells the person why.
+    # Column edits and function reloads: RunController's, through RoutedEditor (it sends each to the workers).
 
-    def update_column(self, *args: Any, **kwargs: Any) -> int | None:
-        raise _not_yet("update_column")
+    def recompute_plan(self, name: str, rows: Iterable[int] | None = None) -> RecomputePlan:
+        """As for one process, the cells counted over the workers."""
+        self._known_columns([name])
+        chosen = None if rows is None else list(rows)
+        cells = self._counted(self._call(lambda: self._edits.recompute(name, chosen, dry_run=True)))
+        return self._edits.plan(name, range(cells))
 
-    def reload_function(self, *args: Any, **kwargs: Any) -> int | None:
-        raise _not_yet("reload_function")
-
-    def recompute_plan(self, *args: Any, **kwargs: Any) -> RecomputePlan:
-        raise _not_yet("recompute")
-
-    def recompute(self, *args: Any, **kwargs: Any) -> int:
-        raise _not_yet("recompute")
+    def recompute(self, name: str, rows: Iterable[int] | None = None) -> int:
+        """As for one process: each group's cells rerun by the worker holding (or having written) it."""
+        self._known_columns([name])
+        chosen = None if rows is None else list(rows)
+        return self._counted(self._call(lambda: self._edits.recompute(name, chosen, dry_run=False)))
 
     def _snapshot(self, rows: list[int]) -> Snapshot:
         run = self._run
         snapshot = super()._snapshot(rows)
         counts = run.merged_counts().reshape(-1, N_STATES)
         by_column = {name: {s.label: int(counts[i, s]) for s in CellState} for i, name in enumerate(snapshot.columns)}
-        in_flight = sum(len(h.outstanding) for h in run.workers if h.alive)
+        # A worker holds one group beyond its share so it never idles: that one waits, as the parent's do.
+        held, in_flight = sum(len(h.outstanding) for h in run.workers if h.alive), run.in_use(ROW_GROUPS)
+        pending = len(run.pending) + max(held - in_flight, 0)
         return dataclasses.replace(
             snapshot,
             cells={s.label: int(counts[:, s].sum()) for s in CellState},
             by_column=by_column,
-            row_groups={"finished": run.written, "in_flight": in_flight, "pending": len(run.pending)},
+            row_groups={"finished": run.written, "in_flight": in_flight, "pending": pending},
             limits={n: LimitView(lim.total, run.in_use(n), lim.peak) for n, lim in run.limits.items()},
             workers=run.commands.views(),
             window=self._held_window(snapshot.window),
@@ -101,7 +120,3 @@ class WorkersController(RoutedCellCommands):
         labels = [s.label for s in CellState]
         held = self._run.commands.held_row_states(window)
         return {row: tuple(labels[s] for s in held[row]) if row in held else states for row, states in window.items()}
-
-
-def _not_yet(command: str) -> ValueError:
-    return ValueError(f"{command} is not there yet for a run on several worker processes (--workers)")

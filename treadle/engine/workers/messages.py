@@ -9,7 +9,7 @@ from typing import Any
 from treadle.engine.events import EventPayload
 from treadle.engine.policy import CellFailure
 from treadle.engine.rate_headers import LimitHeaders
-from treadle.engine.trace_writer import Batch
+from treadle.engine.tracing import Batch
 
 # ---- the shared adaptive limit (shared_rates.py) ---------------------------------------------------
 
@@ -95,6 +95,8 @@ class Retry:
     cells: list[int]
     held_failed: bool = False
     """Every failed cell of the groups it holds too (the parent does not know them yet)."""
+    nodes: tuple[int, ...] = ()
+    """With `held_failed`: only the failed cells of these columns (none given: of every column)."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,55 @@ class Drop:
     rows: list[int]
 
 
-ParentMessage = Assign | SetLimit | SetBudgets | Command | Retry | Drop | ShareRates
+@dataclass(frozen=True)
+class EditColumn:
+    """A change to a column the parent checked and recorded as `version`: the column's next cells use it."""
+
+    column: str
+    changes: dict[str, Any]
+    """Field -> new value."""
+    version: int
+
+
+@dataclass(frozen=True)
+class ReloadFunction:
+    """A python column's or filter's function, loaded again from its file (the parent checked it loads):
+    its next cells use it, stamped `version`."""
+
+    column: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Recompute:
+    """Run `column` again (with its dependents): in the groups it holds (`held`), for the rows of `rows`
+    (None: every row) that finished it, as one process would; and the `cells` named, of groups it wrote
+    or adopted. Answered with `Retried` under `request`: the cells turned back into work, or with
+    `dry_run` how many of the held groups' cells would be (nothing run)."""
+
+    request: int
+    column: str
+    held: list[int]
+    rows: list[int] | None
+    cells: list[int]
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """A written group whose writer has ended (or that was written before this run), given to this worker
+    to run cells of it again: its cell states, filtered rows and failures, as the parent holds them."""
+
+    group: int
+    states: bytes
+    filtered: list[tuple[int, int]]
+    failures: list[tuple[int, CellFailure]]
+    table: bytes | None = None
+    """The group's file, for a worker whose disk is not the run directory's (a Ray actor)."""
+
+
+EditMessage = EditColumn | ReloadFunction | Recompute | Adopt
+ParentMessage = Assign | SetLimit | SetBudgets | Command | Retry | Drop | ShareRates | EditMessage
 
 # ---- worker -> parent ------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from treadle.engine.column_edits import Versions
 from treadle.engine.errors import FatalRunError
 from treadle.engine.events import (
     CellFailed,
@@ -95,6 +96,10 @@ class ParentRun(Run):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commands = WorkerCommands(self)
         """Retry and drop routed to the workers, and what each is doing (the workers panel)."""
+        self.versions = Versions()
+        """The pipeline's versions (the controller's editor records them): each worker starts at the latest."""
+        self.versions_in_pipeline = 0
+        """How many of them `loaded` has already (a resumed run's); a worker applies the later edits."""
         self._idle_reported = False
         self.executor = options.executor or loaded.config.run.executor
         self._transport: pool.Transport | None = None
@@ -120,6 +125,8 @@ class ParentRun(Run):
             limits={name: self._shares(name)[index] for name in self.limits},
             budgets={key: self._budget_shares(key)[index] for key in rates},
             ship_groups=self._transport is not None and self._transport.ship_groups,
+            versions=list(self.versions.history),
+            versions_in_pipeline=self.versions_in_pipeline,
             rate_shares={key: self.shared_rates.shares(key, self.n_workers)[index] for key in rates},
         )
 
@@ -283,7 +290,7 @@ class ParentRun(Run):
         if self._loop is not None:
             self.commands.ticked(handle, tick, self._loop.time())
         if tick.traces is not None:
-            pool.merge_traces(self.tracer, tick.traces, handle.slot_offset)
+            pool.merge_traces(self.tracer, tick.traces, handle.slot_offset, handle.index)
         if tick.latencies is not None:
             for node, ran in enumerate(tick.latencies):
                 self.scheduler.latencies[node].frombytes(ran)

@@ -25,8 +25,7 @@ from typing import Protocol
 import numpy as np
 
 import treadle
-from treadle.engine.trace_writer import HEAD, HEAD_DTYPE, Batch
-from treadle.engine.tracing import Tracer
+from treadle.engine.tracing import HEAD, HEAD_DTYPE, Batch, Tracer
 from treadle.engine.tracker import CellTracker
 from treadle.engine.workers import worker
 from treadle.engine.workers.messages import Finished, ParentMessage, Tick, WorkerMessage
@@ -185,23 +184,23 @@ def start_worker(
 
 def apply_group_states(tracker: CellTracker, group: int, states: bytes) -> None:
     """A worker wrote a group: its cells' states into the parent's tracker (counts follow)."""
-    start = tracker.group_rows(group).start * tracker.n_nodes
-    current = tracker.state
-    for i, state in enumerate(states):
-        if current[start + i] != state:
-            tracker._set(start + i, state)  # the tracker's own bookkeeping of counts and open groups
+    tracker.set_group_states(group, states)
 
 
-def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int) -> None:
+def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int, worker: int) -> None:
     """A worker's attempts into the parent's tracer, in order, through its public recording calls:
-    plain successes as packed heads, the others field by field."""
+    plain successes as packed heads, the others field by field; each marked as `worker`'s."""
     heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE).copy()
     heads["slot"] += slot_offset
+    heads["worker"] = worker
     packed = heads.tobytes()
     done = 0
     for index, rest in batch.more:
-        tracer.record_plain(packed[done * HEAD.size : index * HEAD.size])
-        row, node, attempt, slot, t_ready, t_start, t_end = (x.item() for x in heads[index])
+        if index > done:
+            tracer.record_plain(packed[done * HEAD.size : index * HEAD.size])
+        # struct, not numpy, per record: every llm attempt is one of these (its token counts), and
+        # seven numpy scalars cost the parent's loop ~30 us a record
+        row, node, attempt, slot, t_ready, t_start, t_end = HEAD.unpack_from(packed, index * HEAD.size)
         usage = {"prompt_tokens": rest.get("tokens_in"), "completion_tokens": rest.get("tokens_out")}
         child = (rest["model"], usage) if rest.get("parent") is not None else None
         tracer.record(
@@ -218,6 +217,8 @@ def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int) -> None:
             values=None if child is not None else {tracer.usage_keys[node]: usage},
             child=child,
             retry_after=rest.get("retry_after_s"),
+            rows=rest.get("call_rows"),
+            worker=worker,
         )
         done = index + 1
     tracer.record_plain(packed[done * HEAD.size :])

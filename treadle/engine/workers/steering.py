@@ -11,17 +11,17 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from treadle.engine.controller import _COMMAND_TIMEOUT_S, RunController
 from treadle.engine.journal import replay
-from treadle.engine.limits import SLOTS
+from treadle.engine.limits import ROW_GROUPS, SLOTS
 from treadle.engine.policy import CellFailure
 from treadle.engine.tracker import CellState
 from treadle.engine.views import WorkerView
-from treadle.engine.workers.messages import Assign, Drop, Retried, Retry, Tick
+from treadle.engine.workers.messages import Assign, Drop, ParentMessage, Retried, Retry, Tick
 from treadle.engine.workers.pool import WorkerHandle
 
 if TYPE_CHECKING:
@@ -97,20 +97,25 @@ class WorkerCommands:
 
     # ---- commands ----------------------------------------------------------------------------------
 
-    def retry(self, cells: Iterable[int], all_failed: bool = False) -> concurrent.futures.Future[int]:
+    def retry(
+        self, cells: Iterable[int], all_failed: bool = False, held_nodes: Collection[int] | None = None
+    ) -> concurrent.futures.Future[int]:
         """Send each cell to the worker that holds or wrote its group; the future: how many they retried.
-        `all_failed`: every failed cell, of groups written (the parent's states) and held (the workers').
-        A group whose writer has ended runs again on another worker (`_hand_over`)."""
+        `all_failed`: every failed cell, of groups written (the parent's states) and held (the workers');
+        `held_nodes`: the failed cells of those columns in the groups held too. A group whose writer has
+        ended runs again on another worker (`_hand_over`)."""
         tracker = self.run.tracker
         by_worker: dict[int, list[int]] = {}
         if all_failed:
             cells = [*cells, *tracker.cells_in(CellState.FAILED)]
+        held_failed = all_failed or held_nodes is not None
+        if held_failed:
             by_worker = {h.index: [] for h in self.run.workers if h.alive and h.outstanding}
         reopened: dict[int, WorkerHandle] = {}
         handed: set[int] = set()
         for cell in cells:
             group = tracker.group_of(cell)
-            handle = self._holder(group) or reopened.get(group)
+            handle = self.holder(group) or reopened.get(group)
             if handle is None and group not in handed:
                 if tracker.state[cell] != CellState.FAILED:  # a written group's states are its writer's
                     continue
@@ -128,14 +133,25 @@ class WorkerCommands:
         handed_cells = sum(tracker.state.count(CellState.FAILED, r.start * n, r.stop * n) for r in spans)
         for group in handed:
             self._hand_over(group)
+        nodes = tuple(held_nodes or ())
+        return self.ask(
+            by_worker, lambda request, index: Retry(request, by_worker[index], held_failed, nodes), handed_cells
+        )
+
+    def ask(
+        self, workers: Iterable[int], message: Callable[[int, int], ParentMessage], count: int = 0
+    ) -> concurrent.futures.Future[int]:
+        """Send each of `workers` `message(request, its index)`; the future: `count` plus the counts they
+        answer (`Retried` under that request; a worker that dies first counts none)."""
         future: concurrent.futures.Future[int] = concurrent.futures.Future()
-        if not by_worker:
-            future.set_result(handed_cells)
+        waiting = set(workers)
+        if not waiting:
+            future.set_result(count)
             return future
         request = next(self._requests)
-        self._answers[request] = _Answer(future, set(by_worker), handed_cells)
-        for index, ids in by_worker.items():
-            self.run.workers[index].send(Retry(request, ids, held_failed=all_failed))
+        self._answers[request] = _Answer(future, waiting, count)
+        for index in waiting:
+            self.run.workers[index].send(message(request, index))
         return future
 
     def _hand_over(self, group: int) -> None:
@@ -170,7 +186,7 @@ class WorkerCommands:
             if not 0 <= row < tracker.n_rows or tracker.row_dropped(row) or not alive:
                 continue
             group = row // tracker.group_size
-            handle = self._holder(group)
+            handle = self.holder(group)
             if handle is None:
                 writer = self.writer.get(group)
                 handle = writer if writer is not None and writer.alive else alive[0]
@@ -185,7 +201,8 @@ class WorkerCommands:
             run.workers[index].send(Drop(chosen))
         return sum(len(chosen) for chosen in by_worker.values())
 
-    def _holder(self, group: int) -> WorkerHandle | None:
+    def holder(self, group: int) -> WorkerHandle | None:
+        """The live worker holding `group` (given to it, not reported written yet)."""
         return next((h for h in self.run.workers if h.alive and group in h.outstanding), None)
 
     def _writer(self, group: int, what: str, skip_unknown: bool = False) -> WorkerHandle | None:
@@ -244,7 +261,7 @@ class WorkerCommands:
                 index=h.index,
                 alive=h.alive,
                 groups_done=done.get(h.index, 0),
-                groups_in_flight=len(h.outstanding) if h.alive else 0,
+                groups_in_flight=h.tick.in_use.get(ROW_GROUPS, 0) if h.alive and h.tick is not None else 0,
                 cells_in_flight=h.tick.in_use.get(SLOTS, 0) if h.alive and h.tick is not None else 0,
                 calls_per_s=round(self._calls[h.index].per_s(), 1) if h.alive and h.index in self._calls else 0.0,
             )
@@ -275,11 +292,17 @@ class RoutedCellCommands(RunController):
             ids += [row * n + node for row in chosen for node in range(n)]
 
         def retry() -> concurrent.futures.Future[int]:
+            held_nodes = None
             if names is not None:
                 ids.extend(self._edits.failed_cells(names, chosen or None))
-            return self._run.commands.retry(ids, all_failed=all_failed and names is None)
+                if not chosen:  # every failed cell of the columns: the held groups' too, which their workers know
+                    held_nodes = [self._run.node_names.index(name) for name in names]
+            return self._run.commands.retry(ids, all_failed=all_failed and names is None, held_nodes=held_nodes)
 
-        answer = self._call(retry)
+        return self._counted(self._call(retry))
+
+    def _counted(self, answer: concurrent.futures.Future[int] | None) -> int:
+        """What the workers answered (0: the run is over, or they did not answer in time)."""
         if answer is None:
             return 0
         try:

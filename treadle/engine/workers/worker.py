@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from treadle.engine.column_edits import Versions, apply_edits
 from treadle.engine.errors import FatalRunError
 from treadle.engine.events import CellFailed, CellRetried, EventBus, RowDropped, Salvage
 from treadle.engine.gc_tuning import GC_TUNING
@@ -40,13 +41,17 @@ from treadle.engine.rows import GroupValues
 from treadle.engine.run import TRACE_FLUSH_EVERY_S, Run, RunOptions
 from treadle.engine.tracker import N_STATES, CellState, CellTracker
 from treadle.engine.workers.messages import (
+    Adopt,
     Assign,
     Drop,
+    EditColumn,
     Finished,
     GroupWritten,
     ParentMessage,
     RateShare,
     RateSignals,
+    Recompute,
+    ReloadFunction,
     Retried,
     Retry,
     SetBudgets,
@@ -57,6 +62,7 @@ from treadle.engine.workers.messages import (
 )
 from treadle.engine.workers.shared_rates import FollowerRate
 from treadle.engine.workers.shared_stops import WorkerAttempts
+from treadle.engine.workers.worker_edits import WorkerEdits
 
 _PASSED_ON = (CellFailed, CellRetried, RowDropped, Salvage)
 """Events the parent passes on to its own subscribers; it makes the others (started, paused, limit
@@ -81,6 +87,10 @@ class WorkerSpec:
     """Send each group's file to the parent in its GroupWritten (the run directory is on another disk)."""
     rate_shares: dict[str, RateShare] = field(default_factory=dict)
     """This worker's first share of each model limit's adaptive value and pace (the slow start's)."""
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    """The pipeline's versions so far (run.json's): a changed column's values carry its version."""
+    versions_in_pipeline: int = 0
+    """How many of `versions` `pipeline` has already (a resumed run's); the worker applies the edits after."""
 
 
 def group_counts(tracker: CellTracker, groups: list[int]) -> np.ndarray:
@@ -125,6 +135,7 @@ class WorkerRun(Run):
         recovery: Recovery | None,
         send: Callable[[WorkerMessage], None],
         ship_groups: bool = False,
+        versions: Versions | None = None,
     ) -> None:
         super().__init__(loaded, options, EventBus(), directory, recovery)
         self.send = send
@@ -134,6 +145,7 @@ class WorkerRun(Run):
         self._written: set[int] = set()
         """Groups whose file the writer thread wrote (and the loop has not reported yet)."""
         self.attempts = WorkerAttempts(self.scheduler._error_window)  # the scheduler's early-stop count
+        self.edits = WorkerEdits(self, versions or Versions())
 
     def _build_limits(self, max_parallel: int) -> tuple[dict[str, Limit], dict[str, ModelRate]]:
         """Each model's rate follows the parent's shares (it adapts them from every worker's answers)."""
@@ -170,7 +182,7 @@ class WorkerRun(Run):
         return GroupWritten(
             group=group,
             states=bytes(tracker.state[rows.start * n : rows.stop * n]),
-            filtered=_filtered_in(tracker, rows),
+            filtered=filtered_in(tracker, rows),
             failures=[(cell, failures[cell]) for cell in range(rows.start * n, rows.stop * n) if cell in failures],
             partial=partial,
             table=self.directory.group_path(group).read_bytes() if self.ship_groups else None,
@@ -207,12 +219,14 @@ class WorkerRun(Run):
             self.cache.close()
 
     def retry_cells(self, message: Retry) -> list[int]:
-        """The cells a retry names, with the failed ones of the groups held if it asks for them."""
+        """The cells a retry names, with the failed ones of the groups held (of its columns) if it asks for them."""
         if not message.held_failed:
             return message.cells
         held = set(self.groups.in_flight())
         tracker = self.tracker
-        return message.cells + [c for c in tracker.cells_in(CellState.FAILED) if tracker.group_of(c) in held]
+        nodes, n = set(message.nodes), tracker.n_nodes
+        failed = [c for c in tracker.cells_in(CellState.FAILED) if tracker.group_of(c) in held]
+        return message.cells + [c for c in failed if not nodes or c % n in nodes]
 
     def held_states(self, groups: list[int]) -> bytes:
         tracker, n = self.tracker, self.tracker.n_nodes
@@ -229,7 +243,7 @@ class WorkerRun(Run):
         return held, group_counts(self.tracker, held).tolist()
 
 
-def _filtered_in(tracker: CellTracker, rows: range) -> list[tuple[int, int]]:
+def filtered_in(tracker: CellTracker, rows: range) -> list[tuple[int, int]]:
     """The rows of `rows` a filter turned away, each with the filter's node."""
     if tracker.filtered_by is None:
         return []
@@ -272,6 +286,9 @@ class WorkerLoop:
             scheduler.drop(message.rows)
         elif isinstance(message, ShareRates):
             self.run.follow(message)
+        elif isinstance(message, EditColumn | ReloadFunction | Recompute | Adopt):
+            if (answer := self.run.edits.handle(message)) is not None:
+                self.run.send(answer)
         elif message.name == "pause":
             scheduler.pause()
         elif message.name == "resume":
@@ -393,12 +410,13 @@ def open_run(spec: WorkerSpec, run_dir: Path, send: Callable[[WorkerMessage], No
     """The worker's run from its spec, journaling (and writing group files) in `run_dir`."""
     if spec.base_dir not in sys.path:
         sys.path.insert(0, spec.base_dir)  # python columns' modules, as the parent found them
-    loaded: LoadedPipeline = pickle.loads(spec.pipeline)
+    loaded: LoadedPipeline = apply_edits(pickle.loads(spec.pipeline), spec.versions[spec.versions_in_pipeline :])
     loaded.config.run.salvage_rounds = 0  # the parent salvages, once every worker's groups are written
     directory = RunDirectory(run_dir)
     directory.create()  # there already, unless the worker's disk is its own (Ray)
     directory.journal_path = directory.worker_journal_path(spec.index)
-    run = WorkerRun(loaded, spec.options, directory, spec.recovery, send, spec.ship_groups)
+    versions = Versions(list(spec.versions))
+    run = WorkerRun(loaded, spec.options, directory, spec.recovery, send, spec.ship_groups, versions)
     for name, total in spec.limits.items():
         run.scheduler.set_limit(name, total)
     for key, (rpm, tpm) in spec.budgets.items():
