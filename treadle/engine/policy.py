@@ -105,6 +105,10 @@ class ErrorWindow:
             failures.popleft()
         return self.attempts >= self.size and len(failures) >= self.threshold * self.size
 
+    def failed_after(self, attempt: int) -> list[int]:
+        """The numbers of the failed attempts after `attempt` that the window still holds, oldest first."""
+        return [n for n in self._failures if n > attempt]
+
     def clear(self) -> None:
         self._failures.clear()
         self.attempts = 0

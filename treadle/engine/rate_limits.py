@@ -113,15 +113,19 @@ class ModelRate:
         adaptive: bool,
         clock: Callable[[], float],
         on_change: Callable[[Change], None] = lambda change: None,
+        learns: bool = True,
     ) -> None:
         self.limit = limit
         self.adaptive = adaptive
+        self.learns = adaptive and learns
+        """Whether answers change the adaptive value and pace here; not in a worker of `--workers N`,
+        whose parent adapts them from every worker's answers and shares them out."""
         self._clock = clock
         self._on_change = on_change
         now = clock()
         self.concurrency = float(limit.total)
         burst, rate = PROBE_START
-        self._probe = Bucket(rate, 1.0, now) if adaptive else None
+        self._probe = Bucket(rate, 1.0, now) if self.learns else None
         if self._probe is not None:
             self._probe.level = burst
         self._next_doubling = math.inf
@@ -171,7 +175,7 @@ class ModelRate:
             wait = max(wait, self._probe_wait(now))
         if self.requests is not None:
             paced = self.requests.wait_for(1.0, now)
-            if paced > 0 and self.source == "learned":
+            if paced > 0 and self.source == "learned" and self.learns:
                 self._creep(now)
             wait = max(wait, paced)
         if self.tokens is not None and self.tokens_per_request:
@@ -188,6 +192,18 @@ class ModelRate:
 
     def now(self) -> float:
         return self._clock()
+
+    def probe(self, now: float) -> Bucket | None:
+        """The slow start's bucket as it stands at `now` (its rate doubles from the first start on); None
+        once it is over."""
+        if self._probe is not None and self._starts:
+            self._probe_wait(now)
+        return self._probe
+
+    def paced_elsewhere(self, now: float) -> None:
+        """Starts waited for the learned pace in another process sharing this limit: it creeps up as here."""
+        if self.requests is not None and self.source == "learned":
+            self._creep(now)
 
     def _probe_wait(self, now: float) -> float:
         probe = self._probe
@@ -244,7 +260,7 @@ class ModelRate:
     ) -> None:
         """An HTTP answer to a request sent at `sent` (the clock's time)."""
         now = self._clock()
-        if headers is not None and self.adaptive:
+        if headers is not None and self.learns:
             self._learn_from_headers(sent, now, headers)
         if tokens_used is not None:
             self._used_tokens(now, tokens_used)
@@ -254,7 +270,7 @@ class ModelRate:
             self._refused(sent, now, retry_after)
         elif 200 <= status < 300:
             self._succeeded(now)
-        elif status == 503 and self.adaptive and sent > self._last_change:
+        elif status == 503 and self.learns and sent > self._last_change:
             self._lower_concurrency(now, 0.7, "503 overloaded")
 
     def estimate_tokens(self, estimate: float) -> None:
@@ -270,7 +286,7 @@ class ModelRate:
 
     def _succeeded(self, now: float) -> None:
         self._no_hint_hold = NO_HINT_HOLD_S
-        if not self.adaptive:
+        if not self.learns:
             return
         ceiling = self.limit.total
         if self.concurrency < ceiling and self.limit.in_use >= int(self.concurrency) - 1:
@@ -287,7 +303,7 @@ class ModelRate:
         if self.requests is not None:
             self.requests.refill(now)
             self.requests.level = min(self.requests.level, 0.0)  # the endpoint's bucket is empty
-        if not self.adaptive:
+        if not self.learns:
             return
         if self._probe is not None:  # the first limit: starts from now on go at the pace learned here
             self._probe = None

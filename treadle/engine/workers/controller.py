@@ -112,7 +112,6 @@ class WorkersController(RoutedCellCommands):
             row_groups={"finished": run.written, "in_flight": in_flight, "pending": pending},
             limits={n: LimitView(lim.total, run.in_use(n), lim.peak) for n, lim in run.limits.items()},
             workers=run.commands.views(),
-            rates=run.commands.merged_rates(snapshot.rates),
             window=self._held_window(snapshot.window),
         )
 

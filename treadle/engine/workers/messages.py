@@ -8,8 +8,46 @@ from typing import Any
 
 from treadle.engine.events import EventPayload
 from treadle.engine.policy import CellFailure
-from treadle.engine.rate_limits import RateView
+from treadle.engine.rate_headers import LimitHeaders
 from treadle.engine.tracing import Batch
+
+# ---- the shared adaptive limit (shared_rates.py) ---------------------------------------------------
+
+Answer = tuple[float, int, float | None, LimitHeaders | None, float | None]
+"""What `ModelRate.answered` is told: sent, status, retry_after, headers, tokens_used."""
+
+
+@dataclass(frozen=True)
+class RateSignals:
+    """What a worker's requests to one model met since its last tick (times on its own clock)."""
+
+    starts: bytes
+    """Send times, array('d') bytes."""
+    answers: list[tuple[float, int, Answer]]
+    """(when it came, the worker's requests to the model in flight then, the answer)."""
+    paced: bool
+    """A start waited for the pace (a learned pace creeps up while it holds starts back)."""
+
+
+@dataclass(frozen=True)
+class RateShare:
+    """A worker's share of one model's adaptive value, pace and hold, from the parent."""
+
+    concurrency: float
+    requests: tuple[float, float] | None
+    """(rate per second, capacity) of its pace's bucket; None: not paced by requests."""
+    tokens: tuple[float, float] | None
+    held_s: float
+    """Starts wait this much longer (a Retry-After another worker was told)."""
+    source: str | None
+
+
+@dataclass(frozen=True)
+class ShareRates:
+    """Parent -> worker: its share of each model's adaptive value, pace and hold."""
+
+    shares: dict[str, RateShare]
+
 
 # ---- parent -> worker ------------------------------------------------------------------------------
 
@@ -116,7 +154,7 @@ class Adopt:
 
 
 EditMessage = EditColumn | ReloadFunction | Recompute | Adopt
-ParentMessage = Assign | SetLimit | SetBudgets | Command | Retry | Drop | EditMessage
+ParentMessage = Assign | SetLimit | SetBudgets | Command | Retry | Drop | ShareRates | EditMessage
 
 # ---- worker -> parent ------------------------------------------------------------------------------
 
@@ -155,17 +193,23 @@ class Tick:
     events: list[EventPayload]
     """Events the parent passes on (failed, retried, adapted cells); the rest it makes itself."""
     first_row_done_at: float | None
-    pause_reason: str | None
     cache: tuple[int, int, int]
     """The response cache's hits, misses, answers stored so far."""
     calls: int = 0
     """Model requests started so far (the parent's workers panel shows calls/s)."""
     states: bytes = b""
     """The cell states of `groups`, group after group, row after row (the grid's rows in view)."""
-    rates: dict[str, RateView] = field(default_factory=dict)
-    """Each model limit's requests as this worker sees them (the parent adds them up for the UIs)."""
     failures: list[tuple[int, CellFailure]] = field(default_factory=list)
     """The failed cells of `groups` (a written group's come with `GroupWritten`)."""
+    clock: float = 0.0
+    """When it was sent, on the worker's clock (the times of `signals` are on it)."""
+    signals: dict[str, RateSignals] = field(default_factory=dict)
+    """What each model limit's requests met since the last tick (the parent adapts the limits)."""
+    requests: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Per model limit: requests started, answers that asked to wait (429), so far."""
+    attempts: tuple[int, list[int]] = (0, [])
+    """Attempts at cells since the last tick, and which of them failed (1 for the first): the parent's
+    early stop counts every worker's."""
 
 
 @dataclass(frozen=True)

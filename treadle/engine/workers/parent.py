@@ -21,11 +21,23 @@ import numpy as np
 
 from treadle.engine.column_edits import Versions
 from treadle.engine.errors import FatalRunError
-from treadle.engine.events import EventBus, Idle, Paused, Progress, Resumed, RunFinished, RunStarted, Stopping
+from treadle.engine.events import (
+    CellFailed,
+    EventBus,
+    Idle,
+    Paused,
+    Progress,
+    Resumed,
+    RunFinished,
+    RunStarted,
+    Salvage,
+    Stopping,
+)
 from treadle.engine.journal import replay
-from treadle.engine.limits import ROW_GROUPS, SLOTS, model_limit
+from treadle.engine.limits import ROW_GROUPS, SLOTS, Limit, model_limit
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline_validation import LoadedPipeline
+from treadle.engine.rate_limits import ModelRate
 from treadle.engine.resume import Recovery
 from treadle.engine.run import PROGRESS_EVERY_S, TRACE_FLUSH_EVERY_S, Run, RunOptions, RunStatus
 from treadle.engine.summary_record import RunSummary
@@ -44,6 +56,8 @@ from treadle.engine.workers.messages import (
     shares,
 )
 from treadle.engine.workers.pool import WorkerHandle
+from treadle.engine.workers.shared_rates import ReplayClock, SharedRates, on_replay_clock
+from treadle.engine.workers.shared_stops import SharedEarlyStop, salvageable
 from treadle.engine.workers.steering import WorkerCommands
 from treadle.engine.workers.worker import WorkerSpec, group_counts
 
@@ -63,7 +77,12 @@ class ParentRun(Run):
         directory: RunDirectory,
         recovery: Recovery | None = None,
     ) -> None:
+        self.replay_clock = ReplayClock()
         super().__init__(loaded, options, bus, directory, recovery)
+        self.shared_rates = SharedRates(self.rates, self.replay_clock)
+        """Each model's adaptive value and pace, adapted here from every worker's answers."""
+        self.early_stop = SharedEarlyStop(loaded.config.run)
+        self._salvage_left = loaded.config.run.salvage_rounds
         self.n_workers = options.workers or loaded.config.run.workers
         self.recovery = recovery
         groups = self.scheduler.row_groups
@@ -89,6 +108,11 @@ class ParentRun(Run):
 
     # ---- the run -----------------------------------------------------------------------------------
 
+    def _build_limits(self, max_parallel: int) -> tuple[dict[str, Limit], dict[str, ModelRate]]:
+        """Each model's rate on the replay clock: it hears the workers' requests at the times they went."""
+        limits, rates = super()._build_limits(max_parallel)
+        return limits, on_replay_clock(rates, self.replay_clock, self._rate_changed)
+
     def _spec(self, index: int, pipeline: bytes) -> WorkerSpec:
         options = dataclasses.replace(
             self.options, out=self.directory.path, hold_open=True, workers=1, max_parallel=self._shares(SLOTS)[index]
@@ -105,6 +129,7 @@ class ParentRun(Run):
             ship_groups=self._transport is not None and self._transport.ship_groups,
             versions=list(self.versions.history),
             versions_in_pipeline=self.versions_in_pipeline,
+            rate_shares={key: self.shared_rates.shares(key, self.n_workers)[index] for key in rates},
         )
 
     def _shares(self, name: str, workers: int | None = None) -> list[int]:
@@ -135,6 +160,7 @@ class ParentRun(Run):
             self._transport = await asyncio.to_thread(pool.open_transport, self.executor, address, self.n_workers)
             for index in range(self.n_workers):
                 spec = self._spec(index, pipeline)
+                self.shared_rates.joined(index)
                 self.workers.append(self._transport.start_worker(spec, sum(slots[:index]), loop, self._on_message))
             for handle in self.workers:
                 self._feed(handle)
@@ -179,6 +205,7 @@ class ParentRun(Run):
                 return
             except TimeoutError:
                 pass
+            self._share_rates()
             if loop.time() - last_progress >= PROGRESS_EVERY_S:
                 last_progress = loop.time()
                 counts = self.merged_counts().reshape(-1, N_STATES).sum(axis=0)
@@ -193,6 +220,21 @@ class ParentRun(Run):
     # ---- what workers say (on the parent's loop) ---------------------------------------------------
 
     def _on_message(self, handle: WorkerHandle, message: WorkerMessage | None) -> None:
+        """A worker's message (None: it has ended); an error in handling it ends the run (what is
+        written stays: `treadle resume` goes on), rather than leaving it waiting for what never comes."""
+        try:
+            self._handle(handle, message)
+        except Exception as exc:
+            log.debug("handling a worker's message failed", exc_info=True)
+            if message is None:
+                handle.alive = False
+            what = "end" if message is None else type(message).__name__
+            self._fail(f"internal error handling worker {handle.index}'s {what}: {type(exc).__name__}: {exc}")
+        if all(not h.alive or h.finished is not None for h in self.workers):
+            assert self._done is not None
+            self._done.set()
+
+    def _handle(self, handle: WorkerHandle, message: WorkerMessage | None) -> None:
         if isinstance(message, GroupWritten):
             self._group_written(handle, message)
         elif isinstance(message, Tick):
@@ -202,6 +244,7 @@ class ParentRun(Run):
         elif isinstance(message, Finished):
             handle.finished = message
             self._requests[handle.index] = message.requests
+            self._adapt_rates(ended=handle)
             if message.fatal is not None:
                 self._fail(message.fatal)
         elif handle.finished is None and handle.alive:
@@ -209,9 +252,6 @@ class ParentRun(Run):
         else:
             handle.alive = False
             self.commands.worker_died(handle)  # a retry it never answered counts none
-        if all(not h.alive or h.finished is not None for h in self.workers):
-            assert self._done is not None
-            self._done.set()
 
     def _group_written(self, handle: WorkerHandle, message: GroupWritten) -> None:
         group = message.group
@@ -258,19 +298,26 @@ class ParentRun(Run):
                 self.scheduler.latencies[node].frombytes(ran)
         for payload in tick.events:
             self.bus.emit(payload)
+            if isinstance(payload, CellFailed):
+                self.early_stop.last_error = payload.message
         for name, limit in self.limits.items():
             limit.peak = max(limit.peak, sum(h.tick.peaks.get(name, 0) for h in self.workers if h.tick))
         first = tick.first_row_done_at
         if first is not None and (self.scheduler.first_row_done_at or first) >= first:
             self.scheduler.first_row_done_at = first
         self._cache_stats[handle.index] = tick.cache
-        if tick.pause_reason and not self.scheduler.paused:  # early stop in one worker pauses them all
-            self.pause(tick.pause_reason)
+        self._requests[handle.index] = tick.requests
+        self.shared_rates.heard(handle.index, tick.clock, tick.signals)
+        self._adapt_rates()
+        stop_early = self.early_stop.counted(*tick.attempts)
+        if stop_early is not None and not self.scheduler.paused and not self.scheduler.stopping:
+            self.pause(stop_early)  # every worker's attempts filled the window: all of them pause
 
     def _worker_died(self, handle: WorkerHandle) -> None:
         """Its unfinished groups to the front of the queue, with the cells its journal says are done."""
         handle.alive = False
         self.commands.worker_died(handle)
+        self._adapt_rates(ended=handle)
         groups = sorted(handle.outstanding)
         handle.outstanding.clear()
         log.warning(
@@ -312,13 +359,28 @@ class ParentRun(Run):
             self._all_written(alive)
 
     def _all_written(self, alive: list[WorkerHandle]) -> None:
-        """Every group is written: the workers end, or (held open for a person's retry) the run is idle."""
+        """Every group is written: a salvage round, or the workers end, or (held open for a person's
+        retry) the run is idle."""
+        if self._salvage(alive):
+            return
         if not self.options.hold_open:
             for handle in alive:
                 handle.send(Command("close", "closed"))
         elif not self._idle_reported:
             self._idle_reported = True
             self.bus.emit(Idle())
+
+    def _salvage(self, alive: list[WorkerHandle]) -> bool:
+        """A salvage round, if one is left and any cell spent its attempts on retryable errors: they run
+        again on the workers that wrote them (see shared_stops.py). False: none started."""
+        written_here = self.commands.writer  # a group written before a resume: its failures are not this run's
+        cells = [c for c in salvageable(self.scheduler.failures) if self.tracker.group_of(c) in written_here]
+        if not self._salvage_left or not cells or self.scheduler.stopping:
+            return False
+        self._salvage_left -= 1
+        self.bus.emit(Salvage(cells=len(cells), rounds_left=self._salvage_left))
+        self.commands.retry(cells)
+        return any(h.outstanding for h in alive)
 
     def group_reopened(self) -> None:
         """A written group is in flight again (a retry of its cells)."""
@@ -337,6 +399,26 @@ class ParentRun(Run):
             self.stop(message)
         if not any(h.alive for h in self.workers) and self._done is not None:
             self._done.set()
+
+    # ---- the shared adaptive limit (shared_rates.py) -------------------------------------------------
+
+    def _adapt_rates(self, ended: WorkerHandle | None = None) -> None:
+        """What the workers' requests met, replayed into each model's rate as far as all have told."""
+        if ended is not None:
+            self.shared_rates.ended(ended.index)
+        for key in self.rates:
+            self.limits[key].in_use = self.in_use(key)  # what the UIs see in flight
+        self.shared_rates.replay()
+
+    def _share_rates(self) -> None:
+        """Each running worker's share of every model's adaptive value, pace and hold: split between the
+        workers holding row groups (one without any gets a share too, for when it is given some)."""
+        running = [h for h in self.workers if h.alive and h.finished is None]
+        if not running or not self.rates:  # no models (python columns alone): nothing to share
+            return
+        busy = sum(1 for h in running if h.outstanding)
+        for handle, message in zip(running, self.shared_rates.messages(len(running), busy), strict=True):
+            handle.send(message)
 
     # ---- commands (on the parent's loop) -----------------------------------------------------------
 
@@ -371,6 +453,7 @@ class ParentRun(Run):
     def resume(self) -> None:
         if self.scheduler.paused:
             self.scheduler.paused, self.scheduler.pause_reason = False, None
+            self.early_stop.clear()
             self.bus.emit(Resumed())
             self._broadcast(Command("resume"))
 

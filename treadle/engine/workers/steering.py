@@ -9,7 +9,6 @@ runs again on another worker, with the cells the journals say are done restored.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import itertools
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
@@ -20,7 +19,6 @@ from treadle.engine.controller import _COMMAND_TIMEOUT_S, RunController
 from treadle.engine.journal import replay
 from treadle.engine.limits import ROW_GROUPS, SLOTS
 from treadle.engine.policy import CellFailure
-from treadle.engine.rate_limits import RateView
 from treadle.engine.tracker import CellState
 from treadle.engine.views import WorkerView
 from treadle.engine.workers.messages import Assign, Drop, ParentMessage, Retried, Retry, Tick
@@ -254,11 +252,6 @@ class WorkerCommands:
                 held[row] = states[start : start + n]
         return held
 
-    def merged_rates(self, parent: dict[str, RateView]) -> dict[str, RateView]:
-        """Each model's requests over the live workers (the parent's own view has the ceiling only)."""
-        views = [h.tick.rates for h in self.run.workers if h.alive and h.tick is not None]
-        return {name: _merged(view, [v[name] for v in views if name in v]) for name, view in parent.items()}
-
     def views(self) -> tuple[WorkerView, ...]:
         done: dict[int, int] = {}
         for handle in self.writer.values():
@@ -326,27 +319,3 @@ class RoutedCellCommands(RunController):
     def drop(self, rows: Iterable[int]) -> int:
         selected = list(rows)
         return self._call(lambda: self._run.commands.drop(selected)) or 0
-
-
-def _merged(parent: RateView, workers: list[RateView]) -> RateView:
-    """The workers' shares of a model limit as one: counts and rates add up, the longest hold shows."""
-    if not workers:
-        return parent
-
-    def total(values: list[float | None]) -> float | None:
-        known = [v for v in values if v is not None]
-        return sum(known) if known else None
-
-    return dataclasses.replace(
-        parent,
-        concurrency=min(parent.ceiling, sum(w.concurrency for w in workers)),
-        in_flight=sum(w.in_flight for w in workers),
-        paced_rpm=total([w.paced_rpm for w in workers]),
-        tpm=total([w.tpm for w in workers]),
-        source=next((w.source for w in workers if w.source is not None), None),
-        requests_per_s=sum(w.requests_per_s for w in workers),
-        tokens_per_min=sum(w.tokens_per_min for w in workers),
-        rate_limited_last_min=sum(w.rate_limited_last_min for w in workers),
-        held_s=max(w.held_s for w in workers),
-        adaptive=any(w.adaptive for w in workers),
-    )

@@ -26,13 +26,15 @@ from typing import Any
 import numpy as np
 
 from treadle.engine.column_edits import Versions, apply_edits
-from treadle.engine.events import CellFailed, CellRetried, EventBus, LimitAdapted, RowDropped, Salvage
+from treadle.engine.errors import FatalRunError
+from treadle.engine.events import CellFailed, CellRetried, EventBus, RowDropped, Salvage
 from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.generators.llm import LLMGenerator
 from treadle.engine.limits import ROW_GROUPS, Limit
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import CellFailure
+from treadle.engine.rate_limits import ModelRate
 from treadle.engine.resume import Recovery
 from treadle.engine.row_groups import RowGroups
 from treadle.engine.rows import GroupValues
@@ -46,19 +48,25 @@ from treadle.engine.workers.messages import (
     Finished,
     GroupWritten,
     ParentMessage,
+    RateShare,
+    RateSignals,
     Recompute,
     ReloadFunction,
     Retried,
     Retry,
     SetBudgets,
     SetLimit,
+    ShareRates,
     Tick,
     WorkerMessage,
 )
+from treadle.engine.workers.shared_rates import FollowerRate
+from treadle.engine.workers.shared_stops import WorkerAttempts
 from treadle.engine.workers.worker_edits import WorkerEdits
 
-_PASSED_ON = (CellFailed, CellRetried, RowDropped, LimitAdapted, Salvage)
-"""Events the parent passes on to its own subscribers; it makes the others (started, paused, ...) itself."""
+_PASSED_ON = (CellFailed, CellRetried, RowDropped, Salvage)
+"""Events the parent passes on to its own subscribers; it makes the others (started, paused, limit
+adapted, ...) itself."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,8 @@ class WorkerSpec:
     """This worker's share of each model limit's rpm and tpm."""
     ship_groups: bool = False
     """Send each group's file to the parent in its GroupWritten (the run directory is on another disk)."""
+    rate_shares: dict[str, RateShare] = field(default_factory=dict)
+    """This worker's first share of each model limit's adaptive value and pace (the slow start's)."""
     versions: list[dict[str, Any]] = field(default_factory=list)
     """The pipeline's versions so far (run.json's): a changed column's values carry its version."""
     versions_in_pipeline: int = 0
@@ -134,7 +144,25 @@ class WorkerRun(Run):
         self.scheduler.row_groups = self.groups
         self._written: set[int] = set()
         """Groups whose file the writer thread wrote (and the loop has not reported yet)."""
+        self.attempts = WorkerAttempts(self.scheduler._error_window)  # the scheduler's early-stop count
         self.edits = WorkerEdits(self, versions or Versions())
+
+    def _build_limits(self, max_parallel: int) -> tuple[dict[str, Limit], dict[str, ModelRate]]:
+        """Each model's rate follows the parent's shares (it adapts them from every worker's answers)."""
+        limits, rates = super()._build_limits(max_parallel)
+        return limits, {key: FollowerRate(rate) for key, rate in rates.items()}
+
+    def follow(self, message: ShareRates) -> None:
+        """The parent's shares of the models' adaptive values and paces: waiting requests look again."""
+        for key, share in message.shares.items():
+            rate = self.rates[key]
+            assert isinstance(rate, FollowerRate)
+            rate.follow(share)
+        self.scheduler.pace_changed()
+
+    def rate_signals(self) -> dict[str, RateSignals]:
+        """What each model's requests met since the last tick, for the parent to adapt its limits."""
+        return {key: rate.take_signals() for key, rate in self.rates.items() if isinstance(rate, FollowerRate)}
 
     def _write_group_now(self, group: int, contents: GroupValues) -> None:
         super()._write_group_now(group, contents)  # raises if the write failed: then not reported
@@ -256,6 +284,8 @@ class WorkerLoop:
             self.run.send(Retried(message.request, scheduler.retry(self.run.retry_cells(message))))
         elif isinstance(message, Drop):
             scheduler.drop(message.rows)
+        elif isinstance(message, ShareRates):
+            self.run.follow(message)
         elif isinstance(message, EditColumn | ReloadFunction | Recompute | Adopt):
             if (answer := self.run.edits.handle(message)) is not None:
                 self.run.send(answer)
@@ -269,12 +299,26 @@ class WorkerLoop:
             scheduler.stop(message.reason)
             scheduler.abort()
 
+    def handle_or_end(self, message: ParentMessage | None) -> None:
+        """`handle`; an error in it ends this worker's run as a fatal error: it starts nothing new, writes
+        the groups it holds once its running cells end, and its Finished tells the parent why (which
+        ends the run)."""
+        try:
+            self.handle(message)
+        except Exception as exc:
+            scheduler = self.run.scheduler
+            what = "the parent's end" if message is None else type(message).__name__
+            if scheduler.fatal is None:
+                error = f"{type(exc).__name__}: {exc}"
+                scheduler.fatal = FatalRunError(f"internal error handling {what} in a worker: {error}")
+            scheduler.stop(str(scheduler.fatal))
+
     def _read_commands(self, loop: asyncio.AbstractEventLoop) -> None:
         """On a thread: each command to the loop, in order; None when the parent is gone."""
         while True:
             message = self.receive()
             try:
-                loop.call_soon_threadsafe(self.handle, message)
+                loop.call_soon_threadsafe(self.handle_or_end, message)
             except RuntimeError:  # the loop has closed: the run is over
                 return
             if message is None:
@@ -303,12 +347,14 @@ class WorkerLoop:
             peaks={name: limit.peak for name, limit in run.limits.items()},
             events=events,
             first_row_done_at=run.scheduler.first_row_done_at,
-            pause_reason=run.scheduler.pause_reason,
             cache=(0, 0, 0) if stats is None else (stats.hits, stats.misses, stats.stored),
             calls=sum(rate.started_total for rate in run.rates.values()),
             states=run.held_states(groups),
-            rates={name: rate.view(time.perf_counter()) for name, rate in run.rates.items()},
             failures=run.held_failures(groups),
+            clock=time.perf_counter(),
+            signals=run.rate_signals(),
+            requests={name: (rate.started_total, rate.refused_total) for name, rate in run.rates.items()},
+            attempts=run.attempts.since_last(),
         )
 
     async def _ticks(self, stop: asyncio.Event) -> None:
@@ -365,6 +411,7 @@ def open_run(spec: WorkerSpec, run_dir: Path, send: Callable[[WorkerMessage], No
     if spec.base_dir not in sys.path:
         sys.path.insert(0, spec.base_dir)  # python columns' modules, as the parent found them
     loaded: LoadedPipeline = apply_edits(pickle.loads(spec.pipeline), spec.versions[spec.versions_in_pipeline :])
+    loaded.config.run.salvage_rounds = 0  # the parent salvages, once every worker's groups are written
     directory = RunDirectory(run_dir)
     directory.create()  # there already, unless the worker's disk is its own (Ray)
     directory.journal_path = directory.worker_journal_path(spec.index)
@@ -374,6 +421,7 @@ def open_run(spec: WorkerSpec, run_dir: Path, send: Callable[[WorkerMessage], No
         run.scheduler.set_limit(name, total)
     for key, (rpm, tpm) in spec.budgets.items():
         run.rates[key].set_budgets(rpm, tpm)
+    run.follow(ShareRates(spec.rate_shares))
     return run
 
 

@@ -1,0 +1,89 @@
+"""The parent's shared adaptive limit (workers/shared_rates.py) on made-up worker signals: no processes."""
+
+from __future__ import annotations
+
+import time
+from array import array
+
+from treadle.engine.limits import Limit
+from treadle.engine.rate_limits import ModelRate
+from treadle.engine.workers.messages import RateSignals
+from treadle.engine.workers.shared_rates import FollowerRate, ReplayClock, SharedRates, on_replay_clock
+
+KEY = "model:m"
+ENDPOINT_RATE = 10.0
+"""Requests per second the made-up endpoint admits (a token bucket holding one request)."""
+
+
+def _leader() -> tuple[ModelRate, SharedRates]:
+    clock = ReplayClock()
+    built = ModelRate(Limit(KEY, 64), rpm=None, tpm=None, adaptive=True, clock=time.perf_counter)
+    rates = on_replay_clock({KEY: built}, clock, lambda key, change: None)
+    shared = SharedRates(rates, clock)
+    shared.joined(0)
+    shared.joined(1)
+    return rates[KEY], shared
+
+
+def _two_workers_over_the_limit(start: float, seconds: float) -> dict[int, RateSignals]:
+    """Each worker sends 10 requests a second (20 in all, twice what the endpoint admits); a refusal
+    comes back at once, an answer after 50 ms."""
+    sends = sorted((start + i / 20.0, i % 2) for i in range(int(seconds * 20)))
+    level, updated = 1.0, start
+    starts: dict[int, list[float]] = {0: [], 1: []}
+    answers: dict[int, list] = {0: [], 1: []}
+    for t, worker in sends:
+        level, updated = min(1.0, level + (t - updated) * ENDPOINT_RATE), t
+        admitted = level >= 1.0
+        level -= 1.0 if admitted else 0.0
+        starts[worker].append(t)
+        at = t + (0.05 if admitted else 0.001)
+        answers[worker].append((at, 1, (t, 200 if admitted else 429, None, None, None)))
+    return {w: RateSignals(array("d", starts[w]).tobytes(), answers[w], paced=False) for w in (0, 1)}
+
+
+def test_the_parent_learns_the_endpoints_rate_from_both_workers_and_splits_it():
+    leader, shared = _leader()
+    now = time.perf_counter()
+    signals = _two_workers_over_the_limit(now - 3.0, 2.0)
+    shared.heard(0, now, {KEY: signals[0]})
+    shared.replay()
+    assert leader.started_total == 0, "replayed before the other worker told what came first"
+    shared.heard(1, now, {KEY: signals[1]})
+    shared.replay()
+    assert leader.started_total == 40 and leader.refused_total > 0
+    assert leader.source == "learned" and leader.changes
+    assert leader.requests is not None
+    assert 0.7 * ENDPOINT_RATE <= leader.requests.rate <= 1.1 * ENDPOINT_RATE
+    first, second = shared.shares(KEY, 2)
+    assert first.requests is not None and second.requests is not None
+    assert first.requests[0] + second.requests[0] == leader.requests.rate
+    assert first.source == "learned"
+
+
+def test_a_worker_follows_its_share_and_a_hold_told_to_another():
+    _, shared = _leader()
+    now = time.perf_counter()
+    # Worker 0 was told to wait 5 s; worker 1 heard nothing of it.
+    told = RateSignals(array("d", [now - 0.2]).tobytes(), [(now - 0.1, 1, (now - 0.2, 429, 5.0, None, None))], False)
+    shared.heard(0, now, {KEY: told})
+    shared.heard(1, now, {KEY: RateSignals(b"", [], False)})
+    shared.replay()
+    follower = FollowerRate(ModelRate(Limit(KEY, 32), rpm=None, tpm=None, adaptive=True, clock=time.perf_counter))
+    follower.follow(shared.shares(KEY, 2)[1])
+    assert follower.concurrency == 1.0  # the slow start ended at what was in flight: one request
+    assert follower.requests is not None and follower.source == "learned"
+    assert 4.0 < follower.hold_until - time.perf_counter() <= 5.0
+    assert follower.start_delay(time.perf_counter()) > 4.0
+    # What the follower meets goes to the parent, which adapts the limit; the follower only halves its
+    # own pace at once, and keeps under that until the parent has heard.
+    paced = follower.requests.rate
+    follower.started(time.perf_counter())
+    follower.answered(time.perf_counter(), 429, None, None)
+    assert follower.changes == [] and follower.concurrency == 1.0
+    assert follower.requests.rate == paced / 2
+    follower.follow(shared.shares(KEY, 2)[1])
+    assert follower.requests.rate == paced / 2
+    signals = follower.take_signals()
+    assert len(array("d", signals.starts)) == 1 and [a[2][1] for a in signals.answers] == [429]
+    assert follower.take_signals().answers == []

@@ -1,0 +1,251 @@
+"""One adaptive limit per model across the workers of `--workers N`: an endpoint's limit is global.
+
+Each worker's `FollowerRate` paces its own requests but adapts nothing: it notes every start and every
+answer (429s, Retry-After, headers, token use) and sends them in its ticks. The parent's `SharedRates`
+replays what all workers noted, in time order, into the run's own `ModelRate` of each model (the same
+rule as one process: slow start, the pace learned from 429s, the adaptive concurrency, holds) and
+sends each worker its share of the result. So N workers meet an endpoint's limit as one process does,
+and the UIs, events and summary.json show one adaptive value per model: the parent's.
+
+A worker still reacts to its own refusals at once (it holds for their Retry-After and empties its
+pace's bucket); the parent's next share, a quarter of a second later, tells the others.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import itertools
+import math
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from treadle.engine.rate_counters import Bucket
+from treadle.engine.rate_headers import LimitHeaders
+from treadle.engine.rate_limits import Change, ModelRate
+from treadle.engine.workers.messages import Answer, RateShare, RateSignals, ShareRates, shares
+
+LOCAL_CUT_S = 1.0
+"""A worker that meets a rate limit halves its own pace at once and keeps under that for this long: the
+parent, which adapts the pace from every worker's answers, has heard of the refusal by then (its shares
+go out four times a second, after every worker's tick up to the refusal)."""
+
+
+class FollowerRate(ModelRate):
+    """A worker's part of a model limit: paced by the parent's shares, noting what its requests meet."""
+
+    def __init__(self, rate: ModelRate) -> None:
+        super().__init__(
+            rate.limit, rpm=rate.told_rpm, tpm=rate.told_tpm, adaptive=rate.adaptive, clock=rate.now, learns=False
+        )
+        self._sent_times = array("d")
+        self._heard: list[tuple[float, int, Answer]] = []
+        self._paced = False
+        self._cut: tuple[float, float] | None = None
+        """(until when, the pace per second) of the cut after this worker's last rate limit."""
+
+    def start_delay(self, now: float) -> float:
+        wait = super().start_delay(now)
+        if 0 < wait < math.inf and self.hold_until <= now:
+            self._paced = True
+        return wait
+
+    def started(self, now: float) -> None:
+        super().started(now)
+        self._sent_times.append(now)
+
+    def answered(
+        self,
+        sent: float,
+        status: int,
+        retry_after: float | None,
+        headers: LimitHeaders | None,
+        tokens_used: float | None = None,
+    ) -> None:
+        now = self.now()
+        self._heard.append((now, self.limit.in_use, (sent, status, retry_after, headers, tokens_used)))
+        super().answered(sent, status, retry_after, headers, tokens_used)
+        refused = status == 429 or (status == 503 and retry_after is not None)
+        if refused and self.adaptive and self.requests is not None and (self._cut is None or now >= self._cut[0]):
+            self.requests.rate /= 2
+            self._cut = (now + LOCAL_CUT_S, self.requests.rate)
+
+    def take_signals(self) -> RateSignals:
+        signals = RateSignals(self._sent_times.tobytes(), self._heard, self._paced)
+        self._sent_times, self._heard, self._paced = array("d"), [], False
+        return signals
+
+    def follow(self, share: RateShare) -> None:
+        """The parent's share: the adaptive value and pace from now on, a hold another worker was told."""
+        now = self.now()
+        self.concurrency = max(1.0, share.concurrency)
+        requests = share.requests
+        if requests is not None and self._cut is not None and now < self._cut[0]:
+            requests = (min(requests[0], self._cut[1]), requests[1])
+        self.requests = _bucket(self.requests, requests, now)
+        self.tokens = _bucket(self.tokens, share.tokens, now)
+        self.hold_until = max(self.hold_until, now + share.held_s)
+        self.source = share.source
+
+
+def _bucket(bucket: Bucket | None, shared: tuple[float, float] | None, now: float) -> Bucket | None:
+    """A pace's bucket at its share's rate; what it holds is the worker's own (its starts, its refusals)."""
+    if shared is None:
+        return None
+    rate, capacity = shared
+    if bucket is None:
+        return Bucket(rate, capacity, now)
+    bucket.refill(now)
+    bucket.rate, bucket.capacity = rate, capacity
+    return bucket
+
+
+def on_replay_clock(
+    rates: dict[str, ModelRate], clock: ReplayClock, on_change: Callable[[str, Change], None]
+) -> dict[str, ModelRate]:
+    """The parent's model rates, as the run built them but on `clock`: they hear the workers' requests
+    at the times they went."""
+    return {
+        key: ModelRate(
+            rate.limit,
+            rpm=rate.told_rpm,
+            tpm=rate.told_tpm,
+            adaptive=rate.adaptive,
+            clock=clock,
+            on_change=functools.partial(on_change, key),
+        )
+        for key, rate in rates.items()
+    }
+
+
+class ReplayClock:
+    """The parent's models' clock: the time of the worker's start or answer being replayed, else now."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def __call__(self) -> float:
+        return time.perf_counter() if self.at is None else self.at
+
+
+@dataclass
+class _Heard:
+    """What the workers noted about one model and the parent has not replayed yet, in the parent's clock."""
+
+    events: list[_Event] = field(default_factory=list)
+    """Sorted by time."""
+    paced: bool = False
+    in_use: dict[int, int] = field(default_factory=dict)
+    """worker -> its requests in flight at its last answer replayed."""
+
+
+_Event = tuple[float, int, int, int, Answer | None]
+"""(time, seq, worker, its requests in flight then, the answer or None for a start)."""
+
+
+class SharedRates:
+    """The parent's side: every worker's signals replayed into the run's ModelRates, shares sent back."""
+
+    def __init__(self, rates: dict[str, ModelRate], clock: ReplayClock) -> None:
+        self.rates = rates
+        self.clock = clock
+        self._heard = {key: _Heard() for key in rates}
+        self._offsets: dict[int, float] = {}
+        """worker -> what its clock lags the parent's by (the least seen: the transit time left out)."""
+        self._upto: dict[int, float] = {}
+        """worker -> the parent's time up to which it has told everything (math.inf once it has ended)."""
+        self._seq = itertools.count()
+
+    def joined(self, worker: int) -> None:
+        """A worker started: nothing is replayed past what it has told (its first tick)."""
+        self._upto[worker] = -math.inf
+
+    def heard(self, worker: int, sent_at: float, signals: dict[str, RateSignals]) -> None:
+        """A worker's tick, sent at `sent_at` on its clock: its signals wait until every worker has told
+        what came before them, so each model hears its requests in the order they went."""
+        offset = min(self._offsets.get(worker, math.inf), time.perf_counter() - sent_at)
+        self._offsets[worker] = offset
+        self._upto[worker] = sent_at + offset
+        for key, told in signals.items():
+            heard = self._heard.get(key)
+            if heard is None:
+                continue
+            seq = self._seq
+            new: list[_Event] = [(t + offset, next(seq), worker, 0, None) for t in array("d", told.starts)]
+            new += [
+                (at + offset, next(seq), worker, in_use, (answer[0] + offset, *answer[1:]))
+                for at, in_use, answer in told.answers
+            ]
+            heard.events = sorted(heard.events + new) if heard.events else sorted(new)
+            heard.paced |= told.paced
+
+    def ended(self, worker: int) -> None:
+        """The worker has told all it will (its run ended, or it died): none of its requests in flight."""
+        self._upto[worker] = math.inf
+        for heard in self._heard.values():
+            heard.in_use.pop(worker, None)
+
+    def replay(self) -> None:
+        """Replay what every worker has told up to the same time."""
+        upto = min(self._upto.values(), default=-math.inf)
+        for key, heard in self._heard.items():
+            cut = bisect.bisect_right(heard.events, (upto, math.inf))
+            due, heard.events = heard.events[:cut], heard.events[cut:]
+            if due:
+                self._replay(self.rates[key], heard, due)
+
+    def _replay(self, rate: ModelRate, heard: _Heard, events: list[_Event]) -> None:
+        """Each answer is heard with the requests in flight then over all workers (each as of its last
+        answer): the slow start ends at them, and the adaptive value grows only while they fill it."""
+        limit = rate.limit
+        in_use, peak = limit.in_use, limit.peak
+        try:
+            for t, _, worker, worker_in_use, answer in events:
+                self.clock.at = t
+                if answer is None:
+                    rate.started(t)
+                    limit.release()  # the worker holds the slot
+                else:
+                    heard.in_use[worker] = worker_in_use
+                    limit.in_use = sum(heard.in_use.values())
+                    rate.answered(*answer)
+        finally:
+            self.clock.at = None
+            limit.in_use, limit.peak = in_use, peak  # the workers' own counts are the run's
+
+    def shares(self, key: str, workers: int) -> list[RateShare]:
+        """Each of `workers` workers' share of a model's adaptive value, pace and hold now."""
+        rate, heard = self.rates[key], self._heard[key]
+        now = rate.now()
+        if heard.paced:
+            rate.paced_elsewhere(now)
+            heard.paced = False
+        fraction = 1.0 / workers
+        requests = _pace_share(rate.requests, fraction)
+        probe = rate.probe(now)
+        if probe is not None:  # the slow start: its pace shared out too
+            probing = _pace_share(probe, fraction)
+            assert probing is not None
+            requests = probing if requests is None or probing[0] < requests[0] else requests
+        share = RateShare(
+            concurrency=0.0,
+            requests=requests,
+            tokens=_pace_share(rate.tokens, fraction),
+            held_s=max(0.0, rate.hold_until - now),
+            source=rate.source,
+        )
+        total = min(rate.limit.total, int(rate.concurrency))
+        return [replace(share, concurrency=float(n)) for n in shares(total, workers)]
+
+    def messages(self, running: int, busy: int) -> list[ShareRates]:
+        """Each of `running` workers' shares of every model: split between the `busy` ones (holding row
+        groups); one without any gets a busy one's share too, for when it is given some."""
+        busy = max(1, min(busy, running))
+        split = {key: self.shares(key, busy) for key in self.rates}
+        return [ShareRates({key: shares[min(i, busy - 1)] for key, shares in split.items()}) for i in range(running)]
+
+
+def _pace_share(bucket: Bucket | None, fraction: float) -> tuple[float, float] | None:
+    return None if bucket is None else (bucket.rate * fraction, max(1.0, bucket.capacity * fraction))
