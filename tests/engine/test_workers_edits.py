@@ -180,7 +180,7 @@ def test_a_resumed_run_on_two_workers_continues_at_the_latest_version(tmp_path):
     assert controller.wait(60).status == "failed"
 
     (tmp_path / "broken").unlink()
-    result = RunController.from_run_dir(run_dir, workers=2).start().wait(60)
+    result = RunController.from_run_dir(run_dir, options=RunOptions(workers=2)).start().wait(60)
     assert result.status == "done"
     out = pd.read_parquet(result.output_path).sort_values("id")
     assert out["b"].tolist() == [f"[{i * 2}]" if i % 2 else f"{i * 2}!" for i in range(40)]
