@@ -114,7 +114,7 @@ class Scheduler:
         self._failure_handler = FailureHandler(self, policies, self.rates, clock, rng)
         self.failures = self._failure_handler.failures
         self.attempts = self._failure_handler.attempts
-        self._error_window = policies.error_window
+        self.error_window = policies.error_window
         self.cell_services = CellServices(self.rates, policies, tracer, clock, rng, self)
         """What calls made inside cells (ctx.llm) get from the run."""
         self._model_waiters = self.cell_services.waiters
@@ -142,7 +142,7 @@ class Scheduler:
         self._finished = asyncio.Event()
         try:
             watchdog = self._loop.create_task(self._deadlines.watch())
-            self._admit()
+            self.admit_groups()
             self._check_finished()
             await self._finished.wait()
             watchdog.cancel()
@@ -344,7 +344,7 @@ class Scheduler:
                 else:  # while tracing, the tracer takes latencies from its records
                     self.latencies[node].append(ended - started)
                 self.journal.done(row_index, node, values)
-                self._error_window.attempts += 1
+                self.error_window.attempts += 1
                 ready = tracker.complete(cell)
                 if ready:  # push() inlined: this runs for nearly every cell
                     self._ready.push(ready, ended)
@@ -371,7 +371,7 @@ class Scheduler:
 
     # ---- row groups ------------------------------------------------------------------------------
 
-    def _admit(self) -> None:
+    def admit_groups(self) -> None:
         tracker = self.tracker
         while not self.stopping and not self.paused and (group := self.row_groups.admit_next()) is not None:
             self.store.load_group(group)
@@ -404,7 +404,7 @@ class Scheduler:
             await self._on_group_finished(group)
         finally:
             if self.row_groups.written(group):
-                self._admit()
+                self.admit_groups()
 
     # ---- commands (called on the engine loop) ----------------------------------------------------
 
@@ -419,10 +419,10 @@ class Scheduler:
         if self.paused:
             self.paused = False
             self.pause_reason = None
-            self._error_window.clear()
+            self.error_window.clear()
             self.cell_services.wake_all_models()
             self.bus.emit(Resumed())
-            self._admit()
+            self.admit_groups()
             self._wake(len(self._idle))
 
     def stop(self, reason: str = "interrupted") -> None:
@@ -458,7 +458,7 @@ class Scheduler:
         if limit is self._slots:
             self._resize_workers()
         elif limit is self.row_groups.limit:
-            self._admit()
+            self.admit_groups()
         else:
             self._wake(len(self._idle))
 

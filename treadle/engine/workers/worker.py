@@ -144,7 +144,7 @@ class WorkerRun(Run):
         self.scheduler.row_groups = self.groups
         self._written: set[int] = set()
         """Groups whose file the writer thread wrote (and the loop has not reported yet)."""
-        self.attempts = WorkerAttempts(self.scheduler._error_window)  # the scheduler's early-stop count
+        self.attempts = WorkerAttempts(self.scheduler.error_window)  # the scheduler's early-stop count
         self.edits = WorkerEdits(self, versions or Versions())
 
     def _build_limits(self, max_parallel: int) -> tuple[dict[str, Limit], dict[str, ModelRate]]:
@@ -203,7 +203,7 @@ class WorkerRun(Run):
             else:
                 self.tracker.drop_row(row)
         self.groups.assign(message.groups)
-        self.scheduler._admit()  # the scheduler admits on its own only when a group's place frees up
+        self.scheduler.admit_groups()  # the scheduler admits on its own only when a group's place frees up
 
     def write_held(self) -> None:
         """At the end (a thread): groups a stop cut short still hold finished cells: their files, then
