@@ -158,6 +158,22 @@ async def test_a_stream_opened_after_the_run_ends_gets_a_snapshot_and_end(tmp_pa
             assert await stream.next() == ("end", "{}")
 
 
+async def test_the_report_of_a_run_on_two_workers_shows_each_worker(tmp_path):
+    (tmp_path / "s.csv").write_text("id\n" + "".join(f"{i}\n" for i in range(40)))
+    config = {
+        "seed": {"path": "s.csv"},
+        "columns": [{"name": "t", "kind": "template", "template": "row {{ id }}"}],
+        "run": {"row_group_size": 10, "workers": 2},
+    }
+    controller = treadle.start(config, base_dir=tmp_path, out=tmp_path / "run")
+    assert controller.wait(TIMEOUT).status == "done"
+    with ProgressServer(controller) as server:
+        async with aiohttp.ClientSession() as session, session.get(f"{server.base_url}/report") as response:
+            report = await response.text()
+    assert response.status == 200 and "Workers (engine processes)" in report
+    assert "worker 0:" in report and "worker 1:" in report
+
+
 async def test_keepalive_comments_while_nothing_happens(held_run):
     with ProgressServer(held_run, keepalive_s=0.05) as server:
         async with aiohttp.ClientSession() as session, session.get(f"{server.base_url}/events") as response:

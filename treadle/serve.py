@@ -340,13 +340,17 @@ class ProgressServer:
         return metrics if isinstance(metrics, web.Response) else web.json_response(metrics.to_json(), dumps=_dumps)
 
     async def _report(self, request: web.Request) -> web.Response:
+        from treadle.engine.analysis.per_worker import measure_workers
         from treadle.report import render_html
 
         metrics = await self._metrics_or_error()
         if isinstance(metrics, web.Response):
             return metrics
+        loop = asyncio.get_running_loop()
+        workers = await loop.run_in_executor(None, measure_workers, self.controller.run_dir, metrics.wall_s)
         refresh = None if self._ended or self.controller.finished else 5
-        return web.Response(text=render_html(metrics, refresh_s=refresh), content_type="text/html", charset="utf-8")
+        page = render_html(metrics, refresh_s=refresh, workers=workers)
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
 
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(text=_PAGE, content_type="text/html", charset="utf-8")
