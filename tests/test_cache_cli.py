@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from treadle.cli import build_parser
+from treadle.cli import build_parser, main
 from treadle.engine.response_cache import ResponseCache, default_cache_path
 from treadle.sim import SimulatorThread
 
@@ -52,8 +52,7 @@ def test_run_flags_and_cache_info_and_clear(tmp_path):
     with SimulatorThread() as url:
         pipeline = write_pipeline(tmp_path, url)
         for name, flags in (("one", []), ("two", []), ("off", ["--no-cache"]), ("fresh", ["--refresh-cache"])):
-            proc = treadle("run", str(pipeline), "--no-ui", "--out", str(tmp_path / name), *flags)
-            assert proc.returncode == 0, proc.stderr
+            assert main(["run", str(pipeline), "--no-ui", "--out", str(tmp_path / name), *flags]) == 0
     assert cache_summary(tmp_path / "one")["misses"] == 3
     assert cache_summary(tmp_path / "two")["hits"] == 3
     assert cache_summary(tmp_path / "off") == {"enabled": False}
@@ -124,12 +123,11 @@ def test_resume_takes_no_cache_and_refresh_cache(tmp_path):
     with SimulatorThread() as url:
         pipeline = write_pipeline(tmp_path, url)
         run_dir = str(tmp_path / "run")
-        assert treadle("run", str(pipeline), "--no-ui", "--out", run_dir).returncode == 0
+        assert main(["run", str(pipeline), "--no-ui", "--out", run_dir]) == 0  # in this process: quicker
         sent = []
         for flags in ([], ["--no-cache"], ["--refresh-cache"], []):
             before = len(requests_sent(url))
-            proc = treadle("resume", run_dir, "--recompute", "a", "--no-ui", *flags)
-            assert proc.returncode == 0, proc.stderr
+            assert main(["resume", run_dir, "--recompute", "a", "--no-ui", *flags]) == 0
             sent.append(len(requests_sent(url)) - before)
             assert cache_summary(tmp_path / "run").get("mode", "off") == (
                 "off" if "--no-cache" in flags else "refresh" if "--refresh-cache" in flags else "use"
