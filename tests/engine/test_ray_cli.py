@@ -8,6 +8,8 @@ import os
 import re
 import socket
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -94,6 +96,30 @@ def test_a_ray_address_nobody_answers_at_is_one_error_line(tmp_path, capsys):
     assert code == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"treadle: error: cannot reach the Ray cluster at {address}: ")
+
+
+class _QuietWebServer(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # its own stderr lines are not the run's
+        pass
+
+
+def test_a_web_server_at_the_ray_address_is_one_error_line_at_once(tmp_path, capsys):
+    """Not a cluster but something else listening (say the dashboard's port): ray.init would retry for
+    minutes, deaf to SIGTERM."""
+    _needs_ray()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _QuietWebServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    out = str(tmp_path / "r")
+    try:
+        code = main(
+            ["run", str(_pipeline(tmp_path)), "--no-ui", "--executor", "ray", "--ray-address", address, "--out", out]
+        )
+    finally:
+        server.shutdown()
+    assert code == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"treadle: error: no Ray cluster answers at {address}: something else listens there")
 
 
 def test_resume_takes_a_ray_address_and_says_when_nobody_answers(tmp_path, capsys):

@@ -52,15 +52,29 @@ class ActorHandle(WorkerHandle):
         ray.kill(self.actor, no_restart=True)
 
 
+# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, or its client server
+# behind ray://) answers with a SETTINGS frame of its own (frame type 4, the 4th byte of its header).
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+_SETTINGS = 4
+
+
 def _check_reachable(address: str) -> None:
-    """ray.init waits without end for a cluster it cannot reach: say so at once instead."""
+    """ray.init waits without end (deaf to SIGTERM) for a cluster it cannot reach, and for anything else
+    at the address (a web server, the dashboard's port): say so at once instead."""
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
         return  # "auto", or another form Ray resolves itself
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S) as connection:
+            connection.sendall(_HTTP2_HELLO)
+            answer = connection.recv(9)
     except OSError as exc:
         raise FatalRunError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}") from None
+    if len(answer) < 4 or answer[3] != _SETTINGS:
+        raise FatalRunError(
+            f"no Ray cluster answers at {address}: something else listens there (the dashboard's port, 8265,"
+            " is not the cluster's address; `ray start --head` prints it, by default port 6379)"
+        )
 
 
 def _init_ray(address: str | None, workers: int) -> None:
