@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from workers_helpers import SLOTS, flaky_pipeline, sorted_output, wait_for_done_cells
 
 import treadle
 from treadle.cli import main
@@ -27,14 +28,6 @@ else:
 from treadle.engine.workers.ray_pool import ACTOR_NAME_PREFIX  # it imports ray: after the check above
 
 ROWS = 200
-SLOTS = 16
-
-FLAKY = """
-def check(row):
-    if row["id"] % 17 == 0:
-        raise ValueError(f"row {row['id']} is not checkable")
-    return len(row["a"])
-"""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -48,29 +41,7 @@ def local_ray():
 
 
 def _pipeline(tmp_path: Path, url: str, name: str = "pipeline", **run: object) -> Path:
-    """ROWS rows x two dependent llm columns, a python column that fails on some rows, a template."""
-    pd.DataFrame({"id": range(ROWS), "q": [f"question {i}" for i in range(ROWS)]}).to_csv(
-        tmp_path / "s.csv", index=False
-    )
-    (tmp_path / "flaky.py").write_text(FLAKY)
-    config = {
-        "seed": {"path": "s.csv"},
-        "models": {"m": {"model": "sim", "base_url": url, "max_parallel": SLOTS}},
-        "columns": [
-            {"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}"},
-            {"name": "b", "kind": "llm", "model": "m", "prompt": "again {{ a }}"},
-            {"name": "n", "kind": "python", "function": "flaky:check", "depends_on": ["a"], "retries": 0},
-            {"name": "t", "kind": "template", "template": "{{ id }}:{{ n }}"},
-        ],
-        "run": {"max_parallel": SLOTS, "row_group_size": 20, "workers": 2, "executor": "ray", **run},
-    }
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(json.dumps(config))
-    return path
-
-
-def _sorted_output(run_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(run_dir / "output.parquet").sort_values("id").reset_index(drop=True)
+    return flaky_pipeline(tmp_path, url, ROWS, name, **{"workers": 2, "executor": "ray", **run})
 
 
 def test_ray_actors_write_the_same_output_as_one_process(tmp_path):
@@ -80,7 +51,7 @@ def test_ray_actors_write_the_same_output_as_one_process(tmp_path):
         actors = treadle.run(_pipeline(tmp_path, url), out=tmp_path / "ray", cache="off")
     failed_rows = len(range(0, ROWS, 17))
     assert one.status == actors.status == "failed"  # the rows whose python cell failed
-    pd.testing.assert_frame_equal(_sorted_output(one.run_dir), _sorted_output(actors.run_dir))
+    pd.testing.assert_frame_equal(sorted_output(one.run_dir), sorted_output(actors.run_dir))
     assert one.summary["rows"] == actors.summary["rows"]
     assert actors.summary["rows"]["failed"] == failed_rows
     assert one.summary["cells"] == actors.summary["cells"]
@@ -88,14 +59,6 @@ def test_ray_actors_write_the_same_output_as_one_process(tmp_path):
     assert actors.summary["limits"]["slots"]["peak"] <= SLOTS
     assert sorted(p.name for p in actors.run_dir.iterdir()) == sorted(p.name for p in one.run_dir.iterdir())
     assert ray.util.list_named_actors() == []  # the run's actors are gone with it
-
-
-def _wait_for_done_cells(controller, done: int) -> None:
-    events = controller.subscribe()
-    while True:
-        payload = events.get(timeout=60).payload
-        if isinstance(payload, Progress) and payload.cells.get("done", 0) >= done:
-            return
 
 
 def _wait_until_mid_run(controller, worker: int) -> None:
@@ -123,7 +86,7 @@ def test_a_killed_actor_leaves_its_row_groups_to_the_other(tmp_path, caplog):
             result = controller.wait(120)
         requests = sim.stats()["requests_total"]
     assert result is not None and result.status == "failed"  # the python column's rows, as without the kill
-    output = _sorted_output(result.run_dir)
+    output = sorted_output(result.run_dir)
     assert output["id"].tolist() == list(range(ROWS))  # every row once: no duplicates, none lost
     assert output["b"].notna().all()
     assert result.summary["cells"]["done"] == 4 * ROWS - 2 * len(range(0, ROWS, 17))
@@ -158,7 +121,7 @@ def test_an_edit_and_a_recompute_reach_every_actor_and_a_killed_ones_groups(tmp_
         controller.close()
         result = controller.wait(60)
     assert result is not None
-    output = _sorted_output(result.run_dir)
+    output = sorted_output(result.run_dir)
     assert output["id"].tolist() == list(range(ROWS))
     assert (output["b"] == "Simulated answer to: once more " + output["a"]).all()
     assert output["b__version"].tolist() == [2] * ROWS
@@ -200,14 +163,14 @@ def test_a_one_process_run_resumes_on_ray_actors(tmp_path, capsys):
     with sim as url:
         pipeline = _where_pipeline(tmp_path, url, rows)
         controller = treadle.start(pipeline, out=tmp_path / "run", cache="off", max_parallel=8)  # one process
-        _wait_for_done_cells(controller, 20)
+        wait_for_done_cells(controller, 20)
         controller.cancel()
         first = controller.wait(60)
         assert first is not None and first.status == "interrupted"
         args = ["resume", str(tmp_path / "run"), "--no-ui", "--executor", "ray", "--workers", "2"]
         assert main(args) == 0, capsys.readouterr().err
         requests = sim.stats()["requests_total"]
-    output = _sorted_output(tmp_path / "run")
+    output = sorted_output(tmp_path / "run")
     assert output["id"].tolist() == list(range(rows))
     assert output["a"].notna().all()
     ran_at = output["at"].value_counts().to_dict()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from workers_helpers import SLOTS, flaky_pipeline, sorted_output, wait_for_done_cells
 
 import treadle
 from treadle.cli import main
@@ -24,39 +25,10 @@ from treadle.engine.workers.messages import shares
 from treadle.sim import SimConfig, SimulatorThread
 
 ROWS = 240
-SLOTS = 16
-
-FLAKY = """
-def check(row):
-    if row["id"] % 17 == 0:
-        raise ValueError(f"row {row['id']} is not checkable")
-    return len(row["a"])
-"""
 
 
 def _pipeline(tmp_path: Path, url: str, **run: object) -> Path:
-    """ROWS rows x two dependent llm columns, a python column that fails on some rows, a template."""
-    seed = pd.DataFrame({"id": range(ROWS), "q": [f"question {i}" for i in range(ROWS)]})
-    seed.to_csv(tmp_path / "s.csv", index=False)
-    (tmp_path / "flaky.py").write_text(FLAKY)
-    config = {
-        "seed": {"path": "s.csv"},
-        "models": {"m": {"model": "sim", "base_url": url, "max_parallel": SLOTS}},
-        "columns": [
-            {"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}"},
-            {"name": "b", "kind": "llm", "model": "m", "prompt": "again {{ a }}"},
-            {"name": "n", "kind": "python", "function": "flaky:check", "depends_on": ["a"], "retries": 0},
-            {"name": "t", "kind": "template", "template": "{{ id }}:{{ n }}"},
-        ],
-        "run": {"max_parallel": SLOTS, "row_group_size": 20, **run},
-    }
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(json.dumps(config))
-    return path
-
-
-def _sorted_output(run_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(run_dir / "output.parquet").sort_values("id").reset_index(drop=True)
+    return flaky_pipeline(tmp_path, url, ROWS, **run)
 
 
 def _failures(run_dir: Path) -> list[dict]:
@@ -71,7 +43,7 @@ def test_two_workers_write_the_same_run_directory_as_one_process(tmp_path):
         two = treadle.run(pipeline, out=tmp_path / "two", cache="off", workers=2)
     failed_rows = len(range(0, ROWS, 17))
     assert one.status == two.status == "failed"  # the rows whose python cell failed
-    pd.testing.assert_frame_equal(_sorted_output(one.run_dir), _sorted_output(two.run_dir))
+    pd.testing.assert_frame_equal(sorted_output(one.run_dir), sorted_output(two.run_dir))
     assert _failures(one.run_dir) == _failures(two.run_dir)
     assert len(_failures(two.run_dir)) == failed_rows
     for key in ("rows", "cells"):
@@ -149,15 +121,6 @@ def _wait_for_exit(pids: list[int], timeout_s: float = 60) -> None:
             os.close(fd)
 
 
-def _wait_for_done_cells(controller, done: int) -> None:
-    """Until a progress event counts at least `done` cells done."""
-    events = controller.subscribe()
-    while True:
-        payload = events.get(timeout=60).payload
-        if isinstance(payload, Progress) and payload.cells.get("done", 0) >= done:
-            return
-
-
 def _llm_pipeline(tmp_path: Path, url: str) -> Path:
     pd.DataFrame({"id": range(300), "q": [f"question {i}" for i in range(300)]}).to_csv(tmp_path / "s.csv", index=False)
     pipeline = tmp_path / "pipeline.yaml"
@@ -178,14 +141,14 @@ def test_a_killed_worker_leaves_its_row_groups_to_the_other(tmp_path, caplog):
     sim = SimulatorThread(SimConfig(latency_ms=40, seed=5))
     with sim as url:
         controller = treadle.start(_llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
-        _wait_for_done_cells(controller, 40)  # both workers have started and finished some cells
+        wait_for_done_cells(controller, 40)  # both workers have started and finished some cells
         victim = _children(os.getpid())
         assert len(victim) == 2
         os.kill(victim[0], signal.SIGKILL)
         result = controller.wait(120)
         requests = sim.stats()["requests_total"]
     assert result is not None and result.status == "done"
-    output = _sorted_output(result.run_dir)
+    output = sorted_output(result.run_dir)
     assert output["id"].tolist() == list(range(300))  # every row once: no duplicates, none lost
     assert output["b"].notna().all()
     assert result.summary["cells"]["done"] == 600
@@ -221,7 +184,7 @@ def test_sigkill_of_the_parent_then_resume_in_one_process_requests_no_finished_c
         requests = sim.requests()
     # Every cell was requested once, except those in flight at the kill (at most the 16 slots).
     assert 600 <= len(requests) <= 600 + SLOTS
-    output = _sorted_output(run_dir)
+    output = sorted_output(run_dir)
     assert output["id"].tolist() == list(range(300)) and output["b"].notna().all()
     assert not list(run_dir.glob("journal*"))
 
@@ -231,7 +194,7 @@ def test_a_run_of_one_process_resumes_with_two_workers(tmp_path):
     with sim as url:
         pipeline = _llm_pipeline(tmp_path, url)
         controller = treadle.start(pipeline, out=tmp_path / "run", cache="off", workers=1)
-        _wait_for_done_cells(controller, 40)
+        wait_for_done_cells(controller, 40)
         controller.cancel()
         first = controller.wait(60)
         assert first is not None and first.status == "interrupted"
@@ -242,7 +205,7 @@ def test_a_run_of_one_process_resumes_with_two_workers(tmp_path):
     assert result.summary["cells"]["done"] == 600
     assert 600 <= requests <= 600 + SLOTS
     assert done_before > 0
-    assert _sorted_output(result.run_dir)["b"].notna().all()
+    assert sorted_output(result.run_dir)["b"].notna().all()
 
 
 def _in_flight_at(requests: list[dict], moment: float) -> int:
@@ -253,7 +216,7 @@ def test_a_live_limit_change_reaches_every_worker(tmp_path):
     sim = SimulatorThread(SimConfig(latency_ms=50, seed=7))
     with sim as url:
         controller = treadle.start(_llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
-        _wait_for_done_cells(controller, 40)
+        wait_for_done_cells(controller, 40)
         controller.set_limit("model:m", 4)
         changed_at = len(sim.requests())
         assert controller.snapshot().limits["model:m"].total == 4
@@ -275,7 +238,7 @@ def test_pause_stops_every_worker_and_resume_goes_on(tmp_path):
     sim = SimulatorThread(SimConfig(latency_ms=30, seed=7))
     with sim as url:
         controller = treadle.start(_llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
-        _wait_for_done_cells(controller, 40)
+        wait_for_done_cells(controller, 40)
         controller.pause()
         events = controller.subscribe()
         idle_progress = 0
@@ -322,7 +285,7 @@ def test_ctrl_c_stops_every_worker_then_resume_with_two_finishes(tmp_path, capsy
         assert main(["resume", str(run_dir), "--no-ui"]) == 0, capsys.readouterr().err  # run.workers: 2
         requests = sim.stats()["requests_total"]
     assert 600 <= requests <= 600 + SLOTS
-    assert _sorted_output(run_dir)["b"].notna().all()
+    assert sorted_output(run_dir)["b"].notna().all()
 
 
 def test_fewer_row_groups_than_workers_start_a_worker_per_group(tmp_path):
@@ -331,7 +294,7 @@ def test_fewer_row_groups_than_workers_start_a_worker_per_group(tmp_path):
         result = controller.wait(120)
     assert result is not None and result.status == "done"
     assert controller.workers == 2  # 30 rows: two row groups of 20
-    assert _sorted_output(result.run_dir)["id"].tolist() == list(range(30))
+    assert sorted_output(result.run_dir)["id"].tolist() == list(range(30))
 
 
 def test_without_a_trace_the_workers_run_times_reach_the_summary(tmp_path):
@@ -373,8 +336,8 @@ def test_batch_columns_and_filters_run_in_workers_as_in_one_process(tmp_path):
     two = treadle.run(pipeline, out=tmp_path / "two", cache="off", workers=2)
     filtered = sum(1 for i in range(ROWS) if (len(f"question {i}") * 10 + i % 3) % 3 == 1)
     assert one.status == two.status == "done"
-    pd.testing.assert_frame_equal(_sorted_output(one.run_dir), _sorted_output(two.run_dir))
-    assert len(_sorted_output(two.run_dir)) == ROWS - filtered
+    pd.testing.assert_frame_equal(sorted_output(one.run_dir), sorted_output(two.run_dir))
+    assert len(sorted_output(two.run_dir)) == ROWS - filtered
     assert one.summary["rows"] == two.summary["rows"]
     assert two.summary["rows"]["filtered"] == filtered
     assert _failures(one.run_dir) == _failures(two.run_dir)

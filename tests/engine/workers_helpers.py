@@ -1,0 +1,54 @@
+"""What the tests of several engine processes (`--workers`, Ray actors) share: a pipeline of two dependent
+llm columns, a python column that fails on some rows and a template; its output; waiting for progress."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from treadle.engine.events import Progress
+
+SLOTS = 16
+
+FLAKY = """
+def check(row):
+    if row["id"] % 17 == 0:
+        raise ValueError(f"row {row['id']} is not checkable")
+    return len(row["a"])
+"""
+
+
+def flaky_pipeline(tmp_path: Path, url: str, rows: int, name: str = "pipeline", **run: object) -> Path:
+    """`rows` rows x two dependent llm columns, a python column that fails on every 17th row, a template."""
+    seed = pd.DataFrame({"id": range(rows), "q": [f"question {i}" for i in range(rows)]})
+    seed.to_csv(tmp_path / "s.csv", index=False)
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    config = {
+        "seed": {"path": "s.csv"},
+        "models": {"m": {"model": "sim", "base_url": url, "max_parallel": SLOTS}},
+        "columns": [
+            {"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}"},
+            {"name": "b", "kind": "llm", "model": "m", "prompt": "again {{ a }}"},
+            {"name": "n", "kind": "python", "function": "flaky:check", "depends_on": ["a"], "retries": 0},
+            {"name": "t", "kind": "template", "template": "{{ id }}:{{ n }}"},
+        ],
+        "run": {"max_parallel": SLOTS, "row_group_size": 20, **run},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def sorted_output(run_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(run_dir / "output.parquet").sort_values("id").reset_index(drop=True)
+
+
+def wait_for_done_cells(controller, done: int) -> None:
+    """Until a progress event counts at least `done` cells done."""
+    events = controller.subscribe()
+    while True:
+        payload = events.get(timeout=60).payload
+        if isinstance(payload, Progress) and payload.cells.get("done", 0) >= done:
+            return
