@@ -295,6 +295,7 @@ def test_fewer_row_groups_than_workers_start_a_worker_per_group(tmp_path):
     assert result is not None and result.status == "done"
     assert controller.workers == 2  # 30 rows: two row groups of 20
     assert sorted_output(result.run_dir)["id"].tolist() == list(range(30))
+    assert set(pd.read_parquet(result.run_dir / "trace.parquet")["worker"]) == {0, 1}  # a group each, not both to one
 
 
 def test_without_a_trace_the_workers_run_times_reach_the_summary(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import pickle
 import time
 from collections import deque
@@ -83,10 +84,8 @@ class ParentRun(Run):
         """Each model's adaptive value and pace, adapted here from every worker's answers."""
         self.early_stop = SharedEarlyStop(loaded.config.run)
         self._salvage_left = loaded.config.run.salvage_rounds
-        self.n_workers = options.workers or loaded.config.run.workers
-        self.recovery = recovery
-        groups = self.scheduler.row_groups
-        self.pending = deque(g for g in range(self.tracker.n_groups) if not groups.is_finished(g))
+        self.n_workers, self.recovery = options.workers or loaded.config.run.workers, recovery
+        self.pending = deque(g for g in range(self.tracker.n_groups) if not self.scheduler.row_groups.is_finished(g))
         """Groups not given to any worker yet (a dead worker's come back to the front)."""
         self.written = self.tracker.n_groups - len(self.pending)
         self.workers: list[WorkerHandle] = []
@@ -162,8 +161,9 @@ class ParentRun(Run):
                 spec = self._spec(index, pipeline)
                 self.shared_rates.joined(index)
                 self.workers.append(self._transport.start_worker(spec, sum(slots[:index]), loop, self._on_message))
+            fair = -(-len(self.pending) // len(self.workers))  # with few groups, every worker gets some
             for handle in self.workers:
-                self._feed(handle)
+                self._feed(handle, at_most=fair)
         else:
             self._done.set()
         stop_progress = asyncio.Event()
@@ -342,12 +342,12 @@ class ParentRun(Run):
         for other in alive:
             self._feed(other)
 
-    def _feed(self, handle: WorkerHandle) -> None:
-        """Give a worker groups up to its share of groups in flight and one more; close them all at the end."""
+    def _feed(self, handle: WorkerHandle, at_most: float = math.inf) -> None:
+        """Give a worker groups up to its share in flight and one more (`at_most` in all); close all at the end."""
         alive = [h for h in self.workers if h.alive]
         if not handle.alive or self.scheduler.stopping:
             return
-        target = self._shares(ROW_GROUPS, len(alive))[alive.index(handle)] + 1
+        target = min(self._shares(ROW_GROUPS, len(alive))[alive.index(handle)] + 1, at_most)
         given: list[int] = []
         while self.pending and len(handle.outstanding) + len(given) < target:
             given.append(self.pending.popleft())
