@@ -27,7 +27,8 @@ from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline_loading import load_pipeline
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import CellFailure
-from treadle.engine.tracker import CellState
+from treadle.engine.rows import RowStore
+from treadle.engine.tracker import CellState, CellTracker
 
 _DONE = CellState.DONE
 
@@ -127,6 +128,31 @@ class Recovery:
             for f in self.failures
             if f.column in index and f.row < n_rows and f.action != "filtered"
         }
+
+    def restore(self, tracker: CellTracker, store: RowStore, node_names: Sequence[str]) -> set[int]:
+        """Mark the cells the earlier attempt finished as done (their values kept in `store`), and its
+        dropped and filtered rows so again; returns the groups needing no work."""
+        n = tracker.n_nodes
+        index = {name: i for i, name in enumerate(node_names)}
+        finished = {g for g in self.finished_groups if g < tracker.n_groups}
+        for group in finished:
+            rows = tracker.group_rows(group)
+            for cell in range(rows.start * n, rows.stop * n):
+                tracker.restore_done(cell)
+        for row, columns in self.done.items():
+            if row >= tracker.n_rows or tracker.group_of(row * n) in finished:
+                continue
+            for name, values in columns.items():
+                tracker.restore_done(row * n + index[name])
+                store.restored.setdefault(row, {}).update(values)
+        for row in self.dropped:
+            if row >= tracker.n_rows:
+                continue
+            if self.filtered.get(row) in index:  # counted as filtered again, not as dropped
+                tracker.filter_row(row, index[self.filtered[row]])
+            else:
+                tracker.drop_row(row)
+        return finished
 
 
 def descendants(graph_nodes: dict[str, Any], names: Collection[str]) -> set[str]:

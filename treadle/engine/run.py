@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import os
 import threading
@@ -13,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from treadle.engine.analysis.cost import prices_of
-from treadle.engine.analysis.summary import NO_TRACE, summary_metrics
 from treadle.engine.capacity import Capacity
 from treadle.engine.context import ContextServices
 from treadle.engine.errors import FatalRunError, StorageError
@@ -31,24 +28,15 @@ from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline import ColumnConfig, DefaultOnFailure, LLMColumn
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.policy import ErrorWindow, FailurePolicies, NodePolicy, NoWindow, RetryPolicy
-from treadle.engine.rate_limits import Change, ModelRate, rate_summary
-from treadle.engine.response_cache import CacheMode, attach_cache, cache_summary, emit_cache_problems, open_run_cache
+from treadle.engine.rate_limits import Change, ModelRate
+from treadle.engine.response_cache import CacheMode, attach_cache, emit_cache_problems, open_run_cache
 from treadle.engine.resume import Recovery
 from treadle.engine.rows import GroupValues, RowStore
+from treadle.engine.run_summary import run_summary
 from treadle.engine.scheduler import Scheduler
 from treadle.engine.secrets import Redactor, read_api_key
 from treadle.engine.stats import LimitChanges
-from treadle.engine.summary_record import (
-    CellLatency,
-    ColumnCells,
-    JoinSummary,
-    LimitPeak,
-    LoopLagMs,
-    OutputPaths,
-    RateLimitSummary,
-    RowOutcomes,
-    RunSummary,
-)
+from treadle.engine.summary_record import RunSummary
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
 
@@ -123,7 +111,7 @@ class Run:
         self.limits, self.rates = self._build_limits(max_parallel)
         self.store = RowStore.for_columns(self.frame, config.run.row_group_size, config.columns)
         self.journal = Journal(directory.journal_path, self.node_names, on_error=self._storage_failed)
-        finished_groups = self._restore(recovery) if recovery is not None else set()
+        finished_groups = set() if recovery is None else recovery.restore(self.tracker, self.store, self.node_names)
         self.generators = build_generators(loaded, import_clients=self.calls_models)
         self.cache = open_run_cache(config, loaded.base_dir, options.cache)
         attach_cache(self.generators, config, self.cache)
@@ -211,31 +199,6 @@ class Run:
                 on_change=functools.partial(self._rate_changed, key),
             )
         return limits, rates
-
-    def _restore(self, recovery: Recovery) -> set[int]:
-        """Mark the cells a previous attempt finished as done; returns the groups needing no work."""
-        tracker = self.tracker
-        n = tracker.n_nodes
-        index = {name: i for i, name in enumerate(self.node_names)}
-        finished = {g for g in recovery.finished_groups if g < tracker.n_groups}
-        for group in finished:
-            rows = tracker.group_rows(group)
-            for cell in range(rows.start * n, rows.stop * n):
-                tracker.restore_done(cell)
-        for row, columns in recovery.done.items():
-            if row >= tracker.n_rows or tracker.group_of(row * n) in finished:
-                continue
-            for name, values in columns.items():
-                tracker.restore_done(row * n + index[name])
-                self.store.restored.setdefault(row, {}).update(values)
-        for row in recovery.dropped:
-            if row >= tracker.n_rows:
-                continue
-            if recovery.filtered.get(row) in index:  # counted as filtered again, not as dropped
-                tracker.filter_row(row, index[recovery.filtered[row]])
-            else:
-                tracker.drop_row(row)
-        return finished
 
     def _write_group_now(self, group: int, contents: GroupValues) -> None:
         try:
@@ -442,59 +405,4 @@ class Run:
 
     def summary_record(self) -> RunSummary:
         """The run's summary as its record; `metrics` once the trace is final (a note when tracing is off)."""
-        totals = self.tracker.totals()
-        columns: dict[str, ColumnCells] = {}
-        busy_s = 0.0
-        for i, name in enumerate(self.node_names):
-            latencies = self.scheduler.latencies[i]
-            busy_s += latencies.total()
-            base = i * len(CellState)
-            columns[name] = ColumnCells(
-                cells={s.label: self.tracker.counts[base + s] for s in CellState},
-                latency_s=CellLatency(**latencies.percentiles(), mean=latencies.mean()),
-            )
-        join = self.loaded.seed.join
-        config = self.loaded.config
-        summary = RunSummary(
-            name=self.loaded.name,
-            status=self.status,
-            message=self.message,
-            pipeline=str(self.loaded.path),
-            pipeline_hash=self.loaded.source_hash,
-            wall_s=round(self.wall_s, 3),
-            engine_cpu_s=round(self.engine_cpu_s, 3),
-            rows=RowOutcomes(**self.tracker.row_outcomes()),
-            cells={s.label: totals[s] for s in CellState},
-            columns=columns,
-            parallel_efficiency=round(busy_s / self.wall_s, 3) if self.wall_s else 0.0,
-            loop_lag_ms=LoopLagMs(**self.loop_lag.summary_ms()),
-            limits={name: LimitPeak(total=lim.total, peak=lim.peak) for name, lim in self.limits.items()},
-            first_row_s=(
-                None
-                if self.scheduler.first_row_done_at is None
-                else round(self.scheduler.first_row_done_at - self.tracer.t0, 3)
-            ),
-            rate_limits={
-                name.removeprefix("model:"): RateLimitSummary(**rate_summary(rate, self.tracer.t0))
-                for name, rate in self.rates.items()
-            },
-            limit_history=(
-                self.limit_changes.as_json()
-                if self.limit_changes is not None
-                else {name: [[0.0, lim.total]] for name, lim in self.limits.items()}
-            ),
-            join=None if join is None else JoinSummary(**dataclasses.asdict(join)),
-            cache=cache_summary(self.cache, config.models),
-            outputs=OutputPaths(
-                output=str(self.directory.output_path),
-                failures=str(self.directory.failures_path),
-                summary=str(self.directory.summary_path),
-            ),
-        )
-        if not config.run.trace:
-            return summary.model_copy(update={"metrics": NO_TRACE})
-        if self.trace_final:
-            prices = prices_of(config.models)
-            metrics = summary_metrics(self.directory.path, summary, prices)
-            return summary.model_copy(update={"metrics": metrics})
-        return summary
+        return run_summary(self)
