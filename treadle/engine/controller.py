@@ -1,16 +1,12 @@
 """RunController: the one door between a user interface and a run.
 
-The run lives on its own thread with its own event loop. Commands are handed to that loop with
+The run lives on its own thread with its own event loop (engine_thread.py). Commands are handed to that loop with
 `call_soon_threadsafe`, so they apply in the order given; `snapshot()` reads counters there too.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import dataclasses
-import threading
-import time
 from collections.abc import Callable, Collection, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -21,35 +17,32 @@ from treadle.engine.analysis.summary import live_metrics
 from treadle.engine.column_edits import (
     ColumnSettings,
     Versions,
-    ancestors,
     column_settings,
     prepare_edit,
     reloadable_function,
 )
-from treadle.engine.errors import TreadleError
+from treadle.engine.engine_thread import COMMAND_TIMEOUT_S, EngineThread
 from treadle.engine.events import EventBus
-from treadle.engine.filters import cell_filtered
 from treadle.engine.functions import FunctionLoadError, reload_function, signature_problem
 from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.limits import check_limit
 from treadle.engine.live_edits import ColumnEditor, RecomputePlan
 from treadle.engine.outputs import RunDirectory
-from treadle.engine.pipeline import PythonColumn
 from treadle.engine.pipeline_file import edit_pipeline_file
 from treadle.engine.pipeline_validation import LoadedPipeline
 from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, pipeline_to_resume, recover
 from treadle.engine.run import Run, RunOptions
 from treadle.engine.run_dir import create_run_dir, new_run_dir
+from treadle.engine.snapshots import cell_detail, read_cell, run_snapshot
 from treadle.engine.stats import LimitChanges
 from treadle.engine.tracing import Batch, TaskTrace
-from treadle.engine.tracker import N_STATES, CellState
+from treadle.engine.tracker import CellState
 from treadle.engine.views import CellDetail, LimitView, Snapshot, WorkerView
 
 __all__ = ["CellDetail", "ColumnSettings", "LimitView", "RecomputePlan", "RunController", "Snapshot", "WorkerView"]
 
 T = TypeVar("T")
-_COMMAND_TIMEOUT_S = 10.0
 
 
 class RunController:
@@ -83,12 +76,7 @@ class RunController:
         if recovery is None:
             create_run_dir(self._directory, loaded, self.options)
         self._edits = ColumnEditor(self._run, versions or Versions())
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._done = threading.Event()
-        self._error: BaseException | None = None
-        self._result: RunResult | None = None
+        self._engine = EngineThread(self._run.execute, self._final_result)
 
     @classmethod
     def from_run_dir(
@@ -133,43 +121,21 @@ class RunController:
     # ---- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> RunController:
-        self._thread = threading.Thread(target=self._engine_thread, name="treadle-engine", daemon=True)
-        self._thread.start()
-        self._ready.wait()
+        self._engine.start()
         return self
 
-    def _engine_thread(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            task = loop.create_task(self._run.execute())
-            # Commands may arrive once the run's first step (admission, workers) has been taken.
-            loop.call_soon(self._ready.set)
-            loop.run_until_complete(task)
-            self._edits.finish()
-            self._result = RunResult.from_run(self._run)
-        except BaseException as exc:  # handed to the waiting thread, which raises it
-            self._error = exc
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            self._ready.set()
-            self._done.set()
+    def _final_result(self) -> RunResult:
+        """On the engine thread once the run has ended."""
+        self._edits.finish()
+        return RunResult.from_run(self._run)
 
     def wait(self, timeout: float | None = None) -> RunResult | None:
         """The result once the run has finished; None if `timeout` passed first."""
-        if not self._done.wait(timeout):
-            return None
-        if self._error is not None:
-            if isinstance(self._error, TreadleError):
-                raise self._error
-            raise RuntimeError(f"the engine failed: {self._error!r}") from self._error
-        return self._result
+        return self._engine.wait(timeout)
 
     @property
     def finished(self) -> bool:
-        return self._done.is_set()
+        return self._engine.finished
 
     def unsubscribe(self, subscriber) -> None:
         """Stop filling a queue `subscribe()` returned."""
@@ -188,25 +154,7 @@ class RunController:
 
     def _call(self, fn: Callable[[], T]) -> T | None:
         """Run `fn` on the engine loop and return its result; None once the run is over."""
-        loop = self._loop
-        if loop is None or self._done.is_set():
-            return None
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def call() -> None:
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        try:
-            loop.call_soon_threadsafe(call)
-        except RuntimeError:  # the loop closed between the check and the call
-            return None
-        try:
-            return future.result(_COMMAND_TIMEOUT_S)
-        except concurrent.futures.TimeoutError:
-            return None
+        return self._engine.call(fn)
 
     def pause(self) -> None:
         self._call(self._run.scheduler.pause)
@@ -356,8 +304,8 @@ class RunController:
 
         def cancel() -> None:
             self._run.stop()
-            assert self._loop is not None
-            self._loop.call_later(self.options.grace_s, self._run.scheduler.abort)
+            assert self._engine.loop is not None
+            self._engine.loop.call_later(self.options.grace_s, self._run.scheduler.abort)
 
         self._call(cancel)
 
@@ -383,42 +331,7 @@ class RunController:
         return snap if snap is not None else self._snapshot(wanted)
 
     def _snapshot(self, rows: list[int]) -> Snapshot:
-        run = self._run
-        tracker = run.tracker
-        counts = list(tracker.counts)
-        names = tuple(run.node_names)
-        by_column = {name: {s.label: counts[i * N_STATES + s] for s in CellState} for i, name in enumerate(names)}
-        totals = {s.label: sum(col[s.label] for col in by_column.values()) for s in CellState}
-        finished, in_flight, pending = run.scheduler.row_groups.counts()
-        labels = [s.label for s in CellState]
-        window = {row: tuple(labels[s] for s in tracker.row_states(row)) for row in rows if 0 <= row < tracker.n_rows}
-        if hits := run.scheduler.cache_hits:  # a cell answered by the response cache shows as `cached`
-            n_nodes = tracker.n_nodes
-            for row, states in window.items():
-                marked = (s if s != "done" or not hits[row * n_nodes + i] else "cached" for i, s in enumerate(states))
-                window[row] = tuple(marked)
-        if (filtered_by := tracker.filtered_by) is not None:  # a row a filter took shows as `filtered`, not `dropped`
-            for row in [row for row in window if filtered_by[row] >= 0]:
-                window[row] = tuple("filtered" if s == "dropped" else s for s in window[row])
-        cache = run.cache.stats if run.cache is not None else None
-        now = time.perf_counter()
-        return Snapshot(
-            status=run.live_status(),
-            message=run.message or run.scheduler.pause_reason,
-            loop_lag_ms=run.loop_lag.summary_ms(max_age_s=1.0),
-            elapsed_s=self.bus.elapsed() if not self.finished else run.wall_s,
-            rows=tracker.n_rows,
-            columns=names,
-            cells=totals,
-            by_column=by_column,
-            row_groups={"finished": finished, "in_flight": in_flight, "pending": pending},
-            limits={n: LimitView(lim.total, lim.in_use, lim.peak) for n, lim in run.limits.items()},
-            recent_events=self.bus.recent(),
-            window=window,
-            rates={name: rate.view(now) for name, rate in run.rates.items()},
-            cache={} if cache is None else {"hits": cache.hits, "misses": cache.misses},
-            filtered=tracker.n_filtered,
-        )
+        return run_snapshot(self._run, rows, self.finished)
 
     def traces(self, since: int = 0) -> tuple[int, list[TaskTrace]]:
         """Traces newer than the cursor `since` (from the ring buffer), and the new cursor."""
@@ -437,7 +350,7 @@ class RunController:
         """
         run = self._run
         if run.status in ("done", "failed", "interrupted"):  # writing the run directory: summary.json next
-            self._done.wait(_COMMAND_TIMEOUT_S)
+            self._engine.ended(COMMAND_TIMEOUT_S)
 
         def take() -> tuple[dict[str, Any], Batch, int]:
             return self._edits.with_versions(run.build_summary()), run.tracer.held(), run.tracer.seq
@@ -454,38 +367,14 @@ class RunController:
         return summary
 
     def cell_detail(self, row: int, column: str) -> CellDetail:
-        run = self._run
-        node = run.node_names.index(column)
-        graph_node = self.loaded.graph.nodes[column]
-
-        def detail() -> tuple[str, dict[str, Any] | None, dict[str, Any] | None, list[TaskTrace]]:
-            cell = row * len(run.node_names) + node
-            state = CellState(run.tracker.state[cell]).label
-            failure = run.scheduler.failures.get(cell) or cell_filtered(run.tracker, cell, run.node_names)
-            values, attempts = run.store.row(row), run.tracer.recent_for(row, node)
-            return state, None if failure is None else vars(failure).copy(), dict(values) if values else None, attempts
-
-        result = self._call(detail)
-        state, error, values, attempts = result if result is not None else detail()
-        if values is None:
-            values = self._written_row(row)
-        outputs = graph_node.outputs
-        value = None
-        if state == "done":
-            value = values.get(outputs[0]) if outputs == (column,) else {c: values.get(c) for c in outputs}
-        if isinstance(graph_node.config, PythonColumn):
-            # A python function receives the row as it was: seed fields and its ancestors' columns.
-            graph = self.loaded.graph
-            seen = set(self.loaded.seed.fields) | {c for n in ancestors(graph, column) for c in graph.nodes[n].outputs}
-            names = [k for k in values if k in seen or k.split("__", 1)[0] in seen]
-        else:
-            names = list(graph_node.inputs)
-        inputs = {name: values.get(name) for name in names}
-        return CellDetail(row, column, state, value, error, attempts, inputs)
-
-    def _written_row(self, row: int) -> dict[str, Any]:
-        """A row whose group was written and released, read back from the run directory."""
-        return self._directory.read_written_row(row, row // self.loaded.config.run.row_group_size) or {}
+        node = self._run.node_names.index(column)
+        reading = self._call(lambda: read_cell(self._run, row, node))
+        if reading is None:  # the run is over: its state read here
+            reading = read_cell(self._run, row, node)
+        values = reading.values
+        if values is None:  # its group was written and released: read back from the run directory
+            values = self._directory.read_written_row(row, row // self.loaded.config.run.row_group_size) or {}
+        return cell_detail(self.loaded, row, column, reading, values)
 
     def failures(self) -> list[dict[str, Any]]:
         """Failed cells now: row, column, error class, message, attempts (rows a filter dropped are not failures)."""

@@ -71,8 +71,8 @@ class WorkersController(RoutedCellCommands):
     def cancel(self) -> None:
         def cancel() -> None:
             self._run.stop()
-            assert self._loop is not None
-            self._loop.call_later(self.options.grace_s, self._run.abort)
+            assert self._engine.loop is not None
+            self._engine.loop.call_later(self.options.grace_s, self._run.abort)
 
         self._call(cancel)
 

@@ -15,7 +15,8 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from treadle.engine.controller import _COMMAND_TIMEOUT_S, RunController
+from treadle.engine.controller import RunController
+from treadle.engine.engine_thread import COMMAND_TIMEOUT_S
 from treadle.engine.journal import replay
 from treadle.engine.limits import ROW_GROUPS, SLOTS
 from treadle.engine.policy import CellFailure
@@ -306,7 +307,7 @@ class RoutedCellCommands(RunController):
         if answer is None:
             return 0
         try:
-            return answer.result(_COMMAND_TIMEOUT_S)
+            return answer.result(COMMAND_TIMEOUT_S)
         except concurrent.futures.TimeoutError:
             return 0
 
