@@ -3,7 +3,8 @@
 Workers are made for work that exists: never more than the execution-slot limit, nor than the cells that
 were ready or running at once, so a huge limit costs nothing. A worker takes the best ready cell whose
 model may start a request (treadle.engine.ready), runs it, records the outcome in the tracker (a failed
-attempt goes to treadle.engine.failures) and queues the cells that became ready. Nothing here rescans all cells.
+attempt goes to treadle.engine.failures) and queues the cells that became ready. Which work there is (row
+groups admitted and written, retry, drop) is treadle.engine.workload's. Nothing here rescans all cells.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from treadle.engine.capacity import Capacity
 from treadle.engine.context import ContextServices
 from treadle.engine.deadlines import Deadlines
 from treadle.engine.errors import FatalRunError
-from treadle.engine.events import CellRetried, EventBus, Idle, LimitChanged, Paused, Resumed, RowDropped, Stopping
+from treadle.engine.events import EventBus, LimitChanged, Paused, Resumed, Stopping
 from treadle.engine.failures import FailureHandler
 from treadle.engine.filters import filter_row
 from treadle.engine.generators.base import Generator, RunMode
@@ -39,6 +40,7 @@ from treadle.engine.services import CellServices
 from treadle.engine.stats import Quantiles
 from treadle.engine.tracing import NullTracer, Tracer
 from treadle.engine.tracker import CellState, CellTracker
+from treadle.engine.workload import Workload
 
 _RUNNING = CellState.RUNNING
 _ASYNC = RunMode.ASYNC
@@ -72,8 +74,6 @@ class Scheduler:
         self.rates = capacity.rates
         self.bus = bus
         self.journal = journal
-        self.hold_open = hold_open
-        self._on_group_finished = on_group_finished
         self._clock = clock
         self.pause_reason: str | None = None
         self.paused = False
@@ -85,10 +85,8 @@ class Scheduler:
         self._finished: asyncio.Event | None = None
         self._done = False
         """`_finished` is set (a plain flag the workers can check for each cell)."""
-        self._idle_reported = False
         self._slots = self.limits[SLOTS]
         self.row_groups = RowGroups(tracker.n_groups, self.limits[ROW_GROUPS], finished_groups)
-        self._writes: set[asyncio.Task[None]] = set()
         self._init_workers(capacity.python_threads)
         self._ready = ReadyHeaps(
             tracker, self.generators, critical_path, self.limits, self.rates, clock, lambda: self._provide_workers(1)
@@ -123,6 +121,16 @@ class Scheduler:
         self.batches = Batches(self, parts)
         self._has_batches = any(self.batches.nodes)
         self._ready.collect_batches = self.batches.collect if self._has_batches else None
+        self._workload = Workload(
+            self,
+            self._slots,
+            self._failure_handler,
+            self._hits,
+            recheck=self.batches.recheck if self._has_batches else None,
+            on_group_finished=on_group_finished,
+            on_finished=self._set_finished,
+            hold_open=hold_open,
+        )
 
     def _init_workers(self, python_threads: int) -> None:
         self._idle: deque[asyncio.Future[None]] = deque()
@@ -143,15 +151,14 @@ class Scheduler:
         try:
             watchdog = self._loop.create_task(self._deadlines.watch())
             self.admit_groups()
-            self._check_finished()
+            self._workload.check_finished()
             await self._finished.wait()
             watchdog.cancel()
             self._failure_handler.cancel_retries()
             self._ready.cancel_timer()
             self._wake(len(self._idle))
             await asyncio.gather(*self._workers, return_exceptions=True)
-            while self._writes:
-                await asyncio.gather(*list(self._writes))
+            await self._workload.written()
         finally:
             for task in self._workers:
                 task.cancel()
@@ -164,19 +171,6 @@ class Scheduler:
             task.cancel()
         if self._finished is not None:
             self._set_finished()
-
-    def _check_finished(self) -> None:
-        # hold_open keeps a finished run waiting for a person's retry or drop until it is closed.
-        if self._slots.in_use:
-            return
-        if self.tracker.unfinished == 0 and not self.stopping and (salvage := self._failure_handler.take_salvage()):
-            self.retry(salvage)
-            return
-        if self.stopping or (self.tracker.unfinished == 0 and not self.hold_open):
-            self._set_finished()
-        elif self.tracker.unfinished == 0 and not self._idle_reported:
-            self._idle_reported = True
-            self.bus.emit(Idle())
 
     # ---- workers ---------------------------------------------------------------------------------
 
@@ -277,9 +271,9 @@ class Scheduler:
 
     def call_settled(self, first: int) -> None:
         """The cells of a batch call settled: their group may be finished, the run too."""
-        self._after_change(first)
+        self._workload.settled(first)
         if not self._slots.in_use:
-            self._check_finished()
+            self._workload.check_finished()
 
     async def _run_cell(self, cell: int, t_ready: float, task: asyncio.Task, slot: int) -> None:
         tracker = self.tracker
@@ -352,61 +346,27 @@ class Scheduler:
                         self._provide_workers(len(ready))
                 elif self.first_row_done_at is None and tracker.row_settled(row_index):
                     self.first_row_done_at = ended
-                # _after_change inlined for the common case: the cell's group is still open.
+                # Workload.settled inlined for the common case: the cell's group is still open.
                 if not tracker.group_open[cell // n_nodes // tracker.group_size]:
-                    self._after_change(cell)
+                    self._workload.settled(cell)
             else:
                 self._settle_error(cell, error, (slot, t_ready, started, ended))
         else:  # its row was dropped while it ran
             self._failure_handler.cancelled(cell, (slot, t_ready, started, ended))
         if not self._slots.in_use and (not tracker.unfinished or self.stopping):  # its first tests, inline
-            self._check_finished()
+            self._workload.check_finished()
 
     def _settle_error(self, cell: int, error: BaseException, timing: tuple[int, float, float, float]) -> None:
         if type(error) is RowFiltered:
             filter_row(self, self._failure_handler, cell, timing)
         else:
             self._failure_handler.record(cell, error, timing)
-        self._after_change(cell)
-
-    # ---- row groups ------------------------------------------------------------------------------
-
-    def admit_groups(self) -> None:
-        tracker = self.tracker
-        while not self.stopping and not self.paused and (group := self.row_groups.admit_next()) is not None:
-            self.store.load_group(group)
-            ready = tracker.activate_group(group)
-            if ready:
-                self.push(ready)
-            elif tracker.group_open[group] == 0:
-                self._finish_group(group)
-
-    def _after_change(self, cell: int) -> None:
-        group = self.tracker.group_of(cell)
-        if self._has_batches:
-            self.batches.recheck(cell)
-        if self.tracker.group_open[group] == 0:
-            self._finish_group(group)  # its place admits the next group once its file is written
-
-    def _finish_group(self, group: int) -> bool:
-        """Finish a group in flight and write its file; False if it was not in flight."""
-        if not self.row_groups.finish(group):
-            return False
-        assert self._loop is not None
-        write = self._loop.create_task(self._write_group(group))
-        self._writes.add(write)
-        write.add_done_callback(self._writes.discard)
-        return True
-
-    async def _write_group(self, group: int) -> None:
-        """Write a finished group's file; only then may its place admit the next group (backpressure)."""
-        try:
-            await self._on_group_finished(group)
-        finally:
-            if self.row_groups.written(group):
-                self.admit_groups()
+        self._workload.settled(cell)
 
     # ---- commands (called on the engine loop) ----------------------------------------------------
+
+    def admit_groups(self) -> None:
+        self._workload.admit()
 
     def pause(self, reason: str | None = None) -> None:
         """Start no new cells (a person's pause, or early stop with its reason) until `resume`."""
@@ -433,7 +393,7 @@ class Scheduler:
         self.bus.emit(Stopping(reason=reason))
         self._failure_handler.cancel_retries()
         self._wake(len(self._idle))
-        self._check_finished()
+        self._workload.check_finished()
 
     def model_slot_freed(self) -> None:
         """A call made inside a cell freed its model's request slot: an idle worker may be waiting for it."""
@@ -464,37 +424,7 @@ class Scheduler:
 
     def retry(self, cells: list[int], redo: bool = False) -> int:
         """Failed cells (with `redo` finished ones too) and their dependents back into work; returns how many."""
-        retried = 0
-        for cell in cells:
-            if (ready := self.tracker.rerun(cell, redo)) is None:
-                continue
-            group = self.tracker.group_of(cell)
-            self.store.load_group(group)
-            self.row_groups.reopen(group)
-            self._failure_handler.retried(cell)
-            self._hits.bypass(cell)  # an llm cell asks its model again, not the response cache
-            retried += 1
-            self._idle_reported = False
-            self.bus.emit(
-                CellRetried(
-                    row=cell // self.tracker.n_nodes,
-                    column=self.generators[cell % self.tracker.n_nodes].name,
-                )
-            )
-            if ready:
-                self.push(ready)
-        return retried
+        return self._workload.retry(cells, redo)
 
     def drop(self, rows: list[int]) -> int:
-        dropped = 0
-        for row in rows:
-            if self.tracker.row_dropped(row):
-                continue
-            self.tracker.drop_row(row)
-            self.journal.dropped(row)
-            dropped += 1
-            self.bus.emit(RowDropped(row=row))
-            self._failure_handler.dropped(row)
-            self._after_change(row * self.tracker.n_nodes)
-        self._check_finished()
-        return dropped
+        return self._workload.drop(rows)
