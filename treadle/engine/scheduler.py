@@ -122,14 +122,7 @@ class Scheduler:
         self._has_batches = any(self.batches.nodes)
         self._ready.collect_batches = self.batches.collect if self._has_batches else None
         self._workload = Workload(
-            self,
-            self._slots,
-            self._failure_handler,
-            self._hits,
-            recheck=self.batches.recheck if self._has_batches else None,
-            on_group_finished=on_group_finished,
-            on_finished=self._set_finished,
-            hold_open=hold_open,
+            self, self._failure_handler, self._hits, on_group_finished, self._set_finished, hold_open
         )
 
     def _init_workers(self, python_threads: int) -> None:

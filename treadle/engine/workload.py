@@ -14,12 +14,13 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from treadle.engine.batches import Batches
 from treadle.engine.cache_hits import CacheHits
 from treadle.engine.events import CellRetried, EventBus, Idle, RowDropped
 from treadle.engine.failures import FailureHandler
 from treadle.engine.generators.base import Generator
 from treadle.engine.journal import Journal
-from treadle.engine.limits import Limit
+from treadle.engine.limits import SLOTS, Limit
 from treadle.engine.row_groups import RowGroups
 from treadle.engine.rows import RowStore
 from treadle.engine.tracker import CellTracker
@@ -33,6 +34,8 @@ class Dispatch(Protocol):
     store: RowStore
     journal: Journal
     bus: EventBus
+    limits: dict[str, Limit]
+    batches: Batches
     row_groups: RowGroups
     """Read when used: a worker process's run puts its own in place (workers/worker.py)."""
     paused: bool
@@ -46,21 +49,19 @@ class Workload:
     def __init__(
         self,
         dispatch: Dispatch,
-        slots: Limit,
         failures: FailureHandler,
         hits: CacheHits,
-        recheck: Callable[[int], None] | None,
         on_group_finished: Callable[[int], Coroutine[Any, Any, None]],
         on_finished: Callable[[], None],
         hold_open: bool,
     ) -> None:
-        """`recheck`: the batch columns', for a cell settled otherwise than done (None: no batch column);
-        `on_group_finished` writes a group's file; `on_finished`: the run has nothing left to do."""
+        """`on_group_finished` writes a group's file; `on_finished`: the run has nothing left to do."""
         self._dispatch = dispatch
-        self._slots = slots
+        self._slots = dispatch.limits[SLOTS]
         self._failures = failures
         self._hits = hits
-        self._recheck = recheck
+        self._recheck = dispatch.batches.recheck if any(dispatch.batches.nodes) else None
+        """The batch columns' second look at a group one of whose cells settled (None: no batch column)."""
         self._on_group_finished = on_group_finished
         self._on_finished = on_finished
         self._hold_open = hold_open
