@@ -85,6 +85,20 @@ def node_policy(loaded: LoadedPipeline, column: ColumnConfig) -> NodePolicy:
     return NodePolicy(retries, timeout, on_failure, deadline_s=deadline)
 
 
+def failure_policies(loaded: LoadedPipeline, nodes: list[Node]) -> FailurePolicies:
+    """The run's retries and backoff, each node's policy, early stop, salvage, and the keys no error shows."""
+    run, models = loaded.config.run, loaded.config.models
+    return FailurePolicies(
+        retry=RetryPolicy(backoff_s=run.backoff_s),
+        nodes=[node_policy(loaded, node.config) for node in nodes],
+        error_window=(
+            ErrorWindow(run.early_stop.window, run.early_stop.error_rate) if run.early_stop is not None else NoWindow()
+        ),
+        salvage_rounds=run.salvage_rounds,
+        redact=Redactor(read_api_key(m.api_key_env, loaded.base_dir) or "" for m in models.values()),
+    )
+
+
 class Run:
     calls_models = True
     """False where other processes make the model calls (a workers' parent): it never imports their client."""
@@ -131,17 +145,7 @@ class Run:
                 rates=self.rates,
                 python_threads=config.run.python_threads or min(max_parallel, PYTHON_THREADS_DEFAULT_MAX),
             ),
-            policies=FailurePolicies(
-                retry=RetryPolicy(backoff_s=config.run.backoff_s),
-                nodes=[node_policy(loaded, node.config) for node in nodes],
-                error_window=(
-                    ErrorWindow(config.run.early_stop.window, config.run.early_stop.error_rate)
-                    if config.run.early_stop is not None
-                    else NoWindow()
-                ),
-                salvage_rounds=config.run.salvage_rounds,
-                redact=Redactor(read_api_key(m.api_key_env, loaded.base_dir) or "" for m in config.models.values()),
-            ),
+            policies=failure_policies(loaded, nodes),
             bus=bus,
             on_group_finished=self._write_group,
             tracer=self.tracer,
