@@ -100,17 +100,17 @@ class WorkersController(RoutedCellCommands):
     def _snapshot(self, rows: list[int]) -> Snapshot:
         run = self._run
         snapshot = super()._snapshot(rows)
-        counts = run.merged_counts().reshape(-1, N_STATES)
+        counts = run.merged_counts.cells().reshape(-1, N_STATES)
         by_column = {name: {s.label: int(counts[i, s]) for s in CellState} for i, name in enumerate(snapshot.columns)}
         # A worker holds one group beyond its share so it never idles: that one waits, as the parent's do.
-        held, in_flight = sum(len(h.outstanding) for h in run.workers if h.alive), run.in_use(ROW_GROUPS)
+        held, in_flight = sum(len(h.outstanding) for h in run.workers if h.alive), run.shared_limits.in_use(ROW_GROUPS)
         pending = len(run.pending) + max(held - in_flight, 0)
         return dataclasses.replace(
             snapshot,
             cells={s.label: int(counts[:, s].sum()) for s in CellState},
             by_column=by_column,
             row_groups={"finished": run.written, "in_flight": in_flight, "pending": pending},
-            limits={n: LimitView(lim.total, run.in_use(n), lim.peak) for n, lim in run.limits.items()},
+            limits={n: LimitView(lim.total, run.shared_limits.in_use(n), lim.peak) for n, lim in run.limits.items()},
             workers=run.commands.views(),
             window=self._held_window(snapshot.window),
         )

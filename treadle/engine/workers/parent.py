@@ -44,6 +44,7 @@ from treadle.engine.run import PROGRESS_EVERY_S, TRACE_FLUSH_EVERY_S, Run, RunOp
 from treadle.engine.summary_record import RunSummary
 from treadle.engine.tracker import N_STATES, CellState
 from treadle.engine.workers import pool
+from treadle.engine.workers.merged_counts import MergedCounts
 from treadle.engine.workers.messages import (
     Assign,
     Command,
@@ -57,10 +58,11 @@ from treadle.engine.workers.messages import (
     shares,
 )
 from treadle.engine.workers.pool import WorkerHandle
+from treadle.engine.workers.shared_limits import SharedLimits
 from treadle.engine.workers.shared_rates import ReplayClock, SharedRates, on_replay_clock
 from treadle.engine.workers.shared_stops import SharedEarlyStop, salvageable
 from treadle.engine.workers.steering import WorkerCommands
-from treadle.engine.workers.worker import WorkerSpec, group_counts
+from treadle.engine.workers.worker import WorkerSpec
 
 log = logging.getLogger("treadle.workers")
 
@@ -91,8 +93,8 @@ class ParentRun(Run):
         self.workers: list[WorkerHandle] = []
         self.restored: dict[int, dict[int, dict[str, dict[str, Any]]]] = {}
         """group -> the cells a dead worker finished in it (row -> column -> values), for the next one."""
-        self._requests: dict[int, dict[str, tuple[int, int]]] = {}
-        self._cache_stats: dict[int, tuple[int, int, int]] = {}
+        self.shared_limits = SharedLimits(self.limits, self.rates, self.shared_rates, self.workers)
+        self.merged_counts = MergedCounts(self.tracker, self.workers)
         self._done: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commands = WorkerCommands(self)
@@ -124,7 +126,7 @@ class ParentRun(Run):
             options=options,
             recovery=self.recovery,
             limits={name: self._shares(name)[index] for name in self.limits},
-            budgets={key: self._budget_shares(key)[index] for key in rates},
+            budgets={key: self.shared_limits.budgets(key, self.n_workers)[index] for key in rates},
             ship_groups=self._transport is not None and self._transport.ship_groups,
             versions=list(self.versions.history),
             versions_in_pipeline=self.versions_in_pipeline,
@@ -133,13 +135,6 @@ class ParentRun(Run):
 
     def _shares(self, name: str, workers: int | None = None) -> list[int]:
         return shares(self.limits[name].total, workers or self.n_workers)
-
-    def _budget_shares(self, key: str, workers: int | None = None) -> list[tuple[int | None, int | None]]:
-        n = workers or self.n_workers
-        rpm, tpm = self.rates[key].told_rpm, self.rates[key].told_tpm
-        rpms = [None] * n if rpm is None else shares(rpm, n)
-        tpms = [None] * n if tpm is None else shares(tpm, n)
-        return list(zip(rpms, tpms, strict=True))
 
     async def execute(self) -> None:
         loop = asyncio.get_running_loop()
@@ -205,10 +200,10 @@ class ParentRun(Run):
                 return
             except TimeoutError:
                 pass
-            self._share_rates()
+            self.shared_limits.share_rates()
             if loop.time() - last_progress >= PROGRESS_EVERY_S:
                 last_progress = loop.time()
-                counts = self.merged_counts().reshape(-1, N_STATES).sum(axis=0)
+                counts = self.merged_counts.cells().reshape(-1, N_STATES).sum(axis=0)
                 self.bus.emit(Progress(cells={s.label: int(counts[s]) for s in CellState if counts[s]}))
             traces = self.tracer.take_unwritten()
             try:
@@ -243,8 +238,8 @@ class ParentRun(Run):
             self.commands.retried(handle, message)
         elif isinstance(message, Finished):
             handle.finished = message
-            self._requests[handle.index] = message.requests
-            self._adapt_rates(ended=handle)
+            self.merged_counts.ended(handle.index, message)
+            self.shared_limits.adapt(ended=handle)
             if message.fatal is not None:
                 self._fail(message.fatal)
         elif handle.finished is None and handle.alive:
@@ -300,15 +295,13 @@ class ParentRun(Run):
             self.bus.emit(payload)
             if isinstance(payload, CellFailed):
                 self.early_stop.last_error = payload.message
-        for name, limit in self.limits.items():
-            limit.peak = max(limit.peak, sum(h.tick.peaks.get(name, 0) for h in self.workers if h.tick))
+        self.shared_limits.peaks()
         first = tick.first_row_done_at
         if first is not None and (self.scheduler.first_row_done_at or first) >= first:
             self.scheduler.first_row_done_at = first
-        self._cache_stats[handle.index] = tick.cache
-        self._requests[handle.index] = tick.requests
+        self.merged_counts.ticked(handle.index, tick)
         self.shared_rates.heard(handle.index, tick.clock, tick.signals)
-        self._adapt_rates()
+        self.shared_limits.adapt()
         stop_early = self.early_stop.counted(*tick.attempts)
         if stop_early is not None and not self.scheduler.paused and not self.scheduler.stopping:
             self.pause(stop_early)  # every worker's attempts filled the window: all of them pause
@@ -317,7 +310,7 @@ class ParentRun(Run):
         """Its unfinished groups to the front of the queue, with the cells its journal says are done."""
         handle.alive = False
         self.commands.worker_died(handle)
-        self._adapt_rates(ended=handle)
+        self.shared_limits.adapt(ended=handle)
         groups = sorted(handle.outstanding)
         handle.outstanding.clear()
         log.warning(
@@ -335,10 +328,7 @@ class ParentRun(Run):
         if not alive:
             self._fail("every worker process died")
             return
-        for name in self.limits:
-            self._send_shares(name)
-        for key in self.rates:
-            self._send_budgets(key)
+        self.shared_limits.send_all()
         for other in alive:
             self._feed(other)
 
@@ -400,49 +390,19 @@ class ParentRun(Run):
         if not any(h.alive for h in self.workers) and self._done is not None:
             self._done.set()
 
-    # ---- the shared adaptive limit (shared_rates.py) -------------------------------------------------
-
-    def _adapt_rates(self, ended: WorkerHandle | None = None) -> None:
-        """What the workers' requests met, replayed into each model's rate as far as all have told."""
-        if ended is not None:
-            self.shared_rates.ended(ended.index)
-        for key in self.rates:
-            self.limits[key].in_use = self.in_use(key)  # what the UIs see in flight
-        self.shared_rates.replay()
-
-    def _share_rates(self) -> None:
-        """Each running worker's share of every model's adaptive value, pace and hold: split between the
-        workers holding row groups (one without any gets a share too, for when it is given some)."""
-        running = [h for h in self.workers if h.alive and h.finished is None]
-        if not running or not self.rates:  # no models (python columns alone): nothing to share
-            return
-        busy = sum(1 for h in running if h.outstanding)
-        for handle, message in zip(running, self.shared_rates.messages(len(running), busy), strict=True):
-            handle.send(message)
-
     # ---- commands (on the parent's loop) -----------------------------------------------------------
 
     def _broadcast(self, message: Command | SetLimit | SetBudgets) -> None:
         for handle in self.workers:
             handle.send(message)
 
-    def _send_shares(self, name: str) -> None:
-        alive = [h for h in self.workers if h.alive]
-        for handle, share in zip(alive, self._shares(name, len(alive)), strict=True):
-            handle.send(SetLimit(name, share))
-
-    def _send_budgets(self, key: str) -> None:
-        alive = [h for h in self.workers if h.alive]
-        for handle, (rpm, tpm) in zip(alive, self._budget_shares(key, len(alive)), strict=True):
-            handle.send(SetBudgets(key.removeprefix("model:"), rpm, tpm))
-
     def set_limit(self, name: str, total: int) -> None:
         self.scheduler.set_limit(name, total)  # the parent's limit and its event; shares to the workers
-        self._send_shares(name)
+        self.shared_limits.send_limit(name)
 
     def set_budgets(self, model: str, rpm: int | None, tpm: int | None) -> None:
         self.rates[model_limit(model)].set_budgets(rpm, tpm)
-        self._send_budgets(model_limit(model))
+        self.shared_limits.send_budgets(model_limit(model))
 
     def pause(self, reason: str | None = None) -> None:
         if not self.scheduler.paused:
@@ -467,33 +427,6 @@ class ParentRun(Run):
         self.stop()
         self._broadcast(Command("abort"))
 
-    # ---- what the UIs and summary.json see ---------------------------------------------------------
-
-    def merged_counts(self) -> np.ndarray:
-        """Cell counts by node and state: the parent's for groups no worker holds, the workers' for theirs."""
-        counts = np.array(self.tracker.counts, dtype=np.int64)
-        for handle in self.workers:
-            if handle.alive and handle.tick is not None and handle.tick.groups:
-                counts += np.array(handle.tick.counts) - group_counts(self.tracker, handle.tick.groups)
-        return counts
-
-    def in_use(self, name: str) -> int:
-        return sum(h.tick.in_use.get(name, 0) for h in self.workers if h.alive and h.tick is not None)
-
     def summary_record(self) -> RunSummary:
-        cache = self.cache
-        if cache is not None and self._cache_stats:  # the workers' lookups, not the parent's (none)
-            cache.stats.hits, cache.stats.misses, cache.stats.stored = (
-                int(x) for x in np.sum(list(self._cache_stats.values()), axis=0)
-            )
-        summary = super().summary_record()
-        rate_limits = {
-            model: record.model_copy(
-                update={
-                    "requests": sum(r.get(model_limit(model), (0, 0))[0] for r in self._requests.values()),
-                    "rate_limited": sum(r.get(model_limit(model), (0, 0))[1] for r in self._requests.values()),
-                }
-            )
-            for model, record in summary.rate_limits.items()
-        }
-        return summary.model_copy(update={"rate_limits": rate_limits})
+        self.merged_counts.count_cache(self.cache)  # the workers' lookups, not the parent's (none)
+        return self.merged_counts.with_requests(super().summary_record())

@@ -1,0 +1,78 @@
+"""The run's limits over the workers of `--workers N`: an endpoint's limit is global, so each worker runs
+with a share of every limit (slots, row groups, each model's), of each model's rpm and tpm budgets, and of
+its adaptive value and pace (adapted by the parent: shared_rates.py). Shares go out again when a total
+changes, a worker dies, and (the adaptive ones) four times a second. The UIs see each limit in use and its
+peak summed over the workers."""
+
+from __future__ import annotations
+
+from treadle.engine.limits import Limit
+from treadle.engine.rate_limits import ModelRate
+from treadle.engine.workers.messages import SetBudgets, SetLimit, shares
+from treadle.engine.workers.pool import WorkerHandle
+from treadle.engine.workers.shared_rates import SharedRates
+
+
+class SharedLimits:
+    """The parent's side: its limits and rates are the run's; `workers` its list of workers (it grows)."""
+
+    def __init__(
+        self, limits: dict[str, Limit], rates: dict[str, ModelRate], shared: SharedRates, workers: list[WorkerHandle]
+    ) -> None:
+        self._limits = limits
+        self._rates = rates
+        self._shared = shared
+        self._workers = workers
+
+    def budgets(self, key: str, workers: int) -> list[tuple[int | None, int | None]]:
+        """A model's (rpm, tpm) budgets split between `workers` (None: no budget)."""
+        rpm, tpm = self._rates[key].told_rpm, self._rates[key].told_tpm
+        rpms = [None] * workers if rpm is None else shares(rpm, workers)
+        tpms = [None] * workers if tpm is None else shares(tpm, workers)
+        return list(zip(rpms, tpms, strict=True))
+
+    def send_limit(self, name: str) -> None:
+        """Each live worker's share of the limit `name`."""
+        alive = [h for h in self._workers if h.alive]
+        for handle, share in zip(alive, shares(self._limits[name].total, len(alive)), strict=True):
+            handle.send(SetLimit(name, share))
+
+    def send_budgets(self, key: str) -> None:
+        """Each live worker's share of a model's budgets."""
+        alive = [h for h in self._workers if h.alive]
+        for handle, (rpm, tpm) in zip(alive, self.budgets(key, len(alive)), strict=True):
+            handle.send(SetBudgets(key.removeprefix("model:"), rpm, tpm))
+
+    def send_all(self) -> None:
+        """Every limit and budget split again (a worker died: the others take its share)."""
+        for name in self._limits:
+            self.send_limit(name)
+        for key in self._rates:
+            self.send_budgets(key)
+
+    def adapt(self, ended: WorkerHandle | None = None) -> None:
+        """What the workers' requests met, replayed into each model's rate as far as all have told."""
+        if ended is not None:
+            self._shared.ended(ended.index)
+        for key in self._rates:
+            self._limits[key].in_use = self.in_use(key)  # what the UIs see in flight
+        self._shared.replay()
+
+    def share_rates(self) -> None:
+        """Each running worker's share of every model's adaptive value, pace and hold: split between the
+        workers holding row groups (one without any gets a share too, for when it is given some)."""
+        running = [h for h in self._workers if h.alive and h.finished is None]
+        if not running or not self._rates:  # no models (python columns alone): nothing to share
+            return
+        busy = sum(1 for h in running if h.outstanding)
+        for handle, message in zip(running, self._shared.messages(len(running), busy), strict=True):
+            handle.send(message)
+
+    def in_use(self, name: str) -> int:
+        """How much of a limit the live workers held at their last ticks."""
+        return sum(h.tick.in_use.get(name, 0) for h in self._workers if h.alive and h.tick is not None)
+
+    def peaks(self) -> None:
+        """Each limit's peak: at least what the workers' last ticks held at their peaks, summed."""
+        for name, limit in self._limits.items():
+            limit.peak = max(limit.peak, sum(h.tick.peaks.get(name, 0) for h in self._workers if h.tick))
