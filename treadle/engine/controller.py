@@ -468,7 +468,7 @@ class RunController:
         result = self._call(detail)
         state, error, values, attempts = result if result is not None else detail()
         if values is None:
-            values = self._written_row(row)
+            state, values = self._row_elsewhere(row, node, state)
         outputs = graph_node.outputs
         value = None
         if state == "done":
@@ -483,9 +483,10 @@ class RunController:
         inputs = {name: values.get(name) for name in names}
         return CellDetail(row, column, state, value, error, attempts, inputs)
 
-    def _written_row(self, row: int) -> dict[str, Any]:
-        """A row whose group was written and released, read back from the run directory."""
-        return self._directory.read_written_row(row, row // self.loaded.config.run.row_group_size) or {}
+    def _row_elsewhere(self, row: int, node: int, state: str) -> tuple[str, dict[str, Any]]:
+        """A cell's state and its row's values when the run's store does not hold the row: its group was
+        written and released, read back from the run directory."""
+        return state, self._directory.read_written_row(row, row // self.loaded.config.run.row_group_size) or {}
 
     def failures(self) -> list[dict[str, Any]]:
         """Failed cells now: row, column, error class, message, attempts (rows a filter dropped are not failures)."""

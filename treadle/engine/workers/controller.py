@@ -3,10 +3,14 @@ ParentRun, with the counts and windows merged from what the workers report."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
 from treadle.engine.column_edits import Versions
+from treadle.engine.controller import _COMMAND_TIMEOUT_S
 from treadle.engine.limits import ROW_GROUPS, check_limit, model_limit
 from treadle.engine.live_edits import RecomputePlan
 from treadle.engine.pipeline_validation import LoadedPipeline
@@ -96,6 +100,17 @@ class WorkersController(RoutedCellCommands):
         self._known_columns([name])
         chosen = None if rows is None else list(rows)
         return self._counted(self._call(lambda: self._edits.recompute(name, chosen, dry_run=False)))
+
+    def _row_elsewhere(self, row: int, node: int, state: str) -> tuple[str, dict[str, Any]]:
+        """A row whose group a worker holds: its cell states and values as that worker has them (the
+        parent has them once the group is written)."""
+        asked = self._call(lambda: self._run.commands.ask_row(row))
+        if asked is not None:
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                answer = asked.result(_COMMAND_TIMEOUT_S)
+                if answer is not None and answer.values is not None:
+                    return CellState(answer.states[node]).label, answer.values
+        return super()._row_elsewhere(row, node, state)
 
     def _snapshot(self, rows: list[int]) -> Snapshot:
         run = self._run

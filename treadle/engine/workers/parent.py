@@ -50,6 +50,7 @@ from treadle.engine.workers.messages import (
     Finished,
     GroupWritten,
     Retried,
+    RowValues,
     SetBudgets,
     SetLimit,
     Tick,
@@ -241,6 +242,8 @@ class ParentRun(Run):
             self._tick(handle, message)
         elif isinstance(message, Retried):
             self.commands.retried(handle, message)
+        elif isinstance(message, RowValues):
+            self.commands.row_values(message)
         elif isinstance(message, Finished):
             handle.finished = message
             self._requests[handle.index] = message.requests
