@@ -14,10 +14,11 @@ from treadle.engine.controller import _COMMAND_TIMEOUT_S
 from treadle.engine.limits import ROW_GROUPS, check_limit, model_limit
 from treadle.engine.live_edits import RecomputePlan
 from treadle.engine.pipeline_validation import LoadedPipeline
+from treadle.engine.policy import CellFailure
 from treadle.engine.resume import Recovery
 from treadle.engine.run import RunOptions
 from treadle.engine.tracker import N_STATES, CellState
-from treadle.engine.views import LimitView, Snapshot
+from treadle.engine.views import CellDetail, LimitView, Snapshot
 from treadle.engine.workers.edits import RoutedEditor
 from treadle.engine.workers.parent import ParentRun
 from treadle.engine.workers.steering import RoutedCellCommands
@@ -100,6 +101,19 @@ class WorkersController(RoutedCellCommands):
         self._known_columns([name])
         chosen = None if rows is None else list(rows)
         return self._counted(self._call(lambda: self._edits.recompute(name, chosen, dry_run=False)))
+
+    def cell_detail(self, row: int, column: str) -> CellDetail:
+        """As for one process; a failed cell of a group a worker holds has its failure as the worker
+        reported it (the parent's scheduler has those of the groups written)."""
+        detail = super().cell_detail(row, column)
+        if detail.state != "failed" or detail.error is not None:
+            return detail
+
+        def failure() -> CellFailure | None:
+            return next((f for f in self._run.commands.failures() if (f.row, f.column) == (row, column)), None)
+
+        found = self._call(failure)
+        return dataclasses.replace(detail, error=None if found is None else vars(found).copy())
 
     def _row_elsewhere(self, row: int, node: int, state: str) -> tuple[str, dict[str, Any]]:
         """A row whose group a worker holds: its cell states and values as that worker has them (the
