@@ -4,7 +4,8 @@
   alone, the TUI reaches the engine only through the controller and its types), checked by `lint-imports`;
 - `ruff check` and `ruff format --check` (the [tool.ruff] settings in pyproject.toml);
 - sizes: no module in treadle/ over 500 lines, no function (or method) over 80, read with `ast`;
-- `mypy` over treadle/ with zero errors (the [tool.mypy] settings in pyproject.toml).
+- `mypy` over treadle/ with zero errors (the [tool.mypy] settings in pyproject.toml);
+- no merge conflict marker left in a tracked text file.
 
 The tools come from the test extras, in the same venv as the interpreter running the tests, and run from the
 repository root, where pyproject.toml holds their settings.
@@ -104,3 +105,19 @@ def test_function_lengths_run_from_def_to_the_last_line() -> None:
     )
     found = {name: (line, n) for name, line, n in _functions(ast.parse(source))}
     assert found == {"C.m": (3, MAX_FUNCTION_LINES + 1), "f": (86, 4), "f.inner": (87, 2)}
+
+
+CONFLICT_MARKERS = ("<<<<<<< ", ">>>>>>> ")  # "=======" alone is also a Markdown heading underline
+
+
+def test_no_file_keeps_a_merge_conflict_marker() -> None:
+    # A merge resolved by hand once left its markers in docs/TRACING.md: ruff sees only Python files.
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    marked = []
+    for name in tracked.splitlines():
+        path = ROOT / name
+        if path.suffix not in {".py", ".md", ".toml", ".yaml", ".yml", ".txt", ".cfg"} or not path.is_file():
+            continue
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        marked += [f"{name}:{i}" for i, line in enumerate(lines, 1) if line.startswith(CONFLICT_MARKERS)]
+    assert not marked, f"merge conflict markers left in: {', '.join(marked)}"

@@ -23,6 +23,7 @@ from treadle.engine.trace_reader import TraceReader, read_table
 from treadle.engine.trace_schema import SCHEMA
 from treadle.engine.tracing import Tracer
 from treadle.engine.workers.pool import merge_traces
+from treadle.engine.workers.slot_numbers import SlotNumbers
 from treadle.report import print_report, write_html_report
 from treadle.sim import SimConfig, SimulatorThread
 
@@ -142,13 +143,17 @@ def test_worker_use_adds_up_to_the_runs(runs):
 
 
 def test_merged_records_keep_their_worker_and_a_batch_calls_rows():
-    """The parent marks every record a worker sends, plain successes and the others alike."""
+    """The parent marks every record a worker sends, plain successes and the others alike, and puts it on
+    the run's lane of its worker's slot."""
     sent = Tracer(["a"], ["m"], t0=0.0)
     sent.done(0, 0, 1, 2, 1.0, 1.5, 2.0, {})
     sent.record(1, 0, 1, 3, 1.0, 1.5, 2.0, "retry", error=ValueError("x"), message="x", rows=np.arange(1, 5))
     sent.done(2, 0, 1, 2, 1.0, 1.5, 2.5, {})
     parent = Tracer(["a"], ["m"], t0=0.0)
-    merge_traces(parent, sent.take_unwritten(), slot_offset=8, worker=1)
+    numbers = SlotNumbers()
+    numbers.reserve(0, 8)
+    numbers.reserve(1, 8)
+    merge_traces(parent, sent.take_unwritten(), numbers, worker=1)
     merged = parent.since(0)
     assert [(t.row, t.slot, t.worker) for t in merged] == [(0, 10, 1), (1, 11, 1), (2, 10, 1)]
     assert (merged[1].status, merged[1].error_class, merged[1].rows) == ("retry", "ValueError", 4)

@@ -26,7 +26,7 @@ from treadle.engine.workers.worker import WorkerSpec, open_run
 from treadle.sim import SimConfig, SimulatorThread
 
 SLOTS = 8
-"""Execution slots: 4 for each worker, its trace slots 0-3 and 4-7."""
+"""Execution slots: 4 for each worker."""
 
 FAILS_ON_THREES = """
 def check(row):
@@ -83,12 +83,12 @@ def _finish(controller: RunController) -> pd.DataFrame:
 
 
 def _workers_of(run_dir: Path, column: str, rows: list[int], run: int = 1) -> set[int]:
-    """Which workers ran `column`'s cells of `rows` the `run`-th time (each worker's slots are lanes of
-    their own; a rerun's attempts count from 1 again)."""
+    """Which workers ran `column`'s cells of `rows` the `run`-th time (the trace's `worker`; a rerun's
+    attempts count from 1 again)."""
     trace = pq.read_table(run_dir / "trace.parquet").to_pandas().sort_values("seq")
     ran = trace[(trace["column"] == column) & trace["row"].isin(rows)].groupby("row").nth(run - 1)
     assert len(ran) == len(rows)
-    return set((ran["slot"] // (SLOTS // 2)).tolist())
+    return set(ran["worker"].tolist())
 
 
 LLM = {"name": "l", "kind": "llm", "model": "m", "prompt": "Say {{ id }}"}

@@ -87,3 +87,32 @@ def test_a_worker_follows_its_share_and_a_hold_told_to_another():
     signals = follower.take_signals()
     assert len(array("d", signals.starts)) == 1 and [a[2][1] for a in signals.answers] == [429]
     assert follower.take_signals().answers == []
+
+
+def _refused(sent: float) -> RateSignals:
+    return RateSignals(array("d", [sent]).tobytes(), [(sent, 1, (sent, 429, None, None, None))], False)
+
+
+def _tick(shared: SharedRates, signals: dict[int, RateSignals]) -> None:
+    """Both workers tick now (an empty tick for one with nothing to tell), and the parent replays."""
+    told_at = time.perf_counter()
+    for worker in (0, 1):
+        shared.heard(worker, told_at, {KEY: signals.get(worker, RateSignals(b"", [], False))})
+    shared.replay()
+
+
+def test_refusals_sent_before_the_workers_heard_of_a_cut_cut_no_further():
+    leader, shared = _leader()
+    start = time.perf_counter() - 5.0
+    _tick(shared, {0: _refused(start)})
+    assert len(leader.changes) == 1
+    shared.shares(KEY, 2)
+    # Worker 1 went on at the old pace until the parent's shares told it of the cut: its refusals from
+    # then, heard after the shares went out, say what the first one said. Cutting again for each had
+    # halved the pace 3-4 times in half a second.
+    _tick(shared, {1: _refused(start + 0.1)})
+    _tick(shared, {1: _refused(start + 0.2)})
+    assert len(leader.changes) == 1
+    # A refusal at the pace the workers were told is news.
+    _tick(shared, {0: _refused(time.perf_counter())})
+    assert len(leader.changes) == 2

@@ -371,10 +371,15 @@ class RunController:
         reading = self._call(lambda: read_cell(self._run, row, node))
         if reading is None:  # the run is over: its state read here
             reading = read_cell(self._run, row, node)
-        values = reading.values
-        if values is None:  # its group was written and released: read back from the run directory
-            values = self._directory.read_written_row(row, row // self.loaded.config.run.row_group_size) or {}
-        return cell_detail(self.loaded, row, column, reading, values)
+        state, values = reading.state, reading.values
+        if values is None:
+            state, values = self._row_elsewhere(row, node, state)
+        return cell_detail(self.loaded, row, column, reading._replace(state=state), values)
+
+    def _row_elsewhere(self, row: int, node: int, state: str) -> tuple[str, dict[str, Any]]:
+        """A cell's state and its row's values when the run's store does not hold the row: its group was
+        written and released, read back from the run directory."""
+        return state, self._directory.read_written_row(row, row // self.loaded.config.run.row_group_size) or {}
 
     def failures(self) -> list[dict[str, Any]]:
         """Failed cells now: row, column, error class, message, attempts (rows a filter dropped are not failures)."""

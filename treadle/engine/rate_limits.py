@@ -200,6 +200,16 @@ class ModelRate:
             self._probe_wait(now)
         return self._probe
 
+    @property
+    def last_change(self) -> float:
+        """When the pace or concurrency last went down (-inf: never)."""
+        return self._last_change
+
+    def change_reached_senders(self, at: float) -> None:
+        """The last change reached the processes that send only at `at` (workers told by the parent): the
+        answers to what they sent before then, at the old pace, say nothing new either."""
+        self._last_change = max(self._last_change, at)
+
     def paced_elsewhere(self, now: float) -> None:
         """Starts waited for the learned pace in another process sharing this limit: it creeps up as here."""
         if self.requests is not None and self.source == "learned":

@@ -51,7 +51,7 @@ SLOT_TID_BASE = 100
 """A slot's thread id is SLOT_TID_BASE + slot (thread ids are unique across processes)."""
 WORKER_PID_BASE, WORKER_TID_BASE, WORKER_TID_STRIDE = 10, 3_000_000, 100_000
 """With workers: worker W's slot S is thread WORKER_TID_BASE + W * WORKER_TID_STRIDE + S of pid WORKER_PID_BASE + W
-(the parent numbers each worker's slots after the previous ones', but a raised limit can make them meet)."""
+(S the run's lane of the worker's slot: every worker's slots have lanes of their own, see workers/slot_numbers.py)."""
 MODEL_TID_BASE = 1_000_000
 QUEUE_TID_BASE = 2_000_000
 MAX_COUNTER_POINTS = 20_000

@@ -3,17 +3,22 @@ ParentRun, with the counts and windows merged from what the workers report."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
 from treadle.engine.column_edits import Versions
+from treadle.engine.engine_thread import COMMAND_TIMEOUT_S
 from treadle.engine.limits import ROW_GROUPS, check_limit, model_limit
 from treadle.engine.live_edits import RecomputePlan
 from treadle.engine.pipeline_validation import LoadedPipeline
+from treadle.engine.policy import CellFailure
 from treadle.engine.resume import Recovery
 from treadle.engine.run import RunOptions
 from treadle.engine.tracker import N_STATES, CellState
-from treadle.engine.views import LimitView, Snapshot
+from treadle.engine.views import CellDetail, LimitView, Snapshot
 from treadle.engine.workers.edits import RoutedEditor
 from treadle.engine.workers.parent import ParentRun
 from treadle.engine.workers.steering import RoutedCellCommands
@@ -96,6 +101,30 @@ class WorkersController(RoutedCellCommands):
         self._known_columns([name])
         chosen = None if rows is None else list(rows)
         return self._counted(self._call(lambda: self._edits.recompute(name, chosen, dry_run=False)))
+
+    def cell_detail(self, row: int, column: str) -> CellDetail:
+        """As for one process; a failed cell of a group a worker holds has its failure as the worker
+        reported it (the parent's scheduler has those of the groups written)."""
+        detail = super().cell_detail(row, column)
+        if detail.state != "failed" or detail.error is not None:
+            return detail
+
+        def failure() -> CellFailure | None:
+            return next((f for f in self._run.commands.failures() if (f.row, f.column) == (row, column)), None)
+
+        found = self._call(failure)
+        return dataclasses.replace(detail, error=None if found is None else vars(found).copy())
+
+    def _row_elsewhere(self, row: int, node: int, state: str) -> tuple[str, dict[str, Any]]:
+        """A row whose group a worker holds: its cell states and values as that worker has them (the
+        parent has them once the group is written)."""
+        asked = self._call(lambda: self._run.commands.ask_row(row))
+        if asked is not None:
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                answer = asked.result(COMMAND_TIMEOUT_S)
+                if answer is not None and answer.values is not None:
+                    return CellState(answer.states[node]).label, answer.values
+        return super()._row_elsewhere(row, node, state)
 
     def _snapshot(self, rows: list[int]) -> Snapshot:
         run = self._run

@@ -100,6 +100,14 @@ class Retry:
 
 
 @dataclass(frozen=True)
+class AskRow:
+    """A row's values so far, for the cell detail: the worker answers with `RowValues` under `request`."""
+
+    request: int
+    row: int
+
+
+@dataclass(frozen=True)
 class Drop:
     """Rows of groups the worker holds or wrote: no more work, left out of the output."""
 
@@ -154,7 +162,7 @@ class Adopt:
 
 
 EditMessage = EditColumn | ReloadFunction | Recompute | Adopt
-ParentMessage = Assign | SetLimit | SetBudgets | Command | Retry | Drop | ShareRates | EditMessage
+ParentMessage = Assign | SetLimit | SetBudgets | Command | Retry | Drop | AskRow | ShareRates | EditMessage
 
 # ---- worker -> parent ------------------------------------------------------------------------------
 
@@ -230,7 +238,16 @@ class Retried:
     count: int
 
 
-WorkerMessage = GroupWritten | Tick | Finished | Retried
+@dataclass(frozen=True)
+class RowValues:
+    """The answer to `AskRow`: the row's values and cell states (None: the worker does not hold them)."""
+
+    request: int
+    values: dict[str, Any] | None
+    states: bytes = b""
+
+
+WorkerMessage = GroupWritten | Tick | Finished | Retried | RowValues
 
 
 def shares(total: int, workers: int) -> list[int]:

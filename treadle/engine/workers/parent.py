@@ -51,6 +51,7 @@ from treadle.engine.workers.messages import (
     Finished,
     GroupWritten,
     Retried,
+    RowValues,
     SetBudgets,
     SetLimit,
     Tick,
@@ -91,6 +92,7 @@ class ParentRun(Run):
         """Groups not given to any worker yet (a dead worker's come back to the front)."""
         self.written = self.tracker.n_groups - len(self.pending)
         self.workers: list[WorkerHandle] = []
+        self.slot_numbers = pool.SlotNumbers()  # each worker's slots, lanes of their own in the trace
         self.restored: dict[int, dict[int, dict[str, dict[str, Any]]]] = {}
         """group -> the cells a dead worker finished in it (row -> column -> values), for the next one."""
         self.shared_limits = SharedLimits(self.limits, self.rates, self.shared_rates, self.workers)
@@ -148,14 +150,14 @@ class ParentRun(Run):
         self.bus.emit(RunStarted(name=self.loaded.name, rows=len(self.frame), columns=columns, run_dir=run_dir))
         if self.pending:
             self.n_workers = min(self.n_workers, len(self.pending))  # a worker per group at most
-            slots = self._shares(SLOTS)
             pipeline = pickle.dumps(self.loaded)
             address = self.options.ray_address or self.loaded.config.run.ray_address
             self._transport = await asyncio.to_thread(pool.open_transport, self.executor, address, self.n_workers)
             for index in range(self.n_workers):
                 spec = self._spec(index, pipeline)
                 self.shared_rates.joined(index)
-                self.workers.append(self._transport.start_worker(spec, sum(slots[:index]), loop, self._on_message))
+                self.slot_numbers.reserve(index, self._shares(SLOTS)[index])
+                self.workers.append(self._transport.start_worker(spec, loop, self._on_message))
             fair = -(-len(self.pending) // len(self.workers))  # with few groups, every worker gets some
             for handle in self.workers:
                 self._feed(handle, at_most=fair)
@@ -236,6 +238,8 @@ class ParentRun(Run):
             self._tick(handle, message)
         elif isinstance(message, Retried):
             self.commands.retried(handle, message)
+        elif isinstance(message, RowValues):
+            self.commands.row_values(message)
         elif isinstance(message, Finished):
             handle.finished = message
             self.merged_counts.ended(handle.index, message)
@@ -287,7 +291,7 @@ class ParentRun(Run):
         if self._loop is not None:
             self.commands.ticked(handle, tick, self._loop.time())
         if tick.traces is not None:
-            pool.merge_traces(self.tracer, tick.traces, handle.slot_offset, handle.index)
+            pool.merge_traces(self.tracer, tick.traces, self.slot_numbers, handle.index)
         if tick.latencies is not None:
             for node, ran in enumerate(tick.latencies):
                 self.scheduler.latencies[node].frombytes(ran)

@@ -29,6 +29,7 @@ from treadle.engine.tracing import HEAD, HEAD_DTYPE, Batch, Tracer
 from treadle.engine.tracker import CellTracker
 from treadle.engine.workers import worker
 from treadle.engine.workers.messages import Finished, ParentMessage, Tick, WorkerMessage
+from treadle.engine.workers.slot_numbers import SlotNumbers
 
 
 @dataclass
@@ -36,8 +37,6 @@ class WorkerHandle:
     """The parent's view of one worker, whatever runs it (a process here, a Ray actor: ray_pool.py)."""
 
     index: int
-    slot_offset: int
-    """Added to the slot numbers of its traces: each worker's execution slots are their own lanes."""
     outstanding: set[int] = field(default_factory=set)
     """Groups given to it whose file it has not reported written."""
     tick: Tick | None = None
@@ -84,7 +83,6 @@ class Transport(Protocol):
     def start_worker(
         self,
         spec: worker.WorkerSpec,
-        slot_offset: int,
         loop: asyncio.AbstractEventLoop,
         on_message: Callable[[WorkerHandle, WorkerMessage | None], None],
     ) -> WorkerHandle:
@@ -113,11 +111,10 @@ class Processes:
     def start_worker(
         self,
         spec: worker.WorkerSpec,
-        slot_offset: int,
         loop: asyncio.AbstractEventLoop,
         on_message: Callable[[WorkerHandle, WorkerMessage | None], None],
     ) -> WorkerHandle:
-        return start_worker(spec, slot_offset, loop, on_message)
+        return start_worker(spec, loop, on_message)
 
     def close(self) -> None:
         pass
@@ -135,7 +132,6 @@ def write_group_file(path: Path, table: bytes) -> None:
 
 def start_worker(
     spec: worker.WorkerSpec,
-    slot_offset: int,
     loop: asyncio.AbstractEventLoop,
     on_message: Callable[[WorkerHandle, WorkerMessage | None], None],
 ) -> WorkerHandle:
@@ -153,7 +149,7 @@ def start_worker(
         start_new_session=True,
     )
     theirs.close()
-    handle = ProcessHandle(index=spec.index, slot_offset=slot_offset, process=process, conn=ours)
+    handle = ProcessHandle(index=spec.index, process=process, conn=ours)
 
     def write() -> None:
         message: worker.WorkerSpec | ParentMessage | None = spec
@@ -187,11 +183,12 @@ def apply_group_states(tracker: CellTracker, group: int, states: bytes) -> None:
     tracker.set_group_states(group, states)
 
 
-def merge_traces(tracer: Tracer, batch: Batch, slot_offset: int, worker: int) -> None:
+def merge_traces(tracer: Tracer, batch: Batch, slot_numbers: SlotNumbers, worker: int) -> None:
     """A worker's attempts into the parent's tracer, in order, through its public recording calls:
-    plain successes as packed heads, the others field by field; each marked as `worker`'s."""
+    plain successes as packed heads, the others field by field; each marked as `worker`'s, on the run's
+    lane of its slot (slot_numbers.py)."""
     heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE).copy()
-    heads["slot"] += slot_offset
+    heads["slot"] = slot_numbers.lanes(worker, heads["slot"])
     heads["worker"] = worker
     packed = heads.tobytes()
     done = 0

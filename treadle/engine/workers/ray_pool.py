@@ -111,13 +111,12 @@ class RayActors:
     def start_worker(
         self,
         spec: WorkerSpec,
-        slot_offset: int,
         loop: asyncio.AbstractEventLoop,
         on_message: Callable[[WorkerHandle, WorkerMessage | None], None],
     ) -> WorkerHandle:
         name = f"{ACTOR_NAME_PREFIX}{spec.index}-{self._run_id}"
         actor = _Actor.options(name=name).remote()
-        handle = ActorHandle(index=spec.index, slot_offset=slot_offset, actor=actor, name=name)
+        handle = ActorHandle(index=spec.index, actor=actor, name=name)
         started = actor.start.remote(spec)
 
         def write() -> None:

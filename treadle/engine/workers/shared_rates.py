@@ -157,6 +157,8 @@ class SharedRates:
         self._upto: dict[int, float] = {}
         """worker -> the parent's time up to which it has told everything (math.inf once it has ended)."""
         self._seq = itertools.count()
+        self._shared_change = {key: rate.last_change for key, rate in rates.items()}
+        """model -> its last change as of the last shares sent."""
 
     def joined(self, worker: int) -> None:
         """A worker started: nothing is replayed past what it has told (its first tick)."""
@@ -219,6 +221,12 @@ class SharedRates:
         """Each of `workers` workers' share of a model's adaptive value, pace and hold now."""
         rate, heard = self.rates[key], self._heard[key]
         now = rate.now()
+        if rate.last_change > self._shared_change[key]:
+            # The workers send at the old pace until these shares reach them: the refusals of what they
+            # sent until then are the same news, not a reason to cut again (cutting for each, heard
+            # after the shares went out, halved the pace 3-4 times in half a second).
+            rate.change_reached_senders(now)
+            self._shared_change[key] = rate.last_change
         if heard.paced:
             rate.paced_elsewhere(now)
             heard.paced = False
