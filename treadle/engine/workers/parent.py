@@ -18,8 +18,6 @@ import time
 from collections import deque
 from typing import Any
 
-import numpy as np
-
 from treadle.engine.column_edits import Versions
 from treadle.engine.errors import FatalRunError
 from treadle.engine.events import (
@@ -256,16 +254,7 @@ class ParentRun(Run):
         group = message.group
         if message.table is not None:
             self._write_sent_group(group, message.table)
-        pool.apply_group_states(self.tracker, group, message.states)
-        if message.filtered:
-            taken = np.array(message.filtered, dtype=np.int64)
-            self.tracker.mark_filtered(taken[:, 0], taken[:, 1].astype(np.int16))
-        failures = self.scheduler.failures
-        rows = self.tracker.group_rows(group)
-        n = self.tracker.n_nodes
-        for cell in range(rows.start * n, rows.stop * n):
-            failures.pop(cell, None)
-        failures.update(message.failures)
+        pool.apply_written_group(self.tracker, self.scheduler.failures, message)
         if not message.partial:
             self.commands.written(handle, group)
         if not message.partial and group in handle.outstanding:

@@ -25,10 +25,11 @@ from typing import Protocol
 import numpy as np
 
 import treadle
+from treadle.engine.policy import CellFailure
 from treadle.engine.tracing import HEAD, HEAD_DTYPE, Batch, Tracer
 from treadle.engine.tracker import CellTracker
 from treadle.engine.workers import worker
-from treadle.engine.workers.messages import Finished, ParentMessage, Tick, WorkerMessage
+from treadle.engine.workers.messages import Finished, GroupWritten, ParentMessage, Tick, WorkerMessage
 from treadle.engine.workers.slot_numbers import SlotNumbers
 
 
@@ -178,9 +179,19 @@ def start_worker(
     return handle
 
 
-def apply_group_states(tracker: CellTracker, group: int, states: bytes) -> None:
-    """A worker wrote a group: its cells' states into the parent's tracker (counts follow)."""
-    tracker.set_group_states(group, states)
+def apply_written_group(tracker: CellTracker, failures: dict[int, CellFailure], message: GroupWritten) -> None:
+    """A worker wrote a group: its cells' states into the parent's tracker (counts follow), with the rows a
+    filter took, and its failures in place of those the parent held for the group."""
+    group = message.group
+    tracker.set_group_states(group, message.states)
+    if message.filtered:
+        taken = np.array(message.filtered, dtype=np.int64)
+        tracker.mark_filtered(taken[:, 0], taken[:, 1].astype(np.int16))
+    rows = tracker.group_rows(group)
+    n = tracker.n_nodes
+    for cell in range(rows.start * n, rows.stop * n):
+        failures.pop(cell, None)
+    failures.update(message.failures)
 
 
 def merge_traces(tracer: Tracer, batch: Batch, slot_numbers: SlotNumbers, worker: int) -> None:
