@@ -8,6 +8,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +21,12 @@ from treadle.cli import main
 from treadle.engine.errors import ConfigError
 from treadle.engine.events import Progress
 from treadle.engine.journal import replay
+from treadle.engine.limits import Limit
 from treadle.engine.pipeline_loading import load_pipeline
+from treadle.engine.rate_limits import ModelRate
 from treadle.engine.workers.messages import shares
+from treadle.engine.workers.shared_limits import SharedLimits
+from treadle.engine.workers.shared_rates import ReplayClock, SharedRates
 from treadle.sim import SimConfig, SimulatorThread
 
 ROWS = 240
@@ -89,6 +94,19 @@ def test_limits_are_shared_out_whole_and_at_least_one_each():
     assert shares(16, 2) == [8, 8]
     assert shares(1024, 3) == [342, 341, 341]
     assert shares(1, 2) == [1, 1]  # a worker is never left with nothing to run on
+
+
+def test_a_limit_changed_before_any_worker_runs_waits_for_their_start():
+    # A person may press + while the workers start (seconds): nothing to send yet, and no error; each
+    # worker starts with its share of the totals then.
+    rate = ModelRate(Limit("model:m", 8), rpm=600, tpm=None, adaptive=True, clock=time.perf_counter)
+    limits = {"slots": Limit("slots", 16), "model:m": rate.limit}
+    workers: list = []
+    shared = SharedLimits(limits, {"model:m": rate}, SharedRates({"model:m": rate}, ReplayClock()), workers)
+    shared.send_limit("slots")
+    shared.send_budgets("model:m")
+    shared.send_all()
+    assert workers == []
 
 
 def _children(pid: int) -> list[int]:

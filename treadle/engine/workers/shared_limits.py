@@ -32,14 +32,19 @@ class SharedLimits:
         return list(zip(rpms, tpms, strict=True))
 
     def send_limit(self, name: str) -> None:
-        """Each live worker's share of the limit `name`."""
+        """Each live worker's share of the limit `name` (none yet while they start: each starts with its
+        share of the totals then)."""
         alive = [h for h in self._workers if h.alive]
+        if not alive:
+            return
         for handle, share in zip(alive, shares(self._limits[name].total, len(alive)), strict=True):
             handle.send(SetLimit(name, share))
 
     def send_budgets(self, key: str) -> None:
-        """Each live worker's share of a model's budgets."""
+        """Each live worker's share of a model's budgets (none yet while they start)."""
         alive = [h for h in self._workers if h.alive]
+        if not alive:
+            return
         for handle, (rpm, tpm) in zip(alive, self.budgets(key, len(alive)), strict=True):
             handle.send(SetBudgets(key.removeprefix("model:"), rpm, tpm))
 
