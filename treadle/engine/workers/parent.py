@@ -200,6 +200,7 @@ class ParentRun(Run):
                 return
             except TimeoutError:
                 pass
+            self.shared_limits.rebalance()
             self.shared_limits.share_rates()
             if loop.time() - last_progress >= PROGRESS_EVERY_S:
                 last_progress = loop.time()

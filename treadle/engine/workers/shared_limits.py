@@ -1,12 +1,17 @@
 """The run's limits over the workers of `--workers N`: an endpoint's limit is global, so each worker runs
 with a share of every limit (slots, row groups, each model's), of each model's rpm and tpm budgets, and of
 its adaptive value and pace (adapted by the parent: shared_rates.py). Shares go out again when a total
-changes, a worker dies, and (the adaptive ones) four times a second. The UIs see each limit in use and its
-peak summed over the workers."""
+changes, a worker dies, when the workers holding row groups change, and (the adaptive ones) four times a
+second. The UIs see each limit in use and its peak summed over the workers.
+
+At the run's tail, with no group left to hand out, a worker that has written all its groups idles while
+another still runs its own: the slots, model limits and budgets are then split between the workers
+holding groups, and an idle one keeps 1 of each (a share is never 0), so the last groups run at the run's
+limits rather than at a fraction of them. A retry that gives an idle worker a group again splits them back."""
 
 from __future__ import annotations
 
-from treadle.engine.limits import Limit
+from treadle.engine.limits import ROW_GROUPS, Limit
 from treadle.engine.rate_limits import ModelRate
 from treadle.engine.workers.messages import SetBudgets, SetLimit, shares
 from treadle.engine.workers.pool import WorkerHandle
@@ -23,6 +28,8 @@ class SharedLimits:
         self._rates = rates
         self._shared = shared
         self._workers = workers
+        self._split_between: frozenset[int] | None = None
+        """The workers the shares were last split between."""
 
     def budgets(self, key: str, workers: int) -> list[tuple[int | None, int | None]]:
         """A model's (rpm, tpm) budgets split between `workers` (None: no budget)."""
@@ -31,22 +38,40 @@ class SharedLimits:
         tpms = [None] * workers if tpm is None else shares(tpm, workers)
         return list(zip(rpms, tpms, strict=True))
 
+    def _sharing(self) -> list[WorkerHandle]:
+        """The live workers holding row groups, or every live one if none holds any (at the start)."""
+        alive = [h for h in self._workers if h.alive]
+        return [h for h in alive if h.outstanding] or alive
+
     def send_limit(self, name: str) -> None:
         """Each live worker's share of the limit `name` (none yet while they start: each starts with its
-        share of the totals then)."""
+        share of the totals then). Row groups are split between all of them: they are what is handed out."""
         alive = [h for h in self._workers if h.alive]
         if not alive:
             return
-        for handle, share in zip(alive, shares(self._limits[name].total, len(alive)), strict=True):
-            handle.send(SetLimit(name, share))
+        sharing = alive if name == ROW_GROUPS else self._sharing()
+        split = dict(zip((h.index for h in sharing), shares(self._limits[name].total, len(sharing)), strict=True))
+        for handle in alive:
+            handle.send(SetLimit(name, split.get(handle.index, 1)))
 
     def send_budgets(self, key: str) -> None:
         """Each live worker's share of a model's budgets (none yet while they start)."""
-        alive = [h for h in self._workers if h.alive]
-        if not alive:
+        sharing, rate = self._sharing(), self._rates[key]
+        if not sharing:
             return
-        for handle, (rpm, tpm) in zip(alive, self.budgets(key, len(alive)), strict=True):
+        split = dict(zip((h.index for h in sharing), self.budgets(key, len(sharing)), strict=True))
+        idle = (None if rate.told_rpm is None else 1, None if rate.told_tpm is None else 1)
+        for handle in (h for h in self._workers if h.alive):
+            rpm, tpm = split.get(handle.index, idle)
             handle.send(SetBudgets(key.removeprefix("model:"), rpm, tpm))
+
+    def rebalance(self) -> None:
+        """The shares split again if the workers holding row groups have changed (the run's tail; a retry
+        that gives an idle worker a group); a set message per limit, only then."""
+        split_between = frozenset(h.index for h in self._sharing())
+        if split_between != self._split_between:
+            self._split_between = split_between
+            self.send_all()
 
     def send_all(self) -> None:
         """Every limit and budget split again (a worker died: the others take its share)."""
