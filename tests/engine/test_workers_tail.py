@@ -49,3 +49,5 @@ def test_the_last_groups_run_at_the_runs_limits_not_at_a_workers_share(tmp_path:
     # Each ran with half the slots (4) while both held groups; alone, the first runs with all 8.
     assert _most_at_once(list(zip(first.t_start, first.t_end, strict=True))) > SLOTS // 2
     assert _most_at_once(list(zip(tail.t_start, tail.t_end, strict=True))) > SLOTS // 2
+    # The peak sums what the workers held at once: the idle one's busy stretch came before the other's.
+    assert SLOTS // 2 < result.summary["limits"]["slots"]["peak"] <= SLOTS

@@ -198,6 +198,7 @@ class Tick:
     """Cell counts of those groups by node and state (`CellTracker.counts` layout)."""
     in_use: dict[str, int]
     peaks: dict[str, int]
+    """The most of each limit in use at once since the last tick."""
     events: list[EventPayload]
     """Events the parent passes on (failed, retried, adapted cells); the rest it makes itself."""
     first_row_done_at: float | None

@@ -103,6 +103,9 @@ class SharedLimits:
         return sum(h.tick.in_use.get(name, 0) for h in self._workers if h.alive and h.tick is not None)
 
     def peaks(self) -> None:
-        """Each limit's peak: at least what the workers' last ticks held at their peaks, summed."""
+        """Each limit's peak: at least the sum of the peaks the last ticks of the workers holding groups
+        told (each since its previous tick). An idle worker's last busy stretch came before the others
+        took its share (the run's tail), so it is not added to theirs."""
+        holding = [h.tick for h in self._workers if h.tick is not None and h.outstanding]
         for name, limit in self._limits.items():
-            limit.peak = max(limit.peak, sum(h.tick.peaks.get(name, 0) for h in self._workers if h.tick))
+            limit.peak = max(limit.peak, sum(tick.peaks.get(name, 0) for tick in holding))

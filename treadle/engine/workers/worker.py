@@ -349,13 +349,16 @@ class WorkerLoop:
                 events.append(payload)
         groups, counts = run.held_counts()
         stats = run.cache.stats if run.cache is not None else None
+        peaks = {name: limit.peak for name, limit in run.limits.items()}
+        for limit in run.limits.values():
+            limit.peak = limit.in_use  # each tick tells the peak of its own stretch (the parent sums them)
         return Tick(
             traces=run.tracer.take_unwritten() if self._tracing else None,
             latencies=latencies,
             groups=groups,
             counts=counts,
             in_use={name: limit.in_use for name, limit in run.limits.items()},
-            peaks={name: limit.peak for name, limit in run.limits.items()},
+            peaks=peaks,
             events=events,
             first_row_done_at=run.scheduler.first_row_done_at,
             cache=(0, 0, 0) if stats is None else (stats.hits, stats.misses, stats.stored),
