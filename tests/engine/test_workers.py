@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from workers_helpers import SLOTS, flaky_pipeline, sorted_output, wait_for_done_cells
+from workers_helpers import SLOTS, flaky_pipeline, llm_pipeline, sorted_output, wait_for_done_cells
 
 import treadle
 from treadle.cli import main
@@ -139,26 +139,10 @@ def _wait_for_exit(pids: list[int], timeout_s: float = 60) -> None:
             os.close(fd)
 
 
-def _llm_pipeline(tmp_path: Path, url: str) -> Path:
-    pd.DataFrame({"id": range(300), "q": [f"question {i}" for i in range(300)]}).to_csv(tmp_path / "s.csv", index=False)
-    pipeline = tmp_path / "pipeline.yaml"
-    config = {
-        "seed": {"path": "s.csv"},
-        "models": {"m": {"model": "sim", "base_url": url, "max_parallel": SLOTS}},
-        "columns": [
-            {"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}"},
-            {"name": "b", "kind": "llm", "model": "m", "prompt": "again {{ a }}"},
-        ],
-        "run": {"max_parallel": SLOTS, "row_group_size": 20, "workers": 2},
-    }
-    pipeline.write_text(json.dumps(config))
-    return pipeline
-
-
 def test_a_killed_worker_leaves_its_row_groups_to_the_other(tmp_path, caplog):
     sim = SimulatorThread(SimConfig(latency_ms=40, seed=5))
     with sim as url:
-        controller = treadle.start(_llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
+        controller = treadle.start(llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
         wait_for_done_cells(controller, 40)  # both workers have started and finished some cells
         victim = _children(os.getpid())
         assert len(victim) == 2
@@ -181,7 +165,7 @@ def test_sigkill_of_the_parent_then_resume_in_one_process_requests_no_finished_c
     with sim as url:
         run_dir = tmp_path / "run"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "treadle.cli", "run", str(_llm_pipeline(tmp_path, url)), "--no-ui",
+            [sys.executable, "-m", "treadle.cli", "run", str(llm_pipeline(tmp_path, url)), "--no-ui",
              "--out", str(run_dir), "--events", "-"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
@@ -210,7 +194,7 @@ def test_sigkill_of_the_parent_then_resume_in_one_process_requests_no_finished_c
 def test_a_run_of_one_process_resumes_with_two_workers(tmp_path):
     sim = SimulatorThread(SimConfig(latency_ms=20, seed=3))
     with sim as url:
-        pipeline = _llm_pipeline(tmp_path, url)
+        pipeline = llm_pipeline(tmp_path, url)
         controller = treadle.start(pipeline, out=tmp_path / "run", cache="off", workers=1)
         wait_for_done_cells(controller, 40)
         controller.cancel()
@@ -233,7 +217,7 @@ def _in_flight_at(requests: list[dict], moment: float) -> int:
 def test_a_live_limit_change_reaches_every_worker(tmp_path):
     sim = SimulatorThread(SimConfig(latency_ms=50, seed=7))
     with sim as url:
-        controller = treadle.start(_llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
+        controller = treadle.start(llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
         wait_for_done_cells(controller, 120)  # time for the adaptive limit to grow past 4, on a loaded machine too
         controller.set_limit("model:m", 4)
         changed_at = len(sim.requests())
@@ -255,7 +239,7 @@ def test_a_live_limit_change_reaches_every_worker(tmp_path):
 def test_pause_stops_every_worker_and_resume_goes_on(tmp_path):
     sim = SimulatorThread(SimConfig(latency_ms=30, seed=7))
     with sim as url:
-        controller = treadle.start(_llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
+        controller = treadle.start(llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
         wait_for_done_cells(controller, 40)
         controller.pause()
         events = controller.subscribe()
@@ -285,7 +269,7 @@ def test_ctrl_c_stops_every_worker_then_resume_with_two_finishes(tmp_path, capsy
     with sim as url:
         run_dir = tmp_path / "run"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "treadle.cli", "run", str(_llm_pipeline(tmp_path, url)), "--no-ui",
+            [sys.executable, "-m", "treadle.cli", "run", str(llm_pipeline(tmp_path, url)), "--no-ui",
              "--out", str(run_dir), "--events", "-"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -308,7 +292,7 @@ def test_ctrl_c_stops_every_worker_then_resume_with_two_finishes(tmp_path, capsy
 
 def test_fewer_row_groups_than_workers_start_a_worker_per_group(tmp_path):
     with SimulatorThread(SimConfig(seed=3)) as url:
-        controller = treadle.start(_llm_pipeline(tmp_path, url), out=tmp_path / "run", rows=30, workers=4)
+        controller = treadle.start(llm_pipeline(tmp_path, url), out=tmp_path / "run", rows=30, workers=4)
         result = controller.wait(120)
     assert result is not None and result.status == "done"
     assert controller.workers == 2  # 30 rows: two row groups of 20
@@ -318,7 +302,7 @@ def test_fewer_row_groups_than_workers_start_a_worker_per_group(tmp_path):
 
 def test_without_a_trace_the_workers_run_times_reach_the_summary(tmp_path):
     with SimulatorThread(SimConfig(latency_ms=5, seed=3)) as url:
-        pipeline = _llm_pipeline(tmp_path, url)
+        pipeline = llm_pipeline(tmp_path, url)
         config = json.loads(pipeline.read_text())
         config["run"]["trace"] = False
         pipeline.write_text(json.dumps(config))

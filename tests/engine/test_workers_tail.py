@@ -3,11 +3,10 @@ groups idles, and its share of the slots and model limits goes to the worker sti
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pandas as pd
 import pyarrow.parquet as pq
+from workers_helpers import llm_pipeline
 
 import treadle
 from treadle.sim import SimConfig, SimulatorThread
@@ -26,19 +25,8 @@ def _most_at_once(spans: list[tuple[float, float]]) -> int:
 
 def test_the_last_groups_run_at_the_runs_limits_not_at_a_workers_share(tmp_path: Path):
     # 3 row groups between 2 workers: the first takes two, the second one, which it finishes first.
-    pd.DataFrame({"q": [f"question {i}" for i in range(60)]}).to_csv(tmp_path / "s.csv", index=False)
     with SimulatorThread(SimConfig(latency_ms=100, seed=3)) as url:
-        config = {
-            "seed": {"path": "s.csv"},
-            "models": {"m": {"model": "sim", "base_url": url, "max_parallel": SLOTS}},
-            "columns": [
-                {"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}"},
-                {"name": "b", "kind": "llm", "model": "m", "prompt": "again {{ a }}"},
-            ],
-            "run": {"max_parallel": SLOTS, "row_group_size": 20, "workers": 2},
-        }
-        (tmp_path / "pipeline.yaml").write_text(json.dumps(config))
-        result = treadle.run(tmp_path / "pipeline.yaml", out=tmp_path / "run", cache="off")
+        result = treadle.run(llm_pipeline(tmp_path, url, rows=60, slots=SLOTS), out=tmp_path / "run", cache="off")
     assert result.status == "done"
     trace = pq.read_table(tmp_path / "run" / "trace.parquet").to_pandas()
     first, second = (trace[trace.worker == w] for w in (0, 1))

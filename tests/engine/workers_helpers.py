@@ -1,5 +1,6 @@
 """What the tests of several engine processes (`--workers`, Ray actors) share: a pipeline of two dependent
-llm columns, a python column that fails on some rows and a template; its output; waiting for progress."""
+llm columns, a python column that fails on some rows and a template; one of the two llm columns alone;
+its output; waiting for progress."""
 
 from __future__ import annotations
 
@@ -37,6 +38,24 @@ def flaky_pipeline(tmp_path: Path, url: str, rows: int, name: str = "pipeline", 
         "run": {"max_parallel": SLOTS, "row_group_size": 20, **run},
     }
     path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def llm_pipeline(tmp_path: Path, url: str, rows: int = 300, slots: int = SLOTS) -> Path:
+    """`rows` rows x two dependent llm columns on `--workers 2`, `slots` execution slots, groups of 20 rows."""
+    seed = pd.DataFrame({"id": range(rows), "q": [f"question {i}" for i in range(rows)]})
+    seed.to_csv(tmp_path / "s.csv", index=False)
+    config = {
+        "seed": {"path": "s.csv"},
+        "models": {"m": {"model": "sim", "base_url": url, "max_parallel": slots}},
+        "columns": [
+            {"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}"},
+            {"name": "b", "kind": "llm", "model": "m", "prompt": "again {{ a }}"},
+        ],
+        "run": {"max_parallel": slots, "row_group_size": 20, "workers": 2},
+    }
+    path = tmp_path / "pipeline.yaml"
     path.write_text(json.dumps(config))
     return path
 
