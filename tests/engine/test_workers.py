@@ -64,7 +64,9 @@ def test_two_workers_write_the_same_run_directory_as_one_process(tmp_path):
     trace = pq.read_table(two.run_dir / "trace.parquet").to_pandas()
     assert len(trace) == len(pq.read_table(one.run_dir / "trace.parquet"))
     assert trace["seq"].tolist() == list(range(1, len(trace) + 1))
-    assert trace["slot"].between(0, SLOTS - 1).all()  # each worker's slots: lanes of their own
+    # Each worker's slots are lanes of their own (more than SLOTS lanes once a worker's share grows at the
+    # run's tail, never more than SLOTS in use at once).
+    assert trace["slot"].ge(0).all() and trace.groupby("slot")["worker"].nunique().max() == 1
     assert trace.loc[trace["column"] == "a", "tokens_in"].notna().all()
     assert (trace["status"] == "failed").sum() == failed_rows
 

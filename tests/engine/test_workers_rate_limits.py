@@ -45,8 +45,11 @@ def test_two_workers_meet_an_untold_rate_limit_as_one_process_does(tmp_path):
     assert result is not None and result.status == "done"
     refused = [e for e in log if e["status"] == 429]
     assert len(refused) <= 0.05 * len(log), (len(refused), len(log))
-    admitted = sorted(e["t"] for e in log if e["status"] == 200)
-    assert 0.8 * LIMIT_RPM <= (len(admitted) - 1) / (admitted[-1] - admitted[0]) * 60 <= 1.2 * LIMIT_RPM
+    # The pace held once learned: the rate admitted after the first third of the answers (the slow start
+    # and the first 429s come before; on a loaded machine the workers' start-up stretches them).
+    admitted = sorted(e["t"] for e in log if e["status"] == 200)[len(log) // 3 :]
+    rpm = (len(admitted) - 1) / (admitted[-1] - admitted[0]) * 60
+    assert 0.8 * LIMIT_RPM <= rpm <= 1.2 * LIMIT_RPM, rpm
     assert stats["max_in_flight"] <= 32  # the adaptive value, not the ceiling of 256
     # One value per model, the parent's: its pace learned from both workers' 429s, each change logged once.
     assert (live.source, live.adaptive, live.ceiling) == ("learned", True, 256)
