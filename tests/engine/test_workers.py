@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from workers_helpers import SLOTS, flaky_pipeline, llm_pipeline, sorted_output, wait_for_done_cells
+from workers_helpers import SLOTS, flaky_pipeline, llm_pipeline, sorted_output, wait_for_done_cells, wait_until_settled
 
 import treadle
 from treadle.cli import main
@@ -245,11 +245,7 @@ def test_pause_stops_every_worker_and_resume_goes_on(tmp_path):
         wait_for_done_cells(controller, 40)
         controller.pause()
         events = controller.subscribe()
-        idle_progress = 0
-        while idle_progress < 2:  # two progress events in a row with nothing running in any worker
-            payload = events.get(timeout=60).payload
-            if isinstance(payload, Progress):
-                idle_progress = idle_progress + 1 if not payload.cells.get("running") else 0
+        wait_until_settled(events)
         paused_at = len(sim.requests())
         progress_events = 0
         while progress_events < 2:

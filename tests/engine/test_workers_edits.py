@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
+from workers_helpers import wait_until_settled
 
 import treadle
 from treadle.engine.column_edits import Versions, prepare_edit
@@ -234,11 +235,7 @@ def test_recompute_while_the_workers_hold_groups_counts_and_reruns_their_finishe
         while not isinstance(payload := events.get(timeout=60).payload, Progress) or not payload.cells.get("done"):
             pass
         controller.pause()
-        settled = 0
-        while settled < 2:  # two progress events in a row with nothing running in any worker
-            payload = events.get(timeout=60).payload
-            if isinstance(payload, Progress):
-                settled = settled + 1 if not payload.cells.get("running") else 0
+        wait_until_settled(events)
         snapshot = controller.snapshot()
         assert snapshot.row_groups["in_flight"] > 0  # some groups are held: only their workers know their cells
         finished = snapshot.by_column["l"]["done"]
@@ -284,11 +281,7 @@ def test_a_columns_retry_while_the_workers_hold_groups_takes_their_failed_cells_
         while not isinstance(payload := events.get(timeout=60).payload, Progress) or not payload.cells.get("failed"):
             pass
         controller.pause()
-        settled = 0
-        while settled < 2:  # two progress events in a row with nothing running in any worker
-            payload = events.get(timeout=60).payload
-            if isinstance(payload, Progress):
-                settled = settled + 1 if not payload.cells.get("running") else 0
+        wait_until_settled(events)
         failed = controller.snapshot().by_column["n"]["failed"]
         assert failed > 0
         (tmp_path / f"{module}.py").write_text(FIXED)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from workers_helpers import flaky_pipeline
+from workers_helpers import flaky_pipeline, wait_until_settled
 
 import treadle
-from treadle.engine.events import CellFailed, Progress
+from treadle.engine.events import CellFailed
 from treadle.sim import SimConfig, SimulatorThread
 
 
@@ -15,11 +15,7 @@ def _first_failure_then_pause(controller) -> int:
     while not isinstance(payload := events.get(timeout=60).payload, CellFailed):
         pass
     controller.pause()
-    idle_progress = 0
-    while idle_progress < 2:  # two progress events in a row with nothing running
-        progress = events.get(timeout=60).payload
-        if isinstance(progress, Progress):
-            idle_progress = idle_progress + 1 if not progress.cells.get("running") else 0
+    wait_until_settled(events)
     return payload.row
 
 

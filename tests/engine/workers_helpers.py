@@ -64,6 +64,16 @@ def sorted_output(run_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(run_dir / "output.parquet").sort_values("id").reset_index(drop=True)
 
 
+def wait_until_settled(events) -> None:
+    """After a pause: until two progress events in a row on `events` (a controller's subscription) count
+    nothing running in any worker."""
+    settled = 0
+    while settled < 2:
+        payload = events.get(timeout=60).payload
+        if isinstance(payload, Progress):
+            settled = settled + 1 if not payload.cells.get("running") else 0
+
+
 def wait_for_done_cells(controller, done: int) -> None:
     """Until a progress event counts at least `done` cells done."""
     events = controller.subscribe()
