@@ -34,7 +34,7 @@ from treadle.engine.result import RunResult
 from treadle.engine.resume import Recovery, RunRecord, descendants, pipeline_to_resume, recover
 from treadle.engine.run import Run, RunOptions
 from treadle.engine.run_dir import create_run_dir, new_run_dir
-from treadle.engine.snapshots import cell_detail, read_cell, run_snapshot
+from treadle.engine.snapshots import CellReading, cell_detail, read_cell, run_snapshot
 from treadle.engine.stats import LimitChanges
 from treadle.engine.tracing import Batch, TaskTrace
 from treadle.engine.tracker import CellState
@@ -371,15 +371,15 @@ class RunController:
         reading = self._call(lambda: read_cell(self._run, row, node))
         if reading is None:  # the run is over: its state read here
             reading = read_cell(self._run, row, node)
-        state, values = reading.state, reading.values
-        if values is None:
-            state, values = self._row_elsewhere(row, node, state)
-        return cell_detail(self.loaded, row, column, reading._replace(state=state), values)
+        if reading.values is None:
+            reading = self._read_elsewhere(row, node, reading)
+        return cell_detail(self.loaded, row, column, reading, reading.values or {})
 
-    def _row_elsewhere(self, row: int, node: int, state: str) -> tuple[str, dict[str, Any]]:
-        """A cell's state and its row's values when the run's store does not hold the row: its group was
-        written and released, read back from the run directory."""
-        return state, self._directory.read_written_row(row, row // self.loaded.config.run.row_group_size) or {}
+    def _read_elsewhere(self, row: int, node: int, reading: CellReading) -> CellReading:
+        """A cell whose row the run's store does not hold: its group was written and released, its row
+        read back from the run directory."""
+        group = row // self.loaded.config.run.row_group_size
+        return reading._replace(values=self._directory.read_written_row(row, group) or {})
 
     def failures(self) -> list[dict[str, Any]]:
         """Failed cells now: row, column, error class, message, attempts (rows a filter dropped are not failures)."""

@@ -7,18 +7,17 @@ import concurrent.futures
 import contextlib
 import dataclasses
 from collections.abc import Iterable
-from typing import Any
 
 from treadle.engine.column_edits import Versions
 from treadle.engine.engine_thread import COMMAND_TIMEOUT_S
 from treadle.engine.limits import ROW_GROUPS, check_limit, model_limit
 from treadle.engine.live_edits import RecomputePlan
 from treadle.engine.pipeline_validation import LoadedPipeline
-from treadle.engine.policy import CellFailure
 from treadle.engine.resume import Recovery
 from treadle.engine.run import RunOptions
+from treadle.engine.snapshots import CellReading
 from treadle.engine.tracker import N_STATES, CellState
-from treadle.engine.views import CellDetail, LimitView, Snapshot
+from treadle.engine.views import LimitView, Snapshot
 from treadle.engine.workers.edits import RoutedEditor
 from treadle.engine.workers.parent import ParentRun
 from treadle.engine.workers.steering import RoutedCellCommands
@@ -102,29 +101,16 @@ class WorkersController(RoutedCellCommands):
         chosen = None if rows is None else list(rows)
         return self._counted(self._call(lambda: self._edits.recompute(name, chosen, dry_run=False)))
 
-    def cell_detail(self, row: int, column: str) -> CellDetail:
-        """As for one process; a failed cell of a group a worker holds has its failure as the worker
-        reported it (the parent's scheduler has those of the groups written)."""
-        detail = super().cell_detail(row, column)
-        if detail.state != "failed" or detail.error is not None:
-            return detail
-
-        def failure() -> CellFailure | None:
-            return next((f for f in self._run.commands.failures() if (f.row, f.column) == (row, column)), None)
-
-        found = self._call(failure)
-        return dataclasses.replace(detail, error=None if found is None else vars(found).copy())
-
-    def _row_elsewhere(self, row: int, node: int, state: str) -> tuple[str, dict[str, Any]]:
-        """A row whose group a worker holds: its cell states and values as that worker has them (the
-        parent has them once the group is written)."""
-        asked = self._call(lambda: self._run.commands.ask_row(row))
+    def _read_elsewhere(self, row: int, node: int, reading: CellReading) -> CellReading:
+        """A cell of a group a worker holds: as that worker reads it (the parent has its row only once the
+        group is written), with the attempts the parent has merged."""
+        asked = self._call(lambda: self._run.commands.read_cell(row, node))
         if asked is not None:
             with contextlib.suppress(concurrent.futures.TimeoutError):
-                answer = asked.result(COMMAND_TIMEOUT_S)
-                if answer is not None and answer.values is not None:
-                    return CellState(answer.states[node]).label, answer.values
-        return super()._row_elsewhere(row, node, state)
+                held = asked.result(COMMAND_TIMEOUT_S)
+                if held is not None and held.values is not None:
+                    return held._replace(attempts=reading.attempts)
+        return super()._read_elsewhere(row, node, reading)
 
     def _snapshot(self, rows: list[int]) -> Snapshot:
         run = self._run

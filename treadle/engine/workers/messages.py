@@ -4,12 +4,15 @@ and how a run's limits are shared out between the workers."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from treadle.engine.events import EventPayload
 from treadle.engine.policy import CellFailure
 from treadle.engine.rate_headers import LimitHeaders
 from treadle.engine.tracing import Batch
+
+if TYPE_CHECKING:
+    from treadle.engine.snapshots import CellReading
 
 # ---- the shared adaptive limit (shared_rates.py) ---------------------------------------------------
 
@@ -100,11 +103,12 @@ class Retry:
 
 
 @dataclass(frozen=True)
-class AskRow:
-    """A row's values so far, for the cell detail: the worker answers with `RowValues` under `request`."""
+class ReadCell:
+    """A cell as the worker holds it, for the cell detail: it answers with `CellRead` under `request`."""
 
     request: int
     row: int
+    node: int
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ class Adopt:
 
 
 EditMessage = EditColumn | ReloadFunction | Recompute | Adopt
-ParentMessage = Assign | SetLimit | SetBudgets | Command | Retry | Drop | AskRow | ShareRates | EditMessage
+ParentMessage = Assign | SetLimit | SetBudgets | Command | Retry | Drop | ReadCell | ShareRates | EditMessage
 
 # ---- worker -> parent ------------------------------------------------------------------------------
 
@@ -240,15 +244,15 @@ class Retried:
 
 
 @dataclass(frozen=True)
-class RowValues:
-    """The answer to `AskRow`: the row's values and cell states (None: the worker does not hold them)."""
+class CellRead:
+    """The answer to `ReadCell`, read as one process reads its own cells (the attempts left out: the
+    parent has them merged); its values None once the worker no longer holds the row."""
 
     request: int
-    values: dict[str, Any] | None
-    states: bytes = b""
+    reading: CellReading
 
 
-WorkerMessage = GroupWritten | Tick | Finished | Retried | RowValues
+WorkerMessage = GroupWritten | Tick | Finished | Retried | CellRead
 
 
 def shares(total: int, workers: int) -> list[int]:

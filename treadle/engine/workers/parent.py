@@ -45,11 +45,11 @@ from treadle.engine.workers import pool
 from treadle.engine.workers.merged_counts import MergedCounts
 from treadle.engine.workers.messages import (
     Assign,
+    CellRead,
     Command,
     Finished,
     GroupWritten,
     Retried,
-    RowValues,
     SetBudgets,
     SetLimit,
     Tick,
@@ -237,8 +237,8 @@ class ParentRun(Run):
             self._tick(handle, message)
         elif isinstance(message, Retried):
             self.commands.retried(handle, message)
-        elif isinstance(message, RowValues):
-            self.commands.row_values(message)
+        elif isinstance(message, CellRead):
+            self.commands.cell_read(message)
         elif isinstance(message, Finished):
             handle.finished = message
             self.merged_counts.ended(handle.index, message)

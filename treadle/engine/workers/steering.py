@@ -22,10 +22,11 @@ from treadle.engine.limits import ROW_GROUPS, SLOTS
 from treadle.engine.policy import CellFailure
 from treadle.engine.tracker import CellState
 from treadle.engine.views import WorkerView
-from treadle.engine.workers.messages import AskRow, Assign, Drop, ParentMessage, Retried, Retry, RowValues, Tick
+from treadle.engine.workers.messages import Assign, CellRead, Drop, ParentMessage, ReadCell, Retried, Retry, Tick
 from treadle.engine.workers.pool import WorkerHandle
 
 if TYPE_CHECKING:
+    from treadle.engine.snapshots import CellReading
     from treadle.engine.workers.parent import ParentRun
 
 CALLS_WINDOW_S = 2.0
@@ -69,7 +70,7 @@ class WorkerCommands:
         self._answers: dict[int, _Answer] = {}
         self._requests = itertools.count()
         self._calls: dict[int, _Calls] = {}
-        self._rows_asked: dict[int, tuple[int, concurrent.futures.Future[RowValues | None]]] = {}
+        self._cells_asked: dict[int, tuple[int, concurrent.futures.Future[CellReading | None]]] = {}
         """request -> (the worker asked, the future of its answer)."""
 
     # ---- what the parent hears ---------------------------------------------------------------------
@@ -86,18 +87,18 @@ class WorkerCommands:
             answer.count += message.count
             self._answered(message.request, handle.index)
 
-    def row_values(self, message: RowValues) -> None:
-        asked = self._rows_asked.pop(message.request, None)
+    def cell_read(self, message: CellRead) -> None:
+        asked = self._cells_asked.pop(message.request, None)
         if asked is not None:
-            asked[1].set_result(message)
+            asked[1].set_result(message.reading)
 
     def worker_died(self, handle: WorkerHandle) -> None:
-        """Retries it was asked for count none from it; rows asked of it have no values."""
+        """Retries it was asked for count none from it; cells asked of it have no reading."""
         for request in list(self._answers):
             self._answered(request, handle.index)
-        for request, (index, future) in list(self._rows_asked.items()):
+        for request, (index, future) in list(self._cells_asked.items()):
             if index == handle.index:
-                del self._rows_asked[request]
+                del self._cells_asked[request]
                 future.set_result(None)
 
     def _answered(self, request: int, index: int) -> None:
@@ -166,16 +167,16 @@ class WorkerCommands:
             self.run.workers[index].send(message(request, index))
         return future
 
-    def ask_row(self, row: int) -> concurrent.futures.Future[RowValues | None] | None:
-        """A row's values and cell states from the worker holding its group (the parent has them only
-        once it is written); None if no live worker holds it."""
+    def read_cell(self, row: int, node: int) -> concurrent.futures.Future[CellReading | None] | None:
+        """A cell as the worker holding its group reads it (the parent has its row only once the group
+        is written); None if no live worker holds it."""
         handle = self.holder(row // self.run.tracker.group_size)
         if handle is None:
             return None
         request = next(self._requests)
-        future: concurrent.futures.Future[RowValues | None] = concurrent.futures.Future()
-        self._rows_asked[request] = (handle.index, future)
-        handle.send(AskRow(request, row))
+        future: concurrent.futures.Future[CellReading | None] = concurrent.futures.Future()
+        self._cells_asked[request] = (handle.index, future)
+        handle.send(ReadCell(request, row, node))
         return future
 
     def _hand_over(self, group: int) -> None:

@@ -39,11 +39,12 @@ from treadle.engine.resume import Recovery
 from treadle.engine.row_groups import RowGroups
 from treadle.engine.rows import GroupValues
 from treadle.engine.run import TRACE_FLUSH_EVERY_S, Run, RunOptions
+from treadle.engine.snapshots import read_cell
 from treadle.engine.tracker import N_STATES, CellState, CellTracker
 from treadle.engine.workers.messages import (
     Adopt,
-    AskRow,
     Assign,
+    CellRead,
     Drop,
     EditColumn,
     Finished,
@@ -51,11 +52,11 @@ from treadle.engine.workers.messages import (
     ParentMessage,
     RateShare,
     RateSignals,
+    ReadCell,
     Recompute,
     ReloadFunction,
     Retried,
     Retry,
-    RowValues,
     SetBudgets,
     SetLimit,
     ShareRates,
@@ -220,13 +221,6 @@ class WorkerRun(Run):
         if self.cache is not None:
             self.cache.close()
 
-    def row_values(self, asked: AskRow) -> RowValues:
-        """A row's values and cell states, for the parent's cell detail."""
-        values, n = self.store.row(asked.row), self.tracker.n_nodes
-        if not values:
-            return RowValues(asked.request, None)
-        return RowValues(asked.request, dict(values), bytes(self.tracker.state[asked.row * n : (asked.row + 1) * n]))
-
     def retry_cells(self, message: Retry) -> list[int]:
         """The cells a retry names, with the failed ones of the groups held (of its columns) if it asks for them."""
         if not message.held_failed:
@@ -293,8 +287,9 @@ class WorkerLoop:
             self.run.send(Retried(message.request, scheduler.retry(self.run.retry_cells(message))))
         elif isinstance(message, Drop):
             scheduler.drop(message.rows)
-        elif isinstance(message, AskRow):
-            self.run.send(self.run.row_values(message))
+        elif isinstance(message, ReadCell):
+            reading = read_cell(self.run, message.row, message.node)._replace(attempts=[])
+            self.run.send(CellRead(message.request, reading))
         elif isinstance(message, ShareRates):
             self.run.follow(message)
         elif isinstance(message, EditColumn | ReloadFunction | Recompute | Adopt):
