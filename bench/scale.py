@@ -9,8 +9,10 @@ call of every process involved (median over the rounds: CPU per call moves far l
 load than the wall does).
 
 Configurations: `1` one engine process; `2` (any number) `--workers N`, worker processes on this
-machine; `ray` Ray actors (`run.executor: ray`, 2 workers) on a local Ray that the bench starts once
-beforehand, as a cluster would be running already (its start-up is not in any run's wall).
+machine, forked from the fork server (workers/forkserver.py), which a warm-up run has started, as the
+one process's imports are done in its warm-up run; `ray` Ray actors (`run.executor: ray`, 2 workers) on a
+local Ray that the bench starts once beforehand, as a cluster would be running already (its start-up is
+not in any run's wall, each actor's own is).
 
 Columns: wall (summary.json `wall_s`: from the run's start, worker start-up included), calls wall
 (first request to last answer at the simulator: the cells alone), when the first call started and how
@@ -129,6 +131,7 @@ class DescendantsCpu:
     first: dict[int, float] = field(default_factory=dict)
     last: dict[int, float] = field(default_factory=dict)
     commands: dict[int, str] = field(default_factory=dict)
+    parents: dict[int, int] = field(default_factory=dict)
     own_cpu_s: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -155,9 +158,10 @@ class DescendantsCpu:
             self.own_cpu_s += time.thread_time() - started
 
     def _read(self, first: bool) -> None:
-        todo = _children(os.getpid())
+        todo = [(os.getpid(), child) for child in _children(os.getpid())]
         while todo:
-            pid = todo.pop()
+            parent, pid = todo.pop()
+            self.parents[pid] = parent
             cpu = _cpu_s(pid)
             if cpu is None:
                 continue
@@ -165,7 +169,7 @@ class DescendantsCpu:
             self.last[pid] = cpu
             if first:
                 self.first[pid] = cpu
-            todo += _children(pid)
+            todo += [(pid, child) for child in _children(pid)]
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,7 @@ def run_once(pipeline: Path, out: Path, config: str, sim_url: str, sim_pid: int)
     requests = _get(f"{root}/requests?since={since}")["requests"]
     trace = pq.read_table(result.run_dir / "trace.parquet", columns=["t_start", "t_end"])
     used = {pid: cpu for pid, cpu in descendants.used().items() if pid != sim_pid}
-    workers = [pid for pid in used if _is_worker(descendants.commands[pid])]
+    workers = [pid for pid in used if _is_worker(pid, descendants)]
     return Measured(
         config=config,
         wall=result.summary["wall_s"],
@@ -232,8 +236,10 @@ def run_once(pipeline: Path, out: Path, config: str, sim_url: str, sim_pid: int)
     )
 
 
-def _is_worker(command: str) -> bool:
-    return "treadle.engine.workers.worker" in command or "EngineActor" in command
+def _is_worker(pid: int, descendants: DescendantsCpu) -> bool:
+    """A worker process is forked from the fork server (and shows its command line); a Ray actor names itself."""
+    parent = descendants.commands.get(descendants.parents[pid], "")
+    return "treadle.engine.workers.forkserver" in parent or "EngineActor" in descendants.commands[pid]
 
 
 def _sim_cpu_s(pid: int) -> float:
@@ -277,10 +283,12 @@ def main() -> None:
         if "ray" in configs:
             _start_ray()
         # What a fresh `treadle run` pays before its run starts (imports, first use) is not in any run's
-        # CPU: one process would pay it in its first run only. A worker pays its own in every run.
+        # CPU: one process pays it in its first run only, and so does the fork server the worker
+        # processes are forked from (its start-up is printed apart). A Ray actor pays its own in every run.
         warm_up = workdir / "warm-up"
         warm_up.mkdir()
-        treadle.run(_pipeline(warm_up, url, 100, "1"), out=warm_up / "run", cache="off")
+        for config in ["1", *(c for c in configs if c.isdigit() and int(c) > 1)]:
+            treadle.run(_pipeline(warm_up, url, 100, config), out=warm_up / f"run-{config}", cache="off")
         for round_ in range(args.repeat):
             for config in configs if round_ % 2 == 0 else configs[::-1]:
                 pipeline = _pipeline(workdir, url, args.rows, config)
@@ -299,8 +307,8 @@ def main() -> None:
     _print_ratios(runs)
     start_up = _worker_start_up_cpu_s()
     console.print(
-        f"a worker's start-up (interpreter and imports, measured apart): {start_up:.2f} CPU s, "
-        f"{start_up / calls * 1e6:.0f} us per call of this run for each worker"
+        f"the fork server's start-up, once per process (interpreter and imports, measured apart): {start_up:.2f}"
+        f" CPU s, {start_up / calls * 1e6:.0f} us per call of this run; a Ray actor's, in each actor"
     )
 
 
@@ -321,8 +329,8 @@ def _print_ratios(runs: dict[str, list[Measured]]) -> None:
 
 
 def _worker_start_up_cpu_s() -> float:
-    """The CPU a new worker process spends before its first cell: Python, treadle's engine and the
-    model client's imports (langchain_openai), as `python -m treadle.engine.workers.worker` does."""
+    """The CPU a new engine process spends before its first cell: Python, treadle's engine and the
+    model client's imports (langchain_openai), as the fork server and a Ray actor do."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     code = "import treadle.engine.workers.worker, langchain_openai"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -208,6 +208,7 @@ def _signals_interrupt() -> Iterator[None]:
 
 def _new_run(load: Callable[[], Any], args: argparse.Namespace, after=None):
     """Start-up (`load()` gives the pipeline), then the run with the app or headless."""
+    _start_fork_server(args)
     from treadle.engine.run import RunOptions
     from treadle.engine.workers import open_controller
 
@@ -222,6 +223,15 @@ def _new_run(load: Callable[[], Any], args: argparse.Namespace, after=None):
         ray_address=args.ray_address,
     )
     return _drive(_start_up(lambda: open_controller(load(), options)), args, after)
+
+
+def _start_fork_server(args: argparse.Namespace) -> None:
+    """`--workers N`: the server the workers are forked from starts its imports now, while this process
+    loads the pipeline (a run.workers from the file starts it when the run opens)."""
+    if (args.workers or 1) > 1 and args.executor != "ray":
+        from treadle.engine.workers.forkserver import FORK_SERVER
+
+        FORK_SERVER.start()
 
 
 def _drive(controller, args: argparse.Namespace, after=None):
@@ -287,6 +297,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from treadle.engine.controller import RunController
     from treadle.engine.run import RunOptions
 
+    _start_fork_server(args)
     recompute = [name.strip() for name in args.recompute.split(",") if name.strip()]
     options = RunOptions(
         hold_open=_wants_ui(args),

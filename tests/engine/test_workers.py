@@ -112,7 +112,7 @@ def test_a_limit_changed_before_any_worker_runs_waits_for_their_start():
 
 
 def _children(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (Linux: /proc)."""
+    """Processes whose parent is `pid` (Linux: /proc): a parent's fork server, the server's workers."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -146,8 +146,8 @@ def test_a_killed_worker_leaves_its_row_groups_to_the_other(tmp_path, caplog):
     with sim as url:
         controller = treadle.start(llm_pipeline(tmp_path, url), out=tmp_path / "run", cache="off")
         wait_for_done_cells(controller, 40)  # both workers have started and finished some cells
-        victim = _children(os.getpid())
-        assert len(victim) == 2
+        victim = [worker.pid for worker in controller.snapshot().workers]
+        assert len(victim) == 2 and None not in victim
         os.kill(victim[0], signal.SIGKILL)
         result = controller.wait(120)
         requests = sim.stats()["requests_total"]
@@ -176,10 +176,12 @@ def test_sigkill_of_the_parent_then_resume_in_one_process_requests_no_finished_c
             event = json.loads(line)
             if event["type"] == "progress" and event["cells"].get("done", 0) >= 40:
                 break
-        workers = _children(proc.pid)
+        (fork_server,) = _children(proc.pid)
+        workers = _children(fork_server)
+        assert len(workers) == 2
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        _wait_for_exit(workers)  # each saw its parent go, stopped, and wrote what it held
+        _wait_for_exit([fork_server, *workers])  # each saw its parent go; the workers wrote what they held
         journals = sorted(run_dir.glob("journal-w*.jsonl"))
         assert len(journals) == 2
         finished_before = sum(len(c) for path in journals for c in replay(path).done.values())

@@ -188,29 +188,14 @@ def test_a_resumed_run_on_two_workers_continues_at_the_latest_version(tmp_path):
     assert out["b__version"].tolist() == [2 if i % 2 else 1 for i in range(40)]
 
 
-def _worker_processes() -> list[int]:
-    """This process's worker processes (Linux: /proc; other tests' children are left out)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                command = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"treadle.engine.workers.worker" in command:
-                found.append(int(entry.name))
-    return found
-
-
 def test_groups_whose_writer_ended_are_recomputed_by_the_other_worker(tmp_path):
     sim = SimulatorThread(SimConfig(latency_ms=5, seed=2))
     with sim as url:
         kept = {"name": "k", "kind": "template", "template": "k{{ id }}"}  # not recomputed: read back from the files
         controller, events = _two_workers(_pipeline(tmp_path, 60, [LLM, AFTER_LLM, kept], url), tmp_path / "run")
         _wait_idle(events)
-        workers = _worker_processes()
-        assert len(workers) == 2
+        workers = [worker.pid for worker in controller.snapshot().workers]
+        assert len(workers) == 2 and None not in workers
         os.kill(workers[0], signal.SIGKILL)
         while all(w.alive for w in controller.snapshot().workers):
             events.get(timeout=60)  # the parent hears of it on its loop: look again after its next event

@@ -23,9 +23,11 @@ import sys
 
 from treadle.engine.workers.messages import Assign
 
-main = sys.modules["__main__"]  # a worker process runs treadle.engine.workers.worker as its main module
-if getattr(getattr(main, "__spec__", None), "name", None) == "treadle.engine.workers.worker":
-    handle, assigned = main.WorkerLoop.handle, []
+main = sys.modules["__main__"]  # a worker process is forked from the fork server: its main module
+if getattr(getattr(main, "__spec__", None), "name", None) == "treadle.engine.workers.forkserver":
+    from treadle.engine.workers.worker import WorkerLoop
+
+    handle, assigned = WorkerLoop.handle, []
 
     def failing(self, message):
         handle(self, message)
@@ -34,7 +36,7 @@ if getattr(getattr(main, "__spec__", None), "name", None) == "treadle.engine.wor
             if len(assigned) == 2:
                 raise RuntimeError("the worker tripped")
 
-    main.WorkerLoop.handle = failing
+    WorkerLoop.handle = failing
 
 
 def size(row):

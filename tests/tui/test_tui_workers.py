@@ -80,21 +80,6 @@ def two_workers(tmp_path):
             controller.wait(60)
 
 
-def _worker_processes(pid: int) -> list[int]:
-    """Worker processes whose parent is `pid` (Linux: /proc; other tests' children are left out)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                command = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"treadle.engine.workers.worker" in command:
-                found.append(int(entry.name))
-    return found
-
-
 async def test_a_person_watches_and_steers_two_workers_as_one_process(tmp_path, two_workers):
     with SimulatorThread(SimConfig(latency_ms=20, seed=4)) as url:
         controller = two_workers(url)
@@ -144,8 +129,8 @@ async def test_failed_rows_whose_worker_ended_run_again_on_the_other(tmp_path, t
         async with app.run_test(size=(160, 48)) as pilot:
             await until(pilot, lambda: app.status == "idle", timeout=60, what="idle")
             await until(pilot, lambda: len(app.failures) == len(FAILING), what="the failures")
-            workers = _worker_processes(os.getpid())
-            assert len(workers) == 2
+            workers = [worker.pid for worker in app.snap.workers]
+            assert len(workers) == 2 and None not in workers
             os.kill(workers[0], signal.SIGKILL)
             panel = app.query_one("#workers", WorkersPanel)
             await until(pilot, lambda: "dead" in plain(panel), what="the dead worker shown")

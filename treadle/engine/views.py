@@ -32,6 +32,8 @@ class WorkerView:
     cells_in_flight: int
     calls_per_s: float
     """Model requests started per second, over the last couple of seconds."""
+    pid: int | None = None
+    """Its process's id, once started (None for a Ray actor)."""
 
 
 @dataclass(frozen=True)

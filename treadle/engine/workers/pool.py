@@ -1,11 +1,9 @@
 """The parent's side of its worker processes: starting them, hearing from each on a thread of its own,
 and folding what they send into the parent's tracker and tracer.
 
-A worker is `python -m treadle.engine.workers.worker FD`, FD one end of a socket pair (a
-multiprocessing Connection: pickled messages). Not multiprocessing's spawn: that runs the caller's
-main module again in each child, which a script calling `treadle.run(..., workers=2)` without an
-`if __name__ == "__main__"` guard would not survive. Each worker has a session of its own, so a
-Ctrl-C at the terminal reaches the parent alone, which stops the workers in order."""
+A worker is forked from the fork server (forkserver.py: one warm process that has imported what a
+worker needs) and talks to the parent over a socket pair (a multiprocessing Connection: pickled
+messages)."""
 
 from __future__ import annotations
 
@@ -13,8 +11,6 @@ import asyncio
 import multiprocessing
 import os
 import queue
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,11 +20,11 @@ from typing import Protocol
 
 import numpy as np
 
-import treadle
 from treadle.engine.policy import CellFailure
 from treadle.engine.tracing import HEAD, HEAD_DTYPE, Batch, Tracer
 from treadle.engine.tracker import CellTracker
 from treadle.engine.workers import worker
+from treadle.engine.workers.forkserver import FORK_SERVER, ForkServerGone
 from treadle.engine.workers.messages import Finished, GroupWritten, ParentMessage, Tick, WorkerMessage
 from treadle.engine.workers.slot_numbers import SlotNumbers
 
@@ -38,6 +34,8 @@ class WorkerHandle:
     """The parent's view of one worker, whatever runs it (a process here, a Ray actor: ray_pool.py)."""
 
     index: int
+    pid: int | None = None
+    """Its process's id on its machine, once started (None for a Ray actor)."""
     outstanding: set[int] = field(default_factory=set)
     """Groups given to it whose file it has not reported written."""
     tick: Tick | None = None
@@ -62,16 +60,19 @@ class WorkerHandle:
 
 @dataclass(kw_only=True)
 class ProcessHandle(WorkerHandle):
-    process: subprocess.Popen[bytes]
     conn: Connection
+    start_error: str | None = None
+    """Why it could not be forked."""
+    ended: threading.Event = field(default_factory=threading.Event)
+    """Its end of the pipe has closed: it has sent all it will send (it ended, or died)."""
 
     @property
     def label(self) -> str:
-        return f"pid {self.process.pid}"
+        return f"pid {self.pid}" if self.start_error is None else f"not started: {self.start_error}"
 
     def join(self) -> None:
         self.outbox.put(None)
-        self.process.wait()
+        self.ended.wait()
         self.conn.close()
 
 
@@ -139,20 +140,16 @@ def start_worker(
     """Start a worker process and a thread passing its messages to `on_message` on `loop` (None when
     its pipe closes: it ended, or died)."""
     ours, theirs = multiprocessing.Pipe()
-    env = dict(os.environ)
-    # The worker imports this very treadle (a source checkout need not be installed).
-    root = str(Path(treadle.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "treadle.engine.workers.worker", str(theirs.fileno())],
-        pass_fds=[theirs.fileno()],
-        env=env,
-        start_new_session=True,
-    )
-    theirs.close()
-    handle = ProcessHandle(index=spec.index, process=process, conn=ours)
+    handle = ProcessHandle(index=spec.index, conn=ours)
 
     def write() -> None:
+        try:  # on this thread: the fork server's first start waits for its imports
+            handle.pid = FORK_SERVER.fork(theirs)
+        except ForkServerGone as exc:
+            handle.start_error = str(exc)
+            return
+        finally:
+            theirs.close()  # the worker has its own copy: the reader hears EOF when it goes
         message: worker.WorkerSpec | ParentMessage | None = spec
         while message is not None:
             try:
@@ -167,6 +164,7 @@ def start_worker(
                 message: WorkerMessage | None = ours.recv()
             except (EOFError, OSError):
                 message = None
+                handle.ended.set()
             try:
                 loop.call_soon_threadsafe(on_message, handle, message)
             except RuntimeError:  # the parent's loop has closed

@@ -289,6 +289,7 @@ class WorkerCommands:
                 groups_in_flight=h.tick.in_use.get(ROW_GROUPS, 0) if h.alive and h.tick is not None else 0,
                 cells_in_flight=h.tick.in_use.get(SLOTS, 0) if h.alive and h.tick is not None else 0,
                 calls_per_s=round(self._calls[h.index].per_s(), 1) if h.alive and h.index in self._calls else 0.0,
+                pid=h.pid,
             )
             for h in self.run.workers
         )

@@ -459,7 +459,3 @@ def main(conn: Connection) -> None:
         outbox.put(None)
         sender.join()
         conn.close()
-
-
-if __name__ == "__main__":
-    main(Connection(int(sys.argv[1])))
