@@ -62,6 +62,7 @@ from treadle.engine.workers.shared_rates import ReplayClock, SharedRates, on_rep
 from treadle.engine.workers.shared_stops import SharedEarlyStop, salvageable
 from treadle.engine.workers.steering import WorkerCommands
 from treadle.engine.workers.worker import WorkerSpec
+from treadle.engine.workers.worker_clocks import WorkerClocks
 
 log = logging.getLogger("treadle.workers")
 
@@ -81,6 +82,8 @@ class ParentRun(Run):
     ) -> None:
         self.replay_clock = ReplayClock()
         super().__init__(loaded, options, bus, directory, recovery)
+        self.clocks = WorkerClocks()
+        """Each worker's clock against this one (set for the transport when the workers start)."""
         self.shared_rates = SharedRates(self.rates, self.replay_clock)
         """Each model's adaptive value and pace, adapted here from every worker's answers."""
         self.early_stop = SharedEarlyStop(loaded.config.run)
@@ -151,6 +154,7 @@ class ParentRun(Run):
             pipeline = pickle.dumps(self.loaded)
             address = self.options.ray_address or self.loaded.config.run.ray_address
             self._transport = await asyncio.to_thread(pool.open_transport, self.executor, address, self.n_workers)
+            self.clocks = WorkerClocks(shared=self._transport.shared_clock)
             for index in range(self.n_workers):
                 spec = self._spec(index, pipeline)
                 self.shared_rates.joined(index)
@@ -280,8 +284,9 @@ class ParentRun(Run):
         handle.tick = tick
         if self._loop is not None:
             self.commands.ticked(handle, tick, self._loop.time())
+        offset = self.clocks.heard(handle.index, tick.clock)
         if tick.traces is not None:
-            pool.merge_traces(self.tracer, tick.traces, self.slot_numbers, handle.index)
+            pool.merge_traces(self.tracer, tick.traces, self.slot_numbers, handle.index, offset)
         if tick.latencies is not None:
             for node, ran in enumerate(tick.latencies):
                 self.scheduler.latencies[node].frombytes(ran)
@@ -290,11 +295,12 @@ class ParentRun(Run):
             if isinstance(payload, CellFailed):
                 self.early_stop.last_error = payload.message
         self.shared_limits.peaks()
-        first = tick.first_row_done_at
-        if first is not None and (self.scheduler.first_row_done_at or first) >= first:
-            self.scheduler.first_row_done_at = first
+        if tick.first_row_done_at is not None:
+            first = tick.first_row_done_at + offset
+            if (self.scheduler.first_row_done_at or first) >= first:
+                self.scheduler.first_row_done_at = first
         self.merged_counts.ticked(handle.index, tick)
-        self.shared_rates.heard(handle.index, tick.clock, tick.signals)
+        self.shared_rates.heard(handle.index, tick.clock, tick.signals, offset)
         self.shared_limits.adapt()
         stop_early = self.early_stop.counted(*tick.attempts)
         if stop_early is not None and not self.scheduler.paused and not self.scheduler.stopping:

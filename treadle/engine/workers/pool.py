@@ -81,6 +81,8 @@ class Transport(Protocol):
 
     ship_groups: bool
     """The workers send each group's file in their messages (their disk is not the run directory's)."""
+    shared_clock: bool
+    """The workers read this machine's monotonic clock: their times need no offset (worker_clocks.py)."""
 
     def start_worker(
         self,
@@ -109,6 +111,7 @@ class Processes:
     """Worker processes on this machine, writing into the run directory themselves."""
 
     ship_groups = False
+    shared_clock = True
 
     def start_worker(
         self,
@@ -192,11 +195,14 @@ def apply_written_group(tracker: CellTracker, failures: dict[int, CellFailure], 
     failures.update(message.failures)
 
 
-def merge_traces(tracer: Tracer, batch: Batch, slot_numbers: SlotNumbers, worker: int) -> None:
+def merge_traces(tracer: Tracer, batch: Batch, slot_numbers: SlotNumbers, worker: int, offset: float = 0.0) -> None:
     """A worker's attempts into the parent's tracer, in order, through its public recording calls:
     plain successes as packed heads, the others field by field; each marked as `worker`'s, on the run's
-    lane of its slot (slot_numbers.py)."""
+    lane of its slot (slot_numbers.py), its times on the parent's clock (`offset` added)."""
     heads = np.frombuffer(batch.heads, dtype=HEAD_DTYPE).copy()
+    if offset:
+        for name in ("t_ready", "t_start", "t_end"):
+            heads[name] += offset
     heads["slot"] = slot_numbers.lanes(worker, heads["slot"])
     heads["worker"] = worker
     packed = heads.tobytes()

@@ -101,6 +101,7 @@ class RayActors:
     """Engine workers as Ray actors; they send their group files to the driver, which writes them."""
 
     ship_groups = True
+    shared_clock = False  # an actor may be on another machine
 
     def __init__(self, address: str | None, workers: int) -> None:
         self._started_ray = not ray.is_initialized()

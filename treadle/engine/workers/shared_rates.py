@@ -152,8 +152,6 @@ class SharedRates:
         self.rates = rates
         self.clock = clock
         self._heard = {key: _Heard() for key in rates}
-        self._offsets: dict[int, float] = {}
-        """worker -> what its clock lags the parent's by (the least seen: the transit time left out)."""
         self._upto: dict[int, float] = {}
         """worker -> the parent's time up to which it has told everything (math.inf once it has ended)."""
         self._seq = itertools.count()
@@ -164,11 +162,10 @@ class SharedRates:
         """A worker started: nothing is replayed past what it has told (its first tick)."""
         self._upto[worker] = -math.inf
 
-    def heard(self, worker: int, sent_at: float, signals: dict[str, RateSignals]) -> None:
-        """A worker's tick, sent at `sent_at` on its clock: its signals wait until every worker has told
-        what came before them, so each model hears its requests in the order they went."""
-        offset = min(self._offsets.get(worker, math.inf), time.perf_counter() - sent_at)
-        self._offsets[worker] = offset
+    def heard(self, worker: int, sent_at: float, signals: dict[str, RateSignals], offset: float = 0.0) -> None:
+        """A worker's tick, sent at `sent_at` on its clock, `offset` behind the parent's (worker_clocks.py):
+        its signals wait until every worker has told what came before them, so each model hears its
+        requests in the order they went."""
         self._upto[worker] = sent_at + offset
         for key, told in signals.items():
             heard = self._heard.get(key)
