@@ -23,7 +23,7 @@ from treadle.engine.column_edits import (
 )
 from treadle.engine.engine_thread import COMMAND_TIMEOUT_S, EngineThread
 from treadle.engine.events import EventBus
-from treadle.engine.functions import FunctionLoadError, reload_function, signature_problem
+from treadle.engine.functions import FunctionLoadError, module_source, reload_function, signature_problem
 from treadle.engine.gc_tuning import GC_TUNING
 from treadle.engine.limits import check_limit
 from treadle.engine.live_edits import ColumnEditor, RecomputePlan
@@ -261,13 +261,14 @@ class RunController:
         take a row raises ValueError (one line), the old function stays. Returns the new version (None: run over)."""
         spec = reloadable_function(self.loaded, name)
         try:
-            function = reload_function(spec, self.loaded.base_dir)
+            source = module_source(spec, self.loaded.base_dir)
+            function = reload_function(spec, self.loaded.base_dir, source)
         except FunctionLoadError as exc:
             raise ValueError(f"{name}: {exc}") from None
         if bad := signature_problem(function):
             raise ValueError(f"{name}: '{spec}' {bad}")
         pipeline_hash = self.loaded.source_hash
-        return self._call(lambda: self._edits.reload(name, function, pipeline_hash))
+        return self._call(lambda: self._edits.reload(name, function, pipeline_hash, source))
 
     def recompute_plan(self, name: str, rows: Iterable[int] | None = None) -> RecomputePlan:
         """What `recompute` would run now: the column's cells and the model calls (its llm dependents' too)."""

@@ -28,6 +28,8 @@ __all__ = [
     "accepts_context",
     "function_file",
     "is_async_function",
+    "local_modules",
+    "module_source",
     "reload_function",
     "resolve_function",
     "signature_problem",
@@ -55,24 +57,33 @@ def resolve_function(spec: str, base_dir: Path) -> Callable[..., Any]:
     return _attribute(_import(module_name, Path(base_dir)), module_name, attr_path, spec)
 
 
-def reload_function(spec: str, base_dir: Path) -> Callable[..., Any]:
-    """The callable `spec` names, from its module's file as it is now: the module is executed again as a
-    new module object, left out of `sys.modules`, so what imported it before keeps what it has.
+def module_source(spec: str, base_dir: Path) -> bytes:
+    """The text of the module `spec` (`module:function`) names, as its file is now.
+
+    Raises `FunctionLoadError` (one line) as `resolve_function` does, and for a module without a file.
+    """
+    resolve_function(spec, base_dir)  # the module as first imported: where its file is
+    return Path(_source_file(spec)).read_bytes()
+
+
+def reload_function(spec: str, base_dir: Path, source: bytes | None = None) -> Callable[..., Any]:
+    """The callable `spec` names, from its module's file as it is now (or from `source`, that file's text
+    as another process read it: a worker on another machine runs what the parent checked); the module is
+    executed again as a new module object, left out of `sys.modules`, so what imported it before keeps
+    what it has.
 
     Raises `FunctionLoadError` (one line) as `resolve_function` does, and for a module without a file.
     """
     resolve_function(spec, base_dir)  # the module as first imported: where its file is
     module_name, _, attr_path = spec.strip().partition(":")
-    origin = _origin(sys.modules.get(module_name))
-    if origin is None or not origin.endswith(".py"):
-        raise FunctionLoadError(f"module '{module_name}' has no source file to reload")
+    origin = _source_file(spec)
     module_spec = importlib.util.spec_from_file_location(module_name, origin)
     assert module_spec is not None
     module = importlib.util.module_from_spec(module_spec)
     try:
         # Compiled from the source, not through the loader: a file rewritten within the same second at
         # the same size would otherwise come back from its stale bytecode cache.
-        code = compile(Path(origin).read_bytes(), origin, "exec")
+        code = compile(Path(origin).read_bytes() if source is None else source, origin, "exec")
         linecache.checkcache(origin)
         exec(code, module.__dict__)
     except BaseException as exc:  # the user's module may raise anything on import
@@ -80,6 +91,25 @@ def reload_function(spec: str, base_dir: Path) -> Callable[..., Any]:
             raise
         raise FunctionLoadError(_import_failure(module_name, exc)) from None
     return _attribute(module, module_name, attr_path, spec)
+
+
+def _source_file(spec: str) -> str:
+    """The source file of the (imported) module `spec` names."""
+    module_name = spec.strip().partition(":")[0]
+    origin = _origin(sys.modules.get(module_name))
+    if origin is None or not origin.endswith(".py"):
+        raise FunctionLoadError(f"module '{module_name}' has no source file to reload")
+    return origin
+
+
+def local_modules(base_dir: Path) -> list[str]:
+    """The modules beside the pipeline, which its functions may import: its folder's `.py` files and
+    packages (folders with an `__init__.py`); what a worker on another machine needs sent to it."""
+    if not base_dir.is_dir():
+        return []
+    found = [p for p in base_dir.iterdir() if p.suffix == ".py" and p.is_file()]
+    found += [p for p in base_dir.iterdir() if p.is_dir() and (p / "__init__.py").is_file()]
+    return sorted(str(p) for p in found)
 
 
 def function_file(spec: str) -> Path | None:

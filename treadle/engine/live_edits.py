@@ -118,9 +118,10 @@ class ColumnEditor:
         self.swap(edit.column, new, version)
         return version
 
-    def reload(self, column: str, function: Callable[..., Any], pipeline_hash: str) -> int:
+    def reload(self, column: str, function: Callable[..., Any], pipeline_hash: str, source: bytes) -> int:
         """Serve the python column's (or filter's) next cells or batch calls from `function` (its module
-        loaded again); returns the version."""
+        loaded again from `source`, the text of its file: what workers elsewhere load it from); returns
+        the version."""
         reloaded = reloaded_generator(self.generator(column), function)
         old = self._sources.get(column, column)
         new = function_source(function, column)

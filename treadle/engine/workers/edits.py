@@ -44,9 +44,9 @@ class RoutedEditor(ColumnEditor):
         self._send_all(EditColumn(edit.column, changes, version))
         return version
 
-    def reload(self, column: str, function: Callable[..., Any], pipeline_hash: str) -> int:
-        version = super().reload(column, function, pipeline_hash)  # the parent's copy: for the versions' text
-        self._send_all(ReloadFunction(column, version))
+    def reload(self, column: str, function: Callable[..., Any], pipeline_hash: str, source: bytes) -> int:
+        version = super().reload(column, function, pipeline_hash, source)  # the parent's: the versions' text
+        self._send_all(ReloadFunction(column, version, source))
         return version
 
     def _send_all(self, message: EditColumn | ReloadFunction) -> None:

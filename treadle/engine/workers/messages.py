@@ -130,11 +130,12 @@ class EditColumn:
 
 @dataclass(frozen=True)
 class ReloadFunction:
-    """A python column's or filter's function, loaded again from its file (the parent checked it loads):
-    its next cells use it, stamped `version`."""
+    """A python column's or filter's function, loaded again from its module's text as the parent read and
+    checked it (a worker's disk may be another machine's): its next cells use it, stamped `version`."""
 
     column: str
     version: int
+    source: bytes
 
 
 @dataclass(frozen=True)

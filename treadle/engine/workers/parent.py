@@ -153,7 +153,9 @@ class ParentRun(Run):
             self.n_workers = min(self.n_workers, len(self.pending))  # a worker per group at most
             pipeline = pickle.dumps(self.loaded)
             address = self.options.ray_address or self.loaded.config.run.ray_address
-            self._transport = await asyncio.to_thread(pool.open_transport, self.executor, address, self.n_workers)
+            self._transport = await asyncio.to_thread(
+                pool.open_transport, self.executor, address, self.n_workers, self.loaded.base_dir
+            )
             self.clocks = WorkerClocks(shared=self._transport.shared_clock)
             for index in range(self.n_workers):
                 spec = self._spec(index, pipeline)

@@ -98,12 +98,12 @@ class Transport(Protocol):
         ...
 
 
-def open_transport(executor: str, ray_address: str | None, workers: int) -> Transport:
+def open_transport(executor: str, ray_address: str | None, workers: int, base_dir: Path) -> Transport:
     """Processes on this machine, or Ray actors (Ray is imported only then: an optional extra)."""
     if executor == "ray":
         from treadle.engine.workers.ray_pool import RayActors
 
-        return RayActors(ray_address, workers)
+        return RayActors(ray_address, workers, base_dir)
     return Processes()
 
 

@@ -24,6 +24,7 @@ from ray.exceptions import RayError
 
 import treadle
 from treadle.engine.errors import FatalRunError, one_line
+from treadle.engine.functions import local_modules
 from treadle.engine.workers.messages import ParentMessage, WorkerMessage
 from treadle.engine.workers.pool import WorkerHandle
 from treadle.engine.workers.ray_worker import EngineActor
@@ -77,8 +78,10 @@ def _check_reachable(address: str) -> None:
         )
 
 
-def _init_ray(address: str | None, workers: int) -> None:
-    """A local Ray, or the cluster at `address`; when Ray cannot start or connect, one line saying why."""
+def _init_ray(address: str | None, workers: int, base_dir: Path) -> None:
+    """A local Ray, or the cluster at `address`; when Ray cannot start or connect, one line saying why.
+    A cluster's nodes may not have the pipeline's folder: its modules go with the job (Ray uploads them
+    once per content, and each actor imports them); a local Ray reads them where they are."""
     # Ray's own info and warnings (it is started off the main thread: no SIGTERM handler) would cut
     # through the TUI and the one-line errors; its errors still show.
     init = functools.partial(ray.init, log_to_driver=False, logging_level=logging.ERROR)
@@ -89,7 +92,8 @@ def _init_ray(address: str | None, workers: int) -> None:
         failed = "cannot start a local Ray"
     else:
         _check_reachable(address)
-        start = functools.partial(init, address=address)
+        modules = local_modules(base_dir)
+        start = functools.partial(init, address=address, runtime_env={"py_modules": modules} if modules else None)
         failed = f"cannot connect to the Ray cluster at {address}"
     try:
         start()
@@ -103,10 +107,10 @@ class RayActors:
     ship_groups = True
     shared_clock = False  # an actor may be on another machine
 
-    def __init__(self, address: str | None, workers: int) -> None:
+    def __init__(self, address: str | None, workers: int, base_dir: Path) -> None:
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
-            _init_ray(address, workers)
+            _init_ray(address, workers, base_dir)
         self._run_id = uuid.uuid4().hex[:8]
 
     def start_worker(

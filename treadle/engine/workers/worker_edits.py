@@ -56,8 +56,8 @@ class WorkerEdits:
         column = message.column
         spec = reloadable_function(self.loaded, column)
         try:
-            function = reload_function(spec, self.loaded.base_dir)
-        except FunctionLoadError as exc:  # the file changed again since the parent loaded it
+            function = reload_function(spec, self.loaded.base_dir, message.source)
+        except FunctionLoadError as exc:  # the module's siblings changed since the parent loaded it
             log.warning("treadle: worker: %s: %s; the function it had stays", column, exc)
             return
         self.editor.swap(column, reloaded_generator(self.editor.generator(column), function), message.version)

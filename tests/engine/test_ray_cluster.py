@@ -1,0 +1,165 @@
+"""--executor ray on a cluster that is not this machine: its own monotonic clock (days ahead of the
+driver's) and its own disk (the driver's pipeline folder is not there). The cluster is a `ray start
+--head` in namespaces of its own (Linux: `unshare --time --mount`, with an empty filesystem over the
+driver's folder). The actors' times reach the run on the driver's clock; the pipeline's modules go to
+the actors with them, and a function reloaded on the driver runs in the actors as the driver read it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from workers_helpers import flaky_pipeline, sorted_output
+
+import treadle
+from treadle.engine.run import RunOptions
+from treadle.engine.workers import open_controller
+from treadle.sim import SimConfig, SimulatorThread
+
+if not os.environ.get("CI"):  # CI installs the Ray extra (.ci/run): there a missing Ray fails, never skips
+    pytest.importorskip("ray", reason="the Ray tests need Ray: pip install 'treadle[ray]'")
+
+AHEAD_S = 250_000  # about three days: the cluster's machine booted that much before the driver's
+ROWS = 120
+# Token authentication is Ray's default for `ray start`: the token would come from ~/.ray, off for these tests.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(Path(treadle.__file__).resolve().parents[1])}
+HIDE = 'mount -t tmpfs tmpfs "$1" && shift && exec "$@"'  # an empty filesystem over the driver's folder
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def driver_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the driver keeps its pipelines and runs: the cluster does not see its files."""
+    return tmp_path_factory.mktemp("driver")
+
+
+@pytest.fixture(scope="module")
+def cluster(driver_folder: Path) -> Iterator[str]:
+    """A one-node Ray cluster on a clock AHEAD_S seconds ahead, without `driver_folder`'s files; its address."""
+    probe = subprocess.run(["unshare", "--time", "--mount", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no time and mount namespaces here (Linux 5.6, CAP_SYS_ADMIN): {probe.stderr.strip()}")
+    port = _free_port()
+    # Short: Ray's socket paths under it must fit a Unix socket's 107 bytes (pytest's tmp_path does not).
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    ray_start = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+                 "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                 f"--temp-dir={temp_dir}"]  # fmt: skip
+    head = subprocess.Popen(
+        ["unshare", "--time", "--monotonic", str(AHEAD_S), "--mount", "--propagation", "private",
+         "sh", "-c", HIDE, "sh", str(driver_folder), *ray_start],
+        env={**os.environ, **RAY_ENV},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its processes in a group of their own: stopped together, no other Ray touched
+    )  # fmt: skip
+    try:
+        assert head.stdout is not None
+        said = []
+        for line in head.stdout:  # until it says it runs (with --block it then waits)
+            said.append(line)
+            if "Ray runtime started" in line:
+                break
+        else:
+            pytest.fail(f"ray start ended (exit code {head.wait()}):\n{''.join(said[-20:])}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_actors_on_a_clock_days_ahead_trace_on_the_drivers_clock(driver_folder, cluster):
+    folder = driver_folder / "clock"
+    folder.mkdir()
+    with SimulatorThread(SimConfig(latency_ms=5, seed=3)) as url:
+        pipeline = flaky_pipeline(folder, url, ROWS, workers=2, executor="ray")
+        run_dir = folder / "run"
+        ran = subprocess.run(
+            [sys.executable, "-m", "treadle.cli", "run", str(pipeline), "--no-ui", "--out", str(run_dir),
+             "--no-cache", "--ray-address", cluster],
+            env={**os.environ, **RAY_ENV}, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+    assert ran.returncode == 1, ran.stderr  # 1: the rows whose python cell fails (flaky_pipeline)
+    output = sorted_output(run_dir)
+    assert output["id"].tolist() == list(range(ROWS))
+    assert output["n"].notna().sum() == ROWS - len(range(0, ROWS, 17))  # its module came with the actors
+    summary = json.loads((run_dir / "summary.json").read_text())
+    trace = pq.read_table(run_dir / "trace.parquet")
+    assert trace.num_rows >= 3 * ROWS
+    assert set(trace["worker"].to_pylist()) == {0, 1}
+    # Every attempt within the run on the driver's clock (AHEAD_S off before the offset was applied).
+    assert 0 < pc.min(trace["t_start"]).as_py() <= pc.max(trace["t_end"]).as_py() <= summary["wall_s"]
+    assert 0 < summary["first_row_s"] <= summary["wall_s"]
+
+
+CHECKS = """
+from helpers import size
+
+
+def check(row):
+    if row["id"] % 7 == 0:
+        raise ValueError("not checkable yet")
+    return size(row["q"])
+"""
+
+FIXED = CHECKS.replace('raise ValueError("not checkable yet")', "return -1")
+
+
+def test_a_function_reloaded_on_the_driver_runs_in_actors_without_its_file(driver_folder, cluster, monkeypatch):
+    folder = driver_folder / "reload"
+    folder.mkdir()
+    pd.DataFrame({"id": range(ROWS), "q": [f"question {i}" for i in range(ROWS)]}).to_csv(folder / "s.csv", index=False)
+    (folder / "checks.py").write_text(CHECKS)
+    (folder / "helpers.py").write_text("def size(text):\n    return len(text)\n")  # imported by checks.py
+    config = {
+        "seed": {"path": "s.csv"},
+        "columns": [{"name": "n", "kind": "python", "function": "checks:check", "retries": 0}],
+        "run": {"row_group_size": 20, "workers": 2, "executor": "ray", "ray_address": cluster},
+    }
+    (folder / "pipeline.yaml").write_text(json.dumps(config))
+    for name, value in RAY_ENV.items():
+        monkeypatch.setenv(name, value)
+    options = RunOptions(out=folder / "run", hold_open=True, cache="off")
+    controller = open_controller(treadle.load(folder / "pipeline.yaml"), options)
+    events: queue.SimpleQueue = controller.subscribe()
+    controller.start()
+    _wait_idle(events)
+    failing = len(range(0, ROWS, 7))
+    assert controller.snapshot().cells["failed"] == failing
+    (folder / "checks.py").write_text(FIXED)
+    assert controller.reload_function("n") == 2
+    assert controller.retry(all_failed=True) == failing
+    _wait_idle(events)
+    controller.close()
+    result = controller.wait(60)
+    assert result is not None and result.status == "done", result
+    output = sorted_output(result.run_dir)
+    expected = [-1 if i % 7 == 0 else len(f"question {i}") for i in range(ROWS)]
+    assert output["n"].tolist() == expected
+
+
+def _wait_idle(events: queue.SimpleQueue) -> None:
+    while events.get(timeout=120).type != "idle":
+        pass
