@@ -143,7 +143,8 @@ class RefreshLoop(App[None]):
             return "stopped"
         if time.monotonic() < self._live_until:
             return "live"
-        quiet = self.status in ("idle", "paused", *FINAL) and not self.snap.cells.get("running", 0)
+        # (a run whose status is final but whose engine has not ended yet is writing its outputs: soon over)
+        quiet = self.status in ("idle", "paused") and not self.snap.cells.get("running", 0)
         return "quiet" if quiet else "live"
 
     def _tick_after_command(self) -> None:
@@ -281,8 +282,12 @@ class RefreshLoop(App[None]):
                 self.action_summary()
 
     def _refresh_rows(self) -> None:
-        """A person scrolled: fetch the rows now in view without waiting for the next tick."""
+        """A person scrolled (or the grid resized): fetch the rows now in view without waiting for the next
+        tick, unless the last snapshot carried them all."""
         grid = self.grid
-        snap = self.controller.snapshot(rows=grid.wanted_rows())
+        rows = grid.wanted_rows()
+        if all(row in grid.window for row in rows):
+            return
+        snap = self.controller.snapshot(rows=rows)
         grid.update_states(snap.window, snap.by_column, snap.row_groups.get("finished", 0) * self._group_size)
         self._show_cursor()
