@@ -1,7 +1,8 @@
 """The treadle terminal app: watch and steer one run through its RunController.
 
 The engine runs on its own thread. The app polls `controller.snapshot(rows=<rows in view>)` a dozen
-times a second, drains the event queue for its log, reads new traces for the timeline, and sends
+times a second while cells run (once a second while none does, never once the run has ended: refresh.py),
+drains the event queue for its log, reads new traces for the timeline, and sends
 commands (pause, limits, retry, drop, cancel, close) through the controller. It never receives a
 message per cell change, and it stops the engine before it exits.
 """
