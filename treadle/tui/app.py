@@ -1,7 +1,8 @@
 """The treadle terminal app: watch and steer one run through its RunController.
 
 The engine runs on its own thread. The app polls `controller.snapshot(rows=<rows in view>)` a dozen
-times a second, drains the event queue for its log, reads new traces for the timeline, and sends
+times a second while cells run (once a second while none does, never once the run has ended: refresh.py),
+drains the event queue for its log, reads new traces for the timeline, and sends
 commands (pause, limits, retry, drop, cancel, close) through the controller. It never receives a
 message per cell change, and it stops the engine before it exits.
 """
@@ -27,7 +28,7 @@ from treadle.tui.function_watch import FunctionWatch
 from treadle.tui.keymap import bindings
 from treadle.tui.layout import CSS, NARROW_HEIGHT, NARROW_WIDTH, PANELS
 from treadle.tui.model import RateMeter, ViewStatus
-from treadle.tui.refresh import TICK_HZ
+from treadle.tui.refresh import QUIET_POLL_S, TICK_HZ
 from treadle.tui.screens import CellDetailScreen
 from treadle.tui.theme import CACHED, COLOURS, FILTERED, GLYPHS, STATES
 from treadle.tui.widgets.failed import FailedTable
@@ -70,10 +71,12 @@ class TreadleApp(AppActions):
         summary_on_idle: bool = True,
         show_latency: bool = True,
         tick_hz: float = TICK_HZ,
+        quiet_poll_s: float = QUIET_POLL_S,
     ) -> None:
         """`clock`: seconds since the run started, for elapsed time, rate, ETA and the timeline's
         window (default: the engine's clock); tests pass a fixed one so screenshots are stable.
-        `show_latency=False` leaves measured latencies out of the summary (stable screenshots too)."""
+        `show_latency=False` leaves measured latencies out of the summary (stable screenshots too).
+        `tick_hz`: polls a second while cells run; `quiet_poll_s`: seconds between polls while none does."""
         super().__init__()
         self.controller = controller
         self._clock = clock
@@ -81,6 +84,7 @@ class TreadleApp(AppActions):
         self._summary_on_idle = summary_on_idle
         self._show_latency = show_latency
         self._tick_hz = tick_hz
+        self._quiet_poll_s = quiet_poll_s
         first = controller.snapshot()
         self.snap: Snapshot = first
         # Events before the subscription come from the snapshot's recent ones (the queue may repeat a few).
@@ -148,8 +152,7 @@ class TreadleApp(AppActions):
             self.set_keymap(self._user_keymap)
         self._apply_layout(self.size.width, self.size.height)
         self.grid.focus()
-        self._tick()
-        self.set_interval(1 / self._tick_hz, self._tick)
+        self._start_ticking()
         self._function_watch = FunctionWatch(self.controller)
         self.set_interval(1.0, self._reload_changed_functions)
 

@@ -1,7 +1,8 @@
 """The app's actions: what its keys, the command palette and the cell detail screen do to the run.
 
 Commands go to the run through the controller; each is followed by a tick, so the panels show its
-effect at once. `AppActions` is a base of `TreadleApp` (app.py).
+effect at once, and the refresh loop polls live a while (refresh.py). `AppActions` is a base of
+`TreadleApp` (app.py).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class AppActions(RefreshLoop):
         else:
             self.controller.pause()
             self.notify("paused: no new starts; running cells finish", timeout=3)
-        self._tick()
+        self._tick_after_command()
 
     async def action_quit(self) -> None:
         """q (and ctrl+q): close an idle run and exit; ask first while cells remain; a second q while
@@ -63,6 +64,7 @@ class AppActions(RefreshLoop):
             self._closing_run = True
             self._exit_when_finished = True
             controller.close()
+            self._tick_after_command()
         elif status == "closing":
             return
         elif status == "stopping" or self._stop_requested:
@@ -91,7 +93,7 @@ class AppActions(RefreshLoop):
         else:
             self.controller.cancel()
             self.notify("stopping: running cells may finish; q again stops them now", timeout=4)
-        self._tick()
+        self._tick_after_command()
 
     def action_summary(self) -> None:
         summary = self.controller.summary()
@@ -307,7 +309,7 @@ class AppActions(RefreshLoop):
     def _after_command(self) -> None:
         if isinstance(self.screen, CellDetailScreen):
             self.screen.load()
-        self._tick()
+        self._tick_after_command()
         self._poll_failures(self.snap, self._now(self.snap), force=True)
 
     def _jump_failed(self, step: int) -> None:
@@ -346,7 +348,7 @@ class AppActions(RefreshLoop):
             self.notify(str(exc), severity="warning", timeout=4)
             return
         self.limits_panel.show_total(name, total)
-        self._tick()
+        self._tick_after_command()
 
     def action_limit(self, delta: int) -> None:
         name = self._selected_limit()

@@ -1,5 +1,9 @@
 """The app's refresh loop: a dozen times a second, one snapshot of the run brings every panel up to date.
 
+While no cell runs (idle, or paused once running cells have finished) the run changes only by a command,
+so the loop slows to one poll a second; once the run has ended it stops. A command from the app ticks at
+once (app_actions.py), so the loop is live again as soon as it has work to show.
+
 `RefreshLoop` is the base of `TreadleApp` (app.py), which sets the state and widgets declared here.
 """
 
@@ -7,11 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from rich.text import Text
 from textual.app import App
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Log, Static
 
@@ -32,6 +37,16 @@ HEADER_EVERY = 3
 TIMELINE_EVERY = 3
 """Ticks between timeline updates (about 4 Hz: one character is ~0.3 s of the 30 s window)."""
 FAILURES_EVERY_S = 0.5
+QUIET_POLL_S = 1.0
+"""Between polls while nothing runs: enough for the clock, rates decaying over the last minute, and
+commands from elsewhere (`--serve`); the app's own commands tick at once."""
+
+LIVE_AFTER_COMMAND_S = 2.0
+"""The loop stays live this long after a command: its effect may reach snapshots later (the workers of a
+run on several processes report it)."""
+
+Pace = Literal["live", "quiet", "stopped"]
+"""How often the loop polls: `TICK_HZ`, every `QUIET_POLL_S`, or never again (the run has ended)."""
 
 
 class RefreshLoop(App[None]):
@@ -59,6 +74,12 @@ class RefreshLoop(App[None]):
     _failed_rows: list[int]
     _limits_seen: object
     _ticks: int
+    _tick_hz: float
+    _quiet_poll_s: float
+    pace: Pace
+    _pace_timers: dict[Pace, Timer]
+    _live_until: float
+    _header_clock: float
     # Its widgets, made by TreadleApp.compose.
     _header: RunHeader
     _grid: CellGrid
@@ -102,6 +123,46 @@ class RefreshLoop(App[None]):
         self._exit_called = True
         self.exit()
 
+    # ---- the pace ----------------------------------------------------------------------------------
+
+    def _start_ticking(self) -> None:
+        """Tick now, then on the timer the run's state calls for."""
+        self.pace = "live"
+        self._live_until = 0.0
+        self._header_clock = 0.0
+        self._pace_timers = {
+            "live": self.set_interval(1 / self._tick_hz, self._tick),
+            "quiet": self.set_interval(self._quiet_poll_s, self._tick, pause=True),
+        }
+        self._tick()
+
+    def _pace_now(self, ended: bool) -> Pace:
+        """The pace the latest snapshot calls for (`ended`: the run had ended before it was taken, so
+        it shows the end)."""
+        if ended:
+            return "stopped"
+        if time.monotonic() < self._live_until:
+            return "live"
+        # (a run whose status is final but whose engine has not ended yet is writing its outputs: soon over)
+        quiet = self.status in ("idle", "paused") and not self.snap.cells.get("running", 0)
+        return "quiet" if quiet else "live"
+
+    def _tick_after_command(self) -> None:
+        """A command was sent: show its effect now, and keep polling live while it may still arrive."""
+        self._live_until = time.monotonic() + LIVE_AFTER_COMMAND_S
+        self._tick()
+
+    def _set_pace(self, pace: Pace) -> None:
+        """Poll at `pace` from now on: the other timer waits, paused (a stopped run stops both)."""
+        if pace == self.pace:
+            return
+        self.pace = pace
+        for name, timer in self._pace_timers.items():
+            if name == pace:
+                timer.resume()
+            else:
+                timer.pause()
+
     # ---- the tick ----------------------------------------------------------------------------------
 
     def _now(self, snap: Snapshot) -> float:
@@ -113,6 +174,7 @@ class RefreshLoop(App[None]):
             return
         controller = self.controller
         grid = self.grid
+        ended = controller.finished
         snap = controller.snapshot(rows=grid.wanted_rows())
         self.snap = snap
         now = self._now(snap)
@@ -121,8 +183,13 @@ class RefreshLoop(App[None]):
         previous, self.status = self.status, view_status(snap, self._closing_run)
         rate = self.rate.rate()
         final = self.status in FINAL
-        if self._ticks % HEADER_EVERY == 1 or self.status != previous:
-            self._show_header(snap, now, rate)
+        pace = self._pace_now(ended)
+        every = pace != "live"  # a slow tick shows all it has: the next one is a second away, or never
+        if every or self._ticks % HEADER_EVERY == 1 or self.status != previous:
+            # Under a modal screen a new second on the clock would redraw the whole screen behind it: while
+            # nothing runs, the clock there waits for the modal to close (counts and status still show).
+            covered = every and len(self.screen_stack) > 1
+            self._show_header(snap, self._header_clock if covered else now, rate)
         grid.update_states(snap.window, snap.by_column, snap.row_groups.get("finished", 0) * self._group_size)
         self._show_cursor()
         limits_key = (snap.limits, snap.row_groups, snap.rates)
@@ -130,14 +197,17 @@ class RefreshLoop(App[None]):
             self._limits_seen = limits_key
             self.limits_panel.update_limits(snap.limits, snap.row_groups, snap.rates)
         self._workers_panel.show(snap.workers)
-        self._poll_failures(snap, now)
+        self._poll_failures(snap, now, force=every and pace != self.pace)  # the panel as it stays
         self._drain_events()
-        if self._ticks % TIMELINE_EVERY == 1 or final:
+        if every or self._ticks % TIMELINE_EVERY == 1 or final:
             self._poll_traces(snap, now)
         self._after_status(previous, snap)
+        if not self._exit_called:
+            self._set_pace(pace)
 
     def _show_header(self, snap: Snapshot, now: float, rate: float | None) -> None:
         final = self.status in FINAL
+        self._header_clock = now
         self._header.show(
             self.run_name,
             snap,
@@ -212,8 +282,12 @@ class RefreshLoop(App[None]):
                 self.action_summary()
 
     def _refresh_rows(self) -> None:
-        """A person scrolled: fetch the rows now in view without waiting for the next tick."""
+        """A person scrolled (or the grid resized): fetch the rows now in view without waiting for the next
+        tick, unless the last snapshot carried them all."""
         grid = self.grid
-        snap = self.controller.snapshot(rows=grid.wanted_rows())
+        rows = grid.wanted_rows()
+        if all(row in grid.window for row in rows):
+            return
+        snap = self.controller.snapshot(rows=rows)
         grid.update_states(snap.window, snap.by_column, snap.row_groups.get("finished", 0) * self._group_size)
         self._show_cursor()

@@ -59,7 +59,7 @@ class CellGrid(ScrollView, can_focus=True):
             self.column = column
 
     class ViewMoved(Message):
-        """The rows in view changed by a person's hand: the app fetches their states now."""
+        """The rows in view changed by a person's hand (or the grid's size): the app fetches their states now."""
 
     def __init__(self, columns: Sequence[str], n_rows: int, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -93,6 +93,7 @@ class CellGrid(ScrollView, can_focus=True):
     def on_resize(self, event: events.Resize) -> None:
         self._resize_layout(self.scrollable_content_region.width)
         self.refresh()
+        self.post_message(self.ViewMoved())  # more rows may be in view than the last snapshot carried
 
     @property
     def top_row(self) -> int:

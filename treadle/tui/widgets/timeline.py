@@ -85,10 +85,15 @@ class Timeline(ScrollView):
         self._sum_run = 0.0
         self._by_status = [0] * (len(TRACE_STATUSES) + 1)
         self.slots = 1
+        self._last_end = -math.inf
+        """When the latest attempt ended: once the window has slid past it, the view stays as it is."""
 
     def add(self, traces: Iterable[Any], now: float, slots: int | None = None) -> None:
-        """Take new traces (TaskTrace-like: slot, t_ready, t_start, t_end, status) and move the window."""
+        """Take new traces (TaskTrace-like: slot, t_ready, t_start, t_end, status) and move the window;
+        redrawn unless it showed no attempt and still shows none (an idle run's costs nothing)."""
+        shown = self._last_end >= self.now - WINDOW_S - BUCKET_S  # the last drawn window held an attempt
         self.now = now
+        old_slots = self.slots
         if slots is not None:
             self.slots = max(1, slots)
         lanes = self._lanes
@@ -108,6 +113,7 @@ class Timeline(ScrollView):
             if start_b > ready_b:
                 lane.mark(max(ready_b, floor), start_b - 1, _QUEUED)
             lane.mark(max(start_b, floor), end_b, code)
+            self._last_end = max(self._last_end, trace.t_end)
             wait, run = trace.t_start - trace.t_ready, trace.t_end - trace.t_start
             self._recent.append((trace.t_end, wait, run, code))
             self._sum_wait += wait
@@ -123,6 +129,8 @@ class Timeline(ScrollView):
         height = HEADER_LINES + max(len(lanes), self.slots)
         if self.virtual_size.height != height:
             self.virtual_size = Size(self.size.width, height)
+        elif not shown and self._last_end < now - WINDOW_S - BUCKET_S and self.slots == old_slots:
+            return
         self.refresh()
 
     # ---- drawing -----------------------------------------------------------------------------------
