@@ -247,7 +247,7 @@ def main_from_args(args: argparse.Namespace) -> int:
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop where it is installed (a dependency, except on Windows): its loop and sockets,
-    written in C, take ~15% off this process's CPU per request (bench/RESULTS.md). None: asyncio's."""
+    written in C, take ~17% off this process's instructions per request (bench/RESULTS.md). None: asyncio's."""
     try:
         import uvloop
     except ImportError:

@@ -2,7 +2,7 @@
 
 Under load nearly every request is a chat completion, so it goes straight to its handler; an
 Application would first look its route up, make its own request object and run its handler chain,
-~8% of the simulator's CPU per request (bench/RESULTS.md). The other routes are resolved by
+~4% of the simulator's instructions per request (bench/RESULTS.md). The other routes are resolved by
 aiohttp's own router, as an Application does, so their answers (404, 405 with Allow, HEAD,
 `Expect: 100-continue`) are the ones aiohttp gives.
 """

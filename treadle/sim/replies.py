@@ -29,7 +29,7 @@ class RequestError(ValueError):
 
 
 # Not frozen, like Reply and faults.Fate: made for every request, and a frozen dataclass sets each field
-# through object.__setattr__, which was ~7% of the simulator's CPU per request for the three.
+# through object.__setattr__: ~7% of the simulator's instructions per request for the three.
 @dataclass
 class ChatRequest:
     model: str
