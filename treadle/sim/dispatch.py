@@ -51,7 +51,7 @@ class Dispatcher:
         self._router = router = web.UrlDispatcher()
         router.add_get(MODELS_PATH, sim.list_models)
         router.add_get(MODELS_PATH + "/{model}", sim.get_model)
-        router.add_post(CHAT_PATH, sim.chat)
+        router.add_post(CHAT_PATH, sim.chat)  # for its other spellings, an Expect header, a 405's Allow
         router.add_get("/stats", sim.get_stats)
         router.add_post("/stats/reset", sim.reset_stats)
         router.add_get("/requests", sim.get_requests)
