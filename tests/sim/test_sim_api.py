@@ -120,6 +120,14 @@ async def test_bad_requests_get_400_in_openai_format(session: aiohttp.ClientSess
             assert (await response.json())["error"]["param"] == "messages"
 
 
+async def test_a_prompt_longer_than_aiohttps_default_body_limit_is_answered(session: aiohttp.ClientSession) -> None:
+    long_prompt = "word " * (2 * 1024**2 // 5)  # 2 MiB: aiohttp refuses bodies over 1 MiB unless told otherwise
+    async with Simulator() as url, session.post(f"{url}/chat/completions", json=chat(long_prompt)) as response:
+        body = await response.json()
+    assert response.status == 200
+    assert body["usage"]["prompt_tokens"] > 500_000
+
+
 async def test_latency_delays_the_answer(session: aiohttp.ClientSession) -> None:
     async with Simulator(SimConfig(latency_ms=120)) as url:
         start = time.perf_counter()

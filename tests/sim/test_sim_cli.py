@@ -18,7 +18,14 @@ import pytest
 
 from treadle.sim import SimConfig
 from treadle.sim import __main__ as sim_main
-from treadle.sim.cli import URL_LINE_PREFIX, add_arguments, config_from_args, config_to_argv, main_from_args
+from treadle.sim.cli import (
+    URL_LINE_PREFIX,
+    add_arguments,
+    config_from_args,
+    config_to_argv,
+    event_loop_factory,
+    main_from_args,
+)
 
 
 def post(url: str, body: dict[str, Any], key: str | None = None) -> tuple[int, dict[str, Any]]:
@@ -66,6 +73,11 @@ def test_module_serves_and_stops_cleanly(stop_signal: signal.Signals) -> None:
     assert proc.returncode == 0
     assert "Traceback" not in err
     assert key not in out + err
+
+
+def test_the_process_serves_on_uvloop_where_it_is_installed() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    assert event_loop_factory() is uvloop.new_event_loop
 
 
 def run_cli(argv: list[str]) -> int:

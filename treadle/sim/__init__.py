@@ -1,7 +1,7 @@
 """An OpenAI-compatible HTTP simulator: latency, rate limits, faults, a response book, schema JSON.
 
-Self-contained on purpose (stdlib, aiohttp, yaml, jinja2 only) so tests, benches and the demo can
-run it without the engine.
+Self-contained on purpose (stdlib, aiohttp, yaml, jinja2, and uvloop where installed) so tests,
+benches and the demo can run it without the engine.
 """
 
 from .book import BookError, load_book

@@ -17,7 +17,7 @@ from .config import SimConfig
 FAULTS = ("fail", "hang", "malformed", "drop", "overload")  # the order of SimConfig.fault_rates()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Fate:
     fault: str | None  # one of FAULTS, or None for a normal answer
     latency_s: float  # before the first byte of the answer (or before the fault shows)

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import SimConfig
+from .dispatch import web_server
 from .request_log import REQUEST_LOG_MAX
 from .server import SimServer
 
@@ -43,18 +44,13 @@ class Simulator:
         self.request_log_max = request_log_max
         self.base_url: str | None = None
         self._server: SimServer | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
 
     async def start(self) -> str:
         if self._runner is not None:
             raise RuntimeError("simulator already started")
         self._server = SimServer(self.config, clock=self.clock, request_log_max=self.request_log_max)
-        runner = web.AppRunner(
-            self._server.make_app(),
-            access_log=None,  # a log line per request would cost more than the request itself
-            handler_cancellation=True,  # a client giving up frees its (e.g. hung) handler
-            shutdown_timeout=_SHUTDOWN_GRACE_S,
-        )
+        runner = web.ServerRunner(web_server(self._server), shutdown_timeout=_SHUTDOWN_GRACE_S)
         await runner.setup()
         try:
             # A deep backlog: benches open hundreds of connections at once.
@@ -71,6 +67,8 @@ class Simulator:
     async def stop(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            if self._server is not None:
+                self._server.close()
             await runner.cleanup()
 
     def stats(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The aiohttp application: routes, auth, rate limits, faults and latency around a reply, and a log."""
+"""The simulator's handlers: auth, rate limits, faults and latency around a reply, and a log (dispatch.py
+hands them their requests)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from .stats import Stats
 from .wire import completion_body, dumps, error_body, models_body, stream_events
 
 DEFAULT_MODELS = ("treadle-sim",)  # what /v1/models lists when any name is accepted
+MODELS_PATH = "/v1/models"
 _JSON = "application/json"
-_MAX_BODY = 64 * 1024**2  # long prompts are normal; aiohttp's 1 MiB default is not
 
 
 @dataclass(slots=True)
@@ -35,7 +36,7 @@ class _Visit:
 
 
 class SimServer:
-    """Owns the simulator's state; make_app() wires it into an aiohttp Application.
+    """Owns the simulator's state and answers its routes (dispatch.web_server() serves them).
 
     `clock` (monotonic seconds) drives the rate limits and the request log's times; tests inject a
     fake one to step the buckets without sleeping. `request_log_max` bounds GET /requests.
@@ -60,42 +61,32 @@ class SimServer:
         self._ids = itertools.count(1)
         self._closing = asyncio.Event()  # set on shutdown: releases hung requests at once
 
-    def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=_MAX_BODY)
-        app.router.add_get("/v1/models", self.list_models)
-        app.router.add_get("/v1/models/{model}", self.get_model)
-        app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_get("/stats", self.get_stats)
-        app.router.add_post("/stats/reset", self.reset_stats)
-        app.router.add_get("/requests", self.get_requests)
-        app.on_shutdown.append(self._on_shutdown)
-        return app
-
-    async def _on_shutdown(self, _app: web.Application) -> None:
+    def close(self) -> None:
+        """Shutting down: release hung requests at once."""
         self._closing.set()
 
     # --- routes -------------------------------------------------------------------------------
 
-    async def list_models(self, request: web.Request) -> web.StreamResponse:
+    async def list_models(self, request: web.BaseRequest) -> web.StreamResponse:
         return self._auth_error(request) or _json(200, models_body(self.config.models or DEFAULT_MODELS))
 
-    async def get_model(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["model"]
+    async def get_model(self, request: web.BaseRequest) -> web.StreamResponse:
+        name = request.path.removeprefix(MODELS_PATH + "/")  # the router matched MODELS_PATH/{model}
         if denied := self._auth_error(request):
             return denied
         if self.config.models and name not in self.config.models:
             return self._unknown_model(name)
         return _json(200, dumps({"id": name, "object": "model", "created": 0, "owned_by": "treadle-sim"}))
 
-    async def get_stats(self, _request: web.Request) -> web.StreamResponse:
+    async def get_stats(self, _request: web.BaseRequest) -> web.StreamResponse:
         return _json(200, dumps(self.stats.snapshot()))
 
-    async def reset_stats(self, _request: web.Request) -> web.StreamResponse:
+    async def reset_stats(self, _request: web.BaseRequest) -> web.StreamResponse:
         self.stats.reset()
         self.requests.clear()
         return _json(200, dumps(self.stats.snapshot()))
 
-    async def get_requests(self, request: web.Request) -> web.StreamResponse:
+    async def get_requests(self, request: web.BaseRequest) -> web.StreamResponse:
         """`{"requests": [entry, ...], "next": N}`: the log from arrival index `?since=` on (default 0)."""
         text = request.query.get("since", "0")
         since = int(text) if text.isdecimal() else -1
@@ -105,7 +96,7 @@ class SimServer:
         entries = [entry.to_json() for entry in self.requests.since(since)]
         return _json(200, dumps({"requests": entries, "next": self.requests.next_index}))
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
+    async def chat(self, request: web.BaseRequest) -> web.StreamResponse:
         self.stats.started()
         visit = _Visit(self.requests.arrived(self._elapsed()))
         outcome: Status = "cancelled"  # what stays if the client goes away and aiohttp cancels us
@@ -125,7 +116,7 @@ class SimServer:
 
     # --- the chat completion pipeline ---------------------------------------------------------
 
-    async def _chat(self, request: web.Request, visit: _Visit) -> web.StreamResponse | str:
+    async def _chat(self, request: web.BaseRequest, visit: _Visit) -> web.StreamResponse | str:
         """The answer, or the outcome when none is sent; x-ratelimit-* headers are added by chat()."""
         if denied := self._auth_error(request):
             return denied
@@ -183,7 +174,7 @@ class SimServer:
 
     async def _stream(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         chat: ChatRequest,
         reply: Reply,
         ident: str,
@@ -209,7 +200,7 @@ class SimServer:
         await response.write_eof()
         return response
 
-    async def _hang(self, request: web.Request) -> str:
+    async def _hang(self, request: web.BaseRequest) -> str:
         # Released by the client giving up (aiohttp cancels this handler), by shutdown, or by the cap.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), self.config.hang_max_s)
@@ -245,7 +236,7 @@ class SimServer:
         visit.entry.retry_after_s = hint.wait_s
         return hint.headers
 
-    def _auth_error(self, request: web.Request) -> web.Response | None:
+    def _auth_error(self, request: web.BaseRequest) -> web.Response | None:
         if self._auth is None:
             return None
         given = request.headers.get("Authorization", "").encode()
@@ -282,7 +273,7 @@ def _malformed(stream: bool) -> web.Response:
     return _json(200, broken)
 
 
-def _abort(request: web.Request, outcome: str) -> str:
+def _abort(request: web.BaseRequest, outcome: str) -> str:
     if request.transport is not None:
         request.transport.abort()
     return outcome
