@@ -312,7 +312,7 @@ class Run:
                 generator.client.observe(self.rates[generator.limit_key])
         stop_progress = asyncio.Event()
         progress = loop.create_task(self._report_progress(stop_progress))
-        lag = loop.create_task(self.loop_lag.watch())
+        lag = loop.create_task(self.loop_lag.watch(lambda: self.limits[SLOTS].in_use > 0))
         try:
             with GC_TUNING.held():  # everything loaded so far lives for the whole run: frozen
                 await self.scheduler.run()
