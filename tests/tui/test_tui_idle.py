@@ -115,3 +115,26 @@ async def test_an_ended_run_is_not_read_again(ended_controller):
         assert await reads_over_a_quiet_stretch(pilot, reads) == 0
         assert isinstance(app.screen, SummaryScreen)
         assert "● done" in plain(app.query_one("#header"))
+
+
+async def test_behind_the_summary_of_an_idle_run_the_panels_wait_for_it_to_close(tmp_path, tui_cols, make_controller):
+    controller = make_controller(pipeline(tmp_path, 20, CHECKED))
+    app = TreadleApp(controller, quiet_poll_s=0.05)  # polled often while idle: each poll could redraw
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, SummaryScreen), what="the idle run's summary")
+        await until(pilot, lambda: app.pace == "quiet", what="the app to go quiet")
+        shown = Counter[str]()
+        add = app.timeline.add
+
+        def counted_add(*args, **kwargs):
+            shown["timeline"] += 1
+            return add(*args, **kwargs)
+
+        app.timeline.add = counted_add  # type: ignore[method-assign]
+        await pilot.pause(QUIET_STRETCH_S)
+        # Any change behind a modal redraws the whole screen: the timeline's window moving on waits.
+        assert shown["timeline"] == 0
+        await pilot.press("escape")
+        await until(pilot, lambda: shown["timeline"] > 0, what="the timeline to catch up once the summary closed")
+        await pilot.press("q")
+        await until(pilot, lambda: app.leaving, what="the app to close the run and leave")

@@ -185,21 +185,21 @@ class RefreshLoop(App[None]):
         final = self.status in FINAL
         pace = self._pace_now(ended)
         every = pace != "live"  # a slow tick shows all it has: the next one is a second away, or never
+        # Under a modal screen any change behind it redraws the whole screen (its dimmed background): while
+        # nothing runs, the clock and the panels' rates dying down there wait for it to close.
+        covered = every and len(self.screen_stack) > 1
         if every or self._ticks % HEADER_EVERY == 1 or self.status != previous:
-            # Under a modal screen a new second on the clock would redraw the whole screen behind it: while
-            # nothing runs, the clock there waits for the modal to close (counts and status still show).
-            covered = every and len(self.screen_stack) > 1
             self._show_header(snap, self._header_clock if covered else now, rate)
         grid.update_states(snap.window, snap.by_column, snap.row_groups.get("finished", 0) * self._group_size)
         self._show_cursor()
         limits_key = (snap.limits, snap.row_groups, snap.rates)
-        if limits_key != self._limits_seen:
+        if limits_key != self._limits_seen and not covered:
             self._limits_seen = limits_key
             self.limits_panel.update_limits(snap.limits, snap.row_groups, snap.rates)
         self._workers_panel.show(snap.workers)
         self._poll_failures(snap, now, force=every and pace != self.pace)  # the panel as it stays
         self._drain_events()
-        if every or self._ticks % TIMELINE_EVERY == 1 or final:
+        if (not covered and (every or self._ticks % TIMELINE_EVERY == 1)) or final:
             self._poll_traces(snap, now)
         self._after_status(previous, snap)
         if not self._exit_called:
