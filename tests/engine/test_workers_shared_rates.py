@@ -116,3 +116,18 @@ def test_refusals_sent_before_the_workers_heard_of_a_cut_cut_no_further():
     # A refusal at the pace the workers were told is news.
     _tick(shared, {0: _refused(time.perf_counter())})
     assert len(leader.changes) == 2
+
+
+def test_refusals_heard_in_the_same_tick_as_a_cut_cut_no_further():
+    leader, shared = _leader()
+    start = time.perf_counter() - 5.0
+    # Both workers went on at the old pace after the first refusal: nobody had told them of a cut yet.
+    first, second, third = (_refused(start + dt) for dt in (0.0, 0.1, 0.2))
+    both = RateSignals(first.starts + third.starts, first.answers + third.answers, False)
+    _tick(shared, {0: both, 1: second})
+    assert len(leader.changes) == 1
+    shared.shares(KEY, 2)
+    _tick(shared, {1: _refused(start + 0.3)})  # sent before the shares went out: the same news
+    assert len(leader.changes) == 1
+    _tick(shared, {0: _refused(time.perf_counter())})  # at the pace the workers were told: news
+    assert len(leader.changes) == 2

@@ -147,6 +147,9 @@ class ModelRate:
         self._no_hint_hold = NO_HINT_HOLD_S
         self._last_change = -math.inf
         """When the pace or concurrency last went down: answers to requests sent before it say nothing new."""
+        self._unheard_before = -math.inf
+        """Senders elsewhere (a parent's workers) went on at the pace before the last change until then:
+        a refusal of what they sent before it is the same news, and only measures the endpoint."""
         self._empty_at: deque[tuple[float, int]] = deque()
         """(send time, requests admitted before it) of recent rate-limit answers: the endpoint's bucket
         was empty then, so what it admitted between two of them is its rate times the time between."""
@@ -205,10 +208,15 @@ class ModelRate:
         """When the pace or concurrency last went down (-inf: never)."""
         return self._last_change
 
+    def change_not_yet_heard(self) -> None:
+        """The last change was made here for processes that send elsewhere (a parent replaying its workers'
+        answers): they go on at the old pace until `change_reached_senders`."""
+        self._unheard_before = math.inf
+
     def change_reached_senders(self, at: float) -> None:
-        """The last change reached the processes that send only at `at` (workers told by the parent): the
-        answers to what they sent before then, at the old pace, say nothing new either."""
-        self._last_change = max(self._last_change, at)
+        """The last change reached the processes that send only at `at` (workers told by the parent): a
+        refusal of what they sent before then, at the old pace, only measures the endpoint."""
+        self._unheard_before = at
 
     def paced_elsewhere(self, now: float) -> None:
         """Starts waited for the learned pace in another process sharing this limit: it creeps up as here."""
@@ -335,6 +343,10 @@ class ModelRate:
                 bound = (n - 1) / (sent - earlier_sent)
                 if measured is None or bound > measured:
                     measured, between = bound, n
+        if sent <= self._unheard_before:  # at the old pace, by a sender not yet told of the last change
+            if measured is not None:
+                self._pace(now, sent, measured, precise=between >= PRECISE_COUNT, blind=False)
+            return
         self._pace(now, sent, measured, precise=between >= PRECISE_COUNT)
 
     def _admitted_before(self, t: float) -> int:
@@ -350,14 +362,15 @@ class ModelRate:
             n += 1
         return n
 
-    def _pace(self, now: float, sent: float, measured: float | None, precise: bool) -> None:
+    def _pace(self, now: float, sent: float, measured: float | None, precise: bool, blind: bool = True) -> None:
         """A refusal to a request sent at `sent`: the endpoint's rate lies between what it was measured to
         admit (a lower bound) and the pace that was refused; a refusal soon after the last change says the
-        pace is far too high, one after a clean stretch that it is just over."""
+        pace is far too high, one after a clean stretch that it is just over. Not `blind`: the measure
+        alone (the refused pace is one already cut)."""
         bucket = self.requests
         before = bucket.rate if bucket is not None else self._recent_start_rate(now)
         cut = before * (0.5 if sent - self._last_change < MEASURE_CLEAN_S else 0.9)
-        if measured is not None and measured * _HEADROOM >= cut:
+        if measured is not None and (measured * _HEADROOM >= cut or not blind):
             rate = measured * _HEADROOM
             self._measured = precise
             reason = f"429 from endpoint: it admitted {measured * 60:.0f} requests/min"

@@ -200,6 +200,7 @@ class SharedRates:
         answer): the slow start ends at them, and the adaptive value grows only while they fill it."""
         limit = rate.limit
         in_use, peak = limit.in_use, limit.peak
+        last_change = rate.last_change
         try:
             for t, _, worker, worker_in_use, answer in events:
                 self.clock.at = t
@@ -210,6 +211,9 @@ class SharedRates:
                     heard.in_use[worker] = worker_in_use
                     limit.in_use = sum(heard.in_use.values())
                     rate.answered(*answer)
+                    if rate.last_change != last_change:  # the workers hear of it with the next shares
+                        rate.change_not_yet_heard()
+                        last_change = rate.last_change
         finally:
             self.clock.at = None
             limit.in_use, limit.peak = in_use, peak  # the workers' own counts are the run's
@@ -220,8 +224,9 @@ class SharedRates:
         now = rate.now()
         if rate.last_change > self._shared_change[key]:
             # The workers send at the old pace until these shares reach them: the refusals of what they
-            # sent until then are the same news, not a reason to cut again (cutting for each, heard
-            # after the shares went out, halved the pace 3-4 times in half a second).
+            # sent until then are the same news, not a reason to cut again (cutting for each, heard in
+            # the same tick as the cut or after the shares went out, halved the pace 3-4 times in half a
+            # second, and a run's pace stayed at half the endpoint's limit for seconds).
             rate.change_reached_senders(now)
             self._shared_change[key] = rate.last_change
         if heard.paced:
