@@ -487,20 +487,3 @@ class ModelRate:
         change = Change(now, min(self.limit.total, int(self.concurrency)), paced, reason)
         self.changes.append(change)
         self._on_change(change)
-
-
-def rate_summary(rate: ModelRate, t0: float) -> dict:
-    """summary.json's `rate_limits.<model>`: the pace at the end, answers that asked to wait, and every
-    change of the adaptive value with its reason (times in seconds from the run's start)."""
-    view = rate.view(rate.now())
-    return {
-        "adaptive": rate.adaptive,
-        "source": view.source,
-        "ceiling": view.ceiling,
-        "concurrency": view.concurrency,
-        "paced_rpm": view.paced_rpm,
-        "tpm": view.tpm,
-        "requests": rate.started_total,
-        "rate_limited": rate.refused_total,
-        "changes": [[round(c.t - t0, 3), c.concurrency, c.paced_rpm, c.reason] for c in rate.changes],
-    }

@@ -11,7 +11,7 @@ from treadle.engine.limits import Limit
 from treadle.engine.loop_health import LoopLag
 from treadle.engine.outputs import RunDirectory
 from treadle.engine.pipeline_validation import LoadedPipeline
-from treadle.engine.rate_limits import ModelRate, rate_summary
+from treadle.engine.rate_limits import ModelRate
 from treadle.engine.response_cache import ResponseCache, cache_summary
 from treadle.engine.scheduler import Scheduler
 from treadle.engine.stats import LimitChanges
@@ -106,3 +106,20 @@ def run_summary(run: SummarizedRun) -> RunSummary:
         metrics = summary_metrics(run.directory.path, summary, prices_of(config.models))
         return summary.model_copy(update={"metrics": metrics})
     return summary
+
+
+def rate_summary(rate: ModelRate, t0: float) -> dict:
+    """summary.json's `rate_limits.<model>`: the pace at the end, answers that asked to wait, and every
+    change of the adaptive value with its reason (times in seconds from the run's start)."""
+    view = rate.view(rate.now())
+    return {
+        "adaptive": rate.adaptive,
+        "source": view.source,
+        "ceiling": view.ceiling,
+        "concurrency": view.concurrency,
+        "paced_rpm": view.paced_rpm,
+        "tpm": view.tpm,
+        "requests": rate.started_total,
+        "rate_limited": rate.refused_total,
+        "changes": [[round(c.t - t0, 3), c.concurrency, c.paced_rpm, c.reason] for c in rate.changes],
+    }
