@@ -305,7 +305,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}"
     )
     _print_ratios(runs)
-    start_up = _worker_start_up_cpu_s()
+    start_up = _engine_start_up_cpu_s()
     console.print(
         f"the fork server's start-up, once per process (interpreter and imports, measured apart): {start_up:.2f}"
         f" CPU s, {start_up / calls * 1e6:.0f} us per call of this run; a Ray actor's, in each actor"
@@ -328,7 +328,7 @@ def _print_ratios(runs: dict[str, list[Measured]]) -> None:
         )
 
 
-def _worker_start_up_cpu_s() -> float:
+def _engine_start_up_cpu_s() -> float:
     """The CPU a new engine process spends before its first cell: Python, treadle's engine and the
     model client's imports (langchain_openai), as the fork server and a Ray actor do."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

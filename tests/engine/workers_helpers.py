@@ -21,43 +21,41 @@ def check(row):
 """
 
 
-def flaky_pipeline(tmp_path: Path, url: str, rows: int, name: str = "pipeline", **run: object) -> Path:
-    """`rows` rows x two dependent llm columns, a python column that fails on every 17th row, a template."""
+TWO_LLM_COLUMNS = [
+    {"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}"},
+    {"name": "b", "kind": "llm", "model": "m", "prompt": "again {{ a }}"},
+]
+
+
+def _write_pipeline(tmp_path: Path, url: str, rows: int, columns: list[dict], run: dict, name: str, slots: int) -> Path:
+    """`rows` rows (id, q) in s.csv and a pipeline of `columns` on model m at the simulator, `slots` slots."""
     seed = pd.DataFrame({"id": range(rows), "q": [f"question {i}" for i in range(rows)]})
     seed.to_csv(tmp_path / "s.csv", index=False)
-    (tmp_path / "flaky.py").write_text(FLAKY)
     config = {
         "seed": {"path": "s.csv"},
-        "models": {"m": {"model": "sim", "base_url": url, "max_parallel": SLOTS}},
-        "columns": [
-            {"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}"},
-            {"name": "b", "kind": "llm", "model": "m", "prompt": "again {{ a }}"},
-            {"name": "n", "kind": "python", "function": "flaky:check", "depends_on": ["a"], "retries": 0},
-            {"name": "t", "kind": "template", "template": "{{ id }}:{{ n }}"},
-        ],
-        "run": {"max_parallel": SLOTS, "row_group_size": 20, **run},
+        "models": {"m": {"model": "sim", "base_url": url, "max_parallel": slots}},
+        "columns": columns,
+        "run": {"max_parallel": slots, "row_group_size": 20, **run},
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(json.dumps(config))
     return path
 
 
+def flaky_pipeline(tmp_path: Path, url: str, rows: int, name: str = "pipeline", **run: object) -> Path:
+    """`rows` rows x two dependent llm columns, a python column that fails on every 17th row, a template."""
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    columns = [
+        *TWO_LLM_COLUMNS,
+        {"name": "n", "kind": "python", "function": "flaky:check", "depends_on": ["a"], "retries": 0},
+        {"name": "t", "kind": "template", "template": "{{ id }}:{{ n }}"},
+    ]
+    return _write_pipeline(tmp_path, url, rows, columns, run, name, SLOTS)
+
+
 def llm_pipeline(tmp_path: Path, url: str, rows: int = 300, slots: int = SLOTS) -> Path:
     """`rows` rows x two dependent llm columns on `--workers 2`, `slots` execution slots, groups of 20 rows."""
-    seed = pd.DataFrame({"id": range(rows), "q": [f"question {i}" for i in range(rows)]})
-    seed.to_csv(tmp_path / "s.csv", index=False)
-    config = {
-        "seed": {"path": "s.csv"},
-        "models": {"m": {"model": "sim", "base_url": url, "max_parallel": slots}},
-        "columns": [
-            {"name": "a", "kind": "llm", "model": "m", "prompt": "{{ q }}"},
-            {"name": "b", "kind": "llm", "model": "m", "prompt": "again {{ a }}"},
-        ],
-        "run": {"max_parallel": slots, "row_group_size": 20, "workers": 2},
-    }
-    path = tmp_path / "pipeline.yaml"
-    path.write_text(json.dumps(config))
-    return path
+    return _write_pipeline(tmp_path, url, rows, TWO_LLM_COLUMNS, {"workers": 2}, "pipeline", slots)
 
 
 def sorted_output(run_dir: Path) -> pd.DataFrame:

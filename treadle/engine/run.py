@@ -277,6 +277,10 @@ class Run:
                 self._storage_failed(exc)
                 return
 
+    def cells_running(self) -> bool:
+        """Some cell holds a slot (a parent's: some worker's cell, as its last tick said)."""
+        return self.limits[SLOTS].in_use > 0
+
     def _rate_changed(self, key: str, change: Change) -> None:
         self.bus.emit(
             LimitAdapted(
@@ -312,7 +316,7 @@ class Run:
                 generator.client.observe(self.rates[generator.limit_key])
         stop_progress = asyncio.Event()
         progress = loop.create_task(self._report_progress(stop_progress))
-        lag = loop.create_task(self.loop_lag.watch(lambda: self.limits[SLOTS].in_use > 0))
+        lag = loop.create_task(self.loop_lag.watch(self.cells_running))
         try:
             with GC_TUNING.held():  # everything loaded so far lives for the whole run: frozen
                 await self.scheduler.run()

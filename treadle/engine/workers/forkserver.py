@@ -31,7 +31,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 TREADLE_ROOT = str(Path(__file__).resolve().parents[3])
-"""Where the server imports treadle from: this very treadle (a source checkout need not be installed)."""
+"""Where worker processes (the server's, Ray's local ones) import treadle from: this very treadle (a
+source checkout need not be installed)."""
 
 
 @dataclass(frozen=True)

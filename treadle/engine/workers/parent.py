@@ -169,7 +169,7 @@ class ParentRun(Run):
             self._done.set()
         stop_progress = asyncio.Event()
         progress = loop.create_task(self._report_progress(stop_progress))
-        lag = loop.create_task(self.loop_lag.watch(lambda: self.limits[SLOTS].in_use > 0))  # the workers' cells
+        lag = loop.create_task(self.loop_lag.watch(self.cells_running))
         try:
             await self._done.wait()
         finally:

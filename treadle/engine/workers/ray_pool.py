@@ -22,9 +22,9 @@ from typing import Any
 import ray
 from ray.exceptions import RayError
 
-import treadle
 from treadle.engine.errors import FatalRunError, one_line
 from treadle.engine.functions import local_modules
+from treadle.engine.workers.forkserver import TREADLE_ROOT
 from treadle.engine.workers.messages import ParentMessage, WorkerMessage
 from treadle.engine.workers.pool import WorkerHandle
 from treadle.engine.workers.ray_worker import EngineActor
@@ -86,8 +86,7 @@ def _init_ray(address: str | None, workers: int, base_dir: Path) -> None:
     # through the TUI and the one-line errors; its errors still show.
     init = functools.partial(ray.init, log_to_driver=False, logging_level=logging.ERROR)
     if address is None:  # local: its workers import this very treadle (a source checkout too)
-        root = str(Path(treadle.__file__).resolve().parent.parent)
-        env = {"env_vars": {"PYTHONPATH": root}}
+        env = {"env_vars": {"PYTHONPATH": TREADLE_ROOT}}
         start = functools.partial(init, num_cpus=max(2, workers), runtime_env=env, include_dashboard=False)
         failed = "cannot start a local Ray"
     else:
