@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import time
 from array import array
 
 from treadle.engine.limits import Limit
-from treadle.engine.rate_limits import ModelRate
-from treadle.engine.workers.messages import RateSignals
+from treadle.engine.rate_limits import PROBE_START, PROBE_STEP_S, ModelRate
+from treadle.engine.workers.messages import RateShare, RateSignals, ShareRates
+from treadle.engine.workers.pool import WorkerHandle
+from treadle.engine.workers.shared_limits import SharedLimits
 from treadle.engine.workers.shared_rates import FollowerRate, ReplayClock, SharedRates, on_replay_clock
 
 KEY = "model:m"
@@ -131,3 +134,67 @@ def test_refusals_heard_in_the_same_tick_as_a_cut_cut_no_further():
     assert len(leader.changes) == 1
     _tick(shared, {0: _refused(time.perf_counter())})  # at the pace the workers were told: news
     assert len(leader.changes) == 2
+
+
+def test_the_parent_doubles_the_slow_start_from_the_first_start_a_worker_made():
+    _, shared = _leader()
+    now = time.perf_counter()
+    shared.heard(0, now, {KEY: RateSignals(array("d", [now - 0.35]).tobytes(), [], False)})
+    shared.heard(1, now, {KEY: RateSignals(b"", [], False)})
+    shared.replay()
+    share = shared.shares(KEY, 2)[0]
+    # Doubled three times since that start (at 0.1, 0.2 and 0.3 s), not from the parent's first share on.
+    assert share.requests is not None and share.requests[0] == PROBE_START[1] * 2**3 / 2
+    assert share.doubles_in is not None and 0 < share.doubles_in <= PROBE_STEP_S
+
+
+def _follower(clock: list[float]) -> FollowerRate:
+    return FollowerRate(ModelRate(Limit(KEY, 512), rpm=None, tpm=None, adaptive=True, clock=lambda: clock[0]))
+
+
+def _slow_start_share(rate: float, doubles_in: float) -> RateShare:
+    return RateShare(512.0, requests=(rate, 1.0), tokens=None, held_s=0.0, source=None, doubles_in=doubles_in)
+
+
+def test_a_worker_doubles_its_slow_start_share_between_shares_until_a_rate_limit():
+    clock = [0.0]
+    follower = _follower(clock)
+    follower.follow(_slow_start_share(32.0, 0.1))
+    clock[0] = 0.35
+    follower.start_delay(clock[0])
+    assert follower.requests is not None and follower.requests.rate == 32.0 * 2**3
+    follower.started(clock[0])
+    follower.answered(clock[0], 429, None, None)  # the slow start ends here: no more doubling
+    clock[0] = 1.0
+    follower.start_delay(clock[0])
+    assert follower.requests.rate == 32.0 * 2**3 / 2
+
+
+def test_a_worker_keeps_its_own_slow_start_while_the_parent_has_heard_no_start():
+    clock = [0.0]
+    follower = _follower(clock)
+    follower.follow(_slow_start_share(32.0, math.inf))  # from its first start on
+    follower.start_delay(0.0)
+    follower.started(0.0)
+    clock[0] = 0.25
+    follower.start_delay(clock[0])
+    assert follower.requests is not None and follower.requests.rate == 128.0
+    follower.follow(_slow_start_share(32.0, math.inf))
+    clock[0] = 0.35
+    follower.start_delay(clock[0])
+    assert follower.requests.rate == 256.0
+
+
+def test_a_cut_the_parent_replays_goes_to_every_worker_at_once():
+    leader, shared = _leader()
+    workers = [WorkerHandle(index=0, outstanding={0}), WorkerHandle(index=1, outstanding={1})]
+    limits = SharedLimits({KEY: leader.limit}, {KEY: leader}, shared, workers)
+    now = time.perf_counter()
+    shared.heard(0, now, {KEY: _refused(now - 0.1)})
+    shared.heard(1, now, {KEY: RateSignals(b"", [], False)})
+    limits.adapt()  # not waiting for the next round of shares, a quarter of a second later
+    for handle in workers:
+        message = handle.outbox.get_nowait()
+        assert isinstance(message, ShareRates) and message.shares[KEY].requests is not None
+    limits.adapt()  # nothing new: nothing sent
+    assert all(handle.outbox.empty() for handle in workers)

@@ -223,12 +223,14 @@ class ModelRate:
         if self.requests is not None and self.source == "learned":
             self._creep(now)
 
+    def next_doubling(self) -> float:
+        """When the slow start's rate doubles next (math.inf: at PROBE_STEP_S after the first start)."""
+        return self._next_doubling
+
     def _probe_wait(self, now: float) -> float:
         probe = self._probe
         assert probe is not None
-        if self._next_doubling == math.inf:
-            probe.updated = now
-            self._next_doubling = now + PROBE_STEP_S
+        self._first_start(probe, now)
         while now >= self._next_doubling:
             probe.refill(self._next_doubling)
             probe.rate *= 2
@@ -238,9 +240,15 @@ class ModelRate:
                 return 0.0
         return probe.wait_for(1.0, now)
 
+    def _first_start(self, probe: Bucket, now: float) -> None:
+        if self._next_doubling == math.inf:
+            probe.updated = now
+            self._next_doubling = now + PROBE_STEP_S
+
     def started(self, now: float) -> None:
         self.limit.acquire()
-        if self._probe is not None:
+        if self._probe is not None:  # a parent replaying its workers' starts asks no start_delay
+            self._first_start(self._probe, now)
             self._probe.refill(now)
             self._probe.level -= 1.0
         if self.requests is not None:

@@ -43,6 +43,9 @@ class RateShare:
     held_s: float
     """Starts wait this much longer (a Retry-After another worker was told)."""
     source: str | None
+    doubles_in: float | None = None
+    """The pace is the slow start's: it doubles in this many seconds and every PROBE_STEP_S after, until the
+    next share (math.inf: from the worker's first start on); None: it stays."""
 
 
 @dataclass(frozen=True)

@@ -81,12 +81,15 @@ class SharedLimits:
             self.send_budgets(key)
 
     def adapt(self, ended: WorkerHandle | None = None) -> None:
-        """What the workers' requests met, replayed into each model's rate as far as all have told."""
+        """What the workers' requests met, replayed into each model's rate as far as all have told; a
+        pace or adaptive value that went down goes out at once (the workers send at the old one until then)."""
         if ended is not None:
             self._shared.ended(ended.index)
         for key in self._rates:
             self._limits[key].in_use = self.in_use(key)  # what the UIs see in flight
         self._shared.replay()
+        if self._shared.changed():
+            self.share_rates()
 
     def share_rates(self) -> None:
         """Each running worker's share of every model's adaptive value, pace and hold: split between the

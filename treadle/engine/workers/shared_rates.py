@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from treadle.engine.rate_counters import Bucket
 from treadle.engine.rate_headers import LimitHeaders
-from treadle.engine.rate_limits import Change, ModelRate
+from treadle.engine.rate_limits import PROBE_END_RATE, PROBE_STEP_S, Change, ModelRate
 from treadle.engine.workers.messages import Answer, RateShare, RateSignals, ShareRates, shares
 
 LOCAL_CUT_S = 1.0
@@ -45,16 +45,34 @@ class FollowerRate(ModelRate):
         self._paced = False
         self._cut: tuple[float, float] | None = None
         """(until when, the pace per second) of the cut after this worker's last rate limit."""
+        self.on_refused: Callable[[], None] = lambda: None
+        """Called at each rate-limit answer: the worker tells the parent without waiting for its next tick."""
+        self._doubling_at: float | None = None
+        """When the slow start's pace (the share) doubles next here, as the parent's does between two shares
+        (math.inf: PROBE_STEP_S after the first start); None: the pace is not the slow start's."""
 
     def start_delay(self, now: float) -> float:
+        if self._doubling_at is not None and now >= self._doubling_at:
+            self._double(now)
         wait = super().start_delay(now)
         if 0 < wait < math.inf and self.hold_until <= now:
             self._paced = True
         return wait
 
     def started(self, now: float) -> None:
+        if self._doubling_at == math.inf:
+            self._doubling_at = now + PROBE_STEP_S
         super().started(now)
         self._sent_times.append(now)
+
+    def _double(self, now: float) -> None:
+        """The slow start's pace doubles every PROBE_STEP_S here too: waiting a quarter of a second for each
+        share kept a worker's pace 2-6 times under the parent's while it rose (half a second at 32/s)."""
+        requests = self.requests
+        while requests is not None and self._doubling_at is not None and now >= self._doubling_at:
+            requests.refill(self._doubling_at)
+            requests.rate *= 2
+            self._doubling_at = self._doubling_at + PROBE_STEP_S if requests.rate < PROBE_END_RATE else None
 
     def answered(
         self,
@@ -68,6 +86,9 @@ class FollowerRate(ModelRate):
         self._heard.append((now, self.limit.in_use, (sent, status, retry_after, headers, tokens_used)))
         super().answered(sent, status, retry_after, headers, tokens_used)
         refused = status == 429 or (status == 503 and retry_after is not None)
+        if refused:
+            self._doubling_at = None  # the slow start ends at the first limit, as the parent's will
+            self.on_refused()
         if refused and self.adaptive and self.requests is not None and (self._cut is None or now >= self._cut[0]):
             self.requests.rate /= 2
             self._cut = (now + LOCAL_CUT_S, self.requests.rate)
@@ -81,10 +102,13 @@ class FollowerRate(ModelRate):
         """The parent's share: the adaptive value and pace from now on, a hold another worker was told."""
         now = self.now()
         self.concurrency = max(1.0, share.concurrency)
-        requests = share.requests
-        if requests is not None and self._cut is not None and now < self._cut[0]:
-            requests = (min(requests[0], self._cut[1]), requests[1])
-        self.requests = _bucket(self.requests, requests, now)
+        requests, doubles_in = share.requests, share.doubles_in
+        started_own = self._doubling_at is not None and self._doubling_at < math.inf
+        if not (doubles_in == math.inf and started_own):  # else the parent has heard no start yet: it goes on
+            if requests is not None and self._cut is not None and now < self._cut[0]:
+                requests, doubles_in = (min(requests[0], self._cut[1]), requests[1]), None
+            self.requests = _bucket(self.requests, requests, now)
+            self._doubling_at = None if doubles_in is None else now + doubles_in
         self.tokens = _bucket(self.tokens, share.tokens, now)
         self.hold_until = max(self.hold_until, now + share.held_s)
         self.source = share.source
@@ -180,6 +204,10 @@ class SharedRates:
             heard.events = sorted(heard.events + new) if heard.events else sorted(new)
             heard.paced |= told.paced
 
+    def changed(self) -> bool:
+        """Whether a model's pace or adaptive value went down since the last shares."""
+        return any(rate.last_change > self._shared_change[key] for key, rate in self.rates.items())
+
     def ended(self, worker: int) -> None:
         """The worker has told all it will (its run ended, or it died): none of its requests in flight."""
         self._upto[worker] = math.inf
@@ -235,16 +263,19 @@ class SharedRates:
         fraction = 1.0 / workers
         requests = _pace_share(rate.requests, fraction)
         probe = rate.probe(now)
-        if probe is not None:  # the slow start: its pace shared out too
+        doubles_in = None
+        if probe is not None:  # the slow start: its pace shared out too, and when it doubles
             probing = _pace_share(probe, fraction)
             assert probing is not None
-            requests = probing if requests is None or probing[0] < requests[0] else requests
+            if requests is None or probing[0] < requests[0]:
+                requests, doubles_in = probing, rate.next_doubling() - now
         share = RateShare(
             concurrency=0.0,
             requests=requests,
             tokens=_pace_share(rate.tokens, fraction),
             held_s=max(0.0, rate.hold_until - now),
             source=rate.source,
+            doubles_in=doubles_in,
         )
         total = min(rate.limit.total, int(rate.concurrency))
         return [replace(share, concurrency=float(n)) for n in shares(total, workers)]

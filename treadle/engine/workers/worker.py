@@ -68,6 +68,8 @@ from treadle.engine.workers.shared_stops import WorkerAttempts
 from treadle.engine.workers.worker_edits import WorkerEdits
 
 _PASSED_ON = (CellFailed, CellRetried, RowDropped, Salvage)
+EARLY_TICK_GAP_S = 0.05
+"""A tick sent early for a rate limit comes at least this long after the one before."""
 """Events the parent passes on to its own subscribers; it makes the others (started, paused, limit
 adapted, ...) itself."""
 
@@ -269,6 +271,11 @@ class WorkerLoop:
             # (the parent keeps the run's latencies). The same list: whatever holds it sees the arrays.
             latencies: list[Any] = run.scheduler.latencies
             latencies[:] = self._latencies
+        self._ticked_at = 0.0
+        self._early_tick_due = False
+        for rate in run.rates.values():
+            if isinstance(rate, FollowerRate):
+                rate.on_refused = self._rate_limited
 
     def handle(self, message: ParentMessage | None) -> None:
         """A command from the parent (on the loop); None: the parent is gone."""
@@ -330,7 +337,19 @@ class WorkerLoop:
             if message is None:
                 return
 
+    def _rate_limited(self) -> None:
+        """A rate-limit answer: the parent hears of it in a tick now (it adapts the pace and tells the other
+        workers), at most one tick every EARLY_TICK_GAP_S."""
+        if not self._early_tick_due and time.perf_counter() - self._ticked_at >= EARLY_TICK_GAP_S:
+            self._early_tick_due = True
+            asyncio.get_running_loop().call_soon(self._early_tick)
+
+    def _early_tick(self) -> None:
+        self._early_tick_due = False
+        self.run.send(self.tick())
+
     def tick(self) -> Tick:
+        self._ticked_at = time.perf_counter()
         run = self.run
         latencies = None
         if not self._tracing:
