@@ -6,16 +6,10 @@ runs in the actors as the driver read it, and the actors' times reach the run on
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +17,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from ray_head import TREADLE_PATH, ray_head
 from workers_helpers import sorted_output
 
 import treadle
@@ -35,14 +30,8 @@ if not os.environ.get("CI"):  # CI installs the Ray extra (.ci/run): there a mis
 AHEAD_S = 250_000  # about three days: the cluster's machine booted that much before the driver's
 ROWS = 120
 # Token authentication is Ray's default for `ray start`: the token would come from ~/.ray, off for these tests.
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(Path(treadle.__file__).resolve().parents[1])}
+RAY_ENV = {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": TREADLE_PATH}
 HIDE = 'mount -t tmpfs tmpfs "$1" && shift && exec "$@"'  # an empty filesystem over the driver's folder
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -57,36 +46,10 @@ def cluster(driver_folder: Path) -> Iterator[str]:
     probe = subprocess.run(["unshare", "--time", "--mount", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"no time and mount namespaces here (Linux 5.6, CAP_SYS_ADMIN): {probe.stderr.strip()}")
-    port = _free_port()
-    # Short: Ray's socket paths under it must fit a Unix socket's 107 bytes (pytest's tmp_path does not).
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    ray_start = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
-                 "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-                 f"--temp-dir={temp_dir}"]  # fmt: skip
-    head = subprocess.Popen(
-        ["unshare", "--time", "--monotonic", str(AHEAD_S), "--mount", "--propagation", "private",
-         "sh", "-c", HIDE, "sh", str(driver_folder), *ray_start],
-        env={**os.environ, **RAY_ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its processes in a group of their own: stopped together, no other Ray touched
-    )  # fmt: skip
-    try:
-        assert head.stdout is not None
-        said = []
-        for line in head.stdout:  # until it says it runs (with --block it then waits)
-            said.append(line)
-            if "Ray runtime started" in line:
-                break
-        else:
-            pytest.fail(f"ray start ended (exit code {head.wait()}):\n{''.join(said[-20:])}")
-        yield f"127.0.0.1:{port}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGKILL)
-        head.wait()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    wrapper = ["unshare", "--time", "--monotonic", str(AHEAD_S), "--mount", "--propagation", "private",
+               "sh", "-c", HIDE, "sh", str(driver_folder)]  # fmt: skip
+    with ray_head(RAY_ENV, wrapper) as address:
+        yield address
 
 
 CHECKS = """

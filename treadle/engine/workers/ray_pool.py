@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import socket
 import threading
 import uuid
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayError
+from ray._raylet import GcsClient  # type: ignore[attr-defined]  # _raylet.pyi lists a few of its names
+from ray.exceptions import AuthenticationError, RayError
 
 from treadle.engine.errors import FatalRunError, one_line
 from treadle.engine.functions import local_modules
@@ -34,6 +36,8 @@ ACTOR_NAME_PREFIX = "treadle-w"
 """Actors are named treadle-w<index>-<run id>: findable in the Ray dashboard (and by ray.get_actor)."""
 
 CONNECT_TIMEOUT_S = 10.0
+
+log = logging.getLogger(__name__)
 
 # A worker's calls at once: its start, a command, and the driver's long poll for its messages.
 _Actor = ray.remote(num_cpus=1, max_concurrency=4)(EngineActor)
@@ -76,6 +80,31 @@ def _check_reachable(address: str) -> None:
             f"no Ray cluster answers at {address}: something else listens there (the dashboard's port, 8265,"
             " is not the cluster's address; `ray start --head` prints it, by default port 6379)"
         )
+    if not address.startswith("ray://"):
+        _check_admitted(address)
+
+
+_TOKEN_PLACES = "RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token"
+
+
+def _check_admitted(address: str) -> None:
+    """A cluster with token authentication (`ray start`'s default when a token exists) turns away a driver
+    without its token, and ray.init retries for 20 s before it says only that it could not connect: ask
+    the cluster's GCS once, as ray.init would, and say what to set."""
+    try:
+        GcsClient(address=address)
+    except AuthenticationError:
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+            raise FatalRunError(
+                f"the Ray cluster at {address} refused this machine's authentication token: it wants the cluster's"
+                f" own, in {_TOKEN_PLACES}"
+            ) from None
+        raise FatalRunError(
+            f"the Ray cluster at {address} uses token authentication: set RAY_AUTH_MODE=token, with the cluster's"
+            f" token in {_TOKEN_PLACES}"
+        ) from None
+    except Exception:  # anything else is ray.init's to report
+        log.debug("asking the Ray cluster's GCS failed", exc_info=True)
 
 
 def _init_ray(address: str | None, workers: int, base_dir: Path) -> None:
