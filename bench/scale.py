@@ -251,11 +251,10 @@ def _sim_cpu_s(pid: int) -> float:
 def _start_ray() -> None:
     """A local Ray as the engine's would start it (ray_pool.RayActors), once for every run."""
     try:
-        import ray
+        from treadle.engine.workers.ray_pool import start_local_ray
     except ImportError:
         sys.exit("--configs ray needs Ray: pip install 'treadle[ray]'")
-    env = {"env_vars": {"PYTHONPATH": str(ROOT)}}
-    ray.init(num_cpus=RAY_WORKERS, runtime_env=env, log_to_driver=False, include_dashboard=False)
+    start_local_ray(RAY_WORKERS)
 
 
 def _pin(sim_pid: int) -> None:

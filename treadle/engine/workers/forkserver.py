@@ -18,6 +18,7 @@ reaches the parent alone, which stops the workers in order; the server reaps the
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import signal
 import subprocess
@@ -31,6 +32,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 TREADLE_ROOT = str(Path(__file__).resolve().parents[3])
+WORKER_IMPORTS = ("langchain_openai", "treadle.engine.generators.llm_client", "treadle.engine.workers.worker")
+"""What a worker imports before its first call (~2 s of CPU): done once, before it is needed, where a
+worker's process comes from (here, and in a local Ray's worker processes: ray_pool.py)."""
 """Where worker processes (the server's, Ray's local ones) import treadle from: this very treadle (a
 source checkout need not be installed)."""
 
@@ -138,11 +142,8 @@ def _run_worker(control: Connection, conn_fd: int, request: ForkRequest) -> None
 
 def serve(control: Connection) -> None:
     """The server: the worker's imports once, then a fork per request until the parent goes."""
-    import langchain_openai  # noqa: F401
-
-    from treadle.engine.generators import llm_client  # noqa: F401
-    from treadle.engine.workers import worker  # noqa: F401
-
+    for module in WORKER_IMPORTS:
+        importlib.import_module(module)
     # Python 3.12+ warns of any thread at a fork, counting the OS's: pyarrow's jemalloc keeps a background
     # thread, and numpy's BLAS a pool; both prepare for a fork (pthread_atfork), and no Python thread runs here.
     warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
