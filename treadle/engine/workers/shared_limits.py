@@ -2,7 +2,7 @@
 with a share of every limit (slots, row groups, each model's), of each model's rpm and tpm budgets, and of
 its adaptive value and pace (adapted by the parent: shared_rates.py). Shares go out again when a total
 changes, a worker dies, when the workers holding row groups change, and (the adaptive ones) four times a
-second. The UIs see each limit in use and its peak summed over the workers.
+second and as soon as the parent lowers them. The UIs see each limit in use and its peak summed over the workers.
 
 At the run's tail, with no group left to hand out, a worker that has written all its groups idles while
 another still runs its own: the slots, model limits and budgets are then split between the workers

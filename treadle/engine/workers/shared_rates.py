@@ -7,8 +7,10 @@ rule as one process: slow start, the pace learned from 429s, the adaptive concur
 sends each worker its share of the result. So N workers meet an endpoint's limit as one process does,
 and the UIs, events and summary.json show one adaptive value per model: the parent's.
 
-A worker still reacts to its own refusals at once (it holds for their Retry-After and empties its
-pace's bucket); the parent's next share, a quarter of a second later, tells the others.
+A worker still reacts to its own refusals at once (it holds for their Retry-After, empties its pace's
+bucket and halves it) and tells the parent in a tick sent then; the parent's replay, once every worker
+has told what came before, cuts the shared pace and sends the new shares at once. The slow start's pace
+doubles in each worker between shares, on the parent's schedule.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from treadle.engine.workers.messages import Answer, RateShare, RateSignals, Shar
 
 LOCAL_CUT_S = 1.0
 """A worker that meets a rate limit halves its own pace at once and keeps under that for this long: the
-parent, which adapts the pace from every worker's answers, has heard of the refusal by then (its shares
-go out four times a second, after every worker's tick up to the refusal)."""
+parent, which adapts the pace from every worker's answers, has heard of the refusal by then (the worker
+ticks at once, the others within a quarter of a second, and the parent shares out the cut at once)."""
 
 
 class FollowerRate(ModelRate):

@@ -2,9 +2,10 @@
 
 It journals finished cells to its own journal in the run directory and writes each finished group's
 file there, as one process does; the parent hears of each written group (its cell states and
-failures), and four times a second of the rest (trace batches, counts, limits in use, events). Commands
-come in on a thread of their own. When the parent goes away (killed), the worker stops at once,
-writes the groups it holds and exits: `treadle resume` finds every cell it finished.
+failures), and four times a second of the rest (trace batches, counts, limits in use, events), or at
+once after a rate-limit answer. Commands come in on a thread of their own. When the parent goes away
+(killed), the worker stops at once, writes the groups it holds and exits: `treadle resume` finds every
+cell it finished.
 """
 
 from __future__ import annotations
