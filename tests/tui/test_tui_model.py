@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from treadle.engine.controller import LimitView, Snapshot
-from treadle.engine.events import CellFailed, Idle, LimitChanged, Progress, RunEvent, Stopping
+from treadle.engine.events import CellFailed, Idle, LimitChanged, Paused, Progress, RunEvent, Stopping
 from treadle.tui.actions import ACTIONS
 from treadle.tui.keymap import DEFAULT_KEYS, bindings, key_text
 from treadle.tui.model import (
@@ -80,6 +80,7 @@ def test_event_lines():
     assert event_line(RunEvent(0.0, LimitChanged(limit="slots", old=4, new=6))).endswith("4 -> 6")
     assert event_line(RunEvent(5.0, Stopping(reason="closed"))) == "00:05 stopping: reason closed"
     assert event_line(RunEvent(6.0, Idle())) == "00:06 idle"
+    assert event_line(RunEvent(7.0, Paused(reason=None))) == "00:07 paused"  # a person's pause: no reason given
 
 
 def test_every_action_has_keys_and_every_state_a_glyph():

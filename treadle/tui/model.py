@@ -164,6 +164,7 @@ def event_line(event: RunEvent) -> str | None:
         case RunFinished(status=status, wall_s=wall_s, message=message):
             text = f"finished: {status} in {wall_s} s" + (f" ({message})" if message else "")
         case payload:
-            extra = ", ".join(f"{field.name} {getattr(payload, field.name)}" for field in dataclasses.fields(payload))
+            values = ((field.name, getattr(payload, field.name)) for field in dataclasses.fields(payload))
+            extra = ", ".join(f"{name} {value}" for name, value in values if value is not None)  # not "reason None"
             text = payload.type + (f": {extra}" if extra else "")
     return f"{clock_text(event.t)} {text}"
