@@ -137,6 +137,11 @@ class RunController:
     def finished(self) -> bool:
         return self._engine.finished
 
+    @property
+    def failed_to_run(self) -> bool:
+        """The run ended in an error that `wait` raises (its workers could not start, say), not with a result."""
+        return self._engine.failed
+
     def unsubscribe(self, subscriber) -> None:
         """Stop filling a queue `subscribe()` returned."""
         self.bus.unsubscribe(subscriber)

@@ -72,6 +72,11 @@ class EngineThread(Generic[R]):
     def finished(self) -> bool:
         return self._done.is_set()
 
+    @property
+    def failed(self) -> bool:
+        """The run ended in an error (`wait` raises it) rather than with its result."""
+        return self._done.is_set() and self._error is not None
+
     def call(self, fn: Callable[[], T]) -> T | None:
         """Run `fn` on the engine loop and return its result; None once the run is over."""
         loop = self.loop

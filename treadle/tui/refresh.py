@@ -267,8 +267,8 @@ class RefreshLoop(App[None]):
 
     def _after_status(self, previous: ViewStatus, snap: Snapshot) -> None:
         status = self.status
-        if self._exit_when_finished and self.controller.finished:
-            self._leave()
+        if self.controller.failed_to_run or (self._exit_when_finished and self.controller.finished):
+            self._leave()  # an error that ended the run: printed once the app has left the screen
             return
         if status != "idle":
             self._idle_summary_shown = False

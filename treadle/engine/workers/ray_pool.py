@@ -9,10 +9,12 @@ with one it joins that cluster, whose nodes need treadle installed.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import functools
 import logging
 import os
 import socket
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -111,6 +113,13 @@ def _check_admitted(address: str) -> None:
         log.debug("asking the Ray cluster's GCS failed", exc_info=True)
 
 
+def _enable_faulthandler() -> None:
+    """ray.init turns faulthandler on for sys.stderr unless it is on already, and fails where sys.stderr
+    has no file descriptor: under the TUI (Textual captures it). On the process's own stderr instead."""
+    if not faulthandler.is_enabled() and sys.__stderr__ is not None:
+        faulthandler.enable(sys.__stderr__, all_threads=False)
+
+
 def _init_ray(address: str | None, workers: int, base_dir: Path) -> None:
     """A local Ray, or the cluster at `address`; when Ray cannot start or connect, one line saying why.
     A cluster's nodes may not have the pipeline's folder: its modules go with the job (Ray uploads them
@@ -124,6 +133,7 @@ def _init_ray(address: str | None, workers: int, base_dir: Path) -> None:
         runtime_env = {"py_modules": modules} if modules else None
         start = functools.partial(ray.init, address=address, runtime_env=runtime_env, **_QUIET)
         failed = f"cannot connect to the Ray cluster at {address}"
+    _enable_faulthandler()
     try:
         start()
     except Exception as exc:  # Ray raises ConnectionError, ValueError, RuntimeError...: each means no Ray for the run
