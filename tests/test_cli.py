@@ -183,6 +183,7 @@ def test_interrupt_stops_new_starts_writes_what_is_done_and_exits_130(tmp_path):
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert json.loads(rest.splitlines()[-1])["status"] == "interrupted"
+    assert f"resume:   treadle resume {run_dir}" in stderr  # how to go on, after where its files are
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert 0 < summary["cells"]["done"] < 3000

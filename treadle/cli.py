@@ -242,7 +242,9 @@ def _drive(controller, args: argparse.Namespace, after=None):
 
         with _serving(controller, args):
             write_events_in_background(controller, args.events)
-            return run_tui(controller, after=after)
+            result = run_tui(controller)
+        _print_after_the_app(result, after)
+        return result
 
     from rich.console import Console
 
@@ -257,6 +259,20 @@ def _drive(controller, args: argparse.Namespace, after=None):
         for line in after(result):
             console.print(line, highlight=False, soft_wrap=True)
     return result
+
+
+def _print_after_the_app(result, after) -> None:
+    """Once the app has left the screen: how the run ended and where its files are (the person saw the
+    rest in the app), then what `after` adds."""
+    from rich.console import Console
+
+    from treadle.headless import print_headline, print_where
+
+    console = Console()
+    print_headline(console, result)
+    print_where(console, result)
+    for line in after(result) if after is not None else []:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @contextmanager

@@ -186,6 +186,27 @@ def run_headless(
 
 
 def print_summary(console: Console, result: RunResult) -> None:
+    """The run's end: how it ended, each column's counts and latencies, where its files are."""
+    print_headline(console, result)
+    table = Table(title=None, box=None, pad_edge=False)
+    for header in ("column", "done", "failed", "blocked", "p50 s", "p95 s"):
+        table.add_column(header, justify="left" if header == "column" else "right")
+    for name, column in result.record.columns.items():
+        cells, latency = column.cells, column.latency_s
+        table.add_row(
+            name,
+            str(cells["done"]),
+            str(cells["failed"]),
+            str(cells["blocked"]),
+            f"{latency.p50:.3f}",
+            f"{latency.p95:.3f}",
+        )
+    console.print(table)
+    print_where(console, result)
+
+
+def print_headline(console: Console, result: RunResult) -> None:
+    """How the run ended, in one line, and the message that ended it early (on stderr)."""
     summary = result.record
     rows = summary.rows
     counts = (
@@ -206,21 +227,13 @@ def print_summary(console: Console, result: RunResult) -> None:
     console.print(headline, highlight=False, soft_wrap=True)
     if result.message:
         Console(stderr=True).print(f"[red]{result.message}[/]", highlight=False, soft_wrap=True)
-    table = Table(title=None, box=None, pad_edge=False)
-    for header in ("column", "done", "failed", "blocked", "p50 s", "p95 s"):
-        table.add_column(header, justify="left" if header == "column" else "right")
-    for name, column in summary.columns.items():
-        cells, latency = column.cells, column.latency_s
-        table.add_row(
-            name,
-            str(cells["done"]),
-            str(cells["failed"]),
-            str(cells["blocked"]),
-            f"{latency.p50:.3f}",
-            f"{latency.p95:.3f}",
-        )
-    console.print(table)
-    outputs = summary.outputs
+
+
+def print_where(console: Console, result: RunResult) -> None:
+    """Where the run's files are; for a run stopped before its end, how to go on with it."""
+    outputs = result.record.outputs
     console.print(f"output:   {outputs.output}", highlight=False, soft_wrap=True)
     console.print(f"failures: {outputs.failures}", highlight=False, soft_wrap=True)
     console.print(f"summary:  {outputs.summary}", highlight=False, soft_wrap=True)
+    if result.status == "interrupted":
+        console.print(f"resume:   treadle resume {result.run_dir}", highlight=False, soft_wrap=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from treadle.engine.controller import RunController
 from treadle.engine.result import RunResult
@@ -10,18 +10,12 @@ from treadle.engine.result import RunResult
 __all__ = ["run_tui"]
 
 
-def run_tui(
-    controller: RunController,
-    *,
-    after: Callable[[RunResult], list[str]] | None = None,
-    keymap: Mapping[str, str] | None = None,
-) -> RunResult:
+def run_tui(controller: RunController, *, keymap: Mapping[str, str] | None = None) -> RunResult:
     """Start the run, show the app until the person quits, and return the run's result.
 
     Create the controller with `RunOptions(hold_open=True)` so failed cells can be retried after
     every cell has finished; quitting then closes the run. Quitting mid-run stops it (running cells
-    get the grace period) and leaves a resumable run directory. `after` receives the result once the
-    run directory is written (after the app has left the screen); the lines it returns are printed.
+    get the grace period) and leaves a resumable run directory.
     """
     from treadle.tui.app import TreadleApp
 
@@ -35,7 +29,4 @@ def run_tui(
             controller.abort()
     result = controller.wait()
     assert result is not None
-    if after is not None:
-        for line in after(result):
-            print(line)
     return result
