@@ -75,3 +75,18 @@ def test_quitting_mid_run_says_where_the_run_is_and_how_to_resume_it(tmp_path):
     assert f"output:   {run_dir / 'output.parquet'}" in after
     assert f"resume:   treadle resume {run_dir}" in after
     assert "Traceback" not in shown
+
+
+def test_the_demo_stopped_mid_run_says_where_it_is_and_not_to_resume_it(tmp_path):
+    run_dir = tmp_path / "demo"
+    command = [sys.executable, "-m", "treadle.cli", "demo", "--out", str(run_dir)]
+    terminal = Terminal(command, {**os.environ, "TERM": "xterm-256color", "XDG_CACHE_HOME": str(tmp_path)})
+    terminal.read_until(b"running")
+    terminal.type(b"q")
+    terminal.read_until(b"Stop now")
+    terminal.type(b"!")
+    code, shown = terminal.ended()
+    assert code == 130, shown[-2000:]
+    after = shown[shown.rindex("interrupted after") :]
+    assert f"summary:  {run_dir / 'summary.json'}" in after and "accuracy: " in after
+    assert "resume:" not in after  # its simulator, and the port its pipeline names, are gone

@@ -206,7 +206,7 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _new_run(load: Callable[[], Any], args: argparse.Namespace, after=None):
+def _new_run(load: Callable[[], Any], args: argparse.Namespace, after=None, resumable: bool = True):
     """Start-up (`load()` gives the pipeline), then the run with the app or headless."""
     _start_fork_server(args)
     from treadle.engine.run import RunOptions
@@ -222,7 +222,7 @@ def _new_run(load: Callable[[], Any], args: argparse.Namespace, after=None):
         executor=args.executor,
         ray_address=args.ray_address,
     )
-    return _drive(_start_up(lambda: open_controller(load(), options)), args, after)
+    return _drive(_start_up(lambda: open_controller(load(), options)), args, after, resumable)
 
 
 def _start_fork_server(args: argparse.Namespace) -> None:
@@ -234,8 +234,9 @@ def _start_fork_server(args: argparse.Namespace) -> None:
         FORK_SERVER.start()
 
 
-def _drive(controller, args: argparse.Namespace, after=None):
-    """Run with the terminal app or headless; `after(result)` returns lines to print at the end."""
+def _drive(controller, args: argparse.Namespace, after=None, resumable: bool = True):
+    """Run with the terminal app or headless; `after(result)` returns lines to print at the end;
+    `resumable`: whether `treadle resume` can go on with the run, and the end says how."""
     if _wants_ui(args):
         from treadle.headless import write_events_in_background
         from treadle.tui import run_tui
@@ -243,7 +244,7 @@ def _drive(controller, args: argparse.Namespace, after=None):
         with _serving(controller, args):
             write_events_in_background(controller, args.events)
             result = run_tui(controller)
-        _print_after_the_app(result, after)
+        _print_after_the_app(result, after, resumable)
         return result
 
     from rich.console import Console
@@ -254,14 +255,14 @@ def _drive(controller, args: argparse.Namespace, after=None):
     interrupts = Interrupts()
     # Taken before the progress server gives out its address: whoever watches may stop the run at once.
     with interrupts.installed(), _serving(controller, args):
-        result = run_headless(controller, console, interrupts, events=args.events)
+        result = run_headless(controller, console, interrupts, events=args.events, resumable=resumable)
     if after is not None:
         for line in after(result):
             console.print(line, highlight=False, soft_wrap=True)
     return result
 
 
-def _print_after_the_app(result, after) -> None:
+def _print_after_the_app(result, after, resumable: bool) -> None:
     """Once the app has left the screen: how the run ended and where its files are (the person saw the
     rest in the app), then what `after` adds."""
     from rich.console import Console
@@ -270,7 +271,7 @@ def _print_after_the_app(result, after) -> None:
 
     console = Console()
     print_headline(console, result)
-    print_where(console, result)
+    print_where(console, result, resumable)
     for line in after(result) if after is not None else []:
         console.print(line, highlight=False, soft_wrap=True)
 
@@ -383,7 +384,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         ]
 
     with demo.demo_endpoint() as base_url:
-        result = _new_run(lambda: demo.load_demo(base_url), args, after=accuracy_line)
+        # Not resumable: its pipeline asks the simulator started here, on a port of its own for this run.
+        result = _new_run(lambda: demo.load_demo(base_url), args, after=accuracy_line, resumable=False)
     return demo.exit_code(result)
 
 

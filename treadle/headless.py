@@ -115,11 +115,16 @@ def _plain_line(snapshot: Snapshot, rate: float) -> str:
 
 
 def run_headless(
-    controller: RunController, console: Console, interrupts: Interrupts, events: str | None = None
+    controller: RunController,
+    console: Console,
+    interrupts: Interrupts,
+    events: str | None = None,
+    resumable: bool = True,
 ) -> RunResult:
     """Start the run, show progress until it ends, print the summary; returns the result.
 
-    `interrupts` is installed by the caller, which takes Ctrl-C from before the run starts.
+    `interrupts` is installed by the caller, which takes Ctrl-C from before the run starts. `resumable`:
+    `treadle resume` can go on with it (the summary says how), not so the demo's (its simulator is gone).
     """
     writer = _EventWriter(controller, events)
     live = console.is_terminal
@@ -181,11 +186,11 @@ def run_headless(
             show(controller.snapshot())
     finally:
         writer.close()
-    print_summary(console, result)
+    print_summary(console, result, resumable)
     return result
 
 
-def print_summary(console: Console, result: RunResult) -> None:
+def print_summary(console: Console, result: RunResult, resumable: bool = True) -> None:
     """The run's end: how it ended, each column's counts and latencies, where its files are."""
     print_headline(console, result)
     table = Table(title=None, box=None, pad_edge=False)
@@ -202,7 +207,7 @@ def print_summary(console: Console, result: RunResult) -> None:
             f"{latency.p95:.3f}",
         )
     console.print(table)
-    print_where(console, result)
+    print_where(console, result, resumable)
 
 
 def print_headline(console: Console, result: RunResult) -> None:
@@ -229,11 +234,11 @@ def print_headline(console: Console, result: RunResult) -> None:
         Console(stderr=True).print(f"[red]{result.message}[/]", highlight=False, soft_wrap=True)
 
 
-def print_where(console: Console, result: RunResult) -> None:
-    """Where the run's files are; for a run stopped before its end, how to go on with it."""
+def print_where(console: Console, result: RunResult, resumable: bool = True) -> None:
+    """Where the run's files are; for a run stopped before its end, how to go on with it (if `resumable`)."""
     outputs = result.record.outputs
     console.print(f"output:   {outputs.output}", highlight=False, soft_wrap=True)
     console.print(f"failures: {outputs.failures}", highlight=False, soft_wrap=True)
     console.print(f"summary:  {outputs.summary}", highlight=False, soft_wrap=True)
-    if result.status == "interrupted":
+    if result.status == "interrupted" and resumable:
         console.print(f"resume:   treadle resume {result.run_dir}", highlight=False, soft_wrap=True)
