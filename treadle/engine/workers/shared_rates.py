@@ -29,10 +29,12 @@ from treadle.engine.rate_headers import LimitHeaders
 from treadle.engine.rate_limits import PROBE_END_RATE, PROBE_STEP_S, Change, ModelRate
 from treadle.engine.workers.messages import Answer, RateShare, RateSignals, ShareRates, shares
 
-LOCAL_CUT_S = 1.0
+LOCAL_CUT_S = 0.3
 """A worker that meets a rate limit halves its own pace at once and keeps under that for this long: the
 parent, which adapts the pace from every worker's answers, has heard of the refusal by then (the worker
-ticks at once, the others within a quarter of a second, and the parent shares out the cut at once)."""
+ticks at once, the others within a quarter of a second, and the parent shares out the cut at once). Not
+longer: held for a second, the halved pace kept the endpoint under its limit until the next refusal, so
+the parent never measured the limit and its guessed pace rose to the next refusal every second or so."""
 
 
 class FollowerRate(ModelRate):
