@@ -69,10 +69,10 @@ from treadle.engine.workers.shared_stops import WorkerAttempts
 from treadle.engine.workers.worker_edits import WorkerEdits
 
 _PASSED_ON = (CellFailed, CellRetried, RowDropped, Salvage)
-EARLY_TICK_GAP_S = 0.05
-"""A tick sent early for a rate limit comes at least this long after the one before."""
 """Events the parent passes on to its own subscribers; it makes the others (started, paused, limit
 adapted, ...) itself."""
+EARLY_TICK_GAP_S = 0.05
+"""A tick sent early for a rate limit comes at least this long after the one before."""
 
 
 @dataclass(frozen=True)
