@@ -88,3 +88,31 @@ def test_the_demo_pipeline_validates_from_the_install_for_a_real_endpoint(venv: 
     endpoint = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "unused"}
     proc = _run([venv / "bin" / "treadle", "validate", pipeline], cwd=tmp_path, **endpoint)
     assert "python (tableqa:run_code)" in proc.stdout
+
+
+ORDER = """
+import sys, sysconfig
+
+
+def stdlib_first(row):
+    paths = [p.rstrip("/") for p in sys.path]
+    return paths.index(sysconfig.get_paths()["stdlib"]) < paths.index(sysconfig.get_paths()["purelib"])
+"""
+
+
+def test_workers_of_an_installed_treadle_find_the_standard_library_before_site_packages(
+    venv: Path, tmp_path: Path
+) -> None:
+    """A worker's interpreter gets no PYTHONPATH for an installed treadle: site-packages put there would come
+    before the standard library, where a package in it could hide a standard module."""
+    (tmp_path / "order.py").write_text(ORDER)
+    (tmp_path / "s.csv").write_text("q\n" + "".join(f"{i}\n" for i in range(40)))
+    config = {
+        "seed": {"path": "s.csv"},
+        "columns": [{"name": "first", "kind": "python", "function": "order:stdlib_first"}],
+        "run": {"workers": 2, "row_group_size": 10},
+    }
+    (tmp_path / "pipeline.yaml").write_text(json.dumps(config))
+    _run([venv / "bin" / "treadle", "run", "pipeline.yaml", "--no-ui", "--out", "run"], cwd=tmp_path)
+    code = "import pandas as pd; print(pd.read_parquet('run/output.parquet')['first'].tolist())"
+    assert _run([venv / "bin" / "python", "-c", code], cwd=tmp_path).stdout.strip() == str([True] * 40)

@@ -21,6 +21,7 @@ import gc
 import importlib
 import os
 import signal
+import site
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 TREADLE_ROOT = str(Path(__file__).resolve().parents[3])
+"""The folder this treadle is imported from: a checkout, or site-packages once installed."""
 WORKER_IMPORTS = ("langchain_openai", "treadle.engine.generators.llm_client", "treadle.engine.workers.worker")
 """What a worker imports before its first call (~2 s of CPU): done once, before it is needed, where a
 worker's process comes from (here, and in a local Ray's worker processes: ray_pool.py)."""
@@ -82,8 +84,7 @@ class ForkServer:
         if self._process is None or self._control is None or self._process.poll() is not None:
             self._stop()
             ours, theirs = Pipe()
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join([TREADLE_ROOT, *filter(None, [env.get("PYTHONPATH")])])
+            env = with_treadle_importable(dict(os.environ))
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "treadle.engine.workers.forkserver", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
@@ -138,6 +139,16 @@ def _run_worker(control: Connection, conn_fd: int, request: ForkRequest) -> None
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)  # not the server's interpreter shutdown: the worker has closed what it opened
+
+
+def with_treadle_importable(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a new interpreter that imports this very treadle: a checkout's folder goes first on its
+    PYTHONPATH. Not an installed one's site-packages, which the interpreter has anyway, after the standard
+    library: on PYTHONPATH it would come before it, where a package there (a backport named `typing`, say)
+    would hide a standard module."""
+    if Path(TREADLE_ROOT) in {Path(p).resolve() for p in site.getsitepackages()}:
+        return env
+    return env | {"PYTHONPATH": os.pathsep.join(p for p in (TREADLE_ROOT, env.get("PYTHONPATH")) if p)}
 
 
 def serve(control: Connection) -> None:

@@ -28,7 +28,7 @@ from ray.exceptions import AuthenticationError, RayError
 
 from treadle.engine.errors import FatalRunError, one_line
 from treadle.engine.functions import local_modules
-from treadle.engine.workers.forkserver import TREADLE_ROOT, WORKER_IMPORTS
+from treadle.engine.workers.forkserver import WORKER_IMPORTS, with_treadle_importable
 from treadle.engine.workers.messages import ParentMessage, WorkerMessage
 from treadle.engine.workers.pool import WorkerHandle
 from treadle.engine.workers.ray_worker import EngineActor
@@ -142,18 +142,20 @@ def _init_ray(address: str | None, workers: int, base_dir: Path) -> None:
 
 def start_local_ray(workers: int) -> None:
     """A local Ray for `workers` actors, whose worker processes import this very treadle (a source checkout
-    too): its folder goes on the PYTHONPATH that Ray's daemons inherit, not in a runtime_env, for which Ray
+    too: its folder goes on the PYTHONPATH that Ray's daemons inherit), not through a runtime_env, for which Ray
     would start a new worker process for each actor instead of one it keeps ready. The processes it keeps
     ready import what a worker needs while they wait (preload_python_modules), so an actor placed on one
     makes its first call in a few ms, not 2-3 s."""
     saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(path for path in (TREADLE_ROOT, saved) if path)
+    pythonpath = with_treadle_importable(dict(os.environ)).get("PYTHONPATH")
+    if pythonpath is not None:
+        os.environ["PYTHONPATH"] = pythonpath
     preload = {"preload_python_modules": [*WORKER_IMPORTS, EngineActor.__module__]}
     try:
         ray.init(num_cpus=max(2, workers), include_dashboard=False, _system_config=preload, **_QUIET)
     finally:
         if saved is None:
-            del os.environ["PYTHONPATH"]
+            os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved
 
